@@ -1,0 +1,155 @@
+# SelfHeal: the two commands a newcomer needs are `make demo` and `make test`.
+#
+#   make demo     install what is missing, build, run the demo end to end
+#   make test     install what is missing, build, run every test suite
+#   make bench    print BENCH lines (see docs/benchmarks.md)
+#   make priv     build priv/self_heal_nif.so and priv/self_heal_port
+#                 (called by `mix compile` through the project's Mix compiler)
+#   make ctest    C unit tests, normal build and under ASan + UBSan
+#   make format   reformat the C sources; `make format-check` checks them
+#
+# V=1 shows the full commands.
+
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+BUILD ?= _build/c
+PRIV := priv
+NIF_SO := $(PRIV)/self_heal_nif.so
+PORT_BIN := $(PRIV)/self_heal_port
+
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-6s %s\n' $(1) $(2)
+endif
+
+# ---------------------------------------------------------------- packages
+# Debian packages the project needs. `make bootstrap` installs the missing
+# ones non-interactively; when all are present it only asks dpkg (< 1 s).
+DEB_PACKAGES := erlang-nox erlang-dev elixir pkg-config libssl-dev libjansson-dev \
+	libgit2-dev libcurl4-openssl-dev libsqlite3-dev libcmocka-dev clang-format
+
+.PHONY: bootstrap
+bootstrap:
+	$(Q)missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $(DEB_PACKAGES) 2>/dev/null \
+	  | awk '$$1 == "ii" { print $$2 }' | sort | comm -13 - <(printf '%s\n' $(DEB_PACKAGES) | sort)); \
+	if [ -n "$$missing" ]; then \
+	  echo "  APT    installing:" $$missing; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# ---------------------------------------------------------------- flags
+PKGS := openssl jansson
+# Cached on first use so pkg-config and erl run once per make invocation.
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS = $(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
+CMOCKA_LIBS = $(eval CMOCKA_LIBS := $$(shell pkg-config --libs cmocka))$(CMOCKA_LIBS)
+ERTS_INCLUDE_DIR ?= $(eval ERTS_INCLUDE_DIR := $$(shell erl -noshell -eval \
+	'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().'))$(ERTS_INCLUDE_DIR)
+
+CC ?= cc
+OPT ?= -O2
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
+CFLAGS_COMMON = -std=c11 $(OPT) -g $(WARN) -fvisibility=hidden -fPIC -D_POSIX_C_SOURCE=200809L \
+	-Iinclude $(PKG_CFLAGS)
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c)
+NIF_SRCS := c_src/self_heal_nif.c
+PORT_SRCS := $(wildcard port/*.c)
+TEST_SRCS := $(wildcard test/c/test_*.c)
+
+CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)
+NIF_OBJS := $(NIF_SRCS:%.c=$(BUILD)/obj/%.o)
+PORT_OBJS := $(PORT_SRCS:%.c=$(BUILD)/obj/%.o)
+TEST_BINS := $(TEST_SRCS:test/c/%.c=$(BUILD)/test/%)
+ASAN_CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/asan/%.o)
+ASAN_TEST_BINS := $(TEST_SRCS:test/c/%.c=$(BUILD)/asan-test/%)
+
+# ---------------------------------------------------------------- build
+.PHONY: all priv
+all: bootstrap
+	$(Q)mix compile
+
+priv: $(NIF_SO) $(PORT_BIN)
+
+$(BUILD)/obj/c_src/self_heal_nif.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
+
+$(BUILD)/obj/%.o: %.c
+	$(call msg,CC,$<)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_COMMON) $(CFLAGS_EXTRA) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/asan/%.o: %.c
+	$(call msg,CC-SAN,$<)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) $(CFLAGS) -O1 -MMD -MP -c $< -o $@
+
+$(NIF_SO): $(NIF_OBJS) $(CORE_OBJS)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) -shared $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+
+$(PORT_BIN): $(PORT_OBJS) $(CORE_OBJS)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+
+# ---------------------------------------------------------------- C tests
+$(BUILD)/test/%: $(BUILD)/obj/test/c/%.o $(CORE_OBJS)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(CMOCKA_LIBS) -o $@
+
+$(BUILD)/asan-test/%: $(BUILD)/asan/test/c/%.o $(ASAN_CORE_OBJS)
+	$(call msg,LD-SAN,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(SAN_FLAGS) $(LDFLAGS) $^ $(PKG_LIBS) $(CMOCKA_LIBS) -o $@
+
+.PHONY: ctest ctest-plain ctest-asan
+ctest: ctest-plain ctest-asan
+
+ctest-plain: $(TEST_BINS)
+	$(Q)set -e; for t in $^; do echo "== $$t"; ./$$t; done
+
+ctest-asan: $(ASAN_TEST_BINS)
+	$(Q)set -e; for t in $^; do echo "== $$t (ASan+UBSan)"; \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./$$t; done
+
+# ---------------------------------------------------------------- style
+FORMAT_SRCS = $(wildcard c_src/*.c c_src/*.h include/self_heal/*.h port/*.c port/*.h test/c/*.c test/c/*.h)
+
+.PHONY: format format-check
+format:
+	$(Q)clang-format -i $(FORMAT_SRCS)
+
+format-check:
+	$(call msg,FORMAT,"C sources")
+	$(Q)clang-format --dry-run --Werror $(FORMAT_SRCS)
+
+# ---------------------------------------------------------------- the commands
+.PHONY: test test-all mix-test demo bench clean
+test: bootstrap
+	$(Q)$(MAKE) --no-print-directory test-all
+
+test-all: format-check ctest mix-test
+
+mix-test:
+	$(Q)MIX_ENV=test mix test $(MIX_TEST_ARGS)
+
+demo: bootstrap
+	$(Q)mix run examples/demo.exs
+
+bench: bootstrap
+	$(Q)MIX_ENV=bench mix run test/bench/run.exs
+
+clean:
+	$(Q)rm -rf $(BUILD) $(NIF_SO) $(PORT_BIN) _build/test/lib/self_heal _build/dev/lib/self_heal
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

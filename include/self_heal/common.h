@@ -1,0 +1,50 @@
+/*
+ * Shared basics of the SelfHeal C core: byte slices and a growable byte
+ * buffer. Plain C11, no erl_nif: linked by the NIF, the port program and
+ * the C tests alike.
+ */
+#ifndef SELF_HEAL_COMMON_H
+#define SELF_HEAL_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A borrowed run of bytes; never NUL-terminated by contract. */
+typedef struct sh_slice {
+    const char *ptr;
+    size_t len;
+} sh_slice;
+
+#define SH_SLICE_EMPTY ((sh_slice){"", 0})
+
+/* A growable byte buffer. `oom` is sticky: once an allocation fails every
+ * later append is a no-op and the caller checks it once at the end. */
+typedef struct sh_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    int oom;
+} sh_buf;
+
+void sh_buf_init(sh_buf *buf);
+void sh_buf_free(sh_buf *buf);
+void sh_buf_reset(sh_buf *buf);
+/* Ensures room for `extra` more bytes; returns 0 or -1 (and sets oom). */
+int sh_buf_reserve(sh_buf *buf, size_t extra);
+void sh_buf_append(sh_buf *buf, const void *bytes, size_t len);
+void sh_buf_append_str(sh_buf *buf, const char *cstr);
+void sh_buf_append_byte(sh_buf *buf, char byte);
+
+/* Largest n <= max such that bytes[0..n) does not end inside a UTF-8
+ * sequence that started before max. Used to truncate at a code point. */
+size_t sh_utf8_truncate(const char *bytes, size_t len, size_t max);
+
+/* Length of the valid UTF-8 sequence starting at s[0] (1..4), or 0 when
+ * the byte there does not start a valid, complete sequence. */
+size_t sh_utf8_seq_len(const unsigned char *s, size_t avail);
+
+int sh_slice_eq(sh_slice a, sh_slice b);
+int sh_slice_eq_cstr(sh_slice a, const char *cstr);
+int sh_slice_starts_with(sh_slice a, const char *prefix, size_t prefix_len);
+
+#endif

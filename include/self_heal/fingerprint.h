@@ -1,0 +1,57 @@
+/*
+ * Fingerprints: 32 hex chars, the first 16 bytes of
+ *   SHA-256(type 0x1f normalised-message 0x1f frame 0x1e frame ...)
+ * where each frame is module 0x1f function 0x1f canonical-file, taken from
+ * the top 3 in-app frames; when no frame is in-app, from all frames (at
+ * most SH_FP_MAX_SYSTEM_FRAMES, consecutive repeats collapsed, so deeper or
+ * shallower recursion does not split a group); without frames, from the
+ * type and message alone. Line and column numbers never take part.
+ */
+#ifndef SELF_HEAL_FINGERPRINT_H
+#define SELF_HEAL_FINGERPRINT_H
+
+#include "self_heal/common.h"
+#include "self_heal/frames.h"
+
+#define SH_FP_BYTES 16
+#define SH_FP_HEX_LEN 32
+#define SH_FP_IN_APP_FRAMES 3
+#define SH_FP_MAX_SYSTEM_FRAMES 16
+
+typedef struct sh_fp_input {
+    sh_slice type;    /* exception type ("RuntimeError", "exit", "TypeError"); may be empty */
+    sh_slice message; /* raw message; normalised here */
+    const sh_frame *frames;
+    size_t nframes;
+} sh_fp_input;
+
+typedef struct sh_fp_result {
+    uint8_t digest[SH_FP_BYTES];
+    char hex[SH_FP_HEX_LEN + 1];
+    /* index in the input of the first frame that took part, or -1 */
+    long top_frame;
+    /* how many frames took part, and whether they were in-app ones */
+    size_t nused;
+    int in_app;
+} sh_fp_result;
+
+/* Per-thread working state: a SHA-256 context and scratch buffers. Not
+ * shared between threads; cheap to keep for a whole batch. */
+typedef struct sh_fp_ctx sh_fp_ctx;
+
+int sh_fp_ctx_new(sh_fp_ctx **out);
+void sh_fp_ctx_free(sh_fp_ctx *ctx);
+
+/* Computes the fingerprint of one event. Returns 0, or -1 when OpenSSL or
+ * an allocation failed. After a call, sh_fp_ctx_normalized() holds the
+ * normalised message (valid until the next call). */
+int sh_fingerprint(sh_fp_result *out, sh_fp_ctx *ctx, const sh_fp_input *in,
+                   const sh_inapp_config *config);
+
+sh_slice sh_fp_ctx_normalized(const sh_fp_ctx *ctx);
+
+/* Hex <-> bytes for fingerprints; parse returns 0 or -1. */
+void sh_fp_to_hex(char hex[SH_FP_HEX_LEN + 1], const uint8_t digest[SH_FP_BYTES]);
+int sh_fp_from_hex(uint8_t digest[SH_FP_BYTES], const char *hex, size_t len);
+
+#endif
