@@ -1,0 +1,999 @@
+/*
+ * SelfHeal.Native: the Erlang NIF over the C core.
+ *
+ * Rules kept here (docs/nif.md says more):
+ * - bad terms raise ArgumentError ({badarg, Reason}); nothing crashes the VM;
+ * - every input is bounded: a message longer than max_event_bytes is cut at
+ *   a UTF-8 boundary and flagged, at most MAX_FRAMES frames are read;
+ * - fingerprint_batch/2 yields (enif_consume_timeslice + enif_schedule_nif)
+ *   and carries every term it needs across yields in argv, never in C;
+ * - dedup/2 and decode_json_lines/2 run on dirty CPU schedulers.
+ */
+#include <erl_nif.h>
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "self_heal/dedup.h"
+#include "self_heal/fingerprint.h"
+#include "self_heal/frames.h"
+#include "self_heal/jsonl.h"
+#include "self_heal/normalize.h"
+
+#define DEFAULT_MAX_EVENT_BYTES 65536
+#define MAX_EVENT_BYTES_LIMIT (16 * 1024 * 1024)
+#define MAX_FRAMES 64
+#define MAX_NAME 255
+#define MAX_FILE 1024
+#define MAX_CONFIG_ENTRIES 256
+#define MAX_JSONL_BODY (256u * 1024 * 1024)
+#define MAX_JSONL_ERRORS 100
+#define TIMESLICE_CHECK 32 /* events between clock reads */
+
+/* OTP 26 (NIF 2.17) reads atoms as UTF-8; OTP 25 only as Latin-1, where a
+ * non-Latin-1 atom is not readable and its frame is skipped. */
+#if ERL_NIF_MAJOR_VERSION > 2 || (ERL_NIF_MAJOR_VERSION == 2 && ERL_NIF_MINOR_VERSION >= 17)
+#define ATOM_ENCODING ERL_NIF_UTF8
+#else
+#define ATOM_ENCODING ERL_NIF_LATIN1
+#endif
+
+static _Atomic unsigned long yield_count;
+
+/* ------------------------------------------------------------------ atoms */
+
+static struct {
+    ERL_NIF_TERM nil, true_, false_, badarg, app, column, count, errors, events, file,
+        fingerprint, first_seen, frames, function, in_app, in_app_apps, in_app_prefixes, kind,
+        last_seen, level, line, malformed, max_event_bytes, message, metadata, module, normalized,
+        sample, service, services, services_dropped, stacktrace, timestamp, top_frame, truncated,
+        type, yield_every, k_elixir, k_erlang, k_js, k_python, k_java, k_unknown, blank_lines;
+} atoms;
+
+static ERL_NIF_TERM make_atom(ErlNifEnv *env, const char *name)
+{
+    ERL_NIF_TERM atom;
+    if (enif_make_existing_atom(env, name, &atom, ERL_NIF_LATIN1))
+        return atom;
+    return enif_make_atom(env, name);
+}
+
+static void init_atoms(ErlNifEnv *env)
+{
+#define A(field, name) atoms.field = make_atom(env, name)
+    A(nil, "nil");
+    A(true_, "true");
+    A(false_, "false");
+    A(badarg, "badarg");
+    A(app, "app");
+    A(column, "column");
+    A(count, "count");
+    A(errors, "errors");
+    A(events, "events");
+    A(file, "file");
+    A(fingerprint, "fingerprint");
+    A(first_seen, "first_seen");
+    A(frames, "frames");
+    A(function, "function");
+    A(in_app, "in_app");
+    A(in_app_apps, "in_app_apps");
+    A(in_app_prefixes, "in_app_prefixes");
+    A(kind, "kind");
+    A(last_seen, "last_seen");
+    A(level, "level");
+    A(line, "line");
+    A(malformed, "malformed");
+    A(max_event_bytes, "max_event_bytes");
+    A(message, "message");
+    A(metadata, "metadata");
+    A(module, "module");
+    A(normalized, "normalized");
+    A(sample, "sample");
+    A(service, "service");
+    A(services, "services");
+    A(services_dropped, "services_dropped");
+    A(stacktrace, "stacktrace");
+    A(timestamp, "timestamp");
+    A(top_frame, "top_frame");
+    A(truncated, "truncated");
+    A(type, "type");
+    A(yield_every, "yield_every");
+    A(k_elixir, "elixir");
+    A(k_erlang, "erlang");
+    A(k_js, "javascript");
+    A(k_python, "python");
+    A(k_java, "java");
+    A(k_unknown, "unknown");
+    A(blank_lines, "blank_lines");
+#undef A
+}
+
+static ERL_NIF_TERM raise_badarg(ErlNifEnv *env, const char *why)
+{
+    ERL_NIF_TERM msg;
+    size_t n = strlen(why);
+    unsigned char *p = enif_make_new_binary(env, n, &msg);
+    memcpy(p, why, n);
+    return enif_raise_exception(env, enif_make_tuple2(env, atoms.badarg, msg));
+}
+
+static ERL_NIF_TERM make_bin(ErlNifEnv *env, const char *bytes, size_t len)
+{
+    ERL_NIF_TERM t;
+    unsigned char *p = enif_make_new_binary(env, len, &t);
+    if (len > 0)
+        memcpy(p, bytes, len);
+    return t;
+}
+
+static ERL_NIF_TERM make_slice(ErlNifEnv *env, sh_slice s)
+{
+    return make_bin(env, s.ptr, s.len);
+}
+
+static ERL_NIF_TERM make_bool(int b)
+{
+    return b ? atoms.true_ : atoms.false_;
+}
+
+/* ----------------------------------------------------------------- config */
+
+typedef struct nif_config {
+    sh_inapp_config inapp;
+    sh_slice *entries; /* apps then prefixes, pointing into storage */
+    char *storage;
+    size_t max_event_bytes;
+    unsigned long yield_every;
+} nif_config;
+
+static ErlNifResourceType *config_type;
+static ErlNifResourceType *batch_type;
+static nif_config *default_config;
+
+static void config_dtor(ErlNifEnv *env, void *obj)
+{
+    (void)env;
+    nif_config *c = obj;
+    enif_free(c->entries);
+    enif_free(c->storage);
+    c->entries = NULL;
+    c->storage = NULL;
+}
+
+/* Reads a list of binaries or atoms into entries/storage. */
+static int read_name_list(ErlNifEnv *env, ERL_NIF_TERM list, sh_slice *entries, size_t *n,
+                          char **storage, size_t *used, size_t *cap)
+{
+    ERL_NIF_TERM head, tail = list;
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        if (*n >= MAX_CONFIG_ENTRIES)
+            return 0;
+        char atom_buf[MAX_NAME + 1];
+        ErlNifBinary bin;
+        const char *src;
+        size_t len;
+        if (enif_inspect_binary(env, head, &bin)) {
+            src = (const char *)bin.data;
+            len = bin.size;
+        } else if (enif_get_atom(env, head, atom_buf, sizeof(atom_buf), ERL_NIF_LATIN1) > 0) {
+            src = atom_buf;
+            len = strlen(atom_buf);
+        } else {
+            return 0;
+        }
+        if (len == 0 || len > MAX_FILE)
+            return 0;
+        if (*used + len > *cap) {
+            size_t ncap = (*cap ? *cap : 256);
+            while (ncap < *used + len)
+                ncap *= 2;
+            char *s = enif_realloc(*storage, ncap);
+            if (s == NULL)
+                return 0;
+            *storage = s;
+            *cap = ncap;
+        }
+        memcpy(*storage + *used, src, len);
+        /* store offsets for now; fixed up once storage stops moving */
+        entries[*n].ptr = (const char *)(uintptr_t)*used;
+        entries[*n].len = len;
+        *used += len;
+        (*n)++;
+    }
+    return enif_is_empty_list(env, tail);
+}
+
+/* config_new(%{in_app_apps: [..], in_app_prefixes: [..], max_event_bytes: n, yield_every: n}) */
+static ERL_NIF_TERM config_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    if (!enif_is_map(env, argv[0]))
+        return raise_badarg(env, "config must be a map");
+    nif_config *c = enif_alloc_resource(config_type, sizeof(*c));
+    if (c == NULL)
+        return raise_badarg(env, "out of memory");
+    memset(c, 0, sizeof(*c));
+    ERL_NIF_TERM result = enif_make_resource(env, c);
+    enif_release_resource(c);
+
+    c->max_event_bytes = DEFAULT_MAX_EVENT_BYTES;
+    c->entries = enif_alloc(2 * MAX_CONFIG_ENTRIES * sizeof(sh_slice));
+    if (c->entries == NULL)
+        return raise_badarg(env, "out of memory");
+    size_t napps = 0, nprefixes = 0, used = 0, cap = 0;
+    ERL_NIF_TERM v;
+    if (enif_get_map_value(env, argv[0], atoms.in_app_apps, &v) &&
+        !read_name_list(env, v, c->entries, &napps, &c->storage, &used, &cap))
+        return raise_badarg(env, "in_app_apps must be a list of at most 256 atoms or binaries");
+    if (enif_get_map_value(env, argv[0], atoms.in_app_prefixes, &v) &&
+        !read_name_list(env, v, c->entries + MAX_CONFIG_ENTRIES, &nprefixes, &c->storage, &used,
+                        &cap))
+        return raise_badarg(env, "in_app_prefixes must be a list of at most 256 binaries");
+    for (size_t i = 0; i < napps; i++)
+        c->entries[i].ptr = c->storage + (uintptr_t)c->entries[i].ptr;
+    for (size_t i = 0; i < nprefixes; i++) {
+        sh_slice *e = &c->entries[MAX_CONFIG_ENTRIES + i];
+        e->ptr = c->storage + (uintptr_t)e->ptr;
+    }
+    c->inapp.apps = c->entries;
+    c->inapp.napps = napps;
+    c->inapp.prefixes = c->entries + MAX_CONFIG_ENTRIES;
+    c->inapp.nprefixes = nprefixes;
+
+    ErlNifUInt64 n;
+    if (enif_get_map_value(env, argv[0], atoms.max_event_bytes, &v)) {
+        if (!enif_get_uint64(env, v, &n) || n < 64 || n > MAX_EVENT_BYTES_LIMIT)
+            return raise_badarg(env, "max_event_bytes must be an integer in 64..16777216");
+        c->max_event_bytes = (size_t)n;
+    }
+    if (enif_get_map_value(env, argv[0], atoms.yield_every, &v)) {
+        if (!enif_get_uint64(env, v, &n))
+            return raise_badarg(env, "yield_every must be a non-negative integer");
+        c->yield_every = (unsigned long)n;
+    }
+    return result;
+}
+
+/* nil means the default configuration */
+static int get_config(ErlNifEnv *env, ERL_NIF_TERM term, nif_config **out)
+{
+    if (enif_is_identical(term, atoms.nil)) {
+        *out = default_config;
+        return 1;
+    }
+    return enif_get_resource(env, term, config_type, (void **)out);
+}
+
+/* ------------------------------------------------------------ event view */
+
+/* Decoded view of one event term: slices into binaries of the term and
+ * into the arena (names converted from atoms and charlists). */
+typedef struct event_view {
+    sh_slice type;
+    sh_slice message;
+    int truncated;
+    sh_frame frames[MAX_FRAMES];
+    int in_app[MAX_FRAMES];
+    size_t nframes;
+    char type_buf[MAX_NAME + 1];
+    char arena[MAX_FRAMES * (2 * (MAX_NAME + 1) + 24 + MAX_FILE + 4)];
+    size_t arena_used;
+} event_view;
+
+static char *arena_take(event_view *v, size_t n)
+{
+    if (n > sizeof(v->arena) - v->arena_used)
+        return NULL;
+    char *p = v->arena + v->arena_used;
+    v->arena_used += n;
+    return p;
+}
+
+/* Atom text without Elixir's "Elixir." prefix. */
+static int atom_slice(ErlNifEnv *env, ERL_NIF_TERM atom, event_view *v, sh_slice *out)
+{
+    char *p = v->arena + v->arena_used;
+    size_t room = sizeof(v->arena) - v->arena_used;
+    if (room > MAX_NAME + 1)
+        room = MAX_NAME + 1;
+    int n = enif_get_atom(env, atom, p, (unsigned)room, ATOM_ENCODING);
+    if (n <= 0)
+        return 0;
+    size_t len = (size_t)n - 1;
+    v->arena_used += len;
+    out->ptr = p;
+    out->len = len;
+    if (len > 7 && memcmp(p, "Elixir.", 7) == 0) {
+        out->ptr += 7;
+        out->len -= 7;
+    }
+    return 1;
+}
+
+/* A file name given as a charlist (code points, UTF-8 encoded here) or a
+ * binary; cut at MAX_FILE bytes. */
+static int file_slice(ErlNifEnv *env, ERL_NIF_TERM term, event_view *v, sh_slice *out)
+{
+    ErlNifBinary bin;
+    if (enif_inspect_binary(env, term, &bin)) {
+        size_t len = sh_utf8_truncate((const char *)bin.data, bin.size, MAX_FILE);
+        out->ptr = (const char *)bin.data;
+        out->len = len;
+        return 1;
+    }
+    char *start = v->arena + v->arena_used;
+    char *p = start;
+    size_t room = sizeof(v->arena) - v->arena_used;
+    char *end = start + (room < MAX_FILE + 4 ? room : MAX_FILE + 4);
+    ERL_NIF_TERM head, tail = term;
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        unsigned int cp;
+        if (!enif_get_uint(env, head, &cp) || cp > 0x10FFFF)
+            return 0;
+        if (end - p < 4 || (size_t)(p - start) >= MAX_FILE)
+            break;
+        if (cp < 0x80) {
+            *p++ = (char)cp;
+        } else if (cp < 0x800) {
+            *p++ = (char)(0xC0 | (cp >> 6));
+            *p++ = (char)(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+            *p++ = (char)(0xE0 | (cp >> 12));
+            *p++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+            *p++ = (char)(0x80 | (cp & 0x3F));
+        } else {
+            *p++ = (char)(0xF0 | (cp >> 18));
+            *p++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+            *p++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+            *p++ = (char)(0x80 | (cp & 0x3F));
+        }
+    }
+    v->arena_used += (size_t)(p - start);
+    out->ptr = start;
+    out->len = (size_t)(p - start);
+    return 1;
+}
+
+/* {Module, Function, Arity | Args, Location} (or the 3-tuple form) */
+static int term_frame(ErlNifEnv *env, ERL_NIF_TERM entry, event_view *v, sh_frame *f)
+{
+    const ERL_NIF_TERM *el;
+    int arity;
+    if (!enif_get_tuple(env, entry, &arity, &el) || arity < 3 || arity > 4)
+        return 0;
+    memset(f, 0, sizeof(*f));
+    f->kind = SH_FRAME_ELIXIR;
+    if (!atom_slice(env, el[0], v, &f->module))
+        return 0;
+    if (f->module.len > 0 && f->module.ptr[0] >= 'a' && f->module.ptr[0] <= 'z')
+        f->kind = SH_FRAME_ERLANG;
+    sh_slice fname;
+    if (!atom_slice(env, el[1], v, &fname))
+        return 0;
+    unsigned int fun_arity = 0;
+    if (!enif_get_uint(env, el[2], &fun_arity) && !enif_get_list_length(env, el[2], &fun_arity))
+        return 0;
+    char *p = arena_take(v, 12);
+    if (p == NULL)
+        return 0;
+    int n = snprintf(p, 12, "/%u", fun_arity);
+    v->arena_used -= 12 - (size_t)n;
+    /* fname and the arity are adjacent in the arena */
+    f->function.ptr = fname.ptr;
+    f->function.len = (size_t)(p + n - fname.ptr);
+    f->file = SH_SLICE_EMPTY;
+    if (arity == 4) {
+        ERL_NIF_TERM head, tail = el[3];
+        while (enif_get_list_cell(env, tail, &head, &tail)) {
+            const ERL_NIF_TERM *kv;
+            int two;
+            if (!enif_get_tuple(env, head, &two, &kv) || two != 2)
+                continue;
+            if (enif_is_identical(kv[0], atoms.file)) {
+                if (!file_slice(env, kv[1], v, &f->file))
+                    f->file = SH_SLICE_EMPTY;
+            } else if (enif_is_identical(kv[0], atoms.line)) {
+                unsigned int line;
+                if (enif_get_uint(env, kv[1], &line))
+                    f->line = line;
+            }
+        }
+    }
+    return 1;
+}
+
+/* Reads up to MAX_FRAMES frames, stopping early once SH_FP_IN_APP_FRAMES
+ * in-app frames are known when `need_all` is false. */
+static void read_term_frames(ErlNifEnv *env, ERL_NIF_TERM list, event_view *v,
+                             const nif_config *cfg, int need_all)
+{
+    ERL_NIF_TERM head, tail = list;
+    size_t in_app = 0;
+    while (v->nframes < MAX_FRAMES && enif_get_list_cell(env, tail, &head, &tail)) {
+        size_t mark = v->arena_used;
+        sh_frame *f = &v->frames[v->nframes];
+        if (!term_frame(env, head, v, f)) {
+            v->arena_used = mark; /* a malformed entry is skipped */
+            continue;
+        }
+        v->in_app[v->nframes] = sh_frame_is_in_app(f, &cfg->inapp);
+        in_app += (size_t)v->in_app[v->nframes];
+        v->nframes++;
+        if (!need_all && in_app >= SH_FP_IN_APP_FRAMES)
+            break;
+    }
+}
+
+static int get_text(ErlNifEnv *env, ERL_NIF_TERM t, event_view *v, sh_slice *out, char *atom_buf)
+{
+    ErlNifBinary bin;
+    if (enif_is_identical(t, atoms.nil)) {
+        *out = SH_SLICE_EMPTY;
+        return 1;
+    }
+    if (enif_inspect_binary(env, t, &bin)) {
+        out->ptr = (const char *)bin.data;
+        out->len = bin.size;
+        return 1;
+    }
+    if (atom_buf != NULL) {
+        int n = enif_get_atom(env, t, atom_buf, MAX_NAME + 1, ATOM_ENCODING);
+        if (n > 0) {
+            out->ptr = atom_buf;
+            out->len = (size_t)n - 1;
+            if (out->len > 7 && memcmp(atom_buf, "Elixir.", 7) == 0) {
+                out->ptr += 7;
+                out->len -= 7;
+            }
+            return 1;
+        }
+    }
+    (void)v;
+    return 0;
+}
+
+/* Fills v from an event map. Returns NULL or the reason it is invalid. */
+static const char *read_event(ErlNifEnv *env, ERL_NIF_TERM ev, const nif_config *cfg,
+                              event_view *v, int need_all_frames)
+{
+    v->nframes = 0;
+    v->arena_used = 0;
+    v->truncated = 0;
+    if (!enif_is_map(env, ev))
+        return "event must be a map or a SelfHeal.Event struct";
+    ERL_NIF_TERM t;
+    v->type = SH_SLICE_EMPTY;
+    if (enif_get_map_value(env, ev, atoms.type, &t) && !get_text(env, t, v, &v->type, v->type_buf))
+        return "event type must be a binary, an atom or nil";
+    v->message = SH_SLICE_EMPTY;
+    if (enif_get_map_value(env, ev, atoms.message, &t) &&
+        !get_text(env, t, v, &v->message, NULL))
+        return "event message must be a binary or nil";
+    if (v->message.len > cfg->max_event_bytes) {
+        v->message.len = sh_utf8_truncate(v->message.ptr, v->message.len, cfg->max_event_bytes);
+        v->truncated = 1;
+    }
+    if (v->type.len > MAX_NAME) {
+        v->type.len = sh_utf8_truncate(v->type.ptr, v->type.len, MAX_NAME);
+        v->truncated = 1;
+    }
+    if (!enif_get_map_value(env, ev, atoms.stacktrace, &t) || enif_is_identical(t, atoms.nil))
+        return NULL;
+    ErlNifBinary bin;
+    if (enif_inspect_binary(env, t, &bin)) {
+        size_t len = bin.size;
+        if (len > cfg->max_event_bytes) {
+            len = cfg->max_event_bytes;
+            v->truncated = 1;
+        }
+        v->nframes = sh_frames_parse_text(v->frames, MAX_FRAMES, (const char *)bin.data, len);
+        for (size_t i = 0; i < v->nframes; i++)
+            v->in_app[i] = sh_frame_is_in_app(&v->frames[i], &cfg->inapp);
+        return NULL;
+    }
+    if (enif_is_list(env, t)) {
+        read_term_frames(env, t, v, cfg, need_all_frames);
+        return NULL;
+    }
+    return "event stacktrace must be a binary, a list of stack entries or nil";
+}
+
+static int fingerprint_view(sh_fp_result *r, sh_fp_ctx *ctx, const event_view *v,
+                            const nif_config *cfg)
+{
+    sh_fp_input in = {v->type, v->message, v->frames, v->nframes};
+    return sh_fingerprint(r, ctx, &in, &cfg->inapp);
+}
+
+/* ------------------------------------------------------------- normalize */
+
+static ERL_NIF_TERM normalize_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    ErlNifBinary in;
+    if (!enif_inspect_binary(env, argv[0], &in))
+        return raise_badarg(env, "normalize/1 expects a binary");
+    size_t len = in.size, max = default_config->max_event_bytes;
+    int truncated = 0;
+    if (len > max) {
+        len = sh_utf8_truncate((const char *)in.data, len, max);
+        truncated = 1;
+    }
+    sh_buf out;
+    sh_buf_init(&out);
+    if (sh_normalize(&out, (const char *)in.data, len) != 0) {
+        sh_buf_free(&out);
+        return raise_badarg(env, "out of memory");
+    }
+    if (truncated)
+        sh_buf_append_str(&out, " <truncated>");
+    ERL_NIF_TERM result = make_bin(env, out.data, out.len);
+    sh_buf_free(&out);
+    return result;
+}
+
+/* ----------------------------------------------------------- fingerprint */
+
+static ERL_NIF_TERM frame_kind(sh_frame_kind k)
+{
+    switch (k) {
+    case SH_FRAME_ELIXIR:
+        return atoms.k_elixir;
+    case SH_FRAME_ERLANG:
+        return atoms.k_erlang;
+    case SH_FRAME_JS:
+        return atoms.k_js;
+    case SH_FRAME_PYTHON:
+        return atoms.k_python;
+    case SH_FRAME_JAVA:
+        return atoms.k_java;
+    default:
+        return atoms.k_unknown;
+    }
+}
+
+static ERL_NIF_TERM make_frame(ErlNifEnv *env, const sh_frame *f, int in_app)
+{
+    ERL_NIF_TERM keys[] = {atoms.kind,   atoms.app,  atoms.module, atoms.function,
+                           atoms.file,   atoms.line, atoms.column, atoms.in_app};
+    ERL_NIF_TERM vals[] = {
+        frame_kind(f->kind),
+        f->app.len ? make_slice(env, f->app) : atoms.nil,
+        make_slice(env, f->module),
+        make_slice(env, f->function),
+        make_slice(env, f->file),
+        f->line ? enif_make_uint(env, f->line) : atoms.nil,
+        f->column ? enif_make_uint(env, f->column) : atoms.nil,
+        make_bool(in_app),
+    };
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, vals, sizeof(keys) / sizeof(keys[0]), &map);
+    return map;
+}
+
+/* fingerprint(event, config | nil) -> %{fingerprint:, normalized:, ...} */
+static ERL_NIF_TERM fingerprint_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_config *cfg;
+    if (!get_config(env, argv[1], &cfg))
+        return raise_badarg(env, "config must be nil or made by SelfHeal.Native.config/1");
+    event_view *v = enif_alloc(sizeof(*v));
+    sh_fp_ctx *ctx = NULL;
+    if (v == NULL || sh_fp_ctx_new(&ctx) != 0) {
+        enif_free(v);
+        return raise_badarg(env, "out of memory");
+    }
+    ERL_NIF_TERM result;
+    const char *why = read_event(env, argv[0], cfg, v, 1);
+    sh_fp_result r;
+    if (why != NULL) {
+        result = raise_badarg(env, why);
+    } else if (fingerprint_view(&r, ctx, v, cfg) != 0) {
+        result = raise_badarg(env, "fingerprint failed (out of memory or OpenSSL error)");
+    } else {
+        ERL_NIF_TERM frames = enif_make_list(env, 0);
+        for (size_t i = v->nframes; i-- > 0;)
+            frames = enif_make_list_cell(env, make_frame(env, &v->frames[i], v->in_app[i]), frames);
+        ERL_NIF_TERM top = r.top_frame >= 0 ? make_frame(env, &v->frames[r.top_frame],
+                                                         v->in_app[r.top_frame])
+                                            : atoms.nil;
+        ERL_NIF_TERM keys[] = {atoms.fingerprint, atoms.normalized, atoms.type,     atoms.in_app,
+                               atoms.truncated,   atoms.top_frame,  atoms.frames};
+        ERL_NIF_TERM vals[] = {make_bin(env, r.hex, SH_FP_HEX_LEN),
+                               make_slice(env, sh_fp_ctx_normalized(ctx)),
+                               make_slice(env, v->type),
+                               make_bool(r.in_app),
+                               make_bool(v->truncated),
+                               top,
+                               frames};
+        enif_make_map_from_arrays(env, keys, vals, sizeof(keys) / sizeof(keys[0]), &result);
+    }
+    sh_fp_ctx_free(ctx);
+    enif_free(v);
+    return result;
+}
+
+/* ------------------------------------------------- fingerprint_batch (yields) */
+
+typedef struct batch_state {
+    sh_fp_ctx *ctx;
+    event_view *view;
+    char (*hex)[SH_FP_HEX_LEN];
+    size_t n;
+    size_t cap;
+    size_t built; /* phase 2: how many results are still to be consed */
+} batch_state;
+
+static void batch_dtor(ErlNifEnv *env, void *obj)
+{
+    (void)env;
+    batch_state *s = obj;
+    sh_fp_ctx_free(s->ctx);
+    enif_free(s->view);
+    enif_free(s->hex);
+    s->ctx = NULL;
+    s->view = NULL;
+    s->hex = NULL;
+}
+
+/* Time accounting shared by the yielding loops: reports the time used to
+ * the scheduler every TIMESLICE_CHECK items and says when to yield. */
+typedef struct slice_clock {
+    ErlNifTime last;
+    unsigned long items;
+    unsigned long yield_every;
+} slice_clock;
+
+static void clock_start(slice_clock *c, unsigned long yield_every)
+{
+    c->last = enif_monotonic_time(ERL_NIF_USEC);
+    c->items = 0;
+    c->yield_every = yield_every;
+}
+
+static int clock_tick(ErlNifEnv *env, slice_clock *c)
+{
+    c->items++;
+    if (c->yield_every > 0)
+        return c->items >= c->yield_every;
+    if (c->items % TIMESLICE_CHECK != 0)
+        return 0;
+    ErlNifTime now = enif_monotonic_time(ERL_NIF_USEC);
+    ErlNifTime us = now - c->last;
+    if (us < 10)
+        return 0;
+    c->last = now;
+    int percent = us >= 1000 ? 100 : (int)(us / 10);
+    return enif_consume_timeslice(env, percent);
+}
+
+static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+static ERL_NIF_TERM yield_to(ErlNifEnv *env, const char *name,
+                             ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]),
+                             ERL_NIF_TERM a, ERL_NIF_TERM b, ERL_NIF_TERM c)
+{
+    atomic_fetch_add_explicit(&yield_count, 1, memory_order_relaxed);
+    ERL_NIF_TERM args[3] = {a, b, c};
+    return enif_schedule_nif(env, name, 0, fn, 3, args);
+}
+
+/* argv: [remaining events, config, state] */
+static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_config *cfg;
+    batch_state *s;
+    if (!get_config(env, argv[1], &cfg) || !enif_get_resource(env, argv[2], batch_type, (void **)&s))
+        return raise_badarg(env, "internal: bad batch state");
+    slice_clock clock;
+    clock_start(&clock, cfg->yield_every);
+    ERL_NIF_TERM head, tail = argv[0];
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        const char *why = read_event(env, head, cfg, s->view, 0);
+        if (why != NULL)
+            return raise_badarg(env, why);
+        if (s->n == s->cap) {
+            size_t cap = s->cap ? s->cap * 2 : 256;
+            void *hex = enif_realloc(s->hex, cap * sizeof(*s->hex));
+            if (hex == NULL)
+                return raise_badarg(env, "out of memory");
+            s->hex = hex;
+            s->cap = cap;
+        }
+        sh_fp_result r;
+        if (fingerprint_view(&r, s->ctx, s->view, cfg) != 0)
+            return raise_badarg(env, "fingerprint failed (out of memory or OpenSSL error)");
+        memcpy(s->hex[s->n++], r.hex, SH_FP_HEX_LEN);
+        if (clock_tick(env, &clock))
+            return yield_to(env, "fingerprint_batch", batch_step, tail, argv[1], argv[2]);
+    }
+    if (!enif_is_empty_list(env, tail))
+        return raise_badarg(env, "events must be a proper list");
+    s->built = s->n;
+    return batch_build(env, 3, (ERL_NIF_TERM[]){enif_make_list(env, 0), argv[1], argv[2]});
+}
+
+/* argv: [results so far, config, state]; conses from the end. */
+static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_config *cfg;
+    batch_state *s;
+    if (!get_config(env, argv[1], &cfg) || !enif_get_resource(env, argv[2], batch_type, (void **)&s))
+        return raise_badarg(env, "internal: bad batch state");
+    slice_clock clock;
+    clock_start(&clock, cfg->yield_every);
+    ERL_NIF_TERM acc = argv[0];
+    while (s->built > 0) {
+        s->built--;
+        acc = enif_make_list_cell(env, make_bin(env, s->hex[s->built], SH_FP_HEX_LEN), acc);
+        if (s->built > 0 && clock_tick(env, &clock))
+            return yield_to(env, "fingerprint_batch", batch_build, acc, argv[1], argv[2]);
+    }
+    return acc;
+}
+
+/* fingerprint_batch(events, config | nil) -> [fingerprint] */
+static ERL_NIF_TERM fingerprint_batch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_config *cfg;
+    if (!get_config(env, argv[1], &cfg))
+        return raise_badarg(env, "config must be nil or made by SelfHeal.Native.config/1");
+    if (!enif_is_list(env, argv[0]))
+        return raise_badarg(env, "events must be a list");
+    batch_state *s = enif_alloc_resource(batch_type, sizeof(*s));
+    if (s == NULL)
+        return raise_badarg(env, "out of memory");
+    memset(s, 0, sizeof(*s));
+    ERL_NIF_TERM state = enif_make_resource(env, s);
+    enif_release_resource(s);
+    s->view = enif_alloc(sizeof(*s->view));
+    if (s->view == NULL || sh_fp_ctx_new(&s->ctx) != 0)
+        return raise_badarg(env, "out of memory");
+    return batch_step(env, 3, (ERL_NIF_TERM[]){argv[0], argv[1], state});
+}
+
+/* --------------------------------------------------------- dedup (dirty) */
+
+static int get_timestamp(ErlNifEnv *env, ERL_NIF_TERM t, int64_t *out)
+{
+    ErlNifSInt64 v;
+    if (enif_is_identical(t, atoms.nil)) {
+        *out = 0;
+        return 1;
+    }
+    if (!enif_get_int64(env, t, &v))
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static ERL_NIF_TERM make_group(ErlNifEnv *env, const sh_dedup *d, const sh_dedup_group *g,
+                               ERL_NIF_TERM sample)
+{
+    char hex[SH_FP_HEX_LEN + 1];
+    sh_fp_to_hex(hex, g->fingerprint);
+    ERL_NIF_TERM services = enif_make_list(env, 0);
+    for (uint32_t i = g->nservices; i-- > 0;)
+        services = enif_make_list_cell(env, make_slice(env, sh_dedup_service(d, g->services[i])),
+                                       services);
+    ERL_NIF_TERM keys[] = {atoms.fingerprint, atoms.count,  atoms.first_seen,
+                           atoms.last_seen,   atoms.sample, atoms.services,
+                           atoms.services_dropped};
+    ERL_NIF_TERM vals[] = {make_bin(env, hex, SH_FP_HEX_LEN),
+                           enif_make_uint64(env, g->count),
+                           enif_make_int64(env, g->first_seen),
+                           enif_make_int64(env, g->last_seen),
+                           sample,
+                           services,
+                           enif_make_uint(env, g->services_dropped)};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, vals, sizeof(keys) / sizeof(keys[0]), &map);
+    return map;
+}
+
+/* dedup(events) -> [group], groups in first-seen order. Dirty CPU: the
+ * whole batch is one call, so sample terms stay valid throughout. */
+static ERL_NIF_TERM dedup_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    unsigned len;
+    if (!enif_get_list_length(env, argv[0], &len))
+        return raise_badarg(env, "events must be a proper list");
+    sh_dedup *d = NULL;
+    ERL_NIF_TERM *samples = NULL;
+    ERL_NIF_TERM result;
+    if (sh_dedup_new(&d, len) != 0 || (samples = enif_alloc((len + 1) * sizeof(*samples))) == NULL) {
+        result = raise_badarg(env, "out of memory");
+        goto done;
+    }
+    ERL_NIF_TERM head, tail = argv[0], t;
+    size_t index = 0;
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        uint8_t fp[SH_FP_BYTES];
+        ErlNifBinary fpbin, svc = {0};
+        int64_t ts;
+        if (!enif_is_map(env, head) || !enif_get_map_value(env, head, atoms.fingerprint, &t) ||
+            !enif_inspect_binary(env, t, &fpbin) ||
+            sh_fp_from_hex(fp, (const char *)fpbin.data, fpbin.size) != 0) {
+            result = raise_badarg(env, "each event must be a map with a 32-hex-char :fingerprint");
+            goto done;
+        }
+        if (!enif_get_map_value(env, head, atoms.timestamp, &t) || !get_timestamp(env, t, &ts)) {
+            result = raise_badarg(env, "event :timestamp must be an integer or nil");
+            goto done;
+        }
+        if (enif_get_map_value(env, head, atoms.service, &t) && !enif_is_identical(t, atoms.nil) &&
+            !enif_inspect_binary(env, t, &svc)) {
+            result = raise_badarg(env, "event :service must be a binary or nil");
+            goto done;
+        }
+        size_t before = sh_dedup_count(d);
+        if (sh_dedup_add(d, fp, ts, (const char *)svc.data, svc.size, index) != 0) {
+            result = raise_badarg(env, "out of memory");
+            goto done;
+        }
+        if (sh_dedup_count(d) > before)
+            samples[before] = head;
+        index++;
+    }
+    result = enif_make_list(env, 0);
+    for (size_t i = sh_dedup_count(d); i-- > 0;)
+        result = enif_make_list_cell(env, make_group(env, d, sh_dedup_group_at(d, i), samples[i]),
+                                     result);
+done:
+    enif_free(samples);
+    sh_dedup_free(d);
+    return result;
+}
+
+/* ------------------------------------------------ decode_json_lines (dirty) */
+
+static ERL_NIF_TERM slice_or_nil(ErlNifEnv *env, sh_slice s)
+{
+    return s.len ? make_slice(env, s) : atoms.nil;
+}
+
+static ERL_NIF_TERM make_jsonl_event(ErlNifEnv *env, const sh_jsonl_event *e)
+{
+    ERL_NIF_TERM meta = enif_make_new_map(env);
+    for (size_t i = 0; i < e->nmeta; i++) {
+        const sh_jsonl_meta *m = &e->meta[i];
+        ERL_NIF_TERM v;
+        switch (m->kind) {
+        case SH_JSONL_STRING:
+            v = make_slice(env, m->string);
+            break;
+        case SH_JSONL_INTEGER:
+            v = enif_make_int64(env, m->integer);
+            break;
+        case SH_JSONL_REAL:
+            v = enif_make_double(env, m->real);
+            break;
+        case SH_JSONL_TRUE:
+            v = atoms.true_;
+            break;
+        case SH_JSONL_FALSE:
+            v = atoms.false_;
+            break;
+        default:
+            v = atoms.nil;
+        }
+        enif_make_map_put(env, meta, make_bin(env, m->key, m->key_len), v, &meta);
+    }
+    ERL_NIF_TERM keys[] = {atoms.message, atoms.type,      atoms.stacktrace, atoms.service,
+                           atoms.level,   atoms.timestamp, atoms.metadata};
+    ERL_NIF_TERM vals[] = {make_slice(env, e->message),
+                           slice_or_nil(env, e->type),
+                           slice_or_nil(env, e->stacktrace),
+                           slice_or_nil(env, e->service),
+                           slice_or_nil(env, e->level),
+                           e->has_timestamp ? enif_make_int64(env, e->timestamp_us) : atoms.nil,
+                           meta};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, vals, sizeof(keys) / sizeof(keys[0]), &map);
+    return map;
+}
+
+/* decode_json_lines(body) -> %{events: [map], malformed: n, blank_lines: n,
+ *                              errors: [{line_number, reason}] (first 100)} */
+static ERL_NIF_TERM decode_json_lines_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    ErlNifBinary body;
+    if (!enif_inspect_binary(env, argv[0], &body))
+        return raise_badarg(env, "decode_json_lines/1 expects a binary");
+    if (body.size > MAX_JSONL_BODY)
+        return raise_badarg(env, "body larger than 256 MiB");
+    const char *p = (const char *)body.data;
+    size_t off = 0, line_no = 0, malformed = 0, blank = 0, nerrors = 0;
+    ERL_NIF_TERM events = enif_make_list(env, 0), errors = enif_make_list(env, 0);
+    sh_jsonl_event *e = enif_alloc(sizeof(*e));
+    if (e == NULL)
+        return raise_badarg(env, "out of memory");
+    memset(e, 0, sizeof(*e));
+    while (off < body.size) {
+        size_t next;
+        size_t len = sh_jsonl_next_line(p + off, body.size - off, &next);
+        const char *line = p + off;
+        off += next;
+        line_no++;
+        size_t k = 0;
+        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r'))
+            k++;
+        if (k == len) {
+            blank++;
+            continue;
+        }
+        char err[160];
+        if (sh_jsonl_decode_line(e, line, len, err, sizeof(err)) == 0) {
+            events = enif_make_list_cell(env, make_jsonl_event(env, e), events);
+        } else {
+            malformed++;
+            if (nerrors < MAX_JSONL_ERRORS) {
+                nerrors++;
+                ERL_NIF_TERM reason = make_bin(env, err, strnlen(err, sizeof(err)));
+                errors = enif_make_list_cell(
+                    env, enif_make_tuple2(env, enif_make_uint64(env, line_no), reason), errors);
+            }
+        }
+        sh_jsonl_event_clear(e);
+        if (next == 0)
+            break;
+    }
+    enif_free(e);
+    ERL_NIF_TERM rev_events, rev_errors;
+    enif_make_reverse_list(env, events, &rev_events);
+    enif_make_reverse_list(env, errors, &rev_errors);
+    ERL_NIF_TERM keys[] = {atoms.events, atoms.malformed, atoms.blank_lines, atoms.errors};
+    ERL_NIF_TERM vals[] = {rev_events, enif_make_uint64(env, malformed),
+                           enif_make_uint64(env, blank), rev_errors};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, vals, 4, &map);
+    return map;
+}
+
+/* ------------------------------------------------------------------ misc */
+
+static ERL_NIF_TERM yield_count_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    (void)argv;
+    return enif_make_uint64(env, atomic_load(&yield_count));
+}
+
+/* ----------------------------------------------------------------- load */
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
+{
+    (void)priv;
+    (void)info;
+    init_atoms(env);
+    ErlNifResourceFlags flags = ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER;
+    config_type = enif_open_resource_type(env, NULL, "self_heal_config", config_dtor, flags, NULL);
+    batch_type = enif_open_resource_type(env, NULL, "self_heal_batch", batch_dtor, flags, NULL);
+    if (config_type == NULL || batch_type == NULL)
+        return 1;
+    default_config = enif_alloc_resource(config_type, sizeof(*default_config));
+    if (default_config == NULL)
+        return 1;
+    memset(default_config, 0, sizeof(*default_config));
+    default_config->max_event_bytes = DEFAULT_MAX_EVENT_BYTES;
+    return 0; /* default_config keeps its reference for the library's life */
+}
+
+static ErlNifFunc nif_funcs[] = {
+    {"normalize", 1, normalize_nif, 0},
+    {"make_config", 1, config_new_nif, 0},
+    {"fingerprint", 2, fingerprint_nif, 0},
+    {"fingerprint_batch", 2, fingerprint_batch_nif, 0},
+    {"dedup", 1, dedup_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"decode_json_lines", 1, decode_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"__yield_count__", 0, yield_count_nif, 0},
+};
+
+ERL_NIF_INIT(Elixir.SelfHeal.Native, nif_funcs, load, NULL, NULL, NULL)

@@ -1,0 +1,153 @@
+defmodule SelfHeal.Native do
+  @moduledoc """
+  The fingerprinting core, in C (`c_src/`), as NIFs.
+
+  Every function here is bounded and safe to call from any process:
+
+    * bad terms raise `ArgumentError` with a message saying what is wrong;
+    * a message (or text stack trace) longer than `max_event_bytes` (default
+      64 KiB) is cut at a UTF-8 boundary and the result is flagged
+      `truncated: true`, never a crash;
+    * `fingerprint_batch/2` yields to the scheduler about every millisecond
+      (`enif_consume_timeslice` + `enif_schedule_nif`); `dedup/1` and
+      `decode_json_lines/1` run on dirty CPU schedulers.
+
+  An event is a map (usually a `SelfHeal.Event`) with the keys `:type`
+  (binary, atom or nil), `:message` (binary or nil) and `:stacktrace`: an
+  Erlang stack trace (list of `{module, function, arity | args, location}`),
+  a text stack trace (Elixir, Erlang, JavaScript, Python or Java), or nil.
+  """
+
+  @on_load :load_nif
+
+  @typedoc "A configuration made by `config/1`; `nil` means the defaults."
+  @type config :: reference() | nil
+
+  @typedoc "32 lowercase hex characters."
+  @type fingerprint :: <<_::256>>
+
+  @type frame :: %{
+          kind: :elixir | :erlang | :javascript | :python | :java | :unknown,
+          app: binary() | nil,
+          module: binary(),
+          function: binary(),
+          file: binary(),
+          line: non_neg_integer() | nil,
+          column: non_neg_integer() | nil,
+          in_app: boolean()
+        }
+
+  @type fingerprint_info :: %{
+          fingerprint: fingerprint(),
+          normalized: binary(),
+          type: binary(),
+          in_app: boolean(),
+          truncated: boolean(),
+          top_frame: frame() | nil,
+          frames: [frame()]
+        }
+
+  @type group :: %{
+          fingerprint: fingerprint(),
+          count: pos_integer(),
+          first_seen: integer(),
+          last_seen: integer(),
+          sample: map(),
+          services: [binary()],
+          services_dropped: non_neg_integer()
+        }
+
+  @type json_lines_result :: %{
+          events: [map()],
+          malformed: non_neg_integer(),
+          blank_lines: non_neg_integer(),
+          errors: [{pos_integer(), binary()}]
+        }
+
+  @doc false
+  def load_nif do
+    path = :filename.join(:code.priv_dir(:self_heal), ~c"self_heal_nif")
+    :erlang.load_nif(path, 0)
+  end
+
+  @doc """
+  Options for fingerprinting, made once and reused:
+
+    * `:in_app_apps` - OTP applications whose frames are the application's
+      own. Their modules' top-level namespaces are added to the prefixes.
+    * `:in_app_prefixes` - module, path or URL prefixes of in-app frames.
+    * `:max_event_bytes` - cap on message and text stack size (64..16 MiB,
+      default 65536).
+    * `:yield_every` - yield after this many events regardless of time
+      (testing the yield path; 0, the default, yields on the time budget).
+
+  With neither in-app option, a heuristic decides: frames of Erlang/OTP,
+  Elixir, `deps/`, `node_modules/`, `site-packages/` and the JDK are not
+  in-app.
+  """
+  @spec config(keyword() | map()) :: reference()
+  def config(opts \\ []) do
+    opts = Map.new(opts)
+    apps = Map.get(opts, :in_app_apps, [])
+    prefixes = Map.get(opts, :in_app_prefixes, []) ++ app_namespaces(apps)
+
+    opts
+    |> Map.put(:in_app_apps, Enum.map(apps, &to_string/1))
+    |> Map.put(:in_app_prefixes, Enum.uniq(prefixes))
+    |> make_config()
+  end
+
+  # Term stack traces carry no application; the application's modules'
+  # top-level namespaces ("MyApp" for MyApp.Worker) stand in for it.
+  defp app_namespaces(apps) do
+    for app <- apps,
+        mods = Application.spec(app, :modules) || [],
+        mod <- mods,
+        uniq: true do
+      case Atom.to_string(mod) do
+        "Elixir." <> name -> name |> String.split(".") |> hd()
+        erlang_module -> erlang_module
+      end
+    end
+  end
+
+  @doc false
+  @spec make_config(map()) :: reference()
+  def make_config(_opts), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc """
+  Replaces the variable parts of a message (ids, numbers, timestamps, pids,
+  IPs, UUIDs, e-mails, URL hosts and query values, quoted values, call
+  arguments) with typed placeholders such as `<int>` and `<uuid>`.
+  """
+  @spec normalize(binary()) :: binary()
+  def normalize(_message), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc "Fingerprint of one event, with the normalised message and parsed frames."
+  @spec fingerprint(map(), config()) :: fingerprint_info()
+  def fingerprint(_event, _config \\ nil), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc "Fingerprints of many events, in order. Yields to the scheduler."
+  @spec fingerprint_batch([map()], config()) :: [fingerprint()]
+  def fingerprint_batch(_events, _config \\ nil), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc """
+  Groups fingerprinted events (maps with `:fingerprint`, `:timestamp` and
+  `:service`) by fingerprint, in the order of each group's first event; the
+  sample is that first event.
+  """
+  @spec dedup([map()]) :: [group()]
+  def dedup(_events), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc """
+  Decodes a Fluent Bit `json_lines` body (or any newline-separated JSON
+  objects) into event maps. A malformed line is counted and reported in
+  `:errors` (the first 100) while the other lines are still returned.
+  """
+  @spec decode_json_lines(binary()) :: json_lines_result()
+  def decode_json_lines(_body), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  @spec __yield_count__() :: non_neg_integer()
+  def __yield_count__, do: :erlang.nif_error(:nif_not_loaded)
+end
