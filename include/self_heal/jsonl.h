@@ -4,18 +4,24 @@
  *
  * Field lookup (first present, non-empty string wins):
  *   message    log, message, msg, error, exception (a string, or an object
- *              with a "message" string), MESSAGE
- *   type       exception.type, error.type, error.kind, exception_class, type
- *   stacktrace stack, stacktrace, stack_trace, exception.stacktrace,
- *              error.stack_trace, error.stack
+ *              with a "message" string), MESSAGE, err / err.message (pino)
+ *   type       exception.type, error.type, error.kind, exception_class, type,
+ *              err.type
+ *   stacktrace stack, stacktrace, stack_trace, exception.stacktrace (also
+ *              .stack_trace, .stack), error.stack_trace (also .stacktrace,
+ *              .stack), err.stack
  *   service    service, service.name, app, application,
  *              kubernetes.container_name, kubernetes.labels.app,
  *              container_name, ecs_task_definition, ecs_container_name,
  *              systemd_unit, _SYSTEMD_UNIT, syslog_identifier, ident
  *   level      level, severity, log.level, lvl, loglevel, priority
  *   timestamp  date, @timestamp, timestamp, time, ts: a number (seconds,
- *              or milliseconds/microseconds when large) or an RFC 3339
- *              string; converted to microseconds since the Unix epoch
+ *              or milliseconds/microseconds/nanoseconds when large), a
+ *              numeric string, or an RFC 3339 string with an offset;
+ *              converted to microseconds since the Unix epoch. The first
+ *              key whose value converts wins; one that does not stays in
+ *              metadata.
+ * A numeric level (pino's 50) is not a string: it stays in metadata.
  * Every other top-level scalar, and the scalars of nested objects one
  * level deep as "outer.inner", become metadata (at most
  * SH_JSONL_MAX_METADATA entries, strings cut at SH_JSONL_MAX_VALUE bytes).
