@@ -94,8 +94,8 @@ int sh_fp_from_hex(uint8_t digest[SH_FP_BYTES], const char *hex, size_t len)
 
 static sh_slice trim(sh_slice s)
 {
-    while (s.len > 0 && (s.ptr[0] == ' ' || s.ptr[0] == '\t' || s.ptr[0] == '\n' ||
-                         s.ptr[0] == '\r')) {
+    while (s.len > 0 &&
+           (s.ptr[0] == ' ' || s.ptr[0] == '\t' || s.ptr[0] == '\n' || s.ptr[0] == '\r')) {
         s.ptr++;
         s.len--;
     }

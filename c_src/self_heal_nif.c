@@ -44,11 +44,11 @@ static _Atomic unsigned long yield_count;
 /* ------------------------------------------------------------------ atoms */
 
 static struct {
-    ERL_NIF_TERM nil, true_, false_, badarg, app, column, count, errors, events, file,
-        fingerprint, first_seen, frames, function, in_app, in_app_apps, in_app_prefixes, kind,
-        last_seen, level, line, malformed, max_event_bytes, message, metadata, module, normalized,
-        sample, service, services, services_dropped, stacktrace, timestamp, top_frame, truncated,
-        type, yield_every, k_elixir, k_erlang, k_js, k_python, k_java, k_unknown, blank_lines;
+    ERL_NIF_TERM nil, true_, false_, badarg, app, column, count, errors, events, file, fingerprint,
+        first_seen, frames, function, in_app, in_app_apps, in_app_prefixes, kind, last_seen, level,
+        line, malformed, max_event_bytes, message, metadata, module, normalized, sample, service,
+        services, services_dropped, stacktrace, timestamp, top_frame, truncated, type, yield_every,
+        k_elixir, k_erlang, k_js, k_python, k_java, k_unknown, blank_lines;
 } atoms;
 
 static ERL_NIF_TERM make_atom(ErlNifEnv *env, const char *name)
@@ -267,8 +267,23 @@ static int get_config(ErlNifEnv *env, ERL_NIF_TERM term, nif_config **out)
 
 /* ------------------------------------------------------------ event view */
 
-/* Decoded view of one event term: slices into binaries of the term and
- * into the arena (names converted from atoms and charlists). */
+/* Text of atoms seen during one batch. Atoms are immediate terms that are
+ * never collected, so an atom term is a stable key across yields. */
+#define ATOM_CACHE_SLOTS 2048
+#define ATOM_CACHE_TEXT (64 * 1024)
+
+typedef struct atom_cache {
+    ERL_NIF_TERM keys[ATOM_CACHE_SLOTS]; /* 0: empty (no atom is 0) */
+    uint32_t off[ATOM_CACHE_SLOTS];
+    uint16_t len[ATOM_CACHE_SLOTS];
+    size_t nkeys;
+    size_t used;
+    char text[ATOM_CACHE_TEXT];
+} atom_cache;
+
+/* Decoded view of one event term: slices into binaries of the term, into
+ * the arena (names converted from atoms and charlists) and into the atom
+ * cache when there is one. */
 typedef struct event_view {
     sh_slice type;
     sh_slice message;
@@ -276,10 +291,44 @@ typedef struct event_view {
     sh_frame frames[MAX_FRAMES];
     int in_app[MAX_FRAMES];
     size_t nframes;
+    atom_cache *cache; /* NULL outside batches */
     char type_buf[MAX_NAME + 1];
-    char arena[MAX_FRAMES * (2 * (MAX_NAME + 1) + 24 + MAX_FILE + 4)];
+    char arena[MAX_FRAMES * (3 * (MAX_NAME + 1) + 24 + MAX_FILE + 4)];
     size_t arena_used;
 } event_view;
+
+/* Working memory of one scheduler thread: an event view, the atom cache
+ * and a SHA-256 context. A NIF call runs to its end (or its yield) on one
+ * thread and nothing here is kept across a yield, so no lock is needed;
+ * allocating it once per thread instead of per call saves the page faults
+ * of ~200 KiB of fresh memory on every batch. It lives as long as the
+ * thread. */
+typedef struct scratch {
+    event_view view;
+    atom_cache cache;
+    sh_fp_ctx *ctx;
+} scratch;
+
+static _Thread_local scratch *thread_scratch;
+
+static scratch *get_scratch(void)
+{
+    if (thread_scratch != NULL)
+        return thread_scratch;
+    scratch *s = enif_alloc(sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    if (sh_fp_ctx_new(&s->ctx) != 0) {
+        enif_free(s);
+        return NULL;
+    }
+    memset(s->cache.keys, 0, sizeof(s->cache.keys));
+    s->cache.nkeys = 0;
+    s->cache.used = 0;
+    s->view.cache = &s->cache;
+    thread_scratch = s;
+    return s;
+}
 
 static char *arena_take(event_view *v, size_t n)
 {
@@ -290,9 +339,47 @@ static char *arena_take(event_view *v, size_t n)
     return p;
 }
 
+static size_t cache_slot(ERL_NIF_TERM atom)
+{
+    uint64_t h = (uint64_t)atom * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(h >> 40) & (ATOM_CACHE_SLOTS - 1);
+}
+
+static int cache_lookup(const atom_cache *c, ERL_NIF_TERM atom, sh_slice *out)
+{
+    for (size_t i = cache_slot(atom);; i = (i + 1) & (ATOM_CACHE_SLOTS - 1)) {
+        if (c->keys[i] == 0)
+            return 0;
+        if (c->keys[i] == atom) {
+            out->ptr = c->text + c->off[i];
+            out->len = c->len[i];
+            return 1;
+        }
+    }
+}
+
+/* Keeps the table at most half full; a full cache just stops caching. */
+static void cache_insert(atom_cache *c, ERL_NIF_TERM atom, sh_slice *text)
+{
+    if (c->nkeys * 2 >= ATOM_CACHE_SLOTS || text->len > ATOM_CACHE_TEXT - c->used)
+        return;
+    size_t i = cache_slot(atom);
+    while (c->keys[i] != 0)
+        i = (i + 1) & (ATOM_CACHE_SLOTS - 1);
+    memcpy(c->text + c->used, text->ptr, text->len);
+    c->keys[i] = atom;
+    c->off[i] = (uint32_t)c->used;
+    c->len[i] = (uint16_t)text->len;
+    c->nkeys++;
+    c->used += text->len;
+    text->ptr = c->text + c->off[i];
+}
+
 /* Atom text without Elixir's "Elixir." prefix. */
 static int atom_slice(ErlNifEnv *env, ERL_NIF_TERM atom, event_view *v, sh_slice *out)
 {
+    if (v->cache != NULL && cache_lookup(v->cache, atom, out))
+        return 1;
     char *p = v->arena + v->arena_used;
     size_t room = sizeof(v->arena) - v->arena_used;
     if (room > MAX_NAME + 1)
@@ -308,6 +395,8 @@ static int atom_slice(ErlNifEnv *env, ERL_NIF_TERM atom, event_view *v, sh_slice
         out->ptr += 7;
         out->len -= 7;
     }
+    if (v->cache != NULL)
+        cache_insert(v->cache, atom, out);
     return 1;
 }
 
@@ -326,6 +415,21 @@ static int file_slice(ErlNifEnv *env, ERL_NIF_TERM term, event_view *v, sh_slice
     char *p = start;
     size_t room = sizeof(v->arena) - v->arena_used;
     char *end = start + (room < MAX_FILE + 4 ? room : MAX_FILE + 4);
+    /* Fast path: an ASCII charlist, copied by the runtime in one call
+     * (negative: cut to the buffer, which bounds it). */
+    int got = enif_get_string(env, term, start, (unsigned)(end - start), ERL_NIF_LATIN1);
+    if (got != 0) {
+        size_t n = got > 0 ? (size_t)got - 1 : (size_t)(end - start) - 1;
+        size_t k = 0;
+        while (k < n && (unsigned char)start[k] < 0x80)
+            k++;
+        if (k == n) {
+            v->arena_used += n;
+            out->ptr = start;
+            out->len = n;
+            return 1;
+        }
+    }
     ERL_NIF_TERM head, tail = term;
     while (enif_get_list_cell(env, tail, &head, &tail)) {
         unsigned int cp;
@@ -374,14 +478,25 @@ static int term_frame(ErlNifEnv *env, ERL_NIF_TERM entry, event_view *v, sh_fram
     unsigned int fun_arity = 0;
     if (!enif_get_uint(env, el[2], &fun_arity) && !enif_get_list_length(env, el[2], &fun_arity))
         return 0;
-    char *p = arena_take(v, 12);
+    /* "name/arity" */
+    char *p = arena_take(v, fname.len + 12);
     if (p == NULL)
         return 0;
-    int n = snprintf(p, 12, "/%u", fun_arity);
-    v->arena_used -= 12 - (size_t)n;
-    /* fname and the arity are adjacent in the arena */
-    f->function.ptr = fname.ptr;
-    f->function.len = (size_t)(p + n - fname.ptr);
+    if (fname.ptr != p)
+        memmove(p, fname.ptr, fname.len);
+    char digits[10];
+    size_t nd = 0;
+    do {
+        digits[nd++] = (char)('0' + fun_arity % 10);
+        fun_arity /= 10;
+    } while (fun_arity > 0);
+    char *q = p + fname.len;
+    *q++ = '/';
+    while (nd > 0)
+        *q++ = digits[--nd];
+    v->arena_used -= fname.len + 12 - (size_t)(q - p);
+    f->function.ptr = p;
+    f->function.len = (size_t)(q - p);
     f->file = SH_SLICE_EMPTY;
     if (arity == 4) {
         ERL_NIF_TERM head, tail = el[3];
@@ -454,8 +569,8 @@ static int get_text(ErlNifEnv *env, ERL_NIF_TERM t, event_view *v, sh_slice *out
 }
 
 /* Fills v from an event map. Returns NULL or the reason it is invalid. */
-static const char *read_event(ErlNifEnv *env, ERL_NIF_TERM ev, const nif_config *cfg,
-                              event_view *v, int need_all_frames)
+static const char *read_event(ErlNifEnv *env, ERL_NIF_TERM ev, const nif_config *cfg, event_view *v,
+                              int need_all_frames)
 {
     v->nframes = 0;
     v->arena_used = 0;
@@ -467,8 +582,7 @@ static const char *read_event(ErlNifEnv *env, ERL_NIF_TERM ev, const nif_config 
     if (enif_get_map_value(env, ev, atoms.type, &t) && !get_text(env, t, v, &v->type, v->type_buf))
         return "event type must be a binary, an atom or nil";
     v->message = SH_SLICE_EMPTY;
-    if (enif_get_map_value(env, ev, atoms.message, &t) &&
-        !get_text(env, t, v, &v->message, NULL))
+    if (enif_get_map_value(env, ev, atoms.message, &t) && !get_text(env, t, v, &v->message, NULL))
         return "event message must be a binary or nil";
     if (v->message.len > cfg->max_event_bytes) {
         v->message.len = sh_utf8_truncate(v->message.ptr, v->message.len, cfg->max_event_bytes);
@@ -555,8 +669,8 @@ static ERL_NIF_TERM frame_kind(sh_frame_kind k)
 
 static ERL_NIF_TERM make_frame(ErlNifEnv *env, const sh_frame *f, int in_app)
 {
-    ERL_NIF_TERM keys[] = {atoms.kind,   atoms.app,  atoms.module, atoms.function,
-                           atoms.file,   atoms.line, atoms.column, atoms.in_app};
+    ERL_NIF_TERM keys[] = {atoms.kind, atoms.app,  atoms.module, atoms.function,
+                           atoms.file, atoms.line, atoms.column, atoms.in_app};
     ERL_NIF_TERM vals[] = {
         frame_kind(f->kind),
         f->app.len ? make_slice(env, f->app) : atoms.nil,
@@ -579,12 +693,11 @@ static ERL_NIF_TERM fingerprint_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     nif_config *cfg;
     if (!get_config(env, argv[1], &cfg))
         return raise_badarg(env, "config must be nil or made by SelfHeal.Native.config/1");
-    event_view *v = enif_alloc(sizeof(*v));
-    sh_fp_ctx *ctx = NULL;
-    if (v == NULL || sh_fp_ctx_new(&ctx) != 0) {
-        enif_free(v);
+    scratch *sc = get_scratch();
+    if (sc == NULL)
         return raise_badarg(env, "out of memory");
-    }
+    event_view *v = &sc->view;
+    sh_fp_ctx *ctx = sc->ctx;
     ERL_NIF_TERM result;
     const char *why = read_event(env, argv[0], cfg, v, 1);
     sh_fp_result r;
@@ -596,10 +709,10 @@ static ERL_NIF_TERM fingerprint_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         ERL_NIF_TERM frames = enif_make_list(env, 0);
         for (size_t i = v->nframes; i-- > 0;)
             frames = enif_make_list_cell(env, make_frame(env, &v->frames[i], v->in_app[i]), frames);
-        ERL_NIF_TERM top = r.top_frame >= 0 ? make_frame(env, &v->frames[r.top_frame],
-                                                         v->in_app[r.top_frame])
-                                            : atoms.nil;
-        ERL_NIF_TERM keys[] = {atoms.fingerprint, atoms.normalized, atoms.type,     atoms.in_app,
+        ERL_NIF_TERM top = r.top_frame >= 0
+                               ? make_frame(env, &v->frames[r.top_frame], v->in_app[r.top_frame])
+                               : atoms.nil;
+        ERL_NIF_TERM keys[] = {atoms.fingerprint, atoms.normalized, atoms.type,  atoms.in_app,
                                atoms.truncated,   atoms.top_frame,  atoms.frames};
         ERL_NIF_TERM vals[] = {make_bin(env, r.hex, SH_FP_HEX_LEN),
                                make_slice(env, sh_fp_ctx_normalized(ctx)),
@@ -610,16 +723,12 @@ static ERL_NIF_TERM fingerprint_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
                                frames};
         enif_make_map_from_arrays(env, keys, vals, sizeof(keys) / sizeof(keys[0]), &result);
     }
-    sh_fp_ctx_free(ctx);
-    enif_free(v);
     return result;
 }
 
 /* ------------------------------------------------- fingerprint_batch (yields) */
 
 typedef struct batch_state {
-    sh_fp_ctx *ctx;
-    event_view *view;
     char (*hex)[SH_FP_HEX_LEN];
     size_t n;
     size_t cap;
@@ -630,11 +739,7 @@ static void batch_dtor(ErlNifEnv *env, void *obj)
 {
     (void)env;
     batch_state *s = obj;
-    sh_fp_ctx_free(s->ctx);
-    enif_free(s->view);
     enif_free(s->hex);
-    s->ctx = NULL;
-    s->view = NULL;
     s->hex = NULL;
 }
 
@@ -686,13 +791,17 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     (void)argc;
     nif_config *cfg;
     batch_state *s;
-    if (!get_config(env, argv[1], &cfg) || !enif_get_resource(env, argv[2], batch_type, (void **)&s))
+    if (!get_config(env, argv[1], &cfg) ||
+        !enif_get_resource(env, argv[2], batch_type, (void **)&s))
         return raise_badarg(env, "internal: bad batch state");
+    scratch *sc = get_scratch();
+    if (sc == NULL)
+        return raise_badarg(env, "out of memory");
     slice_clock clock;
     clock_start(&clock, cfg->yield_every);
     ERL_NIF_TERM head, tail = argv[0];
     while (enif_get_list_cell(env, tail, &head, &tail)) {
-        const char *why = read_event(env, head, cfg, s->view, 0);
+        const char *why = read_event(env, head, cfg, &sc->view, 0);
         if (why != NULL)
             return raise_badarg(env, why);
         if (s->n == s->cap) {
@@ -704,7 +813,7 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
             s->cap = cap;
         }
         sh_fp_result r;
-        if (fingerprint_view(&r, s->ctx, s->view, cfg) != 0)
+        if (fingerprint_view(&r, sc->ctx, &sc->view, cfg) != 0)
             return raise_badarg(env, "fingerprint failed (out of memory or OpenSSL error)");
         memcpy(s->hex[s->n++], r.hex, SH_FP_HEX_LEN);
         if (clock_tick(env, &clock))
@@ -722,7 +831,8 @@ static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     (void)argc;
     nif_config *cfg;
     batch_state *s;
-    if (!get_config(env, argv[1], &cfg) || !enif_get_resource(env, argv[2], batch_type, (void **)&s))
+    if (!get_config(env, argv[1], &cfg) ||
+        !enif_get_resource(env, argv[2], batch_type, (void **)&s))
         return raise_badarg(env, "internal: bad batch state");
     slice_clock clock;
     clock_start(&clock, cfg->yield_every);
@@ -751,9 +861,6 @@ static ERL_NIF_TERM fingerprint_batch_nif(ErlNifEnv *env, int argc, const ERL_NI
     memset(s, 0, sizeof(*s));
     ERL_NIF_TERM state = enif_make_resource(env, s);
     enif_release_resource(s);
-    s->view = enif_alloc(sizeof(*s->view));
-    if (s->view == NULL || sh_fp_ctx_new(&s->ctx) != 0)
-        return raise_badarg(env, "out of memory");
     return batch_step(env, 3, (ERL_NIF_TERM[]){argv[0], argv[1], state});
 }
 
@@ -781,8 +888,8 @@ static ERL_NIF_TERM make_group(ErlNifEnv *env, const sh_dedup *d, const sh_dedup
     for (uint32_t i = g->nservices; i-- > 0;)
         services = enif_make_list_cell(env, make_slice(env, sh_dedup_service(d, g->services[i])),
                                        services);
-    ERL_NIF_TERM keys[] = {atoms.fingerprint, atoms.count,  atoms.first_seen,
-                           atoms.last_seen,   atoms.sample, atoms.services,
+    ERL_NIF_TERM keys[] = {atoms.fingerprint,     atoms.count,  atoms.first_seen,
+                           atoms.last_seen,       atoms.sample, atoms.services,
                            atoms.services_dropped};
     ERL_NIF_TERM vals[] = {make_bin(env, hex, SH_FP_HEX_LEN),
                            enif_make_uint64(env, g->count),
@@ -807,7 +914,8 @@ static ERL_NIF_TERM dedup_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     sh_dedup *d = NULL;
     ERL_NIF_TERM *samples = NULL;
     ERL_NIF_TERM result;
-    if (sh_dedup_new(&d, len) != 0 || (samples = enif_alloc((len + 1) * sizeof(*samples))) == NULL) {
+    if (sh_dedup_new(&d, len) != 0 ||
+        (samples = enif_alloc((len + 1) * sizeof(*samples))) == NULL) {
         result = raise_badarg(env, "out of memory");
         goto done;
     }

@@ -54,8 +54,8 @@ static json_t *cmd_version(json_t *args, const char **code, const char **message
     (void)args;
     (void)code;
     (void)message;
-    return json_pack("{s:s, s:i, s:s}", "version", SELF_HEAL_VERSION, "protocol",
-                     PROTOCOL_VERSION, "jansson", JANSSON_VERSION);
+    return json_pack("{s:s, s:i, s:s}", "version", SELF_HEAL_VERSION, "protocol", PROTOCOL_VERSION,
+                     "jansson", JANSSON_VERSION);
 }
 
 static const struct {
@@ -141,9 +141,8 @@ static int send_frame(json_t *msg)
     size_t len = strlen(text);
     unsigned char hdr[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
                             (unsigned char)(len >> 8), (unsigned char)len};
-    int rc = write_all(STDOUT_FILENO, hdr, 4) == 0 && write_all(STDOUT_FILENO, text, len) == 0
-                 ? 0
-                 : -1;
+    int rc =
+        write_all(STDOUT_FILENO, hdr, 4) == 0 && write_all(STDOUT_FILENO, text, len) == 0 ? 0 : -1;
     free(text);
     return rc;
 }
@@ -181,8 +180,8 @@ static void reader_feed(reader *r, const char *buf, size_t n)
             n--;
             if (r->hdr_have < 4)
                 continue;
-            r->want = (size_t)r->hdr[0] << 24 | (size_t)r->hdr[1] << 16 |
-                      (size_t)r->hdr[2] << 8 | r->hdr[3];
+            r->want = (size_t)r->hdr[0] << 24 | (size_t)r->hdr[1] << 16 | (size_t)r->hdr[2] << 8 |
+                      r->hdr[3];
             r->have = 0;
             r->discarding = r->want > MAX_FRAME;
             if (r->discarding)

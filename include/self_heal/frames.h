@@ -51,7 +51,7 @@ void sh_frame_file_canonical(sh_buf *out, sh_slice file);
  * dist-packages/, /usr/lib/, /lib/erlang/, or it is a java./javax./sun./
  * jdk./kotlin. class or a JS native/<anonymous> frame. */
 typedef struct sh_inapp_config {
-    const sh_slice *apps;     /* OTP application names */
+    const sh_slice *apps; /* OTP application names */
     size_t napps;
     const sh_slice *prefixes; /* path, URL or module prefixes */
     size_t nprefixes;

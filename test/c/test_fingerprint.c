@@ -124,12 +124,12 @@ static void test_variable_parts_merge(void **state)
     (void)state;
     sh_frame here[] = {F("MyApp.Orders", "fetch/1", "lib/my_app/orders.ex", 7)};
     char a[33], b[33], c[33];
-    fp(a, "Ecto.NoResultsError", "order 1234 not found for user 5d41402a-bc4b-4a5e-9f0e-123456789abc",
-       here, 1);
+    fp(a, "Ecto.NoResultsError",
+       "order 1234 not found for user 5d41402a-bc4b-4a5e-9f0e-123456789abc", here, 1);
     fp(b, "Ecto.NoResultsError", "order 98 not found for user 0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9",
        here, 1);
-    fp(c, "Ecto.NoResultsError", "invoice 98 not found for user 0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9",
-       here, 1);
+    fp(c, "Ecto.NoResultsError",
+       "invoice 98 not found for user 0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9", here, 1);
     assert_string_equal(a, b);
     assert_string_not_equal(a, c);
 }
