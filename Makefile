@@ -132,6 +132,8 @@ format:
 format-check:
 	$(call msg,FORMAT,"C sources")
 	$(Q)clang-format --dry-run --Werror $(FORMAT_SRCS)
+	$(call msg,FORMAT,"Elixir sources")
+	$(Q)mix format --check-formatted
 
 # ---------------------------------------------------------------- the commands
 .PHONY: test test-all mix-test demo bench clean

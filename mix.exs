@@ -17,6 +17,9 @@ defmodule Mix.Tasks.Compile.SelfHealNative do
       )
 
     if status == 0 do
+      # On a fresh checkout `priv/` may not have existed when Mix laid out
+      # `_build`, so the link to it is made here once the binaries exist.
+      Mix.Project.build_structure()
       {:ok, []}
     else
       Mix.raise("`make priv` failed with exit status #{status}")

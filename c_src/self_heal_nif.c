@@ -417,9 +417,10 @@ static int file_slice(ErlNifEnv *env, ERL_NIF_TERM term, event_view *v, sh_slice
     char *end = start + (room < MAX_FILE + 4 ? room : MAX_FILE + 4);
     /* Fast path: an ASCII charlist, copied by the runtime in one call
      * (negative: cut to the buffer, which bounds it). */
-    int got = enif_get_string(env, term, start, (unsigned)(end - start), ERL_NIF_LATIN1);
+    size_t fast_room = room < MAX_FILE + 1 ? room : MAX_FILE + 1;
+    int got = enif_get_string(env, term, start, (unsigned)fast_room, ERL_NIF_LATIN1);
     if (got != 0) {
-        size_t n = got > 0 ? (size_t)got - 1 : (size_t)(end - start) - 1;
+        size_t n = got > 0 ? (size_t)got - 1 : fast_room - 1;
         size_t k = 0;
         while (k < n && (unsigned char)start[k] < 0x80)
             k++;

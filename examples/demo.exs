@@ -70,9 +70,21 @@ end
 run_traffic = fn round ->
   for i <- 1..40 do
     {:ok, pid} = Demo.Payments.start()
-    try do GenServer.call(pid, {:charge, 2 * i + round * 1000, 10 * i}) catch :exit, _ -> :ok end
+
+    try do
+      GenServer.call(pid, {:charge, 2 * i + round * 1000, 10 * i})
+    catch
+      :exit, _ -> :ok
+    end
+
     {:ok, pid} = Demo.Payments.start()
-    try do GenServer.call(pid, {:lookup, i + round}) catch :exit, _ -> :ok end
+
+    try do
+      GenServer.call(pid, {:lookup, i + round})
+    catch
+      :exit, _ -> :ok
+    end
+
     Demo.Inventory.reserve(100 + i, i)
     Demo.Mailer.deliver(i + round * 100)
   end
@@ -92,7 +104,11 @@ groups = SelfHeal.Collector.groups()
 stats = SelfHeal.Collector.stats()
 
 fmt_time = fn us ->
-  us |> DateTime.from_unix!(:microsecond) |> DateTime.to_time() |> Time.truncate(:millisecond) |> Time.to_string()
+  us
+  |> DateTime.from_unix!(:microsecond)
+  |> DateTime.to_time()
+  |> Time.truncate(:millisecond)
+  |> Time.to_string()
 end
 
 short = fn text, n ->
@@ -109,7 +125,10 @@ for g <- groups do
       f -> "#{f.module}.#{f.function} (#{f.file})"
     end
 
-  IO.puts("#{g.fingerprint}  x#{g.count}  #{fmt_time.(g.first_seen)} .. #{fmt_time.(g.last_seen)}")
+  IO.puts(
+    "#{g.fingerprint}  x#{g.count}  #{fmt_time.(g.first_seen)} .. #{fmt_time.(g.last_seen)}"
+  )
+
   type = if g.type in [nil, ""], do: "log", else: g.type
   IO.puts("    #{type}: #{short.(g.normalized, 110)}")
   IO.puts("    at #{top}\n")

@@ -8,10 +8,14 @@ defmodule SelfHeal.Application do
   @impl true
   def start(_type, _args) do
     fingerprint = Application.get_env(:self_heal, :fingerprint, [])
-    collector = Keyword.put_new(Application.get_env(:self_heal, :collector, []), :fingerprint, fingerprint)
+
+    collector =
+      Keyword.put_new(Application.get_env(:self_heal, :collector, []), :fingerprint, fingerprint)
+
     children = [{SelfHeal.Collector, collector}]
 
-    with {:ok, sup} <- Supervisor.start_link(children, strategy: :one_for_one, name: SelfHeal.Supervisor) do
+    with {:ok, sup} <-
+           Supervisor.start_link(children, strategy: :one_for_one, name: SelfHeal.Supervisor) do
       if Application.get_env(:self_heal, :logger_handler, true) do
         :ok = SelfHeal.LoggerHandler.attach(Application.get_env(:self_heal, :handler, []))
       end

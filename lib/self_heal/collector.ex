@@ -75,7 +75,9 @@ defmodule SelfHeal.Collector do
   end
 
   @impl true
-  def handle_info({:self_heal_event, %Event{} = event}, state), do: {:noreply, add([event], state)}
+  def handle_info({:self_heal_event, %Event{} = event}, state),
+    do: {:noreply, add([event], state)}
+
   def handle_info(:flush, state), do: {:noreply, flush(%{state | timer: nil})}
   def handle_info(_other, state), do: {:noreply, state}
 
@@ -101,7 +103,11 @@ defmodule SelfHeal.Collector do
   end
 
   defp add(events, state) do
-    state = %{state | pending: Enum.reverse(events, state.pending), npending: state.npending + length(events)}
+    state = %{
+      state
+      | pending: Enum.reverse(events, state.pending),
+        npending: state.npending + length(events)
+    }
 
     cond do
       state.npending >= state.batch_size -> flush(state)

@@ -22,8 +22,10 @@ defmodule SelfHeal.LoggerHandler do
 
     * `:target` - pid or name the events go to (default `SelfHeal.Collector`)
     * `:service` - service name put on every event (default: node name)
-    * `:excluded_domains` - domains to skip (prefix match; default
-      `[[:self_heal]]`, so the handler never reports its own logs)
+    * `:excluded_domains` - domains to skip (prefix match, also after the
+      `:elixir` that Elixir's `Logger` puts first; a bare atom means
+      `[atom]`; default `[[:self_heal]]`, so the handler never reports its
+      own logs)
     * `:metadata` - metadata keys kept on events (default
       `[:request_id, :trace_id, :span_id, :application, :domain, :registered_name]`)
     * `:max_queue` - above this many messages in the target's mailbox
@@ -65,7 +67,11 @@ defmodule SelfHeal.LoggerHandler do
   end
 
   @doc "Counters: events sent, dropped (target overloaded or gone) and conversion errors."
-  @spec stats() :: %{sent: non_neg_integer(), dropped: non_neg_integer(), errors: non_neg_integer()}
+  @spec stats() :: %{
+          sent: non_neg_integer(),
+          dropped: non_neg_integer(),
+          errors: non_neg_integer()
+        }
   def stats do
     c = counters()
     %{sent: :counters.get(c, 1), dropped: :counters.get(c, 2), errors: :counters.get(c, 3)}
@@ -87,14 +93,14 @@ defmodule SelfHeal.LoggerHandler do
 
   @doc false
   def adding_handler(%{config: cfg} = config) do
-    {:ok, %{config | config: normalize_config(cfg)}}
+    {:ok, %{config | config: normalize_config(cfg, Map.get(config, :id))}}
   end
 
   def adding_handler(config), do: adding_handler(Map.put(config, :config, %{}))
 
   @doc false
   def changing_config(_set_or_update, _old, %{config: cfg} = new) do
-    {:ok, %{new | config: normalize_config(cfg)}}
+    {:ok, %{new | config: normalize_config(cfg, Map.get(new, :id))}}
   end
 
   def changing_config(_set_or_update, _old, new), do: {:ok, new}
@@ -102,14 +108,18 @@ defmodule SelfHeal.LoggerHandler do
   @doc false
   def removing_handler(_config), do: :ok
 
-  defp normalize_config(cfg) do
+  defp normalize_config(cfg, handler_id) do
     cfg = Map.new(cfg)
     _ = counters()
 
     %{
+      # handler instances dedupe crash reports independently (see to_event/2)
+      handler_id: handler_id,
       target: Map.get(cfg, :target, SelfHeal.Collector),
       service: cfg |> Map.get(:service, Atom.to_string(node())) |> to_string(),
-      excluded_domains: Map.get(cfg, :excluded_domains, [[:self_heal]]),
+      # a bare atom stands for the one-element domain [atom]
+      excluded_domains:
+        cfg |> Map.get(:excluded_domains, [[:self_heal]]) |> List.wrap() |> Enum.map(&List.wrap/1),
       metadata: Map.get(cfg, :metadata, @default_metadata),
       max_queue: Map.get(cfg, :max_queue, 10_000)
     }
@@ -132,6 +142,13 @@ defmodule SelfHeal.LoggerHandler do
   end
 
   def log(_log_event, _config), do: :ok
+
+  # Elixir's Logger macros prepend :elixir to the domain they are given
+  # (`Logger.error("x", domain: [:self_heal])` logs `[:elixir, :self_heal]`),
+  # so an excluded prefix also matches after a leading :elixir.
+  defp excluded?([:elixir | rest] = domain, excluded) do
+    Enum.any?(excluded, &(List.starts_with?(domain, &1) or List.starts_with?(rest, &1)))
+  end
 
   defp excluded?(domain, excluded) when is_list(domain) do
     Enum.any?(excluded, &List.starts_with?(domain, &1))
@@ -182,10 +199,12 @@ defmodule SelfHeal.LoggerHandler do
         nil
 
       {:crash, fields} ->
-        if crash_already_reported?(meta) do
+        key = {@reported_key, Map.get(cfg, :handler_id)}
+
+        if crash_already_reported?(meta, key) do
           nil
         else
-          mark_crash_reported(meta)
+          mark_crash_reported(meta, key)
           build(fields, log_event, cfg)
         end
 
@@ -197,8 +216,7 @@ defmodule SelfHeal.LoggerHandler do
   defp build(fields, %{level: level, meta: meta}, cfg) do
     {extra, fields} = Keyword.pop(fields, :extra, [])
 
-    extra =
-      for {k, v} <- extra, v != nil, into: %{}, do: {k, meta_value(v)}
+    extra = for {k, v} <- extra, v != nil, into: %{}, do: {k, meta_value(v)}
 
     fields
     |> Keyword.merge(
@@ -213,14 +231,16 @@ defmodule SelfHeal.LoggerHandler do
 
   # The handler runs in the process that logs; a crashing gen_server logs
   # its terminate report and then proc_lib's crash report from that same
-  # process, so the process dictionary tells the second one apart.
-  defp crash_already_reported?(%{pid: pid}) when pid == self(),
-    do: Process.get(@reported_key, false)
+  # process, so the process dictionary tells the second one apart. The key
+  # holds the handler id: every attached instance sees both reports and
+  # must send its own one event.
+  defp crash_already_reported?(%{pid: pid}, key) when pid == self(),
+    do: Process.get(key, false)
 
-  defp crash_already_reported?(_meta), do: false
+  defp crash_already_reported?(_meta, _key), do: false
 
-  defp mark_crash_reported(%{pid: pid}) when pid == self(), do: Process.put(@reported_key, true)
-  defp mark_crash_reported(_meta), do: :ok
+  defp mark_crash_reported(%{pid: pid}, key) when pid == self(), do: Process.put(key, true)
+  defp mark_crash_reported(_meta, _key), do: :ok
 
   defp classify({:report, %{label: {behaviour, :terminate}} = report}, _meta)
        when behaviour in [:gen_server, :gen_statem, :gen_event] do
@@ -251,15 +271,26 @@ defmodule SelfHeal.LoggerHandler do
     reason = Keyword.get(report, :reason)
     supervisor = Keyword.get(report, :supervisor)
 
-    message =
-      "supervisor #{safe_inspect(supervisor)} #{what}: #{format_reason(reason)}"
+    message = "supervisor #{safe_inspect(supervisor)} #{what}: #{format_reason(reason)}"
 
     {:log, [type: "supervisor #{what}", message: message]}
   end
 
+  # The emulator reports only processes that died of an error (class :error).
   defp classify({format, [pid, reason]}, %{error_logger: %{emulator: true}})
        when is_list(format) and is_pid(pid) do
-    {:crash, exit_fields(reason, behaviour: :process)}
+    fields =
+      case reason do
+        {error, stack} when is_list(stack) ->
+          if stacktrace?(stack),
+            do: error_fields(:error, error, stack, behaviour: :process),
+            else: exit_term_fields(reason, behaviour: :process)
+
+        _ ->
+          exit_term_fields(reason, behaviour: :process)
+      end
+
+    {:crash, fields}
   end
 
   defp classify(msg, meta) do
@@ -273,17 +304,30 @@ defmodule SelfHeal.LoggerHandler do
     end
   end
 
-  # An exit reason as logged by gen_server/Task/spawn: {exception, stack},
-  # {erlang_error, stack} or any other exit term.
+  # An exit reason as logged by gen_server/Task: {exception, stack},
+  # {erlang_error, stack}, {exit_reason, stack} (OTP 25's gen_server and
+  # Elixir's Task report errors and exits alike with their stack trace) or
+  # any other exit term. Like Elixir's own "** (stop) ..." banner, a reason
+  # that normalises only to a generic ErlangError is an exit.
   defp exit_fields({reason, stack}, extra) when is_list(stack) do
-    if stacktrace?(stack) do
-      error_fields(:error, reason, stack, extra)
-    else
-      exit_term_fields({reason, stack}, extra)
+    cond do
+      not stacktrace?(stack) ->
+        exit_term_fields({reason, stack}, extra)
+
+      exit_reason?(reason, stack) ->
+        [type: "exit", message: format_reason(reason), stacktrace: stack, extra: extra]
+
+      true ->
+        error_fields(:error, reason, stack, extra)
     end
   end
 
   defp exit_fields(reason, extra), do: exit_term_fields(reason, extra)
+
+  defp exit_reason?(reason, stack) do
+    not is_exception(reason) and
+      is_struct(Exception.normalize(:error, reason, stack), ErlangError)
+  end
 
   defp exit_term_fields(reason, extra) do
     [type: "exit", message: format_reason(reason), stacktrace: nil, extra: extra]
@@ -338,7 +382,8 @@ defmodule SelfHeal.LoggerHandler do
   end
 
   defp stacktrace?([{mod, fun, arity_or_args, location} | _])
-       when is_atom(mod) and is_atom(fun) and (is_integer(arity_or_args) or is_list(arity_or_args)) and
+       when is_atom(mod) and is_atom(fun) and
+              (is_integer(arity_or_args) or is_list(arity_or_args)) and
               is_list(location),
        do: true
 
@@ -364,7 +409,9 @@ defmodule SelfHeal.LoggerHandler do
         format_io(format, args)
 
       cb when is_function(cb, 2) ->
-        chardata_text(cb.(report, %{depth: 30, chars_limit: Event.max_bytes(), single_line: false}))
+        chardata_text(
+          cb.(report, %{depth: 30, chars_limit: Event.max_bytes(), single_line: false})
+        )
 
       _ ->
         safe_inspect(report)

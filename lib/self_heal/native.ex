@@ -99,7 +99,16 @@ defmodule SelfHeal.Native do
 
   # Term stack traces carry no application; the application's modules'
   # top-level namespaces ("MyApp" for MyApp.Worker) stand in for it.
-  defp app_namespaces(apps) do
+  defp app_namespaces(apps) when is_list(apps) do
+    Enum.each(apps, fn
+      app when is_atom(app) ->
+        :ok
+
+      other ->
+        raise ArgumentError,
+              "in_app_apps: expected application names (atoms), got: #{inspect(other)}"
+    end)
+
     for app <- apps,
         mods = Application.spec(app, :modules) || [],
         mod <- mods,
@@ -109,6 +118,11 @@ defmodule SelfHeal.Native do
         erlang_module -> erlang_module
       end
     end
+  end
+
+  defp app_namespaces(other) do
+    raise ArgumentError,
+          "in_app_apps: expected a list of application names, got: #{inspect(other)}"
   end
 
   @doc false

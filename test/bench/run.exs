@@ -44,7 +44,16 @@ defmodule SelfHeal.Bench.ElixirFingerprint do
       |> Enum.take(3)
       |> Enum.map(fn {m, f, a, loc} ->
         a = if is_list(a), do: length(a), else: a
-        [inspect(m), 0x1F, Atom.to_string(f), ?/, Integer.to_string(a), 0x1F, to_string(loc[:file])]
+
+        [
+          inspect(m),
+          0x1F,
+          Atom.to_string(f),
+          ?/,
+          Integer.to_string(a),
+          0x1F,
+          to_string(loc[:file])
+        ]
       end)
 
     :crypto.hash(:sha256, [type, 0x1F, normalized, 0x1F | Enum.intersperse(frames, 0x1E)])
@@ -87,19 +96,18 @@ defmodule SelfHeal.Bench do
       message = :io_lib.format(fmt, [rem(i, 250), i * 31, ts]) |> IO.iodata_to_binary()
       mod = Module.concat([MyApp, Enum.at(~w(Orders Billing Accounts Search Mailer), rem(i, 5))])
 
-      stack =
-        [
-          {mod, :handle_call, 3, [file: ~c"lib/my_app/worker.ex", line: 40 + rem(i, 9)]},
-          {mod, :do_work, 2, [file: ~c"lib/my_app/worker.ex", line: 120 + rem(i, 5)]},
-          {MyApp.Repo, :one, 2, [file: ~c"lib/my_app/repo.ex", line: 33]},
-          {Enum, :map, 2, [file: ~c"lib/enum.ex", line: 1658]},
-          {Enum, :"-map/2-lists^map/1-0-", 2, [file: ~c"lib/enum.ex", line: 1658]},
-          {:gen_server, :try_handle_call, 4, [file: ~c"gen_server.erl", line: 1149]},
-          {:gen_server, :handle_msg, 6, [file: ~c"gen_server.erl", line: 1178]},
-          {:proc_lib, :init_p_do_apply, 3, [file: ~c"proc_lib.erl", line: 240]},
-          {:proc_lib, :wake_up, 3, [file: ~c"proc_lib.erl", line: 251]},
-          {:erlang, :apply, 2, []}
-        ]
+      stack = [
+        {mod, :handle_call, 3, [file: ~c"lib/my_app/worker.ex", line: 40 + rem(i, 9)]},
+        {mod, :do_work, 2, [file: ~c"lib/my_app/worker.ex", line: 120 + rem(i, 5)]},
+        {MyApp.Repo, :one, 2, [file: ~c"lib/my_app/repo.ex", line: 33]},
+        {Enum, :map, 2, [file: ~c"lib/enum.ex", line: 1658]},
+        {Enum, :"-map/2-lists^map/1-0-", 2, [file: ~c"lib/enum.ex", line: 1658]},
+        {:gen_server, :try_handle_call, 4, [file: ~c"gen_server.erl", line: 1149]},
+        {:gen_server, :handle_msg, 6, [file: ~c"gen_server.erl", line: 1178]},
+        {:proc_lib, :init_p_do_apply, 3, [file: ~c"proc_lib.erl", line: 240]},
+        {:proc_lib, :wake_up, 3, [file: ~c"proc_lib.erl", line: 251]},
+        {:erlang, :apply, 2, []}
+      ]
 
       %{type: type, message: message, stacktrace: stack, timestamp: i, service: "svc#{rem(i, 3)}"}
     end
@@ -131,7 +139,9 @@ defmodule SelfHeal.Bench do
     text_us = best_us(5, fn -> Native.fingerprint_batch(text_events, config) end)
 
     sample = Enum.take(events, 10_000)
-    ex_us = best_us(3, fn -> Enum.each(sample, &SelfHeal.Bench.ElixirFingerprint.fingerprint/1) end)
+
+    ex_us =
+      best_us(3, fn -> Enum.each(sample, &SelfHeal.Bench.ElixirFingerprint.fingerprint/1) end)
 
     nif_eps = n * 1_000_000 / nif_us
     ex_eps = length(sample) * 1_000_000 / ex_us
@@ -143,7 +153,9 @@ defmodule SelfHeal.Bench do
     fps = Native.fingerprint_batch(events, config)
 
     fingerprinted =
-      Enum.zip_with(events, fps, fn e, fp -> %{fingerprint: fp, timestamp: e.timestamp, service: e.service} end)
+      Enum.zip_with(events, fps, fn e, fp ->
+        %{fingerprint: fp, timestamp: e.timestamp, service: e.service}
+      end)
 
     million = List.flatten(List.duplicate(fingerprinted, 10))
     dedup_us = best_us(3, fn -> Native.dedup(million) end)
