@@ -11,6 +11,8 @@
 # V=1 shows the full commands.
 
 .DEFAULT_GOAL := all
+# Objects of test binaries are kept between runs.
+.SECONDARY:
 SHELL := /bin/bash
 
 BUILD ?= _build/c

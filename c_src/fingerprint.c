@@ -13,12 +13,60 @@
 #define SEP_FIELD '\x1f'
 #define SEP_FRAME '\x1e'
 
+/*
+ * The digest memo: errors come in bursts of one kind, so the bytes hashed
+ * for an event are very often exactly those of an event seen shortly
+ * before. A small direct-mapped table keyed by a fast 64-bit hash of those
+ * bytes keeps the last inputs with their digests; a hit is confirmed by
+ * comparing the whole input, so the result is always the SHA-256 of the
+ * input. Inputs longer than SH_FP_MEMO_BYTES are always hashed.
+ */
+#define SH_FP_MEMO_SLOTS 64
+#define SH_FP_MEMO_BYTES 512
+
+typedef struct memo_entry {
+    size_t len; /* 0: empty (a real input is never empty) */
+    uint8_t digest[SH_FP_BYTES];
+    char hex[SH_FP_HEX_LEN + 1];
+    char bytes[SH_FP_MEMO_BYTES];
+} memo_entry;
+
 struct sh_fp_ctx {
+    memo_entry memo[SH_FP_MEMO_SLOTS];
     EVP_MD *md;
     EVP_MD_CTX *mdctx;
     sh_buf normalized;
-    sh_buf canonical; /* what is hashed */
+    sh_buf canonical;  /* what is hashed */
+    sh_fp_frame *prep; /* sh_fingerprint's prepared frames */
+    size_t prep_cap;
 };
+
+/* 64-bit multiply-mix hash, 8 bytes a step: selects a memo slot only. */
+static uint64_t memo_hash(const char *p, size_t n)
+{
+    const uint64_t k = 0x9E3779B97F4A7C15ULL;
+    uint64_t h = n * k;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * k;
+        h ^= h >> 29;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, n);
+    h = (h ^ w) * k;
+    return h ^ (h >> 32);
+}
+
+/* The slot for this input, or NULL when it is too long to keep. */
+static memo_entry *memo_find(sh_fp_ctx *ctx, const char *p, size_t n)
+{
+    if (n == 0 || n > SH_FP_MEMO_BYTES)
+        return NULL;
+    return &ctx->memo[memo_hash(p, n) & (SH_FP_MEMO_SLOTS - 1)];
+}
 
 int sh_fp_ctx_new(sh_fp_ctx **out)
 {
@@ -48,6 +96,7 @@ void sh_fp_ctx_free(sh_fp_ctx *ctx)
     EVP_MD_free(ctx->md);
     sh_buf_free(&ctx->normalized);
     sh_buf_free(&ctx->canonical);
+    free(ctx->prep);
     free(ctx);
 }
 
@@ -136,76 +185,92 @@ static sh_slice canonical_function(sh_slice f)
     return out;
 }
 
-static int same_frame(const sh_frame *a, const sh_frame *b)
-{
-    return sh_slice_eq(a->module, b->module) &&
-           sh_slice_eq(canonical_function(a->function), canonical_function(b->function)) &&
-           sh_slice_eq(a->file, b->file);
-}
-
-static void append_frame(sh_buf *buf, const sh_frame *frame)
+void sh_fp_frame_key(sh_buf *out, const sh_frame *frame)
 {
     sh_slice fn = canonical_function(frame->function);
-    sh_buf_append(buf, frame->module.ptr, frame->module.len);
-    sh_buf_append_byte(buf, SEP_FIELD);
-    sh_buf_append(buf, fn.ptr, fn.len);
-    sh_buf_append_byte(buf, SEP_FIELD);
-    sh_frame_file_canonical(buf, frame->file);
+    sh_buf_append(out, frame->module.ptr, frame->module.len);
+    sh_buf_append_byte(out, SEP_FIELD);
+    sh_buf_append(out, fn.ptr, fn.len);
+    sh_buf_append_byte(out, SEP_FIELD);
+    sh_frame_file_canonical(out, frame->file);
+}
+
+/* Appends the key of frame f and a frame separator; returns where the key
+ * starts in buf. */
+static size_t append_frame(sh_buf *buf, const sh_fp_frame *f)
+{
+    size_t start = buf->len;
+    if (f->key.ptr != NULL)
+        sh_buf_append(buf, f->key.ptr, f->key.len);
+    else if (f->frame != NULL)
+        sh_fp_frame_key(buf, f->frame);
     sh_buf_append_byte(buf, SEP_FRAME);
+    return start;
 }
 
 /* Appends the frames that identify the event; fills the result's frame
  * fields. */
-static void append_frames(sh_buf *buf, sh_fp_result *out, const sh_fp_input *in,
-                          const sh_inapp_config *config)
+static void append_frames(sh_buf *buf, sh_fp_result *out, const sh_fp_frame *frames, size_t n)
 {
     out->top_frame = -1;
     out->nused = 0;
     out->in_app = 0;
-    for (size_t i = 0; i < in->nframes && out->nused < SH_FP_IN_APP_FRAMES; i++) {
-        if (!sh_frame_is_in_app(&in->frames[i], config))
+    for (size_t i = 0; i < n && out->nused < SH_FP_IN_APP_FRAMES; i++) {
+        if (!frames[i].in_app)
             continue;
         if (out->top_frame < 0)
             out->top_frame = (long)i;
-        append_frame(buf, &in->frames[i]);
+        append_frame(buf, &frames[i]);
         out->nused++;
     }
     if (out->nused > 0) {
         out->in_app = 1;
         return;
     }
-    const sh_frame *prev = NULL;
-    for (size_t i = 0; i < in->nframes && out->nused < SH_FP_MAX_SYSTEM_FRAMES; i++) {
-        const sh_frame *frame = &in->frames[i];
-        if (prev != NULL && same_frame(prev, frame))
-            continue; /* recursion depth must not split a group */
+    size_t prev = 0, prev_len = 0; /* the previous frame's bytes in buf */
+    for (size_t i = 0; i < n && out->nused < SH_FP_MAX_SYSTEM_FRAMES; i++) {
+        size_t start = append_frame(buf, &frames[i]);
+        size_t len = buf->len - start;
+        if (buf->oom)
+            return;
+        if (out->nused > 0 && len == prev_len &&
+            memcmp(buf->data + prev, buf->data + start, len) == 0) {
+            buf->len = start; /* recursion depth must not split a group */
+            continue;
+        }
         if (out->top_frame < 0)
             out->top_frame = (long)i;
-        append_frame(buf, frame);
         out->nused++;
-        prev = frame;
+        prev = start;
+        prev_len = len;
     }
 }
 
-int sh_fingerprint(sh_fp_result *out, sh_fp_ctx *ctx, const sh_fp_input *in,
-                   const sh_inapp_config *config)
+int sh_fingerprint_frames(sh_fp_result *out, sh_fp_ctx *ctx, sh_slice type, sh_slice message,
+                          const sh_fp_frame *frames, size_t nframes)
 {
     sh_buf *buf = &ctx->canonical;
     sh_buf_reset(buf);
     sh_buf_reset(&ctx->normalized);
 
-    sh_slice type = trim(in->type);
-    if (sh_normalize(&ctx->normalized, in->message.ptr, in->message.len) != 0)
+    type = trim(type);
+    if (sh_normalize(&ctx->normalized, message.ptr, message.len) != 0)
         return -1;
 
     sh_buf_append(buf, type.ptr, type.len);
     sh_buf_append_byte(buf, SEP_FIELD);
     sh_buf_append(buf, ctx->normalized.data, ctx->normalized.len);
     sh_buf_append_byte(buf, SEP_FIELD);
-    append_frames(buf, out, in, config);
+    append_frames(buf, out, frames, nframes);
     if (buf->oom)
         return -1;
 
+    memo_entry *m = memo_find(ctx, buf->data, buf->len);
+    if (m != NULL && m->len == buf->len && memcmp(m->bytes, buf->data, buf->len) == 0) {
+        memcpy(out->digest, m->digest, SH_FP_BYTES);
+        memcpy(out->hex, m->hex, sizeof(out->hex));
+        return 0;
+    }
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     if (EVP_DigestInit_ex(ctx->mdctx, ctx->md, NULL) != 1 ||
@@ -214,5 +279,39 @@ int sh_fingerprint(sh_fp_result *out, sh_fp_ctx *ctx, const sh_fp_input *in,
         return -1;
     memcpy(out->digest, md, SH_FP_BYTES);
     sh_fp_to_hex(out->hex, out->digest);
+    if (m != NULL && buf->len <= SH_FP_MEMO_BYTES) {
+        memcpy(m->bytes, buf->data, buf->len);
+        m->len = buf->len;
+        memcpy(m->digest, out->digest, SH_FP_BYTES);
+        memcpy(m->hex, out->hex, sizeof(m->hex));
+    }
     return 0;
+}
+
+int sh_fingerprint(sh_fp_result *out, sh_fp_ctx *ctx, const sh_fp_input *in,
+                   const sh_inapp_config *config)
+{
+    if (in->nframes > ctx->prep_cap) {
+        size_t cap = in->nframes < 64 ? 64 : in->nframes;
+        sh_fp_frame *p = realloc(ctx->prep, cap * sizeof(*p));
+        if (p == NULL)
+            return -1;
+        ctx->prep = p;
+        ctx->prep_cap = cap;
+    }
+    /* in-app flags only as far as they can matter: up to the third in-app
+     * frame, or all of them when there are fewer */
+    size_t n = 0, in_app = 0;
+    for (; n < in->nframes && in_app < SH_FP_IN_APP_FRAMES; n++) {
+        sh_fp_frame *f = &ctx->prep[n];
+        f->frame = &in->frames[n];
+        f->key = (sh_slice){NULL, 0};
+        f->in_app = sh_frame_is_in_app(f->frame, config);
+        in_app += (size_t)f->in_app;
+    }
+    if (in_app == 0) {
+        for (; n < in->nframes; n++)
+            ctx->prep[n] = (sh_fp_frame){&in->frames[n], {NULL, 0}, 0};
+    }
+    return sh_fingerprint_frames(out, ctx, in->type, in->message, ctx->prep, n);
 }

@@ -881,17 +881,20 @@ static size_t classify_hex_letter(const nz *z, size_t i, int *t)
  * URLs
  * ------------------------------------------------------------------ */
 
-/* Position of the first "://" at or after p, or len. */
+/* Position of the first "://" at or after p, or len. Searches for the
+ * slashes: error messages hold far more colons (times, "key: value") than
+ * slashes. */
 static size_t find_url(const nz *z, size_t p)
 {
-    while (p < z->len) {
-        const unsigned char *c = memchr(z->s + p, ':', z->len - p);
+    size_t q = p + 1; /* a '/' at q with ':' at q - 1 */
+    while (q + 1 < z->len) {
+        const unsigned char *c = memchr(z->s + q, '/', z->len - q - 1);
         if (!c)
             break;
-        p = (size_t)(c - z->s);
-        if (p + 2 < z->len && c[1] == '/' && c[2] == '/')
-            return p;
-        p++;
+        q = (size_t)(c - z->s);
+        if (c[1] == '/' && c[-1] == ':')
+            return q - 1;
+        q += c[1] == '/' ? 2 : 1;
     }
     return z->len;
 }

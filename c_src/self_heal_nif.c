@@ -281,6 +281,31 @@ typedef struct atom_cache {
     char text[ATOM_CACHE_TEXT];
 } atom_cache;
 
+/* Keys and in-app flags of the term frames met in one NIF invocation
+ * (one batch step, up to its yield), by (module, function, arity, file).
+ * The file is a term compared with enif_is_identical, so entries are only
+ * valid within the invocation that made them: each invocation starts a new
+ * generation. Most of a batch repeats a few dozen frames, and a hit skips
+ * reading the file charlist, the in-app decision and building the key. */
+#define FRAME_CACHE_SLOTS 512
+#define FRAME_CACHE_TEXT (32 * 1024)
+
+typedef struct frame_cache_entry {
+    uint64_t gen; /* 0: never used */
+    ERL_NIF_TERM module, function, arity, file;
+    uint32_t off;
+    uint16_t len;
+    uint8_t in_app;
+    uint8_t has_file;
+} frame_cache_entry;
+
+typedef struct frame_cache {
+    uint64_t gen;
+    size_t used;
+    frame_cache_entry slots[FRAME_CACHE_SLOTS];
+    char text[FRAME_CACHE_TEXT];
+} frame_cache;
+
 /* Decoded view of one event term: slices into binaries of the term, into
  * the arena (names converted from atoms and charlists) and into the atom
  * cache when there is one. */
@@ -290,8 +315,11 @@ typedef struct event_view {
     int truncated;
     sh_frame frames[MAX_FRAMES];
     int in_app[MAX_FRAMES];
+    sh_fp_frame prep[MAX_FRAMES]; /* what the fingerprint hashes per frame */
     size_t nframes;
-    atom_cache *cache; /* NULL outside batches */
+    atom_cache *cache;   /* NULL outside batches */
+    frame_cache *fcache; /* valid in fingerprint_batch steps only */
+    sh_buf *key;
     char type_buf[MAX_NAME + 1];
     char arena[MAX_FRAMES * (3 * (MAX_NAME + 1) + 24 + MAX_FILE + 4)];
     size_t arena_used;
@@ -306,6 +334,8 @@ typedef struct event_view {
 typedef struct scratch {
     event_view view;
     atom_cache cache;
+    frame_cache frames;
+    sh_buf key; /* a frame's key while it is built */
     sh_fp_ctx *ctx;
 } scratch;
 
@@ -326,6 +356,12 @@ static scratch *get_scratch(void)
     s->cache.nkeys = 0;
     s->cache.used = 0;
     s->view.cache = &s->cache;
+    s->view.fcache = &s->frames;
+    memset(s->frames.slots, 0, sizeof(s->frames.slots));
+    s->frames.gen = 0;
+    s->frames.used = 0;
+    sh_buf_init(&s->key);
+    s->view.key = &s->key;
     thread_scratch = s;
     return s;
 }
@@ -519,22 +555,111 @@ static int term_frame(ErlNifEnv *env, ERL_NIF_TERM entry, event_view *v, sh_fram
     return 1;
 }
 
+/* The location's file term, or 0 when there is none. */
+static ERL_NIF_TERM location_file(ErlNifEnv *env, ERL_NIF_TERM location)
+{
+    ERL_NIF_TERM head, tail = location;
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        const ERL_NIF_TERM *kv;
+        int two;
+        if (enif_get_tuple(env, head, &two, &kv) && two == 2 &&
+            enif_is_identical(kv[0], atoms.file))
+            return kv[1];
+    }
+    return 0;
+}
+
+static frame_cache_entry *fcache_slot(frame_cache *c, ERL_NIF_TERM m, ERL_NIF_TERM f,
+                                      ERL_NIF_TERM a)
+{
+    uint64_t h = ((uint64_t)m * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)f * 0xC2B2AE3D27D4EB4FULL) ^
+                 ((uint64_t)a * 0x165667B19E3779F9ULL);
+    return &c->slots[(h >> 40) & (FRAME_CACHE_SLOTS - 1)];
+}
+
+/* A cached frame for entry el[0..arity) (module and function atoms, an
+ * integer arity), or NULL. *slot is where a miss may be stored. */
+static const frame_cache_entry *fcache_find(ErlNifEnv *env, frame_cache *c, const ERL_NIF_TERM *el,
+                                            int arity, frame_cache_entry **slot, ERL_NIF_TERM *file)
+{
+    *slot = NULL;
+    *file = 0;
+    if (!enif_is_atom(env, el[0]) || !enif_is_atom(env, el[1]) || !enif_is_number(env, el[2]))
+        return NULL; /* argument lists are not cached */
+    *file = arity == 4 ? location_file(env, el[3]) : 0;
+    frame_cache_entry *e = fcache_slot(c, el[0], el[1], el[2]);
+    *slot = e;
+    if (e->gen != c->gen || e->module != el[0] || e->function != el[1] || e->arity != el[2] ||
+        e->has_file != (*file != 0))
+        return NULL;
+    if (*file != 0 && !enif_is_identical(e->file, *file))
+        return NULL;
+    return e;
+}
+
+static void fcache_store(frame_cache *c, frame_cache_entry *e, const ERL_NIF_TERM *el,
+                         ERL_NIF_TERM file, sh_fp_frame *prep)
+{
+    if (prep->key.len > FRAME_CACHE_TEXT - c->used || prep->key.len > UINT16_MAX)
+        return;
+    memcpy(c->text + c->used, prep->key.ptr, prep->key.len);
+    *e = (frame_cache_entry){.gen = c->gen,
+                             .module = el[0],
+                             .function = el[1],
+                             .arity = el[2],
+                             .file = file,
+                             .off = (uint32_t)c->used,
+                             .len = (uint16_t)prep->key.len,
+                             .in_app = (uint8_t)prep->in_app,
+                             .has_file = file != 0};
+    prep->key.ptr = c->text + c->used;
+    c->used += prep->key.len;
+}
+
 /* Reads up to MAX_FRAMES frames, stopping early once SH_FP_IN_APP_FRAMES
- * in-app frames are known when `need_all` is false. */
+ * in-app frames are known when `need_all` is false. In a batch, frames met
+ * before in the same invocation come from the frame cache and only their
+ * prepared form (key, in-app flag) is filled. */
 static void read_term_frames(ErlNifEnv *env, ERL_NIF_TERM list, event_view *v,
                              const nif_config *cfg, int need_all)
 {
     ERL_NIF_TERM head, tail = list;
     size_t in_app = 0;
+    frame_cache *fc = need_all ? NULL : v->fcache;
     while (v->nframes < MAX_FRAMES && enif_get_list_cell(env, tail, &head, &tail)) {
         size_t mark = v->arena_used;
-        sh_frame *f = &v->frames[v->nframes];
-        if (!term_frame(env, head, v, f)) {
-            v->arena_used = mark; /* a malformed entry is skipped */
+        size_t i = v->nframes;
+        sh_frame *f = &v->frames[i];
+        sh_fp_frame *prep = &v->prep[i];
+        const ERL_NIF_TERM *el;
+        int arity;
+        if (!enif_get_tuple(env, head, &arity, &el) || arity < 3 || arity > 4)
             continue;
+        frame_cache_entry *slot = NULL;
+        ERL_NIF_TERM file = 0;
+        const frame_cache_entry *hit = fc ? fcache_find(env, fc, el, arity, &slot, &file) : NULL;
+        if (hit != NULL) {
+            memset(f, 0, sizeof(*f));
+            *prep = (sh_fp_frame){NULL, {fc->text + hit->off, hit->len}, hit->in_app};
+        } else {
+            if (!term_frame(env, head, v, f)) {
+                v->arena_used = mark; /* a malformed entry is skipped */
+                continue;
+            }
+            *prep = (sh_fp_frame){f, {NULL, 0}, sh_frame_is_in_app(f, &cfg->inapp)};
+            if (slot != NULL) {
+                sh_buf_reset(v->key);
+                sh_fp_frame_key(v->key, f);
+                if (!v->key->oom) {
+                    prep->key = (sh_slice){v->key->data, v->key->len};
+                    fcache_store(fc, slot, el, file, prep);
+                    if (prep->key.ptr == v->key->data)
+                        prep->key = (sh_slice){NULL, 0}; /* not stored: built again later */
+                }
+            }
         }
-        v->in_app[v->nframes] = sh_frame_is_in_app(f, &cfg->inapp);
-        in_app += (size_t)v->in_app[v->nframes];
+        v->in_app[i] = prep->in_app;
+        in_app += (size_t)prep->in_app;
         v->nframes++;
         if (!need_all && in_app >= SH_FP_IN_APP_FRAMES)
             break;
@@ -603,8 +728,10 @@ static const char *read_event(ErlNifEnv *env, ERL_NIF_TERM ev, const nif_config 
             v->truncated = 1;
         }
         v->nframes = sh_frames_parse_text(v->frames, MAX_FRAMES, (const char *)bin.data, len);
-        for (size_t i = 0; i < v->nframes; i++)
+        for (size_t i = 0; i < v->nframes; i++) {
             v->in_app[i] = sh_frame_is_in_app(&v->frames[i], &cfg->inapp);
+            v->prep[i] = (sh_fp_frame){&v->frames[i], {NULL, 0}, v->in_app[i]};
+        }
         return NULL;
     }
     if (enif_is_list(env, t)) {
@@ -617,8 +744,8 @@ static const char *read_event(ErlNifEnv *env, ERL_NIF_TERM ev, const nif_config 
 static int fingerprint_view(sh_fp_result *r, sh_fp_ctx *ctx, const event_view *v,
                             const nif_config *cfg)
 {
-    sh_fp_input in = {v->type, v->message, v->frames, v->nframes};
-    return sh_fingerprint(r, ctx, &in, &cfg->inapp);
+    (void)cfg;
+    return sh_fingerprint_frames(r, ctx, v->type, v->message, v->prep, v->nframes);
 }
 
 /* ------------------------------------------------------------- normalize */
@@ -729,10 +856,16 @@ static ERL_NIF_TERM fingerprint_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
 
 /* ------------------------------------------------- fingerprint_batch (yields) */
 
+/* Results are kept in fixed blocks rather than one growing array: blocks
+ * this size come from the allocator's pooled carriers, where one large
+ * array would be a fresh mapping (page faults) and copies on every growth. */
+#define BATCH_BLOCK 2048
+
 typedef struct batch_state {
-    char (*hex)[SH_FP_HEX_LEN];
+    char (**blocks)[SH_FP_HEX_LEN];
+    size_t nblocks;
+    size_t blocks_cap;
     size_t n;
-    size_t cap;
     size_t built; /* phase 2: how many results are still to be consed */
 } batch_state;
 
@@ -740,8 +873,32 @@ static void batch_dtor(ErlNifEnv *env, void *obj)
 {
     (void)env;
     batch_state *s = obj;
-    enif_free(s->hex);
-    s->hex = NULL;
+    for (size_t i = 0; i < s->nblocks; i++)
+        enif_free(s->blocks[i]);
+    enif_free(s->blocks);
+    s->blocks = NULL;
+    s->nblocks = 0;
+}
+
+/* Room for one more result; NULL when out of memory. */
+static char *batch_slot(batch_state *s)
+{
+    if (s->n == s->nblocks * BATCH_BLOCK) {
+        if (s->nblocks == s->blocks_cap) {
+            size_t cap = s->blocks_cap ? s->blocks_cap * 2 : 16;
+            void *b = enif_realloc(s->blocks, cap * sizeof(*s->blocks));
+            if (b == NULL)
+                return NULL;
+            s->blocks = b;
+            s->blocks_cap = cap;
+        }
+        void *block = enif_alloc(BATCH_BLOCK * SH_FP_HEX_LEN);
+        if (block == NULL)
+            return NULL;
+        s->blocks[s->nblocks++] = block;
+    }
+    size_t i = s->n++;
+    return s->blocks[i / BATCH_BLOCK][i % BATCH_BLOCK];
 }
 
 /* Time accounting shared by the yielding loops: reports the time used to
@@ -798,6 +955,10 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     scratch *sc = get_scratch();
     if (sc == NULL)
         return raise_badarg(env, "out of memory");
+    /* a new generation: the cached file terms of the last invocation may be
+     * gone */
+    sc->frames.gen++;
+    sc->frames.used = 0;
     slice_clock clock;
     clock_start(&clock, cfg->yield_every);
     ERL_NIF_TERM head, tail = argv[0];
@@ -805,18 +966,13 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         const char *why = read_event(env, head, cfg, &sc->view, 0);
         if (why != NULL)
             return raise_badarg(env, why);
-        if (s->n == s->cap) {
-            size_t cap = s->cap ? s->cap * 2 : 256;
-            void *hex = enif_realloc(s->hex, cap * sizeof(*s->hex));
-            if (hex == NULL)
-                return raise_badarg(env, "out of memory");
-            s->hex = hex;
-            s->cap = cap;
-        }
         sh_fp_result r;
         if (fingerprint_view(&r, sc->ctx, &sc->view, cfg) != 0)
             return raise_badarg(env, "fingerprint failed (out of memory or OpenSSL error)");
-        memcpy(s->hex[s->n++], r.hex, SH_FP_HEX_LEN);
+        char *slot = batch_slot(s);
+        if (slot == NULL)
+            return raise_badarg(env, "out of memory");
+        memcpy(slot, r.hex, SH_FP_HEX_LEN);
         if (clock_tick(env, &clock))
             return yield_to(env, "fingerprint_batch", batch_step, tail, argv[1], argv[2]);
     }
@@ -840,7 +996,8 @@ static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     ERL_NIF_TERM acc = argv[0];
     while (s->built > 0) {
         s->built--;
-        acc = enif_make_list_cell(env, make_bin(env, s->hex[s->built], SH_FP_HEX_LEN), acc);
+        const char *hex = s->blocks[s->built / BATCH_BLOCK][s->built % BATCH_BLOCK];
+        acc = enif_make_list_cell(env, make_bin(env, hex, SH_FP_HEX_LEN), acc);
         if (s->built > 0 && clock_tick(env, &clock))
             return yield_to(env, "fingerprint_batch", batch_build, acc, argv[1], argv[2]);
     }

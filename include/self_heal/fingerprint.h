@@ -48,6 +48,26 @@ void sh_fp_ctx_free(sh_fp_ctx *ctx);
 int sh_fingerprint(sh_fp_result *out, sh_fp_ctx *ctx, const sh_fp_input *in,
                    const sh_inapp_config *config);
 
+/* A frame as the fingerprint sees it: its in-app flag and the bytes hashed
+ * for it (its key). Callers that meet the same frames again and again (the
+ * NIF within a batch) compute both once and pass them in; a key with a NULL
+ * ptr is computed from `frame` when it is needed. */
+typedef struct sh_fp_frame {
+    const sh_frame *frame; /* may be NULL when key.ptr is set */
+    sh_slice key;
+    int in_app;
+} sh_fp_frame;
+
+/* Appends the key of a frame: module 0x1f function 0x1f canonical-file,
+ * where the function of an anonymous function or comprehension is the
+ * enclosing one ("-init/1-fun-0-" -> "init/1"). */
+void sh_fp_frame_key(sh_buf *out, const sh_frame *frame);
+
+/* sh_fingerprint over prepared frames; gives the same fingerprint as
+ * sh_fingerprint for the same frames, flags and keys. */
+int sh_fingerprint_frames(sh_fp_result *out, sh_fp_ctx *ctx, sh_slice type, sh_slice message,
+                          const sh_fp_frame *frames, size_t nframes);
+
 sh_slice sh_fp_ctx_normalized(const sh_fp_ctx *ctx);
 
 /* Hex <-> bytes for fingerprints; parse returns 0 or -1. */

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "self_heal/dedup.h"
 #include "self_heal/fingerprint.h"
 #include "self_heal/frames.h"
@@ -353,6 +355,88 @@ static void test_dedup_many_groups_and_service_cap(void **state)
     sh_dedup_free(d);
 }
 
+/* The layout in fingerprint.h, hashed independently. */
+static void test_digest_is_sha256_of_documented_layout(void **state)
+{
+    (void)state;
+    sh_frame frames[1] = {F("MyApp.Worker", "run/1", "lib/my_app/worker.ex", 3)};
+    char hex[33];
+    fp(hex, "RuntimeError", "boom", frames, 1);
+    static const char layout[] = "RuntimeError\x1f"
+                                 "boom\x1f"
+                                 "MyApp.Worker\x1frun/1\x1flib/my_app/worker.ex\x1e";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    assert_int_equal(EVP_Digest(layout, sizeof(layout) - 1, md, &n, EVP_sha256(), NULL), 1);
+    char want[33];
+    sh_fp_to_hex(want, md);
+    assert_string_equal(hex, want);
+}
+
+/* One long-lived context (its digest memo warm, slots reused and
+ * overwritten) gives what a fresh context gives, for every input. */
+static void test_memo_never_changes_a_result(void **state)
+{
+    (void)state;
+    sh_fp_ctx *ctx;
+    assert_int_equal(sh_fp_ctx_new(&ctx), 0);
+    sh_frame frames[2] = {F("MyApp.A", "f/1", "lib/a.ex", 1), F("MyApp.B", "g/2", "lib/b.ex", 2)};
+    uint32_t x = 12345;
+    for (int i = 0; i < 3000; i++) {
+        x = x * 1103515245u + 12345u;
+        char type[32], message[700];
+        snprintf(type, sizeof(type), "Error%u", (x >> 8) % 97);
+        /* mostly short inputs, some longer than the memo keeps */
+        size_t pad = (x >> 20) % 7 == 0 ? 600 : (x >> 16) % 40;
+        memset(message, 'a' + (int)((x >> 12) % 3), pad);
+        message[pad] = '\0';
+        size_t nf = (x >> 4) % 3;
+        sh_fp_input in = {S(type), S(message), frames, nf};
+        sh_fp_result r;
+        assert_int_equal(sh_fingerprint(&r, ctx, &in, &no_config), 0);
+        char want[33];
+        fp(want, type, message, frames, nf);
+        assert_string_equal(r.hex, want);
+    }
+    sh_fp_ctx_free(ctx);
+}
+
+/* Prepared frames with cached keys and flags hash like the frames they
+ * stand for; a key with a NULL ptr is built from its frame. */
+static void test_prepared_frames_match(void **state)
+{
+    (void)state;
+    sh_frame frames[3] = {F("Enum", "map/2", "lib/enum.ex", 9), F("MyApp.A", "f/1", "lib/a.ex", 1),
+                          F("MyApp.B", "-g/2-fun-0-", "lib/b.ex", 2)};
+    sh_inapp_config cfg = {NULL, 0, (sh_slice[]){S("MyApp")}, 1};
+    sh_fp_ctx *ctx;
+    assert_int_equal(sh_fp_ctx_new(&ctx), 0);
+    sh_fp_input in = {S("KeyError"), S("key :a not found"), frames, 3};
+    sh_fp_result plain;
+    assert_int_equal(sh_fingerprint(&plain, ctx, &in, &cfg), 0);
+
+    sh_buf keys[3];
+    sh_fp_frame prep[3];
+    for (int i = 0; i < 3; i++) {
+        sh_buf_init(&keys[i]);
+        sh_fp_frame_key(&keys[i], &frames[i]);
+        prep[i].frame = i == 1 ? &frames[i] : NULL;
+        prep[i].key = i == 1 ? (sh_slice){NULL, 0} : (sh_slice){keys[i].data, keys[i].len};
+        prep[i].in_app = sh_frame_is_in_app(&frames[i], &cfg);
+    }
+    assert_true(contains((sh_slice){keys[2].data, keys[2].len}, "g/2"));
+    assert_false(contains((sh_slice){keys[2].data, keys[2].len}, "fun-0"));
+    sh_fp_result r;
+    assert_int_equal(sh_fingerprint_frames(&r, ctx, S("KeyError"), S("key :a not found"), prep, 3),
+                     0);
+    assert_string_equal(r.hex, plain.hex);
+    assert_int_equal(r.top_frame, plain.top_frame);
+    assert_int_equal(r.nused, 2);
+    for (int i = 0; i < 3; i++)
+        sh_buf_free(&keys[i]);
+    sh_fp_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +453,9 @@ int main(void)
         cmocka_unit_test(test_text_stacks_line_shift_and_places),
         cmocka_unit_test(test_type_and_message_are_separated),
         cmocka_unit_test(test_result_frame_fields),
+        cmocka_unit_test(test_digest_is_sha256_of_documented_layout),
+        cmocka_unit_test(test_memo_never_changes_a_result),
+        cmocka_unit_test(test_prepared_frames_match),
         cmocka_unit_test(test_dedup_groups),
         cmocka_unit_test(test_dedup_many_groups_and_service_cap),
     };
