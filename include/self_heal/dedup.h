@@ -2,8 +2,9 @@
  * Batch deduplication: events (fingerprint, timestamp, service) in, groups
  * out, in the order of each group's first event in the input. A group keeps
  * its count, first and last timestamp, the input index of its first event
- * (the sample) and its distinct services (at most SH_DEDUP_MAX_SERVICES;
- * more are counted in services_dropped).
+ * (the sample) and its distinct services (the first SH_DEDUP_MAX_SERVICES
+ * met; services_dropped counts the events whose service was not kept, not
+ * distinct services, so that memory stays bounded per group).
  */
 #ifndef SELF_HEAL_DEDUP_H
 #define SELF_HEAL_DEDUP_H

@@ -112,12 +112,12 @@ defmodule SelfHeal.Event do
   defp put_location(%__MODULE__{module: nil, stacktrace: [entry | _]} = event) do
     case entry do
       {mod, fun, arity, location} when is_atom(mod) and is_atom(fun) ->
-        arity = if is_list(arity), do: length(arity), else: arity
+        arity = arity_of(arity)
 
         %{
           event
           | module: inspect(mod),
-            function: "#{fun}/#{arity}",
+            function: if(arity, do: "#{fun}/#{arity}", else: Atom.to_string(fun)),
             file: location_file(location),
             line: location_line(location)
         }
@@ -129,21 +129,43 @@ defmodule SelfHeal.Event do
 
   defp put_location(event), do: event
 
-  defp location_file(location) when is_list(location) do
-    case Keyword.get(location, :file) do
-      nil -> nil
-      file -> to_string(file)
+  # Stack entries come from anywhere (a crash report, a third-party
+  # logger); improper lists and odd values give nil, never a raise.
+  defp arity_of(arity) when is_integer(arity), do: arity
+  defp arity_of(args) when is_list(args), do: count(args, 0)
+  defp arity_of(_), do: nil
+
+  defp count([_ | tail], n), do: count(tail, n + 1)
+  defp count(_, n), do: n
+
+  defp location_value([{key, value} | _], key), do: value
+  defp location_value([_ | tail], key), do: location_value(tail, key)
+  defp location_value(_, _key), do: nil
+
+  defp location_file(location) do
+    case location_value(location, :file) do
+      file when is_binary(file) ->
+        file
+
+      file when is_list(file) ->
+        try do
+          case :unicode.characters_to_binary(file) do
+            bin when is_binary(bin) -> bin
+            _ -> nil
+          end
+        rescue
+          ArgumentError -> nil
+        end
+
+      _ ->
+        nil
     end
   end
 
-  defp location_file(_), do: nil
-
-  defp location_line(location) when is_list(location) do
-    case Keyword.get(location, :line) do
+  defp location_line(location) do
+    case location_value(location, :line) do
       line when is_integer(line) -> line
       _ -> nil
     end
   end
-
-  defp location_line(_), do: nil
 end

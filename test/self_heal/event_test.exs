@@ -35,6 +35,25 @@ defmodule SelfHeal.EventTest do
              Event.new(stacktrace: [{MyApp.Worker, :run, 0, :not_a_list}])
   end
 
+  test "new/1 never raises on malformed stack entries" do
+    improper_args = [:a | :b]
+    improper_location = [{:line, 3} | :tail]
+
+    assert %Event{function: "run/1"} =
+             Event.new(stacktrace: [{MyApp.Worker, :run, improper_args, []}])
+
+    assert %Event{function: "run", file: nil} =
+             Event.new(stacktrace: [{MyApp.Worker, :run, :weird, [file: 42]}])
+
+    assert %Event{line: 3, file: nil} =
+             Event.new(stacktrace: [{MyApp.Worker, :run, 0, improper_location}])
+
+    assert %Event{file: nil} = Event.new(stacktrace: [{MyApp.Worker, :run, 0, [file: [?a | :b]]}])
+
+    assert %Event{file: nil} = Event.new(stacktrace: [{MyApp.Worker, :run, 0, [file: [-1]]}])
+    assert %Event{file: "lib/é.ex"} = Event.new(stacktrace: [{M, :f, 0, [file: ~c"lib/é.ex"]}])
+  end
+
   test "new/1 sets the timestamp unless given" do
     before = Event.now()
     assert Event.new([]).timestamp >= before

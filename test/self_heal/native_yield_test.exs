@@ -37,6 +37,43 @@ defmodule SelfHeal.NativeYieldTest do
     assert Native.fingerprint_batch(events, config) == Enum.map(events, &fp(&1, plain))
   end
 
+  # The batch path caches frames by {module, function, arity} and an
+  # identical file term; a frame that differs only in its file, or in how
+  # its file or arity is written, must still be hashed for what it is.
+  test "frames repeated with other files, file forms and arities match fingerprint/2" do
+    base = fn file, arity ->
+      %{
+        type: "RuntimeError",
+        message: "boom",
+        stacktrace: [
+          {MyApp.Worker, :run, arity, [file: file, line: 10]},
+          {MyApp.Worker, :run, arity, [line: 11]},
+          {MyApp.Other, :go, 0, []},
+          {MyApp.Other, :go, 0}
+        ]
+      }
+    end
+
+    variants = [
+      base.(~c"lib/a.ex", 1),
+      base.(~c"lib/b.ex", 1),
+      base.("lib/a.ex", 1),
+      base.(~c"lib/a.ex", [:x]),
+      base.(~c"lib/a.ex", 2),
+      base.(String.to_charlist("lib/" <> "a.ex"), 1)
+    ]
+
+    events = Enum.flat_map(1..50, fn _ -> variants end)
+    expected = Enum.map(events, &fp/1)
+    assert Native.fingerprint_batch(events) == expected
+    assert Native.fingerprint_batch(events, Native.config(yield_every: 5)) == expected
+    # different files must give different fingerprints, equal ones the same
+    [a, b, a_bin, _args, two, a_copy | _] = expected
+    assert a != b
+    assert a == a_bin and a == a_copy
+    assert a != two
+  end
+
   test "yield_every: 1 on tiny batches" do
     config = Native.config(yield_every: 1)
     event = %{type: "E", message: "m", stacktrace: nil}
