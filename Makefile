@@ -62,7 +62,7 @@ CFLAGS_COMMON = -std=c11 $(OPT) -g $(WARN) -fvisibility=hidden -fPIC -D_POSIX_C_
 	-Iinclude $(PKG_CFLAGS)
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c)
+CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c miner.c)
 NIF_SRCS := c_src/self_heal_nif.c
 PORT_SRCS := $(wildcard port/*.c)
 TEST_SRCS := $(wildcard test/c/test_*.c)
@@ -125,7 +125,8 @@ ctest-asan: $(ASAN_TEST_BINS)
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./$$t; done
 
 # ---------------------------------------------------------------- style
-FORMAT_SRCS = $(wildcard c_src/*.c c_src/*.h include/self_heal/*.h port/*.c port/*.h test/c/*.c test/c/*.h)
+FORMAT_SRCS = $(wildcard c_src/*.c c_src/*.h include/self_heal/*.h port/*.c port/*.h test/c/*.c test/c/*.h \
+	test/bench/*.c)
 
 .PHONY: format format-check
 format:
@@ -150,8 +151,19 @@ mix-test:
 demo: bootstrap
 	$(Q)mix run examples/demo.exs
 
+# Loghub-format data for the miner's grouping accuracy (docs/miner.md).
+LOGHUB ?= ../shared/bench/loghub2k
+BENCH_MINER := $(BUILD)/bench/bench_miner
+
+$(BENCH_MINER): $(BUILD)/obj/test/bench/bench_miner.o $(CORE_OBJS)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+
 bench: bootstrap
 	$(Q)MIX_ENV=bench mix run test/bench/run.exs
+	$(Q)$(MAKE) --no-print-directory $(BENCH_MINER)
+	$(Q)./$(BENCH_MINER) $(LOGHUB)
 
 clean:
 	$(Q)rm -rf $(BUILD) $(NIF_SO) $(PORT_BIN) _build/test/lib/self_heal _build/dev/lib/self_heal

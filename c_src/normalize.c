@@ -15,6 +15,8 @@
  *   <dur>   a number plus a time unit, glued or after one space: ns us µs
  *           ms s sec secs second seconds min mins minute minutes h hr hrs
  *           hour hours d day days (lower case, whole word).
+ *   <size>  a number plus a data size unit, glued or after one space: B kB
+ *           KB MB GB TB PB KiB MiB GiB TiB byte bytes (whole word).
  *   <int> <float> <ver>  digit runs (with a leading '-' when that is not
  *           glued to a letter or digit), decimals (1.5, 1.5e-3), and
  *           dotted runs of three or more parts: 1.14.0 -> <ver>. A number glued to a letter on its
@@ -697,11 +699,11 @@ static inline size_t match_email(nz *z, size_t i)
  * Numbers
  * ------------------------------------------------------------------ */
 
-enum { T_NONE, T_INT, T_FLOAT, T_VER, T_DUR, T_HEX, T_ADDR, T_UUID, T_IP, T_TS };
+enum { T_NONE, T_INT, T_FLOAT, T_VER, T_DUR, T_HEX, T_ADDR, T_UUID, T_IP, T_TS, T_SIZE };
 
-static const char *const PH_TEXT[] = {"",      "<int>",  "<float>", "<ver>", "<dur>",
-                                      "<hex>", "<addr>", "<uuid>",  "<ip>",  "<ts>"};
-static const unsigned char PH_LEN[] = {0, 5, 7, 5, 5, 5, 6, 6, 4, 4};
+static const char *const PH_TEXT[] = {"",       "<int>",  "<float>", "<ver>", "<dur>", "<hex>",
+                                      "<addr>", "<uuid>", "<ip>",    "<ts>",  "<size>"};
+static const unsigned char PH_LEN[] = {0, 5, 7, 5, 5, 5, 6, 6, 4, 4, 6};
 
 /* Is w[0..n) one of the time unit words (lower case; "µs" is separate)? */
 static int is_unit(const unsigned char *w, size_t n)
@@ -735,6 +737,25 @@ static size_t unit_len(const nz *z, size_t j)
     if (is_word(ch(z, m)) || m - k > 7)
         return 0;
     return is_unit(z->s + k, m - k) ? m - j : 0;
+}
+
+/* A data size unit right after a number ending at j (optionally after one
+ * space): B, kB, KB, MB, GB, TB, PB, KiB, MiB, GiB, TiB, byte(s) as whole
+ * words; returns the length from j, or 0. */
+static size_t size_unit_len(const nz *z, size_t j)
+{
+    static const char *const UNITS[] = {"B",   "kB",  "KB",  "MB",  "GB",   "TB",   "PB",
+                                        "KiB", "MiB", "GiB", "TiB", "byte", "bytes"};
+    size_t k = ch(z, j) == ' ' ? j + 1 : j;
+    size_t m = k;
+    while (m - k < 6 && IS_A(ch(z, m)))
+        m++;
+    if (m == k || m - k > 5 || is_word(ch(z, m)))
+        return 0;
+    for (size_t u = 0; u < sizeof UNITS / sizeof UNITS[0]; u++)
+        if (strlen(UNITS[u]) == m - k && memcmp(UNITS[u], z->s + k, m - k) == 0)
+            return m - j;
+    return 0;
 }
 
 /* Is the digit run after the slash at `slash` the arity of a function
@@ -799,6 +820,10 @@ static size_t match_number(const nz *z, size_t i, size_t dr, int *t)
     size_t u = unit_len(z, j);
     if (u) {
         *t = T_DUR;
+        return j + u - i;
+    }
+    if ((u = size_unit_len(z, j)) != 0) {
+        *t = T_SIZE;
         return j + u - i;
     }
     if (is_word(ch(z, j)))

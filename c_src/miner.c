@@ -1,0 +1,961 @@
+/*
+ * Template miner (see include/self_heal/miner.h and docs/miner.md).
+ *
+ * Structures:
+ *   - a cluster holds its template as tokens: a 64-bit hash per token
+ *     (WILD for a parameter) and the token's text in the cluster's own
+ *     buffer; its id; its count; links of the LRU list.
+ *   - buckets: an open-addressing table from a routing key (token count and
+ *     the first ROUTE_TOKENS tokens, a token holding a digit or a
+ *     placeholder routing as WILD) to the clusters of that key.
+ *   - ids: an open-addressing table from id to cluster.
+ * Tokens compare by hash; 64-bit hashes make a false match negligible.
+ */
+#include "self_heal/miner.h"
+#include "self_heal/normalize.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define WILD 0ULL
+/* The one configuration used for every source (docs/miner.md). */
+#define ROUTE_TOKENS 2    /* leading tokens in the routing key */
+#define SIM_THRESHOLD 0.5 /* share of equal positions to join a cluster */
+#define SIBLINGS 5        /* clusters differing in one word that merge */
+
+typedef struct token {
+    uint64_t hash; /* WILD for a parameter */
+    uint32_t off;  /* text in the cluster's buffer */
+    uint32_t len;
+    uint8_t word; /* a plain word (is_word) */
+} token;
+
+typedef struct cluster {
+    uint64_t id;
+    uint64_t count;
+    uint64_t route; /* routing key */
+    uint32_t ntok;
+    token *tok;
+    char *text;
+    struct cluster *prev, *next; /* LRU: head is most recent */
+} cluster;
+
+typedef struct bucket {
+    uint64_t key; /* 0: empty slot */
+    cluster **items;
+    uint32_t n, cap;
+} bucket;
+
+struct sh_miner {
+    sh_miner_config cfg;
+    sh_miner_stats stats;
+    cluster *head, *tail;
+    bucket *buckets;
+    size_t nbuckets, bucket_cap; /* used slots, table size (power of 2) */
+    cluster **ids;
+    size_t ids_cap;
+    /* ids of clusters merged into others: from -> to */
+    uint64_t *alias_from, *alias_to;
+    size_t aliases, alias_cap;
+    uint32_t *pos_count; /* sibling counts per position (scratch) */
+    /* per-line scratch */
+    sh_buf norm;
+    token *line;
+    size_t line_cap;
+};
+
+/* ------------------------------------------------------------ hashing */
+
+static uint64_t mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0x100000001B3ULL);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = mix(h ^ w);
+        p += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, n);
+    h = mix(h ^ w ^ ((uint64_t)n << 56));
+    return h == WILD ? 1 : h;
+}
+
+/* ------------------------------------------------------------ config */
+
+void sh_miner_config_default(sh_miner_config *config)
+{
+    config->max_clusters = 10000;
+    config->max_tokens = 128;
+    config->max_line = 16 * 1024;
+}
+
+static void config_fill(sh_miner_config *out, const sh_miner_config *in)
+{
+    sh_miner_config_default(out);
+    if (in == NULL)
+        return;
+    if (in->max_clusters > 0)
+        out->max_clusters = in->max_clusters;
+    if (in->max_tokens > 0)
+        out->max_tokens = in->max_tokens < 65535 ? in->max_tokens : 65535;
+    if (in->max_line > 0)
+        out->max_line = in->max_line;
+}
+
+int sh_miner_new(sh_miner **out, const sh_miner_config *config)
+{
+    *out = NULL;
+    sh_miner *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return -1;
+    config_fill(&m->cfg, config);
+    sh_buf_init(&m->norm);
+    m->bucket_cap = 256;
+    m->buckets = calloc(m->bucket_cap, sizeof(*m->buckets));
+    m->ids_cap = 256;
+    m->ids = calloc(m->ids_cap, sizeof(*m->ids));
+    m->pos_count = calloc(m->cfg.max_tokens + 1, sizeof(*m->pos_count));
+    if (m->buckets == NULL || m->ids == NULL || m->pos_count == NULL) {
+        sh_miner_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+static void cluster_free(cluster *c)
+{
+    if (c == NULL)
+        return;
+    free(c->tok);
+    free(c->text);
+    free(c);
+}
+
+void sh_miner_free(sh_miner *m)
+{
+    if (m == NULL)
+        return;
+    cluster *c = m->head;
+    while (c != NULL) {
+        cluster *next = c->next;
+        cluster_free(c);
+        c = next;
+    }
+    for (size_t i = 0; m->buckets != NULL && i < m->bucket_cap; i++)
+        free(m->buckets[i].items);
+    free(m->buckets);
+    free(m->ids);
+    free(m->alias_from);
+    free(m->alias_to);
+    free(m->pos_count);
+    free(m->line);
+    sh_buf_free(&m->norm);
+    free(m);
+}
+
+void sh_miner_stats_get(const sh_miner *m, sh_miner_stats *out)
+{
+    *out = m->stats;
+}
+
+/* ------------------------------------------------------------ LRU list */
+
+static void lru_unlink(sh_miner *m, cluster *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        m->head = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    else
+        m->tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void lru_push_front(sh_miner *m, cluster *c)
+{
+    c->prev = NULL;
+    c->next = m->head;
+    if (m->head != NULL)
+        m->head->prev = c;
+    m->head = c;
+    if (m->tail == NULL)
+        m->tail = c;
+}
+
+static void lru_touch(sh_miner *m, cluster *c)
+{
+    if (m->head == c)
+        return;
+    lru_unlink(m, c);
+    lru_push_front(m, c);
+}
+
+/* ------------------------------------------------------------ id table */
+
+static size_t id_slot(const sh_miner *m, uint64_t id)
+{
+    size_t mask = m->ids_cap - 1;
+    size_t i = (size_t)mix(id) & mask;
+    while (m->ids[i] != NULL && m->ids[i]->id != id)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static int ids_grow(sh_miner *m)
+{
+    size_t cap = m->ids_cap * 2;
+    cluster **old = m->ids;
+    size_t old_cap = m->ids_cap;
+    cluster **ids = calloc(cap, sizeof(*ids));
+    if (ids == NULL)
+        return -1;
+    m->ids = ids;
+    m->ids_cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i] != NULL)
+            m->ids[id_slot(m, old[i]->id)] = old[i];
+    free(old);
+    return 0;
+}
+
+static cluster *ids_find(const sh_miner *m, uint64_t id)
+{
+    return m->ids[id_slot(m, id)];
+}
+
+/* Backward-shift deletion keeps probe chains intact. */
+static void ids_remove(sh_miner *m, uint64_t id)
+{
+    size_t mask = m->ids_cap - 1;
+    size_t i = id_slot(m, id);
+    if (m->ids[i] == NULL)
+        return;
+    m->ids[i] = NULL;
+    for (size_t j = (i + 1) & mask; m->ids[j] != NULL; j = (j + 1) & mask) {
+        cluster *c = m->ids[j];
+        m->ids[j] = NULL;
+        m->ids[id_slot(m, c->id)] = c;
+    }
+}
+
+/* ------------------------------------------------------------ buckets */
+
+static bucket *bucket_find(sh_miner *m, uint64_t key)
+{
+    size_t mask = m->bucket_cap - 1;
+    size_t i = (size_t)mix(key) & mask;
+    while (m->buckets[i].key != 0 && m->buckets[i].key != key)
+        i = (i + 1) & mask;
+    return &m->buckets[i];
+}
+
+static int buckets_grow(sh_miner *m)
+{
+    size_t old_cap = m->bucket_cap;
+    bucket *old = m->buckets;
+    bucket *nb = calloc(old_cap * 2, sizeof(*nb));
+    if (nb == NULL)
+        return -1;
+    m->buckets = nb;
+    m->bucket_cap = old_cap * 2;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].key != 0)
+            *bucket_find(m, old[i].key) = old[i];
+    free(old);
+    return 0;
+}
+
+static int bucket_add(sh_miner *m, cluster *c)
+{
+    if ((m->nbuckets + 1) * 2 > m->bucket_cap && buckets_grow(m) != 0)
+        return -1;
+    bucket *b = bucket_find(m, c->route);
+    if (b->key == 0) {
+        b->key = c->route;
+        b->items = NULL;
+        b->n = b->cap = 0;
+        m->nbuckets++;
+    }
+    if (b->n == b->cap) {
+        uint32_t cap = b->cap ? b->cap * 2 : 4;
+        cluster **items = realloc(b->items, cap * sizeof(*items));
+        if (items == NULL)
+            return -1;
+        b->items = items;
+        b->cap = cap;
+    }
+    b->items[b->n++] = c;
+    return 0;
+}
+
+/* An emptied bucket stays in the table (its key may come back). */
+static void bucket_remove(sh_miner *m, cluster *c)
+{
+    bucket *b = bucket_find(m, c->route);
+    for (uint32_t i = 0; i < b->n; i++) {
+        if (b->items[i] == c) {
+            b->items[i] = b->items[--b->n];
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ lines */
+
+static int is_blank(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* A token that routes as a wildcard: it holds a digit or a placeholder. */
+static int routes_wild(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((p[i] >= '0' && p[i] <= '9') || p[i] == '<')
+            return 1;
+    return 0;
+}
+
+/* A plain word: letters only once leading ([{"' and trailing
+ * ,.;:!?)]}"' are set aside ("Started", "(Lifecycle", "SPP."). Dotted
+ * names, snake_case, paths and anything with a digit are not words. */
+static int is_word(const char *p, size_t n)
+{
+    size_t i = 0, e = n;
+    while (i < e && strchr("([{\"'", p[i]) != NULL)
+        i++;
+    while (e > i && strchr(",.;:!?)]}\"'", p[e - 1]) != NULL)
+        e--;
+    if (i == e)
+        return 0;
+    for (size_t k = i; k < e; k++) {
+        unsigned char c = (unsigned char)p[k];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80))
+            return 0;
+    }
+    return 1;
+}
+
+static int is_key_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+}
+
+/* Splits m->norm into m->line; returns the token count or -1. */
+static long tokenize(sh_miner *m, int *truncated)
+{
+    const char *s = m->norm.data;
+    size_t len = m->norm.len, n = 0;
+    for (size_t i = 0; i < len;) {
+        while (i < len && is_blank((unsigned char)s[i]))
+            i++;
+        if (i >= len)
+            break;
+        size_t start = i;
+        int key = 1; /* the token so far could be a key */
+        while (i < len && !is_blank((unsigned char)s[i])) {
+            unsigned char c = (unsigned char)s[i++];
+            /* key=value: the key (with its '=') and the value are tokens */
+            if (c == '=' && key && i - 1 > start && i < len && !is_blank((unsigned char)s[i]) &&
+                s[i] != '=')
+                break;
+            key = key && is_key_char(c);
+        }
+        if (n == m->cfg.max_tokens) {
+            *truncated = 1;
+            break;
+        }
+        if (n == m->line_cap) {
+            size_t cap = m->line_cap ? m->line_cap * 2 : 64;
+            token *t = realloc(m->line, cap * sizeof(*t));
+            if (t == NULL)
+                return -1;
+            m->line = t;
+            m->line_cap = cap;
+        }
+        m->line[n].off = (uint32_t)start;
+        m->line[n].len = (uint32_t)(i - start);
+        m->line[n].hash = hash_bytes(s + start, i - start);
+        m->line[n].word = is_word(s + start, i - start);
+        n++;
+    }
+    return (long)n;
+}
+
+static uint64_t route_key(const sh_miner *m, size_t n)
+{
+    uint64_t k = mix(0x5bd1e995ULL + n);
+    for (size_t i = 0; i < n && i < ROUTE_TOKENS; i++) {
+        const token *t = &m->line[i];
+        uint64_t h = routes_wild(m->norm.data + t->off, t->len) ? WILD : t->hash;
+        k = mix(k ^ (h + 0x9E3779B97F4A7C15ULL * (i + 1)));
+    }
+    return k == 0 ? 1 : k;
+}
+
+/* Share of the line's positions equal to the template's (parameters count
+ * as not equal), and the template's parameter count. */
+static double similarity(const cluster *c, const token *line, size_t n, uint32_t *params)
+{
+    uint32_t same = 0, wild = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (c->tok[i].hash == WILD)
+            wild++;
+        else if (c->tok[i].hash == line[i].hash)
+            same++;
+        else if (c->tok[i].word && line[i].word)
+            return -1; /* two different words: two different events */
+    }
+    *params = wild;
+    return n == 0 ? 1.0 : (double)same / (double)n;
+}
+
+static cluster *best_match(sh_miner *m, uint64_t key, size_t n)
+{
+    bucket *b = bucket_find(m, key);
+    cluster *best = NULL;
+    double best_sim = -1;
+    uint32_t best_params = 0;
+    for (uint32_t i = 0; i < b->n; i++) {
+        cluster *c = b->items[i];
+        if (c->ntok != n)
+            continue;
+        uint32_t params = 0;
+        double sim = similarity(c, m->line, n, &params);
+        if (sim > best_sim || (sim == best_sim && params > best_params)) {
+            best = c;
+            best_sim = sim;
+            best_params = params;
+        }
+    }
+    if (best != NULL && (best_sim >= SIM_THRESHOLD || n == 0))
+        return best;
+    return NULL;
+}
+
+static void generalize(cluster *c, const token *line, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (c->tok[i].hash != WILD && c->tok[i].hash != line[i].hash)
+            c->tok[i].hash = WILD;
+}
+
+/* A cluster from tokens (hash WILD = parameter) whose text is in src. */
+static cluster *cluster_make(const token *toks, size_t n, const char *src, uint64_t id,
+                             uint64_t count, uint64_t route)
+{
+    cluster *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += toks[i].len;
+    c->tok = malloc((n ? n : 1) * sizeof(*c->tok));
+    c->text = malloc(bytes ? bytes : 1);
+    if (c->tok == NULL || c->text == NULL) {
+        cluster_free(c);
+        return NULL;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        c->tok[i].hash = toks[i].hash;
+        c->tok[i].off = (uint32_t)off;
+        c->tok[i].len = toks[i].len;
+        c->tok[i].word = toks[i].word;
+        memcpy(c->text + off, src + toks[i].off, toks[i].len);
+        off += toks[i].len;
+    }
+    c->ntok = (uint32_t)n;
+    c->id = id;
+    c->count = count;
+    c->route = route;
+    return c;
+}
+
+static void evict_one(sh_miner *m)
+{
+    cluster *c = m->tail;
+    if (c == NULL)
+        return;
+    lru_unlink(m, c);
+    bucket_remove(m, c);
+    ids_remove(m, c->id);
+    cluster_free(c);
+    m->stats.clusters--;
+    m->stats.evicted++;
+}
+
+/* Registers a new cluster; its id is moved on while it is taken. */
+static int cluster_insert(sh_miner *m, cluster *c)
+{
+    if ((m->stats.clusters + 1) * 2 > m->ids_cap && ids_grow(m) != 0)
+        return -1;
+    if (bucket_add(m, c) != 0)
+        return -1;
+    while (ids_find(m, c->id) != NULL)
+        c->id = c->id == UINT64_MAX ? 1 : c->id + 1;
+    m->ids[id_slot(m, c->id)] = c;
+    lru_push_front(m, c);
+    m->stats.clusters++;
+    while (m->stats.clusters > m->cfg.max_clusters && m->tail != c)
+        evict_one(m);
+    return 0;
+}
+
+/* ------------------------------------------------------------ aliases */
+
+static size_t alias_slot(const sh_miner *m, uint64_t from)
+{
+    size_t mask = m->alias_cap - 1;
+    size_t i = (size_t)mix(from) & mask;
+    while (m->alias_from[i] != 0 && m->alias_from[i] != from)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* Records that `from` now lives on as `to`. Bounded: beyond
+ * 4 * max_clusters aliases new ones are not kept (counted). */
+static void alias_add(sh_miner *m, uint64_t from, uint64_t to)
+{
+    if ((m->aliases + 1) * 2 > m->alias_cap) {
+        size_t cap = m->alias_cap ? m->alias_cap * 2 : 256;
+        if (cap / 2 > 4 * m->cfg.max_clusters + 256) {
+            m->stats.aliases_dropped++;
+            return;
+        }
+        uint64_t *f = calloc(cap, sizeof(*f)), *t = calloc(cap, sizeof(*t));
+        if (f == NULL || t == NULL) {
+            free(f);
+            free(t);
+            m->stats.aliases_dropped++;
+            return;
+        }
+        uint64_t *of = m->alias_from, *ot = m->alias_to;
+        size_t ocap = m->alias_cap;
+        m->alias_from = f;
+        m->alias_to = t;
+        m->alias_cap = cap;
+        for (size_t i = 0; i < ocap; i++) {
+            if (of[i] != 0) {
+                size_t k = alias_slot(m, of[i]);
+                m->alias_from[k] = of[i];
+                m->alias_to[k] = ot[i];
+            }
+        }
+        free(of);
+        free(ot);
+    }
+    size_t k = alias_slot(m, from);
+    if (m->alias_from[k] == 0)
+        m->aliases++;
+    m->alias_from[k] = from;
+    m->alias_to[k] = to;
+}
+
+uint64_t sh_miner_resolve(const sh_miner *m, uint64_t id)
+{
+    for (size_t hops = 0; m->alias_cap > 0 && hops < 64; hops++) {
+        size_t k = alias_slot(m, id);
+        if (m->alias_from[k] == 0)
+            break;
+        id = m->alias_to[k];
+    }
+    return id;
+}
+
+/* ------------------------------------------------------------ siblings */
+
+/* The one position where a and b hold different constants while agreeing
+ * everywhere else (parameters included), or -1. */
+static long sibling_position(const cluster *a, const cluster *b)
+{
+    if (a->ntok != b->ntok)
+        return -1;
+    long pos = -1;
+    for (uint32_t i = 0; i < a->ntok; i++) {
+        uint64_t ha = a->tok[i].hash, hb = b->tok[i].hash;
+        if (ha == hb)
+            continue;
+        if (ha == WILD || hb == WILD || pos >= 0)
+            return -1;
+        pos = (long)i;
+    }
+    return pos;
+}
+
+static void cluster_drop(sh_miner *m, cluster *c)
+{
+    lru_unlink(m, c);
+    bucket_remove(m, c);
+    ids_remove(m, c->id);
+    cluster_free(c);
+    m->stats.clusters--;
+}
+
+/*
+ * Words that differ are usually different events ("VM Started" and "VM
+ * Paused"), so a line whose only difference from a cluster is a word
+ * starts a sibling cluster. When SIBLINGS clusters differ from c at the
+ * same single position, that position is a parameter after all (user
+ * names, host names): they merge into the one with the most lines, the
+ * others' ids becoming aliases of its id. Returns the cluster c now lives
+ * in.
+ */
+static cluster *merge_siblings(sh_miner *m, cluster *c)
+{
+    bucket *b = bucket_find(m, c->route);
+    uint32_t *count = m->pos_count;
+    long best = -1;
+    for (uint32_t i = 0; i < b->n; i++) {
+        long p = b->items[i] == c ? -1 : sibling_position(c, b->items[i]);
+        if (p >= 0 && ++count[p] + 1 >= (uint32_t)SIBLINGS)
+            best = p;
+    }
+    for (uint32_t i = 0; i < b->n; i++) {
+        long p = b->items[i] == c ? -1 : sibling_position(c, b->items[i]);
+        if (p >= 0)
+            count[p] = 0;
+    }
+    if (best < 0)
+        return c;
+    cluster *keep = c;
+    for (uint32_t i = 0; i < b->n; i++)
+        if (sibling_position(c, b->items[i]) == best && b->items[i]->count > keep->count)
+            keep = b->items[i];
+    for (uint32_t i = 0; i < b->n;) {
+        cluster *o = b->items[i];
+        if (o != keep && (o == c || sibling_position(c, o) == best)) {
+            keep->count += o->count;
+            alias_add(m, o->id, keep->id);
+            cluster_drop(m, o); /* moves the bucket's last item to i */
+            m->stats.merged++;
+            continue;
+        }
+        i++;
+    }
+    keep->tok[best].hash = WILD;
+    lru_touch(m, keep);
+    return keep;
+}
+
+/* The id of a new cluster: a hash of its first template. */
+static uint64_t template_id(const sh_miner *m, size_t n)
+{
+    uint64_t h = mix(n + 0x27d4eb2f165667c5ULL);
+    for (size_t i = 0; i < n; i++)
+        h = mix(h ^ m->line[i].hash);
+    return h == 0 ? 1 : h;
+}
+
+int sh_miner_add(sh_miner *m, uint64_t *id, const char *line, size_t len)
+{
+    *id = 0;
+    int truncated = 0;
+    if (len > m->cfg.max_line) {
+        len = sh_utf8_truncate(line, len, m->cfg.max_line);
+        truncated = 1;
+    }
+    sh_buf_reset(&m->norm);
+    if (sh_normalize(&m->norm, line, len) != 0) {
+        m->norm.oom = 0;
+        return -1;
+    }
+    long nt = tokenize(m, &truncated);
+    if (nt < 0)
+        return -1;
+    size_t n = (size_t)nt;
+    m->stats.lines++;
+    m->stats.truncated += (uint64_t)truncated;
+    uint64_t key = route_key(m, n);
+    cluster *c = best_match(m, key, n);
+    if (c != NULL) {
+        generalize(c, m->line, n);
+        c->count++;
+        lru_touch(m, c);
+        *id = c->id;
+        return 0;
+    }
+    c = cluster_make(m->line, n, m->norm.data, template_id(m, n), 1, key);
+    if (c == NULL)
+        return -1;
+    if (cluster_insert(m, c) != 0) {
+        bucket_remove(m, c);
+        cluster_free(c);
+        return -1;
+    }
+    m->stats.created++;
+    c = merge_siblings(m, c);
+    *id = c->id;
+    return 0;
+}
+
+/* ------------------------------------------------------------ templates */
+
+static void template_text(const cluster *c, sh_buf *out, uint32_t *params, size_t *nparams)
+{
+    *nparams = 0;
+    for (uint32_t i = 0; i < c->ntok; i++) {
+        if (i > 0)
+            sh_buf_append_byte(out, ' ');
+        if (c->tok[i].hash == WILD) {
+            sh_buf_append(out, "<*>", 3);
+            params[(*nparams)++] = i;
+        } else {
+            sh_buf_append(out, c->text + c->tok[i].off, c->tok[i].len);
+        }
+    }
+}
+
+void sh_miner_each(const sh_miner *m, sh_miner_visit_fn fn, void *arg)
+{
+    sh_buf text;
+    sh_buf_init(&text);
+    uint32_t *params = malloc((m->cfg.max_tokens + 1) * sizeof(*params));
+    if (params == NULL)
+        return;
+    for (const cluster *c = m->head; c != NULL; c = c->next) {
+        size_t np;
+        sh_buf_reset(&text);
+        template_text(c, &text, params, &np);
+        if (text.oom)
+            break;
+        sh_slice s = {text.data ? text.data : "", text.len};
+        if (fn(arg, c->id, c->count, s, params, np) != 0)
+            break;
+    }
+    free(params);
+    sh_buf_free(&text);
+}
+
+/* ------------------------------------------------------------ snapshots */
+
+/*
+ * Layout (all integers little-endian):
+ *   "SHMINER\0"  u32 version  u64 lines  u64 created  u64 evicted
+ *   u64 truncated  u64 nclusters
+ *   per cluster, least recently used first:
+ *     u64 id  u64 count  u64 route  u32 ntok
+ *     per token: u8 wild  u32 len  len bytes (wild tokens keep their text)
+ *   u64 merged  u64 naliases  per alias: u64 from  u64 to
+ *   u64 checksum: hash_bytes of everything before it
+ */
+static const char MAGIC[8] = {'S', 'H', 'M', 'I', 'N', 'E', 'R', 0};
+
+static void put_le(sh_buf *b, uint64_t v, int n)
+{
+    unsigned char x[8];
+    for (int i = 0; i < n; i++)
+        x[i] = (unsigned char)(v >> (8 * i));
+    sh_buf_append(b, x, (size_t)n);
+}
+
+static void put_u64(sh_buf *b, uint64_t v)
+{
+    put_le(b, v, 8);
+}
+
+static void put_u32(sh_buf *b, uint32_t v)
+{
+    put_le(b, v, 4);
+}
+
+int sh_miner_snapshot(const sh_miner *m, sh_buf *out)
+{
+    size_t start = out->len;
+    sh_buf_append(out, MAGIC, sizeof(MAGIC));
+    put_u32(out, SH_MINER_SNAPSHOT_VERSION);
+    put_u64(out, m->stats.lines);
+    put_u64(out, m->stats.created);
+    put_u64(out, m->stats.evicted);
+    put_u64(out, m->stats.truncated);
+    put_u64(out, m->stats.clusters);
+    for (const cluster *c = m->tail; c != NULL; c = c->prev) {
+        put_u64(out, c->id);
+        put_u64(out, c->count);
+        put_u64(out, c->route);
+        put_u32(out, c->ntok);
+        for (uint32_t i = 0; i < c->ntok; i++) {
+            sh_buf_append_byte(out, c->tok[i].hash == WILD ? 1 : 0);
+            put_u32(out, c->tok[i].len);
+            sh_buf_append(out, c->text + c->tok[i].off, c->tok[i].len);
+        }
+    }
+    put_u64(out, m->stats.merged);
+    put_u64(out, m->aliases);
+    for (size_t i = 0; i < m->alias_cap; i++) {
+        if (m->alias_from[i] != 0) {
+            put_u64(out, m->alias_from[i]);
+            put_u64(out, m->alias_to[i]);
+        }
+    }
+    if (out->oom)
+        return -1;
+    put_u64(out, hash_bytes(out->data + start, out->len - start));
+    return out->oom ? -1 : 0;
+}
+
+typedef struct reader {
+    const unsigned char *p, *end;
+    int bad;
+} reader;
+
+/* A little-endian integer of n bytes; 0 and r->bad when too few remain. */
+static uint64_t get_le(reader *r, int n)
+{
+    if (r->end - r->p < n) {
+        r->bad = 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)r->p[i] << (8 * i);
+    r->p += n;
+    return v;
+}
+
+static uint64_t get_u64(reader *r)
+{
+    return get_le(r, 8);
+}
+
+static uint32_t get_u32(reader *r)
+{
+    return (uint32_t)get_le(r, 4);
+}
+
+/* Reads one cluster of a snapshot; NULL with *why on error. */
+static cluster *read_cluster(reader *r, sh_miner *m, const char **why)
+{
+    uint64_t id = get_u64(r), count = get_u64(r), route = get_u64(r);
+    uint32_t ntok = get_u32(r);
+    if (r->bad || id == 0 || route == 0 || ntok > m->cfg.max_tokens) {
+        *why = r->bad ? "snapshot truncated" : "snapshot holds an invalid cluster";
+        return NULL;
+    }
+    token *toks = malloc((ntok ? ntok : 1) * sizeof(*toks));
+    if (toks == NULL) {
+        *why = "out of memory";
+        return NULL;
+    }
+    const unsigned char *base = r->p;
+    for (uint32_t i = 0; i < ntok; i++) {
+        if (r->end - r->p < 1) {
+            r->bad = 1;
+            break;
+        }
+        int wild = *r->p++;
+        uint32_t len = get_u32(r);
+        if (r->bad || wild > 1 || len > m->cfg.max_line || (size_t)(r->end - r->p) < len) {
+            r->bad = 1;
+            break;
+        }
+        toks[i].off = (uint32_t)(r->p - base);
+        toks[i].len = len;
+        toks[i].hash = wild ? WILD : hash_bytes((const char *)r->p, len);
+        toks[i].word = (uint8_t)is_word((const char *)r->p, len);
+        r->p += len;
+    }
+    cluster *c = NULL;
+    if (r->bad)
+        *why = "snapshot holds an invalid cluster";
+    else if ((c = cluster_make(toks, ntok, (const char *)base, id, count, route)) == NULL)
+        *why = "out of memory";
+    free(toks);
+    return c;
+}
+
+int sh_miner_restore(sh_miner **out, const char **why, const char *data, size_t len,
+                     const sh_miner_config *config)
+{
+    *out = NULL;
+    *why = NULL;
+    if (len < sizeof(MAGIC) + 4 + 5 * 8 + 8 || memcmp(data, MAGIC, sizeof(MAGIC)) != 0) {
+        *why = "not a miner snapshot";
+        return -1;
+    }
+    uint64_t sum = 0;
+    for (int i = 0; i < 8; i++)
+        sum |= (uint64_t)(unsigned char)data[len - 8 + (size_t)i] << (8 * i);
+    if (sum != hash_bytes(data, len - 8)) {
+        *why = "snapshot checksum mismatch";
+        return -1;
+    }
+    reader r = {(const unsigned char *)data + sizeof(MAGIC), (const unsigned char *)data + len - 8,
+                0};
+    if (get_u32(&r) != SH_MINER_SNAPSHOT_VERSION) {
+        *why = "unsupported snapshot version";
+        return -1;
+    }
+    sh_miner *m;
+    if (sh_miner_new(&m, config) != 0) {
+        *why = "out of memory";
+        return -1;
+    }
+    sh_miner_stats st = {0};
+    st.lines = get_u64(&r);
+    st.created = get_u64(&r);
+    st.evicted = get_u64(&r);
+    st.truncated = get_u64(&r);
+    uint64_t n = get_u64(&r);
+    for (uint64_t i = 0; i < n && *why == NULL; i++) {
+        cluster *c = read_cluster(&r, m, why);
+        if (c == NULL)
+            break;
+        if (ids_find(m, c->id) != NULL) {
+            *why = "snapshot holds a cluster id twice";
+            cluster_free(c);
+            break;
+        }
+        uint64_t evicted_before = m->stats.evicted;
+        if (cluster_insert(m, c) != 0) {
+            *why = "out of memory";
+            bucket_remove(m, c);
+            cluster_free(c);
+            break;
+        }
+        st.evicted += m->stats.evicted - evicted_before;
+    }
+    if (*why == NULL) {
+        st.merged = get_u64(&r);
+        uint64_t na = get_u64(&r);
+        if (r.bad || na > (uint64_t)(r.end - r.p) / 16) {
+            *why = "snapshot holds an invalid alias table";
+        } else {
+            for (uint64_t i = 0; i < na; i++) {
+                uint64_t from = get_u64(&r), to = get_u64(&r);
+                if (from == 0 || to == 0) {
+                    *why = "snapshot holds an invalid alias table";
+                    break;
+                }
+                alias_add(m, from, to);
+            }
+            st.aliases_dropped = m->stats.aliases_dropped;
+        }
+    }
+    if (*why == NULL && (r.bad || r.p != r.end))
+        *why = "snapshot has trailing or missing bytes";
+    if (*why != NULL) {
+        sh_miner_free(m);
+        return -1;
+    }
+    st.clusters = m->stats.clusters;
+    m->stats = st;
+    *out = m;
+    return 0;
+}

@@ -1,0 +1,381 @@
+/* Template miner: routing, similarity, generalisation, siblings, ids,
+ * snapshots, the cluster bound and hostile lines. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "self_heal/miner.h"
+
+static uint64_t add(sh_miner *m, const char *line)
+{
+    uint64_t id = 0;
+    assert_int_equal(sh_miner_add(m, &id, line, strlen(line)), 0);
+    assert_true(id != 0);
+    return id;
+}
+
+static sh_miner *miner(size_t max_clusters)
+{
+    sh_miner_config cfg = {max_clusters, 0, 0};
+    sh_miner *m;
+    assert_int_equal(sh_miner_new(&m, &cfg), 0);
+    return m;
+}
+
+typedef struct found {
+    uint64_t id;
+    char text[512];
+    uint32_t params[16];
+    size_t nparams;
+    uint64_t count;
+    int hit;
+} found;
+
+static int find_cb(void *arg, uint64_t id, uint64_t count, sh_slice text, const uint32_t *params,
+                   size_t nparams)
+{
+    found *f = arg;
+    if (id != f->id)
+        return 0;
+    snprintf(f->text, sizeof(f->text), "%.*s", (int)text.len, text.ptr);
+    f->nparams = nparams < 16 ? nparams : 16;
+    memcpy(f->params, params, f->nparams * sizeof(*params));
+    f->count = count;
+    f->hit = 1;
+    return 1;
+}
+
+static found template_of(sh_miner *m, uint64_t id)
+{
+    found f;
+    memset(&f, 0, sizeof(f));
+    f.id = id;
+    sh_miner_each(m, find_cb, &f);
+    assert_true(f.hit);
+    return f;
+}
+
+static void test_masked_values_share_a_cluster(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    uint64_t a = add(m, "Connection to 10.2.3.4:5432 refused after 3012 ms");
+    uint64_t b = add(m, "Connection to 10.9.8.7:6543 refused after 12 ms");
+    uint64_t c = add(m, "Connection to db.internal refused after 7 ms");
+    uint64_t d = add(m, "Disk /dev/sda1 is 93% full");
+    assert_int_equal(a, b);
+    assert_int_equal(a, c); /* a host name is not a word: it generalises */
+    assert_true(d != a);
+    found f = template_of(m, a);
+    assert_string_equal(f.text, "Connection to <*> refused after <dur>");
+    assert_int_equal(f.nparams, 1);
+    assert_int_equal(f.params[0], 2);
+    assert_int_equal(f.count, 3);
+    sh_miner_free(m);
+}
+
+static void test_token_count_and_leading_tokens_route(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    uint64_t a = add(m, "worker 7 stopped");
+    uint64_t b = add(m, "worker 7 stopped unexpectedly");
+    uint64_t c = add(m, "queue 7 stopped");
+    assert_true(a != b); /* other token count */
+    assert_true(a != c); /* other leading word */
+    /* a leading token with a digit routes as a parameter */
+    assert_int_equal(add(m, "x1 went down hard"), add(m, "x22 went down hard"));
+    sh_miner_free(m);
+}
+
+static void test_similarity_threshold(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    uint64_t a = add(m, "job a/1 b/2 c/3 d/4 done");
+    /* 2 of 6 positions equal: below one half, a cluster of its own */
+    uint64_t b = add(m, "job e/5 f/6 g/7 h/8 done");
+    assert_true(a != b);
+    /* 4 of 6 equal: joins */
+    assert_int_equal(add(m, "job a/1 b/2 g/7 h/8 done"), a);
+    sh_miner_free(m);
+}
+
+static void test_words_that_differ_are_different_events(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    uint64_t started = add(m, "[instance: 6b1c0c40-1b33-4c7f-9a5a-2f2b7c4b2c11] VM Started");
+    uint64_t paused = add(m, "[instance: 6b1c0c40-1b33-4c7f-9a5a-2f2b7c4b2c11] VM Paused");
+    assert_true(started != paused);
+    assert_int_equal(add(m, "[instance: 0b1c0c40-1b33-4c7f-9a5a-2f2b7c4b2c12] VM Started"),
+                     started);
+    /* key=value pairs are split, so the value is a word of its own */
+    assert_true(add(m, "login failed user=root") != add(m, "login failed user=guest"));
+    sh_miner_free(m);
+}
+
+static void test_generalised_cluster_keeps_its_id(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    uint64_t a = add(m, "cache miss for key user:42:profile in shard-3");
+    uint64_t b = add(m, "cache miss for key order:9:lines in shard-1");
+    assert_int_equal(a, b);
+    found f = template_of(m, a);
+    assert_string_equal(f.text, "cache miss for key <*> in shard-<int>");
+    /* the same first line in a fresh miner gives the same id */
+    sh_miner *m2 = miner(0);
+    assert_int_equal(add(m2, "cache miss for key user:42:profile in shard-3"), a);
+    sh_miner_free(m2);
+    sh_miner_free(m);
+}
+
+static void test_many_word_siblings_merge(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    const char *users[] = {"root", "admin", "oracle", "test", "webmaster", "guest", "nagios"};
+    uint64_t ids[7];
+    for (int i = 0; i < 7; i++) {
+        char line[128];
+        snprintf(line, sizeof(line), "Invalid user %s from 173.234.31.%d", users[i], i + 1);
+        ids[i] = add(m, line);
+    }
+    /* the first four were clusters of their own until the fifth came */
+    uint64_t final = sh_miner_resolve(m, ids[6]);
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(sh_miner_resolve(m, ids[i]), final);
+    found f = template_of(m, final);
+    assert_string_equal(f.text, "Invalid user <*> from <ip>");
+    assert_int_equal(f.count, 7);
+    sh_miner_stats st;
+    sh_miner_stats_get(m, &st);
+    assert_int_equal(st.clusters, 1);
+    assert_int_equal(st.merged, 4);
+    sh_miner_free(m);
+}
+
+typedef struct collect {
+    char text[8192];
+    size_t n;
+} collect;
+
+static int collect_cb(void *arg, uint64_t id, uint64_t count, sh_slice text, const uint32_t *params,
+                      size_t nparams)
+{
+    collect *c = arg;
+    (void)params;
+    int w = snprintf(c->text + c->n, sizeof(c->text) - c->n, "%016llx %llu %zu %.*s\n",
+                     (unsigned long long)id, (unsigned long long)count, nparams, (int)text.len,
+                     text.ptr);
+    if (w > 0 && (size_t)w < sizeof(c->text) - c->n)
+        c->n += (size_t)w;
+    return 0;
+}
+
+static const char *const CORPUS[] = {
+    "Connection to 10.2.3.4:5432 refused after 3012 ms",
+    "session opened for user cyrus by (uid=0)",
+    "Connection to 10.2.3.5:5432 refused after 12 ms",
+    "Invalid user root from 1.2.3.4",
+    "Invalid user admin from 1.2.3.5",
+    "Invalid user oracle from 1.2.3.6",
+    "Invalid user test from 1.2.3.7",
+    "Invalid user guest from 1.2.3.8",
+    "session opened for user news by (uid=0)",
+    "Disk /dev/sda1 is 93% full",
+};
+
+static void test_snapshot_round_trip(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    for (size_t i = 0; i < sizeof(CORPUS) / sizeof(CORPUS[0]); i++)
+        add(m, CORPUS[i]);
+    sh_buf snap;
+    sh_buf_init(&snap);
+    assert_int_equal(sh_miner_snapshot(m, &snap), 0);
+
+    sh_miner *r;
+    const char *why = NULL;
+    assert_int_equal(sh_miner_restore(&r, &why, snap.data, snap.len, NULL), 0);
+    collect a = {{0}, 0}, b = {{0}, 0};
+    sh_miner_each(m, collect_cb, &a);
+    sh_miner_each(r, collect_cb, &b);
+    if (strcmp(a.text, b.text) != 0)
+        fprintf(stderr, "original:\n%s\nrestored:\n%s\n", a.text, b.text);
+    assert_string_equal(a.text, b.text);
+    sh_miner_stats sa, sb;
+    sh_miner_stats_get(m, &sa);
+    sh_miner_stats_get(r, &sb);
+    assert_int_equal(sa.lines, sb.lines);
+    assert_int_equal(sa.clusters, sb.clusters);
+    /* both go on the same way, aliases included */
+    const char *more[] = {"Connection to 9.9.9.9:1 refused after 1 ms",
+                          "Invalid user x from 1.1.1.1", "Disk /dev/sdb2 is 12% full",
+                          "brand new line"};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(add(m, more[i]), add(r, more[i]));
+    uint64_t zed = add(m, "session opened for user zed by (uid=0)");
+    assert_int_equal(add(r, "session opened for user zed by (uid=0)"), zed);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(sh_miner_resolve(r, add(m, CORPUS[i])),
+                         sh_miner_resolve(m, add(r, CORPUS[i])));
+
+    /* a second snapshot of the restored miner is byte-identical */
+    sh_buf snap2, snap3;
+    sh_buf_init(&snap2);
+    sh_buf_init(&snap3);
+    assert_int_equal(sh_miner_snapshot(m, &snap2), 0);
+    assert_int_equal(sh_miner_snapshot(r, &snap3), 0);
+    assert_int_equal(snap2.len, snap3.len);
+    assert_memory_equal(snap2.data, snap3.data, snap2.len);
+    sh_buf_free(&snap2);
+    sh_buf_free(&snap3);
+    sh_buf_free(&snap);
+    sh_miner_free(r);
+    sh_miner_free(m);
+}
+
+static void test_snapshot_damage_is_refused(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    for (size_t i = 0; i < sizeof(CORPUS) / sizeof(CORPUS[0]); i++)
+        add(m, CORPUS[i]);
+    sh_buf snap;
+    sh_buf_init(&snap);
+    assert_int_equal(sh_miner_snapshot(m, &snap), 0);
+    sh_miner *r = NULL;
+    const char *why = NULL;
+    /* every truncation and every single flipped byte */
+    for (size_t cut = 0; cut < snap.len; cut++) {
+        assert_int_equal(sh_miner_restore(&r, &why, snap.data, cut, NULL), -1);
+        assert_non_null(why);
+        assert_null(r);
+    }
+    for (size_t i = 0; i < snap.len; i++) {
+        snap.data[i] ^= 0x20;
+        assert_int_equal(sh_miner_restore(&r, &why, snap.data, snap.len, NULL), -1);
+        assert_non_null(why);
+        snap.data[i] ^= 0x20;
+    }
+    assert_int_equal(sh_miner_restore(&r, &why, "garbage", 7, NULL), -1);
+    assert_string_equal(why, "not a miner snapshot");
+    assert_int_equal(sh_miner_restore(&r, &why, snap.data, snap.len, NULL), 0);
+    sh_miner_free(r);
+    sh_buf_free(&snap);
+    sh_miner_free(m);
+}
+
+static void test_eviction_at_the_bound(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(10);
+    uint64_t first = add(m, "alpha event happened");
+    const char *words[] = {"bravo", "charlie", "delta", "echo", "foxtrot", "golf",     "hotel",
+                           "india", "juliet",  "kilo",  "lima", "mike",    "november", "oscar"};
+    for (int i = 0; i < 14; i++) {
+        char line[64];
+        snprintf(line, sizeof(line), "%s event happened", words[i]);
+        add(m, line);
+        if (i == 8)
+            add(m, "alpha event happened"); /* keeps alpha recently used */
+    }
+    sh_miner_stats st;
+    sh_miner_stats_get(m, &st);
+    assert_int_equal(st.clusters, 10);
+    assert_int_equal(st.created, 15);
+    assert_int_equal(st.evicted, 5);
+    /* the least recently used went first: alpha was used after bravo..juliet */
+    collect c = {{0}, 0};
+    sh_miner_each(m, collect_cb, &c);
+    assert_null(strstr(c.text, "bravo"));
+    assert_null(strstr(c.text, "foxtrot"));
+    assert_non_null(strstr(c.text, "oscar"));
+    assert_non_null(strstr(c.text, "alpha"));
+    assert_non_null(strstr(c.text, "golf"));
+    /* an evicted template coming back gets its old id again */
+    sh_miner *fresh = miner(0);
+    assert_int_equal(add(m, "bravo event happened"), add(fresh, "bravo event happened"));
+    sh_miner_free(fresh);
+    (void)first;
+    sh_miner_free(m);
+}
+
+static void test_hostile_lines(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(100);
+    /* 1 MB line */
+    size_t big = 1 << 20;
+    char *line = malloc(big);
+    assert_non_null(line);
+    for (size_t i = 0; i < big; i++)
+        line[i] = (char)('a' + i % 26);
+    uint64_t id;
+    assert_int_equal(sh_miner_add(m, &id, line, big), 0);
+    /* 100,000 tokens */
+    for (size_t i = 0; i < 200000; i++)
+        line[i] = i % 2 ? ' ' : 'x';
+    assert_int_equal(sh_miner_add(m, &id, line, 200000), 0);
+    /* only delimiters, empty */
+    memset(line, ' ', 5000);
+    assert_int_equal(sh_miner_add(m, &id, line, 5000), 0);
+    uint64_t blank = id;
+    assert_int_equal(sh_miner_add(m, &id, "", 0), 0);
+    assert_int_equal(id, blank);
+    assert_int_equal(sh_miner_add(m, &id, "\t\r\n", 3), 0);
+    assert_int_equal(id, blank);
+    /* invalid UTF-8 and NUL bytes */
+    const char bad[] = "caf\xc3 \xff\xfe \x00 oops \xe2\x82";
+    assert_int_equal(sh_miner_add(m, &id, bad, sizeof(bad) - 1), 0);
+    /* random bytes */
+    uint32_t x = 7;
+    for (int round = 0; round < 2000; round++) {
+        size_t n = (x >> 8) % 300;
+        for (size_t i = 0; i < n; i++) {
+            x = x * 1664525u + 1013904223u;
+            line[i] = (char)(x >> 24);
+        }
+        assert_int_equal(sh_miner_add(m, &id, line, n), 0);
+    }
+    sh_miner_stats st;
+    sh_miner_stats_get(m, &st);
+    assert_true(st.truncated >= 2);
+    assert_true(st.clusters <= 100);
+    sh_buf snap;
+    sh_buf_init(&snap);
+    assert_int_equal(sh_miner_snapshot(m, &snap), 0);
+    sh_miner *r;
+    const char *why;
+    assert_int_equal(sh_miner_restore(&r, &why, snap.data, snap.len, NULL), 0);
+    sh_miner_free(r);
+    sh_buf_free(&snap);
+    free(line);
+    sh_miner_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_masked_values_share_a_cluster),
+        cmocka_unit_test(test_token_count_and_leading_tokens_route),
+        cmocka_unit_test(test_similarity_threshold),
+        cmocka_unit_test(test_words_that_differ_are_different_events),
+        cmocka_unit_test(test_generalised_cluster_keeps_its_id),
+        cmocka_unit_test(test_many_word_siblings_merge),
+        cmocka_unit_test(test_snapshot_round_trip),
+        cmocka_unit_test(test_snapshot_damage_is_refused),
+        cmocka_unit_test(test_eviction_at_the_bound),
+        cmocka_unit_test(test_hostile_lines),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
