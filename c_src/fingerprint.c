@@ -246,6 +246,8 @@ static void append_frames(sh_buf *buf, sh_fp_result *out, const sh_fp_frame *fra
     }
 }
 
+static int hash_canonical(sh_fp_result *out, sh_fp_ctx *ctx);
+
 int sh_fingerprint_frames(sh_fp_result *out, sh_fp_ctx *ctx, sh_slice type, sh_slice message,
                           const sh_fp_frame *frames, size_t nframes)
 {
@@ -265,6 +267,13 @@ int sh_fingerprint_frames(sh_fp_result *out, sh_fp_ctx *ctx, sh_slice type, sh_s
     if (buf->oom)
         return -1;
 
+    return hash_canonical(out, ctx);
+}
+
+/* SHA-256 of ctx->canonical into out (digest and hex), through the memo. */
+static int hash_canonical(sh_fp_result *out, sh_fp_ctx *ctx)
+{
+    sh_buf *buf = &ctx->canonical;
     memo_entry *m = memo_find(ctx, buf->data, buf->len);
     if (m != NULL && m->len == buf->len && memcmp(m->bytes, buf->data, buf->len) == 0) {
         memcpy(out->digest, m->digest, SH_FP_BYTES);
@@ -314,4 +323,31 @@ int sh_fingerprint(sh_fp_result *out, sh_fp_ctx *ctx, const sh_fp_input *in,
             ctx->prep[n] = (sh_fp_frame){&in->frames[n], {NULL, 0}, 0};
     }
     return sh_fingerprint_frames(out, ctx, in->type, in->message, ctx->prep, n);
+}
+
+int sh_fingerprint_cluster(sh_fp_result *out, sh_fp_ctx *ctx, sh_slice type, sh_slice message,
+                           uint64_t cluster_id)
+{
+    sh_buf *buf = &ctx->canonical;
+    sh_buf_reset(buf);
+    sh_buf_reset(&ctx->normalized);
+    if (sh_normalize(&ctx->normalized, message.ptr, message.len) != 0)
+        return -1;
+    type = trim(type);
+    sh_buf_append(buf, type.ptr, type.len);
+    sh_buf_append(buf,
+                  "\x1f\x01"
+                  "cluster\x1f",
+                  10);
+    static const char digits[] = "0123456789abcdef";
+    char hex[16];
+    for (int i = 0; i < 16; i++)
+        hex[i] = digits[(cluster_id >> (60 - 4 * i)) & 0xf];
+    sh_buf_append(buf, hex, sizeof(hex));
+    out->top_frame = -1;
+    out->nused = 0;
+    out->in_app = 0;
+    if (buf->oom)
+        return -1;
+    return hash_canonical(out, ctx);
 }

@@ -19,6 +19,7 @@
 #include "self_heal/fingerprint.h"
 #include "self_heal/frames.h"
 #include "self_heal/jsonl.h"
+#include "self_heal/miner.h"
 #include "self_heal/normalize.h"
 
 #define DEFAULT_MAX_EVENT_BYTES 65536
@@ -48,7 +49,9 @@ static struct {
         first_seen, frames, function, in_app, in_app_apps, in_app_prefixes, kind, last_seen, level,
         line, malformed, max_event_bytes, message, metadata, module, normalized, sample, service,
         services, services_dropped, stacktrace, timestamp, top_frame, truncated, type, yield_every,
-        k_elixir, k_erlang, k_js, k_python, k_java, k_unknown, blank_lines;
+        k_elixir, k_erlang, k_js, k_python, k_java, k_unknown, blank_lines, miner, max_clusters,
+        max_tokens, max_line, id, template_, params, cluster, lines, clusters, created, evicted,
+        merged, aliases_dropped, ok, error;
 } atoms;
 
 static ERL_NIF_TERM make_atom(ErlNifEnv *env, const char *name)
@@ -99,6 +102,22 @@ static void init_atoms(ErlNifEnv *env)
     A(truncated, "truncated");
     A(type, "type");
     A(yield_every, "yield_every");
+    A(miner, "miner");
+    A(max_clusters, "max_clusters");
+    A(max_tokens, "max_tokens");
+    A(max_line, "max_line");
+    A(id, "id");
+    A(template_, "template");
+    A(params, "params");
+    A(cluster, "cluster");
+    A(lines, "lines");
+    A(clusters, "clusters");
+    A(created, "created");
+    A(evicted, "evicted");
+    A(merged, "merged");
+    A(aliases_dropped, "aliases_dropped");
+    A(ok, "ok");
+    A(error, "error");
     A(k_elixir, "elixir");
     A(k_erlang, "erlang");
     A(k_js, "javascript");
@@ -139,7 +158,10 @@ static ERL_NIF_TERM make_bool(int b)
 
 /* ----------------------------------------------------------------- config */
 
+typedef struct nif_miner nif_miner;
+
 typedef struct nif_config {
+    nif_miner *miner; /* kept (enif_keep_resource) while the config lives */
     sh_inapp_config inapp;
     sh_slice *entries; /* apps then prefixes, pointing into storage */
     char *storage;
@@ -149,6 +171,15 @@ typedef struct nif_config {
 
 static ErlNifResourceType *config_type;
 static ErlNifResourceType *batch_type;
+static ErlNifResourceType *miner_type;
+
+/* A template miner shared by the processes that hold it: every call takes
+ * its lock for the lines it adds in one go (one time slice at most). */
+struct nif_miner {
+    ErlNifMutex *lock;
+    sh_miner *miner;
+    unsigned long yield_every;
+};
 static nif_config *default_config;
 
 static void config_dtor(ErlNifEnv *env, void *obj)
@@ -159,6 +190,9 @@ static void config_dtor(ErlNifEnv *env, void *obj)
     enif_free(c->storage);
     c->entries = NULL;
     c->storage = NULL;
+    if (c->miner != NULL)
+        enif_release_resource(c->miner);
+    c->miner = NULL;
 }
 
 /* Reads a list of binaries or atoms into entries/storage. */
@@ -251,6 +285,13 @@ static ERL_NIF_TERM config_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
         if (!enif_get_uint64(env, v, &n))
             return raise_badarg(env, "yield_every must be a non-negative integer");
         c->yield_every = (unsigned long)n;
+    }
+    if (enif_get_map_value(env, argv[0], atoms.miner, &v) && !enif_is_identical(v, atoms.nil)) {
+        nif_miner *mn;
+        if (!enif_get_resource(env, v, miner_type, (void **)&mn))
+            return raise_badarg(env, "miner must be nil or made by SelfHeal.Native.miner_new/1");
+        enif_keep_resource(mn);
+        c->miner = mn;
     }
     return result;
 }
@@ -741,10 +782,21 @@ static const char *read_event(ErlNifEnv *env, ERL_NIF_TERM ev, const nif_config 
     return "event stacktrace must be a binary, a list of stack entries or nil";
 }
 
-static int fingerprint_view(sh_fp_result *r, sh_fp_ctx *ctx, const event_view *v,
+/* Fingerprints the view. An event without frames, under a configuration
+ * with a miner, is grouped by the miner and fingerprinted by its cluster
+ * (*cluster set, else 0). */
+static int fingerprint_view(sh_fp_result *r, uint64_t *cluster, sh_fp_ctx *ctx, const event_view *v,
                             const nif_config *cfg)
 {
-    (void)cfg;
+    *cluster = 0;
+    if (v->nframes == 0 && cfg->miner != NULL) {
+        enif_mutex_lock(cfg->miner->lock);
+        int rc = sh_miner_add(cfg->miner->miner, cluster, v->message.ptr, v->message.len);
+        enif_mutex_unlock(cfg->miner->lock);
+        if (rc != 0)
+            return -1;
+        return sh_fingerprint_cluster(r, ctx, v->type, v->message, *cluster);
+    }
     return sh_fingerprint_frames(r, ctx, v->type, v->message, v->prep, v->nframes);
 }
 
@@ -829,9 +881,10 @@ static ERL_NIF_TERM fingerprint_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     ERL_NIF_TERM result;
     const char *why = read_event(env, argv[0], cfg, v, 1);
     sh_fp_result r;
+    uint64_t cluster = 0;
     if (why != NULL) {
         result = raise_badarg(env, why);
-    } else if (fingerprint_view(&r, ctx, v, cfg) != 0) {
+    } else if (fingerprint_view(&r, &cluster, ctx, v, cfg) != 0) {
         result = raise_badarg(env, "fingerprint failed (out of memory or OpenSSL error)");
     } else {
         ERL_NIF_TERM frames = enif_make_list(env, 0);
@@ -840,15 +893,16 @@ static ERL_NIF_TERM fingerprint_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         ERL_NIF_TERM top = r.top_frame >= 0
                                ? make_frame(env, &v->frames[r.top_frame], v->in_app[r.top_frame])
                                : atoms.nil;
-        ERL_NIF_TERM keys[] = {atoms.fingerprint, atoms.normalized, atoms.type,  atoms.in_app,
-                               atoms.truncated,   atoms.top_frame,  atoms.frames};
+        ERL_NIF_TERM keys[] = {atoms.fingerprint, atoms.normalized, atoms.type,   atoms.in_app,
+                               atoms.truncated,   atoms.top_frame,  atoms.frames, atoms.cluster};
         ERL_NIF_TERM vals[] = {make_bin(env, r.hex, SH_FP_HEX_LEN),
                                make_slice(env, sh_fp_ctx_normalized(ctx)),
                                make_slice(env, v->type),
                                make_bool(r.in_app),
                                make_bool(v->truncated),
                                top,
-                               frames};
+                               frames,
+                               cluster ? enif_make_uint64(env, cluster) : atoms.nil};
         enif_make_map_from_arrays(env, keys, vals, sizeof(keys) / sizeof(keys[0]), &result);
     }
     return result;
@@ -967,7 +1021,8 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         if (why != NULL)
             return raise_badarg(env, why);
         sh_fp_result r;
-        if (fingerprint_view(&r, sc->ctx, &sc->view, cfg) != 0)
+        uint64_t cluster;
+        if (fingerprint_view(&r, &cluster, sc->ctx, &sc->view, cfg) != 0)
             return raise_badarg(env, "fingerprint failed (out of memory or OpenSSL error)");
         char *slot = batch_slot(s);
         if (slot == NULL)
@@ -1234,6 +1289,266 @@ static ERL_NIF_TERM yield_count_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
 
 /* ----------------------------------------------------------------- load */
 
+/* ----------------------------------------------------------------- miner */
+
+static void miner_dtor(ErlNifEnv *env, void *obj)
+{
+    (void)env;
+    nif_miner *mn = obj;
+    sh_miner_free(mn->miner);
+    mn->miner = NULL;
+    if (mn->lock != NULL)
+        enif_mutex_destroy(mn->lock);
+    mn->lock = NULL;
+}
+
+/* Reads the miner options of a map into cfg; NULL or the complaint. */
+static const char *miner_options(ErlNifEnv *env, ERL_NIF_TERM opts, sh_miner_config *cfg,
+                                 unsigned long *yield_every)
+{
+    if (!enif_is_map(env, opts))
+        return "miner options must be a map";
+    struct {
+        ERL_NIF_TERM key;
+        size_t *out;
+        ErlNifUInt64 lo, hi;
+        const char *why;
+    } fields[] = {
+        {atoms.max_clusters, &cfg->max_clusters, 1, 10000000,
+         "max_clusters must be an integer in 1..10000000"},
+        {atoms.max_tokens, &cfg->max_tokens, 1, 65535, "max_tokens must be an integer in 1..65535"},
+        {atoms.max_line, &cfg->max_line, 16, 16777216,
+         "max_line must be an integer in 16..16777216"},
+    };
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        ERL_NIF_TERM v;
+        ErlNifUInt64 n;
+        if (!enif_get_map_value(env, opts, fields[i].key, &v))
+            continue;
+        if (!enif_get_uint64(env, v, &n) || n < fields[i].lo || n > fields[i].hi)
+            return fields[i].why;
+        *fields[i].out = (size_t)n;
+    }
+    ERL_NIF_TERM v;
+    ErlNifUInt64 n;
+    *yield_every = 0;
+    if (enif_get_map_value(env, opts, atoms.yield_every, &v)) {
+        if (!enif_get_uint64(env, v, &n))
+            return "yield_every must be a non-negative integer";
+        *yield_every = (unsigned long)n;
+    }
+    return NULL;
+}
+
+/* A miner resource around m (taken over, freed on failure). */
+static ERL_NIF_TERM make_miner(ErlNifEnv *env, sh_miner *m, unsigned long yield_every)
+{
+    nif_miner *mn = enif_alloc_resource(miner_type, sizeof(*mn));
+    if (mn == NULL) {
+        sh_miner_free(m);
+        return raise_badarg(env, "out of memory");
+    }
+    mn->miner = m;
+    mn->yield_every = yield_every;
+    mn->lock = enif_mutex_create("self_heal_miner");
+    ERL_NIF_TERM term = enif_make_resource(env, mn);
+    enif_release_resource(mn);
+    if (mn->lock == NULL)
+        return raise_badarg(env, "out of memory");
+    return term;
+}
+
+/* miner_new(%{max_clusters:, max_tokens:, max_line:, yield_every:}) */
+static ERL_NIF_TERM miner_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    sh_miner_config cfg;
+    unsigned long yield_every;
+    const char *why = miner_options(env, argv[0], &cfg, &yield_every);
+    if (why != NULL)
+        return raise_badarg(env, why);
+    sh_miner *m;
+    if (sh_miner_new(&m, &cfg) != 0)
+        return raise_badarg(env, "out of memory");
+    return make_miner(env, m, yield_every);
+}
+
+static int get_miner(ErlNifEnv *env, ERL_NIF_TERM term, nif_miner **out)
+{
+    return enif_get_resource(env, term, miner_type, (void **)out) && (*out)->lock != NULL;
+}
+
+/* argv: [remaining lines, miner, ids so far (reversed)] */
+static ERL_NIF_TERM miner_add_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_miner *mn;
+    if (!get_miner(env, argv[1], &mn))
+        return raise_badarg(env, "miner must be made by SelfHeal.Native.miner_new/1");
+    slice_clock clock;
+    clock_start(&clock, mn->yield_every);
+    ERL_NIF_TERM head, tail = argv[0], acc = argv[2];
+    const char *why = NULL;
+    int yield = 0;
+    enif_mutex_lock(mn->lock);
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        ErlNifBinary line;
+        uint64_t id;
+        if (!enif_inspect_binary(env, head, &line)) {
+            why = "lines must be binaries";
+            break;
+        }
+        if (sh_miner_add(mn->miner, &id, (const char *)line.data, line.size) != 0) {
+            why = "out of memory";
+            break;
+        }
+        acc = enif_make_list_cell(env, enif_make_uint64(env, id), acc);
+        if (clock_tick(env, &clock)) {
+            yield = 1;
+            break;
+        }
+    }
+    enif_mutex_unlock(mn->lock);
+    if (why != NULL)
+        return raise_badarg(env, why);
+    if (yield)
+        return yield_to(env, "miner_add", miner_add_step, tail, argv[1], acc);
+    if (!enif_is_empty_list(env, tail))
+        return raise_badarg(env, "lines must be a proper list");
+    ERL_NIF_TERM out;
+    enif_make_reverse_list(env, acc, &out);
+    return out;
+}
+
+/* miner_add(miner, [line]) -> [cluster id] */
+static ERL_NIF_TERM miner_add_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    if (!enif_is_list(env, argv[1]))
+        return raise_badarg(env, "lines must be a list of binaries");
+    return miner_add_step(env, 3, (ERL_NIF_TERM[]){argv[1], argv[0], enif_make_list(env, 0)});
+}
+
+typedef struct templates_acc {
+    ErlNifEnv *env;
+    ERL_NIF_TERM list;
+} templates_acc;
+
+static int template_term(void *arg, uint64_t id, uint64_t count, sh_slice text,
+                         const uint32_t *params, size_t nparams)
+{
+    templates_acc *a = arg;
+    ErlNifEnv *env = a->env;
+    ERL_NIF_TERM ps = enif_make_list(env, 0);
+    for (size_t i = nparams; i-- > 0;)
+        ps = enif_make_list_cell(env, enif_make_uint(env, params[i]), ps);
+    ERL_NIF_TERM keys[] = {atoms.id, atoms.count, atoms.template_, atoms.params};
+    ERL_NIF_TERM vals[] = {enif_make_uint64(env, id), enif_make_uint64(env, count),
+                           make_slice(env, text), ps};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, vals, 4, &map);
+    a->list = enif_make_list_cell(env, map, a->list);
+    return 0;
+}
+
+/* miner_templates(miner) -> [%{id:, count:, template:, params:}], most
+ * recently used first (dirty: up to max_clusters entries) */
+static ERL_NIF_TERM miner_templates_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_miner *mn;
+    if (!get_miner(env, argv[0], &mn))
+        return raise_badarg(env, "miner must be made by SelfHeal.Native.miner_new/1");
+    templates_acc a = {env, enif_make_list(env, 0)};
+    enif_mutex_lock(mn->lock);
+    sh_miner_each(mn->miner, template_term, &a);
+    enif_mutex_unlock(mn->lock);
+    ERL_NIF_TERM out;
+    enif_make_reverse_list(env, a.list, &out);
+    return out;
+}
+
+/* miner_stats(miner) -> map of counters */
+static ERL_NIF_TERM miner_stats_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_miner *mn;
+    if (!get_miner(env, argv[0], &mn))
+        return raise_badarg(env, "miner must be made by SelfHeal.Native.miner_new/1");
+    sh_miner_stats st;
+    enif_mutex_lock(mn->lock);
+    sh_miner_stats_get(mn->miner, &st);
+    enif_mutex_unlock(mn->lock);
+    ERL_NIF_TERM keys[] = {atoms.lines,     atoms.clusters, atoms.created,        atoms.evicted,
+                           atoms.truncated, atoms.merged,   atoms.aliases_dropped};
+    uint64_t v[] = {st.lines,     st.clusters, st.created,        st.evicted,
+                    st.truncated, st.merged,   st.aliases_dropped};
+    ERL_NIF_TERM vals[7];
+    for (int i = 0; i < 7; i++)
+        vals[i] = enif_make_uint64(env, v[i]);
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, vals, 7, &map);
+    return map;
+}
+
+/* miner_resolve(miner, id) -> the id it lives on as */
+static ERL_NIF_TERM miner_resolve_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_miner *mn;
+    ErlNifUInt64 id;
+    if (!get_miner(env, argv[0], &mn))
+        return raise_badarg(env, "miner must be made by SelfHeal.Native.miner_new/1");
+    if (!enif_get_uint64(env, argv[1], &id))
+        return raise_badarg(env, "cluster id must be a non-negative integer");
+    enif_mutex_lock(mn->lock);
+    uint64_t r = sh_miner_resolve(mn->miner, id);
+    enif_mutex_unlock(mn->lock);
+    return enif_make_uint64(env, r);
+}
+
+/* miner_snapshot(miner) -> binary (dirty) */
+static ERL_NIF_TERM miner_snapshot_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_miner *mn;
+    if (!get_miner(env, argv[0], &mn))
+        return raise_badarg(env, "miner must be made by SelfHeal.Native.miner_new/1");
+    sh_buf buf;
+    sh_buf_init(&buf);
+    enif_mutex_lock(mn->lock);
+    int rc = sh_miner_snapshot(mn->miner, &buf);
+    enif_mutex_unlock(mn->lock);
+    if (rc != 0) {
+        sh_buf_free(&buf);
+        return raise_badarg(env, "out of memory");
+    }
+    ERL_NIF_TERM out = make_bin(env, buf.data ? buf.data : "", buf.len);
+    sh_buf_free(&buf);
+    return out;
+}
+
+/* miner_restore(snapshot, opts) -> {:ok, miner} | {:error, reason} (dirty) */
+static ERL_NIF_TERM miner_restore_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    ErlNifBinary snap;
+    if (!enif_inspect_binary(env, argv[0], &snap))
+        return raise_badarg(env, "snapshot must be a binary");
+    sh_miner_config cfg;
+    unsigned long yield_every;
+    const char *why = miner_options(env, argv[1], &cfg, &yield_every);
+    if (why != NULL)
+        return raise_badarg(env, why);
+    sh_miner *m;
+    if (sh_miner_restore(&m, &why, (const char *)snap.data, snap.size, &cfg) != 0) {
+        size_t n = strlen(why);
+        return enif_make_tuple2(env, atoms.error, make_bin(env, why, n));
+    }
+    return enif_make_tuple2(env, atoms.ok, make_miner(env, m, yield_every));
+}
+
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
 {
     (void)priv;
@@ -1242,7 +1557,8 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     ErlNifResourceFlags flags = ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER;
     config_type = enif_open_resource_type(env, NULL, "self_heal_config", config_dtor, flags, NULL);
     batch_type = enif_open_resource_type(env, NULL, "self_heal_batch", batch_dtor, flags, NULL);
-    if (config_type == NULL || batch_type == NULL)
+    miner_type = enif_open_resource_type(env, NULL, "self_heal_miner", miner_dtor, flags, NULL);
+    if (config_type == NULL || batch_type == NULL || miner_type == NULL)
         return 1;
     default_config = enif_alloc_resource(config_type, sizeof(*default_config));
     if (default_config == NULL)
@@ -1260,6 +1576,13 @@ static ErlNifFunc nif_funcs[] = {
     {"dedup", 1, dedup_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"decode_json_lines", 1, decode_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"__yield_count__", 0, yield_count_nif, 0},
+    {"miner_new_nif", 1, miner_new_nif, 0},
+    {"miner_add", 2, miner_add_nif, 0},
+    {"miner_templates", 1, miner_templates_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"miner_stats", 1, miner_stats_nif, 0},
+    {"miner_resolve", 2, miner_resolve_nif, 0},
+    {"miner_snapshot", 1, miner_snapshot_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"miner_restore_nif", 2, miner_restore_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
 };
 
 ERL_NIF_INIT(Elixir.SelfHeal.Native, nif_funcs, load, NULL, NULL, NULL)

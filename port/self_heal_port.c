@@ -17,6 +17,8 @@
  *
  * Shell use: `self_heal_port run CMD [--args FILE]` runs one command and
  * prints the reply's JSON on stdout (exit 0 on ok, 1 on error, 2 on usage).
+ * `self_heal_port group` groups log lines on stdin with the template miner
+ * (port/group.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "group.h"
 
 #define SELF_HEAL_VERSION "0.1.0"
 #define PROTOCOL_VERSION 1
@@ -283,13 +287,16 @@ int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "run") == 0)
         return run_once(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "group") == 0)
+        return group_main(argc, argv);
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
         printf("self_heal_port %s\n", SELF_HEAL_VERSION);
         return 0;
     }
     if (argc != 1) {
         fprintf(stderr, "usage: self_heal_port            (serve {packet,4} JSON on stdin)\n"
-                        "       self_heal_port run CMD [--args FILE]\n");
+                        "       self_heal_port run CMD [--args FILE]\n"
+                        "       self_heal_port group [--stream] [--templates] [--state FILE]\n");
         return 2;
     }
     return serve();

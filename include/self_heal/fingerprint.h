@@ -68,6 +68,13 @@ void sh_fp_frame_key(sh_buf *out, const sh_frame *frame);
 int sh_fingerprint_frames(sh_fp_result *out, sh_fp_ctx *ctx, sh_slice type, sh_slice message,
                           const sh_fp_frame *frames, size_t nframes);
 
+/* The fingerprint of a stackless event grouped by the template miner:
+ *   SHA-256(type 0x1f 0x01 "cluster" 0x1f 16-hex-digit cluster id)
+ * so that it stays the same while the cluster's template generalises. The
+ * message is normalised only for sh_fp_ctx_normalized(). */
+int sh_fingerprint_cluster(sh_fp_result *out, sh_fp_ctx *ctx, sh_slice type, sh_slice message,
+                           uint64_t cluster_id);
+
 sh_slice sh_fp_ctx_normalized(const sh_fp_ctx *ctx);
 
 /* Hex <-> bytes for fingerprints; parse returns 0 or -1. */

@@ -12,12 +12,24 @@ defmodule SelfHeal.Collector do
   Bounded: at most `:max_groups` groups (default 10_000); events of new
   fingerprints beyond that are counted in `overflow` and dropped.
 
-  Options: `:name`, `:batch_size`, `:flush_ms`, `:max_groups` and
-  `:fingerprint` (options of `SelfHeal.Native.config/1`).
+  Events without a stack trace (plain log lines) are grouped by a template
+  miner (`SelfHeal.Native.miner_new/1`, `docs/miner.md`), so lines that
+  differ only in their values share a group. With `:state_dir` set, the
+  miner is restored from `state_dir/miner.snapshot` at start and saved
+  there every `:snapshot_ms` (default 60 s, when it changed) and at
+  shutdown, so cluster ids, and the fingerprints made from them, survive a
+  restart.
+
+  Options: `:name`, `:batch_size`, `:flush_ms`, `:max_groups`,
+  `:fingerprint` (options of `SelfHeal.Native.config/1`), `:miner`
+  (options of `SelfHeal.Native.miner_new/1`, or `false` for none),
+  `:state_dir` and `:snapshot_ms`.
   """
   use GenServer
 
   alias SelfHeal.{Event, Native}
+
+  require Logger
 
   @max_services 16
 
@@ -59,9 +71,22 @@ defmodule SelfHeal.Collector do
 
   @impl true
   def init(opts) do
+    Process.flag(:trap_exit, true)
+    fingerprint = Keyword.get(opts, :fingerprint, [])
+    state_dir = Keyword.get(opts, :state_dir)
+    miner = open_miner(Keyword.get(opts, :miner, []), state_dir)
+    snapshot_ms = Keyword.get(opts, :snapshot_ms, 60_000)
+    if miner && state_dir, do: Process.send_after(self(), :snapshot, snapshot_ms)
+
     {:ok,
      %{
-       config: Native.config(Keyword.get(opts, :fingerprint, [])),
+       config: Native.config(Keyword.put(fingerprint, :miner, miner)),
+       # for a new group's details: the sample is not added to the miner twice
+       info_config: Native.config(fingerprint),
+       miner: miner,
+       state_dir: state_dir,
+       snapshot_ms: snapshot_ms,
+       saved_lines: miner && Native.miner_stats(miner).lines,
        batch_size: Keyword.get(opts, :batch_size, 1000),
        flush_ms: Keyword.get(opts, :flush_ms, 50),
        max_groups: Keyword.get(opts, :max_groups, 10_000),
@@ -79,6 +104,12 @@ defmodule SelfHeal.Collector do
     do: {:noreply, add([event], state)}
 
   def handle_info(:flush, state), do: {:noreply, flush(%{state | timer: nil})}
+
+  def handle_info(:snapshot, state) do
+    Process.send_after(self(), :snapshot, state.snapshot_ms)
+    {:noreply, save_miner(state)}
+  end
+
   def handle_info(_other, state), do: {:noreply, state}
 
   @impl true
@@ -93,13 +124,83 @@ defmodule SelfHeal.Collector do
 
   def handle_call(:stats, _from, state) do
     state = flush(state)
+    miner = if state.miner, do: Native.miner_stats(state.miner)
 
-    {:reply, %{events: state.events, groups: map_size(state.groups), overflow: state.overflow},
-     state}
+    {:reply,
+     %{
+       events: state.events,
+       groups: map_size(state.groups),
+       overflow: state.overflow,
+       miner: miner
+     }, state}
   end
+
+  def handle_call(:miner, _from, state), do: {:reply, state.miner, state}
 
   def handle_call(:reset, _from, state) do
     {:reply, :ok, %{flush(state) | groups: %{}, events: 0, overflow: 0}}
+  end
+
+  @impl true
+  def terminate(_reason, state) do
+    save_miner(flush(state))
+    :ok
+  end
+
+  @doc "The collector's template miner (nil when disabled)."
+  @spec miner(GenServer.server()) :: Native.miner() | nil
+  def miner(server \\ __MODULE__), do: GenServer.call(server, :miner)
+
+  defp open_miner(false, _state_dir), do: nil
+
+  defp open_miner(opts, nil), do: Native.miner_new(opts)
+
+  defp open_miner(opts, state_dir) do
+    path = Path.join(state_dir, "miner.snapshot")
+
+    case File.read(path) do
+      {:ok, snapshot} ->
+        case Native.miner_restore(snapshot, opts) do
+          {:ok, miner} ->
+            miner
+
+          {:error, reason} ->
+            # kept aside for a human, never silently overwritten
+            _ = File.rename(path, path <> ".bad")
+            Logger.warning("miner snapshot #{path} not used: #{reason}", domain: [:self_heal])
+            Native.miner_new(opts)
+        end
+
+      {:error, _} ->
+        Native.miner_new(opts)
+    end
+  end
+
+  defp save_miner(%{miner: nil} = state), do: state
+  defp save_miner(%{state_dir: nil} = state), do: state
+
+  defp save_miner(state) do
+    lines = Native.miner_stats(state.miner).lines
+
+    if lines == state.saved_lines do
+      state
+    else
+      path = Path.join(state.state_dir, "miner.snapshot")
+      tmp = path <> ".tmp"
+
+      with :ok <- File.mkdir_p(state.state_dir),
+           :ok <- File.write(tmp, Native.miner_snapshot(state.miner)),
+           :ok <- File.rename(tmp, path) do
+        %{state | saved_lines: lines}
+      else
+        {:error, reason} ->
+          Logger.warning("miner snapshot #{path} not saved: #{inspect(reason)}",
+            domain: [:self_heal]
+          )
+
+          state
+      end
+    end
   end
 
   defp add(events, state) do
@@ -147,7 +248,7 @@ defmodule SelfHeal.Collector do
         %{state | overflow: state.overflow + g.count}
 
       _ ->
-        info = Native.fingerprint(g.sample, state.config)
+        info = Native.fingerprint(g.sample, state.info_config)
 
         group = %{
           fingerprint: fp,

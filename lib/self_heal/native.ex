@@ -44,7 +44,21 @@ defmodule SelfHeal.Native do
           in_app: boolean(),
           truncated: boolean(),
           top_frame: frame() | nil,
-          frames: [frame()]
+          frames: [frame()],
+          cluster: cluster_id() | nil
+        }
+
+  @typedoc "A template miner made by `miner_new/1` or `miner_restore/2`."
+  @type miner :: reference()
+
+  @typedoc "A cluster id of the template miner (stable, 64 bits)."
+  @type cluster_id :: non_neg_integer()
+
+  @type template :: %{
+          id: cluster_id(),
+          count: pos_integer(),
+          template: binary(),
+          params: [non_neg_integer()]
         }
 
   @type group :: %{
@@ -80,6 +94,10 @@ defmodule SelfHeal.Native do
       default 65536).
     * `:yield_every` - yield after this many events regardless of time
       (testing the yield path; 0, the default, yields on the time budget).
+    * `:miner` - a template miner (`miner_new/1`): events without a stack
+      trace are grouped by it and fingerprinted by their cluster, so lines
+      such as `Connection to 10.2.3.4:5432 refused after 3012 ms` group by
+      template (`docs/miner.md`).
 
   With neither in-app option, a heuristic decides: frames of Erlang/OTP,
   Elixir, `deps/`, `node_modules/`, `site-packages/` and the JDK are not
@@ -164,4 +182,49 @@ defmodule SelfHeal.Native do
   @doc false
   @spec __yield_count__() :: non_neg_integer()
   def __yield_count__, do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc """
+  A template miner for stackless log lines (`docs/miner.md`). Options:
+  `:max_clusters` (default 10,000; least recently used evicted beyond),
+  `:max_tokens` (default 128), `:max_line` (bytes, default 16 KiB),
+  `:yield_every` (testing the yield path). Safe to share between processes.
+  """
+  @spec miner_new(keyword() | map()) :: miner()
+  def miner_new(opts \\ []), do: opts |> Map.new() |> miner_new_nif()
+
+  @doc """
+  Adds lines to the miner and returns the cluster id of each, in order.
+  Yields to the scheduler; lines added before a bad element stay added.
+  """
+  @spec miner_add(miner(), [binary()]) :: [cluster_id()]
+  def miner_add(_miner, _lines), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc "The clusters, most recently used first, with their templates."
+  @spec miner_templates(miner()) :: [template()]
+  def miner_templates(_miner), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc "Counters: lines, clusters, created, evicted, truncated, merged, aliases_dropped."
+  @spec miner_stats(miner()) :: %{atom() => non_neg_integer()}
+  def miner_stats(_miner), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc "The id a cluster id lives on as after merges (itself when not merged)."
+  @spec miner_resolve(miner(), cluster_id()) :: cluster_id()
+  def miner_resolve(_miner, _id), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc "A versioned binary snapshot of the miner."
+  @spec miner_snapshot(miner()) :: binary()
+  def miner_snapshot(_miner), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc """
+  A miner from a snapshot, with the options of `miner_new/1`; a damaged or
+  foreign snapshot gives `{:error, reason}`.
+  """
+  @spec miner_restore(binary(), keyword() | map()) :: {:ok, miner()} | {:error, binary()}
+  def miner_restore(snapshot, opts \\ []), do: miner_restore_nif(snapshot, Map.new(opts))
+
+  @doc false
+  def miner_new_nif(_opts), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  def miner_restore_nif(_snapshot, _opts), do: :erlang.nif_error(:nif_not_loaded)
 end

@@ -437,6 +437,35 @@ static void test_prepared_frames_match(void **state)
     sh_fp_ctx_free(ctx);
 }
 
+/* Stackless events grouped by the miner: type and cluster id decide. */
+static void test_cluster_fingerprint(void **state)
+{
+    (void)state;
+    sh_fp_ctx *ctx;
+    assert_int_equal(sh_fp_ctx_new(&ctx), 0);
+    sh_fp_result a, b, c, d;
+    uint64_t id = 0x0123456789abcdefULL;
+    assert_int_equal(sh_fingerprint_cluster(&a, ctx, S("log"), S("disk 93% full"), id), 0);
+    assert_string_equal(sh_fp_ctx_normalized(ctx).ptr[0] == 'd' ? "ok" : "no", "ok");
+    assert_int_equal(sh_fingerprint_cluster(&b, ctx, S("log"), S("anything at all"), id), 0);
+    assert_int_equal(sh_fingerprint_cluster(&c, ctx, S("error"), S("disk 93% full"), id), 0);
+    assert_int_equal(sh_fingerprint_cluster(&d, ctx, S("log"), S("disk 93% full"), id + 1), 0);
+    assert_string_equal(a.hex, b.hex);
+    assert_string_not_equal(a.hex, c.hex);
+    assert_string_not_equal(a.hex, d.hex);
+    assert_int_equal(a.top_frame, -1);
+    static const char layout[] = "log\x1f\x01"
+                                 "cluster\x1f"
+                                 "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    assert_int_equal(EVP_Digest(layout, sizeof(layout) - 1, md, &n, EVP_sha256(), NULL), 1);
+    char want[33];
+    sh_fp_to_hex(want, md);
+    assert_string_equal(a.hex, want);
+    sh_fp_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -456,6 +485,7 @@ int main(void)
         cmocka_unit_test(test_digest_is_sha256_of_documented_layout),
         cmocka_unit_test(test_memo_never_changes_a_result),
         cmocka_unit_test(test_prepared_frames_match),
+        cmocka_unit_test(test_cluster_fingerprint),
         cmocka_unit_test(test_dedup_groups),
         cmocka_unit_test(test_dedup_many_groups_and_service_cap),
     };

@@ -501,7 +501,7 @@ defmodule SelfHeal.LoggerHandlerTest do
       assert %Event{message: "collector boom", type: "RuntimeError"} = group.sample
       assert group.top_frame.module == "SelfHeal.LoggerHandlerTest.Crashy"
       assert group.fingerprint =~ ~r/\A[0-9a-f]{32}\z/
-      assert Collector.stats(name) == %{events: 5, groups: 1, overflow: 0}
+      assert %{events: 5, groups: 1, overflow: 0} = Collector.stats(name)
     end
 
     test "crashes differing only in ids make one group" do

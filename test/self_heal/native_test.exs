@@ -154,9 +154,11 @@ defmodule SelfHeal.NativeTest do
                  :in_app,
                  :truncated,
                  :top_frame,
-                 :frames
+                 :frames,
+                 :cluster
                ])
 
+      assert info.cluster == nil
       assert info.fingerprint =~ @hex32
       assert info.type == "RuntimeError"
       assert info.normalized == "boom"
