@@ -501,6 +501,8 @@ static void evict_one(sh_miner *m)
     m->stats.evicted++;
 }
 
+static void alias_remove(sh_miner *m, uint64_t from);
+
 /* Registers a new cluster; its id is moved on while it is taken. */
 static int cluster_insert(sh_miner *m, cluster *c)
 {
@@ -511,6 +513,7 @@ static int cluster_insert(sh_miner *m, cluster *c)
     while (ids_find(m, c->id) != NULL)
         c->id = c->id == UINT64_MAX ? 1 : c->id + 1;
     m->ids[id_slot(m, c->id)] = c;
+    alias_remove(m, c->id);
     lru_push_front(m, c);
     m->stats.clusters++;
     while (m->stats.clusters > m->cfg.max_clusters && m->tail != c)
@@ -566,6 +569,27 @@ static void alias_add(sh_miner *m, uint64_t from, uint64_t to)
         m->aliases++;
     m->alias_from[k] = from;
     m->alias_to[k] = to;
+}
+
+/* A cluster made again under an id that was merged away is live again:
+ * its alias goes (backward-shift deletion keeps probe chains intact). */
+static void alias_remove(sh_miner *m, uint64_t from)
+{
+    if (m->alias_cap == 0)
+        return;
+    size_t mask = m->alias_cap - 1;
+    size_t i = alias_slot(m, from);
+    if (m->alias_from[i] == 0)
+        return;
+    m->alias_from[i] = 0;
+    m->aliases--;
+    for (size_t j = (i + 1) & mask; m->alias_from[j] != 0; j = (j + 1) & mask) {
+        uint64_t f = m->alias_from[j], t = m->alias_to[j];
+        m->alias_from[j] = 0;
+        size_t k = alias_slot(m, f);
+        m->alias_from[k] = f;
+        m->alias_to[k] = t;
+    }
 }
 
 uint64_t sh_miner_resolve(const sh_miner *m, uint64_t id)
@@ -752,7 +776,7 @@ void sh_miner_each(const sh_miner *m, sh_miner_visit_fn fn, void *arg)
  *   per cluster, least recently used first:
  *     u64 id  u64 count  u64 route  u32 ntok
  *     per token: u8 wild  u32 len  len bytes (wild tokens keep their text)
- *   u64 merged  u64 naliases  per alias: u64 from  u64 to
+ *   u64 merged  u64 aliases_dropped  u64 naliases  per alias: u64 from  u64 to
  *   u64 checksum: hash_bytes of everything before it
  */
 static const char MAGIC[8] = {'S', 'H', 'M', 'I', 'N', 'E', 'R', 0};
@@ -797,6 +821,7 @@ int sh_miner_snapshot(const sh_miner *m, sh_buf *out)
         }
     }
     put_u64(out, m->stats.merged);
+    put_u64(out, m->stats.aliases_dropped);
     put_u64(out, m->aliases);
     for (size_t i = 0; i < m->alias_cap; i++) {
         if (m->alias_from[i] != 0) {
@@ -933,6 +958,7 @@ int sh_miner_restore(sh_miner **out, const char **why, const char *data, size_t 
     }
     if (*why == NULL) {
         st.merged = get_u64(&r);
+        uint64_t dropped = get_u64(&r);
         uint64_t na = get_u64(&r);
         if (r.bad || na > (uint64_t)(r.end - r.p) / 16) {
             *why = "snapshot holds an invalid alias table";
@@ -945,7 +971,7 @@ int sh_miner_restore(sh_miner **out, const char **why, const char *data, size_t 
                 }
                 alias_add(m, from, to);
             }
-            st.aliases_dropped = m->stats.aliases_dropped;
+            st.aliases_dropped = dropped + m->stats.aliases_dropped;
         }
     }
     if (*why == NULL && (r.bad || r.p != r.end))
