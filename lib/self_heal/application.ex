@@ -1,7 +1,10 @@
 defmodule SelfHeal.Application do
   @moduledoc """
-  Starts the collector and, unless `config :self_heal, logger_handler: false`,
-  attaches `SelfHeal.LoggerHandler` to `:logger`.
+  Starts triage, the orchestrator sink (unless `config :self_heal,
+  orchestrator: {module, server}` names another), the settle stage, the
+  collector and, when `config :self_heal, endpoint: [...]` is set, the HTTP
+  endpoint; unless `config :self_heal, logger_handler: false`, attaches
+  `SelfHeal.LoggerHandler` to `:logger`.
   """
   use Application
 
@@ -10,9 +13,35 @@ defmodule SelfHeal.Application do
     fingerprint = Application.get_env(:self_heal, :fingerprint, [])
 
     collector =
-      Keyword.put_new(Application.get_env(:self_heal, :collector, []), :fingerprint, fingerprint)
+      Application.get_env(:self_heal, :collector, [])
+      |> Keyword.put_new(:fingerprint, fingerprint)
+      |> Keyword.put_new(:settle, SelfHeal.Settle)
+      |> Keyword.put_new(:state_dir, Application.get_env(:self_heal, :state_dir))
 
-    children = [{SelfHeal.Collector, collector}]
+    {orchestrator, orchestrator_children} =
+      case Application.get_env(:self_heal, :orchestrator) do
+        nil ->
+          {{SelfHeal.Orchestrator.Sink, SelfHeal.Orchestrator.Sink},
+           [{SelfHeal.Orchestrator.Sink, Application.get_env(:self_heal, :sink, [])}]}
+
+        {mod, server} ->
+          {{mod, server}, []}
+      end
+
+    settle =
+      Application.get_env(:self_heal, :settle, [])
+      |> Keyword.put_new(:orchestrator, orchestrator)
+
+    endpoint =
+      case Application.get_env(:self_heal, :endpoint) do
+        opts when is_list(opts) and opts != [] -> [{SelfHeal.Endpoint, opts}]
+        _ -> []
+      end
+
+    children =
+      [{SelfHeal.Triage, Application.get_env(:self_heal, :triage, [])}] ++
+        orchestrator_children ++
+        [{SelfHeal.Settle, settle}, {SelfHeal.Collector, collector}] ++ endpoint
 
     with {:ok, sup} <-
            Supervisor.start_link(children, strategy: :one_for_one, name: SelfHeal.Supervisor) do

@@ -23,7 +23,9 @@ defmodule SelfHeal.Collector do
   Options: `:name`, `:batch_size`, `:flush_ms`, `:max_groups`,
   `:fingerprint` (options of `SelfHeal.Native.config/1`), `:miner`
   (options of `SelfHeal.Native.miner_new/1`, or `false` for none),
-  `:state_dir` and `:snapshot_ms`.
+  `:state_dir`, `:snapshot_ms`, `:max_pending` (see `ingest/2`) and
+  `:settle`: the name of a `SelfHeal.Settle` stage that receives the groups
+  of every batch (the application's collector uses `SelfHeal.Settle`).
   """
   use GenServer
 
@@ -48,6 +50,7 @@ defmodule SelfHeal.Collector do
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts \\ []) do
     {name, opts} = Keyword.pop(opts, :name, __MODULE__)
+    opts = if is_atom(name), do: Keyword.put(opts, :registered_name, name), else: opts
     GenServer.start_link(__MODULE__, opts, name: name)
   end
 
@@ -55,6 +58,32 @@ defmodule SelfHeal.Collector do
   @spec push(GenServer.server(), [Event.t()]) :: :ok
   def push(server \\ __MODULE__, events) when is_list(events) do
     GenServer.cast(server, {:push, events})
+  end
+
+  @doc """
+  Adds events from a source that must know about overload (the HTTP
+  endpoint answers 503 so Fluent Bit retries): `{:error, :overloaded}`
+  when more than `:max_pending` events (default 100,000) wait in the
+  collector, in which case none of `events` is taken and they are counted
+  as shed. `server` must be a registered name.
+  """
+  @spec ingest(atom(), [Event.t()]) :: :ok | {:error, :overloaded}
+  def ingest(server \\ __MODULE__, events) when is_atom(server) and is_list(events) do
+    case :persistent_term.get({__MODULE__, server}, nil) do
+      nil ->
+        {:error, :overloaded}
+
+      {pending, max_pending} ->
+        n = length(events)
+
+        if :atomics.add_get(pending, 1, n) > max_pending do
+          :atomics.sub(pending, 1, n)
+          :atomics.add(pending, 2, n)
+          {:error, :overloaded}
+        else
+          GenServer.cast(server, {:ingest, events, n})
+        end
+    end
   end
 
   @doc "The groups so far, most frequent first (pending events are processed first)."
@@ -72,6 +101,16 @@ defmodule SelfHeal.Collector do
   @impl true
   def init(opts) do
     Process.flag(:trap_exit, true)
+    # events accepted by ingest/2 and not yet processed (1), shed (2)
+    pending = :atomics.new(2, signed: true)
+
+    if name = Keyword.get(opts, :registered_name) do
+      :persistent_term.put(
+        {__MODULE__, name},
+        {pending, Keyword.get(opts, :max_pending, 100_000)}
+      )
+    end
+
     fingerprint = Keyword.get(opts, :fingerprint, [])
     state_dir = Keyword.get(opts, :state_dir)
     miner = open_miner(Keyword.get(opts, :miner, []), state_dir)
@@ -84,6 +123,9 @@ defmodule SelfHeal.Collector do
        # for a new group's details: the sample is not added to the miner twice
        info_config: Native.config(fingerprint),
        miner: miner,
+       settle: Keyword.get(opts, :settle),
+       ingest_pending: pending,
+       registered_name: Keyword.get(opts, :registered_name),
        state_dir: state_dir,
        snapshot_ms: snapshot_ms,
        saved_lines: miner && Native.miner_stats(miner).lines,
@@ -115,6 +157,12 @@ defmodule SelfHeal.Collector do
   @impl true
   def handle_cast({:push, events}, state), do: {:noreply, add(events, state)}
 
+  def handle_cast({:ingest, events, n}, state) do
+    state = add(events, state)
+    :atomics.sub(state.ingest_pending, 1, n)
+    {:noreply, state}
+  end
+
   @impl true
   def handle_call(:groups, _from, state) do
     state = flush(state)
@@ -131,6 +179,7 @@ defmodule SelfHeal.Collector do
        events: state.events,
        groups: map_size(state.groups),
        overflow: state.overflow,
+       shed: :atomics.get(state.ingest_pending, 2),
        miner: miner
      }, state}
   end
@@ -144,6 +193,7 @@ defmodule SelfHeal.Collector do
   @impl true
   def terminate(_reason, state) do
     save_miner(flush(state))
+    if state.registered_name, do: :persistent_term.erase({__MODULE__, state.registered_name})
     :ok
   end
 
@@ -225,10 +275,28 @@ defmodule SelfHeal.Collector do
     fingerprints = Native.fingerprint_batch(events, state.config)
     events = Enum.zip_with(events, fingerprints, &%{&1 | fingerprint: &2})
 
-    state =
-      Enum.reduce(Native.dedup(events), state, fn batch_group, acc -> merge(batch_group, acc) end)
+    batch_groups = Native.dedup(events)
+    state = Enum.reduce(batch_groups, state, fn batch_group, acc -> merge(batch_group, acc) end)
+
+    if state.settle,
+      do: SelfHeal.Settle.add(state.settle, Enum.map(batch_groups, &detail(&1, state)))
 
     %{state | pending: [], npending: 0, timer: nil, events: state.events + length(events)}
+  end
+
+  # what the settle stage needs of a batch group: the collector's details
+  # when it has them, computed otherwise
+  defp detail(%{fingerprint: fp} = g, state) do
+    g = Map.take(g, [:fingerprint, :count, :first_seen, :last_seen, :sample, :services])
+
+    case state.groups do
+      %{^fp => group} ->
+        Map.merge(g, Map.take(group, [:type, :normalized, :top_frame]))
+
+      _ ->
+        info = Native.fingerprint(g.sample, state.info_config)
+        Map.merge(g, %{type: info.type, normalized: info.normalized, top_frame: info.top_frame})
+    end
   end
 
   defp merge(%{fingerprint: fp} = g, state) do
