@@ -13,7 +13,17 @@ defmodule SelfHeal.Settle do
 
   Sharded: `:shards` processes (default one per scheduler), a fingerprint
   always on the same shard (`:erlang.phash2/2`), so a busy fingerprint
-  only keeps its own shard busy. Bounded: at most `:max_open` open groups
+  only keeps its own shard busy.
+
+  Clustered (`cluster: true`): every node's shards join a `:pg` group, and
+  a fingerprint's open group lives on one owner node, chosen by rendezvous
+  (highest-random-weight) hashing of the fingerprint over the nodes that
+  have members, so every node routes a fingerprint to the same owner and
+  the same error raised on every node settles as one group with the summed
+  count. When the owner goes away, the others route to the next owner at
+  once; the open counts the dead node held are lost (at most one settle
+  window of that node's share). All nodes must run the same number of
+  shards. Bounded: at most `:max_open` open groups
   in all (default 10,000, split over the shards); occurrences of new
   fingerprints beyond that are counted in `overflow` and dropped; batches
   for a shard whose mailbox holds more than `:max_queue` messages (default
@@ -44,12 +54,15 @@ defmodule SelfHeal.Settle do
     per_shard = max(div(max_open + shards - 1, shards), 1)
     shed = :atomics.new(1, signed: false)
     max_queue = Keyword.get(opts, :max_queue, 10_000)
-    :persistent_term.put({__MODULE__, base}, {shards, max_queue, shed})
+    scope = if Keyword.get(opts, :cluster, false), do: :"#{base}.pg"
+    :persistent_term.put({__MODULE__, base}, {shards, max_queue, shed, scope})
 
     children =
       for i <- 0..(shards - 1) do
         name = shard_name(base, i)
-        shard_opts = Keyword.merge(opts, name: name, max_open: per_shard)
+
+        shard_opts =
+          Keyword.merge(opts, name: name, max_open: per_shard, scope: scope, base: base)
 
         %{
           id: {__MODULE__, i},
@@ -57,7 +70,8 @@ defmodule SelfHeal.Settle do
         }
       end
 
-    Supervisor.start_link(children, strategy: :one_for_one)
+    pg = if scope, do: [%{id: :pg, start: {:pg, :start_link, [scope]}}], else: []
+    Supervisor.start_link(pg ++ children, strategy: :one_for_one)
   end
 
   defp shard_name(base, i), do: :"#{base}.shard#{i}"
@@ -74,12 +88,44 @@ defmodule SelfHeal.Settle do
       nil ->
         :ok
 
-      {shards, max_queue, shed} ->
+      {shards, max_queue, shed, nil} ->
         groups
         |> Enum.group_by(&:erlang.phash2(&1.fingerprint, shards))
         |> Enum.each(fn {i, gs} -> send_shard(shard_name(base, i), gs, max_queue, shed) end)
+
+      {shards, max_queue, shed, scope} ->
+        nodes = owner_nodes(scope, base)
+
+        groups
+        |> Enum.group_by(&{owner(&1.fingerprint, nodes), :erlang.phash2(&1.fingerprint, shards)})
+        |> Enum.each(fn
+          {{owner, i}, gs} when owner == node() ->
+            send_shard(shard_name(base, i), gs, max_queue, shed)
+
+          {{owner, i}, gs} ->
+            GenServer.cast({shard_name(base, i), owner}, {:add, gs})
+        end)
     end
   end
+
+  @doc "The node that owns a fingerprint's open group (cluster mode)."
+  @spec owner_of(atom(), binary()) :: node()
+  def owner_of(base \\ __MODULE__, fingerprint) do
+    case :persistent_term.get({__MODULE__, base}, nil) do
+      {_, _, _, scope} when scope != nil -> owner(fingerprint, owner_nodes(scope, base))
+      _ -> node()
+    end
+  end
+
+  defp owner_nodes(scope, base) do
+    case :pg.get_members(scope, {__MODULE__, base}) do
+      [] -> [node()]
+      pids -> pids |> Enum.map(&node/1) |> Enum.uniq()
+    end
+  end
+
+  # rendezvous hashing: the node with the highest weight for the key
+  defp owner(fingerprint, nodes), do: Enum.max_by(nodes, &:erlang.phash2({fingerprint, &1}))
 
   defp send_shard(name, groups, max_queue, shed) do
     case Process.whereis(name) do
@@ -111,7 +157,7 @@ defmodule SelfHeal.Settle do
   def stats(base \\ __MODULE__) do
     shed =
       case :persistent_term.get({__MODULE__, base}, nil) do
-        {_, _, ref} -> :atomics.get(ref, 1)
+        {_, _, ref, _} -> :atomics.get(ref, 1)
         nil -> 0
       end
 
@@ -139,7 +185,7 @@ defmodule SelfHeal.Settle do
       nil ->
         []
 
-      {shards, _, _} ->
+      {shards, _, _, _} ->
         for i <- 0..(shards - 1), pid = Process.whereis(shard_name(base, i)), do: pid
     end
   end
@@ -148,6 +194,9 @@ defmodule SelfHeal.Settle do
 
   @impl true
   def init(opts) do
+    if scope = Keyword.get(opts, :scope),
+      do: :ok = :pg.join(scope, {__MODULE__, Keyword.fetch!(opts, :base)}, self())
+
     settle_ms = Keyword.get(opts, :settle_ms, 30_000)
     tick = Keyword.get(opts, :tick_ms, settle_ms |> div(4) |> max(5) |> min(1000))
     Process.send_after(self(), :tick, tick)
