@@ -162,6 +162,7 @@ $(BENCH_MINER): $(BUILD)/obj/test/bench/bench_miner.o $(CORE_OBJS)
 
 bench: bootstrap
 	$(Q)MIX_ENV=bench mix run test/bench/run.exs
+	$(Q)MIX_ENV=bench mix run --no-start test/bench/flood.exs
 	$(Q)$(MAKE) --no-print-directory $(BENCH_MINER)
 	$(Q)./$(BENCH_MINER) $(LOGHUB)
 

@@ -63,7 +63,7 @@ defmodule SelfHeal.Collector do
   @doc """
   Adds events from a source that must know about overload (the HTTP
   endpoint answers 503 so Fluent Bit retries): `{:error, :overloaded}`
-  when more than `:max_pending` events (default 100,000) wait in the
+  when more than `:max_pending` events (default 20,000) wait in the
   collector, in which case none of `events` is taken and they are counted
   as shed. `server` must be a registered name.
   """
@@ -101,13 +101,16 @@ defmodule SelfHeal.Collector do
   @impl true
   def init(opts) do
     Process.flag(:trap_exit, true)
+    # a burst waits in the mailbox: kept off the heap, it is not copied by
+    # every garbage collection of the collector
+    Process.flag(:message_queue_data, :off_heap)
     # events accepted by ingest/2 and not yet processed (1), shed (2)
     pending = :atomics.new(2, signed: true)
 
     if name = Keyword.get(opts, :registered_name) do
       :persistent_term.put(
         {__MODULE__, name},
-        {pending, Keyword.get(opts, :max_pending, 100_000)}
+        {pending, Keyword.get(opts, :max_pending, 20_000)}
       )
     end
 
