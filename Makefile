@@ -32,7 +32,7 @@ endif
 # Debian packages the project needs. `make bootstrap` installs the missing
 # ones non-interactively; when all are present it only asks dpkg (< 1 s).
 DEB_PACKAGES := erlang-nox erlang-dev elixir pkg-config libssl-dev libjansson-dev \
-	libgit2-dev libcurl4-openssl-dev libsqlite3-dev libcmocka-dev clang-format
+	libgit2-dev libcurl4-openssl-dev libsqlite3-dev libcmocka-dev clang-format chromium
 
 .PHONY: bootstrap
 bootstrap:
@@ -62,8 +62,8 @@ CFLAGS_COMMON = -std=c11 $(OPT) -g $(WARN) -fvisibility=hidden -fPIC -D_POSIX_C_
 	-Iinclude $(PKG_CFLAGS)
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c miner.c)
-NIF_SRCS := c_src/self_heal_nif.c
+CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c miner.c watch.c)
+NIF_SRCS := c_src/self_heal_nif.c c_src/watch_nif.c
 PORT_SRCS := $(wildcard port/*.c)
 TEST_SRCS := $(wildcard test/c/test_*.c)
 
@@ -81,7 +81,7 @@ all: bootstrap
 
 priv: $(NIF_SO) $(PORT_BIN)
 
-$(BUILD)/obj/c_src/self_heal_nif.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
+$(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
 
 $(BUILD)/obj/%.o: %.c
 	$(call msg,CC,$<)

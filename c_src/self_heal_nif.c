@@ -20,6 +20,7 @@
 #include "self_heal/frames.h"
 #include "self_heal/jsonl.h"
 #include "self_heal/miner.h"
+#include "watch_nif.h"
 #include "self_heal/normalize.h"
 
 #define DEFAULT_MAX_EVENT_BYTES 65536
@@ -1560,6 +1561,8 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     miner_type = enif_open_resource_type(env, NULL, "self_heal_miner", miner_dtor, flags, NULL);
     if (config_type == NULL || batch_type == NULL || miner_type == NULL)
         return 1;
+    if (sh_watch_nif_load(env) != 0)
+        return 1;
     default_config = enif_alloc_resource(config_type, sizeof(*default_config));
     if (default_config == NULL)
         return 1;
@@ -1583,6 +1586,7 @@ static ErlNifFunc nif_funcs[] = {
     {"miner_resolve", 2, miner_resolve_nif, 0},
     {"miner_snapshot", 1, miner_snapshot_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"miner_restore_nif", 2, miner_restore_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    SH_WATCH_NIF_FUNCS,
 };
 
 ERL_NIF_INIT(Elixir.SelfHeal.Native, nif_funcs, load, NULL, NULL, NULL)

@@ -227,4 +227,28 @@ defmodule SelfHeal.Native do
 
   @doc false
   def miner_restore_nif(_snapshot, _opts), do: :erlang.nif_error(:nif_not_loaded)
+
+  @typedoc "A watch set (`SelfHeal.Watch.new/1`)."
+  @type watch_set :: reference()
+
+  @doc false
+  @spec watch_new_nif(map()) :: watch_set()
+  def watch_new_nif(_opts), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  @spec watch_add_nif(watch_set(), map()) ::
+          {:ok, :added | :replaced | :unchanged} | {:error, :full}
+  def watch_add_nif(_set, _spec), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  @spec watch_remove_nif(watch_set(), binary()) :: :ok | {:error, :not_found}
+  def watch_remove_nif(_set, _id), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  @spec watch_observe_nif(watch_set(), [map()], integer()) :: [binary()]
+  def watch_observe_nif(_set, _events, _now_ms), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  @spec watch_list_nif(watch_set()) :: [map()]
+  def watch_list_nif(_set), do: :erlang.nif_error(:nif_not_loaded)
 end

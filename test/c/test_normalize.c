@@ -1102,8 +1102,10 @@ static void assert_clean_utf8(const sh_buf *b)
     }
 }
 
-/* Normalises `len` bytes made of `pat` repeated; must finish well inside
- * the budget (seconds, generous for sanitizer builds). */
+/* Normalises `len` bytes made of `pat` repeated. The budget is not a
+ * performance target (make bench has those): it is far above the linear
+ * time even under sanitizers on a loaded machine, and far below what a
+ * quadratic pass over 2 MB would take. */
 static void run_hostile(const char *pat, size_t plen, size_t len, double budget)
 {
     char *in = malloc(len);
@@ -1120,7 +1122,7 @@ static void run_hostile(const char *pat, size_t plen, size_t len, double budget)
     free(in);
 }
 
-#define HOSTILE(lit, len) run_hostile((lit), sizeof(lit) - 1, (len), 5.0)
+#define HOSTILE(lit, len) run_hostile((lit), sizeof(lit) - 1, (len), 30.0)
 
 static void test_hostile_required(void **state)
 {
@@ -1175,7 +1177,7 @@ static void test_hostile_more(void **state)
     };
     for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++) {
         size_t plen = strlen(pats[i]);
-        run_hostile(pats[i], plen ? plen : 1, 2 * MB, 2.0);
+        run_hostile(pats[i], plen ? plen : 1, 2 * MB, 30.0);
     }
 }
 
