@@ -160,9 +160,19 @@ $(BENCH_MINER): $(BUILD)/obj/test/bench/bench_miner.o $(CORE_OBJS)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
 
+# The load generator of the ingest benchmark (docs/endpoint.md).
+LOADGEN := $(BUILD)/bench/loadgen
+
+$(LOADGEN): $(BUILD)/obj/test/bench/loadgen.o
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@
+
 bench: bootstrap
 	$(Q)MIX_ENV=bench mix run test/bench/run.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/flood.exs
+	$(Q)$(MAKE) --no-print-directory $(LOADGEN)
+	$(Q)LOADGEN=$(LOADGEN) MIX_ENV=bench mix run test/bench/ingest.exs
 	$(Q)$(MAKE) --no-print-directory $(BENCH_MINER)
 	$(Q)./$(BENCH_MINER) $(LOGHUB)
 

@@ -2,8 +2,9 @@ defmodule SelfHeal.Application do
   @moduledoc """
   Starts triage, the orchestrator sink (unless `config :self_heal,
   orchestrator: {module, server}` names another), the settle stage, the
-  collector and, when `config :self_heal, endpoint: [...]` is set, the HTTP
-  endpoint; unless `config :self_heal, logger_handler: false`, attaches
+  collector, when `config :self_heal, endpoint: [...]` is set the HTTP
+  endpoint, and one `SelfHeal.Tail` per entry of `config :self_heal, tail:
+  [[path: "/var/log/app/*.log", service: "app"], ...]`; unless `config :self_heal, logger_handler: false`, attaches
   `SelfHeal.LoggerHandler` to `:logger`.
   """
   use Application
@@ -38,10 +39,17 @@ defmodule SelfHeal.Application do
         _ -> []
       end
 
+    tails =
+      Application.get_env(:self_heal, :tail, [])
+      |> Enum.with_index()
+      |> Enum.map(fn {opts, i} ->
+        Supervisor.child_spec({SelfHeal.Tail, opts}, id: {SelfHeal.Tail, i})
+      end)
+
     children =
       [{SelfHeal.Triage, Application.get_env(:self_heal, :triage, [])}] ++
         orchestrator_children ++
-        [{SelfHeal.Settle, settle}, {SelfHeal.Collector, collector}] ++ endpoint
+        [{SelfHeal.Settle, settle}, {SelfHeal.Collector, collector}] ++ endpoint ++ tails
 
     with {:ok, sup} <-
            Supervisor.start_link(children, strategy: :one_for_one, name: SelfHeal.Supervisor) do

@@ -1,0 +1,67 @@
+defmodule SelfHeal.Endpoint.Listener do
+  @moduledoc """
+  Owns the endpoint's listening socket and its rate-limit table, hands the
+  completed configuration to the acceptors, and sweeps the rate table
+  every 10 s (`SelfHeal.Endpoint.RateLimit.sweep/1`).
+  """
+  use GenServer
+
+  alias SelfHeal.Endpoint.RateLimit
+
+  @sweep_ms 10_000
+
+  @doc "The registered name of the listener of endpoint `name`."
+  @spec name(atom()) :: atom()
+  def name(endpoint), do: Module.concat(endpoint, Listener)
+
+  @spec start_link(SelfHeal.Endpoint.config()) :: GenServer.on_start()
+  def start_link(config), do: GenServer.start_link(__MODULE__, config, name: name(config.name))
+
+  @doc "The configuration with the listening socket and the rate table."
+  @spec config(atom()) :: SelfHeal.Endpoint.config()
+  def config(endpoint), do: GenServer.call(name(endpoint), :config)
+
+  @impl true
+  def init(config) do
+    family = if tuple_size(config.ip) == 8, do: :inet6, else: :inet
+
+    opts = [
+      family,
+      :binary,
+      ip: config.ip,
+      packet: :raw,
+      active: false,
+      reuseaddr: true,
+      nodelay: true,
+      backlog: config.backlog,
+      send_timeout: config.body_timeout,
+      send_timeout_close: true
+    ]
+
+    case :gen_tcp.listen(config.port, opts) do
+      {:ok, socket} ->
+        Process.send_after(self(), :sweep, @sweep_ms)
+        {:ok, %{config | listen_socket: socket, rate_table: RateLimit.new()}}
+
+      {:error, reason} ->
+        {:stop, {:listen, :inet.ntoa(config.ip), config.port, reason}}
+    end
+  end
+
+  @impl true
+  def handle_call(:config, _from, config), do: {:reply, config, config}
+
+  def handle_call(:port, _from, config) do
+    {:ok, port} = :inet.port(config.listen_socket)
+    {:reply, port, config}
+  end
+
+  @impl true
+  def handle_info(:sweep, config) do
+    RateLimit.sweep(config.rate_table)
+    Process.send_after(self(), :sweep, @sweep_ms)
+    {:noreply, config}
+  end
+
+  def handle_info(_other, config), do: {:noreply, config}
+end
