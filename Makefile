@@ -32,7 +32,8 @@ endif
 # Debian packages the project needs. `make bootstrap` installs the missing
 # ones non-interactively; when all are present it only asks dpkg (< 1 s).
 DEB_PACKAGES := erlang-nox erlang-dev elixir pkg-config libssl-dev libjansson-dev \
-	libgit2-dev libcurl4-openssl-dev libsqlite3-dev libcmocka-dev clang-format chromium
+	libgit2-dev libcurl4-openssl-dev libsqlite3-dev libcmocka-dev clang-format chromium \
+	python3-aiosmtpd valgrind
 
 .PHONY: bootstrap
 bootstrap:
@@ -48,9 +49,13 @@ bootstrap:
 
 # ---------------------------------------------------------------- flags
 PKGS := openssl jansson
+# The port program and its C tests also use libcurl, SQLite and libgit2.
+PORT_PKGS := openssl jansson libcurl sqlite3 libgit2
 # Cached on first use so pkg-config and erl run once per make invocation.
 PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
 PKG_LIBS = $(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
+PORT_PKG_CFLAGS = $(eval PORT_PKG_CFLAGS := $$(shell pkg-config --cflags $(PORT_PKGS)))$(PORT_PKG_CFLAGS)
+PORT_LIBS = $(eval PORT_LIBS := $$(shell pkg-config --libs $(PORT_PKGS)) -lpthread)$(PORT_LIBS)
 CMOCKA_LIBS = $(eval CMOCKA_LIBS := $$(shell pkg-config --libs cmocka))$(CMOCKA_LIBS)
 ERTS_INCLUDE_DIR ?= $(eval ERTS_INCLUDE_DIR := $$(shell erl -noshell -eval \
 	'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().'))$(ERTS_INCLUDE_DIR)
@@ -64,14 +69,18 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fr
 
 CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c miner.c watch.c)
 NIF_SRCS := c_src/self_heal_nif.c c_src/watch_nif.c
-PORT_SRCS := $(wildcard port/*.c)
+PORT_MAIN := port/self_heal_port.c
+PORT_LIB_SRCS := $(filter-out $(PORT_MAIN),$(wildcard port/*.c))
+PORT_SRCS := $(PORT_MAIN) $(PORT_LIB_SRCS)
 TEST_SRCS := $(wildcard test/c/test_*.c)
 
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)
 NIF_OBJS := $(NIF_SRCS:%.c=$(BUILD)/obj/%.o)
 PORT_OBJS := $(PORT_SRCS:%.c=$(BUILD)/obj/%.o)
 TEST_BINS := $(TEST_SRCS:test/c/%.c=$(BUILD)/test/%)
+PORT_LIB_OBJS := $(PORT_LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 ASAN_CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/asan/%.o)
+ASAN_PORT_LIB_OBJS := $(PORT_LIB_SRCS:%.c=$(BUILD)/asan/%.o)
 ASAN_TEST_BINS := $(TEST_SRCS:test/c/%.c=$(BUILD)/asan-test/%)
 
 # ---------------------------------------------------------------- build
@@ -82,6 +91,8 @@ all: bootstrap
 priv: $(NIF_SO) $(PORT_BIN)
 
 $(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
+$(BUILD)/obj/port/%.o $(BUILD)/asan/port/%.o $(BUILD)/obj/test/c/%.o $(BUILD)/asan/test/c/%.o: \
+	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
 
 $(BUILD)/obj/%.o: %.c
 	$(call msg,CC,$<)
@@ -91,7 +102,7 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/asan/%.o: %.c
 	$(call msg,CC-SAN,$<)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) $(CFLAGS) -O1 -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(CFLAGS_COMMON) $(CFLAGS_EXTRA) $(SAN_FLAGS) $(CFLAGS) -O1 -MMD -MP -c $< -o $@
 
 $(NIF_SO): $(NIF_OBJS) $(CORE_OBJS)
 	$(call msg,LD,$@)
@@ -101,18 +112,19 @@ $(NIF_SO): $(NIF_OBJS) $(CORE_OBJS)
 $(PORT_BIN): $(PORT_OBJS) $(CORE_OBJS)
 	$(call msg,LD,$@)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
 
 # ---------------------------------------------------------------- C tests
-$(BUILD)/test/%: $(BUILD)/obj/test/c/%.o $(CORE_OBJS)
+# Each suite links the C core and the port's modules (all but its main).
+$(BUILD)/test/%: $(BUILD)/obj/test/c/%.o $(CORE_OBJS) $(PORT_LIB_OBJS)
 	$(call msg,LD,$@)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(CMOCKA_LIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) $(CMOCKA_LIBS) -o $@
 
-$(BUILD)/asan-test/%: $(BUILD)/asan/test/c/%.o $(ASAN_CORE_OBJS)
+$(BUILD)/asan-test/%: $(BUILD)/asan/test/c/%.o $(ASAN_CORE_OBJS) $(ASAN_PORT_LIB_OBJS)
 	$(call msg,LD-SAN,$@)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(SAN_FLAGS) $(LDFLAGS) $^ $(PKG_LIBS) $(CMOCKA_LIBS) -o $@
+	$(Q)$(CC) $(SAN_FLAGS) $(LDFLAGS) $^ $(PORT_LIBS) $(CMOCKA_LIBS) -o $@
 
 .PHONY: ctest ctest-plain ctest-asan
 ctest: ctest-plain ctest-asan

@@ -1,0 +1,37 @@
+/*
+ * Root-cause analysis: settled groups in, issues out.
+ *
+ * Input (array of groups): {"id": "<fingerprint>", "type", "message",
+ * "normalized", "stacktrace" (text), "samples": [..], "count", "first_seen",
+ * "last_seen" (unix ms), "service", "severity", "commit", "frames":
+ * [{"file","line","function","module"}], "path"} plus the service descriptor
+ * from config ("service.descriptor").
+ *
+ * Output: {"issues": [{"root_cause", "severity" (critical|high|medium|low),
+ * "group_ids": [...], "suggested_fix", "files_likely_involved": [...],
+ * "confidence": 0..1}], "analyzer": "offline"|"anthropic"|"openai"|"ollama",
+ * "fallback": null | "<why the offline analyzer answered>", "usage":
+ * {"input_tokens", "output_tokens", "cost_usd", "calls"}}. Every group id
+ * is covered by exactly one issue.
+ */
+#ifndef SELF_HEAL_PORT_ANALYZE_H
+#define SELF_HEAL_PORT_ANALYZE_H
+
+#include <jansson.h>
+
+#include "cmd.h"
+
+/* Runs the configured analyzer ("llm.provider": offline (default),
+ * anthropic, openai, ollama) with validation, one repair request, budget
+ * checks and the offline fallback. Returns the output object (new ref) or
+ * NULL with err set only for bad input. */
+json_t *analyze_groups(port_ctx *ctx, json_t *groups, cmd_error *err);
+
+/* The deterministic offline analyzer alone (no network). */
+json_t *analyze_offline(json_t *groups, long long window_ms);
+
+/* Validates a model's reply against the groups; returns the normalised
+ * issues array (new ref) or NULL with a reason in why. */
+json_t *analyze_validate(json_t *reply, json_t *groups, char *why, size_t whylen);
+
+#endif

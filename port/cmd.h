@@ -1,0 +1,46 @@
+/*
+ * Port commands. A command is a function from (context, args object) to a
+ * result object; on failure it returns NULL and fills `err` (code +
+ * message, both safe to show: never a secret). Each module exports a table
+ * of its commands; self_heal_port.c concatenates them and dispatches
+ * requests to a pool of worker threads, so a command may block on the
+ * network or a child process without stopping new requests.
+ */
+#ifndef SELF_HEAL_PORT_CMD_H
+#define SELF_HEAL_PORT_CMD_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "ctx.h"
+
+typedef struct cmd_error {
+    const char *code; /* static string: "bad_args", "unavailable", "budget", ... */
+    char message[512];
+} cmd_error;
+
+/* printf-style; the message is cut to fit. */
+void cmd_error_set(cmd_error *err, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+typedef json_t *(*cmd_fn)(port_ctx *ctx, json_t *args, cmd_error *err);
+
+enum {
+    CMD_INLINE = 1 /* cheap and non-blocking: runs on the reader thread, in order */
+};
+
+typedef struct cmd_def {
+    const char *name;
+    cmd_fn fn;
+    int flags;
+} cmd_def;
+
+/* Command tables, one per module. Each sets *n and returns a static array. */
+const cmd_def *core_commands(size_t *n);     /* self_heal_port.c: version, ping, configure, scrub */
+const cmd_def *state_commands(size_t *n);    /* state.c + audit.c: jobs, verify-audit */
+const cmd_def *analyze_commands(size_t *n);  /* analyze.c: analyze, triage_batch */
+const cmd_def *ticket_commands(size_t *n);   /* ticket.c: ticket_upsert, ticket_list */
+const cmd_def *notify_commands(size_t *n);   /* notify.c: notify, telegram_poll, link_verify */
+const cmd_def *pipeline_commands(size_t *n); /* pipeline.c: escalate, update */
+
+#endif

@@ -1,0 +1,124 @@
+/*
+ * port_ctx helpers shared by every command module: configuration access,
+ * secrets by environment variable name, error filling, notifications.
+ */
+#include "ctx.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+
+static port_notify_fn notify_hook;
+
+void port_set_notify_hook(port_notify_fn fn)
+{
+    notify_hook = fn;
+}
+
+int port_notify(port_ctx *ctx, const char *event, json_t *fields)
+{
+    (void)ctx;
+    json_t *msg = fields != NULL && json_is_object(fields) ? fields : json_object();
+    if (msg != fields)
+        json_decref(fields);
+    if (msg == NULL)
+        return -1;
+    json_object_set_new(msg, "event", json_string(event));
+    if (notify_hook == NULL) {
+        char *text = json_dumps(msg, JSON_COMPACT);
+        if (text != NULL)
+            fprintf(stderr, "%s\n", text);
+        free(text);
+        json_decref(msg);
+        return 0;
+    }
+    return notify_hook(msg);
+}
+
+json_t *port_config(port_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    json_t *c = ctx->config != NULL ? json_incref(ctx->config) : json_object();
+    pthread_mutex_unlock(&ctx->lock);
+    return c;
+}
+
+json_t *port_config_get(port_ctx *ctx, const char *path)
+{
+    json_t *root = port_config(ctx);
+    json_t *cur = root;
+    char key[128];
+    const char *p = path;
+    while (cur != NULL && *p != '\0') {
+        const char *dot = strchr(p, '.');
+        size_t n = dot != NULL ? (size_t)(dot - p) : strlen(p);
+        if (n == 0 || n >= sizeof(key)) {
+            cur = NULL;
+            break;
+        }
+        memcpy(key, p, n);
+        key[n] = '\0';
+        cur = json_is_object(cur) ? json_object_get(cur, key) : NULL;
+        p += n;
+        if (*p == '.')
+            p++;
+    }
+    if (cur != NULL)
+        json_incref(cur);
+    json_decref(root);
+    return cur;
+}
+
+const char *port_config_string(port_ctx *ctx, const char *path, const char *dflt, char *buf,
+                               size_t buflen)
+{
+    json_t *v = port_config_get(ctx, path);
+    const char *src = json_is_string(v) ? json_string_value(v) : dflt;
+    if (src == NULL) {
+        json_decref(v);
+        return NULL;
+    }
+    snprintf(buf, buflen, "%s", src);
+    json_decref(v);
+    return buf;
+}
+
+long long port_config_int(port_ctx *ctx, const char *path, long long dflt)
+{
+    json_t *v = port_config_get(ctx, path);
+    long long r = json_is_integer(v) ? (long long)json_integer_value(v)
+                  : json_is_real(v)  ? (long long)json_real_value(v)
+                                     : dflt;
+    json_decref(v);
+    return r;
+}
+
+double port_config_real(port_ctx *ctx, const char *path, double dflt)
+{
+    json_t *v = port_config_get(ctx, path);
+    double r = json_is_number(v) ? json_number_value(v) : dflt;
+    json_decref(v);
+    return r;
+}
+
+const char *port_secret(const char *env_name)
+{
+    if (env_name == NULL || env_name[0] == '\0')
+        return NULL;
+    const char *v = getenv(env_name);
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+void cmd_error_set(cmd_error *err, const char *code, const char *fmt, ...)
+{
+    if (err == NULL)
+        return;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+}

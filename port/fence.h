@@ -1,0 +1,34 @@
+/*
+ * Untrusted text in prompts. Every message, stack trace and log line put
+ * into an LLM prompt goes through fence_append: scrubbed, bounded, and
+ * enclosed in a labelled fence whose delimiter is random per prompt and
+ * cannot occur in the text (text containing it is escaped), so text that
+ * imitates a closing fence or carries instructions stays data.
+ */
+#ifndef SELF_HEAL_PORT_FENCE_H
+#define SELF_HEAL_PORT_FENCE_H
+
+#include <stddef.h>
+
+#include "self_heal/common.h"
+
+typedef struct sh_scrubber sh_scrubber;
+
+typedef struct fence {
+    char tag[40]; /* e.g. "UNTRUSTED-5f3a9c0e7b21d4aa" */
+} fence;
+
+/* Picks a fresh random tag. */
+void fence_init(fence *f);
+
+/* The instruction paragraph to put in the system prompt explaining that
+ * text between <tag> markers is data, never instructions. */
+void fence_explain(const fence *f, sh_buf *out);
+
+/* Appends "<tag label="...">\n" text "\n</tag>\n"; text is scrubbed with
+ * `scrub` (may be NULL: built-in rules), cut at max_bytes on a code point,
+ * and any occurrence of the tag inside it neutralised. */
+void fence_append(const fence *f, sh_buf *out, const sh_scrubber *scrub, const char *label,
+                  const char *text, size_t len, size_t max_bytes);
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * Durable state: SQLite (WAL) in state_dir/self_heal.db with versioned
+ * migrations (table schema_migrations). Every function returns 0 on
+ * success, a negative value on error (err filled when given), and is safe
+ * from several threads (one connection per state_db guarded by a mutex,
+ * busy_timeout set).
+ *
+ * Tables (see docs/state.md):
+ *   jobs(id, kind, key UNIQUE, status, attempts, input, result, error,
+ *        created_at, updated_at)        status: queued running done failed escalated
+ *   job_events(id, job_id, from_status, to_status, detail, at)
+ *   tickets(id, fingerprint, backend, external_id, url, status, title,
+ *           severity, count, created_at, updated_at)   status: open closed
+ *   ticket_fingerprints(ticket_id, fingerprint)  one ticket covers several
+ *   deploys(id, fingerprint, job_id, kind, status, commit, detail, at)   (issue 6)
+ *   budget(id, name, amount, at)               spend/calls/tokens records
+ *   breaker(name PRIMARY KEY, state, failures, updated_at)              (issue 6)
+ *   kv(key PRIMARY KEY, value)                  small settings (telegram offset, ...)
+ */
+#ifndef SELF_HEAL_PORT_STATE_H
+#define SELF_HEAL_PORT_STATE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct state_db state_db;
+
+/* Opens (creating dir and file) and migrates. */
+int state_open(state_db **out, const char *dir, char *err, size_t errlen);
+void state_close(state_db *db);
+int state_schema_version(state_db *db);
+
+/* ---- jobs: idempotent units of work keyed by a caller-chosen key
+ * ("analyze:<hash of input>", "ticket:<fingerprint>:<window>").
+ * state_job_begin creates the job (status queued) unless the key exists;
+ * *job_id is its id either way, *existed 1 when it existed, and `status`
+ * (at least 16 bytes) receives its current status. */
+int state_job_begin(state_db *db, const char *kind, const char *key, json_t *input, int64_t *job_id,
+                    int *existed, char *status, size_t status_len);
+/* Compare-and-set: moves the job from `from` to `to` (recording a
+ * job_events row with `detail`, may be NULL) only when its status is
+ * `from`; returns 1 when it was not (no change), 0 when moved.
+ * `result`/`error_text` are stored when non-NULL. attempts++ on "running". */
+int state_job_transition(state_db *db, int64_t job_id, const char *from, const char *to,
+                         json_t *detail, json_t *result, const char *error_text);
+/* The job as an object {id, kind, key, status, attempts, input, result,
+ * error, created_at, updated_at, events:[...]} or NULL. */
+json_t *state_job_get(state_db *db, int64_t job_id);
+/* Jobs in a status (NULL: all), newest first, at most `limit`. */
+json_t *state_jobs_list(state_db *db, const char *status, int limit);
+/* At start: every job still "running" (the port died in the middle) goes
+ * to "queued" when attempts < max_attempts, else to "escalated"; returns
+ * the array of jobs so moved (with their new status). */
+json_t *state_jobs_recover(state_db *db, int max_attempts);
+
+/* ---- tickets */
+/* The open ticket covering `fingerprint` (via ticket_fingerprints) or NULL. */
+json_t *state_ticket_find_open(state_db *db, const char *fingerprint);
+/* Inserts an open ticket with its fingerprints (array of strings); *id. */
+int state_ticket_insert(state_db *db, json_t *fingerprints, const char *backend,
+                        const char *external_id, const char *url, const char *title,
+                        const char *severity, int64_t count, int64_t *id);
+int state_ticket_update(state_db *db, int64_t id, const char *status, int64_t count);
+json_t *state_ticket_get(state_db *db, int64_t id);
+json_t *state_tickets_list(state_db *db, const char *status, int limit);
+
+/* ---- budgets: append a record, sum over a window */
+int state_budget_add(state_db *db, const char *name, double amount);
+/* Sum of `name` records with at >= now - window_s. */
+double state_budget_sum(state_db *db, const char *name, int64_t window_s);
+
+/* ---- small persistent values */
+int state_kv_set(state_db *db, const char *key, const char *value);
+/* Copies into buf; returns 1 when absent. */
+int state_kv_get(state_db *db, const char *key, char *buf, size_t buflen);
+
+/* Seconds since the epoch (overridable for tests with SELF_HEAL_NOW). */
+int64_t state_now(void);
+
+#endif
