@@ -106,7 +106,13 @@ defmodule SelfHeal.FakeHTTP do
   @impl true
   def init({handler, sequence}) do
     {:ok, lsock} =
-      :gen_tcp.listen(0, [:binary, ip: {127, 0, 0, 1}, active: false, reuseaddr: true, backlog: 512])
+      :gen_tcp.listen(0, [
+        :binary,
+        ip: {127, 0, 0, 1},
+        active: false,
+        reuseaddr: true,
+        backlog: 512
+      ])
 
     {:ok, port} = :inet.port(lsock)
     me = self()
@@ -148,7 +154,9 @@ defmodule SelfHeal.FakeHTTP do
             {:handler, h} -> h.(req)
           end
 
-        if respond(sock, answer) == :keep, do: serve(sock, server, rest), else: :gen_tcp.close(sock)
+        if respond(sock, answer) == :keep,
+          do: serve(sock, server, rest),
+          else: :gen_tcp.close(sock)
 
       _ ->
         :gen_tcp.close(sock)
