@@ -31,7 +31,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cmd.h"
 #include "group.h"
+#include "pipeline.h"
 
 #define SELF_HEAL_VERSION "0.1.0"
 #define PROTOCOL_VERSION 1
@@ -51,23 +53,60 @@ static void on_signal(int sig)
 
 /* ------------------------------------------------------------ commands */
 
-typedef json_t *(*command_fn)(json_t *args, const char **code, const char **message);
+static port_ctx ctx = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static json_t *cmd_version(json_t *args, const char **code, const char **message)
+static json_t *cmd_version(port_ctx *c, json_t *args, cmd_error *err)
 {
+    (void)c;
     (void)args;
-    (void)code;
-    (void)message;
+    (void)err;
     return json_pack("{s:s, s:i, s:s}", "version", SELF_HEAL_VERSION, "protocol", PROTOCOL_VERSION,
                      "jansson", JANSSON_VERSION);
 }
 
-static const struct {
-    const char *name;
-    command_fn fn;
-} commands[] = {
-    {"version", cmd_version},
-};
+/* configure: replaces the whole configuration, then lets the modules
+ * (state, audit, scrubber) open what it names. */
+static json_t *cmd_configure(port_ctx *c, json_t *args, cmd_error *err)
+{
+    if (args == NULL || !json_is_object(args)) {
+        cmd_error_set(err, "bad_args", "configure needs an object");
+        return NULL;
+    }
+    pthread_mutex_lock(&c->lock);
+    json_t *old = c->config;
+    c->config = json_deep_copy(args);
+    pthread_mutex_unlock(&c->lock);
+    json_decref(old);
+    if (port_configure_modules(c, err) != 0)
+        return NULL;
+    return json_pack("{s:b}", "configured", 1);
+}
+
+const cmd_def *core_commands(size_t *n)
+{
+    static const cmd_def cmds[] = {
+        {"version", cmd_version, CMD_INLINE},
+        {"configure", cmd_configure, CMD_INLINE},
+    };
+    *n = sizeof(cmds) / sizeof(cmds[0]);
+    return cmds;
+}
+
+typedef const cmd_def *(*cmd_table_fn)(size_t *n);
+static const cmd_table_fn cmd_tables[] = {core_commands,   state_commands,  analyze_commands,
+                                          ticket_commands, notify_commands, pipeline_commands};
+
+static const cmd_def *find_command(const char *name)
+{
+    for (size_t t = 0; t < sizeof(cmd_tables) / sizeof(cmd_tables[0]); t++) {
+        size_t n = 0;
+        const cmd_def *defs = cmd_tables[t](&n);
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(defs[i].name, name) == 0)
+                return &defs[i];
+    }
+    return NULL;
+}
 
 /* Runs one request object; returns the reply object (never NULL unless out
  * of memory). */
@@ -76,25 +115,20 @@ static json_t *handle_request(json_t *req)
     json_t *id = json_object_get(req, "id");
     json_t *cmd = json_object_get(req, "cmd");
     json_t *args = json_object_get(req, "args");
-    const char *code = "bad_request", *message = NULL;
+    cmd_error err = {"bad_request", ""};
     json_t *ok = NULL;
+    const cmd_def *def = NULL;
     if (!json_is_integer(id))
-        message = "request needs an integer id";
+        snprintf(err.message, sizeof(err.message), "request needs an integer id");
     else if (!json_is_string(cmd))
-        message = "request needs a string cmd";
+        snprintf(err.message, sizeof(err.message), "request needs a string cmd");
     else if (args != NULL && !json_is_object(args))
-        message = "args must be an object";
+        snprintf(err.message, sizeof(err.message), "args must be an object");
+    else if ((def = find_command(json_string_value(cmd))) == NULL)
+        cmd_error_set(&err, "unknown_command", "unknown command");
     else {
-        code = "unknown_command";
-        message = "unknown command";
-        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-            if (strcmp(commands[i].name, json_string_value(cmd)) == 0) {
-                code = NULL;
-                message = NULL;
-                ok = commands[i].fn(args, &code, &message);
-                break;
-            }
-        }
+        err.code = NULL;
+        ok = def->fn(&ctx, args, &err);
     }
     json_t *reply = json_object();
     if (reply == NULL) {
@@ -106,8 +140,8 @@ static json_t *handle_request(json_t *req)
         json_object_set_new(reply, "ok", ok);
     else
         json_object_set_new(reply, "error",
-                            json_pack("{s:s, s:s}", "code", code ? code : "internal", "message",
-                                      message ? message : "command failed"));
+                            json_pack("{s:s, s:s}", "code", err.code ? err.code : "internal",
+                                      "message", err.message[0] ? err.message : "command failed"));
     return reply;
 }
 
@@ -255,18 +289,39 @@ static int run_once(int argc, char **argv)
 {
     const char *cmd = argv[2];
     json_t *args = NULL;
+    const char *config_file = getenv("SELF_HEAL_CONFIG");
     for (int i = 3; i < argc; i++) {
-        if (strcmp(argv[i], "--args") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--args") == 0 && i + 1 < argc && args == NULL) {
             json_error_t jerr;
-            args = json_load_file(argv[++i], 0, &jerr);
+            args = json_load_file(argv[++i], JSON_REJECT_DUPLICATES, &jerr);
             if (args == NULL) {
                 fprintf(stderr, "self_heal_port: %s: %s\n", argv[i], jerr.text);
                 return 2;
             }
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config_file = argv[++i];
         } else {
-            fprintf(stderr, "usage: self_heal_port run CMD [--args FILE]\n");
+            fprintf(stderr, "usage: self_heal_port run CMD [--args FILE] [--config FILE]\n");
             json_decref(args);
             return 2;
+        }
+    }
+    if (config_file != NULL && config_file[0] != '\0') {
+        json_error_t jerr;
+        json_t *config = json_load_file(config_file, JSON_REJECT_DUPLICATES, &jerr);
+        if (config == NULL || !json_is_object(config)) {
+            fprintf(stderr, "self_heal_port: %s: %s\n", config_file,
+                    config == NULL ? jerr.text : "not a JSON object");
+            json_decref(config);
+            json_decref(args);
+            return 2;
+        }
+        cmd_error err = {NULL, ""};
+        ctx.config = config;
+        if (port_configure_modules(&ctx, &err) != 0) {
+            fprintf(stderr, "self_heal_port: %s: %s\n", config_file, err.message);
+            json_decref(args);
+            return 1;
         }
     }
     json_t *req = json_pack("{s:i, s:s}", "id", 1, "cmd", cmd);
