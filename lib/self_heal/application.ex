@@ -4,7 +4,8 @@ defmodule SelfHeal.Application do
   orchestrator: {module, server}` names another), the settle stage, the
   collector, when `config :self_heal, endpoint: [...]` is set the HTTP
   endpoint, and one `SelfHeal.Tail` per entry of `config :self_heal, tail:
-  [[path: "/var/log/app/*.log", service: "app"], ...]`; unless `config :self_heal, logger_handler: false`, attaches
+  [[path: "/var/log/app/*.log", service: "app"], ...]`, and gives the
+  collector a watch set with `config :self_heal, watches: [...]`; unless `config :self_heal, logger_handler: false`, attaches
   `SelfHeal.LoggerHandler` to `:logger`.
   """
   use Application
@@ -33,6 +34,8 @@ defmodule SelfHeal.Application do
       Application.get_env(:self_heal, :settle, [])
       |> Keyword.put_new(:orchestrator, orchestrator)
 
+    collector = Keyword.merge(collector, watches(orchestrator))
+
     endpoint =
       case Application.get_env(:self_heal, :endpoint) do
         opts when is_list(opts) and opts != [] -> [{SelfHeal.Endpoint, opts}]
@@ -59,6 +62,24 @@ defmodule SelfHeal.Application do
 
       {:ok, sup}
     end
+  end
+
+  # The watch set of the collector, with the watches of `config :self_heal,
+  # watches: [[id: ..., field: ..., op: ..., value: ..., window_ms: ...,
+  # threshold: ..., severity: :high], ...]`; more can be added at run time
+  # (`SelfHeal.Collector.watches/1`).
+  defp watches(orchestrator) do
+    specs = Application.get_env(:self_heal, :watches, [])
+    set = SelfHeal.Watch.new()
+
+    severity =
+      for spec <- specs, into: %{} do
+        {severity, spec} = Keyword.pop(spec, :severity, :high)
+        {:ok, _} = SelfHeal.Watch.add(set, spec)
+        {to_string(Keyword.fetch!(spec, :id)), severity}
+      end
+
+    [watch: set, watch_escalate: orchestrator, watch_severity: severity]
   end
 
   @impl true

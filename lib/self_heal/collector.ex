@@ -26,6 +26,18 @@ defmodule SelfHeal.Collector do
   `:state_dir`, `:snapshot_ms`, `:max_pending` (see `ingest/2`) and
   `:settle`: the name of a `SelfHeal.Settle` stage that receives the groups
   of every batch (the application's collector uses `SelfHeal.Settle`).
+
+  **Watches**: with `:watch` (a `SelfHeal.Watch` set; watches can be added
+  and removed at run time through `watches/1`) every event of a batch is
+  observed as its metadata plus `fingerprint`, `level`, `service`,
+  `source` and `type`, so a watch can count `status >= 500` (a metadata
+  field) or the occurrences of one template or error (`fingerprint:`, the
+  group's fingerprint, which stays with a template when it generalises).
+  A watch reaching its threshold escalates at once, bypassing the settle
+  window, to `:watch_escalate` (`{module, server}` of a
+  `SelfHeal.Orchestrator`) as a group with fingerprint `"watch:" <> id`,
+  the threshold as its count, the watch's `:severity` (default `:high`,
+  kept in `:watch_severity`) and the watch's description as its message.
   """
   use GenServer
 
@@ -127,6 +139,9 @@ defmodule SelfHeal.Collector do
        info_config: Native.config(fingerprint),
        miner: miner,
        settle: Keyword.get(opts, :settle),
+       watch: Keyword.get(opts, :watch),
+       watch_escalate: Keyword.get(opts, :watch_escalate),
+       watch_severity: Keyword.get(opts, :watch_severity, %{}),
        ingest_pending: pending,
        registered_name: Keyword.get(opts, :registered_name),
        state_dir: state_dir,
@@ -188,6 +203,7 @@ defmodule SelfHeal.Collector do
   end
 
   def handle_call(:miner, _from, state), do: {:reply, state.miner, state}
+  def handle_call(:watches, _from, state), do: {:reply, state.watch, state}
 
   def handle_call(:reset, _from, state) do
     {:reply, :ok, %{flush(state) | groups: %{}, events: 0, overflow: 0}}
@@ -199,6 +215,10 @@ defmodule SelfHeal.Collector do
     if state.registered_name, do: :persistent_term.erase({__MODULE__, state.registered_name})
     :ok
   end
+
+  @doc "The collector's watch set (nil when it has none)."
+  @spec watches(GenServer.server()) :: SelfHeal.Watch.t() | nil
+  def watches(server \\ __MODULE__), do: GenServer.call(server, :watches)
 
   @doc "The collector's template miner (nil when disabled)."
   @spec miner(GenServer.server()) :: Native.miner() | nil
@@ -284,7 +304,67 @@ defmodule SelfHeal.Collector do
     if state.settle,
       do: SelfHeal.Settle.add(state.settle, Enum.map(batch_groups, &detail(&1, state)))
 
+    if state.watch, do: observe(events, state)
+
     %{state | pending: [], npending: 0, timer: nil, events: state.events + length(events)}
+  end
+
+  defp observe(events, state) do
+    now = System.monotonic_time(:millisecond)
+
+    observed =
+      Enum.map(events, fn e ->
+        meta = if is_map(e.metadata), do: e.metadata, else: %{}
+
+        Map.merge(meta, %{
+          fingerprint: e.fingerprint,
+          level: e.level,
+          service: e.service,
+          source: e.source,
+          type: e.type
+        })
+      end)
+
+    for id <- SelfHeal.Watch.observe(state.watch, observed, now) do
+      escalate_watch(id, state)
+    end
+  end
+
+  defp escalate_watch(id, %{watch_escalate: {mod, server}} = state) do
+    watch = Enum.find(SelfHeal.Watch.list(state.watch), &(&1.id == id))
+    now = Event.now()
+
+    group = %{
+      fingerprint: "watch:" <> id,
+      count: (watch && watch.threshold) || 1,
+      first_seen: now,
+      last_seen: now,
+      severity: Map.get(state.watch_severity, id, :high),
+      type: "watch",
+      normalized: describe_watch(id, watch),
+      services: [],
+      watch: watch
+    }
+
+    mod.escalate(server, group)
+  end
+
+  defp escalate_watch(id, _state) do
+    Logger.warning("self_heal: watch #{id} reached its threshold", domain: [:self_heal])
+  end
+
+  defp describe_watch(id, nil), do: "watch #{id} reached its threshold"
+
+  defp describe_watch(id, w) do
+    what =
+      cond do
+        Map.get(w, :field) -> "#{w.field} #{w.op} #{inspect(w.value)}"
+        Map.get(w, :fingerprint) -> "fingerprint #{w.fingerprint}"
+        Map.get(w, :cluster) -> "cluster #{w.cluster}"
+        true -> "matching events"
+      end
+
+    "watch #{id}: #{w.threshold} events with #{what} within #{w.window_ms} ms"
   end
 
   # what the settle stage needs of a batch group: the collector's details
