@@ -67,7 +67,7 @@ CFLAGS_COMMON = -std=c11 $(OPT) -g $(WARN) -fvisibility=hidden -fPIC -D_POSIX_C_
 	-Iinclude $(PKG_CFLAGS)
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c miner.c watch.c)
+CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c miner.c watch.c scrub.c)
 NIF_SRCS := c_src/self_heal_nif.c c_src/watch_nif.c
 PORT_MAIN := port/self_heal_port.c
 PORT_LIB_SRCS := $(filter-out $(PORT_MAIN),$(wildcard port/*.c))
@@ -136,6 +136,29 @@ ctest-asan: $(ASAN_TEST_BINS)
 	$(Q)set -e; for t in $^; do echo "== $$t (ASan+UBSan)"; \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./$$t; done
 
+# The port program under valgrind: a scripted session of frames on stdin
+# (configure, version, ping, bad JSON, unknown command, a 9 MiB frame, worker
+# commands cut short by EOF, a truncated frame), then one `run` command.
+VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite
+
+.PHONY: valgrind-port
+valgrind-port: $(PORT_BIN)
+	$(call msg,VALGRIND,$(PORT_BIN))
+	$(Q)set -eo pipefail; mkdir -p $(BUILD); \
+	frame() { local n=$${#1}; printf "\\x$$(printf %02x $$((n >> 24 & 255)))\\x$$(printf %02x $$((n >> 16 & 255)))\\x$$(printf %02x $$((n >> 8 & 255)))\\x$$(printf %02x $$((n & 255)))%s" "$$1"; }; \
+	{ frame '{"id":1,"cmd":"configure","args":{"port":{"workers":2}}}'; \
+	  frame '{"id":2,"cmd":"version"}'; frame '{"id":3,"cmd":"ping"}'; \
+	  frame '{bad json'; frame '{"id":4,"cmd":"no_such_command"}'; \
+	  printf '\x00\x90\x00\x00'; head -c 9437184 /dev/zero; \
+	  frame '{"id":5,"cmd":"ping"}'; frame '{"id":6,"cmd":"sleep","args":{"ms":50}}'; \
+	  frame '{"id":7,"cmd":"spawn_sleep","args":{"seconds":5}}'; printf '\x00\x00\x01\x00{"id"'; \
+	} > $(BUILD)/port-session.bin; \
+	$(VALGRIND) ./$(PORT_BIN) < $(BUILD)/port-session.bin > $(BUILD)/port-session.out; \
+	for s in '"configured":true' '"version":' '"pong":true' bad_json unknown_command frame_too_large; do \
+	  grep -aq "$$s" $(BUILD)/port-session.out || { echo "valgrind-port: no $$s in the replies"; exit 1; }; \
+	done; \
+	$(VALGRIND) ./$(PORT_BIN) run ping > /dev/null
+
 # ---------------------------------------------------------------- style
 FORMAT_SRCS = $(wildcard c_src/*.c c_src/*.h include/self_heal/*.h port/*.c port/*.h test/c/*.c test/c/*.h \
 	test/bench/*.c)
@@ -155,7 +178,7 @@ format-check:
 test: bootstrap
 	$(Q)$(MAKE) --no-print-directory test-all
 
-test-all: format-check ctest mix-test
+test-all: format-check ctest valgrind-port mix-test
 
 mix-test:
 	$(Q)MIX_ENV=test mix test $(MIX_TEST_ARGS)
@@ -183,6 +206,7 @@ $(LOADGEN): $(BUILD)/obj/test/bench/loadgen.o
 bench: bootstrap
 	$(Q)MIX_ENV=bench mix run test/bench/run.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/flood.exs
+	$(Q)MIX_ENV=bench mix run test/bench/port.exs
 	$(Q)$(MAKE) --no-print-directory $(LOADGEN)
 	$(Q)LOADGEN=$(LOADGEN) MIX_ENV=bench mix run test/bench/ingest.exs
 	$(Q)$(MAKE) --no-print-directory $(BENCH_MINER)

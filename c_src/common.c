@@ -1,6 +1,9 @@
 /* Byte slices, the growable buffer and UTF-8 helpers of the C core. */
 #include "self_heal/common.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,6 +69,17 @@ void sh_buf_append_byte(sh_buf *buf, char byte)
     if (sh_buf_reserve(buf, 1) != 0)
         return;
     buf->data[buf->len++] = byte;
+}
+
+void sh_buf_appendf(sh_buf *buf, const char *fmt, ...)
+{
+    char tmp[SH_BUF_FMT_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        sh_buf_append(buf, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
 }
 
 size_t sh_utf8_seq_len(const unsigned char *s, size_t avail)

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "cmd.h"
+#include "self_heal/common.h"
 
 /* message: {"kind": "ticket"|"fix"|..., "ticket_id", "fingerprint",
  * "severity", "service", "error", "path", "count", "url", "action_id"
@@ -28,5 +29,56 @@ int notify_sign(char *out, size_t outlen, const char *secret, const char *action
 /* 0 valid, 1 expired, -1 bad signature or format. */
 int notify_verify(const char *token, const char *secret, int64_t now, char *action,
                   size_t action_len, char *action_id, size_t id_len);
+
+/* ---- building blocks, exposed for test/c/test_notify.c ---------------- */
+
+/* A message ready to send: every text field scrubbed, cut to its bound,
+ * valid UTF-8 without control characters (only `error` keeps newlines and
+ * tabs). NULL fields were absent or empty. */
+typedef struct notify_msg {
+    char *kind, *ticket_id, *fingerprint, *severity, *service, *error, *path;
+    char *url;          /* the ticket's http(s) URL, NULL when unsafe */
+    char action_id[65]; /* "" when absent */
+    long long count;    /* -1 when absent */
+    char *approve_url;  /* signed links (notify_msg_set_links), or NULL */
+    char *skip_url;
+    int64_t links_expire;
+} notify_msg;
+
+/* Fills *out from a message object; -1 with err filled on a bad field. */
+int notify_msg_init(notify_msg *out, json_t *message, const sh_scrubber *scrub, char *err,
+                    size_t errlen);
+/* Adds Approve/Skip links (base_url + "/approve?t=" + token) valid until
+ * now + ttl_s. No-op (0) without an action_id, base_url or secret; -1 when
+ * base_url is not a safe http(s) URL. */
+int notify_msg_set_links(notify_msg *m, const char *base_url, const char *secret, int64_t now,
+                         int64_t ttl_s);
+void notify_msg_free(notify_msg *m);
+
+/* Slack incoming-webhook payload: {"text", "blocks"}. */
+json_t *notify_slack_body(const notify_msg *m);
+/* Telegram sendMessage payload (plain text, at most 4096 bytes). */
+json_t *notify_telegram_body(const notify_msg *m, const char *chat_id);
+/* The RFC 5322 message (CRLF line ends) sent over SMTP. */
+int notify_email_build(sh_buf *out, const notify_msg *m, const char *from, const char *const *to,
+                       size_t nto, int64_t now, const char *message_id);
+
+/* Token bucket: capacity max(1, rate_per_min), refilled at rate_per_min
+ * per 60 s. Returns 1 when a token was taken, 0 when over the limit;
+ * rate_per_min <= 0 means no limit. */
+typedef struct notify_bucket {
+    double tokens;
+    double last_s;
+    int primed;
+} notify_bucket;
+int notify_rate_take(notify_bucket *b, double rate_per_min, double now_s);
+
+/* Reads a getUpdates reply: *out = array of {"callback_query_id",
+ * "accepted": bool, "action"?, "action_id"?, "from"} for the first 100
+ * updates' button presses (accepted only for valid data from chat_id when
+ * chat_id is non-NULL), *next_offset = max(offset, last update_id + 1).
+ * Returns 0, or -1 when the reply is not {"ok": true, "result": [...]}. */
+int notify_telegram_updates(json_t **out, int64_t *next_offset, json_t *reply, int64_t offset,
+                            const char *chat_id);
 
 #endif

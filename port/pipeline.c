@@ -1,21 +1,638 @@
-/* Placeholder: the pipeline module's command table, filled in as it is written. */
+/*
+ * The pipeline from settled groups to analysed tickets and notifications.
+ *
+ *   escalate {"groups": [group, ...]}
+ *       one job keyed by the groups (ids and first-seen times): analysis
+ *       (analyze.c), one ticket per issue (ticket.c: created or commented),
+ *       a notification per created ticket (notify.c, itself a job so that
+ *       a resumed escalation never notifies twice), an audit record per
+ *       step. A repeated request with the same groups returns the stored
+ *       result of the first. Answers {"job_id", "analysis", "issues",
+ *       "tickets", "notifications"}.
+ *   update {"fingerprint", "count", "last_seen"?, "reason"?}
+ *       a group triage held (already investigated, or below the minimum
+ *       severity): the open ticket of its fingerprint gets the new count,
+ *       and a comment when the count has at least doubled since the last
+ *       one. Answers {"ticket_id": id | null, "commented": bool}.
+ *
+ * port_configure_modules opens state_dir/self_heal.db and audit.jsonl and
+ * builds the scrubber; after a crash, jobs the previous process left
+ * running are recovered (state_jobs_recover): escalations back in the
+ * queue are resumed on a thread of their own, the others escalated to a
+ * human, each reported to the BEAM as a notification.
+ */
 #include "pipeline.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analyze.h"
+#include "audit.h"
+#include "notify.h"
+#include "self_heal/scrub.h"
+#include "state.h"
+#include "ticket.h"
+
+#define MAX_GROUPS 500
+#define MAX_ID_LEN 128
+#define MAX_RETIRED 64
+#define RECOVER_MAX_ATTEMPTS 3
+
+/* Scrubbers, databases and logs replaced by a later configure stay alive
+ * until exit: a worker may still be using them. */
+typedef struct retired {
+    sh_scrubber *scrub[MAX_RETIRED];
+    size_t n_scrub;
+    state_db *state[MAX_RETIRED];
+    size_t n_state;
+    audit_log *audit[MAX_RETIRED];
+    size_t n_audit;
+} retired;
+
+static retired retired_objs;
+static char open_dir[4096];
+static int resuming; /* resume threads running (ctx->lock) */
+
+/* ------------------------------------------------------------ helpers */
+
+static state_db *ctx_state(port_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    state_db *db = ctx->state;
+    pthread_mutex_unlock(&ctx->lock);
+    return db;
+}
+
+static audit_log *ctx_audit(port_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    audit_log *log = ctx->audit;
+    pthread_mutex_unlock(&ctx->lock);
+    return log;
+}
+
+/* Appends an audit record when an audit log is open; steals fields. */
+static void audit(port_ctx *ctx, const char *action, json_t *fields)
+{
+    audit_log *log = ctx_audit(ctx);
+    if (log != NULL && fields != NULL)
+        audit_append(log, action, fields);
+    json_decref(fields);
+}
+
+static void hex(char *out, const unsigned char *bytes, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static const char *group_id(json_t *group)
+{
+    json_t *id = json_object_get(group, "id");
+    if (!json_is_string(id))
+        id = json_object_get(group, "fingerprint");
+    return json_is_string(id) ? json_string_value(id) : NULL;
+}
+
+static int compare_strings(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* "escalate:" + hex SHA-256 over the sorted "id@first_seen" of the groups. */
+static int escalation_key(char *out, size_t outlen, json_t *groups)
+{
+    size_t n = json_array_size(groups);
+    char **parts = calloc(n ? n : 1, sizeof(*parts));
+    if (parts == NULL)
+        return -1;
+    int rc = -1;
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g)
+    {
+        json_t *first = json_object_get(g, "first_seen");
+        char buf[MAX_ID_LEN + 32];
+        snprintf(buf, sizeof(buf), "%s@%lld", group_id(g),
+                 json_is_integer(first) ? (long long)json_integer_value(first) : 0LL);
+        if ((parts[i] = strdup(buf)) == NULL)
+            goto cleanup;
+    }
+    qsort(parts, n, sizeof(*parts), compare_strings);
+    unsigned char digest[32];
+    unsigned int dlen = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        goto cleanup;
+    }
+    for (i = 0; i < n; i++)
+        EVP_DigestUpdate(md, parts[i], strlen(parts[i]) + 1);
+    EVP_DigestFinal_ex(md, digest, &dlen);
+    EVP_MD_CTX_free(md);
+    char digest_hex[65];
+    hex(digest_hex, digest, 32);
+    snprintf(out, outlen, "escalate:%s", digest_hex);
+    rc = 0;
+cleanup:
+    for (i = 0; i < n; i++)
+        free(parts[i]);
+    free(parts);
+    return rc;
+}
+
+/* Groups must be an array of 1..MAX_GROUPS objects with distinct ids of
+ * at most MAX_ID_LEN bytes. */
+static int check_groups(json_t *groups, cmd_error *err)
+{
+    if (!json_is_array(groups) || json_array_size(groups) == 0 ||
+        json_array_size(groups) > MAX_GROUPS) {
+        cmd_error_set(err, "bad_args", "groups must be an array of 1 to %d groups", MAX_GROUPS);
+        return -1;
+    }
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g)
+    {
+        const char *id = json_is_object(g) ? group_id(g) : NULL;
+        if (id == NULL || id[0] == '\0' || strlen(id) > MAX_ID_LEN) {
+            cmd_error_set(err, "bad_args", "group %zu needs an id of 1 to %d bytes", i, MAX_ID_LEN);
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(group_id(json_array_get(groups, j)), id) == 0) {
+                cmd_error_set(err, "bad_args", "group %zu repeats id %.64s", i, id);
+                return -1;
+            }
+    }
+    return 0;
+}
+
+/* The groups an issue covers, in the issue's order. */
+static json_t *issue_groups(json_t *issue, json_t *groups)
+{
+    json_t *out = json_array();
+    size_t i, j;
+    json_t *id, *g;
+    json_array_foreach(json_object_get(issue, "group_ids"), i, id)
+    {
+        json_array_foreach(groups, j, g)
+        {
+            const char *gid = group_id(g);
+            if (json_is_string(id) && gid != NULL && strcmp(gid, json_string_value(id)) == 0)
+                json_array_append(out, g);
+        }
+    }
+    return out;
+}
+
+static long long sum_counts(json_t *groups)
+{
+    long long total = 0;
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g)
+    {
+        json_t *c = json_object_get(g, "count");
+        if (json_is_integer(c) && json_integer_value(c) > 0)
+            total += json_integer_value(c);
+    }
+    return total;
+}
+
+static json_t *string_or_null(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_string(v) ? json_incref(v) : json_null();
+}
+
+/* The notification for a created ticket, as a job of its own. */
+static json_t *notify_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket)
+{
+    state_db *db = ctx_state(ctx);
+    json_t *ticket_id = json_object_get(ticket, "ticket_id");
+    char key[96];
+    snprintf(key, sizeof(key), "notify:ticket:%lld",
+             json_is_integer(ticket_id) ? (long long)json_integer_value(ticket_id) : -1LL);
+    int64_t job_id = 0;
+    int existed = 0;
+    char status[32] = "";
+    json_t *first = json_array_get(members, 0);
+    json_t *message = json_pack(
+        "{s:s, s:O, s:s?, s:O, s:o, s:o, s:o, s:I, s:o}", "kind", "ticket", "ticket_id",
+        ticket_id ? ticket_id : json_null(), "fingerprint", group_id(first), "severity",
+        json_object_get(issue, "severity") ? json_object_get(issue, "severity") : json_null(),
+        "service", string_or_null(first, "service"), "error", string_or_null(issue, "root_cause"),
+        "path", string_or_null(first, "path"), "count", (json_int_t)sum_counts(members), "url",
+        string_or_null(ticket, "url"));
+    if (message == NULL)
+        return NULL;
+    if (db != NULL &&
+        state_job_begin(db, "notify", key, message, &job_id, &existed, status, sizeof(status)) ==
+            0 &&
+        existed && strcmp(status, "queued") != 0) {
+        json_decref(message);
+        json_t *job = state_job_get(db, job_id);
+        json_t *result = json_incref(json_object_get(job, "result"));
+        json_decref(job);
+        return result != NULL ? result : json_pack("{s:s}", "status", status);
+    }
+    if (db != NULL &&
+        state_job_transition(db, job_id, "queued", "running", NULL, NULL, NULL) != 0) {
+        json_decref(message);
+        return json_pack("{s:s}", "status", "running");
+    }
+    json_t *result = notify_send(ctx, message);
+    json_decref(message);
+    if (db != NULL)
+        state_job_transition(db, job_id, "running", "done", NULL, result, NULL);
+    return result;
+}
+
+/* Analysis, tickets, notifications for one escalation. */
+static json_t *run_escalation(port_ctx *ctx, int64_t job_id, json_t *groups, cmd_error *err)
+{
+    json_t *ids = json_array();
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g) json_array_append_new(ids, json_string(group_id(g)));
+    audit(ctx, "escalation",
+          json_pack("{s:I, s:o, s:I}", "job_id", (json_int_t)job_id, "groups", ids, "count",
+                    (json_int_t)sum_counts(groups)));
+
+    json_t *analysis = analyze_groups(ctx, groups, err);
+    if (analysis == NULL)
+        return NULL;
+    json_t *issues = json_object_get(analysis, "issues");
+    audit(ctx, "analysis",
+          json_pack("{s:I, s:O, s:O, s:I, s:O}", "job_id", (json_int_t)job_id, "analyzer",
+                    json_object_get(analysis, "analyzer") ? json_object_get(analysis, "analyzer")
+                                                          : json_null(),
+                    "fallback",
+                    json_object_get(analysis, "fallback") ? json_object_get(analysis, "fallback")
+                                                          : json_null(),
+                    "issues", (json_int_t)json_array_size(issues), "usage",
+                    json_object_get(analysis, "usage") ? json_object_get(analysis, "usage")
+                                                       : json_null()));
+    port_notify(ctx, "analysis",
+                json_pack("{s:I, s:O}", "job_id", (json_int_t)job_id, "issues", issues));
+
+    json_t *tickets = json_array();
+    json_t *notifications = json_array();
+    json_t *issue;
+    json_array_foreach(issues, i, issue)
+    {
+        json_t *members = issue_groups(issue, groups);
+        json_t *input = json_deep_copy(issue);
+        json_object_set(input, "groups", members);
+        cmd_error terr = {NULL, ""};
+        json_t *ticket = ticket_upsert(ctx, input, &terr);
+        json_decref(input);
+        if (ticket == NULL) {
+            json_array_append_new(tickets,
+                                  json_pack("{s:s, s:s}", "error", terr.code ? terr.code : "failed",
+                                            "message", terr.message));
+            json_decref(members);
+            continue;
+        }
+        port_notify(ctx, "ticket", json_deep_copy(ticket));
+        if (json_is_true(json_object_get(ticket, "created"))) {
+            json_t *sent = notify_ticket(ctx, issue, members, ticket);
+            if (sent != NULL)
+                json_array_append_new(notifications, sent);
+        }
+        json_array_append_new(tickets, ticket);
+        json_decref(members);
+    }
+    json_t *result = json_pack(
+        "{s:I, s:{s:O, s:O, s:O}, s:O, s:o, s:o}", "job_id", (json_int_t)job_id, "analysis",
+        "analyzer",
+        json_object_get(analysis, "analyzer") ? json_object_get(analysis, "analyzer") : json_null(),
+        "fallback",
+        json_object_get(analysis, "fallback") ? json_object_get(analysis, "fallback") : json_null(),
+        "usage",
+        json_object_get(analysis, "usage") ? json_object_get(analysis, "usage") : json_null(),
+        "issues", issues, "tickets", tickets, "notifications", notifications);
+    json_decref(analysis);
+    return result;
+}
+
+/* Runs a queued escalation job to its end; returns its result (new ref). */
+static json_t *drive_job(port_ctx *ctx, state_db *db, int64_t job_id, json_t *groups,
+                         cmd_error *err)
+{
+    if (state_job_transition(db, job_id, "queued", "running", NULL, NULL, NULL) != 0)
+        return json_pack("{s:I, s:s}", "job_id", (json_int_t)job_id, "status", "running");
+    json_t *result = run_escalation(ctx, job_id, groups, err);
+    if (result == NULL) {
+        state_job_transition(db, job_id, "running", "failed", NULL, NULL, err->message);
+        audit(ctx, "escalation_failed",
+              json_pack("{s:I, s:s}", "job_id", (json_int_t)job_id, "reason", err->message));
+        return NULL;
+    }
+    state_job_transition(db, job_id, "running", "done", NULL, result, NULL);
+    return result;
+}
+
+/* ------------------------------------------------------------ commands */
+
+static json_t *cmd_escalate(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    json_t *groups = json_object_get(args, "groups");
+    if (check_groups(groups, err) != 0)
+        return NULL;
+    state_db *db = ctx_state(ctx);
+    if (db == NULL) {
+        cmd_error_set(err, "no_state", "escalate needs a state_dir in the configuration");
+        return NULL;
+    }
+    char key[80];
+    if (escalation_key(key, sizeof(key), groups) != 0) {
+        cmd_error_set(err, "internal", "out of memory");
+        return NULL;
+    }
+    json_t *input = json_pack("{s:O}", "groups", groups);
+    int64_t job_id = 0;
+    int existed = 0;
+    char status[32] = "";
+    int rc = state_job_begin(db, "escalate", key, input, &job_id, &existed, status, sizeof(status));
+    json_decref(input);
+    if (rc != 0) {
+        cmd_error_set(err, "state", "could not record the escalation job");
+        return NULL;
+    }
+    if (existed && strcmp(status, "queued") != 0) {
+        json_t *job = state_job_get(db, job_id);
+        json_t *result = json_incref(json_object_get(job, "result"));
+        json_decref(job);
+        if (result != NULL && strcmp(status, "done") == 0)
+            return result;
+        json_decref(result);
+        return json_pack("{s:I, s:s}", "job_id", (json_int_t)job_id, "status", status);
+    }
+    return drive_job(ctx, db, job_id, groups, err);
+}
+
+static json_t *cmd_update(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    json_t *fp = json_object_get(args, "fingerprint");
+    json_t *count = json_object_get(args, "count");
+    if (!json_is_string(fp) || json_string_length(fp) == 0 || json_string_length(fp) > MAX_ID_LEN ||
+        !json_is_integer(count) || json_integer_value(count) < 0) {
+        cmd_error_set(err, "bad_args", "update needs a fingerprint and a count");
+        return NULL;
+    }
+    state_db *db = ctx_state(ctx);
+    if (db == NULL) {
+        cmd_error_set(err, "no_state", "update needs a state_dir in the configuration");
+        return NULL;
+    }
+    json_t *ticket = state_ticket_find_open(db, json_string_value(fp));
+    if (ticket == NULL)
+        return json_pack("{s:n, s:b}", "ticket_id", "commented", 0);
+    json_int_t id = json_integer_value(json_object_get(ticket, "id"));
+    json_int_t before = json_integer_value(json_object_get(ticket, "count"));
+    json_int_t now = before + json_integer_value(count);
+    int comment = now >= 2 * (before > 0 ? before : 1);
+    json_t *reply = NULL;
+    if (comment) {
+        /* ticket_upsert finds the open ticket and comments with the counts */
+        json_t *group = json_pack(
+            "{s:O, s:I, s:O}", "id", fp, "count", now, "last_seen",
+            json_object_get(args, "last_seen") ? json_object_get(args, "last_seen") : json_null());
+        json_t *issue = json_pack("{s:[O], s:O, s:O, s:[o]}", "group_ids", fp, "root_cause",
+                                  json_object_get(ticket, "title"), "severity",
+                                  json_object_get(ticket, "severity"), "groups", group);
+        reply = issue != NULL ? ticket_upsert(ctx, issue, err) : NULL;
+        json_decref(issue);
+    }
+    state_ticket_update(db, id, "open", now);
+    audit(ctx, "recurrence",
+          json_pack("{s:O, s:I, s:I, s:b}", "fingerprint", fp, "ticket_id", id, "count", now,
+                    "commented", reply != NULL));
+    json_decref(reply);
+    json_decref(ticket);
+    return json_pack("{s:I, s:b, s:I}", "ticket_id", id, "commented", reply != NULL, "count", now);
+}
 
 const cmd_def *pipeline_commands(size_t *n)
 {
-    static const cmd_def cmds[] = {{NULL, NULL, 0}};
-    *n = 0;
+    static const cmd_def cmds[] = {
+        {"escalate", cmd_escalate, 0},
+        {"update", cmd_update, 0},
+    };
+    *n = sizeof(cmds) / sizeof(cmds[0]);
     return cmds;
+}
+
+/* ------------------------------------------------------------ recovery */
+
+typedef struct resume_arg {
+    port_ctx *ctx;
+    state_db *db;
+    json_t *jobs;
+} resume_arg;
+
+static void *resume_jobs(void *p)
+{
+    resume_arg *arg = p;
+    size_t i;
+    json_t *job;
+    json_array_foreach(arg->jobs, i, job)
+    {
+        if (arg->ctx->stopping)
+            break;
+        const char *kind = json_string_value(json_object_get(job, "kind"));
+        const char *status = json_string_value(json_object_get(job, "status"));
+        json_int_t id = json_integer_value(json_object_get(job, "id"));
+        if (kind == NULL || status == NULL || strcmp(kind, "escalate") != 0 ||
+            strcmp(status, "queued") != 0)
+            continue;
+        json_t *full = state_job_get(arg->db, id);
+        json_t *groups = json_object_get(json_object_get(full, "input"), "groups");
+        cmd_error err = {NULL, ""};
+        json_t *result = groups != NULL ? drive_job(arg->ctx, arg->db, id, groups, &err) : NULL;
+        port_notify(arg->ctx, "job_resumed",
+                    json_pack("{s:I, s:s, s:s}", "job_id", id, "kind", kind, "status",
+                              result != NULL ? "done" : "failed"));
+        json_decref(result);
+        json_decref(full);
+    }
+    json_decref(arg->jobs);
+    pthread_mutex_lock(&arg->ctx->lock);
+    resuming--;
+    pthread_mutex_unlock(&arg->ctx->lock);
+    free(arg);
+    return NULL;
+}
+
+static void recover_jobs(port_ctx *ctx, state_db *db)
+{
+    json_t *moved = state_jobs_recover(db, RECOVER_MAX_ATTEMPTS);
+    if (moved == NULL || json_array_size(moved) == 0) {
+        json_decref(moved);
+        return;
+    }
+    size_t i;
+    json_t *job;
+    json_array_foreach(moved, i, job)
+    {
+        const char *status = json_string_value(json_object_get(job, "status"));
+        json_t *fields =
+            json_pack("{s:O, s:O, s:O}", "job_id", json_object_get(job, "id"), "kind",
+                      json_object_get(job, "kind"), "status", json_object_get(job, "status"));
+        audit(ctx,
+              status != NULL && strcmp(status, "escalated") == 0 ? "job_escalated"
+                                                                 : "job_recovered",
+              json_deep_copy(fields));
+        port_notify(ctx, "job_recovered", fields);
+    }
+    resume_arg *arg = malloc(sizeof(*arg));
+    pthread_t tid;
+    if (arg == NULL) {
+        json_decref(moved);
+        return;
+    }
+    *arg = (resume_arg){ctx, db, moved};
+    pthread_mutex_lock(&ctx->lock);
+    resuming++;
+    pthread_mutex_unlock(&ctx->lock);
+    if (pthread_create(&tid, NULL, resume_jobs, arg) != 0) {
+        pthread_mutex_lock(&ctx->lock);
+        resuming--;
+        pthread_mutex_unlock(&ctx->lock);
+        json_decref(moved);
+        free(arg);
+        return;
+    }
+    pthread_detach(tid);
+}
+
+/* ------------------------------------------------------------ configure */
+
+static int build_scrubber(port_ctx *ctx, cmd_error *err)
+{
+    json_t *patterns = port_config_get(ctx, "scrub.patterns");
+    const char *list[64];
+    size_t n = 0;
+    if (patterns != NULL && !json_is_array(patterns)) {
+        json_decref(patterns);
+        cmd_error_set(err, "bad_config", "scrub.patterns must be an array of strings");
+        return -1;
+    }
+    size_t i;
+    json_t *p;
+    json_array_foreach(patterns, i, p)
+    {
+        if (!json_is_string(p) || n == 64) {
+            json_decref(patterns);
+            cmd_error_set(err, "bad_config", "scrub.patterns: at most 64 strings");
+            return -1;
+        }
+        list[n++] = json_string_value(p);
+    }
+    sh_scrubber *s = NULL;
+    char why[256] = "";
+    int rc = sh_scrubber_new(&s, list, n, why, sizeof(why));
+    json_decref(patterns);
+    if (rc != 0) {
+        cmd_error_set(err, "bad_config", "scrub.patterns: %s", why);
+        return -1;
+    }
+    pthread_mutex_lock(&ctx->lock);
+    sh_scrubber *old = ctx->scrub;
+    ctx->scrub = s;
+    if (old != NULL && retired_objs.n_scrub < MAX_RETIRED)
+        retired_objs.scrub[retired_objs.n_scrub++] = old;
+    else if (old != NULL)
+        sh_scrubber_free(old); /* only after 64 reconfigurations */
+    pthread_mutex_unlock(&ctx->lock);
+    return 0;
+}
+
+static int open_state(port_ctx *ctx, const char *dir, cmd_error *err)
+{
+    pthread_mutex_lock(&ctx->lock);
+    int same = ctx->state != NULL && strcmp(open_dir, dir) == 0;
+    pthread_mutex_unlock(&ctx->lock);
+    if (same)
+        return 0;
+    char why[256] = "";
+    state_db *db = NULL;
+    audit_log *log = NULL;
+    char path[4200];
+    if (state_open(&db, dir, why, sizeof(why)) != 0) {
+        cmd_error_set(err, "state", "state_dir: %s", why);
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s/audit.jsonl", dir);
+    if (audit_open(&log, path, why, sizeof(why)) != 0) {
+        state_close(db);
+        cmd_error_set(err, "state", "audit log: %s", why);
+        return -1;
+    }
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->state != NULL && retired_objs.n_state < MAX_RETIRED)
+        retired_objs.state[retired_objs.n_state++] = ctx->state;
+    if (ctx->audit != NULL && retired_objs.n_audit < MAX_RETIRED)
+        retired_objs.audit[retired_objs.n_audit++] = ctx->audit;
+    ctx->state = db;
+    ctx->audit = log;
+    snprintf(open_dir, sizeof(open_dir), "%s", dir);
+    pthread_mutex_unlock(&ctx->lock);
+    recover_jobs(ctx, db);
+    return 0;
 }
 
 int port_configure_modules(port_ctx *ctx, cmd_error *err)
 {
-    (void)ctx;
-    (void)err;
-    return 0;
+    if (build_scrubber(ctx, err) != 0)
+        return -1;
+    json_t *dir = port_config_get(ctx, "state_dir");
+    int rc = 0;
+    if (dir != NULL && !json_is_null(dir)) {
+        if (!json_is_string(dir) || json_string_length(dir) == 0 ||
+            json_string_length(dir) >= sizeof(open_dir)) {
+            cmd_error_set(err, "bad_config", "state_dir must be a non-empty path");
+            rc = -1;
+        } else {
+            rc = open_state(ctx, json_string_value(dir), err);
+        }
+    }
+    json_decref(dir);
+    return rc;
 }
 
 void port_close_modules(port_ctx *ctx)
 {
-    (void)ctx;
+    pthread_mutex_lock(&ctx->lock);
+    if (resuming > 0) {
+        /* a resumed job is still running: leave everything to the exit */
+        pthread_mutex_unlock(&ctx->lock);
+        return;
+    }
+    for (size_t i = 0; i < retired_objs.n_scrub; i++)
+        sh_scrubber_free(retired_objs.scrub[i]);
+    for (size_t i = 0; i < retired_objs.n_state; i++)
+        state_close(retired_objs.state[i]);
+    for (size_t i = 0; i < retired_objs.n_audit; i++)
+        audit_close(retired_objs.audit[i]);
+    retired_objs.n_scrub = retired_objs.n_state = retired_objs.n_audit = 0;
+    sh_scrubber_free(ctx->scrub);
+    ctx->scrub = NULL;
+    if (ctx->state != NULL)
+        state_close(ctx->state);
+    if (ctx->audit != NULL)
+        audit_close(ctx->audit);
+    ctx->state = NULL;
+    ctx->audit = NULL;
+    json_decref(ctx->config);
+    ctx->config = NULL;
+    pthread_mutex_unlock(&ctx->lock);
 }

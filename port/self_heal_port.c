@@ -1,24 +1,47 @@
 /*
- * self_heal_port: the program that will do SelfHeal's slow, networked and
- * dangerous work (LLM calls, git, coding agents, deploys). For now it
- * answers the protocol's `version` request; later issues add commands.
+ * self_heal_port: the program that does SelfHeal's slow, networked and
+ * dangerous work. The BEAM (SelfHeal.Port) drives it over stdin/stdout;
+ * docs/port-protocol.md has the same grammar with the command list.
  *
- * Protocol (the BEAM opens it with {packet, 4}; docs/port-protocol.md):
- *   frame        = length:32/big, payload:length/bytes     (length <= MAX_FRAME)
+ * Protocol (the BEAM opens it with {packet, 4}):
+ *   frame        = length:32/big, payload:length/bytes   (length <= 8 MiB)
  *   payload      = a JSON object (UTF-8)
  *   request      = {"id": <integer>, "cmd": <string>, "args": <object, optional>}
  *   reply        = {"id": <same>, "ok": <object>}
  *                | {"id": <same or null>, "error": {"code": <string>, "message": <string>}}
- *   notification = {"event": <string>, ...}                (port -> BEAM only)
- * Error codes: "bad_json", "bad_request", "unknown_command", "frame_too_large".
- * An oversize frame is answered with frame_too_large (id null) and its bytes
- * are discarded as they arrive, never buffered. EOF on stdin, SIGTERM or
- * SIGINT: stop, kill every child process group, exit 0.
+ *   notification = {"event": <string>, ...}              (port -> BEAM only)
  *
- * Shell use: `self_heal_port run CMD [--args FILE]` runs one command and
- * prints the reply's JSON on stdout (exit 0 on ok, 1 on error, 2 on usage).
- * `self_heal_port group` groups log lines on stdin with the template miner
- * (port/group.c).
+ * Protocol error codes (commands add their own, e.g. "bad_args"):
+ *   bad_json         the payload is not valid JSON              (id null)
+ *   bad_request      not an object, no integer id, cmd not a string,
+ *                    args not an object                         (id null when absent)
+ *   unknown_command  no module declares cmd
+ *   frame_too_large  declared length over 8 MiB; the payload is skipped
+ *                    as it arrives, never buffered               (id null)
+ *   busy             the worker queue is full; retry later
+ *   stopping         the port is shutting down
+ *   internal         out of memory or a command failed without a reason
+ *
+ * Threading: one reader thread polls stdin and a self-pipe fed by the
+ * SIGTERM/SIGINT/SIGCHLD handlers. Commands flagged CMD_INLINE (version,
+ * ping, configure) run on the reader thread, in arrival order; every other
+ * command is queued to a fixed pool of worker threads ("port.workers",
+ * 1..32, default 4; "port.queue", default 1024 waiting jobs), and its reply
+ * is written by the worker that ran it. Replies may therefore come out of
+ * request order: match them by id. Frames are written whole under one
+ * mutex.
+ *
+ * Shutdown (EOF on stdin, SIGTERM or SIGINT): stop reading, refuse new
+ * children, drop queued jobs, SIGTERM every child process group, SIGKILL
+ * them after 0.5 s, wait up to 1.5 s in all for the workers (running
+ * commands see ctx.stopping), close the modules, exit 0. Workers still busy
+ * at the deadline are abandoned: the process exits anyway (_exit). A frame
+ * cut short by EOF is discarded.
+ *
+ * Shell use: `self_heal_port run CMD [--args FILE] [--config FILE]` runs one
+ * command on the main thread and prints the reply's JSON on stdout (exit 0
+ * on ok, 1 on error, 2 on usage). `self_heal_port group` groups log lines
+ * on stdin with the template miner (port/group.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,31 +52,49 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cmd.h"
+#include "frame.h"
 #include "group.h"
+#include "http.h"
 #include "pipeline.h"
+#include "pool.h"
+#include "proc.h"
+#include "self_heal/scrub.h"
 
 #define SELF_HEAL_VERSION "0.1.0"
 #define PROTOCOL_VERSION 1
-#define MAX_FRAME (8u * 1024 * 1024)
 #define READ_CHUNK 65536
+#define SLEEP_MAX_MS 600000
+#define SPAWN_SLEEP_MAX_S 3600
+#define STEP_MS 10
+#define CHILD_GRACE_MS 500
+#define SHUTDOWN_MS 1500
 
+static port_ctx ctx = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static frame_writer out;
+static port_pool *pool;
 static int signal_pipe[2] = {-1, -1};
+static volatile sig_atomic_t stop_requested; /* also set when the self-pipe is full */
 
-static void on_signal(int sig)
+static long long now_ms(void)
 {
-    int saved = errno;
-    unsigned char b = (unsigned char)sig;
-    ssize_t r = write(signal_pipe[1], &b, 1);
-    (void)r;
-    errno = saved;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
 }
 
 /* ------------------------------------------------------------ commands */
-
-static port_ctx ctx = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static json_t *cmd_version(port_ctx *c, json_t *args, cmd_error *err)
 {
@@ -62,6 +103,14 @@ static json_t *cmd_version(port_ctx *c, json_t *args, cmd_error *err)
     (void)err;
     return json_pack("{s:s, s:i, s:s}", "version", SELF_HEAL_VERSION, "protocol", PROTOCOL_VERSION,
                      "jansson", JANSSON_VERSION);
+}
+
+static json_t *cmd_ping(port_ctx *c, json_t *args, cmd_error *err)
+{
+    (void)c;
+    (void)args;
+    (void)err;
+    return json_pack("{s:b}", "pong", 1);
 }
 
 /* configure: replaces the whole configuration, then lets the modules
@@ -82,11 +131,114 @@ static json_t *cmd_configure(port_ctx *c, json_t *args, cmd_error *err)
     return json_pack("{s:b}", "configured", 1);
 }
 
+/* An integer argument in [lo, hi]; -1 with err set otherwise. */
+static int int_arg(long long *out_v, json_t *args, const char *key, long long lo, long long hi,
+                   cmd_error *err)
+{
+    json_t *v = args != NULL ? json_object_get(args, key) : NULL;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        cmd_error_set(err, "bad_args", "%s must be an integer from %lld to %lld", key, lo, hi);
+        return -1;
+    }
+    *out_v = (long long)json_integer_value(v);
+    return 0;
+}
+
+/* sleep {"ms": n}: waits n ms on a worker in small steps, giving up when the
+ * port stops. For tests of concurrency and shutdown. */
+static json_t *cmd_sleep(port_ctx *c, json_t *args, cmd_error *err)
+{
+    long long ms = 0;
+    if (int_arg(&ms, args, "ms", 0, SLEEP_MAX_MS, err) != 0)
+        return NULL;
+    long long deadline = now_ms() + ms;
+    for (long long left = ms; left > 0; left = deadline - now_ms()) {
+        if (c->stopping) {
+            cmd_error_set(err, "stopping", "the port is shutting down");
+            return NULL;
+        }
+        sleep_ms(left < STEP_MS ? (int)left : STEP_MS);
+    }
+    return json_pack("{s:I}", "slept_ms", (json_int_t)ms);
+}
+
+/* spawn_sleep {"seconds": n}: a diagnostic. Runs `sleep n` as a child in
+ * its own process group, announces it with a "child_started" notification
+ * ({"pid": pid, "pgid": pid}) and waits for it, so tests can check that
+ * shutdown leaves no child behind. */
+static json_t *cmd_spawn_sleep(port_ctx *c, json_t *args, cmd_error *err)
+{
+    long long seconds = 0;
+    if (int_arg(&seconds, args, "seconds", 0, SPAWN_SLEEP_MAX_S, err) != 0)
+        return NULL;
+    char arg[32];
+    snprintf(arg, sizeof(arg), "%lld", seconds);
+    const char *argv[] = {"sleep", arg, NULL};
+    proc_spec spec = {.argv = argv};
+    char reason[256];
+    pid_t pid = 0;
+    if (proc_spawn(&pid, &spec, reason, sizeof(reason)) != 0) {
+        cmd_error_set(err, "spawn_failed", "%s", reason);
+        return NULL;
+    }
+    port_notify(c, "child_started",
+                json_pack("{s:I, s:I}", "pid", (json_int_t)pid, "pgid", (json_int_t)pid));
+    int status = 0;
+    int rc;
+    while ((rc = proc_wait(&status, pid, 100)) == 1) {
+        if (c->stopping) {
+            proc_kill(pid, SIGKILL);
+            proc_wait(NULL, pid, 1000);
+            cmd_error_set(err, "stopping", "the port is shutting down");
+            return NULL;
+        }
+    }
+    if (rc != 0) {
+        cmd_error_set(err, "internal", "lost track of child %lld", (long long)pid);
+        return NULL;
+    }
+    if (c->stopping) { /* the shutdown killed it */
+        cmd_error_set(err, "stopping", "the port is shutting down");
+        return NULL;
+    }
+    if (WIFSIGNALED(status))
+        return json_pack("{s:I, s:i}", "pid", (json_int_t)pid, "signal", WTERMSIG(status));
+    return json_pack("{s:I, s:i}", "pid", (json_int_t)pid, "exit_status", WEXITSTATUS(status));
+}
+
+/* scrub {"text": s}: s with secrets and personal data replaced by
+ * [REDACTED:kind] markers (the configured scrubber, else the built-in
+ * rules) -> {"text": scrubbed, "redactions": n}. */
+static json_t *cmd_scrub(port_ctx *c, json_t *args, cmd_error *err)
+{
+    json_t *text = args != NULL ? json_object_get(args, "text") : NULL;
+    if (!json_is_string(text)) {
+        cmd_error_set(err, "bad_args", "text must be a string");
+        return NULL;
+    }
+    sh_buf buf;
+    sh_buf_init(&buf);
+    sh_scrub_stats stats = {0};
+    /* The lock keeps a concurrent configure from freeing the scrubber. */
+    pthread_mutex_lock(&c->lock);
+    sh_scrub(c->scrub, json_string_value(text), json_string_length(text), &buf, &stats);
+    pthread_mutex_unlock(&c->lock);
+    json_t *reply = NULL;
+    if (buf.oom)
+        cmd_error_set(err, "internal", "out of memory");
+    else
+        reply = json_pack("{s:s%, s:I}", "text", buf.data != NULL ? buf.data : "", buf.len,
+                          "redactions", (json_int_t)stats.redactions);
+    sh_buf_free(&buf);
+    return reply;
+}
+
 const cmd_def *core_commands(size_t *n)
 {
     static const cmd_def cmds[] = {
-        {"version", cmd_version, CMD_INLINE},
-        {"configure", cmd_configure, CMD_INLINE},
+        {"version", cmd_version, CMD_INLINE},     {"ping", cmd_ping, CMD_INLINE},
+        {"configure", cmd_configure, CMD_INLINE}, {"sleep", cmd_sleep, 0},
+        {"spawn_sleep", cmd_spawn_sleep, 0},      {"scrub", cmd_scrub, 0},
     };
     *n = sizeof(cmds) / sizeof(cmds[0]);
     return cmds;
@@ -102,165 +254,246 @@ static const cmd_def *find_command(const char *name)
         size_t n = 0;
         const cmd_def *defs = cmd_tables[t](&n);
         for (size_t i = 0; i < n; i++)
-            if (strcmp(defs[i].name, name) == 0)
+            if (defs[i].name != NULL && strcmp(defs[i].name, name) == 0)
                 return &defs[i];
     }
     return NULL;
 }
 
-/* Runs one request object; returns the reply object (never NULL unless out
- * of memory). */
-static json_t *handle_request(json_t *req)
+/* ------------------------------------------------------------ requests */
+
+static json_t *error_reply(json_t *id, const char *code, const char *message)
+{
+    json_t *reply = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
+    if (reply != NULL)
+        json_object_set(reply, "id", json_is_integer(id) ? id : json_null());
+    return reply;
+}
+
+/* Checks a request object. Returns its command, or NULL with the error
+ * reply in *reply. */
+static const cmd_def *request_check(json_t **reply, json_t *req)
 {
     json_t *id = json_object_get(req, "id");
     json_t *cmd = json_object_get(req, "cmd");
     json_t *args = json_object_get(req, "args");
-    cmd_error err = {"bad_request", ""};
-    json_t *ok = NULL;
     const cmd_def *def = NULL;
     if (!json_is_integer(id))
-        snprintf(err.message, sizeof(err.message), "request needs an integer id");
+        *reply = error_reply(NULL, "bad_request", "request needs an integer id");
     else if (!json_is_string(cmd))
-        snprintf(err.message, sizeof(err.message), "request needs a string cmd");
+        *reply = error_reply(id, "bad_request", "request needs a string cmd");
     else if (args != NULL && !json_is_object(args))
-        snprintf(err.message, sizeof(err.message), "args must be an object");
+        *reply = error_reply(id, "bad_request", "args must be an object");
     else if ((def = find_command(json_string_value(cmd))) == NULL)
-        cmd_error_set(&err, "unknown_command", "unknown command");
-    else {
-        err.code = NULL;
-        ok = def->fn(&ctx, args, &err);
-    }
+        *reply = error_reply(id, "unknown_command", "unknown command");
+    return def;
+}
+
+/* Runs a command; returns the reply (NULL only when out of memory). */
+static json_t *request_execute(const cmd_def *def, json_t *id, json_t *args)
+{
+    cmd_error err = {NULL, ""};
+    json_t *ok = def->fn(&ctx, args, &err);
+    if (ok == NULL)
+        return error_reply(id, err.code != NULL ? err.code : "internal",
+                           err.message[0] != '\0' ? err.message : "command failed");
     json_t *reply = json_object();
     if (reply == NULL) {
         json_decref(ok);
         return NULL;
     }
-    json_object_set(reply, "id", json_is_integer(id) ? id : json_null());
-    if (ok != NULL)
-        json_object_set_new(reply, "ok", ok);
-    else
-        json_object_set_new(reply, "error",
-                            json_pack("{s:s, s:s}", "code", err.code ? err.code : "internal",
-                                      "message", err.message[0] ? err.message : "command failed"));
+    json_object_set(reply, "id", id);
+    json_object_set_new(reply, "ok", ok);
     return reply;
 }
 
-static json_t *error_reply(const char *code, const char *message)
+/* A request waiting for or running on a worker. */
+typedef struct port_job {
+    const cmd_def *def;
+    json_t *id;
+    json_t *args; /* NULL when the request had none */
+} port_job;
+
+static void job_free(void *arg)
 {
-    return json_pack("{s:n, s:{s:s, s:s}}", "id", "error", "code", code, "message", message);
+    port_job *job = arg;
+    json_decref(job->id);
+    json_decref(job->args);
+    free(job);
 }
 
-/* ------------------------------------------------------------ framing */
-
-static int write_all(int fd, const void *buf, size_t len)
+/* A queued job the pool dropped at shutdown: answered, not run. */
+static void job_drop(void *arg)
 {
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
+    port_job *job = arg;
+    frame_write_json(&out, error_reply(job->id, "stopping", "the port is shutting down"));
+    job_free(job);
+}
+
+static void job_run(void *arg)
+{
+    port_job *job = arg;
+    frame_write_json(&out, request_execute(job->def, job->id, job->args));
+    job_free(job);
+}
+
+static port_pool *pool_get(void)
+{
+    if (pool != NULL)
+        return pool;
+    long long workers = port_config_int(&ctx, "port.workers", POOL_DEFAULT_WORKERS);
+    long long queue = port_config_int(&ctx, "port.queue", POOL_DEFAULT_QUEUE);
+    if (workers < 1 || workers > POOL_MAX_WORKERS)
+        workers = POOL_DEFAULT_WORKERS;
+    if (queue < 1 || queue > POOL_MAX_QUEUE)
+        queue = POOL_DEFAULT_QUEUE;
+    if (pool_new(&pool, (size_t)workers, (size_t)queue) != 0)
+        pool = NULL;
+    return pool;
+}
+
+/* Inline commands run here; others go to the pool, or get "busy". */
+static void request_dispatch(json_t *req)
+{
+    json_t *reply = NULL;
+    const cmd_def *def = request_check(&reply, req);
+    json_t *id = json_object_get(req, "id");
+    json_t *args = json_object_get(req, "args");
+    if (def == NULL) {
+        frame_write_json(&out, reply);
+        return;
     }
-    return 0;
+    if (def->flags & CMD_INLINE) {
+        frame_write_json(&out, request_execute(def, id, args));
+        return;
+    }
+    port_pool *p = pool_get();
+    port_job *job = p != NULL ? malloc(sizeof(*job)) : NULL;
+    if (job == NULL) {
+        frame_write_json(&out, error_reply(id, "internal", "cannot start a worker"));
+        return;
+    }
+    job->def = def;
+    job->id = json_incref(id);
+    job->args = args != NULL ? json_incref(args) : NULL;
+    if (pool_submit(p, job_run, job_drop, job) != 0) {
+        job_free(job);
+        frame_write_json(&out, error_reply(id, "busy", "too many requests in progress"));
+    }
 }
 
-static int send_frame(json_t *msg)
+static void on_frame(void *opaque, frame_event ev, const char *payload, size_t len)
 {
-    if (msg == NULL)
-        return -1;
-    char *text = json_dumps(msg, JSON_COMPACT);
-    json_decref(msg);
-    if (text == NULL)
-        return -1;
-    size_t len = strlen(text);
-    unsigned char hdr[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
-                            (unsigned char)(len >> 8), (unsigned char)len};
-    int rc =
-        write_all(STDOUT_FILENO, hdr, 4) == 0 && write_all(STDOUT_FILENO, text, len) == 0 ? 0 : -1;
-    free(text);
-    return rc;
-}
-
-static void handle_payload(const char *payload, size_t len)
-{
+    (void)opaque;
+    char message[128];
+    if (ev == FRAME_TOO_LARGE) {
+        snprintf(message, sizeof(message),
+                 "frame of %zu bytes is over the %u byte limit; discarded", len, FRAME_MAX);
+        frame_write_json(&out, error_reply(NULL, "frame_too_large", message));
+        return;
+    }
+    if (ev == FRAME_NO_MEMORY) {
+        frame_write_json(&out, error_reply(NULL, "internal", "out of memory; frame discarded"));
+        return;
+    }
     json_error_t jerr;
     json_t *req = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
     if (req == NULL) {
-        send_frame(error_reply("bad_json", jerr.text));
+        frame_write_json(&out, error_reply(NULL, "bad_json", jerr.text));
         return;
     }
     if (!json_is_object(req))
-        send_frame(error_reply("bad_request", "a request must be a JSON object"));
+        frame_write_json(&out, error_reply(NULL, "bad_request", "a request must be a JSON object"));
     else
-        send_frame(handle_request(req));
+        request_dispatch(req);
     json_decref(req);
 }
 
-/* Incremental {packet,4} reader with a size cap. */
-typedef struct reader {
-    unsigned char hdr[4];
-    size_t hdr_have;
-    char *payload;
-    size_t want;    /* payload length of the current frame */
-    size_t have;    /* payload bytes received */
-    int discarding; /* current frame is oversize */
-} reader;
+/* ------------------------------------------------------------ serving */
 
-static void reader_feed(reader *r, const char *buf, size_t n)
+static void on_signal(int sig)
 {
-    while (n > 0) {
-        if (r->hdr_have < 4) {
-            r->hdr[r->hdr_have++] = (unsigned char)*buf++;
-            n--;
-            if (r->hdr_have < 4)
-                continue;
-            r->want = (size_t)r->hdr[0] << 24 | (size_t)r->hdr[1] << 16 | (size_t)r->hdr[2] << 8 |
-                      r->hdr[3];
-            r->have = 0;
-            r->discarding = r->want > MAX_FRAME;
-            if (r->discarding)
-                send_frame(error_reply("frame_too_large", "frame larger than 8 MiB discarded"));
-            else if ((r->payload = malloc(r->want ? r->want : 1)) == NULL)
-                r->discarding = 1;
-        }
-        size_t take = r->want - r->have < n ? r->want - r->have : n;
-        if (!r->discarding)
-            memcpy(r->payload + r->have, buf, take);
-        r->have += take;
-        buf += take;
-        n -= take;
-        if (r->have == r->want) {
-            if (!r->discarding)
-                handle_payload(r->payload, r->want);
-            free(r->payload);
-            r->payload = NULL;
-            r->hdr_have = 0;
-        }
+    int saved = errno;
+    if (sig != SIGCHLD)
+        stop_requested = 1;
+    unsigned char b = (unsigned char)sig;
+    ssize_t r = write(signal_pipe[1], &b, 1);
+    (void)r;
+    errno = saved;
+}
+
+static int signals_setup(void)
+{
+    if (pipe(signal_pipe) != 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        fcntl(signal_pipe[i], F_SETFD, FD_CLOEXEC);
+        fcntl(signal_pipe[i], F_SETFL, O_NONBLOCK);
     }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+/* Drains the self-pipe. Returns 1 when a stop signal arrived. */
+static int signals_drain(void)
+{
+    unsigned char sigs[64];
+    int stop = stop_requested;
+    ssize_t n;
+    while ((n = read(signal_pipe[0], sigs, sizeof(sigs))) > 0)
+        for (ssize_t i = 0; i < n; i++) {
+            if (sigs[i] == SIGCHLD)
+                proc_on_sigchld();
+            else
+                stop = 1;
+        }
+    return stop;
+}
+
+/* Stops children and workers; returns 0 when every worker was joined (the
+ * modules are then closed), -1 when some are still busy. */
+static int serve_shutdown(void)
+{
+    long long start = now_ms();
+    ctx.stopping = 1;
+    proc_set_spawn_allowed(0);
+    if (pool != NULL)
+        pool_close(pool);
+    proc_kill_all(SIGTERM);
+    while (proc_live_count() > 0 && now_ms() - start < CHILD_GRACE_MS)
+        sleep_ms(STEP_MS);
+    proc_kill_all(SIGKILL);
+    if (pool != NULL) {
+        long long left = SHUTDOWN_MS - (now_ms() - start);
+        if (pool_join(pool, left > 0 ? (int)left : 0) != 0)
+            return -1;
+        pool_free(pool);
+        pool = NULL;
+    }
+    port_close_modules(&ctx);
+    return 0;
 }
 
 static int serve(void)
 {
-    if (pipe(signal_pipe) != 0)
-        return 1;
-    fcntl(signal_pipe[0], F_SETFD, FD_CLOEXEC);
-    fcntl(signal_pipe[1], F_SETFD, FD_CLOEXEC);
-    fcntl(signal_pipe[1], F_SETFL, O_NONBLOCK);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    reader r;
-    memset(&r, 0, sizeof(r));
+    frame_reader *reader = NULL;
     static char buf[READ_CHUNK];
+    json_object_seed(0);
+    if (signals_setup() != 0 || frame_writer_init(&out, STDOUT_FILENO) != 0 ||
+        frame_reader_new(&reader, FRAME_MAX) != 0) {
+        fprintf(stderr, "self_heal_port: cannot start: %s\n", strerror(errno));
+        return 1;
+    }
+    frame_install_notify(&out);
     for (;;) {
         struct pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {signal_pipe[0], POLLIN, 0}};
         if (poll(fds, 2, -1) < 0) {
@@ -268,18 +501,24 @@ static int serve(void)
                 continue;
             break;
         }
-        if (fds[1].revents & POLLIN)
-            break; /* SIGTERM/SIGINT: no children yet to stop */
+        if (((fds[1].revents & POLLIN) && signals_drain()) || stop_requested)
+            break;
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
-            if (n < 0 && errno == EINTR)
+            if (n < 0 && (errno == EINTR || errno == EAGAIN))
                 continue;
             if (n <= 0)
-                break; /* EOF: the BEAM side is gone */
-            reader_feed(&r, buf, (size_t)n);
+                break; /* EOF: the BEAM side is gone; a partial frame is dropped */
+            frame_reader_feed(reader, buf, (size_t)n, on_frame, NULL);
         }
     }
-    free(r.payload);
+    frame_reader_free(reader);
+    if (serve_shutdown() != 0)
+        _exit(0); /* a worker is stuck in a command: leave without it */
+    frame_install_notify(NULL);
+    frame_writer_close(&out);
+    json_decref(ctx.config);
+    ctx.config = NULL;
     return 0;
 }
 
@@ -321,14 +560,22 @@ static int run_once(int argc, char **argv)
         if (port_configure_modules(&ctx, &err) != 0) {
             fprintf(stderr, "self_heal_port: %s: %s\n", config_file, err.message);
             json_decref(args);
+            port_close_modules(&ctx);
+            json_decref(ctx.config);
             return 1;
         }
     }
     json_t *req = json_pack("{s:i, s:s}", "id", 1, "cmd", cmd);
     if (args != NULL)
         json_object_set_new(req, "args", args);
-    json_t *reply = handle_request(req);
+    json_t *reply = NULL;
+    const cmd_def *def = request_check(&reply, req);
+    if (def != NULL)
+        reply = request_execute(def, json_object_get(req, "id"), json_object_get(req, "args"));
     json_decref(req);
+    port_close_modules(&ctx);
+    json_decref(ctx.config);
+    ctx.config = NULL;
     if (reply == NULL)
         return 1;
     int failed = json_object_get(reply, "error") != NULL;
@@ -340,6 +587,11 @@ static int run_once(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* libcurl's global state, before any thread exists */
+    if (http_global_init() != 0) {
+        fprintf(stderr, "self_heal_port: libcurl initialisation failed\n");
+        return 1;
+    }
     if (argc >= 3 && strcmp(argv[1], "run") == 0)
         return run_once(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "group") == 0)
@@ -350,7 +602,7 @@ int main(int argc, char **argv)
     }
     if (argc != 1) {
         fprintf(stderr, "usage: self_heal_port            (serve {packet,4} JSON on stdin)\n"
-                        "       self_heal_port run CMD [--args FILE]\n"
+                        "       self_heal_port run CMD [--args FILE] [--config FILE]\n"
                         "       self_heal_port group [--stream] [--templates] [--state FILE]\n");
         return 2;
     }

@@ -1,9 +1,1079 @@
-/* Placeholder: the state module's command table, filled in as it is written. */
+/*
+ * Durable state in SQLite (WAL): jobs and their transitions, tickets,
+ * budgets, small settings. One connection per state_db, guarded by a
+ * mutex; every statement is prepared with bound parameters. Schema
+ * changes are versioned migrations (docs/state.md).
+ *
+ * Also the state module's commands: jobs, job, verify-audit.
+ */
+#include "state.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "audit.h"
 #include "cmd.h"
+
+#define STATE_DB_FILE "self_heal.db"
+#define AUDIT_FILE "audit.jsonl"
+#define STATE_PATH_MAX 4096
+#define STATE_KEY_MAX 512
+#define STATE_TEXT_MAX (1024 * 1024)
+#define STATE_LIST_MAX 1000
+#define STATE_BUSY_MS 5000
+
+struct state_db {
+    sqlite3 *db;
+    pthread_mutex_t lock;
+};
+
+/* ------------------------------------------------------------ migrations */
+
+typedef struct migration {
+    int version;
+    const char *sql;
+} migration;
+
+/* Append only: a released migration is never edited. */
+static const migration migrations[] = {
+    {1, "CREATE TABLE jobs ("
+        " id INTEGER PRIMARY KEY,"
+        " kind TEXT NOT NULL,"
+        " key TEXT NOT NULL UNIQUE,"
+        " status TEXT NOT NULL CHECK (status IN"
+        "  ('queued','running','done','failed','escalated')),"
+        " attempts INTEGER NOT NULL DEFAULT 0,"
+        " input TEXT, result TEXT, error TEXT,"
+        " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+        "CREATE INDEX jobs_status ON jobs(status, id);"
+        "CREATE TABLE job_events ("
+        " id INTEGER PRIMARY KEY,"
+        " job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        " from_status TEXT, to_status TEXT NOT NULL, detail TEXT,"
+        " at INTEGER NOT NULL);"
+        "CREATE INDEX job_events_job ON job_events(job_id, id);"
+        "CREATE TABLE tickets ("
+        " id INTEGER PRIMARY KEY,"
+        " fingerprint TEXT NOT NULL,"
+        " backend TEXT NOT NULL,"
+        " external_id TEXT, url TEXT,"
+        " status TEXT NOT NULL CHECK (status IN ('open','closed')),"
+        " title TEXT, severity TEXT,"
+        " count INTEGER NOT NULL DEFAULT 0,"
+        " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+        "CREATE TABLE ticket_fingerprints ("
+        " ticket_id INTEGER NOT NULL REFERENCES tickets(id) ON DELETE CASCADE,"
+        " fingerprint TEXT NOT NULL,"
+        " PRIMARY KEY (ticket_id, fingerprint));"
+        "CREATE INDEX ticket_fingerprints_fp ON ticket_fingerprints(fingerprint);"
+        "CREATE TABLE deploys ("
+        " id INTEGER PRIMARY KEY,"
+        " fingerprint TEXT,"
+        " job_id INTEGER REFERENCES jobs(id),"
+        " kind TEXT NOT NULL, status TEXT NOT NULL,"
+        " \"commit\" TEXT, detail TEXT,"
+        " at INTEGER NOT NULL);"
+        "CREATE TABLE budget ("
+        " id INTEGER PRIMARY KEY,"
+        " name TEXT NOT NULL, amount REAL NOT NULL, at INTEGER NOT NULL);"
+        "CREATE INDEX budget_name_at ON budget(name, at);"
+        "CREATE TABLE breaker ("
+        " name TEXT PRIMARY KEY, state TEXT NOT NULL,"
+        " failures INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);"
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);"},
+};
+
+#define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))
+#define SCHEMA_LATEST (migrations[MIGRATION_COUNT - 1].version)
+
+/* ------------------------------------------------------------ helpers */
+
+int64_t state_now(void)
+{
+    const char *fake = getenv("SELF_HEAL_NOW");
+    if (fake != NULL && fake[0] != '\0') {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(fake, &end, 10);
+        if (errno == 0 && end != fake && *end == '\0' && v >= 0)
+            return (int64_t)v;
+    }
+    return (int64_t)time(NULL);
+}
+
+static void set_err(char *err, size_t errlen, const char *what, const char *why)
+{
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s: %s", what, why);
+}
+
+static int db_exec(state_db *db, const char *sql)
+{
+    return sqlite3_exec(db->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+static sqlite3_stmt *db_prepare(state_db *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    return st;
+}
+
+static int bind_text(sqlite3_stmt *st, int idx, const char *s)
+{
+    if (s == NULL)
+        return sqlite3_bind_null(st, idx) == SQLITE_OK ? 0 : -1;
+    return sqlite3_bind_text(st, idx, s, -1, SQLITE_TRANSIENT) == SQLITE_OK ? 0 : -1;
+}
+
+/* Binds a JSON value as its compact text (NULL binds SQL NULL). */
+static int bind_json(sqlite3_stmt *st, int idx, json_t *v)
+{
+    if (v == NULL)
+        return sqlite3_bind_null(st, idx) == SQLITE_OK ? 0 : -1;
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL)
+        return -1;
+    int rc = strlen(text) > STATE_TEXT_MAX ? -1 : bind_text(st, idx, text);
+    free(text);
+    return rc;
+}
+
+static int valid_job_status(const char *s)
+{
+    static const char *const all[] = {"queued", "running", "done", "failed", "escalated"};
+    if (s == NULL)
+        return 0;
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (strcmp(s, all[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The transitions a job may take (docs/state.md). */
+static int allowed_transition(const char *from, const char *to)
+{
+    static const char *const pairs[][2] = {
+        {"queued", "running"},    {"queued", "failed"},    {"queued", "escalated"},
+        {"running", "done"},      {"running", "failed"},   {"running", "queued"},
+        {"running", "escalated"}, {"failed", "queued"},    {"failed", "running"},
+        {"failed", "escalated"},  {"escalated", "queued"},
+    };
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
+        if (strcmp(from, pairs[i][0]) == 0 && strcmp(to, pairs[i][1]) == 0)
+            return 1;
+    return 0;
+}
+
+static int is_json_column(const char *name)
+{
+    return strcmp(name, "input") == 0 || strcmp(name, "result") == 0 || strcmp(name, "detail") == 0;
+}
+
+static json_t *column_json(sqlite3_stmt *st, int i)
+{
+    switch (sqlite3_column_type(st, i)) {
+    case SQLITE_INTEGER:
+        return json_integer((json_int_t)sqlite3_column_int64(st, i));
+    case SQLITE_FLOAT:
+        return json_real(sqlite3_column_double(st, i));
+    case SQLITE_TEXT: {
+        const char *text = (const char *)sqlite3_column_text(st, i);
+        size_t len = (size_t)sqlite3_column_bytes(st, i);
+        if (is_json_column(sqlite3_column_name(st, i))) {
+            json_t *v = json_loadb(text, len, JSON_DECODE_ANY, NULL);
+            if (v != NULL)
+                return v;
+        }
+        json_t *s = json_stringn(text, len);
+        return s != NULL ? s : json_null();
+    }
+    default:
+        return json_null();
+    }
+}
+
+/* The current row as an object keyed by column name. */
+static json_t *row_json(sqlite3_stmt *st)
+{
+    json_t *obj = json_object();
+    if (obj == NULL)
+        return NULL;
+    int n = sqlite3_column_count(st);
+    for (int i = 0; i < n; i++)
+        json_object_set_new(obj, sqlite3_column_name(st, i), column_json(st, i));
+    return obj;
+}
+
+/* All rows of a prepared, bound statement as an array; finalizes it. */
+static json_t *rows_json(sqlite3_stmt *st)
+{
+    json_t *arr = json_array();
+    int rc;
+    while (arr != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(arr, row_json(st));
+    if (arr != NULL && rc != SQLITE_DONE) {
+        json_decref(arr);
+        arr = NULL;
+    }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+static int clamp_limit(int limit)
+{
+    return limit <= 0 || limit > STATE_LIST_MAX ? STATE_LIST_MAX : limit;
+}
+
+/* ------------------------------------------------------------ open */
+
+static int mkdir_p(const char *dir, char *err, size_t errlen)
+{
+    char path[STATE_PATH_MAX];
+    size_t len = strlen(dir);
+    if (len == 0 || len >= sizeof(path)) {
+        set_err(err, errlen, "state_dir", "empty or too long path");
+        return -1;
+    }
+    memcpy(path, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        char saved = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+            set_err(err, errlen, path, strerror(errno));
+            return -1;
+        }
+        path[i] = saved;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        set_err(err, errlen, dir, "not a directory");
+        return -1;
+    }
+    return 0;
+}
+
+static int query_int(state_db *db, const char *sql, long long *out)
+{
+    sqlite3_stmt *st = db_prepare(db, sql);
+    int rc = -1;
+    if (st != NULL && sqlite3_step(st) == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int set_wal(state_db *db)
+{
+    sqlite3_stmt *st = db_prepare(db, "PRAGMA journal_mode=WAL");
+    int rc = -1;
+    if (st != NULL && sqlite3_step(st) == SQLITE_ROW) {
+        const char *mode = (const char *)sqlite3_column_text(st, 0);
+        rc = mode != NULL && strcmp(mode, "wal") == 0 ? 0 : -1;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int apply_migration(state_db *db, const migration *m, char *err, size_t errlen)
+{
+    long long cur = 0;
+    char num[32];
+    snprintf(num, sizeof(num), "migration %d", m->version);
+    if (db_exec(db, "BEGIN IMMEDIATE") != 0) {
+        set_err(err, errlen, num, sqlite3_errmsg(db->db));
+        return -1;
+    }
+    /* Another process may have applied it since we looked. */
+    if (query_int(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &cur) != 0)
+        goto fail;
+    if (cur >= m->version)
+        return db_exec(db, "COMMIT");
+    if (db_exec(db, m->sql) != 0)
+        goto fail;
+    sqlite3_stmt *st =
+        db_prepare(db, "INSERT INTO schema_migrations(version, applied_at) VALUES (?1, ?2)");
+    if (st == NULL)
+        goto fail;
+    sqlite3_bind_int(st, 1, m->version);
+    sqlite3_bind_int64(st, 2, state_now());
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE || db_exec(db, "COMMIT") != 0)
+        goto fail;
+    return 0;
+fail:
+    set_err(err, errlen, num, sqlite3_errmsg(db->db));
+    db_exec(db, "ROLLBACK");
+    return -1;
+}
+
+static int migrate(state_db *db, char *err, size_t errlen)
+{
+    long long cur = 0;
+    if (db_exec(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)") != 0 ||
+        query_int(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &cur) != 0) {
+        set_err(err, errlen, "schema_migrations", sqlite3_errmsg(db->db));
+        return -1;
+    }
+    if (cur > SCHEMA_LATEST) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen,
+                     "database schema version %lld is newer than this program's %d; "
+                     "refusing to open it",
+                     cur, SCHEMA_LATEST);
+        return -1;
+    }
+    for (size_t i = 0; i < MIGRATION_COUNT; i++)
+        if (migrations[i].version > cur && apply_migration(db, &migrations[i], err, errlen) != 0)
+            return -1;
+    return 0;
+}
+
+int state_open(state_db **out, const char *dir, char *err, size_t errlen)
+{
+    char path[STATE_PATH_MAX];
+    state_db *db = NULL;
+    *out = NULL;
+    if (dir == NULL || mkdir_p(dir, err, errlen) != 0)
+        goto fail;
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, STATE_DB_FILE) >= sizeof(path)) {
+        set_err(err, errlen, "state_dir", "path too long");
+        goto fail;
+    }
+    db = calloc(1, sizeof(*db));
+    if (db == NULL) {
+        set_err(err, errlen, "state", "out of memory");
+        goto fail;
+    }
+    pthread_mutex_init(&db->lock, NULL);
+    if (sqlite3_open_v2(path, &db->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        set_err(err, errlen, path, db->db ? sqlite3_errmsg(db->db) : "cannot open");
+        goto fail;
+    }
+    sqlite3_busy_timeout(db->db, STATE_BUSY_MS);
+    if (set_wal(db) != 0 || db_exec(db, "PRAGMA synchronous=NORMAL") != 0 ||
+        db_exec(db, "PRAGMA foreign_keys=ON") != 0) {
+        set_err(err, errlen, path, "cannot set WAL mode, synchronous or foreign keys");
+        goto fail;
+    }
+    if (migrate(db, err, errlen) != 0)
+        goto fail;
+    *out = db;
+    return 0;
+fail:
+    state_close(db);
+    return -1;
+}
+
+void state_close(state_db *db)
+{
+    if (db == NULL)
+        return;
+    sqlite3_close(db->db);
+    pthread_mutex_destroy(&db->lock);
+    free(db);
+}
+
+int state_schema_version(state_db *db)
+{
+    long long v = -1;
+    pthread_mutex_lock(&db->lock);
+    if (query_int(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &v) != 0)
+        v = -1;
+    pthread_mutex_unlock(&db->lock);
+    return (int)v;
+}
+
+/* ------------------------------------------------------------ jobs */
+
+static int insert_event(state_db *db, int64_t job_id, const char *from, const char *to,
+                        json_t *detail, int64_t now)
+{
+    sqlite3_stmt *st = db_prepare(db, "INSERT INTO job_events(job_id, from_status, to_status,"
+                                      " detail, at) VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (st == NULL)
+        return -1;
+    int rc = -1;
+    if (sqlite3_bind_int64(st, 1, job_id) == SQLITE_OK && bind_text(st, 2, from) == 0 &&
+        bind_text(st, 3, to) == 0 && bind_json(st, 4, detail) == 0 &&
+        sqlite3_bind_int64(st, 5, now) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        rc = 0;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int job_insert(state_db *db, const char *kind, const char *key, json_t *input, int *created)
+{
+    int64_t now = state_now();
+    sqlite3_stmt *st =
+        db_prepare(db, "INSERT INTO jobs(kind, key, status, attempts, input, created_at,"
+                       " updated_at) VALUES (?1, ?2, 'queued', 0, ?3, ?4, ?4)"
+                       " ON CONFLICT(key) DO NOTHING");
+    if (st == NULL)
+        return -1;
+    int rc = -1;
+    if (bind_text(st, 1, kind) == 0 && bind_text(st, 2, key) == 0 && bind_json(st, 3, input) == 0 &&
+        sqlite3_bind_int64(st, 4, now) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        rc = 0;
+    sqlite3_finalize(st);
+    if (rc != 0)
+        return -1;
+    *created = sqlite3_changes(db->db) > 0;
+    if (*created)
+        return insert_event(db, sqlite3_last_insert_rowid(db->db), NULL, "queued", NULL, now);
+    return 0;
+}
+
+static int job_lookup(state_db *db, const char *key, int64_t *job_id, char *status,
+                      size_t status_len)
+{
+    sqlite3_stmt *st = db_prepare(db, "SELECT id, status FROM jobs WHERE key = ?1");
+    int rc = -1;
+    if (st != NULL && bind_text(st, 1, key) == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        *job_id = sqlite3_column_int64(st, 0);
+        const char *s = (const char *)sqlite3_column_text(st, 1);
+        if (status != NULL && status_len > 0)
+            snprintf(status, status_len, "%s", s != NULL ? s : "");
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int state_job_begin(state_db *db, const char *kind, const char *key, json_t *input, int64_t *job_id,
+                    int *existed, char *status, size_t status_len)
+{
+    if (kind == NULL || key == NULL || key[0] == '\0' || strlen(key) > STATE_KEY_MAX ||
+        strlen(kind) > 64)
+        return -1;
+    int created = 0;
+    int rc = -1;
+    pthread_mutex_lock(&db->lock);
+    if (db_exec(db, "BEGIN IMMEDIATE") != 0)
+        goto done;
+    if (job_insert(db, kind, key, input, &created) != 0 ||
+        job_lookup(db, key, job_id, status, status_len) != 0 || db_exec(db, "COMMIT") != 0) {
+        db_exec(db, "ROLLBACK");
+        goto done;
+    }
+    if (existed != NULL)
+        *existed = !created;
+    rc = 0;
+done:
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+/* Inside a transaction: the CAS update. 0 moved, 1 not in `from`, -1 error. */
+static int job_cas(state_db *db, int64_t job_id, const char *from, const char *to, json_t *result,
+                   const char *error_text, int64_t now)
+{
+    sqlite3_stmt *st =
+        db_prepare(db, "UPDATE jobs SET status = ?1, updated_at = ?2,"
+                       " attempts = attempts + (CASE WHEN ?1 = 'running' THEN 1 ELSE 0 END),"
+                       " result = COALESCE(?3, result), error = COALESCE(?4, error)"
+                       " WHERE id = ?5 AND status = ?6");
+    if (st == NULL)
+        return -1;
+    int rc = -1;
+    if (error_text != NULL && strlen(error_text) > STATE_TEXT_MAX)
+        error_text = "(error text too long)";
+    if (bind_text(st, 1, to) == 0 && sqlite3_bind_int64(st, 2, now) == SQLITE_OK &&
+        bind_json(st, 3, result) == 0 && bind_text(st, 4, error_text) == 0 &&
+        sqlite3_bind_int64(st, 5, job_id) == SQLITE_OK && bind_text(st, 6, from) == 0 &&
+        sqlite3_step(st) == SQLITE_DONE)
+        rc = sqlite3_changes(db->db) > 0 ? 0 : 1;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int job_exists(state_db *db, int64_t job_id)
+{
+    sqlite3_stmt *st = db_prepare(db, "SELECT 1 FROM jobs WHERE id = ?1");
+    int found = 0;
+    if (st != NULL && sqlite3_bind_int64(st, 1, job_id) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        found = 1;
+    sqlite3_finalize(st);
+    return found;
+}
+
+int state_job_transition(state_db *db, int64_t job_id, const char *from, const char *to,
+                         json_t *detail, json_t *result, const char *error_text)
+{
+    if (!valid_job_status(from) || !valid_job_status(to) || !allowed_transition(from, to))
+        return -1;
+    int64_t now = state_now();
+    int rc = -1;
+    pthread_mutex_lock(&db->lock);
+    if (db_exec(db, "BEGIN IMMEDIATE") != 0)
+        goto done;
+    rc = job_cas(db, job_id, from, to, result, error_text, now);
+    if (rc == 1 && !job_exists(db, job_id))
+        rc = -1;
+    if (rc == 0 && insert_event(db, job_id, from, to, detail, now) != 0)
+        rc = -1;
+    if (rc == 0 && db_exec(db, "COMMIT") != 0)
+        rc = -1;
+    if (rc != 0)
+        db_exec(db, "ROLLBACK");
+done:
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+#define JOB_COLUMNS "id, kind, key, status, attempts, input, result, error, created_at, updated_at"
+
+static json_t *job_get_locked(state_db *db, int64_t job_id)
+{
+    sqlite3_stmt *st = db_prepare(db, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1");
+    json_t *job = NULL;
+    if (st != NULL && sqlite3_bind_int64(st, 1, job_id) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        job = row_json(st);
+    sqlite3_finalize(st);
+    if (job == NULL)
+        return NULL;
+    st = db_prepare(db, "SELECT from_status AS \"from\", to_status AS \"to\", detail, at"
+                        " FROM job_events WHERE job_id = ?1 ORDER BY id");
+    json_t *events = NULL;
+    if (st != NULL && sqlite3_bind_int64(st, 1, job_id) == SQLITE_OK)
+        events = rows_json(st);
+    else
+        sqlite3_finalize(st);
+    if (events == NULL) {
+        json_decref(job);
+        return NULL;
+    }
+    json_object_set_new(job, "events", events);
+    return job;
+}
+
+json_t *state_job_get(state_db *db, int64_t job_id)
+{
+    pthread_mutex_lock(&db->lock);
+    json_t *job = job_get_locked(db, job_id);
+    pthread_mutex_unlock(&db->lock);
+    return job;
+}
+
+json_t *state_jobs_list(state_db *db, const char *status, int limit)
+{
+    if (status != NULL && !valid_job_status(status))
+        return json_array();
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "SELECT " JOB_COLUMNS " FROM jobs"
+                                      " WHERE ?1 IS NULL OR status = ?1 ORDER BY id DESC LIMIT ?2");
+    json_t *arr = NULL;
+    if (st != NULL && bind_text(st, 1, status) == 0 &&
+        sqlite3_bind_int(st, 2, clamp_limit(limit)) == SQLITE_OK)
+        arr = rows_json(st);
+    else
+        sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return arr;
+}
+
+/* Inside a transaction: ids and attempts of the running jobs. */
+static json_t *running_jobs(state_db *db)
+{
+    sqlite3_stmt *st =
+        db_prepare(db, "SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY id");
+    return st != NULL ? rows_json(st) : NULL;
+}
+
+static int recover_one(state_db *db, json_t *row, int max_attempts, int64_t now, json_t *moved)
+{
+    int64_t id = (int64_t)json_integer_value(json_object_get(row, "id"));
+    long long attempts = (long long)json_integer_value(json_object_get(row, "attempts"));
+    const char *to = attempts < max_attempts ? "queued" : "escalated";
+    json_t *detail = json_pack("{s:s, s:I, s:i}", "reason",
+                               "interrupted: the port stopped while"
+                               " the job was running",
+                               "attempts", (json_int_t)attempts, "max_attempts", max_attempts);
+    int rc = job_cas(db, id, "running", to, NULL, NULL, now);
+    if (rc == 0)
+        rc = insert_event(db, id, "running", to, detail, now);
+    json_decref(detail);
+    if (rc != 0)
+        return -1;
+    json_t *job = job_get_locked(db, id);
+    if (job == NULL)
+        return -1;
+    json_array_append_new(moved, job);
+    return 0;
+}
+
+json_t *state_jobs_recover(state_db *db, int max_attempts)
+{
+    int64_t now = state_now();
+    json_t *moved = json_array();
+    json_t *rows = NULL;
+    if (moved == NULL)
+        return NULL;
+    pthread_mutex_lock(&db->lock);
+    if (db_exec(db, "BEGIN IMMEDIATE") != 0)
+        goto fail;
+    if ((rows = running_jobs(db)) == NULL)
+        goto rollback;
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        if (recover_one(db, row, max_attempts, now, moved) != 0)
+            goto rollback;
+    }
+    if (db_exec(db, "COMMIT") != 0)
+        goto rollback;
+    json_decref(rows);
+    pthread_mutex_unlock(&db->lock);
+    return moved;
+rollback:
+    db_exec(db, "ROLLBACK");
+fail:
+    pthread_mutex_unlock(&db->lock);
+    json_decref(rows);
+    json_decref(moved);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ tickets */
+
+#define TICKET_COLUMNS                                                                             \
+    "t.id, t.fingerprint, t.backend, t.external_id, t.url, t.status, t.title, t.severity,"         \
+    " t.count, t.created_at, t.updated_at"
+
+/* Adds "fingerprints": [...] to a ticket row. */
+static int ticket_add_fingerprints(state_db *db, json_t *ticket)
+{
+    int64_t id = (int64_t)json_integer_value(json_object_get(ticket, "id"));
+    sqlite3_stmt *st = db_prepare(
+        db, "SELECT fingerprint FROM ticket_fingerprints WHERE ticket_id = ?1 ORDER BY rowid");
+    if (st == NULL || sqlite3_bind_int64(st, 1, id) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return -1;
+    }
+    json_t *rows = rows_json(st);
+    json_t *fps = json_array();
+    size_t i;
+    json_t *row;
+    if (rows == NULL || fps == NULL) {
+        json_decref(rows);
+        json_decref(fps);
+        return -1;
+    }
+    json_array_foreach(rows, i, row) json_array_append(fps, json_object_get(row, "fingerprint"));
+    json_decref(rows);
+    json_object_set_new(ticket, "fingerprints", fps);
+    return 0;
+}
+
+/* Runs a ticket query with one optional text and one int parameter. */
+static json_t *ticket_query(state_db *db, const char *sql, const char *text, int64_t num)
+{
+    sqlite3_stmt *st = db_prepare(db, sql);
+    if (st == NULL || bind_text(st, 1, text) != 0 || sqlite3_bind_int64(st, 2, num) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    json_t *rows = rows_json(st);
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        if (ticket_add_fingerprints(db, row) != 0) {
+            json_decref(rows);
+            return NULL;
+        }
+    }
+    return rows;
+}
+
+static json_t *first_or_null(json_t *rows)
+{
+    json_t *t = json_array_size(rows) > 0 ? json_incref(json_array_get(rows, 0)) : NULL;
+    json_decref(rows);
+    return t;
+}
+
+json_t *state_ticket_find_open(state_db *db, const char *fingerprint)
+{
+    if (fingerprint == NULL)
+        return NULL;
+    pthread_mutex_lock(&db->lock);
+    json_t *rows =
+        ticket_query(db,
+                     "SELECT " TICKET_COLUMNS " FROM tickets t JOIN ticket_fingerprints f"
+                     " ON f.ticket_id = t.id WHERE f.fingerprint = ?1"
+                     " AND t.status = 'open' AND ?2 = ?2 ORDER BY t.id LIMIT 1",
+                     fingerprint, 0);
+    pthread_mutex_unlock(&db->lock);
+    return first_or_null(rows);
+}
+
+json_t *state_ticket_get(state_db *db, int64_t id)
+{
+    pthread_mutex_lock(&db->lock);
+    json_t *rows = ticket_query(db,
+                                "SELECT " TICKET_COLUMNS " FROM tickets t"
+                                " WHERE ?1 IS NULL AND t.id = ?2",
+                                NULL, id);
+    pthread_mutex_unlock(&db->lock);
+    return first_or_null(rows);
+}
+
+json_t *state_tickets_list(state_db *db, const char *status, int limit)
+{
+    pthread_mutex_lock(&db->lock);
+    json_t *rows = ticket_query(db,
+                                "SELECT " TICKET_COLUMNS " FROM tickets t"
+                                " WHERE ?1 IS NULL OR t.status = ?1 ORDER BY t.id DESC LIMIT ?2",
+                                status, clamp_limit(limit));
+    pthread_mutex_unlock(&db->lock);
+    return rows;
+}
+
+static int insert_ticket_fingerprint(state_db *db, int64_t ticket_id, const char *fp)
+{
+    sqlite3_stmt *st = db_prepare(db, "INSERT OR IGNORE INTO ticket_fingerprints(ticket_id,"
+                                      " fingerprint) VALUES (?1, ?2)");
+    int rc = -1;
+    if (st != NULL && sqlite3_bind_int64(st, 1, ticket_id) == SQLITE_OK &&
+        bind_text(st, 2, fp) == 0 && sqlite3_step(st) == SQLITE_DONE)
+        rc = 0;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int valid_fingerprints(json_t *fingerprints)
+{
+    size_t i;
+    json_t *fp;
+    if (!json_is_array(fingerprints) || json_array_size(fingerprints) == 0)
+        return 0;
+    json_array_foreach(fingerprints, i, fp)
+    {
+        if (!json_is_string(fp) || json_string_length(fp) == 0 ||
+            json_string_length(fp) > STATE_KEY_MAX)
+            return 0;
+    }
+    return 1;
+}
+
+static int ticket_insert_locked(state_db *db, json_t *fingerprints, const char *backend,
+                                const char *external_id, const char *url, const char *title,
+                                const char *severity, int64_t count, int64_t *id)
+{
+    int64_t now = state_now();
+    sqlite3_stmt *st =
+        db_prepare(db, "INSERT INTO tickets(fingerprint, backend, external_id, url, status, title,"
+                       " severity, count, created_at, updated_at)"
+                       " VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?8)");
+    int rc = -1;
+    if (st != NULL && bind_text(st, 1, json_string_value(json_array_get(fingerprints, 0))) == 0 &&
+        bind_text(st, 2, backend) == 0 && bind_text(st, 3, external_id) == 0 &&
+        bind_text(st, 4, url) == 0 && bind_text(st, 5, title) == 0 &&
+        bind_text(st, 6, severity) == 0 && sqlite3_bind_int64(st, 7, count) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 8, now) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        rc = 0;
+    sqlite3_finalize(st);
+    if (rc != 0)
+        return -1;
+    *id = sqlite3_last_insert_rowid(db->db);
+    size_t i;
+    json_t *fp;
+    json_array_foreach(fingerprints, i, fp)
+    {
+        if (insert_ticket_fingerprint(db, *id, json_string_value(fp)) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int state_ticket_insert(state_db *db, json_t *fingerprints, const char *backend,
+                        const char *external_id, const char *url, const char *title,
+                        const char *severity, int64_t count, int64_t *id)
+{
+    if (!valid_fingerprints(fingerprints) || backend == NULL || id == NULL)
+        return -1;
+    int rc = -1;
+    pthread_mutex_lock(&db->lock);
+    if (db_exec(db, "BEGIN IMMEDIATE") != 0)
+        goto done;
+    rc = ticket_insert_locked(db, fingerprints, backend, external_id, url, title, severity, count,
+                              id);
+    if (rc != 0 || db_exec(db, "COMMIT") != 0) {
+        db_exec(db, "ROLLBACK");
+        rc = -1;
+    }
+done:
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+int state_ticket_add_fingerprints(state_db *db, int64_t id, json_t *fingerprints)
+{
+    if (!valid_fingerprints(fingerprints))
+        return -1;
+    int rc = -1;
+    pthread_mutex_lock(&db->lock);
+    if (db_exec(db, "BEGIN IMMEDIATE") != 0)
+        goto done;
+    size_t i;
+    json_t *fp;
+    rc = 0;
+    json_array_foreach(fingerprints, i, fp)
+    {
+        if (rc == 0 && insert_ticket_fingerprint(db, id, json_string_value(fp)) != 0)
+            rc = -1;
+    }
+    if (rc != 0 || db_exec(db, "COMMIT") != 0) {
+        db_exec(db, "ROLLBACK");
+        rc = -1;
+    }
+done:
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+int state_ticket_update(state_db *db, int64_t id, const char *status, int64_t count)
+{
+    if (status != NULL && strcmp(status, "open") != 0 && strcmp(status, "closed") != 0)
+        return -1;
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "UPDATE tickets SET status = COALESCE(?1, status),"
+                                      " count = CASE WHEN ?2 < 0 THEN count ELSE ?2 END,"
+                                      " updated_at = ?3 WHERE id = ?4");
+    int rc = -1;
+    if (st != NULL && bind_text(st, 1, status) == 0 &&
+        sqlite3_bind_int64(st, 2, count) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 3, state_now()) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 4, id) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE &&
+        sqlite3_changes(db->db) == 1)
+        rc = 0;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------ budget, kv */
+
+int state_budget_add(state_db *db, const char *name, double amount)
+{
+    if (name == NULL || name[0] == '\0' || strlen(name) > STATE_KEY_MAX)
+        return -1;
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "INSERT INTO budget(name, amount, at) VALUES (?1, ?2, ?3)");
+    int rc = -1;
+    if (st != NULL && bind_text(st, 1, name) == 0 &&
+        sqlite3_bind_double(st, 2, amount) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 3, state_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        rc = 0;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+double state_budget_sum(state_db *db, const char *name, int64_t window_s)
+{
+    if (name == NULL)
+        return -1.0;
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "SELECT COALESCE(SUM(amount), 0.0) FROM budget"
+                                      " WHERE name = ?1 AND at >= ?2");
+    double sum = -1.0;
+    if (st != NULL && bind_text(st, 1, name) == 0 &&
+        sqlite3_bind_int64(st, 2, state_now() - window_s) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        sum = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return sum;
+}
+
+int state_kv_set(state_db *db, const char *key, const char *value)
+{
+    if (key == NULL || value == NULL || strlen(key) > STATE_KEY_MAX ||
+        strlen(value) > STATE_TEXT_MAX)
+        return -1;
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "INSERT INTO kv(key, value) VALUES (?1, ?2)"
+                                      " ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+    int rc = -1;
+    if (st != NULL && bind_text(st, 1, key) == 0 && bind_text(st, 2, value) == 0 &&
+        sqlite3_step(st) == SQLITE_DONE)
+        rc = 0;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+int state_kv_get(state_db *db, const char *key, char *buf, size_t buflen)
+{
+    if (key == NULL || buf == NULL || buflen == 0)
+        return -1;
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "SELECT value FROM kv WHERE key = ?1");
+    int rc = -1;
+    if (st != NULL && bind_text(st, 1, key) == 0) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_DONE) {
+            rc = 1;
+        } else if (step == SQLITE_ROW) {
+            size_t len = (size_t)sqlite3_column_bytes(st, 0);
+            const unsigned char *v = sqlite3_column_text(st, 0);
+            if (v != NULL && len < buflen) {
+                memcpy(buf, v, len + 1);
+                rc = 0;
+            }
+        }
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------ context */
+
+int state_ctx_ensure(port_ctx *ctx, cmd_error *err)
+{
+    char dir[STATE_PATH_MAX];
+    char msg[512] = "";
+    char path[STATE_PATH_MAX + 32];
+    int rc = -1;
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->state != NULL && ctx->audit != NULL) {
+        rc = 0;
+        goto done;
+    }
+    json_t *v = ctx->config != NULL ? json_object_get(ctx->config, "state_dir") : NULL;
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= sizeof(dir)) {
+        cmd_error_set(err, "no_state", "no state_dir configured");
+        goto done;
+    }
+    snprintf(dir, sizeof(dir), "%s", json_string_value(v));
+    if (ctx->state == NULL && state_open(&ctx->state, dir, msg, sizeof(msg)) != 0) {
+        cmd_error_set(err, "no_state", "%s", msg);
+        goto done;
+    }
+    snprintf(path, sizeof(path), "%s/%s", dir, AUDIT_FILE);
+    if (ctx->audit == NULL && audit_open(&ctx->audit, path, msg, sizeof(msg)) != 0) {
+        cmd_error_set(err, "no_state", "%s", msg);
+        goto done;
+    }
+    rc = 0;
+done:
+    pthread_mutex_unlock(&ctx->lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------ commands */
+
+static state_db *ctx_state(port_ctx *ctx, cmd_error *err)
+{
+    if (state_ctx_ensure(ctx, err) != 0)
+        return NULL;
+    pthread_mutex_lock(&ctx->lock);
+    state_db *db = ctx->state;
+    pthread_mutex_unlock(&ctx->lock);
+    return db;
+}
+
+static json_t *cmd_jobs(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    json_t *status = json_object_get(args, "status");
+    json_t *limit = json_object_get(args, "limit");
+    if ((status != NULL && !json_is_null(status) &&
+         (!json_is_string(status) || !valid_job_status(json_string_value(status)))) ||
+        (limit != NULL && (!json_is_integer(limit) || json_integer_value(limit) < 1 ||
+                           json_integer_value(limit) > STATE_LIST_MAX))) {
+        cmd_error_set(err, "bad_args",
+                      "status must be one of queued, running, done, failed, escalated; "
+                      "limit an integer in 1..%d",
+                      STATE_LIST_MAX);
+        return NULL;
+    }
+    state_db *db = ctx_state(ctx, err);
+    if (db == NULL)
+        return NULL;
+    json_t *jobs = state_jobs_list(db, json_string_value(status),
+                                   limit != NULL ? (int)json_integer_value(limit) : 100);
+    if (jobs == NULL) {
+        cmd_error_set(err, "state", "cannot read jobs");
+        return NULL;
+    }
+    return json_pack("{s:o}", "jobs", jobs);
+}
+
+static json_t *cmd_job(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    json_t *id = json_object_get(args, "id");
+    if (!json_is_integer(id)) {
+        cmd_error_set(err, "bad_args", "job needs an integer id");
+        return NULL;
+    }
+    state_db *db = ctx_state(ctx, err);
+    if (db == NULL)
+        return NULL;
+    json_t *job = state_job_get(db, (int64_t)json_integer_value(id));
+    if (job == NULL)
+        cmd_error_set(err, "not_found", "no job %lld", (long long)json_integer_value(id));
+    return job;
+}
+
+/* verify-audit reads the file only; it never opens (and so never repairs)
+ * the log. */
+static json_t *cmd_verify_audit(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    char path[STATE_PATH_MAX + 32];
+    char msg[512] = "";
+    json_t *p = json_object_get(args, "path");
+    if (p != NULL && (!json_is_string(p) || json_string_length(p) == 0 ||
+                      json_string_length(p) >= STATE_PATH_MAX)) {
+        cmd_error_set(err, "bad_args", "path must be a non-empty string");
+        return NULL;
+    }
+    if (p != NULL) {
+        snprintf(path, sizeof(path), "%s", json_string_value(p));
+    } else {
+        char dir[STATE_PATH_MAX];
+        if (port_config_string(ctx, "state_dir", NULL, dir, sizeof(dir)) == NULL ||
+            dir[0] == '\0') {
+            cmd_error_set(err, "no_state", "no state_dir configured and no path given");
+            return NULL;
+        }
+        snprintf(path, sizeof(path), "%s/%s", dir, AUDIT_FILE);
+    }
+    json_t *report = audit_verify(path, msg, sizeof(msg));
+    if (report == NULL)
+        cmd_error_set(err, "unreadable", "%s", msg);
+    return report;
+}
 
 const cmd_def *state_commands(size_t *n)
 {
-    static const cmd_def cmds[] = {{NULL, NULL, 0}};
-    *n = 0;
+    static const cmd_def cmds[] = {
+        {"jobs", cmd_jobs, 0},
+        {"job", cmd_job, 0},
+        {"verify-audit", cmd_verify_audit, 0},
+    };
+    *n = sizeof(cmds) / sizeof(cmds[0]);
     return cmds;
 }

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cmd.h"
+
 typedef struct state_db state_db;
 
 /* Opens (creating dir and file) and migrates. */
@@ -61,7 +63,10 @@ json_t *state_ticket_find_open(state_db *db, const char *fingerprint);
 int state_ticket_insert(state_db *db, json_t *fingerprints, const char *backend,
                         const char *external_id, const char *url, const char *title,
                         const char *severity, int64_t count, int64_t *id);
+/* status NULL keeps it, count < 0 keeps it; -1 when there is no such ticket. */
 int state_ticket_update(state_db *db, int64_t id, const char *status, int64_t count);
+/* Links more fingerprints (array of strings) to a ticket; known ones are ignored. */
+int state_ticket_add_fingerprints(state_db *db, int64_t id, json_t *fingerprints);
 json_t *state_ticket_get(state_db *db, int64_t id);
 json_t *state_tickets_list(state_db *db, const char *status, int limit);
 
@@ -69,6 +74,8 @@ json_t *state_tickets_list(state_db *db, const char *status, int limit);
 int state_budget_add(state_db *db, const char *name, double amount);
 /* Sum of `name` records with at >= now - window_s. */
 double state_budget_sum(state_db *db, const char *name, int64_t window_s);
+/* (On a database error the sum is -1.0, which no record set can produce
+ * when amounts are non-negative.) */
 
 /* ---- small persistent values */
 int state_kv_set(state_db *db, const char *key, const char *value);
@@ -77,5 +84,12 @@ int state_kv_get(state_db *db, const char *key, char *buf, size_t buflen);
 
 /* Seconds since the epoch (overridable for tests with SELF_HEAL_NOW). */
 int64_t state_now(void);
+
+/* Opens ctx->state and ctx->audit from config "state_dir" when they are not
+ * open yet (under ctx->lock); for commands run before the pipeline opened
+ * them and for tests. Returns 0, or -1 with err code "no_state" when no
+ * state_dir is configured or it cannot be opened. It does not recover
+ * jobs: state_jobs_recover belongs to the process start. */
+int state_ctx_ensure(port_ctx *ctx, cmd_error *err);
 
 #endif

@@ -34,6 +34,10 @@ int sh_buf_reserve(sh_buf *buf, size_t extra);
 void sh_buf_append(sh_buf *buf, const void *bytes, size_t len);
 void sh_buf_append_str(sh_buf *buf, const char *cstr);
 void sh_buf_append_byte(sh_buf *buf, char byte);
+/* printf-style append of a short piece: the formatted text is cut at
+ * SH_BUF_FMT_MAX - 1 bytes (append longer text with sh_buf_append). */
+#define SH_BUF_FMT_MAX 512
+void sh_buf_appendf(sh_buf *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Largest n <= max such that bytes[0..n) does not end inside a UTF-8
  * sequence that started before max. Used to truncate at a code point. */

@@ -1,7 +1,10 @@
 defmodule SelfHeal.Application do
   @moduledoc """
-  Starts triage, the orchestrator sink (unless `config :self_heal,
-  orchestrator: {module, server}` names another), the settle stage, the
+  Starts triage, the orchestrator (`config :self_heal, orchestrator:
+  {module, server}`; else `SelfHeal.Port`, the port program, when `config
+  :self_heal, port: [config: %{...}]` is set, behind `SelfHeal.TriageModel`
+  when that configuration has a `"triage_model"`; else the logging sink),
+  the settle stage, the
   collector, when `config :self_heal, endpoint: [...]` is set the HTTP
   endpoint, and one `SelfHeal.Tail` per entry of `config :self_heal, tail:
   [[path: "/var/log/app/*.log", service: "app"], ...]`, and gives the
@@ -20,21 +23,19 @@ defmodule SelfHeal.Application do
       |> Keyword.put_new(:settle, SelfHeal.Settle)
       |> Keyword.put_new(:state_dir, Application.get_env(:self_heal, :state_dir))
 
-    {orchestrator, orchestrator_children} =
-      case Application.get_env(:self_heal, :orchestrator) do
-        nil ->
-          {{SelfHeal.Orchestrator.Sink, SelfHeal.Orchestrator.Sink},
-           [{SelfHeal.Orchestrator.Sink, Application.get_env(:self_heal, :sink, [])}]}
-
-        {mod, server} ->
-          {{mod, server}, []}
-      end
+    {watch_set, watch_severity} = watches()
+    {orchestrator, orchestrator_children} = orchestrator(watch_set)
 
     settle =
       Application.get_env(:self_heal, :settle, [])
       |> Keyword.put_new(:orchestrator, orchestrator)
 
-    collector = Keyword.merge(collector, watches(orchestrator))
+    collector =
+      Keyword.merge(collector,
+        watch: watch_set,
+        watch_escalate: orchestrator,
+        watch_severity: watch_severity
+      )
 
     endpoint =
       case Application.get_env(:self_heal, :endpoint) do
@@ -68,7 +69,7 @@ defmodule SelfHeal.Application do
   # watches: [[id: ..., field: ..., op: ..., value: ..., window_ms: ...,
   # threshold: ..., severity: :high], ...]`; more can be added at run time
   # (`SelfHeal.Collector.watches/1`).
-  defp watches(orchestrator) do
+  defp watches do
     specs = Application.get_env(:self_heal, :watches, [])
     set = SelfHeal.Watch.new()
 
@@ -79,7 +80,42 @@ defmodule SelfHeal.Application do
         {to_string(Keyword.fetch!(spec, :id)), severity}
       end
 
-    [watch: set, watch_escalate: orchestrator, watch_severity: severity]
+    {set, severity}
+  end
+
+  # Where settled groups go: `config :self_heal, orchestrator: {mod,
+  # server}`; else the port program when `config :self_heal, port: [config:
+  # %{...}]` is set (with the two-stage triage model in front of it when
+  # its configuration has "triage_model"); else the logging sink.
+  defp orchestrator(watch_set) do
+    case {Application.get_env(:self_heal, :orchestrator), Application.get_env(:self_heal, :port)} do
+      {{mod, server}, _} ->
+        {{mod, server}, []}
+
+      {nil, opts} when is_list(opts) ->
+        config =
+          opts
+          |> Keyword.get(:config, %{})
+          |> Map.new(fn {k, v} -> {to_string(k), v} end)
+          |> Map.put_new("state_dir", Application.get_env(:self_heal, :state_dir))
+
+        port =
+          {SelfHeal.Port,
+           Keyword.merge([name: SelfHeal.Port], Keyword.put(opts, :config, config))}
+
+        next = {SelfHeal.Port, SelfHeal.Port}
+
+        if Map.has_key?(config, "triage_model") do
+          model = [name: SelfHeal.TriageModel, port: SelfHeal.Port, next: next, watch: watch_set]
+          {{SelfHeal.TriageModel, SelfHeal.TriageModel}, [port, {SelfHeal.TriageModel, model}]}
+        else
+          {next, [port]}
+        end
+
+      {nil, _} ->
+        {{SelfHeal.Orchestrator.Sink, SelfHeal.Orchestrator.Sink},
+         [{SelfHeal.Orchestrator.Sink, Application.get_env(:self_heal, :sink, [])}]}
+    end
   end
 
   @impl true

@@ -1,0 +1,371 @@
+/*
+ * Child processes in their own process groups, and the registry of live
+ * groups that shutdown kills (proc.h).
+ */
+#define _GNU_SOURCE /* pipe2, close_range, waitid's WNOWAIT, environ */
+
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+#define WAIT_STEP_MS 20
+#define FD_SCAN_MAX 65536
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reg_changed;
+static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
+static pid_t reg_pids[PROC_MAX_LIVE];
+static size_t reg_count;
+static int spawn_refused;
+
+static void reg_init(void)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&reg_changed, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+/* Callers hold reg_lock. */
+static int reg_find(pid_t pid)
+{
+    for (size_t i = 0; i < reg_count; i++)
+        if (reg_pids[i] == pid)
+            return (int)i;
+    return -1;
+}
+
+static void reg_remove(pid_t pid)
+{
+    pthread_mutex_lock(&reg_lock);
+    int i = reg_find(pid);
+    if (i >= 0)
+        reg_pids[i] = reg_pids[--reg_count];
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void proc_set_spawn_allowed(int allowed)
+{
+    pthread_mutex_lock(&reg_lock);
+    spawn_refused = !allowed;
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void proc_on_sigchld(void)
+{
+    pthread_once(&reg_once, reg_init);
+    pthread_mutex_lock(&reg_lock);
+    pthread_cond_broadcast(&reg_changed);
+    pthread_mutex_unlock(&reg_lock);
+}
+
+/* ------------------------------------------------------------ spawning */
+
+static const char *env_lookup(const char *const *envp, const char *name)
+{
+    if (envp == NULL)
+        return getenv(name);
+    size_t n = strlen(name);
+    for (size_t i = 0; envp[i] != NULL; i++)
+        if (strncmp(envp[i], name, n) == 0 && envp[i][n] == '=')
+            return envp[i] + n + 1;
+    return NULL;
+}
+
+/* The program to execute: argv[0] itself when it has a slash, else the
+ * first executable regular file of that name in PATH. */
+static int resolve_program(char *out, size_t outlen, const char *name, const char *const *envp)
+{
+    if (strchr(name, '/') != NULL) {
+        if ((size_t)snprintf(out, outlen, "%s", name) >= outlen)
+            return -1;
+        return 0;
+    }
+    const char *path = env_lookup(envp, "PATH");
+    if (path == NULL || path[0] == '\0')
+        path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path != '\0') {
+        const char *colon = strchr(path, ':');
+        size_t dirlen = colon != NULL ? (size_t)(colon - path) : strlen(path);
+        int n = dirlen == 0 ? snprintf(out, outlen, "./%s", name)
+                            : snprintf(out, outlen, "%.*s/%s", (int)dirlen, path, name);
+        struct stat st;
+        if (n > 0 && (size_t)n < outlen && stat(out, &st) == 0 && S_ISREG(st.st_mode) &&
+            access(out, X_OK) == 0)
+            return 0;
+        path += dirlen;
+        if (*path == ':')
+            path++;
+    }
+    return -1;
+}
+
+static int open_output(const char *path)
+{
+    if (path == NULL)
+        return open("/dev/null", O_WRONLY | O_CLOEXEC);
+    return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600);
+}
+
+typedef struct child_setup {
+    const char *program;
+    char *const *argv;
+    char *const *envp;
+    const char *cwd;
+    int fd_in, fd_out, fd_err; /* opened by the parent, close-on-exec */
+    int report;                /* write end of the exec-error pipe */
+    pid_t parent;
+    int fd_limit;
+} child_setup;
+
+/* Runs in the child between fork and exec: async-signal-safe calls only. */
+static void child_exec(const child_setup *cs)
+{
+    setpgid(0, 0);
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != cs->parent)
+        _exit(127); /* the port died before prctl took effect */
+#endif
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    if (dup2(cs->fd_in, 0) < 0 || dup2(cs->fd_out, 1) < 0 || dup2(cs->fd_err, 2) < 0)
+        goto fail;
+    if (cs->cwd != NULL && chdir(cs->cwd) != 0)
+        goto fail;
+    /* Nothing but 0-2 may reach the program (the port's own pipes, sockets
+     * and database files included). The report pipe closes on exec. */
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
+        for (int fd = 3; fd < cs->fd_limit; fd++)
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+    execve(cs->program, cs->argv, cs->envp);
+fail:;
+    int e = errno;
+    ssize_t w = write(cs->report, &e, sizeof(e));
+    (void)w;
+    _exit(127);
+}
+
+static int fd_scan_limit(void)
+{
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > FD_SCAN_MAX)
+        max = FD_SCAN_MAX;
+    return (int)max;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+int proc_spawn(pid_t *pid, const proc_spec *spec, char *err, size_t errlen)
+{
+    char program[PATH_MAX];
+    int report[2] = {-1, -1};
+    int fd_in = -1, fd_out = -1, fd_err = -1;
+    int rc = -1;
+
+    pthread_once(&reg_once, reg_init);
+    if (spec == NULL || spec->argv == NULL || spec->argv[0] == NULL || spec->argv[0][0] == '\0') {
+        snprintf(err, errlen, "empty argv");
+        return -1;
+    }
+    if (resolve_program(program, sizeof(program), spec->argv[0], spec->envp) != 0) {
+        snprintf(err, errlen, "program not found: %.200s", spec->argv[0]);
+        return -1;
+    }
+    fd_in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    fd_out = open_output(spec->stdout_path);
+    if (spec->stderr_path != NULL && spec->stdout_path != NULL &&
+        strcmp(spec->stderr_path, spec->stdout_path) == 0)
+        fd_err = fcntl(fd_out, F_DUPFD_CLOEXEC, 3);
+    else
+        fd_err = open_output(spec->stderr_path);
+    if (fd_in < 0 || fd_out < 0 || fd_err < 0) {
+        snprintf(err, errlen, "cannot open the child's output: %s", strerror(errno));
+        goto cleanup;
+    }
+    if (pipe2(report, O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        goto cleanup;
+    }
+
+    child_setup cs = {
+        .program = program,
+        .argv = (char *const *)spec->argv,
+        .envp = spec->envp != NULL ? (char *const *)spec->envp : environ,
+        .cwd = spec->cwd,
+        .fd_in = fd_in,
+        .fd_out = fd_out,
+        .fd_err = fd_err,
+        .report = report[1],
+        .parent = getpid(),
+        .fd_limit = fd_scan_limit(),
+    };
+
+    /* Fork and register under the lock, so proc_kill_all never misses a
+     * child that exists. */
+    pthread_mutex_lock(&reg_lock);
+    if (spawn_refused || reg_count >= PROC_MAX_LIVE) {
+        pthread_mutex_unlock(&reg_lock);
+        snprintf(err, errlen, spawn_refused ? "shutting down" : "too many child processes");
+        goto cleanup;
+    }
+    pid_t child = fork();
+    if (child == 0)
+        child_exec(&cs);
+    if (child < 0) {
+        pthread_mutex_unlock(&reg_lock);
+        snprintf(err, errlen, "fork: %s", strerror(errno));
+        goto cleanup;
+    }
+    setpgid(child, child); /* also in the parent: no window without a group */
+    reg_pids[reg_count++] = child;
+    pthread_mutex_unlock(&reg_lock);
+
+    close_fd(&report[1]);
+    int child_errno = 0;
+    ssize_t n;
+    do
+        n = read(report[0], &child_errno, sizeof(child_errno));
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof(child_errno)) {
+        snprintf(err, errlen, "cannot run %.200s: %s", spec->argv[0], strerror(child_errno));
+        proc_wait(NULL, child, -1);
+        goto cleanup;
+    }
+    *pid = child;
+    rc = 0;
+
+cleanup:
+    close_fd(&report[0]);
+    close_fd(&report[1]);
+    close_fd(&fd_in);
+    close_fd(&fd_out);
+    close_fd(&fd_err);
+    return rc;
+}
+
+/* ------------------------------------------------------------ waiting */
+
+static int leader_exited(pid_t pid)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0)
+        return errno == ECHILD ? -1 : 0;
+    return info.si_pid == pid ? 1 : 0;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void wait_changed(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += (long)ms * 1000000L;
+    while (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&reg_lock);
+    pthread_cond_timedwait(&reg_changed, &reg_lock, &ts);
+    pthread_mutex_unlock(&reg_lock);
+}
+
+int proc_wait(int *status, pid_t pid, int timeout_ms)
+{
+    pthread_once(&reg_once, reg_init);
+    pthread_mutex_lock(&reg_lock);
+    int known = reg_find(pid) >= 0;
+    pthread_mutex_unlock(&reg_lock);
+    if (!known)
+        return -1;
+    long long deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : 0;
+    for (;;) {
+        int exited = leader_exited(pid);
+        if (exited < 0) {
+            reg_remove(pid); /* reaped elsewhere */
+            return -1;
+        }
+        if (exited) {
+            /* The zombie leader still holds the group id: safe to signal. */
+            kill(-pid, SIGKILL);
+            int st = 0;
+            while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+                ;
+            reg_remove(pid);
+            if (status != NULL)
+                *status = st;
+            return 0;
+        }
+        int step = WAIT_STEP_MS;
+        if (timeout_ms >= 0) {
+            long long left = deadline - now_ms();
+            if (left <= 0)
+                return 1;
+            if (left < step)
+                step = (int)left;
+        }
+        wait_changed(step);
+    }
+}
+
+int proc_kill(pid_t pid, int sig)
+{
+    pthread_mutex_lock(&reg_lock);
+    int rc = reg_find(pid) >= 0 ? kill(-pid, sig) : -1;
+    pthread_mutex_unlock(&reg_lock);
+    return rc == 0 ? 0 : -1;
+}
+
+void proc_kill_all(int sig)
+{
+    pthread_mutex_lock(&reg_lock);
+    for (size_t i = 0; i < reg_count; i++)
+        kill(-reg_pids[i], sig);
+    pthread_mutex_unlock(&reg_lock);
+}
+
+size_t proc_live_count(void)
+{
+    size_t live = 0;
+    pthread_mutex_lock(&reg_lock);
+    for (size_t i = 0; i < reg_count; i++)
+        if (leader_exited(reg_pids[i]) == 0)
+            live++;
+    pthread_mutex_unlock(&reg_lock);
+    return live;
+}

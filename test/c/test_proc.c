@@ -1,0 +1,329 @@
+/* Child processes: own process group, group kills reaching grandchildren,
+ * waiting with a timeout, outputs, environment, descriptors, and the
+ * parent-death signal. The scripts given to sh are fixed test text. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proc.h"
+
+static char dir[] = "/tmp/self_heal_test_proc_XXXXXX";
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void path_in_dir(char *out, size_t len, const char *name)
+{
+    snprintf(out, len, "%s/%s", dir, name);
+}
+
+/* A process is gone when /proc has no entry or only a zombie (a reparented
+ * zombie waits for whatever reaps orphans here). */
+static int process_gone(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    return paren != NULL && paren[1] == ' ' && paren[2] == 'Z';
+}
+
+static int wait_gone(pid_t pid, int ms)
+{
+    long long deadline = now_ms() + ms;
+    while (!process_gone(pid)) {
+        if (now_ms() > deadline)
+            return 0;
+        nap_ms(10);
+    }
+    return 1;
+}
+
+/* Reads a pid the script wrote to file, waiting for it to appear. */
+static pid_t read_pid_file(const char *file)
+{
+    for (int i = 0; i < 500; i++) {
+        FILE *f = fopen(file, "r");
+        if (f != NULL) {
+            int pid = 0;
+            int got = fscanf(f, "%d", &pid);
+            fclose(f);
+            if (got == 1 && pid > 0)
+                return (pid_t)pid;
+        }
+        nap_ms(10);
+    }
+    return -1;
+}
+
+static char *slurp(const char *file)
+{
+    static char buf[4096];
+    FILE *f = fopen(file, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+static pid_t spawn_ok(const char *const *argv, const char *out, const char *err_path)
+{
+    proc_spec spec = {.argv = argv, .stdout_path = out, .stderr_path = err_path};
+    char err[256] = "";
+    pid_t pid = 0;
+    int rc = proc_spawn(&pid, &spec, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("spawn %s: %s", argv[0], err);
+    return pid;
+}
+
+static void test_own_process_group(void **state)
+{
+    (void)state;
+    const char *argv[] = {"sleep", "30", NULL};
+    pid_t pid = spawn_ok(argv, NULL, NULL);
+    assert_int_equal(getpgid(pid), pid);
+    assert_int_not_equal(getpgid(pid), getpgrp());
+    assert_int_equal(proc_live_count(), 1);
+    assert_int_equal(proc_kill(pid, SIGTERM), 0);
+    int status = 0;
+    assert_int_equal(proc_wait(&status, pid, 2000), 0);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGTERM);
+    assert_int_equal(proc_live_count(), 0);
+    assert_int_equal(proc_wait(&status, pid, 0), -1); /* no longer registered */
+    assert_int_equal(proc_kill(pid, SIGTERM), -1);
+}
+
+static void test_kill_all_reaches_grandchildren(void **state)
+{
+    (void)state;
+    char file[256];
+    path_in_dir(file, sizeof(file), "grandchild.pid");
+    unlink(file);
+    /* sh starts a grandchild in the background, records it, and waits. */
+    const char *argv[] = {"sh", "-c", "sleep 30 & echo $! > \"$1\"; wait", "sh", file, NULL};
+    pid_t pid = spawn_ok(argv, NULL, NULL);
+    const char *argv2[] = {"sleep", "30", NULL};
+    pid_t other = spawn_ok(argv2, NULL, NULL);
+    pid_t grandchild = read_pid_file(file);
+    assert_true(grandchild > 0);
+    assert_int_equal(getpgid(grandchild), pid);
+    assert_int_equal(proc_live_count(), 2);
+
+    proc_kill_all(SIGTERM);
+    int status = 0;
+    assert_int_equal(proc_wait(&status, pid, 2000), 0);
+    assert_int_equal(proc_wait(&status, other, 2000), 0);
+    assert_true(wait_gone(grandchild, 2000));
+    assert_int_equal(proc_live_count(), 0);
+}
+
+/* When a leader exits, what is left of its group is killed. */
+static void test_leftovers_killed_when_leader_exits(void **state)
+{
+    (void)state;
+    char file[256];
+    path_in_dir(file, sizeof(file), "leftover.pid");
+    unlink(file);
+    const char *argv[] = {"sh", "-c", "sleep 30 & echo $! > \"$1\"; exit 4", "sh", file, NULL};
+    pid_t pid = spawn_ok(argv, NULL, NULL);
+    pid_t grandchild = read_pid_file(file);
+    assert_true(grandchild > 0);
+    int status = 0;
+    assert_int_equal(proc_wait(&status, pid, 2000), 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 4);
+    assert_true(wait_gone(grandchild, 2000));
+}
+
+static void test_wait_timeout(void **state)
+{
+    (void)state;
+    const char *argv[] = {"sleep", "30", NULL};
+    pid_t pid = spawn_ok(argv, NULL, NULL);
+    long long t0 = now_ms();
+    assert_int_equal(proc_wait(NULL, pid, 150), 1);
+    long long took = now_ms() - t0;
+    assert_true(took >= 140 && took < 1000);
+    assert_false(process_gone(pid));
+    proc_kill(pid, SIGKILL);
+    t0 = now_ms();
+    assert_int_equal(proc_wait(NULL, pid, 2000), 0);
+    assert_true(now_ms() - t0 < 1000);
+}
+
+static void test_outputs_and_environment(void **state)
+{
+    (void)state;
+    char out[256], err[256], both[256];
+    path_in_dir(out, sizeof(out), "out.txt");
+    path_in_dir(err, sizeof(err), "err.txt");
+    path_in_dir(both, sizeof(both), "both.txt");
+    const char *env[] = {"PATH=/usr/bin:/bin", "SELF_HEAL_PROBE=probe-value", NULL};
+    const char *argv[] = {"sh", "-c", "echo \"out:$SELF_HEAL_PROBE:${HOME:-nohome}\"; echo err >&2",
+                          NULL};
+    proc_spec spec = {.argv = argv, .envp = env, .stdout_path = out, .stderr_path = err};
+    char reason[256];
+    pid_t pid;
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), 0);
+    int status = -1;
+    assert_int_equal(proc_wait(&status, pid, 5000), 0);
+    assert_int_equal(status, 0);
+    assert_string_equal(slurp(out), "out:probe-value:nohome\n");
+    assert_string_equal(slurp(err), "err\n");
+
+    spec.stdout_path = both;
+    spec.stderr_path = both;
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), 0);
+    assert_int_equal(proc_wait(&status, pid, 5000), 0);
+    assert_string_equal(slurp(both), "out:probe-value:nohome\nerr\n");
+}
+
+/* Only 0, 1 and 2 reach the program, even descriptors without CLOEXEC. */
+static void test_no_descriptor_leaks(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0); /* not close-on-exec */
+    char out[256];
+    path_in_dir(out, sizeof(out), "fds.txt");
+    const char *argv[] = {"sh", "-c", "ls /proc/$$/fd", NULL};
+    pid_t pid = spawn_ok(argv, out, NULL);
+    int status = -1;
+    assert_int_equal(proc_wait(&status, pid, 5000), 0);
+    assert_int_equal(status, 0);
+    assert_string_equal(slurp(out), "0\n1\n2\n");
+    close(p[0]);
+    close(p[1]);
+}
+
+static void test_spawn_errors(void **state)
+{
+    (void)state;
+    char reason[256] = "";
+    pid_t pid = 0;
+    const char *missing[] = {"self-heal-no-such-program", NULL};
+    proc_spec spec = {.argv = missing};
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), -1);
+    assert_non_null(strstr(reason, "not found"));
+
+    char file[256];
+    path_in_dir(file, sizeof(file), "not-executable");
+    FILE *f = fopen(file, "w");
+    fputs("#!/bin/sh\n", f);
+    fclose(f);
+    const char *noexec[] = {file, NULL};
+    spec.argv = noexec;
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), -1);
+    assert_non_null(strstr(reason, "cannot run"));
+    assert_int_equal(proc_live_count(), 0);
+
+    const char *empty[] = {NULL};
+    spec.argv = empty;
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), -1);
+
+    const char *argv[] = {"true", NULL};
+    spec.argv = argv;
+    spec.stdout_path = "/nonexistent-dir/x";
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), -1);
+    spec.stdout_path = NULL;
+
+    proc_set_spawn_allowed(0);
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), -1);
+    assert_non_null(strstr(reason, "shutting down"));
+    proc_set_spawn_allowed(1);
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), 0);
+    assert_int_equal(proc_wait(NULL, pid, 5000), 0);
+}
+
+/* A process that dies without cleaning up (like the port under kill -9)
+ * takes its children with it: PR_SET_PDEATHSIG. */
+static void test_children_die_with_their_parent(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t middle = fork();
+    assert_true(middle >= 0);
+    if (middle == 0) {
+        const char *argv[] = {"sleep", "30", NULL};
+        proc_spec spec = {.argv = argv};
+        char reason[256];
+        pid_t pid = 0;
+        if (proc_spawn(&pid, &spec, reason, sizeof(reason)) != 0)
+            _exit(1);
+        ssize_t w = write(p[1], &pid, sizeof(pid));
+        (void)w;
+        _exit(0); /* no proc_kill_all: the kernel must do it */
+    }
+    close(p[1]);
+    pid_t child = 0;
+    assert_int_equal(read(p[0], &child, sizeof(child)), sizeof(child));
+    close(p[0]);
+    int status = 0;
+    assert_int_equal(waitpid(middle, &status, 0), middle);
+    assert_true(child > 0);
+    assert_true(wait_gone(child, 2000));
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return mkdtemp(dir) != NULL ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    const char *names[] = {"grandchild.pid", "leftover.pid", "out.txt",       "err.txt",
+                           "both.txt",       "fds.txt",      "not-executable"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char file[256];
+        path_in_dir(file, sizeof(file), names[i]);
+        unlink(file);
+    }
+    return rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_own_process_group),
+        cmocka_unit_test(test_kill_all_reaches_grandchildren),
+        cmocka_unit_test(test_leftovers_killed_when_leader_exits),
+        cmocka_unit_test(test_wait_timeout),
+        cmocka_unit_test(test_outputs_and_environment),
+        cmocka_unit_test(test_no_descriptor_leaks),
+        cmocka_unit_test(test_spawn_errors),
+        cmocka_unit_test(test_children_die_with_their_parent),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
