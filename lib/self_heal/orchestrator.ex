@@ -1,7 +1,8 @@
 defmodule SelfHeal.Orchestrator do
   @moduledoc """
-  Where settled, triaged groups go: root-cause analysis, tickets and fixes
-  (the port program, `SelfHeal.Port`, implements it in a later step). The
+  Where settled, triaged groups go: root-cause analysis, tickets and fixes.
+  `SelfHeal.Port` (the port program) implements it, optionally behind
+  `SelfHeal.TriageModel`; without `config :self_heal, port: [...]` the
   default, `SelfHeal.Orchestrator.Sink`, logs each group and keeps the most
   recent ones.
 
