@@ -1,6 +1,8 @@
 /* Byte slices, the growable buffer and UTF-8 helpers of the C core. */
 #include "self_heal/common.h"
 
+#include <openssl/evp.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -80,6 +82,28 @@ void sh_buf_appendf(sh_buf *buf, const char *fmt, ...)
     va_end(ap);
     if (n > 0)
         sh_buf_append(buf, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+void sh_hex_encode(char *out, const void *bytes, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *b = bytes;
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 0x0f];
+    }
+    out[2 * n] = '\0';
+}
+
+int sh_sha256_hex(char out[SH_SHA256_HEX_LEN + 1], const void *data, size_t len)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 ||
+        mdlen != SH_SHA256_HEX_LEN / 2)
+        return -1;
+    sh_hex_encode(out, md, mdlen);
+    return 0;
 }
 
 size_t sh_utf8_seq_len(const unsigned char *s, size_t avail)

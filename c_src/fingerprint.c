@@ -108,12 +108,7 @@ sh_slice sh_fp_ctx_normalized(const sh_fp_ctx *ctx)
 
 void sh_fp_to_hex(char hex[SH_FP_HEX_LEN + 1], const uint8_t digest[SH_FP_BYTES])
 {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < SH_FP_BYTES; i++) {
-        hex[2 * i] = digits[digest[i] >> 4];
-        hex[2 * i + 1] = digits[digest[i] & 0x0f];
-    }
-    hex[SH_FP_HEX_LEN] = '\0';
+    sh_hex_encode(hex, digest, SH_FP_BYTES);
 }
 
 static int hex_value(char c)

@@ -1163,14 +1163,6 @@ typedef struct usage {
     int calls;
 } usage;
 
-static const sh_scrubber *ctx_scrubber(port_ctx *ctx)
-{
-    pthread_mutex_lock(&ctx->lock);
-    const sh_scrubber *s = ctx->scrub;
-    pthread_mutex_unlock(&ctx->lock);
-    return s;
-}
-
 /* One call: budget, request, usage. Returns LLM_* and fills reply. */
 static int call_model(port_ctx *ctx, const llm_config *cfg, const char *system, const char *user,
                       json_t *schema, const char *schema_name, llm_reply *reply, usage *u,
@@ -1237,7 +1229,7 @@ static json_t *analyze_llm(port_ctx *ctx, const llm_config *cfg, json_t *groups,
     fence_init(&f);
     json_t *descriptor = port_config_get(ctx, "service.descriptor");
     json_t *schema = llm_analyze_schema();
-    const sh_scrubber *scrub = ctx_scrubber(ctx);
+    const sh_scrubber *scrub = port_scrubber(ctx);
     size_t max_bytes =
         cfg->max_input_tokens > 0 ? (size_t)cfg->max_input_tokens * 4 : DEFAULT_PROMPT_MAX;
     sh_buf system, user, repair;
@@ -1484,7 +1476,7 @@ static json_t *triage_batch(port_ctx *ctx, json_t *lines, const char *source)
     json_t *out = NULL;
     llm_reply reply;
     memset(&reply, 0, sizeof(reply));
-    if (llm_prompt_triage(&system, &user, &f, lines, source, ctx_scrubber(ctx)) != 0) {
+    if (llm_prompt_triage(&system, &user, &f, lines, source, port_scrubber(ctx)) != 0) {
         out = triage_fallback("could not build the triage prompt");
         goto cleanup;
     }

@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "self_heal/common.h"
 #include "state.h"
 
 #define AUDIT_LINE_MAX (1024 * 1024)
@@ -45,21 +45,6 @@ struct audit_log {
 };
 
 /* ------------------------------------------------------------ helpers */
-
-static int sha256_hex(const void *data, size_t len, char out[AUDIT_HEX_LEN + 1])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    static const char digits[] = "0123456789abcdef";
-    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
-        return -1;
-    for (unsigned int i = 0; i < mdlen; i++) {
-        out[2 * i] = digits[md[i] >> 4];
-        out[2 * i + 1] = digits[md[i] & 15];
-    }
-    out[AUDIT_HEX_LEN] = '\0';
-    return 0;
-}
 
 static void set_err(char *err, size_t errlen, const char *what, const char *why)
 {
@@ -169,7 +154,7 @@ static int sync_tail(audit_log *log, char *err, size_t errlen)
     json_t *seq = json_object_get(rec, "seq");
     int rc = -1;
     if (json_is_integer(seq) && json_integer_value(seq) >= 1 &&
-        sha256_hex(line, len, log->prev) == 0) {
+        sh_sha256_hex(log->prev, line, len) == 0) {
         log->seq = (long long)json_integer_value(seq);
         rc = 0;
     } else {
@@ -242,7 +227,7 @@ static int append_locked(audit_log *log, const char *action, json_t *fields)
     int rc = write_all(log->fd, line, len + 1);
     if (rc == 0)
         rc = fsync(log->fd);
-    if (rc == 0 && sha256_hex(line, len, log->prev) == 0) {
+    if (rc == 0 && sh_sha256_hex(log->prev, line, len) == 0) {
         log->seq++;
         log->end += (off_t)(len + 1);
     } else {
@@ -430,7 +415,7 @@ json_t *audit_verify(const char *path, char *err, size_t errlen)
             report = broken(lineno, reason);
             goto done;
         }
-        if (sha256_hex(buf, len - 1, prev) != 0)
+        if (sh_sha256_hex(prev, buf, len - 1) != 0)
             goto done;
     }
     if (ferror(f)) {

@@ -38,6 +38,30 @@ int port_notify(port_ctx *ctx, const char *event, json_t *fields)
     return notify_hook(msg);
 }
 
+state_db *port_state(port_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    state_db *db = ctx->state;
+    pthread_mutex_unlock(&ctx->lock);
+    return db;
+}
+
+audit_log *port_audit(port_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    audit_log *log = ctx->audit;
+    pthread_mutex_unlock(&ctx->lock);
+    return log;
+}
+
+const sh_scrubber *port_scrubber(port_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    const sh_scrubber *s = ctx->scrub;
+    pthread_mutex_unlock(&ctx->lock);
+    return s;
+}
+
 json_t *port_config(port_ctx *ctx)
 {
     pthread_mutex_lock(&ctx->lock);

@@ -23,6 +23,12 @@ typedef struct port_ctx {
     volatile int stopping; /* set on EOF/SIGTERM: long jobs check it and give up */
 } port_ctx;
 
+/* The state database, audit log and scrubber as they are now (read under
+ * ctx->lock; each may be NULL). A replaced one stays alive until exit. */
+state_db *port_state(port_ctx *ctx);
+audit_log *port_audit(port_ctx *ctx);
+const sh_scrubber *port_scrubber(port_ctx *ctx);
+
 /* A new reference to the current configuration (an empty object when none
  * was sent). Thread-safe; the caller json_decref()s it. */
 json_t *port_config(port_ctx *ctx);

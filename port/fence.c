@@ -87,17 +87,12 @@ static void random_from_clock(unsigned char *buf, size_t len)
 
 void fence_init(fence *f)
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char rnd[FENCE_RANDOM_BYTES];
     if (random_from_getrandom(rnd, sizeof(rnd)) != 0 && random_from_urandom(rnd, sizeof(rnd)) != 0)
         random_from_clock(rnd, sizeof(rnd));
     memcpy(f->tag, FENCE_PREFIX, FENCE_PREFIX_LEN);
     size_t p = FENCE_PREFIX_LEN;
-    for (size_t k = 0; k < sizeof(rnd); k++) {
-        f->tag[p++] = hex[rnd[k] >> 4];
-        f->tag[p++] = hex[rnd[k] & 0xf];
-    }
-    f->tag[p] = '\0';
+    sh_hex_encode(f->tag + p, rnd, sizeof(rnd));
 }
 
 void fence_explain(const fence *f, sh_buf *out)

@@ -958,10 +958,7 @@ static state_db *ctx_state(port_ctx *ctx)
     cmd_error e = {NULL, ""};
     if (state_ctx_ensure(ctx, &e) != 0)
         return NULL;
-    pthread_mutex_lock(&ctx->lock);
-    state_db *db = ctx->state;
-    pthread_mutex_unlock(&ctx->lock);
-    return db;
+    return port_state(ctx);
 }
 
 static void mem_add(const char *name, double amount)

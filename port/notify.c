@@ -217,12 +217,7 @@ static int hmac_hex(char hex[65], const char *secret, const char *action, const 
              &maclen) == NULL ||
         maclen != 32)
         return -1;
-    static const char digits[] = "0123456789abcdef";
-    for (unsigned int i = 0; i < maclen; i++) {
-        hex[2 * i] = digits[mac[i] >> 4];
-        hex[2 * i + 1] = digits[mac[i] & 15];
-    }
-    hex[64] = '\0';
+    sh_hex_encode(hex, mac, maclen);
     OPENSSL_cleanse(mac, sizeof(mac));
     return 0;
 }
@@ -1591,33 +1586,9 @@ static void ensure_state(port_ctx *ctx)
     (void)state_ctx_ensure(ctx, &ignored);
 }
 
-static audit_log *ctx_audit(port_ctx *ctx)
-{
-    pthread_mutex_lock(&ctx->lock);
-    audit_log *a = ctx->audit;
-    pthread_mutex_unlock(&ctx->lock);
-    return a;
-}
-
-static state_db *ctx_state(port_ctx *ctx)
-{
-    pthread_mutex_lock(&ctx->lock);
-    state_db *s = ctx->state;
-    pthread_mutex_unlock(&ctx->lock);
-    return s;
-}
-
-static sh_scrubber *ctx_scrub(port_ctx *ctx)
-{
-    pthread_mutex_lock(&ctx->lock);
-    sh_scrubber *s = ctx->scrub;
-    pthread_mutex_unlock(&ctx->lock);
-    return s;
-}
-
 static void audit_result(port_ctx *ctx, const notify_msg *m, const char *channel, json_t *result)
 {
-    audit_log *a = ctx_audit(ctx);
+    audit_log *a = port_audit(ctx);
     if (a == NULL)
         return;
     int ok = json_is_true(json_object_get(result, "ok"));
@@ -1722,7 +1693,7 @@ json_t *notify_send(port_ctx *ctx, json_t *message)
 {
     notify_msg m;
     char err[160];
-    if (notify_msg_init(&m, message, ctx_scrub(ctx), err, sizeof(err)) != 0)
+    if (notify_msg_init(&m, message, port_scrubber(ctx), err, sizeof(err)) != 0)
         return NULL;
     json_t *r = add_links(ctx, &m, err, sizeof(err)) == 0 ? send_all(ctx, &m) : NULL;
     notify_msg_free(&m);
@@ -1734,7 +1705,7 @@ json_t *notify_send(port_ctx *ctx, json_t *message)
 static json_t *cmd_notify(port_ctx *ctx, json_t *args, cmd_error *err)
 {
     notify_msg m;
-    if (notify_msg_init(&m, args, ctx_scrub(ctx), err->message, sizeof(err->message)) != 0) {
+    if (notify_msg_init(&m, args, port_scrubber(ctx), err->message, sizeof(err->message)) != 0) {
         err->code = "bad_args";
         return NULL;
     }
@@ -1756,7 +1727,7 @@ static int64_t poll_offset; /* guarded by poll_lock */
 
 static int64_t load_offset(port_ctx *ctx)
 {
-    state_db *db = ctx_state(ctx);
+    state_db *db = port_state(ctx);
     char buf[32];
     int64_t v = 0;
     if (db != NULL && state_kv_get(db, "telegram_offset", buf, sizeof(buf)) == 0) {
@@ -1771,7 +1742,7 @@ static int64_t load_offset(port_ctx *ctx)
 static void store_offset(port_ctx *ctx, int64_t offset)
 {
     poll_offset = offset;
-    state_db *db = ctx_state(ctx);
+    state_db *db = port_state(ctx);
     if (db != NULL) {
         char buf[32];
         snprintf(buf, sizeof(buf), "%lld", (long long)offset);
@@ -1845,7 +1816,7 @@ static json_t *cmd_telegram_poll(port_ctx *ctx, json_t *args, cmd_error *err)
         json_array_append_new(approvals, approval_of(e));
         json_t *frame = approval_of(e);
         json_object_set_new(frame, "channel", json_string("telegram"));
-        audit_log *a = ctx_audit(ctx);
+        audit_log *a = port_audit(ctx);
         if (a != NULL) {
             /* "action" is the audit record's own key: the choice is "decision" */
             json_t *rec =

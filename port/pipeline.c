@@ -23,7 +23,6 @@
  */
 #include "pipeline.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,39 +56,13 @@ static int resuming; /* resume threads running (ctx->lock) */
 
 /* ------------------------------------------------------------ helpers */
 
-static state_db *ctx_state(port_ctx *ctx)
-{
-    pthread_mutex_lock(&ctx->lock);
-    state_db *db = ctx->state;
-    pthread_mutex_unlock(&ctx->lock);
-    return db;
-}
-
-static audit_log *ctx_audit(port_ctx *ctx)
-{
-    pthread_mutex_lock(&ctx->lock);
-    audit_log *log = ctx->audit;
-    pthread_mutex_unlock(&ctx->lock);
-    return log;
-}
-
 /* Appends an audit record when an audit log is open; steals fields. */
 static void audit(port_ctx *ctx, const char *action, json_t *fields)
 {
-    audit_log *log = ctx_audit(ctx);
+    audit_log *log = port_audit(ctx);
     if (log != NULL && fields != NULL)
         audit_append(log, action, fields);
     json_decref(fields);
-}
-
-static void hex(char *out, const unsigned char *bytes, size_t n)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[bytes[i] >> 4];
-        out[2 * i + 1] = digits[bytes[i] & 15];
-    }
-    out[2 * n] = '\0';
 }
 
 static const char *group_id(json_t *group)
@@ -125,21 +98,16 @@ static int escalation_key(char *out, size_t outlen, json_t *groups)
             goto cleanup;
     }
     qsort(parts, n, sizeof(*parts), compare_strings);
-    unsigned char digest[32];
-    unsigned int dlen = 0;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(md);
-        goto cleanup;
-    }
+    sh_buf joined;
+    sh_buf_init(&joined);
     for (i = 0; i < n; i++)
-        EVP_DigestUpdate(md, parts[i], strlen(parts[i]) + 1);
-    EVP_DigestFinal_ex(md, digest, &dlen);
-    EVP_MD_CTX_free(md);
-    char digest_hex[65];
-    hex(digest_hex, digest, 32);
-    snprintf(out, outlen, "escalate:%s", digest_hex);
-    rc = 0;
+        sh_buf_append(&joined, parts[i], strlen(parts[i]) + 1);
+    char digest_hex[SH_SHA256_HEX_LEN + 1];
+    if (!joined.oom && sh_sha256_hex(digest_hex, joined.data, joined.len) == 0) {
+        snprintf(out, outlen, "escalate:%s", digest_hex);
+        rc = 0;
+    }
+    sh_buf_free(&joined);
 cleanup:
     for (i = 0; i < n; i++)
         free(parts[i]);
@@ -215,7 +183,7 @@ static json_t *string_or_null(json_t *obj, const char *key)
 /* The notification for a created ticket, as a job of its own. */
 static json_t *notify_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket)
 {
-    state_db *db = ctx_state(ctx);
+    state_db *db = port_state(ctx);
     json_t *ticket_id = json_object_get(ticket, "ticket_id");
     char key[96];
     snprintf(key, sizeof(key), "notify:ticket:%lld",
@@ -347,7 +315,7 @@ static json_t *cmd_escalate(port_ctx *ctx, json_t *args, cmd_error *err)
     json_t *groups = json_object_get(args, "groups");
     if (check_groups(groups, err) != 0)
         return NULL;
-    state_db *db = ctx_state(ctx);
+    state_db *db = port_state(ctx);
     if (db == NULL) {
         cmd_error_set(err, "no_state", "escalate needs a state_dir in the configuration");
         return NULL;
@@ -388,7 +356,7 @@ static json_t *cmd_update(port_ctx *ctx, json_t *args, cmd_error *err)
         cmd_error_set(err, "bad_args", "update needs a fingerprint and a count");
         return NULL;
     }
-    state_db *db = ctx_state(ctx);
+    state_db *db = port_state(ctx);
     if (db == NULL) {
         cmd_error_set(err, "no_state", "update needs a state_dir in the configuration");
         return NULL;
@@ -556,37 +524,30 @@ static int build_scrubber(port_ctx *ctx, cmd_error *err)
     return 0;
 }
 
+/* A first or different state_dir: what is open is retired and
+ * state_ctx_ensure opens the new one; then the jobs the previous process
+ * left running are recovered. */
 static int open_state(port_ctx *ctx, const char *dir, cmd_error *err)
 {
     pthread_mutex_lock(&ctx->lock);
-    int same = ctx->state != NULL && strcmp(open_dir, dir) == 0;
-    pthread_mutex_unlock(&ctx->lock);
-    if (same)
+    if (ctx->state != NULL && strcmp(open_dir, dir) == 0) {
+        pthread_mutex_unlock(&ctx->lock);
         return 0;
-    char why[256] = "";
-    state_db *db = NULL;
-    audit_log *log = NULL;
-    char path[4200];
-    if (state_open(&db, dir, why, sizeof(why)) != 0) {
-        cmd_error_set(err, "state", "state_dir: %s", why);
-        return -1;
     }
-    snprintf(path, sizeof(path), "%s/audit.jsonl", dir);
-    if (audit_open(&log, path, why, sizeof(why)) != 0) {
-        state_close(db);
-        cmd_error_set(err, "state", "audit log: %s", why);
-        return -1;
-    }
-    pthread_mutex_lock(&ctx->lock);
     if (ctx->state != NULL && retired_objs.n_state < MAX_RETIRED)
         retired_objs.state[retired_objs.n_state++] = ctx->state;
     if (ctx->audit != NULL && retired_objs.n_audit < MAX_RETIRED)
         retired_objs.audit[retired_objs.n_audit++] = ctx->audit;
-    ctx->state = db;
-    ctx->audit = log;
+    ctx->state = NULL;
+    ctx->audit = NULL;
     snprintf(open_dir, sizeof(open_dir), "%s", dir);
     pthread_mutex_unlock(&ctx->lock);
-    recover_jobs(ctx, db);
+    cmd_error open_err = {NULL, ""};
+    if (state_ctx_ensure(ctx, &open_err) != 0) {
+        cmd_error_set(err, "state", "state_dir: %s", open_err.message);
+        return -1;
+    }
+    recover_jobs(ctx, port_state(ctx));
     return 0;
 }
 

@@ -990,10 +990,7 @@ static state_db *ctx_state(port_ctx *ctx, cmd_error *err)
 {
     if (state_ctx_ensure(ctx, err) != 0)
         return NULL;
-    pthread_mutex_lock(&ctx->lock);
-    state_db *db = ctx->state;
-    pthread_mutex_unlock(&ctx->lock);
-    return db;
+    return port_state(ctx);
 }
 
 static json_t *cmd_jobs(port_ctx *ctx, json_t *args, cmd_error *err)

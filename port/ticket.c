@@ -11,7 +11,6 @@
 #include "ticket.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -111,26 +110,10 @@ static json_t *sorted_fps(json_t *ids, cmd_error *err)
     return out;
 }
 
-static int sha256_hex(const void *data, size_t len, char *out, size_t hexlen)
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    static const char digits[] = "0123456789abcdef";
-    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1)
-        return -1;
-    size_t i;
-    for (i = 0; i < mdlen && 2 * i + 1 < hexlen; i++) {
-        out[2 * i] = digits[md[i] >> 4];
-        out[2 * i + 1] = digits[md[i] & 15];
-    }
-    out[2 * i] = '\0';
-    return 0;
-}
-
 /* "ticket:<32 hex of the fingerprints>:<32 hex of the whole issue>". */
 static int make_key(ticket_req *r)
 {
-    char a[33], b[33];
+    char a[SH_SHA256_HEX_LEN + 1], b[SH_SHA256_HEX_LEN + 1];
     sh_buf joined;
     sh_buf_init(&joined);
     size_t i;
@@ -142,9 +125,9 @@ static int make_key(ticket_req *r)
     }
     char *canon = json_dumps(r->issue, JSON_COMPACT | JSON_SORT_KEYS);
     int rc = -1;
-    if (!joined.oom && canon != NULL && sha256_hex(joined.data, joined.len, a, sizeof(a)) == 0 &&
-        sha256_hex(canon, strlen(canon), b, sizeof(b)) == 0) {
-        snprintf(r->key, sizeof(r->key), "ticket:%s:%s", a, b);
+    if (!joined.oom && canon != NULL && sh_sha256_hex(a, joined.data, joined.len) == 0 &&
+        sh_sha256_hex(b, canon, strlen(canon)) == 0) {
+        snprintf(r->key, sizeof(r->key), "ticket:%.32s:%.32s", a, b);
         rc = 0;
     }
     free(canon);
@@ -247,14 +230,6 @@ static int ticket_req_init(ticket_req *r, json_t *issue, cmd_error *err)
 }
 
 /* ------------------------------------------------------------ text */
-
-static const sh_scrubber *ctx_scrubber(port_ctx *ctx)
-{
-    pthread_mutex_lock(&ctx->lock);
-    const sh_scrubber *s = ctx->scrub;
-    pthread_mutex_unlock(&ctx->lock);
-    return s;
-}
 
 /* Appends text scrubbed and cut to at most max bytes (at a code point). */
 static void append_scrubbed(sh_buf *out, const sh_scrubber *s, const char *text, size_t len,
@@ -1131,7 +1106,7 @@ json_t *ticket_upsert(port_ctx *ctx, json_t *issue, cmd_error *err)
     env.db = ctx->state;
     env.audit = ctx->audit;
     pthread_mutex_unlock(&ctx->lock);
-    env.scrub = ctx_scrubber(ctx);
+    env.scrub = port_scrubber(ctx);
     int claim = claim_job(&env, &r, &result, err);
     if (claim != 0)
         goto cleanup;
@@ -1168,9 +1143,7 @@ static json_t *cmd_tickets(port_ctx *ctx, json_t *args, cmd_error *err)
     }
     if (state_ctx_ensure(ctx, err) != 0)
         return NULL;
-    pthread_mutex_lock(&ctx->lock);
-    state_db *db = ctx->state;
-    pthread_mutex_unlock(&ctx->lock);
+    state_db *db = port_state(ctx);
     json_t *list = state_tickets_list(db, json_string_value(status),
                                       limit != NULL ? (int)json_integer_value(limit) : 100);
     if (list == NULL) {

@@ -39,6 +39,14 @@ void sh_buf_append_byte(sh_buf *buf, char byte);
 #define SH_BUF_FMT_MAX 512
 void sh_buf_appendf(sh_buf *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Lower-case hex of n bytes into out (2n + 1 bytes, NUL-terminated). */
+void sh_hex_encode(char *out, const void *bytes, size_t n);
+
+/* Lower-case hex SHA-256 of data into out (64 + NUL); 0, or -1 when
+ * OpenSSL fails. */
+#define SH_SHA256_HEX_LEN 64
+int sh_sha256_hex(char out[SH_SHA256_HEX_LEN + 1], const void *data, size_t len);
+
 /* Largest n <= max such that bytes[0..n) does not end inside a UTF-8
  * sequence that started before max. Used to truncate at a code point. */
 size_t sh_utf8_truncate(const char *bytes, size_t len, size_t max);
