@@ -20,6 +20,7 @@
 #include "self_heal/frames.h"
 #include "self_heal/jsonl.h"
 #include "self_heal/miner.h"
+#include "nif_util.h"
 #include "watch_nif.h"
 #include "self_heal/normalize.h"
 
@@ -131,20 +132,12 @@ static void init_atoms(ErlNifEnv *env)
 
 static ERL_NIF_TERM raise_badarg(ErlNifEnv *env, const char *why)
 {
-    ERL_NIF_TERM msg;
-    size_t n = strlen(why);
-    unsigned char *p = enif_make_new_binary(env, n, &msg);
-    memcpy(p, why, n);
-    return enif_raise_exception(env, enif_make_tuple2(env, atoms.badarg, msg));
+    return sh_nif_raise_badarg(env, atoms.badarg, why);
 }
 
 static ERL_NIF_TERM make_bin(ErlNifEnv *env, const char *bytes, size_t len)
 {
-    ERL_NIF_TERM t;
-    unsigned char *p = enif_make_new_binary(env, len, &t);
-    if (len > 0)
-        memcpy(p, bytes, len);
-    return t;
+    return sh_nif_make_bin(env, bytes, len);
 }
 
 static ERL_NIF_TERM make_slice(ErlNifEnv *env, sh_slice s)
@@ -956,37 +949,6 @@ static char *batch_slot(batch_state *s)
     return s->blocks[i / BATCH_BLOCK][i % BATCH_BLOCK];
 }
 
-/* Time accounting shared by the yielding loops: reports the time used to
- * the scheduler every TIMESLICE_CHECK items and says when to yield. */
-typedef struct slice_clock {
-    ErlNifTime last;
-    unsigned long items;
-    unsigned long yield_every;
-} slice_clock;
-
-static void clock_start(slice_clock *c, unsigned long yield_every)
-{
-    c->last = enif_monotonic_time(ERL_NIF_USEC);
-    c->items = 0;
-    c->yield_every = yield_every;
-}
-
-static int clock_tick(ErlNifEnv *env, slice_clock *c)
-{
-    c->items++;
-    if (c->yield_every > 0)
-        return c->items >= c->yield_every;
-    if (c->items % TIMESLICE_CHECK != 0)
-        return 0;
-    ErlNifTime now = enif_monotonic_time(ERL_NIF_USEC);
-    ErlNifTime us = now - c->last;
-    if (us < 10)
-        return 0;
-    c->last = now;
-    int percent = us >= 1000 ? 100 : (int)(us / 10);
-    return enif_consume_timeslice(env, percent);
-}
-
 static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 static ERL_NIF_TERM yield_to(ErlNifEnv *env, const char *name,
@@ -1014,8 +976,8 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
      * gone */
     sc->frames.gen++;
     sc->frames.used = 0;
-    slice_clock clock;
-    clock_start(&clock, cfg->yield_every);
+    sh_nif_clock clock;
+    sh_nif_clock_start(&clock, cfg->yield_every, TIMESLICE_CHECK, UINT64_MAX);
     ERL_NIF_TERM head, tail = argv[0];
     while (enif_get_list_cell(env, tail, &head, &tail)) {
         const char *why = read_event(env, head, cfg, &sc->view, 0);
@@ -1029,7 +991,7 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         if (slot == NULL)
             return raise_badarg(env, "out of memory");
         memcpy(slot, r.hex, SH_FP_HEX_LEN);
-        if (clock_tick(env, &clock))
+        if (sh_nif_clock_tick(env, &clock, 0))
             return yield_to(env, "fingerprint_batch", batch_step, tail, argv[1], argv[2]);
     }
     if (!enif_is_empty_list(env, tail))
@@ -1047,14 +1009,14 @@ static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     if (!get_config(env, argv[1], &cfg) ||
         !enif_get_resource(env, argv[2], batch_type, (void **)&s))
         return raise_badarg(env, "internal: bad batch state");
-    slice_clock clock;
-    clock_start(&clock, cfg->yield_every);
+    sh_nif_clock clock;
+    sh_nif_clock_start(&clock, cfg->yield_every, TIMESLICE_CHECK, UINT64_MAX);
     ERL_NIF_TERM acc = argv[0];
     while (s->built > 0) {
         s->built--;
         const char *hex = s->blocks[s->built / BATCH_BLOCK][s->built % BATCH_BLOCK];
         acc = enif_make_list_cell(env, make_bin(env, hex, SH_FP_HEX_LEN), acc);
-        if (s->built > 0 && clock_tick(env, &clock))
+        if (s->built > 0 && sh_nif_clock_tick(env, &clock, 0))
             return yield_to(env, "fingerprint_batch", batch_build, acc, argv[1], argv[2]);
     }
     return acc;
@@ -1387,8 +1349,8 @@ static ERL_NIF_TERM miner_add_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
     nif_miner *mn;
     if (!get_miner(env, argv[1], &mn))
         return raise_badarg(env, "miner must be made by SelfHeal.Native.miner_new/1");
-    slice_clock clock;
-    clock_start(&clock, mn->yield_every);
+    sh_nif_clock clock;
+    sh_nif_clock_start(&clock, mn->yield_every, TIMESLICE_CHECK, UINT64_MAX);
     ERL_NIF_TERM head, tail = argv[0], acc = argv[2];
     const char *why = NULL;
     int yield = 0;
@@ -1405,7 +1367,7 @@ static ERL_NIF_TERM miner_add_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
             break;
         }
         acc = enif_make_list_cell(env, enif_make_uint64(env, id), acc);
-        if (clock_tick(env, &clock)) {
+        if (sh_nif_clock_tick(env, &clock, 0)) {
             yield = 1;
             break;
         }

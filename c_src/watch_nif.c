@@ -9,6 +9,7 @@
  *   lock is held for one time slice at most and never across a yield;
  * - watch_list_nif/1 runs on a dirty CPU scheduler.
  */
+#include "nif_util.h"
 #include "watch_nif.h"
 
 #include <string.h>
@@ -75,20 +76,12 @@ static void watch_init_atoms(ErlNifEnv *env)
 
 static ERL_NIF_TERM watch_raise_badarg(ErlNifEnv *env, const char *why)
 {
-    ERL_NIF_TERM msg;
-    size_t n = strlen(why);
-    unsigned char *p = enif_make_new_binary(env, n, &msg);
-    memcpy(p, why, n);
-    return enif_raise_exception(env, enif_make_tuple2(env, watch_atoms.badarg, msg));
+    return sh_nif_raise_badarg(env, watch_atoms.badarg, why);
 }
 
 static ERL_NIF_TERM watch_make_bin(ErlNifEnv *env, sh_slice s)
 {
-    ERL_NIF_TERM t;
-    unsigned char *p = enif_make_new_binary(env, s.len, &t);
-    if (s.len > 0)
-        memcpy(p, s.ptr, s.len);
-    return t;
+    return sh_nif_make_bin(env, s.ptr, s.len);
 }
 
 /* --------------------------------------------------------------- resource */
@@ -349,40 +342,6 @@ ERL_NIF_TERM sh_watch_nif_remove(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
 
 /* --------------------------------------------------------------- observe */
 
-typedef struct watch_clock {
-    ErlNifTime last;
-    unsigned long items;
-    uint64_t work;
-    unsigned long yield_every;
-} watch_clock;
-
-static void watch_clock_start(watch_clock *c, unsigned long yield_every)
-{
-    c->last = enif_monotonic_time(ERL_NIF_USEC);
-    c->items = 0;
-    c->work = 0;
-    c->yield_every = yield_every;
-}
-
-/* Counts one event that took `work`; 1 when the slice is used up. */
-static int watch_clock_tick(ErlNifEnv *env, watch_clock *c, uint64_t work)
-{
-    c->items++;
-    c->work += work;
-    if (c->yield_every > 0)
-        return c->items >= c->yield_every;
-    if (c->items % TIMESLICE_EVENTS != 0 && c->work < TIMESLICE_WORK)
-        return 0;
-    c->work = 0;
-    ErlNifTime now = enif_monotonic_time(ERL_NIF_USEC);
-    ErlNifTime us = now - c->last;
-    if (us < 10)
-        return 0;
-    c->last = now;
-    int percent = us >= 1000 ? 100 : (int)(us / 10);
-    return enif_consume_timeslice(env, percent);
-}
-
 /* Reads an event map into scratch->fields. Keys: binaries or atoms (others
  * and names longer than SH_WATCH_MAX_FIELD are skipped: no watch reads
  * them). Values: integers, floats, binaries, atoms (as their text; nil is
@@ -433,8 +392,8 @@ static ERL_NIF_TERM observe_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
         return watch_raise_badarg(env, NOT_A_SET);
     if (!enif_get_int64(env, argv[3], &now))
         return watch_raise_badarg(env, "now_ms must be an integer (milliseconds)");
-    watch_clock clock;
-    watch_clock_start(&clock, w->yield_every);
+    sh_nif_clock clock;
+    sh_nif_clock_start(&clock, w->yield_every, TIMESLICE_EVENTS, TIMESLICE_WORK);
     ERL_NIF_TERM head, tail = argv[0], acc = argv[2];
     const char *why = NULL;
     int yield = 0;
@@ -464,7 +423,7 @@ static ERL_NIF_TERM observe_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
         for (size_t i = 0; i < w->fired.len; i++)
             acc = enif_make_list_cell(env, watch_make_bin(env, w->fired.ids[i]), acc);
         sh_watch_stats_get(w->set, &after);
-        if (watch_clock_tick(env, &clock, (uint64_t)n + (after.evaluated - before.evaluated))) {
+        if (sh_nif_clock_tick(env, &clock, (uint64_t)n + (after.evaluated - before.evaluated))) {
             yield = 1;
             break;
         }
