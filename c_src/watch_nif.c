@@ -515,6 +515,18 @@ static int watch_term(void *arg, const sh_watch_info *info)
 }
 
 /* watch_list_nif(set) -> [map], in the order the watches were added (dirty) */
+ERL_NIF_TERM sh_watch_nif_count(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_watch *w;
+    if (!get_watch(env, argv[0], &w))
+        return watch_raise_badarg(env, NOT_A_SET);
+    enif_mutex_lock(w->lock);
+    size_t n = sh_watch_count(w->set);
+    enif_mutex_unlock(w->lock);
+    return enif_make_uint64(env, (ErlNifUInt64)n);
+}
+
 ERL_NIF_TERM sh_watch_nif_list(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;

@@ -20,6 +20,7 @@ ERL_NIF_TERM sh_watch_nif_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
 ERL_NIF_TERM sh_watch_nif_add(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM sh_watch_nif_remove(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM sh_watch_nif_observe(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM sh_watch_nif_count(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM sh_watch_nif_list(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 /* Entries of the ErlNifFunc table (no trailing comma). watch_list_nif/1
@@ -30,6 +31,7 @@ ERL_NIF_TERM sh_watch_nif_list(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     {"watch_add_nif", 2, sh_watch_nif_add, 0},                               \
     {"watch_remove_nif", 2, sh_watch_nif_remove, 0},                         \
     {"watch_observe_nif", 3, sh_watch_nif_observe, 0},                       \
+    {"watch_count_nif", 1, sh_watch_nif_count, 0},                           \
     {"watch_list_nif", 1, sh_watch_nif_list, ERL_NIF_DIRTY_JOB_CPU_BOUND}
 /* clang-format on */
 

@@ -304,7 +304,7 @@ defmodule SelfHeal.Collector do
     if state.settle,
       do: SelfHeal.Settle.add(state.settle, Enum.map(batch_groups, &detail(&1, state)))
 
-    if state.watch, do: observe(events, state)
+    if state.watch && SelfHeal.Watch.count(state.watch) > 0, do: observe(events, state)
 
     %{state | pending: [], npending: 0, timer: nil, events: state.events + length(events)}
   end

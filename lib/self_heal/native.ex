@@ -249,6 +249,10 @@ defmodule SelfHeal.Native do
   def watch_observe_nif(_set, _events, _now_ms), do: :erlang.nif_error(:nif_not_loaded)
 
   @doc false
+  @spec watch_count_nif(watch_set()) :: non_neg_integer()
+  def watch_count_nif(_set), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
   @spec watch_list_nif(watch_set()) :: [map()]
   def watch_list_nif(_set), do: :erlang.nif_error(:nif_not_loaded)
 end

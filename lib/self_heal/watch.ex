@@ -153,6 +153,10 @@ defmodule SelfHeal.Watch do
     raise ArgumentError, "events must be a list of maps or a map, got: #{inspect(other)}"
   end
 
+  @doc "The number of watches in the set (cheap: no maps are built)."
+  @spec count(t()) :: non_neg_integer()
+  def count(set), do: Native.watch_count_nif(set)
+
   @doc """
   The watches, in the order they were added (a replaced watch keeps its
   place), with their state at the set's clock (the latest `now_ms` given to

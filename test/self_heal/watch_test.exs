@@ -264,6 +264,7 @@ defmodule SelfHeal.WatchTest do
       assert Watch.remove(set, "other") == {:error, :not_found}
       assert Watch.observe(set, List.duplicate(%{status: 500}, 3), 1_000_000) == ["5xx"]
       assert Enum.map(Watch.list(set), & &1.id) == ["5xx"]
+      assert Watch.count(set) == 1
     end
 
     test "list: every kind, in the order added, a replaced watch in its place" do
@@ -278,6 +279,7 @@ defmodule SelfHeal.WatchTest do
 
       assert {:ok, :replaced} = Watch.add(set, five_xx(threshold: 10))
       assert Enum.map(Watch.list(set), & &1.id) == ["5xx", "c", "f", "lvl", "ratio"]
+      assert Watch.count(set) == 5
       [w5, c, f, lvl, ratio] = Watch.list(set)
 
       assert w5 == %{
