@@ -141,6 +141,15 @@ ctest-asan: $(ASAN_TEST_BINS)
 # commands cut short by EOF, a truncated frame), then one `run` command.
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite
 
+# The suites of the port's C parts (and the scrubber they call) under
+# valgrind too: errors and definite leaks fail.
+VALGRIND_SUITES := test_state test_audit test_http test_frame test_proc test_notify test_analyze \
+	test_fence test_scrub
+
+.PHONY: ctest-valgrind
+ctest-valgrind: $(VALGRIND_SUITES:%=$(BUILD)/test/%)
+	$(Q)set -e; for t in $^; do echo "== $$t (valgrind)"; $(VALGRIND) ./$$t > /dev/null; done
+
 .PHONY: valgrind-port
 valgrind-port: $(PORT_BIN)
 	$(call msg,VALGRIND,$(PORT_BIN))
@@ -178,7 +187,7 @@ format-check:
 test: bootstrap
 	$(Q)$(MAKE) --no-print-directory test-all
 
-test-all: format-check ctest valgrind-port mix-test
+test-all: format-check ctest ctest-valgrind valgrind-port mix-test
 
 mix-test:
 	$(Q)MIX_ENV=test mix test $(MIX_TEST_ARGS)
