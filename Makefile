@@ -33,7 +33,7 @@ endif
 # ones non-interactively; when all are present it only asks dpkg (< 1 s).
 DEB_PACKAGES := erlang-nox erlang-dev elixir pkg-config libssl-dev libjansson-dev \
 	libgit2-dev libcurl4-openssl-dev libsqlite3-dev libcmocka-dev clang-format chromium \
-	python3-aiosmtpd valgrind
+	python3-aiosmtpd valgrind git
 
 .PHONY: bootstrap
 bootstrap:
@@ -144,7 +144,7 @@ VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-k
 # The suites of the port's C parts (and the scrubber they call) under
 # valgrind too: errors and definite leaks fail.
 VALGRIND_SUITES := test_state test_audit test_http test_frame test_proc test_notify test_analyze \
-	test_fence test_scrub
+	test_fence test_scrub test_worktree test_context test_exec test_validate test_policy
 
 .PHONY: ctest-valgrind
 ctest-valgrind: $(VALGRIND_SUITES:%=$(BUILD)/test/%)
@@ -193,7 +193,7 @@ mix-test:
 	$(Q)MIX_ENV=test mix test $(MIX_TEST_ARGS)
 
 demo: bootstrap
-	$(Q)mix run examples/demo.exs
+	$(Q)mix run --no-start examples/demo.exs
 
 # Loghub-format data for the miner's grouping accuracy (docs/miner.md).
 LOGHUB ?= ../shared/bench/loghub2k

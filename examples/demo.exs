@@ -1,135 +1,483 @@
-# make demo: a node with SelfHeal's logger handler attached raises errors of
-# a few kinds many times (different ids, timestamps, pids and, after a
-# "deploy" that shifts every line, different line numbers) and prints the
-# groups the C fingerprinting core made of them.
+# make demo: the whole loop on a real application, offline, no API key.
 #
-# Run with `mix run examples/demo.exs` (what `make demo` does).
+# 1. examples/shop (a small Elixir web shop on OTP's httpd, with a real bug
+#    and its own tests) is copied into a fresh git repository and deployed
+#    (examples/shop/bin/deploy starts it in the background); it reports its
+#    errors to SelfHeal's HTTP endpoint as any service would.
+# 2. Real HTTP traffic hits the bug (the average price of an empty cart
+#    divides by zero), then the inventory service the shop depends on goes
+#    down: one outage, several downstream errors (a cascade).
+# 3. SelfHeal settles the groups, classifies them, groups them by root cause
+#    (the offline analyzer), opens tickets, and for each ticket runs the fix
+#    loop: a git worktree, a prompt, the agent (examples/agent/stand_in_agent,
+#    a stand-in that applies a prepared patch: it is not a real coding
+#    agent), validation (compile, tests, a regression test that fails on the
+#    base commit), a dry-run patch and report, the gate, the deploy, and a
+#    verification window.
+# 4. The empty-cart fix holds. The inventory "fix" (retries) does not: the
+#    inventory is still down, the error recurs during verification, and the
+#    fix is reverted and redeployed.
+#
+# Run with `mix run --no-start examples/demo.exs` (what `make demo` does).
 
-require Logger
+defmodule Demo do
+  @root Path.expand("..", __DIR__)
 
-# The console would print every crash; the groups are what we want to see.
-Logger.remove_backend(:console)
-Code.compiler_options(ignore_module_conflict: true)
+  def root, do: @root
 
-# The demo application, compiled from source so that a "deploy" can move
-# every line down by inserting blank lines at the top.
-shop_source = fn shift ->
-  String.duplicate("\n", shift) <>
-    ~S'''
-    defmodule Demo.Payments do
-      use GenServer
-      def start, do: GenServer.start(__MODULE__, :ok)
-      def init(:ok), do: {:ok, %{}}
+  def say(text), do: IO.puts(text)
 
-      def handle_call({:charge, order_id, amount}, _from, state) do
-        if rem(order_id, 2) == 0 do
-          raise "payment for order #{order_id} of #{amount} EUR declined at #{DateTime.utc_now()}"
-        end
+  def step(label, text), do: IO.puts(String.pad_trailing("[#{label}]", 12) <> " " <> text)
 
-        {:reply, :ok, state}
-      end
-
-      def handle_call({:lookup, user_id}, _from, state) do
-        user = Map.fetch!(state, user_id)
-        {:reply, user, state}
-      end
-    end
-
-    defmodule Demo.Inventory do
-      def reserve(sku, qty) do
-        Task.start(fn -> check!(sku, qty) end)
-      end
-
-      def check!(sku, qty) do
-        stock = div(qty, sku - sku)
-        stock
-      end
-    end
-
-    defmodule Demo.Mailer do
-      require Logger
-
-      def deliver(user_id) do
-        Logger.error("SMTP delivery to user-#{user_id}@example.com failed: 421 at #{System.os_time()}")
-      end
-    end
-
-    defmodule Demo.Slow do
-      use GenServer
-      def start, do: GenServer.start(__MODULE__, :ok)
-      def init(:ok), do: {:ok, nil}
-      def handle_call(_msg, _from, s), do: (Process.sleep(50); {:reply, :ok, s})
-
-      def ask(pid, id) do
-        spawn(fn -> GenServer.call(pid, {:status, id, make_ref()}, 5) end)
-      end
-    end
-    '''
-end
-
-run_traffic = fn round ->
-  for i <- 1..40 do
-    {:ok, pid} = Demo.Payments.start()
-
-    try do
-      GenServer.call(pid, {:charge, 2 * i + round * 1000, 10 * i})
-    catch
-      :exit, _ -> :ok
-    end
-
-    {:ok, pid} = Demo.Payments.start()
-
-    try do
-      GenServer.call(pid, {:lookup, i + round})
-    catch
-      :exit, _ -> :ok
-    end
-
-    Demo.Inventory.reserve(100 + i, i)
-    Demo.Mailer.deliver(i + round * 100)
+  def free_port do
+    {:ok, s} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+    {:ok, port} = :inet.port(s)
+    :gen_tcp.close(s)
+    port
   end
 
-  {:ok, slow} = Demo.Slow.start()
-  for i <- 1..20, do: Demo.Slow.ask(slow, i)
-end
+  def git!(dir, args) do
+    {out, 0} =
+      System.cmd(
+        "git",
+        ["-c", "user.name=Shop Dev", "-c", "user.email=dev@shop.example" | args],
+        cd: dir,
+        stderr_to_stdout: true
+      )
 
-IO.puts("SelfHeal demo: raising errors, deploying (every line moves down 7), raising again...\n")
-Code.compile_string(shop_source.(0), "lib/demo/shop.ex")
-run_traffic.(1)
-Code.compile_string(shop_source.(7), "lib/demo/shop.ex")
-run_traffic.(2)
-Process.sleep(500)
+    out
+  end
 
-groups = SelfHeal.Collector.groups()
-stats = SelfHeal.Collector.stats()
+  # examples/shop as a fresh repository: the "deployed" application.
+  def make_repo(dir) do
+    repo = Path.join(dir, "shop")
+    File.mkdir_p!(repo)
 
-fmt_time = fn us ->
-  us
-  |> DateTime.from_unix!(:microsecond)
-  |> DateTime.to_time()
-  |> Time.truncate(:millisecond)
-  |> Time.to_string()
-end
-
-short = fn text, n ->
-  text = String.replace(text, ~r/\s+/, " ")
-  if String.length(text) > n, do: String.slice(text, 0, n - 1) <> "…", else: text
-end
-
-IO.puts("#{stats.events} events -> #{length(groups)} groups\n")
-
-for g <- groups do
-  top =
-    case g.top_frame do
-      nil -> "(no stack)"
-      f -> "#{f.module}.#{f.function} (#{f.file})"
+    for entry <- File.ls!(Path.join(@root, "examples/shop")),
+        entry not in ["_build", "deps", "tmp"] do
+      File.cp_r!(Path.join([@root, "examples/shop", entry]), Path.join(repo, entry))
     end
 
-  IO.puts(
-    "#{g.fingerprint}  x#{g.count}  #{fmt_time.(g.first_seen)} .. #{fmt_time.(g.last_seen)}"
-  )
+    git!(repo, ["init", "-q", "-b", "main"])
+    git!(repo, ["add", "-A"])
+    git!(repo, ["commit", "-q", "-m", "shop 0.1.0"])
+    repo
+  end
 
-  type = if g.type in [nil, ""], do: "log", else: g.type
-  IO.puts("    #{type}: #{short.(g.normalized, 110)}")
-  IO.puts("    at #{top}\n")
+  def get(url) do
+    case :httpc.request(:get, {String.to_charlist(url), []}, [timeout: 5_000],
+           body_format: :binary
+         ) do
+      {:ok, {{_, status, _}, _, body}} -> {status, body}
+      {:error, reason} -> {:error, reason}
+    end
+  end
 end
+
+defmodule Demo.Inventory do
+  @moduledoc false
+  # The inventory service the shop depends on: GET /stock/ID -> {"item", "stock"}.
+
+  def start(port) do
+    {:ok, listen} =
+      :gen_tcp.listen(port, [
+        :binary,
+        ip: {127, 0, 0, 1},
+        packet: :http_bin,
+        active: false,
+        reuseaddr: true
+      ])
+
+    pid = spawn(fn -> accept(listen) end)
+    :ok = :gen_tcp.controlling_process(listen, pid)
+    {listen, pid}
+  end
+
+  def stop({listen, pid}) do
+    Process.exit(pid, :kill)
+    :gen_tcp.close(listen)
+  end
+
+  defp accept(listen) do
+    case :gen_tcp.accept(listen) do
+      {:ok, sock} ->
+        serve(sock)
+        accept(listen)
+
+      _ ->
+        :ok
+    end
+  end
+
+  defp serve(sock) do
+    case read_head(sock, nil) do
+      {:ok, path} ->
+        id = path |> String.split("/") |> List.last()
+        body = ~s({"item": "#{id}", "stock": 5})
+
+        :gen_tcp.send(sock, [
+          "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n",
+          "content-length: #{byte_size(body)}\r\n\r\n",
+          body
+        ])
+
+      _ ->
+        :ok
+    end
+
+    :gen_tcp.close(sock)
+  end
+
+  defp read_head(sock, path) do
+    case :gen_tcp.recv(sock, 0, 2_000) do
+      {:ok, {:http_request, _, {:abs_path, p}, _}} -> read_head(sock, p)
+      {:ok, {:http_header, _, _, _, _}} -> read_head(sock, path)
+      {:ok, :http_eoh} -> {:ok, path}
+      other -> other
+    end
+  end
+end
+
+defmodule Demo.Printer do
+  @moduledoc false
+  # Prints the port's notifications as they come, and keeps the counts.
+
+  def loop(state, until_fun, deadline) do
+    if until_fun.(state) or System.monotonic_time(:millisecond) > deadline do
+      state
+    else
+      receive do
+        {:self_heal_port, event} -> loop(show(event, state), until_fun, deadline)
+      after
+        500 -> loop(state, until_fun, deadline)
+      end
+    end
+  end
+
+  defp short(fp) when is_binary(fp), do: String.slice(fp, 0, 12)
+  defp short(other), do: inspect(other)
+
+  def show(%{"event" => "analysis", "issues" => issues}, s) do
+    for issue <- issues do
+      ids = issue["group_ids"] || []
+
+      Demo.step(
+        "analysis",
+        "#{length(ids)} group(s) -> one issue, severity #{issue["severity"]}: #{issue["root_cause"]}"
+      )
+
+      for id <- ids, do: Demo.say(String.duplicate(" ", 15) <> "group #{short(id)}")
+    end
+
+    s = %{
+      s
+      | groups: s.groups + Enum.sum(Enum.map(issues, &length(&1["group_ids"] || []))),
+        analyses: s.analyses + 1
+    }
+
+    if s.analyses == 2 and s.traffic == nil do
+      Demo.step("traffic", "users keep coming: the same four requests every 300 ms")
+      %{s | traffic: s.start_traffic.()}
+    else
+      s
+    end
+  end
+
+  def show(%{"event" => "ticket"} = t, s) do
+    if t["created"] do
+      Demo.step(
+        "ticket",
+        "##{t["ticket_id"]} opened (#{t["backend"]}) for #{Enum.map_join(t["fingerprints"] || [], ", ", &short/1)}"
+      )
+
+      %{s | tickets: s.tickets + 1}
+    else
+      Demo.step("ticket", "##{t["ticket_id"]} updated")
+      s
+    end
+  end
+
+  def show(%{"event" => "fix", "stage" => stage} = e, s) do
+    id = "fix #{e["fix_id"]}"
+
+    case stage do
+      "started" ->
+        Demo.step(
+          "fix",
+          "#{id}: started for #{short(e["fingerprint"])} (ticket ##{e["ticket_id"]})"
+        )
+
+        %{s | fixes: s.fixes + 1}
+
+      "worktree" ->
+        Demo.step("worktree", "#{id}: #{e["branch"]} at #{short(e["base"])} in #{e["path"]}")
+        s
+
+      "context" ->
+        files = Enum.map_join(e["files"], ", ", &"#{&1["path"]} (#{&1["role"]})")
+        Demo.step("context", "#{id}: #{files}")
+        s
+
+      "agent" ->
+        Demo.step("agent", "#{id}: stand-in agent #{e["result"]} in #{e["ms"]} ms")
+        s
+
+      "change" ->
+        files =
+          Enum.map_join(e["files"], ", ", &"#{&1["path"]} +#{&1["added"]} -#{&1["removed"]}")
+
+        Demo.step("change", "#{id}: commit #{short(e["commit"])}: #{files}")
+        s
+
+      "validation" ->
+        Demo.step(
+          "validate",
+          "#{id}: compiles #{e["compiled"]}, tests pass #{e["tests_passed"]}, " <>
+            "regression test fails on base #{e["regression_proven"]}, in scope #{e["scope_ok"]}, " <>
+            "#{e["changed_lines"]} changed lines -> confidence #{e["confidence"]}"
+        )
+
+        s
+
+      "delivered" ->
+        Demo.step("deliver", "#{id}: #{e["mode"]}: #{e["patch"]}")
+        s
+
+      "gate" ->
+        reasons =
+          if e["reasons"] in [nil, []], do: "", else: " (" <> Enum.join(e["reasons"], "; ") <> ")"
+
+        Demo.step("gate", "#{id}: #{e["action"]}#{reasons}")
+        # waiting for a human, or nothing to deploy: this fix is as far as it goes
+        if e["action"] in ["approval", "none", "reject"], do: %{s | done: s.done + 1}, else: s
+
+      "merged" ->
+        Demo.step("deploy", "#{id}: merged into #{e["branch"]} as #{short(e["commit"])}")
+        s
+
+      "deployed" ->
+        Demo.step("deploy", "#{id}: deploy command #{e["result"]}")
+        s
+
+      "healthy" ->
+        Demo.step("deploy", "#{id}: health check passes")
+        s
+
+      "verifying" ->
+        Demo.step("verify", "#{id}: watching for #{e["window_s"]} s")
+        s
+
+      "verified" ->
+        Demo.step("verify", "#{id}: passed, no recurrence; ticket closed")
+        %{s | deployed: s.deployed + 1, done: s.done + 1}
+
+      "rollback" ->
+        Demo.step("rollback", "#{id}: #{e["reason"]}")
+        s
+
+      "rolled_back" ->
+        Demo.step(
+          "rollback",
+          "#{id}: reverted by #{short(e["revert_commit"])}, redeployed, healthy #{e["healthy"]}, " <>
+            "breaker #{e["breaker"]}; ticket reopened"
+        )
+
+        %{s | rolled_back: s.rolled_back + 1, done: s.done + 1}
+
+      final when final in ["rejected", "failed", "escalated"] ->
+        Demo.step("fix", "#{id}: #{final}: #{e["reason"]}")
+        %{s | done: s.done + 1}
+
+      _ ->
+        s
+    end
+  end
+
+  def show(_event, s), do: s
+end
+
+# ---------------------------------------------------------------- setup
+
+started_at = System.monotonic_time(:millisecond)
+Logger.configure(level: :warning)
+tmp = Path.join(System.tmp_dir!(), "self_heal_demo_#{System.unique_integer([:positive])}")
+File.mkdir_p!(tmp)
+repo = Demo.make_repo(tmp)
+state_dir = Path.join(tmp, "state")
+shop_port = Demo.free_port()
+inventory_port = Demo.free_port()
+endpoint_port = Demo.free_port()
+token = Base.encode16(:crypto.strong_rand_bytes(16), case: :lower)
+shop = "http://127.0.0.1:#{shop_port}"
+
+System.put_env("SHOP_PORT", "#{shop_port}")
+System.put_env("INVENTORY_URL", "http://127.0.0.1:#{inventory_port}")
+File.mkdir_p!(Path.join(repo, "tmp"))
+
+File.write!(Path.join(repo, "tmp/shop.env"), """
+SELF_HEAL_URL=http://127.0.0.1:#{endpoint_port}
+SELF_HEAL_TOKEN=#{token}
+""")
+
+deploy = Path.join(Demo.root(), "examples/shop/bin/deploy")
+
+Application.put_env(:self_heal, :logger_handler, false)
+
+Application.put_env(:self_heal, :endpoint,
+  ip: {127, 0, 0, 1},
+  port: endpoint_port,
+  tokens: [token]
+)
+
+Application.put_env(:self_heal, :settle, settle_ms: 2_000, max_wait_ms: 8_000)
+
+Application.put_env(:self_heal, :port,
+  escalate_batch_ms: 1_000,
+  config: %{
+    "state_dir" => state_dir,
+    "tickets" => %{"backend" => "local"},
+    "analyze" => %{"window_ms" => 3_000},
+    "fix" => %{
+      "repo" => repo,
+      "agent" => %{
+        "argv" => [
+          Path.join(Demo.root(), "examples/agent/stand_in_agent"),
+          "{prompt_file}",
+          "{worktree}"
+        ],
+        "timeout_s" => 120
+      },
+      "compile" => %{"argv" => ["mix", "compile", "--warnings-as-errors"], "timeout_s" => 180},
+      "test" => %{"argv" => ["mix", "test"], "timeout_s" => 180},
+      "env_allow" => ["SHOP_PORT", "INVENTORY_URL"],
+      "descriptor" =>
+        "shop: an Elixir web shop served by OTP's httpd; Shop.Web routes requests, " <>
+          "Shop.Inventory calls the inventory service over HTTP. Tests: mix test."
+    },
+    "gate" => %{"consent" => "repair"},
+    "deploy" => %{
+      "branch" => "main",
+      "argv" => [deploy, "{repo}"],
+      "timeout_s" => 180,
+      "health" => %{"url" => "#{shop}/health", "timeout_s" => 60, "interval_ms" => 500},
+      "verify_window_s" => 10
+    }
+  }
+)
+
+Demo.say(
+  "SelfHeal demo (offline; the coding agent is a stand-in script that applies prepared patches)"
+)
+
+Demo.say("work directory: #{tmp}")
+{:ok, _} = Application.ensure_all_started(:inets)
+inventory = Demo.Inventory.start(inventory_port)
+Demo.step("shop", "deploying examples/shop from a fresh git repository (#{repo})")
+{out, status} = System.cmd(deploy, [repo], stderr_to_stdout: true)
+
+if status != 0 do
+  IO.puts(out)
+  raise "the initial deploy of the shop failed"
+end
+
+Demo.step("shop", "up at #{shop}; its errors go to SelfHeal's endpoint on port #{endpoint_port}")
+{:ok, _} = Application.ensure_all_started(:self_heal)
+:ok = SelfHeal.Port.subscribe(SelfHeal.Port)
+
+# ---------------------------------------------------------------- traffic
+
+{200, _} = Demo.get("#{shop}/checkout?item=1")
+Demo.step("traffic", "GET /checkout?item=1 -> 200 (inventory up)")
+
+codes =
+  for _ <- 1..12 do
+    {code, _} = Demo.get("#{shop}/cart/average?prices=")
+    code
+  end
+
+Demo.step(
+  "traffic",
+  "12 x GET /cart/average?prices= (an empty cart) -> #{inspect(Enum.uniq(codes))}"
+)
+
+Process.sleep(4_000)
+Demo.Inventory.stop(inventory)
+Demo.step("outage", "the inventory service goes down")
+
+codes =
+  for _ <- 1..4, path <- ["/checkout?item=1", "/products/1", "/recommendations?item=1"] do
+    {code, _} = Demo.get(shop <> path)
+    code
+  end
+
+Demo.step(
+  "traffic",
+  "4 x /checkout, /products/1, /recommendations -> #{inspect(Enum.uniq(codes))} (a cascade)"
+)
+
+# ---------------------------------------------------------------- the loop
+
+# Once both incidents are analysed, users keep coming: the same requests
+# go on while SelfHeal fixes, deploys and verifies.
+start_traffic = fn ->
+  spawn(fn ->
+    Stream.repeatedly(fn ->
+      for path <- [
+            "/cart/average?prices=",
+            "/checkout?item=2",
+            "/products/2",
+            "/recommendations?item=2"
+          ],
+          do: Demo.get(shop <> path)
+
+      Process.sleep(300)
+    end)
+    |> Stream.run()
+  end)
+end
+
+counts = %{
+  groups: 0,
+  tickets: 0,
+  fixes: 0,
+  deployed: 0,
+  rolled_back: 0,
+  done: 0,
+  analyses: 0,
+  traffic: nil,
+  start_traffic: start_traffic
+}
+
+deadline = started_at + 170_000
+counts = Demo.Printer.loop(counts, &(&1.fixes >= 2 and &1.done >= &1.fixes), deadline)
+if counts.traffic, do: Process.exit(counts.traffic, :kill)
+
+{:ok, %{"fixes" => fixes}} = SelfHeal.Port.call(SelfHeal.Port, "fixes", %{})
+Demo.say("")
+Demo.say("summary")
+
+for f <- Enum.reverse(fixes) do
+  Demo.say(
+    "  fix #{f["id"]} #{String.slice(f["fingerprint"], 0, 12)} (#{f["severity"]}): #{f["status"]}, " <>
+      "confidence #{f["confidence"] || "-"}"
+  )
+end
+
+Demo.say("  deploy branch history:")
+
+for line <-
+      String.split(Demo.git!(repo, ["log", "--format=%h %s", "-6", "main"]), "\n", trim: true),
+    do: Demo.say("    " <> line)
+
+{code, body} = Demo.get("#{shop}/cart/average?prices=")
+Demo.say("  GET /cart/average?prices= now -> #{code} #{body}")
+Demo.say("  state, patches and reports: #{state_dir}")
+System.cmd(Path.join(Demo.root(), "examples/shop/bin/stop"), [repo], stderr_to_stdout: true)
+Application.stop(:self_heal)
+seconds = div(System.monotonic_time(:millisecond) - started_at, 1000)
+Demo.say("  took #{seconds} s")
+
+Demo.say(
+  "DEMO groups=#{counts.groups} tickets=#{counts.tickets} fixes=#{counts.fixes} " <>
+    "deployed=#{counts.deployed} rolled_back=#{counts.rolled_back}"
+)

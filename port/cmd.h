@@ -42,5 +42,6 @@ const cmd_def *analyze_commands(size_t *n);  /* analyze.c: analyze, triage_batch
 const cmd_def *ticket_commands(size_t *n);   /* ticket.c: ticket_upsert, ticket_list */
 const cmd_def *notify_commands(size_t *n);   /* notify.c: notify, telegram_poll, link_verify */
 const cmd_def *pipeline_commands(size_t *n); /* pipeline.c: escalate, update */
+const cmd_def *fix_commands(size_t *n);      /* fix.c: fix, fixes, approve, skip, ... */
 
 #endif

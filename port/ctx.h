@@ -21,6 +21,7 @@ typedef struct port_ctx {
     audit_log *audit;      /* NULL until configured with a state_dir */
     sh_scrubber *scrub;    /* built-in rules + config "scrub.patterns"; never NULL after init */
     volatile int stopping; /* set on EOF/SIGTERM: long jobs check it and give up */
+    int one_shot;          /* `self_heal_port run CMD`: no job recovery, no background threads */
 } port_ctx;
 
 /* The state database, audit log and scrubber as they are now (read under

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "analyze.h"
+#include "fix.h"
 #include "audit.h"
 #include "notify.h"
 #include "self_heal/scrub.h"
@@ -274,6 +275,7 @@ static json_t *run_escalation(port_ctx *ctx, int64_t job_id, json_t *groups, cmd
             json_t *sent = notify_ticket(ctx, issue, members, ticket);
             if (sent != NULL)
                 json_array_append_new(notifications, sent);
+            fix_on_ticket(ctx, issue, members, ticket);
         }
         json_array_append_new(tickets, ticket);
         json_decref(members);
@@ -419,6 +421,10 @@ static void *resume_jobs(void *p)
         const char *kind = json_string_value(json_object_get(job, "kind"));
         const char *status = json_string_value(json_object_get(job, "status"));
         json_int_t id = json_integer_value(json_object_get(job, "id"));
+        if (kind != NULL && (strcmp(kind, "fix") == 0 || strcmp(kind, "deploy") == 0)) {
+            fix_resume(arg->ctx, job);
+            continue;
+        }
         if (kind == NULL || status == NULL || strcmp(kind, "escalate") != 0 ||
             strcmp(status, "queued") != 0)
             continue;
@@ -547,7 +553,8 @@ static int open_state(port_ctx *ctx, const char *dir, cmd_error *err)
         cmd_error_set(err, "state", "state_dir: %s", open_err.message);
         return -1;
     }
-    recover_jobs(ctx, port_state(ctx));
+    if (!ctx->one_shot)
+        recover_jobs(ctx, port_state(ctx));
     return 0;
 }
 
@@ -564,6 +571,8 @@ int port_configure_modules(port_ctx *ctx, cmd_error *err)
             rc = -1;
         } else {
             rc = open_state(ctx, json_string_value(dir), err);
+            if (rc == 0)
+                fix_start_scheduler(ctx);
         }
     }
     json_decref(dir);
@@ -573,7 +582,7 @@ int port_configure_modules(port_ctx *ctx, cmd_error *err)
 void port_close_modules(port_ctx *ctx)
 {
     pthread_mutex_lock(&ctx->lock);
-    if (resuming > 0) {
+    if (resuming > 0 || fix_threads_active() > 0) {
         /* a resumed job is still running: leave everything to the exit */
         pthread_mutex_unlock(&ctx->lock);
         return;

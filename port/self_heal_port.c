@@ -246,7 +246,8 @@ const cmd_def *core_commands(size_t *n)
 
 typedef const cmd_def *(*cmd_table_fn)(size_t *n);
 static const cmd_table_fn cmd_tables[] = {core_commands,   state_commands,  analyze_commands,
-                                          ticket_commands, notify_commands, pipeline_commands};
+                                          ticket_commands, notify_commands, pipeline_commands,
+                                          fix_commands};
 
 static const cmd_def *find_command(const char *name)
 {
@@ -557,6 +558,7 @@ static int run_once(int argc, char **argv)
         }
         cmd_error err = {NULL, ""};
         ctx.config = config;
+        ctx.one_shot = 1;
         if (port_configure_modules(&ctx, &err) != 0) {
             fprintf(stderr, "self_heal_port: %s: %s\n", config_file, err.message);
             json_decref(args);

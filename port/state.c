@@ -20,6 +20,7 @@
 
 #include "audit.h"
 #include "cmd.h"
+#include "self_heal/common.h"
 
 #define STATE_DB_FILE "self_heal.db"
 #define AUDIT_FILE "audit.jsonl"
@@ -88,6 +89,32 @@ static const migration migrations[] = {
         " name TEXT PRIMARY KEY, state TEXT NOT NULL,"
         " failures INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);"
         "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);"},
+    {2, "CREATE TABLE fixes ("
+        " id INTEGER PRIMARY KEY,"
+        " fingerprint TEXT NOT NULL,"
+        " ticket_id INTEGER,"
+        " status TEXT NOT NULL,"
+        " severity TEXT,"
+        " branch TEXT, base_commit TEXT, fix_commit TEXT,"
+        " deploy_commit TEXT, revert_commit TEXT,"
+        " confidence REAL,"
+        " input TEXT, validation TEXT, delivery TEXT, decision TEXT, detail TEXT,"
+        " approval_expires_at INTEGER, decided_by TEXT,"
+        " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+        "CREATE INDEX fixes_status ON fixes(status, id);"
+        /* a fingerprint has at most one fix in flight */
+        "CREATE UNIQUE INDEX fixes_active ON fixes(fingerprint) WHERE status IN"
+        " ('fixing','awaiting_approval','approved','deploying','verifying');"
+        "CREATE TABLE recurrences ("
+        " id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL,"
+        " count INTEGER NOT NULL, at INTEGER NOT NULL);"
+        "CREATE INDEX recurrences_fp_at ON recurrences(fingerprint, at);"
+        "CREATE TABLE ticket_notes ("
+        " id INTEGER PRIMARY KEY, ticket_id INTEGER NOT NULL REFERENCES tickets(id),"
+        " body TEXT NOT NULL, at INTEGER NOT NULL);"
+        "ALTER TABLE deploys ADD COLUMN fix_id INTEGER;"
+        "ALTER TABLE deploys ADD COLUMN auto INTEGER NOT NULL DEFAULT 0;"
+        "CREATE INDEX deploys_kind_at ON deploys(kind, at);"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))
@@ -177,7 +204,12 @@ static int allowed_transition(const char *from, const char *to)
 
 static int is_json_column(const char *name)
 {
-    return strcmp(name, "input") == 0 || strcmp(name, "result") == 0 || strcmp(name, "detail") == 0;
+    static const char *const json_columns[] = {"input",      "result",   "detail",
+                                               "validation", "delivery", "decision"};
+    for (size_t i = 0; i < sizeof(json_columns) / sizeof(json_columns[0]); i++)
+        if (strcmp(name, json_columns[i]) == 0)
+            return 1;
+    return 0;
 }
 
 static json_t *column_json(sqlite3_stmt *st, int i)
@@ -948,6 +980,347 @@ int state_kv_get(state_db *db, const char *key, char *buf, size_t buflen)
     sqlite3_finalize(st);
     pthread_mutex_unlock(&db->lock);
     return rc;
+}
+
+/* ------------------------------------------------------------ fixes */
+
+/* Columns state_fix_set may write, and whether each holds JSON. */
+static const struct {
+    const char *name;
+    int json;
+} fix_columns[] = {
+    {"status", 0},        {"severity", 0},
+    {"branch", 0},        {"base_commit", 0},
+    {"fix_commit", 0},    {"deploy_commit", 0},
+    {"revert_commit", 0}, {"confidence", 0},
+    {"input", 1},         {"validation", 1},
+    {"delivery", 1},      {"decision", 1},
+    {"detail", 1},        {"approval_expires_at", 0},
+    {"decided_by", 0},    {"ticket_id", 0},
+};
+
+static int fix_column(const char *name)
+{
+    for (size_t i = 0; i < sizeof(fix_columns) / sizeof(fix_columns[0]); i++)
+        if (strcmp(name, fix_columns[i].name) == 0)
+            return (int)i;
+    return -1;
+}
+
+int state_fix_insert(state_db *db, const char *fingerprint, int64_t ticket_id, const char *severity,
+                     json_t *input, int64_t *id)
+{
+    if (fingerprint == NULL || fingerprint[0] == '\0' || strlen(fingerprint) > STATE_KEY_MAX)
+        return -1;
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(
+        db, "INSERT INTO fixes(fingerprint, ticket_id, status, severity, input, created_at,"
+            " updated_at) VALUES (?1, ?2, 'fixing', ?3, ?4, ?5, ?5)");
+    int rc = -1;
+    if (st != NULL && bind_text(st, 1, fingerprint) == 0 &&
+        (ticket_id > 0 ? sqlite3_bind_int64(st, 2, ticket_id) : sqlite3_bind_null(st, 2)) ==
+            SQLITE_OK &&
+        bind_text(st, 3, severity) == 0 && bind_json(st, 4, input) == 0 &&
+        sqlite3_bind_int64(st, 5, state_now()) == SQLITE_OK) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_DONE) {
+            *id = (int64_t)sqlite3_last_insert_rowid(db->db);
+            rc = 0;
+        } else if (sqlite3_extended_errcode(db->db) == SQLITE_CONSTRAINT_UNIQUE) {
+            rc = 1;
+        }
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+int state_fix_set(state_db *db, int64_t id, const char *expect_status, json_t *fields)
+{
+    if (!json_is_object(fields) || json_object_size(fields) == 0 ||
+        json_object_size(fields) > sizeof(fix_columns) / sizeof(fix_columns[0]))
+        return -1;
+    sh_buf sql;
+    sh_buf_init(&sql);
+    sh_buf_append_str(&sql, "UPDATE fixes SET updated_at = ?1");
+    const char *key;
+    json_t *value;
+    int n = 1;
+    json_object_foreach(fields, key, value)
+    {
+        if (fix_column(key) < 0) {
+            sh_buf_free(&sql);
+            return -1;
+        }
+        sh_buf_appendf(&sql, ", %s = ?%d", key, ++n);
+    }
+    sh_buf_appendf(&sql, " WHERE id = ?%d", n + 1);
+    if (expect_status != NULL)
+        sh_buf_appendf(&sql, " AND status = ?%d", n + 2);
+    sh_buf_append_byte(&sql, '\0');
+    if (sql.oom) {
+        sh_buf_free(&sql);
+        return -1;
+    }
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, sql.data);
+    int rc = st != NULL && sqlite3_bind_int64(st, 1, state_now()) == SQLITE_OK ? 0 : -1;
+    n = 1;
+    json_object_foreach(fields, key, value)
+    {
+        if (rc != 0)
+            break;
+        ++n;
+        if (fix_columns[fix_column(key)].json)
+            rc = bind_json(st, n, json_is_null(value) ? NULL : value);
+        else if (json_is_integer(value))
+            rc = sqlite3_bind_int64(st, n, json_integer_value(value)) == SQLITE_OK ? 0 : -1;
+        else if (json_is_real(value))
+            rc = sqlite3_bind_double(st, n, json_real_value(value)) == SQLITE_OK ? 0 : -1;
+        else if (json_is_string(value))
+            rc = bind_text(st, n, json_string_value(value));
+        else
+            rc = sqlite3_bind_null(st, n) == SQLITE_OK ? 0 : -1;
+    }
+    if (rc == 0 && sqlite3_bind_int64(st, n + 1, id) != SQLITE_OK)
+        rc = -1;
+    if (rc == 0 && expect_status != NULL && bind_text(st, n + 2, expect_status) != 0)
+        rc = -1;
+    if (rc == 0) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_DONE)
+            rc = sqlite3_changes(db->db) == 1 ? 0 : 1;
+        else
+            rc = sqlite3_extended_errcode(db->db) == SQLITE_CONSTRAINT_UNIQUE ? 2 : -1;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    sh_buf_free(&sql);
+    return rc;
+}
+
+json_t *state_fix_get(state_db *db, int64_t id)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "SELECT * FROM fixes WHERE id = ?1");
+    json_t *rows = NULL;
+    if (st != NULL && sqlite3_bind_int64(st, 1, id) == SQLITE_OK)
+        rows = rows_json(st);
+    else
+        sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return first_or_null(rows);
+}
+
+json_t *state_fixes_list(state_db *db, const char *status, const char *fingerprint, int limit)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st =
+        db_prepare(db, "SELECT * FROM fixes WHERE (?1 IS NULL OR status = ?1)"
+                       " AND (?2 IS NULL OR fingerprint = ?2) ORDER BY id DESC LIMIT ?3");
+    json_t *rows = NULL;
+    if (st != NULL && bind_text(st, 1, status) == 0 && bind_text(st, 2, fingerprint) == 0 &&
+        sqlite3_bind_int(st, 3, clamp_limit(limit)) == SQLITE_OK)
+        rows = rows_json(st);
+    else
+        sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rows;
+}
+
+/* ------------------------------------------------------------ deploys */
+
+int state_deploy_add(state_db *db, int64_t fix_id, const char *fingerprint, const char *kind,
+                     const char *status, const char *commit, int automatic, json_t *detail)
+{
+    if (kind == NULL || status == NULL) {
+        json_decref(detail);
+        return -1;
+    }
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "INSERT INTO deploys(fix_id, fingerprint, kind, status,"
+                                      " \"commit\", auto, detail, at)"
+                                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    int rc = -1;
+    if (st != NULL && sqlite3_bind_int64(st, 1, fix_id) == SQLITE_OK &&
+        bind_text(st, 2, fingerprint) == 0 && bind_text(st, 3, kind) == 0 &&
+        bind_text(st, 4, status) == 0 && bind_text(st, 5, commit) == 0 &&
+        sqlite3_bind_int(st, 6, automatic ? 1 : 0) == SQLITE_OK && bind_json(st, 7, detail) == 0 &&
+        sqlite3_bind_int64(st, 8, state_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        rc = 0;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    json_decref(detail);
+    return rc;
+}
+
+long long state_deploy_count(state_db *db, const char *kind, int automatic_only, int64_t window_s)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "SELECT COUNT(*) FROM deploys WHERE kind = ?1"
+                                      " AND status = 'started' AND (?2 = 0 OR auto = 1)"
+                                      " AND at > ?3");
+    long long count = -1;
+    if (st != NULL && bind_text(st, 1, kind) == 0 &&
+        sqlite3_bind_int(st, 2, automatic_only) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 3, state_now() - window_s) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        count = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return count;
+}
+
+json_t *state_deploys_list(state_db *db, int64_t fix_id, int limit)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "SELECT * FROM deploys WHERE (?1 <= 0 OR fix_id = ?1)"
+                                      " ORDER BY id DESC LIMIT ?2");
+    json_t *rows = NULL;
+    if (st != NULL && sqlite3_bind_int64(st, 1, fix_id) == SQLITE_OK &&
+        sqlite3_bind_int(st, 2, clamp_limit(limit)) == SQLITE_OK)
+        rows = rows_json(st);
+    else
+        sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rows;
+}
+
+/* ------------------------------------------------------------ breaker */
+
+int state_breaker_get(state_db *db, const char *name, int *open, long long *failures)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "SELECT state, failures FROM breaker WHERE name = ?1");
+    int rc = -1;
+    *open = 0;
+    *failures = 0;
+    if (st != NULL && bind_text(st, 1, name) == 0) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            const char *state = (const char *)sqlite3_column_text(st, 0);
+            *open = state != NULL && strcmp(state, "open") == 0;
+            *failures = sqlite3_column_int64(st, 1);
+            rc = 0;
+        } else if (step == SQLITE_DONE) {
+            rc = 0;
+        }
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+int state_breaker_record(state_db *db, const char *name, int failed, long long threshold, int *open)
+{
+    pthread_mutex_lock(&db->lock);
+    /* consecutive failures; a success closes nothing (only a human resets
+     * an open breaker) but clears the count of a closed one */
+    sqlite3_stmt *st = db_prepare(
+        db,
+        "INSERT INTO breaker(name, state, failures, updated_at) VALUES (?1,"
+        " CASE WHEN ?2 AND 1 >= ?3 THEN 'open' ELSE 'closed' END, ?2, ?4)"
+        " ON CONFLICT(name) DO UPDATE SET"
+        " failures = CASE WHEN ?2 THEN failures + 1 WHEN state = 'open' THEN failures ELSE 0 END,"
+        " state = CASE WHEN state = 'open' THEN 'open'"
+        "  WHEN ?2 AND failures + 1 >= ?3 THEN 'open' ELSE 'closed' END,"
+        " updated_at = ?4");
+    int rc = -1;
+    if (st != NULL && bind_text(st, 1, name) == 0 &&
+        sqlite3_bind_int(st, 2, failed ? 1 : 0) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 3, threshold) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 4, state_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        rc = 0;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    long long failures = 0;
+    if (rc == 0 && open != NULL)
+        rc = state_breaker_get(db, name, open, &failures);
+    return rc;
+}
+
+int state_breaker_reset(state_db *db, const char *name)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "INSERT INTO breaker(name, state, failures, updated_at)"
+                                      " VALUES (?1, 'closed', 0, ?2) ON CONFLICT(name) DO UPDATE"
+                                      " SET state = 'closed', failures = 0, updated_at = ?2");
+    int rc = st != NULL && bind_text(st, 1, name) == 0 &&
+                     sqlite3_bind_int64(st, 2, state_now()) == SQLITE_OK &&
+                     sqlite3_step(st) == SQLITE_DONE
+                 ? 0
+                 : -1;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------ recurrences */
+
+int state_recurrence_add(state_db *db, const char *fingerprint, int64_t count)
+{
+    if (fingerprint == NULL || fingerprint[0] == '\0' || strlen(fingerprint) > STATE_KEY_MAX)
+        return -1;
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "INSERT INTO recurrences(fingerprint, count, at)"
+                                      " VALUES (?1, ?2, ?3)");
+    int rc = st != NULL && bind_text(st, 1, fingerprint) == 0 &&
+                     sqlite3_bind_int64(st, 2, count) == SQLITE_OK &&
+                     sqlite3_bind_int64(st, 3, state_now()) == SQLITE_OK &&
+                     sqlite3_step(st) == SQLITE_DONE
+                 ? 0
+                 : -1;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+long long state_recurrence_count(state_db *db, const char *fingerprint, int64_t since)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "SELECT COALESCE(SUM(count), 0) FROM recurrences"
+                                      " WHERE fingerprint = ?1 AND at >= ?2");
+    long long n = -1;
+    if (st != NULL && bind_text(st, 1, fingerprint) == 0 &&
+        sqlite3_bind_int64(st, 2, since) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return n;
+}
+
+/* ------------------------------------------------------------ ticket notes */
+
+int state_ticket_note(state_db *db, int64_t ticket_id, const char *body)
+{
+    if (body == NULL || strlen(body) > STATE_TEXT_MAX)
+        return -1;
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st =
+        db_prepare(db, "INSERT INTO ticket_notes(ticket_id, body, at) VALUES (?1, ?2, ?3)");
+    int rc = st != NULL && sqlite3_bind_int64(st, 1, ticket_id) == SQLITE_OK &&
+                     bind_text(st, 2, body) == 0 &&
+                     sqlite3_bind_int64(st, 3, state_now()) == SQLITE_OK &&
+                     sqlite3_step(st) == SQLITE_DONE
+                 ? 0
+                 : -1;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+json_t *state_ticket_notes(state_db *db, int64_t ticket_id)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st =
+        db_prepare(db, "SELECT id, body, at FROM ticket_notes WHERE ticket_id = ?1 ORDER BY id");
+    json_t *rows = NULL;
+    if (st != NULL && sqlite3_bind_int64(st, 1, ticket_id) == SQLITE_OK)
+        rows = rows_json(st);
+    else
+        sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rows;
 }
 
 /* ------------------------------------------------------------ context */

@@ -12,9 +12,13 @@
  *   tickets(id, fingerprint, backend, external_id, url, status, title,
  *           severity, count, created_at, updated_at)   status: open closed
  *   ticket_fingerprints(ticket_id, fingerprint)  one ticket covers several
- *   deploys(id, fingerprint, job_id, kind, status, commit, detail, at)   (issue 6)
+ *   deploys(id, fingerprint, job_id, kind, status, commit, detail, at,
+ *           fix_id, auto)                 the deploy and rollback ledger
  *   budget(id, name, amount, at)               spend/calls/tokens records
- *   breaker(name PRIMARY KEY, state, failures, updated_at)              (issue 6)
+ *   breaker(name PRIMARY KEY, state, failures, updated_at)
+ *   fixes(...)                  one attempt to fix a fingerprint (fix.c)
+ *   recurrences(fingerprint, count, at)    reported during verification
+ *   ticket_notes(ticket_id, body, at)      comments on local tickets
  *   kv(key PRIMARY KEY, value)                  small settings (telegram offset, ...)
  */
 #ifndef SELF_HEAL_PORT_STATE_H
@@ -81,6 +85,52 @@ double state_budget_sum(state_db *db, const char *name, int64_t window_s);
 int state_kv_set(state_db *db, const char *key, const char *value);
 /* Copies into buf; returns 1 when absent. */
 int state_kv_get(state_db *db, const char *key, char *buf, size_t buflen);
+
+/* ---- fixes (fix.c): one row per attempt to fix a fingerprint.
+ * status: fixing rejected failed escalated awaiting_approval approved
+ *         skipped expired deploying verifying deployed rolled_back
+ * A fingerprint has at most one fix in fixing, awaiting_approval,
+ * approved, deploying or verifying (a unique index). */
+/* Inserts a fix in status "fixing": 0 with *id, 1 when the fingerprint
+ * already has a fix in flight, -1 on error. ticket_id <= 0: none. */
+int state_fix_insert(state_db *db, const char *fingerprint, int64_t ticket_id, const char *severity,
+                     json_t *input, int64_t *id);
+/* Sets columns (keys of `fields`: status severity branch base_commit
+ * fix_commit deploy_commit revert_commit confidence input validation
+ * delivery decision detail approval_expires_at decided_by ticket_id) when
+ * the fix's status is expect_status (NULL: any). 0 done, 1 status did not
+ * match (nothing changed), 2 the change would put a second fix of the
+ * fingerprint in flight, -1 error (unknown column included). */
+int state_fix_set(state_db *db, int64_t id, const char *expect_status, json_t *fields);
+json_t *state_fix_get(state_db *db, int64_t id);
+/* Newest first; status and fingerprint NULL mean any. */
+json_t *state_fixes_list(state_db *db, const char *status, const char *fingerprint, int limit);
+
+/* ---- deploys ledger: kind deploy | rollback, status started | succeeded
+ * | failed; automatic 1 when no human approved it. Steals detail (may be
+ * NULL). */
+int state_deploy_add(state_db *db, int64_t fix_id, const char *fingerprint, const char *kind,
+                     const char *status, const char *commit, int automatic, json_t *detail);
+/* Ledger rows of kind with status "started" in the last window_s seconds
+ * (automatic ones only when automatic_only); -1 on error. */
+long long state_deploy_count(state_db *db, const char *kind, int automatic_only, int64_t window_s);
+json_t *state_deploys_list(state_db *db, int64_t fix_id, int limit);
+
+/* ---- circuit breakers: consecutive failures; open at threshold, closed
+ * again only by state_breaker_reset (a human). */
+int state_breaker_get(state_db *db, const char *name, int *open, long long *failures);
+int state_breaker_record(state_db *db, const char *name, int failed, long long threshold,
+                         int *open);
+int state_breaker_reset(state_db *db, const char *name);
+
+/* ---- recurrences of fingerprints reported by the collector */
+int state_recurrence_add(state_db *db, const char *fingerprint, int64_t count);
+/* Sum of counts reported at or after `since`; -1 on error. */
+long long state_recurrence_count(state_db *db, const char *fingerprint, int64_t since);
+
+/* ---- notes on local tickets (the fix loop's comments) */
+int state_ticket_note(state_db *db, int64_t ticket_id, const char *body);
+json_t *state_ticket_notes(state_db *db, int64_t ticket_id);
 
 /* Seconds since the epoch (overridable for tests with SELF_HEAL_NOW). */
 int64_t state_now(void);

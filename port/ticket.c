@@ -1122,6 +1122,84 @@ cleanup:
     return result;
 }
 
+/* ------------------------------------------------------------ notes */
+
+int ticket_github_call(port_ctx *ctx, const char *method, const char *repo_path, json_t *body,
+                       long expect, json_t **out, cmd_error *err)
+{
+    gh g;
+    char path[1024];
+    *out = NULL;
+    if (gh_init(&g, ctx, err) != 0)
+        return -1;
+    int rc = -1;
+    if ((size_t)snprintf(path, sizeof(path), "/repos/%s%s", g.repo, repo_path) >= sizeof(path))
+        cmd_error_set(err, "bad_args", "GitHub path too long");
+    else if (gh_call(&g, method, path, body, expect, g.max_attempts, out, NULL, err) == GH_OK)
+        rc = 0;
+    gh_free(&g);
+    return rc;
+}
+
+int ticket_github_repo(port_ctx *ctx, char *buf, size_t buflen)
+{
+    if (port_config_string(ctx, "tickets.github.repo", "", buf, buflen) == NULL || !valid_repo(buf))
+        return -1;
+    return 0;
+}
+
+int ticket_note(port_ctx *ctx, int64_t ticket_id, const char *status, const char *text,
+                cmd_error *err)
+{
+    if (state_ctx_ensure(ctx, err) != 0)
+        return -1;
+    state_db *db = port_state(ctx);
+    json_t *ticket = state_ticket_get(db, ticket_id);
+    if (ticket == NULL) {
+        cmd_error_set(err, "not_found", "no ticket %lld", (long long)ticket_id);
+        return -1;
+    }
+    sh_buf body;
+    sh_buf_init(&body);
+    append_prose(&body, port_scrubber(ctx), text != NULL ? text : "", TICKET_FIX_MAX);
+    sh_buf_append_byte(&body, '\0');
+    int rc = body.oom ? -1 : state_ticket_note(db, ticket_id, body.data);
+    if (rc == 0 && status != NULL)
+        rc = state_ticket_update(db, ticket_id, status, -1);
+    if (rc != 0)
+        cmd_error_set(err, "state", "could not record the note on ticket %lld",
+                      (long long)ticket_id);
+    const char *backend = json_string_value(json_object_get(ticket, "backend"));
+    const char *number = json_string_value(json_object_get(ticket, "external_id"));
+    if (rc == 0 && backend != NULL && strcmp(backend, "github") == 0 && number != NULL) {
+        char path[128];
+        json_t *out = NULL;
+        json_t *payload = json_pack("{s:s}", "body", body.data);
+        snprintf(path, sizeof(path), "/issues/%.40s/comments", number);
+        if (ticket_github_call(ctx, "POST", path, payload, 201, &out, err) != 0)
+            rc = -1;
+        json_decref(out);
+        json_decref(payload);
+        if (rc == 0 && status != NULL) {
+            payload = json_pack("{s:s}", "state", status);
+            snprintf(path, sizeof(path), "/issues/%.40s", number);
+            if (ticket_github_call(ctx, "PATCH", path, payload, 200, &out, err) != 0)
+                rc = -1;
+            json_decref(out);
+            json_decref(payload);
+        }
+    }
+    audit_log *log = port_audit(ctx);
+    json_t *fields = json_pack("{s:I, s:s?, s:b}", "ticket_id", (json_int_t)ticket_id, "status",
+                               status, "ok", rc == 0);
+    if (log != NULL && fields != NULL)
+        audit_append(log, "ticket_note", fields);
+    json_decref(fields);
+    sh_buf_free(&body);
+    json_decref(ticket);
+    return rc;
+}
+
 /* ------------------------------------------------------------ commands */
 
 static json_t *cmd_ticket_upsert(port_ctx *ctx, json_t *args, cmd_error *err)

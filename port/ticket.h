@@ -11,6 +11,8 @@
 #define SELF_HEAL_PORT_TICKET_H
 
 #include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "cmd.h"
 
@@ -19,5 +21,24 @@
  * "url", "external_id", "created": bool, "commented": bool} or NULL + err.
  * All text sent out is scrubbed. */
 json_t *ticket_upsert(port_ctx *ctx, json_t *issue, cmd_error *err);
+
+/* Adds a note to ticket `ticket_id` (the local id): stored in the local
+ * ticket_notes table and, for a GitHub ticket, posted as an issue comment;
+ * status "open" / "closed" (NULL: unchanged) reopens or closes it (GitHub:
+ * PATCH state). The text is scrubbed. 0, or -1 with err (the local note
+ * and status are kept even when GitHub fails). */
+int ticket_note(port_ctx *ctx, int64_t ticket_id, const char *status, const char *text,
+                cmd_error *err);
+
+/* One GitHub REST call with the tickets.github configuration (api, repo,
+ * token_env, retries): repo_path is relative to /repos/<owner>/<name>
+ * ("/pulls"). 0 with the parsed reply in *out when the status is `expect`,
+ * -1 with err otherwise. */
+int ticket_github_call(port_ctx *ctx, const char *method, const char *repo_path, json_t *body,
+                       long expect, json_t **out, cmd_error *err);
+
+/* The repository "owner/name" of tickets.github.repo into buf; -1 when
+ * unset or invalid. */
+int ticket_github_repo(port_ctx *ctx, char *buf, size_t buflen);
 
 #endif

@@ -37,6 +37,17 @@ defmodule SelfHeal.Application do
         watch_severity: watch_severity
       )
 
+    # with the port program, recurrences of fingerprints under verification
+    collector =
+      if Enum.any?(orchestrator_children, &match?({SelfHeal.Port, _}, &1)),
+        do:
+          Keyword.put_new(
+            collector,
+            :verify,
+            {SelfHeal.Verifying, {SelfHeal.Port, SelfHeal.Port}}
+          ),
+        else: collector
+
     endpoint =
       case Application.get_env(:self_heal, :endpoint) do
         opts when is_list(opts) and opts != [] -> [{SelfHeal.Endpoint, opts}]
@@ -101,7 +112,10 @@ defmodule SelfHeal.Application do
 
         port =
           {SelfHeal.Port,
-           Keyword.merge([name: SelfHeal.Port], Keyword.put(opts, :config, config))}
+           Keyword.merge(
+             [name: SelfHeal.Port, verify_table: SelfHeal.Verifying],
+             Keyword.put(opts, :config, config)
+           )}
 
         next = {SelfHeal.Port, SelfHeal.Port}
 

@@ -33,6 +33,12 @@ defmodule SelfHeal.Collector do
   `source` and `type`, so a watch can count `status >= 500` (a metadata
   field) or the occurrences of one template or error (`fingerprint:`, the
   group's fingerprint, which stays with a template when it generalises).
+  **Verification**: with `verify: {table, {module, server}}` (the port's
+  table of fingerprints whose deployed fix is being verified), every batch
+  holding one of them calls `module.recurrence(server, fingerprint,
+  count)` at once, so a failed fix is rolled back without waiting for the
+  settle window.
+
   A watch reaching its threshold escalates at once, bypassing the settle
   window, to `:watch_escalate` (`{module, server}` of a
   `SelfHeal.Orchestrator`) as a group with fingerprint `"watch:" <> id`,
@@ -140,6 +146,7 @@ defmodule SelfHeal.Collector do
        miner: miner,
        settle: Keyword.get(opts, :settle),
        watch: Keyword.get(opts, :watch),
+       verify: Keyword.get(opts, :verify),
        watch_escalate: Keyword.get(opts, :watch_escalate),
        watch_severity: Keyword.get(opts, :watch_severity, %{}),
        ingest_pending: pending,
@@ -305,8 +312,21 @@ defmodule SelfHeal.Collector do
       do: SelfHeal.Settle.add(state.settle, Enum.map(batch_groups, &detail(&1, state)))
 
     if state.watch && SelfHeal.Watch.count(state.watch) > 0, do: observe(events, state)
+    if state.verify, do: report_recurrences(batch_groups, state.verify)
 
     %{state | pending: [], npending: 0, timer: nil, events: state.events + length(events)}
+  end
+
+  # Fingerprints whose fix is being verified (the port's table) that came
+  # back in this batch go to the port at once: no settle window.
+  defp report_recurrences(batch_groups, {table, {mod, server}}) do
+    if :ets.whereis(table) != :undefined and :ets.info(table, :size) > 0 do
+      for %{fingerprint: fp, count: count} <- batch_groups, :ets.member(table, fp) do
+        mod.recurrence(server, fp, count)
+      end
+    end
+
+    :ok
   end
 
   defp observe(events, state) do

@@ -119,6 +119,15 @@ defmodule SelfHeal.Port do
   @impl SelfHeal.Orchestrator
   def escalate(server, group), do: GenServer.cast(server, {:escalate, analysis_group(group)})
 
+  @doc """
+  The collector saw `fingerprint` again `count` times while a deployed fix
+  of it is being verified (the port rolls the fix back).
+  """
+  @spec recurrence(GenServer.server(), String.t(), pos_integer()) :: :ok
+  def recurrence(server, fingerprint, count)
+      when is_binary(fingerprint) and is_integer(count) and count > 0,
+      do: cast(server, "recurrence", %{"fingerprint" => fingerprint, "count" => count})
+
   @impl SelfHeal.Orchestrator
   def update(server, {group, reason}) do
     cast(server, "update", %{
@@ -250,7 +259,8 @@ defmodule SelfHeal.Port do
         escalate_batch_ms: Keyword.get(opts, :escalate_batch_ms, 5_000),
         escalate_batch_max: Keyword.get(opts, :escalate_batch_max, 100),
         escalations: [],
-        escalate_timer: nil
+        escalate_timer: nil,
+        verify_table: verify_table(Keyword.get(opts, :verify_table))
       }
 
       case open(state) do
@@ -515,8 +525,44 @@ defmodule SelfHeal.Port do
   end
 
   defp notify(event, state) do
+    state = act_on(event, state)
     for pid <- Map.keys(state.subscribers), do: send(pid, {:self_heal_port, event})
     state
+  end
+
+  # Events the port program asks this side to act on: a fingerprint under
+  # verification (the collector reports its recurrences through the
+  # table), and a button pressed in Telegram (an approval for a fix).
+  defp act_on(%{"event" => "verify", "fingerprint" => fp, "until" => until}, state)
+       when is_binary(fp) do
+    if state.verify_table, do: :ets.insert(state.verify_table, {fp, until})
+    state
+  end
+
+  defp act_on(%{"event" => "verify_end", "fingerprint" => fp}, state) when is_binary(fp) do
+    if state.verify_table, do: :ets.delete(state.verify_table, fp)
+    state
+  end
+
+  defp act_on(%{"event" => "approval", "action" => action, "action_id" => id} = event, state)
+       when action in ["approve", "skip"] and is_binary(id) do
+    by = "telegram:" <> to_string(Map.get(event, "from") || "unknown")
+
+    case request(:cast, action, %{"id" => id, "by" => by}, state.call_timeout, state) do
+      {:noreply, state} -> state
+      {:reply, {:error, reason}, state} -> log_failure(action, reason, state)
+    end
+  end
+
+  defp act_on(_event, state), do: state
+
+  defp verify_table(nil), do: nil
+
+  defp verify_table(name) when is_atom(name) do
+    if :ets.whereis(name) == :undefined,
+      do: :ets.new(name, [:named_table, :public, :set, read_concurrency: true])
+
+    name
   end
 
   defp log_failure(cmd, %{code: "unknown_command"}, state) do

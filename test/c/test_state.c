@@ -106,21 +106,21 @@ static void test_migrations_from_empty_and_reopen(void **unused)
     tmpdir t;
     tmpdir_make(&t);
     state_db *db = open_db(&t);
-    assert_int_equal(state_schema_version(db), 1);
+    assert_int_equal(state_schema_version(db), 2);
     assert_int_equal(state_kv_set(db, "k", "v"), 0);
     char wal[512];
     snprintf(wal, sizeof(wal), "%s/self_heal.db-wal", t.path);
     assert_int_equal(access(wal, F_OK), 0); /* WAL mode */
     state_close(db);
-    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 1);
+    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 2);
 
     db = open_db(&t);
-    assert_int_equal(state_schema_version(db), 1);
+    assert_int_equal(state_schema_version(db), 2);
     char buf[16];
     assert_int_equal(state_kv_get(db, "k", buf, sizeof(buf)), 0);
     assert_string_equal(buf, "v");
     state_close(db);
-    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 1);
+    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 2);
     tmpdir_remove(&t);
 }
 
@@ -506,6 +506,89 @@ static void test_kv(void **unused)
     tmpdir_remove(&t);
 }
 
+/* One fix in flight per fingerprint; status compare-and-set; unknown
+ * columns refused. */
+static void test_fixes_one_in_flight(void **unused)
+{
+    (void)unused;
+    tmpdir t;
+    tmpdir_make(&t);
+    state_db *db = open_db(&t);
+    int64_t a = 0, b = 0, c = 0;
+    assert_int_equal(state_fix_insert(db, "fp1", 7, "high", NULL, &a), 0);
+    assert_int_equal(state_fix_insert(db, "fp1", 8, "high", NULL, &b), 1);
+    assert_int_equal(state_fix_insert(db, "fp2", 0, NULL, NULL, &c), 0);
+    json_t *f = json_pack("{s:s, s:f}", "status", "awaiting_approval", "confidence", 0.9);
+    assert_int_equal(state_fix_set(db, a, "fixing", f), 0);
+    assert_int_equal(state_fix_set(db, a, "fixing", f), 1); /* no longer fixing */
+    json_decref(f);
+    /* still in flight (awaiting approval): a second fix of fp1 is refused */
+    assert_int_equal(state_fix_insert(db, "fp1", 8, "high", NULL, &b), 1);
+    f = json_pack("{s:s}", "status", "skipped");
+    assert_int_equal(state_fix_set(db, a, NULL, f), 0);
+    json_decref(f);
+    assert_int_equal(state_fix_insert(db, "fp1", 8, "high", NULL, &b), 0);
+    assert_true(b > a);
+    f = json_pack("{s:s}", "status); DROP TABLE fixes; --", "x");
+    assert_int_equal(state_fix_set(db, a, NULL, f), -1);
+    json_decref(f);
+    json_t *row = state_fix_get(db, a);
+    assert_string_equal(json_string_value(json_object_get(row, "status")), "skipped");
+    assert_true(json_real_value(json_object_get(row, "confidence")) > 0.89);
+    json_decref(row);
+    json_t *list = state_fixes_list(db, NULL, "fp1", 10);
+    assert_int_equal(json_array_size(list), 2);
+    json_decref(list);
+    state_close(db);
+    tmpdir_remove(&t);
+}
+
+/* Breaker: consecutive failures open it at the threshold; a success
+ * clears the count of a closed one but never closes an open one. */
+static void test_breaker_and_ledger(void **unused)
+{
+    (void)unused;
+    tmpdir t;
+    tmpdir_make(&t);
+    state_db *db = open_db(&t);
+    int open = 1;
+    long long failures = -1;
+    assert_int_equal(state_breaker_get(db, "deploy", &open, &failures), 0);
+    assert_int_equal(open, 0);
+    assert_int_equal(failures, 0);
+    assert_int_equal(state_breaker_record(db, "deploy", 1, 3, &open), 0);
+    assert_int_equal(state_breaker_record(db, "deploy", 1, 3, &open), 0);
+    assert_int_equal(open, 0);
+    assert_int_equal(state_breaker_record(db, "deploy", 0, 3, &open), 0);
+    state_breaker_get(db, "deploy", &open, &failures);
+    assert_int_equal(failures, 0);
+    for (int i = 0; i < 3; i++)
+        state_breaker_record(db, "deploy", 1, 3, &open);
+    assert_int_equal(open, 1);
+    state_breaker_record(db, "deploy", 0, 3, &open);
+    assert_int_equal(open, 1); /* only a human closes it */
+    assert_int_equal(state_breaker_reset(db, "deploy"), 0);
+    state_breaker_get(db, "deploy", &open, &failures);
+    assert_int_equal(open, 0);
+    assert_int_equal(failures, 0);
+
+    assert_int_equal(state_deploy_add(db, 1, "fp", "deploy", "started", "abc", 1, NULL), 0);
+    assert_int_equal(state_deploy_add(db, 2, "fp", "deploy", "started", "abd", 0, NULL), 0);
+    assert_int_equal(state_deploy_add(db, 1, "fp", "deploy", "succeeded", "abc", 1,
+                                      json_pack("{s:s}", "x", "y")),
+                     0);
+    assert_int_equal(state_deploy_count(db, "deploy", 1, 3600), 1);
+    assert_int_equal(state_deploy_count(db, "deploy", 0, 3600), 2);
+
+    assert_int_equal(state_recurrence_count(db, "fp", 0), 0);
+    assert_int_equal(state_recurrence_add(db, "fp", 3), 0);
+    assert_int_equal(state_recurrence_add(db, "fp", 2), 0);
+    assert_int_equal(state_recurrence_count(db, "fp", 0), 5);
+    assert_int_equal(state_recurrence_count(db, "fp", state_now() + 10), 0);
+    state_close(db);
+    tmpdir_remove(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -520,6 +603,8 @@ int main(void)
         cmocka_unit_test(test_tickets_find_open_by_any_fingerprint),
         cmocka_unit_test(test_budget_sums_over_a_window),
         cmocka_unit_test(test_kv),
+        cmocka_unit_test(test_fixes_one_in_flight),
+        cmocka_unit_test(test_breaker_and_ledger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,1582 @@
+/*
+ * The fix loop (fix.h, docs/fix-loop.md): worktree, context and prompt,
+ * the agent, validation, delivery, the gate, approvals, and the scheduler
+ * that starts deploys of approved fixes one at a time.
+ */
+#include "fix.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "context.h"
+#include "deliver.h"
+#include "deploy.h"
+#include "exec.h"
+#include "fence.h"
+#include "notify.h"
+#include "self_heal/scrub.h"
+#include "state.h"
+#include "ticket.h"
+#include "validate.h"
+#include "worktree.h"
+
+#define FIX_FP_MAX 128
+#define FIX_WAITING_MAX 64
+#define FIX_PATCH_MAX (1024 * 1024)
+#define FIX_TEXT_MAX 16384
+#define KV_KILL_SWITCH "gate.kill_switch"
+#define BREAKER_NAME "deploy"
+
+/* ------------------------------------------------------------ config */
+
+static int copy_string(port_ctx *ctx, const char *path, const char *dflt, char *buf, size_t len,
+                       cmd_error *err)
+{
+    json_t *v = port_config_get(ctx, path);
+    int rc = 0;
+    if (v == NULL || json_is_null(v)) {
+        snprintf(buf, len, "%s", dflt);
+    } else if (!json_is_string(v) || json_string_length(v) >= len) {
+        cmd_error_set(err, "bad_config", "%s must be a string shorter than %zu bytes", path, len);
+        rc = -1;
+    } else {
+        snprintf(buf, len, "%s", json_string_value(v));
+    }
+    json_decref(v);
+    return rc;
+}
+
+/* An argv template: absent is NULL; present must be a non-empty array of strings. */
+static int get_argv(port_ctx *ctx, const char *path, json_t **out, cmd_error *err)
+{
+    json_t *v = port_config_get(ctx, path);
+    *out = NULL;
+    if (v == NULL || json_is_null(v)) {
+        json_decref(v);
+        return 0;
+    }
+    size_t i;
+    json_t *a;
+    int ok = json_is_array(v) && json_array_size(v) > 0 && json_array_size(v) <= EXEC_MAX_ARGS;
+    json_array_foreach(v, i, a) ok = ok && json_is_string(a);
+    if (!ok) {
+        cmd_error_set(err, "bad_config", "%s must be an array of strings (an argv, no shell)",
+                      path);
+        json_decref(v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int get_string_list(port_ctx *ctx, const char *path, json_t **out, cmd_error *err)
+{
+    json_t *v = port_config_get(ctx, path);
+    *out = NULL;
+    if (v == NULL || json_is_null(v)) {
+        json_decref(v);
+        return 0;
+    }
+    size_t i;
+    json_t *a;
+    int ok = json_is_array(v) && json_array_size(v) <= 256;
+    json_array_foreach(v, i, a) ok = ok && json_is_string(a) && json_string_length(a) > 0;
+    if (!ok) {
+        cmd_error_set(err, "bad_config", "%s must be an array of non-empty strings", path);
+        json_decref(v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int ms_from_s(port_ctx *ctx, const char *path, long long dflt)
+{
+    long long s = port_config_int(ctx, path, dflt);
+    if (s < 1 || s > 86400)
+        s = dflt;
+    return (int)(s * 1000);
+}
+
+int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    char consent[32];
+    if (copy_string(ctx, "state_dir", "", cfg->state_dir, sizeof(cfg->state_dir), err) != 0 ||
+        copy_string(ctx, "fix.repo", "", cfg->repo, sizeof(cfg->repo), err) != 0 ||
+        copy_string(ctx, "fix.base", "", cfg->base, sizeof(cfg->base), err) != 0 ||
+        copy_string(ctx, "deploy.branch", "", cfg->deploy_branch, sizeof(cfg->deploy_branch),
+                    err) != 0 ||
+        copy_string(ctx, "fix.agent.key_env", "", cfg->agent_key_env, sizeof(cfg->agent_key_env),
+                    err) != 0 ||
+        copy_string(ctx, "fix.descriptor", "", cfg->descriptor, sizeof(cfg->descriptor), err) !=
+            0 ||
+        copy_string(ctx, "fix.remote.url", "", cfg->remote_url, sizeof(cfg->remote_url), err) !=
+            0 ||
+        copy_string(ctx, "fix.remote.token_env", "GITHUB_TOKEN", cfg->remote_token_env,
+                    sizeof(cfg->remote_token_env), err) != 0 ||
+        copy_string(ctx, "deploy.health.url", "", cfg->health_url, sizeof(cfg->health_url), err) !=
+            0 ||
+        copy_string(ctx, "gate.consent", "diagnose", consent, sizeof(consent), err) != 0 ||
+        get_argv(ctx, "fix.agent.argv", &cfg->agent_argv, err) != 0 ||
+        get_argv(ctx, "fix.compile.argv", &cfg->compile_argv, err) != 0 ||
+        get_argv(ctx, "fix.test.argv", &cfg->test_argv, err) != 0 ||
+        get_argv(ctx, "deploy.argv", &cfg->deploy_argv, err) != 0 ||
+        get_argv(ctx, "deploy.health.argv", &cfg->health_argv, err) != 0 ||
+        get_string_list(ctx, "fix.agent.env_allow", &cfg->agent_env, err) != 0 ||
+        get_string_list(ctx, "fix.env_allow", &cfg->env_allow, err) != 0 ||
+        get_string_list(ctx, "fix.protected_paths", &cfg->protected_paths, err) != 0 ||
+        get_string_list(ctx, "gate.auto_deploy_severity", &cfg->auto_severities, err) != 0) {
+        fix_config_free(cfg);
+        return -1;
+    }
+    if (cfg->remote_url[0] != '\0' && strncmp(cfg->remote_url, "https://", 8) != 0 &&
+        cfg->remote_url[0] != '/' && strncmp(cfg->remote_url, "file://", 7) != 0) {
+        cmd_error_set(err, "bad_config", "fix.remote.url must be an https URL or a local path");
+        fix_config_free(cfg);
+        return -1;
+    }
+    cfg->consent = policy_consent_parse(consent);
+    cfg->agent_timeout_ms = ms_from_s(ctx, "fix.agent.timeout_s", 900);
+    cfg->compile_timeout_ms = ms_from_s(ctx, "fix.compile.timeout_s", 300);
+    cfg->test_timeout_ms = ms_from_s(ctx, "fix.test.timeout_s", 600);
+    cfg->deploy_timeout_ms = ms_from_s(ctx, "deploy.timeout_s", 600);
+    cfg->health_timeout_ms = ms_from_s(ctx, "deploy.health.timeout_s", 60);
+    long long interval = port_config_int(ctx, "deploy.health.interval_ms", 2000);
+    cfg->health_interval_ms = interval >= 100 && interval <= 600000 ? (int)interval : 2000;
+    long long window = port_config_int(ctx, "deploy.verify_window_s", 300);
+    cfg->verify_window_s = window >= 0 && window <= 7 * 86400 ? (int)window : 300;
+    long long out = port_config_int(ctx, "fix.max_output_bytes", 8 * 1024 * 1024);
+    cfg->max_output = out >= 4096 && out <= (1LL << 30) ? (size_t)out : 8 * 1024 * 1024;
+    long long lines = port_config_int(ctx, "fix.max_changed_lines", 40);
+    cfg->max_lines = lines >= 1 && lines <= 100000 ? (size_t)lines : 40;
+    long long conc = port_config_int(ctx, "fix.max_concurrent", 2);
+    cfg->max_concurrent = conc >= 1 && conc <= 16 ? (int)conc : 2;
+    cfg->threshold = port_config_real(ctx, "gate.confidence_threshold", 0.8);
+    if (!(cfg->threshold >= 0.0 && cfg->threshold <= 1.0))
+        cfg->threshold = 0.8;
+    cfg->max_per_hour = port_config_int(ctx, "gate.max_auto_deploys_per_hour", 5);
+    if (cfg->max_per_hour < 0)
+        cfg->max_per_hour = 0;
+    cfg->breaker_threshold = port_config_int(ctx, "gate.breaker_threshold", 3);
+    if (cfg->breaker_threshold < 1)
+        cfg->breaker_threshold = 3;
+    cfg->approval_ttl_s = port_config_int(ctx, "gate.approval_ttl_s", 86400);
+    if (cfg->approval_ttl_s < 1 || cfg->approval_ttl_s > 30 * 86400)
+        cfg->approval_ttl_s = 86400;
+    cfg->enabled = cfg->repo[0] != '\0' && cfg->state_dir[0] != '\0' && cfg->agent_argv != NULL &&
+                   cfg->consent != POLICY_OBSERVE;
+    return 0;
+}
+
+void fix_config_free(fix_config *cfg)
+{
+    json_decref(cfg->agent_argv);
+    json_decref(cfg->agent_env);
+    json_decref(cfg->compile_argv);
+    json_decref(cfg->test_argv);
+    json_decref(cfg->env_allow);
+    json_decref(cfg->protected_paths);
+    json_decref(cfg->auto_severities);
+    json_decref(cfg->deploy_argv);
+    json_decref(cfg->health_argv);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ------------------------------------------------------------ helpers */
+
+void fix_audit(port_ctx *ctx, const char *action, json_t *fields)
+{
+    audit_log *log = port_audit(ctx);
+    if (log != NULL && fields != NULL)
+        audit_append(log, action, fields);
+}
+
+/* Audits and tells the BEAM about a stage; steals fields. */
+static void stage(port_ctx *ctx, int64_t fix_id, const char *fp, const char *name, json_t *fields)
+{
+    if (fields == NULL)
+        fields = json_object();
+    json_object_set_new(fields, "fix_id", json_integer((json_int_t)fix_id));
+    json_object_set_new(fields, "fingerprint", json_string(fp));
+    json_object_set_new(fields, "stage", json_string(name));
+    char action[64];
+    snprintf(action, sizeof(action), "fix_%s", name);
+    fix_audit(ctx, action, fields);
+    port_notify(ctx, "fix", fields);
+}
+
+int fix_kill_switch_on(port_ctx *ctx)
+{
+    json_t *cfg = port_config_get(ctx, "gate.kill_switch");
+    int on = json_is_true(cfg);
+    json_decref(cfg);
+    state_db *db = port_state(ctx);
+    char buf[16];
+    if (!on && db != NULL && state_kv_get(db, KV_KILL_SWITCH, buf, sizeof(buf)) == 0)
+        on = strcmp(buf, "on") == 0;
+    return on;
+}
+
+static int valid_fp(const char *fp)
+{
+    size_t n = fp != NULL ? strlen(fp) : 0;
+    if (n == 0 || n > FIX_FP_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = fp[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+static int mkdir_one(const char *path)
+{
+    return mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+/* state_dir/<sub> and state_dir/<sub>/<leaf> (leaf may be NULL). */
+static int make_dirs(char *out, size_t len, const char *state_dir, const char *sub,
+                     const char *leaf)
+{
+    if ((size_t)snprintf(out, len, "%s/%s", state_dir, sub) >= len || mkdir_one(out) != 0)
+        return -1;
+    if (leaf == NULL)
+        return 0;
+    size_t n = strlen(out);
+    if ((size_t)snprintf(out + n, len - n, "/%s", leaf) >= len - n || mkdir_one(out) != 0)
+        return -1;
+    return 0;
+}
+
+int fix_write_file(const char *path, const char *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(fd);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    return close(fd);
+}
+
+static json_t *or_null(json_t *v)
+{
+    return v != NULL ? v : json_null();
+}
+
+static const char *str_field(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* Sets fields on the fix (steals them). */
+static int fix_set(state_db *db, int64_t id, const char *expect, json_t *fields)
+{
+    int rc = fields != NULL ? state_fix_set(db, id, expect, fields) : -1;
+    json_decref(fields);
+    return rc;
+}
+
+/* ------------------------------------------------------------ slots */
+
+static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t slot_cond = PTHREAD_COND_INITIALIZER;
+static int slots_used;
+static int slots_waiting;
+static int deploy_running;
+static int threads_active; /* drive, deploy and scheduler threads (slot_lock) */
+
+int fix_threads_active(void)
+{
+    pthread_mutex_lock(&slot_lock);
+    int n = threads_active;
+    pthread_mutex_unlock(&slot_lock);
+    return n;
+}
+
+static void thread_count(int delta)
+{
+    pthread_mutex_lock(&slot_lock);
+    threads_active += delta;
+    pthread_mutex_unlock(&slot_lock);
+}
+
+static int slot_acquire(port_ctx *ctx, int max)
+{
+    pthread_mutex_lock(&slot_lock);
+    slots_waiting++;
+    while (slots_used >= max && !ctx->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&slot_cond, &slot_lock, &ts);
+    }
+    slots_waiting--;
+    int ok = !ctx->stopping;
+    if (ok)
+        slots_used++;
+    pthread_mutex_unlock(&slot_lock);
+    return ok ? 0 : -1;
+}
+
+static void slot_release(void)
+{
+    pthread_mutex_lock(&slot_lock);
+    slots_used--;
+    pthread_cond_broadcast(&slot_cond);
+    pthread_mutex_unlock(&slot_lock);
+}
+
+/* ------------------------------------------------------------ one attempt */
+
+typedef struct attempt {
+    port_ctx *ctx;
+    fix_config *cfg;
+    state_db *db;
+    json_t *fix; /* the row */
+    int64_t id;
+    const char *fp;
+    char dir[FIX_PATH_MAX];     /* state_dir/fixes/<id> */
+    char wt_path[FIX_PATH_MAX]; /* state_dir/worktrees/<id> */
+    char wt_name[64];
+    char branch[FIX_FP_MAX + 16];
+    char base[WT_OID_HEX];
+    char fix_commit[WT_OID_HEX];
+    wt_repo *repo;
+    json_t *context; /* gathered files */
+    wt_diff diff;
+    int have_diff;
+    exec_result agent;
+    int agent_ran;
+    json_t *report;
+} attempt;
+
+static void attempt_path(char *out, size_t len, const attempt *a, const char *leaf)
+{
+    snprintf(out, len, "%s/%s", a->dir, leaf);
+}
+
+/* Runs a configured command in the worktree; result in *r. Returns 1 when
+ * it passed, 0 when it failed, -1 when not configured. */
+static int run_step(attempt *a, json_t *argv_tmpl, int timeout_ms, const char *log_leaf,
+                    exec_result *r, json_t *steps, const char *name)
+{
+    if (argv_tmpl == NULL)
+        return -1;
+    char err[256] = "";
+    char log_path[FIX_PATH_MAX + 64];
+    attempt_path(log_path, sizeof(log_path), a, log_leaf);
+    const char *keys[] = {"worktree", "repo", "fingerprint"};
+    const char *vals[] = {a->wt_path, a->cfg->repo, a->fp};
+    char **argv = exec_expand(argv_tmpl, keys, vals, 3, err, sizeof(err));
+    char **envp = exec_env(a->cfg->env_allow, NULL, NULL, 0);
+    int ok = 0;
+    memset(r, 0, sizeof(*r));
+    if (argv != NULL && envp != NULL) {
+        exec_spec spec = {argv,       envp,
+                          a->wt_path, log_path,
+                          log_path,   a->cfg->max_output,
+                          timeout_ms, &a->ctx->stopping};
+        if (exec_run(r, &spec, err, sizeof(err)) == 0)
+            ok = exec_ok(r);
+        else
+            r->exit_code = -1;
+    }
+    char desc[320];
+    if (err[0] != '\0')
+        snprintf(desc, sizeof(desc), "could not start: %s", err);
+    else
+        exec_describe(r, desc, sizeof(desc));
+    json_array_append_new(steps, json_pack("{s:s, s:b, s:s, s:I}", "step", name, "ok", ok, "result",
+                                           desc, "ms", (json_int_t)r->elapsed_ms));
+    exec_argv_free(argv);
+    exec_argv_free(envp);
+    return ok;
+}
+
+static json_t *fix_group(attempt *a)
+{
+    return json_object_get(json_object_get(a->fix, "input"), "group");
+}
+
+/* Worktree at the deployed commit on self-heal/<fp>. */
+static int prepare_worktree(attempt *a, cmd_error *err)
+{
+    char msg[512] = "";
+    const char *rev = a->cfg->base[0] != '\0'            ? a->cfg->base
+                      : a->cfg->deploy_branch[0] != '\0' ? a->cfg->deploy_branch
+                                                         : NULL;
+    if (wt_repo_open(&a->repo, a->cfg->repo, msg, sizeof(msg)) != 0 ||
+        wt_resolve(a->base, a->repo, rev, msg, sizeof(msg)) != 0) {
+        cmd_error_set(err, "git", "%s", msg);
+        return -1;
+    }
+    char parent[FIX_PATH_MAX];
+    snprintf(a->wt_name, sizeof(a->wt_name), "self-heal-%lld", (long long)a->id);
+    snprintf(a->branch, sizeof(a->branch), "self-heal/%s", a->fp);
+    if (make_dirs(parent, sizeof(parent), a->cfg->state_dir, "worktrees", NULL) != 0 ||
+        (size_t)snprintf(a->wt_path, sizeof(a->wt_path), "%s/%lld", parent, (long long)a->id) >=
+            sizeof(a->wt_path)) {
+        cmd_error_set(err, "io", "cannot make %s/worktrees", a->cfg->state_dir);
+        return -1;
+    }
+    /* a previous attempt of this fix (a restart) leaves its worktree */
+    wt_worktree_remove(a->repo, a->wt_name, a->wt_path, a->branch, 0, msg, sizeof(msg));
+    if (wt_worktree_add(a->repo, a->wt_name, a->wt_path, a->branch, a->base, msg, sizeof(msg)) !=
+        0) {
+        cmd_error_set(err, "git", "%s", msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Context files and the prompt file; returns the prompt path in out. */
+static int write_prompt(attempt *a, char *out, size_t outlen, cmd_error *err)
+{
+    json_t *group = fix_group(a);
+    json_t *input = json_object_get(a->fix, "input");
+    context_limits lim;
+    context_limits_default(&lim);
+    const char *stack = str_field(group, "stacktrace");
+    json_t *stack_files =
+        context_stack_files(a->wt_path, stack, json_object_get(group, "frames"), &lim);
+    a->context = context_gather(a->wt_path, stack_files, &lim);
+    json_decref(stack_files);
+    if (a->context == NULL)
+        a->context = json_array();
+    size_t n = json_array_size(a->context);
+    const char **paths = calloc(n ? n : 1, sizeof(*paths));
+    json_t *commits = NULL;
+    if (paths != NULL) {
+        size_t i;
+        json_t *f;
+        json_array_foreach(a->context, i, f) paths[i] = str_field(f, "path");
+        commits = wt_recent_commits(a->repo, a->base, state_now() - 86400, paths, n, 20);
+    }
+    free(paths);
+    char ticket[64] = "";
+    json_t *tid = json_object_get(a->fix, "ticket_id");
+    if (json_is_integer(tid))
+        snprintf(ticket, sizeof(ticket), "#%lld", (long long)json_integer_value(tid));
+    json_t *count = json_object_get(group, "count");
+    char test_cmd[1024] = "";
+    if (a->cfg->test_argv != NULL) {
+        size_t i;
+        json_t *arg;
+        json_array_foreach(a->cfg->test_argv, i, arg)
+        {
+            size_t used = strlen(test_cmd);
+            snprintf(test_cmd + used, sizeof(test_cmd) - used, "%s%s", i ? " " : "",
+                     json_string_value(arg));
+        }
+    }
+    context_prompt_in in = {
+        .fingerprint = a->fp,
+        .ticket = ticket[0] ? ticket : NULL,
+        .service = str_field(group, "service"),
+        .severity = str_field(a->fix, "severity"),
+        .count = json_is_integer(count) ? (long long)json_integer_value(count) : 0,
+        .message = str_field(group, "message"),
+        .stacktrace = stack,
+        .request_path = str_field(group, "path"),
+        .root_cause = str_field(input, "root_cause"),
+        .descriptor = a->cfg->descriptor[0] ? a->cfg->descriptor : NULL,
+        .files = a->context,
+        .recent_commits = commits,
+        .root = a->wt_path,
+        .max_changed_lines = a->cfg->max_lines,
+        .test_command = test_cmd[0] ? test_cmd : NULL,
+    };
+    sh_buf prompt;
+    sh_buf_init(&prompt);
+    int rc = context_prompt(&prompt, &in, port_scrubber(a->ctx));
+    json_decref(commits);
+    attempt_path(out, outlen, a, "prompt.md");
+    if (rc != 0 || prompt.oom || fix_write_file(out, prompt.data, prompt.len) != 0) {
+        cmd_error_set(err, "io", "cannot write the prompt file");
+        rc = -1;
+    }
+    sh_buf_free(&prompt);
+    return rc;
+}
+
+static int run_agent(attempt *a, const char *prompt_path, cmd_error *err)
+{
+    char msg[256] = "";
+    char out_path[FIX_PATH_MAX + 64], err_path[FIX_PATH_MAX + 64];
+    attempt_path(out_path, sizeof(out_path), a, "agent.out");
+    attempt_path(err_path, sizeof(err_path), a, "agent.err");
+    char ticket[32] = "";
+    json_t *tid = json_object_get(a->fix, "ticket_id");
+    if (json_is_integer(tid))
+        snprintf(ticket, sizeof(ticket), "%lld", (long long)json_integer_value(tid));
+    const char *keys[] = {"prompt_file", "worktree", "ticket", "fingerprint"};
+    const char *vals[] = {prompt_path, a->wt_path, ticket, a->fp};
+    char **argv = exec_expand(a->cfg->agent_argv, keys, vals, 4, msg, sizeof(msg));
+    char **envp = exec_env(a->cfg->agent_env,
+                           a->cfg->agent_key_env[0] ? a->cfg->agent_key_env : NULL, NULL, 0);
+    int rc = -1;
+    if (argv == NULL || envp == NULL) {
+        cmd_error_set(err, "bad_config", "fix.agent.argv: %s", msg);
+    } else {
+        exec_spec spec = {argv,
+                          envp,
+                          a->wt_path,
+                          out_path,
+                          err_path,
+                          a->cfg->max_output,
+                          a->cfg->agent_timeout_ms,
+                          &a->ctx->stopping};
+        if (exec_run(&a->agent, &spec, msg, sizeof(msg)) != 0)
+            cmd_error_set(err, "agent", "the agent could not start: %s", msg);
+        else {
+            a->agent_ran = 1;
+            rc = 0;
+        }
+    }
+    exec_argv_free(argv);
+    exec_argv_free(envp);
+    return rc;
+}
+
+/* The whole validation; fills a->report. Returns 1 when the hard checks
+ * passed, 0 when not. */
+static int validate_fix(attempt *a, int *needs_human, double *confidence)
+{
+    validate_static vs;
+    json_t *scope = json_array();
+    size_t i;
+    json_t *f;
+    json_array_foreach(a->context, i, f) json_array_append(scope, json_object_get(f, "path"));
+    validate_check(&vs, &a->diff, scope, a->cfg->protected_paths, a->cfg->max_lines);
+    json_decref(scope);
+    json_t *steps = json_array();
+    exec_result r;
+    validate_signals sig = {.compiled = -1,
+                            .tests_passed = -1,
+                            .regression_proven = -1,
+                            .scope_ok = vs.scope_ok,
+                            .size_ok = vs.size_ok,
+                            .protected_ok = vs.protected_ok,
+                            .changed_lines = vs.changed_lines,
+                            .max_lines = a->cfg->max_lines,
+                            .agent_exit_ok = exec_ok(&a->agent)};
+    if (!vs.empty && vs.size_ok) {
+        sig.compiled = run_step(a, a->cfg->compile_argv, a->cfg->compile_timeout_ms, "compile.log",
+                                &r, steps, "compile");
+        if (sig.compiled != 0)
+            sig.tests_passed = run_step(a, a->cfg->test_argv, a->cfg->test_timeout_ms, "test.log",
+                                        &r, steps, "test");
+        if (sig.compiled != 0 && sig.tests_passed == 1) {
+            if (!vs.has_test_change || json_array_size(vs.source_files) == 0) {
+                sig.regression_proven = 0;
+            } else {
+                /* the fix's tests against the base version of everything else */
+                size_t n = json_array_size(vs.source_files);
+                const char **paths = calloc(n, sizeof(*paths));
+                char msg[256] = "";
+                if (paths != NULL) {
+                    json_t *p;
+                    json_array_foreach(vs.source_files, i, p) paths[i] = json_string_value(p);
+                    if (wt_restore_paths(a->wt_path, a->base, paths, n, msg, sizeof(msg)) == 0) {
+                        int base_passed = run_step(a, a->cfg->test_argv, a->cfg->test_timeout_ms,
+                                                   "regression.log", &r, steps, "tests_on_base");
+                        sig.regression_proven = base_passed == 0 && !r.timed_out && !r.stopped;
+                    }
+                    wt_reset_hard(a->wt_path, a->fix_commit, msg, sizeof(msg));
+                }
+                free(paths);
+            }
+        }
+    }
+    *confidence = validate_confidence(&sig);
+    a->report = validate_report(&vs, &sig, *confidence);
+    json_object_set_new(a->report, "steps", steps);
+    char desc[128];
+    exec_describe(&a->agent, desc, sizeof(desc));
+    json_object_set_new(a->report, "agent", json_string(desc));
+    int passed = !vs.empty && vs.size_ok && sig.compiled != 0 && sig.tests_passed != 0 &&
+                 !a->agent.timed_out && !a->agent.overflowed && !a->agent.stopped;
+    *needs_human = !vs.scope_ok || !vs.protected_ok || sig.regression_proven != 1;
+    json_object_set_new(a->report, "passed", json_boolean(passed));
+    json_object_set_new(a->report, "needs_human", json_boolean(*needs_human));
+    validate_static_free(&vs);
+    return passed;
+}
+
+/* The gate's facts, gathered now. */
+static policy_action gate(port_ctx *ctx, const fix_config *cfg, state_db *db, json_t *fix,
+                          int passed, int needs_human, double confidence, int slot_busy,
+                          json_t **decision)
+{
+    int open = 0;
+    long long failures = 0;
+    state_breaker_get(db, BREAKER_NAME, &open, &failures);
+    char branch[WT_OID_HEX];
+    int target_ok = cfg->deploy_argv != NULL && cfg->repo[0] != '\0';
+    if (target_ok) {
+        wt_repo *repo = NULL;
+        char msg[256];
+        target_ok =
+            wt_repo_open(&repo, cfg->repo, msg, sizeof(msg)) == 0 &&
+            wt_resolve(branch, repo, cfg->deploy_branch[0] != '\0' ? cfg->deploy_branch : NULL, msg,
+                       sizeof(msg)) == 0;
+        wt_repo_free(repo);
+    }
+    policy_input in = {
+        .consent = cfg->consent,
+        .severity = str_field(fix, "severity"),
+        .auto_severities = cfg->auto_severities,
+        .validation_passed = passed,
+        .needs_human = needs_human,
+        .confidence = confidence,
+        .threshold = cfg->threshold,
+        .auto_deploys_last_hour = state_deploy_count(db, "deploy", 1, 3600),
+        .max_auto_deploys_per_hour = cfg->max_per_hour,
+        .breaker_open = open,
+        .kill_switch = fix_kill_switch_on(ctx),
+        .deploy_running = slot_busy,
+        .target_ok = target_ok,
+    };
+    return policy_decide(&in, decision);
+}
+
+static void notify_fix(port_ctx *ctx, json_t *fix, const char *headline, int with_links)
+{
+    char action_id[40] = "";
+    json_int_t id = json_integer_value(json_object_get(fix, "id"));
+    if (with_links)
+        snprintf(action_id, sizeof(action_id), "fix-%lld", (long long)id);
+    json_t *group = json_object_get(json_object_get(fix, "input"), "group");
+    json_t *msg =
+        json_pack("{s:s, s:s, s:s?, s:s?, s:s, s:s?}", "kind", "fix", "fingerprint",
+                  str_field(fix, "fingerprint"), "severity", str_field(fix, "severity"), "service",
+                  str_field(group, "service"), "error", headline, "path", str_field(group, "path"));
+    if (msg == NULL)
+        return;
+    json_t *tid = json_object_get(fix, "ticket_id");
+    if (json_is_integer(tid)) {
+        char t[32];
+        snprintf(t, sizeof(t), "%lld", (long long)json_integer_value(tid));
+        json_object_set_new(msg, "ticket_id", json_string(t));
+    }
+    json_t *pr = json_object_get(json_object_get(fix, "delivery"), "pr_url");
+    if (json_is_string(pr))
+        json_object_set(msg, "url", pr);
+    if (action_id[0] != '\0')
+        json_object_set_new(msg, "action_id", json_string(action_id));
+    json_decref(notify_send(ctx, msg));
+    json_decref(msg);
+}
+
+static void ticket_comment(port_ctx *ctx, json_t *fix, const char *status, const char *text)
+{
+    json_t *tid = json_object_get(fix, "ticket_id");
+    if (!json_is_integer(tid))
+        return;
+    cmd_error err = {NULL, ""};
+    ticket_note(ctx, (int64_t)json_integer_value(tid), status, text, &err);
+}
+
+/* Ends an attempt that will not deploy: status, ticket note, notification. */
+static void conclude(attempt *a, const char *status, const char *why)
+{
+    json_t *detail = json_pack("{s:s}", "reason", why);
+    fix_set(a->db, a->id, NULL, json_pack("{s:s, s:o}", "status", status, "detail", detail));
+    json_t *fix = state_fix_get(a->db, a->id);
+    char text[600];
+    snprintf(text, sizeof(text), "SelfHeal fix %lld %s: %s", (long long)a->id, status, why);
+    ticket_comment(a->ctx, fix, NULL, text);
+    notify_fix(a->ctx, fix != NULL ? fix : a->fix, text, 0);
+    stage(a->ctx, a->id, a->fp, status, json_pack("{s:s}", "reason", why));
+    json_decref(fix);
+}
+
+static void attempt_cleanup(attempt *a, int delete_branch)
+{
+    char msg[256];
+    if (a->repo != NULL && a->wt_path[0] != '\0')
+        wt_worktree_remove(a->repo, a->wt_name, a->wt_path, a->branch, delete_branch, msg,
+                           sizeof(msg));
+    wt_repo_free(a->repo);
+    a->repo = NULL;
+    json_decref(a->context);
+    json_decref(a->report);
+    a->context = a->report = NULL;
+    if (a->have_diff)
+        wt_diff_free(&a->diff);
+    a->have_diff = 0;
+}
+
+/* Worktree -> prompt -> agent -> commit -> validation -> delivery -> gate. */
+static void run_attempt(attempt *a)
+{
+    cmd_error err = {NULL, ""};
+    char prompt_path[FIX_PATH_MAX + 64];
+    char msg[512] = "";
+    if (make_dirs(a->dir, sizeof(a->dir), a->cfg->state_dir, "fixes", NULL) != 0) {
+        conclude(a, "failed", "cannot create state_dir/fixes");
+        return;
+    }
+    size_t n = strlen(a->dir);
+    snprintf(a->dir + n, sizeof(a->dir) - n, "/%lld", (long long)a->id);
+    if (mkdir_one(a->dir) != 0) {
+        conclude(a, "failed", "cannot create the fix's directory");
+        return;
+    }
+    if (prepare_worktree(a, &err) != 0) {
+        conclude(a, "failed", err.message);
+        return;
+    }
+    fix_set(a->db, a->id, NULL,
+            json_pack("{s:s, s:s}", "branch", a->branch, "base_commit", a->base));
+    stage(a->ctx, a->id, a->fp, "worktree",
+          json_pack("{s:s, s:s, s:s}", "branch", a->branch, "base", a->base, "path", a->wt_path));
+    if (write_prompt(a, prompt_path, sizeof(prompt_path), &err) != 0) {
+        conclude(a, "failed", err.message);
+        return;
+    }
+    stage(a->ctx, a->id, a->fp, "context",
+          json_pack("{s:O, s:s}", "files", a->context, "prompt", prompt_path));
+    if (run_agent(a, prompt_path, &err) != 0) {
+        conclude(a, "failed", err.message);
+        return;
+    }
+    char desc[128];
+    exec_describe(&a->agent, desc, sizeof(desc));
+    stage(a->ctx, a->id, a->fp, "agent",
+          json_pack("{s:s, s:b, s:I}", "result", desc, "timed_out", a->agent.timed_out, "ms",
+                    (json_int_t)a->agent.elapsed_ms));
+    if (a->ctx->stopping)
+        return; /* resumed at the next start */
+    if (a->agent.timed_out || a->agent.overflowed) {
+        conclude(a, "rejected",
+                 a->agent.timed_out ? "the agent timed out (its process group was killed)"
+                                    : "the agent's output passed the limit");
+        return;
+    }
+    int c = wt_commit_all(a->fix_commit, a->wt_path, "SelfHeal: fix proposed by the coding agent",
+                          "SelfHeal", "self-heal@localhost", msg, sizeof(msg));
+    if (c < 0) {
+        conclude(a, "failed", msg);
+        return;
+    }
+    if (c == 1) {
+        conclude(a, "rejected", "the agent changed nothing");
+        return;
+    }
+    fix_set(a->db, a->id, NULL, json_pack("{s:s}", "fix_commit", a->fix_commit));
+    if (wt_diff_commits(&a->diff, a->repo, a->base, a->fix_commit, FIX_PATCH_MAX, msg,
+                        sizeof(msg)) != 0) {
+        conclude(a, "failed", msg);
+        return;
+    }
+    a->have_diff = 1;
+    json_t *files = json_array();
+    for (size_t i = 0; i < a->diff.n; i++)
+        json_array_append_new(files,
+                              json_pack("{s:s, s:s#, s:I, s:I}", "path", a->diff.files[i].path,
+                                        "status", &a->diff.files[i].status, (size_t)1, "added",
+                                        (json_int_t)a->diff.files[i].added, "removed",
+                                        (json_int_t)a->diff.files[i].removed));
+    stage(a->ctx, a->id, a->fp, "change",
+          json_pack("{s:s, s:o, s:I, s:I}", "commit", a->fix_commit, "files", files, "added",
+                    (json_int_t)a->diff.added, "removed", (json_int_t)a->diff.removed));
+
+    int needs_human = 0;
+    double confidence = 0.0;
+    int passed = validate_fix(a, &needs_human, &confidence);
+    if (a->ctx->stopping)
+        return;
+    fix_set(a->db, a->id, NULL,
+            json_pack("{s:O, s:f}", "validation", a->report, "confidence", confidence));
+    stage(a->ctx, a->id, a->fp, "validation", json_deep_copy(a->report));
+
+    json_t *fix = state_fix_get(a->db, a->id);
+    json_t *delivery =
+        deliver_fix(a->ctx, a->cfg, fix, a->diff.patch.data ? a->diff.patch.data : "",
+                    a->diff.patch.len, a->report, passed, &err);
+    if (delivery == NULL) {
+        json_decref(fix);
+        conclude(a, "failed", err.message);
+        return;
+    }
+    fix_set(a->db, a->id, NULL, json_pack("{s:O}", "delivery", delivery));
+    stage(a->ctx, a->id, a->fp, "delivered", delivery);
+    json_decref(fix);
+    attempt_cleanup(a, 0);
+}
+
+/* The gate for a delivered fix; sets the status it leads to. */
+static void decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
+{
+    json_t *fix = state_fix_get(db, id);
+    if (fix == NULL)
+        return;
+    const char *fp = str_field(fix, "fingerprint");
+    json_t *report = json_object_get(fix, "validation");
+    int passed = json_is_true(json_object_get(report, "passed"));
+    int needs_human = !json_is_false(json_object_get(report, "needs_human"));
+    json_t *conf = json_object_get(fix, "confidence");
+    double confidence = json_is_number(conf) ? json_number_value(conf) : 0.0;
+    json_t *decision = NULL;
+    policy_action action = gate(ctx, cfg, db, fix, passed, needs_human, confidence, 0, &decision);
+    stage(ctx, id, fp, "gate", json_deep_copy(decision));
+    int64_t expires = state_now() + cfg->approval_ttl_s;
+    char text[512];
+    switch (action) {
+    case POLICY_DEPLOY:
+        fix_set(db, id, "fixing",
+                json_pack("{s:s, s:O, s:s}", "status", "approved", "decision", decision,
+                          "decided_by", "gate"));
+        break;
+    case POLICY_APPROVAL:
+        fix_set(db, id, "fixing",
+                json_pack("{s:s, s:O, s:I}", "status", "awaiting_approval", "decision", decision,
+                          "approval_expires_at", (json_int_t)expires));
+        snprintf(text, sizeof(text),
+                 "A validated fix (confidence %.2f) waits for approval: mix self_heal.approve %lld "
+                 "or mix self_heal.skip %lld",
+                 confidence, (long long)id, (long long)id);
+        json_decref(fix);
+        fix = state_fix_get(db, id);
+        ticket_comment(ctx, fix, NULL, text);
+        notify_fix(ctx, fix, text, 1);
+        break;
+    case POLICY_REJECT:
+        fix_set(db, id, "fixing",
+                json_pack("{s:s, s:O}", "status", "rejected", "decision", decision));
+        snprintf(text, sizeof(text),
+                 "The proposed fix failed validation (see the report in state_dir/fixes); a "
+                 "human should look at it.");
+        ticket_comment(ctx, fix, NULL, text);
+        notify_fix(ctx, fix, text, 0);
+        break;
+    default:
+        fix_set(db, id, "fixing",
+                json_pack("{s:s, s:O}", "status", "delivered", "decision", decision));
+        break;
+    }
+    json_decref(decision);
+    json_decref(fix);
+}
+
+/* Runs a fix from wherever its row says it is. */
+static void fix_drive(port_ctx *ctx, int64_t id, int64_t job_id)
+{
+    fix_config cfg;
+    cmd_error err = {NULL, ""};
+    state_db *db = port_state(ctx);
+    if (db == NULL || fix_config_load(&cfg, ctx, &err) != 0)
+        return;
+    if (job_id > 0 &&
+        state_job_transition(db, job_id, "queued", "running", NULL, NULL, NULL) != 0) {
+        fix_config_free(&cfg);
+        return;
+    }
+    if (slot_acquire(ctx, cfg.max_concurrent) != 0) {
+        if (job_id > 0)
+            state_job_transition(db, job_id, "running", "queued", NULL, NULL, "stopping");
+        fix_config_free(&cfg);
+        return;
+    }
+    attempt a;
+    memset(&a, 0, sizeof(a));
+    a.ctx = ctx;
+    a.cfg = &cfg;
+    a.db = db;
+    a.id = id;
+    a.fix = state_fix_get(db, id);
+    a.fp = str_field(a.fix, "fingerprint");
+    const char *status = str_field(a.fix, "status");
+    if (a.fix != NULL && status != NULL && strcmp(status, "fixing") == 0) {
+        if (json_object_get(a.fix, "delivery") == NULL ||
+            json_is_null(json_object_get(a.fix, "delivery")))
+            run_attempt(&a);
+        attempt_cleanup(&a, 0);
+        if (!ctx->stopping) {
+            json_t *now = state_fix_get(db, id);
+            const char *st = str_field(now, "status");
+            if (st != NULL && strcmp(st, "fixing") == 0 &&
+                json_is_object(json_object_get(now, "delivery")))
+                decide(ctx, &cfg, db, id);
+            json_decref(now);
+        }
+    }
+    slot_release();
+    if (job_id > 0) {
+        json_t *now = state_fix_get(db, id);
+        const char *st = str_field(now, "status");
+        if (ctx->stopping && st != NULL && strcmp(st, "fixing") == 0)
+            state_job_transition(db, job_id, "running", "queued", NULL, NULL, "stopping");
+        else {
+            json_t *result = json_pack("{s:s?}", "status", st);
+            state_job_transition(db, job_id, "running", "done", NULL, result, NULL);
+            json_decref(result);
+        }
+        json_decref(now);
+    }
+    json_decref(a.fix);
+    fix_config_free(&cfg);
+}
+
+/* ------------------------------------------------------------ starting */
+
+typedef struct drive_arg {
+    port_ctx *ctx;
+    int64_t id;
+    int64_t job_id;
+} drive_arg;
+
+static void *drive_thread(void *p)
+{
+    drive_arg *arg = p;
+    fix_drive(arg->ctx, arg->id, arg->job_id);
+    free(arg);
+    thread_count(-1);
+    return NULL;
+}
+
+static int spawn_drive(port_ctx *ctx, int64_t id, int64_t job_id)
+{
+    pthread_mutex_lock(&slot_lock);
+    int busy = slots_waiting + slots_used >= FIX_WAITING_MAX;
+    pthread_mutex_unlock(&slot_lock);
+    drive_arg *arg = busy ? NULL : malloc(sizeof(*arg));
+    if (arg == NULL)
+        return -1;
+    *arg = (drive_arg){ctx, id, job_id};
+    pthread_t tid;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    thread_count(1);
+    int rc = pthread_create(&tid, &attr, drive_thread, arg);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        thread_count(-1);
+        free(arg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Records a fix and its job. 0 with *id and *job_id; 1 when the fingerprint
+ * already has a fix in flight (*id = that fix); -1 with err. */
+static int fix_create(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id, cmd_error *err)
+{
+    const char *fp = str_field(input, "fingerprint");
+    json_t *group = json_object_get(input, "group");
+    if (!valid_fp(fp) || !json_is_object(group)) {
+        cmd_error_set(err, "bad_args",
+                      "fix needs a fingerprint ([A-Za-z0-9_-]{1,128}) and a group object");
+        return -1;
+    }
+    if (state_ctx_ensure(ctx, err) != 0)
+        return -1;
+    state_db *db = port_state(ctx);
+    json_t *tid = json_object_get(input, "ticket_id");
+    int rc = state_fix_insert(db, fp, json_is_integer(tid) ? json_integer_value(tid) : 0,
+                              str_field(input, "severity"), input, id);
+    if (rc == 1) {
+        json_t *active = state_fixes_list(db, NULL, fp, 10);
+        size_t i;
+        json_t *f;
+        json_array_foreach(active, i, f)
+        {
+            const char *st = str_field(f, "status");
+            if (st != NULL && (strcmp(st, "fixing") == 0 || strcmp(st, "awaiting_approval") == 0 ||
+                               strcmp(st, "approved") == 0 || strcmp(st, "deploying") == 0 ||
+                               strcmp(st, "verifying") == 0)) {
+                *id = json_integer_value(json_object_get(f, "id"));
+                break;
+            }
+        }
+        json_decref(active);
+        return 1;
+    }
+    if (rc != 0) {
+        cmd_error_set(err, "state", "could not record the fix");
+        return -1;
+    }
+    char key[64];
+    snprintf(key, sizeof(key), "fix:%lld", (long long)*id);
+    int existed = 0;
+    char status[32];
+    json_t *job_input = json_pack("{s:I}", "fix_id", (json_int_t)*id);
+    rc = state_job_begin(db, "fix", key, job_input, job_id, &existed, status, sizeof(status));
+    json_decref(job_input);
+    if (rc != 0) {
+        cmd_error_set(err, "state", "could not record the fix job");
+        return -1;
+    }
+    stage(ctx, *id, fp, "started",
+          json_pack("{s:O}", "ticket_id", tid != NULL ? tid : json_null()));
+    return 0;
+}
+
+void fix_on_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket)
+{
+    if (ctx->one_shot)
+        return;
+    fix_config cfg;
+    cmd_error err = {NULL, ""};
+    if (fix_config_load(&cfg, ctx, &err) != 0)
+        return;
+    int enabled = cfg.enabled;
+    fix_config_free(&cfg);
+    json_t *root = json_array_get(members, 0);
+    const char *fp = str_field(root, "fingerprint");
+    if (fp == NULL)
+        fp = str_field(root, "id");
+    if (!enabled || root == NULL || fp == NULL)
+        return;
+    json_t *input = json_pack(
+        "{s:s, s:O, s:O, s:O, s:O}", "fingerprint", fp, "severity",
+        json_object_get(issue, "severity") ? json_object_get(issue, "severity") : json_null(),
+        "ticket_id",
+        json_object_get(ticket, "ticket_id") ? json_object_get(ticket, "ticket_id") : json_null(),
+        "root_cause",
+        json_object_get(issue, "root_cause") ? json_object_get(issue, "root_cause") : json_null(),
+        "group", root);
+    int64_t id = 0, job_id = 0;
+    if (input != NULL && fix_create(ctx, input, &id, &job_id, &err) == 0 &&
+        spawn_drive(ctx, id, job_id) != 0)
+        state_job_transition(port_state(ctx), job_id, "queued", "escalated", NULL, NULL,
+                             "too many fixes waiting");
+    json_decref(input);
+}
+
+void fix_resume(port_ctx *ctx, json_t *job)
+{
+    const char *kind = str_field(job, "kind");
+    const char *status = str_field(job, "status");
+    json_t *full = state_job_get(port_state(ctx), json_integer_value(json_object_get(job, "id")));
+    json_t *fix_id = json_object_get(json_object_get(full, "input"), "fix_id");
+    int64_t job_id = json_integer_value(json_object_get(job, "id"));
+    if (kind == NULL || status == NULL || !json_is_integer(fix_id)) {
+        json_decref(full);
+        return;
+    }
+    int64_t id = json_integer_value(fix_id);
+    state_db *db = port_state(ctx);
+    if (strcmp(kind, "fix") == 0 && strcmp(status, "queued") == 0) {
+        stage(ctx, id, "", "resumed", json_pack("{s:I}", "job_id", (json_int_t)job_id));
+        if (spawn_drive(ctx, id, job_id) != 0)
+            fix_drive(ctx, id, job_id);
+    } else if (strcmp(kind, "deploy") == 0 || strcmp(status, "escalated") == 0) {
+        /* a deploy cut short is not run again by itself: a human decides */
+        json_t *fix = state_fix_get(db, id);
+        fix_set(db, id, NULL,
+                json_pack("{s:s, s:{s:s}}", "status", "escalated", "detail", "reason",
+                          "the port stopped in the middle; a human must check the deploy"));
+        if (fix != NULL) {
+            notify_fix(ctx, fix, "A SelfHeal deploy was interrupted; a human must check it", 0);
+            stage(ctx, id, str_field(fix, "fingerprint"), "escalated",
+                  json_pack("{s:s}", "reason", "interrupted"));
+        }
+        if (strcmp(status, "queued") == 0)
+            state_job_transition(db, job_id, "queued", "escalated", NULL, NULL, "interrupted");
+        json_decref(fix);
+    }
+    json_decref(full);
+}
+
+/* ------------------------------------------------------------ scheduler */
+
+static pthread_mutex_t sched_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sched_cond = PTHREAD_COND_INITIALIZER;
+static int sched_started;
+
+static void sched_wake(void)
+{
+    pthread_mutex_lock(&sched_lock);
+    pthread_cond_broadcast(&sched_cond);
+    pthread_mutex_unlock(&sched_lock);
+}
+
+static void expire_approvals(port_ctx *ctx, state_db *db)
+{
+    json_t *waiting = state_fixes_list(db, "awaiting_approval", NULL, 100);
+    size_t i;
+    json_t *f;
+    int64_t now = state_now();
+    json_array_foreach(waiting, i, f)
+    {
+        json_t *exp = json_object_get(f, "approval_expires_at");
+        if (!json_is_integer(exp) || json_integer_value(exp) > now)
+            continue;
+        int64_t id = json_integer_value(json_object_get(f, "id"));
+        if (fix_set(db, id, "awaiting_approval", json_pack("{s:s}", "status", "expired")) == 0) {
+            ticket_comment(ctx, f, NULL, "The approval request for the SelfHeal fix expired.");
+            stage(ctx, id, str_field(f, "fingerprint"), "expired", NULL);
+        }
+    }
+    json_decref(waiting);
+}
+
+typedef struct deploy_arg {
+    port_ctx *ctx;
+    int64_t id;
+    int automatic;
+} deploy_arg;
+
+static void *deploy_thread(void *p)
+{
+    deploy_arg *arg = p;
+    fix_config cfg;
+    cmd_error err = {NULL, ""};
+    if (fix_config_load(&cfg, arg->ctx, &err) == 0) {
+        json_t *fix = deploy_run(arg->ctx, &cfg, arg->id, arg->automatic, &err);
+        json_decref(fix);
+        fix_config_free(&cfg);
+    }
+    pthread_mutex_lock(&slot_lock);
+    deploy_running = 0;
+    threads_active--;
+    pthread_mutex_unlock(&slot_lock);
+    sched_wake();
+    free(arg);
+    return NULL;
+}
+
+/* The oldest approved fix, if the deploy slot is free and the switches
+ * allow it: re-asks the gate for fixes the gate approved. */
+static void start_next_deploy(port_ctx *ctx, state_db *db)
+{
+    pthread_mutex_lock(&slot_lock);
+    int busy = deploy_running;
+    pthread_mutex_unlock(&slot_lock);
+    if (busy || fix_kill_switch_on(ctx))
+        return;
+    json_t *approved = state_fixes_list(db, "approved", NULL, 1000);
+    json_t *next = json_array_get(approved, json_array_size(approved) - 1); /* oldest */
+    if (next == NULL) {
+        json_decref(approved);
+        return;
+    }
+    int64_t id = json_integer_value(json_object_get(next, "id"));
+    const char *by = str_field(next, "decided_by");
+    int automatic = by != NULL && strcmp(by, "gate") == 0;
+    fix_config cfg;
+    cmd_error err = {NULL, ""};
+    if (fix_config_load(&cfg, ctx, &err) != 0) {
+        json_decref(approved);
+        return;
+    }
+    if (automatic) {
+        json_t *report = json_object_get(next, "validation");
+        json_t *conf = json_object_get(next, "confidence");
+        json_t *decision = NULL;
+        policy_action again =
+            gate(ctx, &cfg, db, next, json_is_true(json_object_get(report, "passed")),
+                 !json_is_false(json_object_get(report, "needs_human")),
+                 json_is_number(conf) ? json_number_value(conf) : 0.0, 0, &decision);
+        if (again != POLICY_DEPLOY) {
+            int64_t expires = state_now() + cfg.approval_ttl_s;
+            fix_set(db, id, "approved",
+                    json_pack("{s:s, s:O, s:I, s:n}", "status", "awaiting_approval", "decision",
+                              decision, "approval_expires_at", (json_int_t)expires, "decided_by"));
+            stage(ctx, id, str_field(next, "fingerprint"), "gate", json_deep_copy(decision));
+            json_t *fix = state_fix_get(db, id);
+            notify_fix(
+                ctx, fix,
+                "The gate no longer allows this fix to deploy by itself; it waits for approval", 1);
+            json_decref(fix);
+            json_decref(decision);
+            json_decref(approved);
+            fix_config_free(&cfg);
+            return;
+        }
+        json_decref(decision);
+    }
+    fix_config_free(&cfg);
+    json_decref(approved);
+    deploy_arg *arg = malloc(sizeof(*arg));
+    if (arg == NULL)
+        return;
+    *arg = (deploy_arg){ctx, id, automatic};
+    pthread_mutex_lock(&slot_lock);
+    deploy_running = 1;
+    threads_active++;
+    pthread_mutex_unlock(&slot_lock);
+    pthread_t tid;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&tid, &attr, deploy_thread, arg) != 0) {
+        pthread_mutex_lock(&slot_lock);
+        deploy_running = 0;
+        threads_active--;
+        pthread_mutex_unlock(&slot_lock);
+        free(arg);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+static void *scheduler(void *p)
+{
+    port_ctx *ctx = p;
+    while (!ctx->stopping) {
+        state_db *db = port_state(ctx);
+        if (db != NULL) {
+            expire_approvals(ctx, db);
+            start_next_deploy(ctx, db);
+        }
+        pthread_mutex_lock(&sched_lock);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 500 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&sched_cond, &sched_lock, &ts);
+        pthread_mutex_unlock(&sched_lock);
+    }
+    return NULL;
+}
+
+void fix_start_scheduler(port_ctx *ctx)
+{
+    if (ctx->one_shot)
+        return;
+    pthread_mutex_lock(&sched_lock);
+    int start = !sched_started;
+    sched_started = 1;
+    pthread_mutex_unlock(&sched_lock);
+    if (!start)
+        return;
+    pthread_t tid;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&tid, &attr, scheduler, ctx) != 0) {
+        pthread_mutex_lock(&sched_lock);
+        sched_started = 0;
+        pthread_mutex_unlock(&sched_lock);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+/* ------------------------------------------------------------ commands */
+
+static state_db *need_state(port_ctx *ctx, cmd_error *err)
+{
+    return state_ctx_ensure(ctx, err) == 0 ? port_state(ctx) : NULL;
+}
+
+static json_t *fix_with_deploys(state_db *db, int64_t id)
+{
+    json_t *fix = state_fix_get(db, id);
+    if (fix != NULL)
+        json_object_set_new(fix, "deploys", state_deploys_list(db, id, 50));
+    return fix;
+}
+
+static json_t *cmd_fix(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    fix_config cfg;
+    if (fix_config_load(&cfg, ctx, err) != 0)
+        return NULL;
+    int enabled = cfg.enabled;
+    policy_consent consent = cfg.consent;
+    fix_config_free(&cfg);
+    if (!enabled) {
+        cmd_error_set(err, consent == POLICY_OBSERVE ? "consent" : "bad_config",
+                      consent == POLICY_OBSERVE
+                          ? "gate.consent is observe: SelfHeal does not attempt fixes"
+                          : "the fix loop needs state_dir, fix.repo and fix.agent.argv");
+        return NULL;
+    }
+    json_t *input = json_pack("{s:O, s:O, s:O, s:O, s:O}", "fingerprint",
+                              or_null(json_object_get(args, "fingerprint")), "severity",
+                              or_null(json_object_get(args, "severity")), "ticket_id",
+                              or_null(json_object_get(args, "ticket_id")), "root_cause",
+                              or_null(json_object_get(args, "root_cause")), "group",
+                              or_null(json_object_get(args, "group")));
+    int64_t id = 0, job_id = 0;
+    int rc = fix_create(ctx, input, &id, &job_id, err);
+    json_decref(input);
+    if (rc < 0)
+        return NULL;
+    state_db *db = port_state(ctx);
+    if (rc == 1)
+        return json_pack("{s:I, s:s, s:b}", "fix_id", (json_int_t)id, "status", "in_flight",
+                         "started", 0);
+    if (json_is_true(json_object_get(args, "wait"))) {
+        fix_drive(ctx, id, job_id);
+        json_t *fix = fix_with_deploys(db, id);
+        json_object_set_new(fix, "fix_id", json_integer((json_int_t)id));
+        json_object_set_new(fix, "started", json_true());
+        return fix;
+    }
+    if (spawn_drive(ctx, id, job_id) != 0) {
+        state_job_transition(db, job_id, "queued", "escalated", NULL, NULL,
+                             "too many fixes waiting");
+        fix_set(db, id, NULL, json_pack("{s:s}", "status", "escalated"));
+        cmd_error_set(err, "busy", "too many fixes waiting");
+        return NULL;
+    }
+    return json_pack("{s:I, s:s, s:b}", "fix_id", (json_int_t)id, "status", "fixing", "started", 1);
+}
+
+static json_t *cmd_fixes(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    state_db *db = need_state(ctx, err);
+    if (db == NULL)
+        return NULL;
+    json_t *limit = json_object_get(args, "limit");
+    json_t *list = state_fixes_list(db, str_field(args, "status"), str_field(args, "fingerprint"),
+                                    json_is_integer(limit) ? (int)json_integer_value(limit) : 100);
+    if (list == NULL) {
+        cmd_error_set(err, "state", "cannot read fixes");
+        return NULL;
+    }
+    return json_pack("{s:o}", "fixes", list);
+}
+
+/* The fix id of {"id": n or "fix-n"} or of a signed {"token"} for action;
+ * 0 with err on anything else (an empty or unknown target is no target). */
+static int64_t target_id(port_ctx *ctx, json_t *args, const char *action, cmd_error *err)
+{
+    json_t *id = json_object_get(args, "id");
+    json_t *token = json_object_get(args, "token");
+    char id_text[80] = "";
+    if (json_is_integer(id) && json_integer_value(id) > 0 && token == NULL)
+        return json_integer_value(id);
+    if (json_is_string(id) && token == NULL)
+        snprintf(id_text, sizeof(id_text), "%s", json_string_value(id));
+    if (json_is_string(token) && id == NULL) {
+        char secret_env[128], got_action[16], got_id[80];
+        port_config_string(ctx, "links.secret_env", "SELF_HEAL_LINK_SECRET", secret_env,
+                           sizeof(secret_env));
+        const char *secret = port_secret(secret_env);
+        int v = secret != NULL
+                    ? notify_verify(json_string_value(token), secret, state_now(), got_action,
+                                    sizeof(got_action), got_id, sizeof(got_id))
+                    : -1;
+        if (v == 1) {
+            cmd_error_set(err, "expired", "the link has expired");
+            return 0;
+        }
+        if (v != 0 || strcmp(got_action, action) != 0) {
+            cmd_error_set(err, "bad_signature", "the link is not valid for %s", action);
+            return 0;
+        }
+        snprintf(id_text, sizeof(id_text), "%s", got_id);
+    }
+    const char *digits = strncmp(id_text, "fix-", 4) == 0 ? id_text + 4 : id_text;
+    char *end = NULL;
+    errno = 0;
+    long long n = digits[0] >= '1' && digits[0] <= '9' ? strtoll(digits, &end, 10) : 0;
+    if (n <= 0 || errno != 0 || end == NULL || *end != '\0') {
+        cmd_error_set(err, "bad_args",
+                      "%s needs one fix id (a positive number or fix-N) or a "
+                      "signed token; nothing was done",
+                      action);
+        return 0;
+    }
+    return n;
+}
+
+static json_t *decide_human(port_ctx *ctx, json_t *args, const char *action, cmd_error *err)
+{
+    state_db *db = need_state(ctx, err);
+    if (db == NULL)
+        return NULL;
+    int64_t id = target_id(ctx, args, action, err);
+    if (id <= 0)
+        return NULL;
+    const char *by = str_field(args, "by");
+    char who[128];
+    snprintf(who, sizeof(who), "%.100s", by != NULL && by[0] != '\0' ? by : "human");
+    json_t *fix = state_fix_get(db, id);
+    if (fix == NULL) {
+        cmd_error_set(err, "not_found", "no fix %lld", (long long)id);
+        return NULL;
+    }
+    const char *status = str_field(fix, "status");
+    json_t *exp = json_object_get(fix, "approval_expires_at");
+    if (status == NULL || strcmp(status, "awaiting_approval") != 0) {
+        cmd_error_set(err, "conflict", "fix %lld is %s, not awaiting approval", (long long)id,
+                      status != NULL ? status : "unknown");
+        json_decref(fix);
+        return NULL;
+    }
+    if (json_is_integer(exp) && json_integer_value(exp) <= state_now()) {
+        fix_set(db, id, "awaiting_approval", json_pack("{s:s}", "status", "expired"));
+        stage(ctx, id, str_field(fix, "fingerprint"), "expired", NULL);
+        cmd_error_set(err, "expired", "the approval request for fix %lld has expired",
+                      (long long)id);
+        json_decref(fix);
+        return NULL;
+    }
+    int approve = strcmp(action, "approve") == 0;
+    int rc = fix_set(
+        db, id, "awaiting_approval",
+        json_pack("{s:s, s:s}", "status", approve ? "approved" : "skipped", "decided_by", who));
+    if (rc != 0) {
+        cmd_error_set(err, "conflict", "fix %lld changed meanwhile", (long long)id);
+        json_decref(fix);
+        return NULL;
+    }
+    stage(ctx, id, str_field(fix, "fingerprint"), approve ? "approved" : "skipped",
+          json_pack("{s:s}", "by", who));
+    char text[256];
+    snprintf(text, sizeof(text), "SelfHeal fix %lld %s by %s.", (long long)id,
+             approve ? "approved" : "skipped", who);
+    ticket_comment(ctx, fix, NULL, text);
+    json_decref(fix);
+    sched_wake();
+    return json_pack("{s:I, s:s, s:s}", "fix_id", (json_int_t)id, "status",
+                     approve ? "approved" : "skipped", "by", who);
+}
+
+static json_t *cmd_approve(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    return decide_human(ctx, args, "approve", err);
+}
+
+static json_t *cmd_skip(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    return decide_human(ctx, args, "skip", err);
+}
+
+static json_t *cmd_fix_get(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    state_db *db = need_state(ctx, err);
+    json_t *id = json_object_get(args, "id");
+    if (db == NULL)
+        return NULL;
+    if (!json_is_integer(id) || json_integer_value(id) <= 0) {
+        cmd_error_set(err, "bad_args", "fix_get needs an id");
+        return NULL;
+    }
+    json_t *fix = fix_with_deploys(db, json_integer_value(id));
+    if (fix == NULL)
+        cmd_error_set(err, "not_found", "no fix %lld", (long long)json_integer_value(id));
+    return fix;
+}
+
+static json_t *cmd_recurrence(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    const char *fp = str_field(args, "fingerprint");
+    json_t *count = json_object_get(args, "count");
+    if (!valid_fp(fp) || !json_is_integer(count) || json_integer_value(count) < 1) {
+        cmd_error_set(err, "bad_args", "recurrence needs a fingerprint and a count >= 1");
+        return NULL;
+    }
+    state_db *db = need_state(ctx, err);
+    if (db == NULL)
+        return NULL;
+    if (state_recurrence_add(db, fp, json_integer_value(count)) != 0) {
+        cmd_error_set(err, "state", "could not record the recurrence");
+        return NULL;
+    }
+    return json_pack("{s:b}", "recorded", 1);
+}
+
+static json_t *gate_status(port_ctx *ctx, state_db *db)
+{
+    int open = 0;
+    long long failures = 0;
+    state_breaker_get(db, BREAKER_NAME, &open, &failures);
+    char consent[32];
+    port_config_string(ctx, "gate.consent", "diagnose", consent, sizeof(consent));
+    pthread_mutex_lock(&slot_lock);
+    int running = deploy_running, fixing = slots_used, waiting = slots_waiting;
+    pthread_mutex_unlock(&slot_lock);
+    return json_pack("{s:b, s:{s:s, s:I}, s:I, s:s, s:b, s:i, s:i}", "kill_switch",
+                     fix_kill_switch_on(ctx), "breaker", "state", open ? "open" : "closed",
+                     "failures", (json_int_t)failures, "auto_deploys_last_hour",
+                     (json_int_t)state_deploy_count(db, "deploy", 1, 3600), "consent",
+                     policy_consent_name(policy_consent_parse(consent)), "deploy_running", running,
+                     "fixes_running", fixing, "fixes_waiting", waiting);
+}
+
+static json_t *cmd_kill_switch(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    state_db *db = need_state(ctx, err);
+    if (db == NULL)
+        return NULL;
+    json_t *on = json_object_get(args, "on");
+    if (on != NULL && !json_is_boolean(on)) {
+        cmd_error_set(err, "bad_args", "on must be true or false");
+        return NULL;
+    }
+    if (on != NULL) {
+        if (state_kv_set(db, KV_KILL_SWITCH, json_is_true(on) ? "on" : "off") != 0) {
+            cmd_error_set(err, "state", "could not store the kill switch");
+            return NULL;
+        }
+        const char *by = str_field(args, "by");
+        json_t *fields =
+            json_pack("{s:b, s:s}", "on", json_is_true(on), "by", by != NULL ? by : "human");
+        fix_audit(ctx, "kill_switch", fields);
+        port_notify(ctx, "kill_switch", fields);
+        sched_wake();
+    }
+    return gate_status(ctx, db);
+}
+
+static json_t *cmd_breaker_reset(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    state_db *db = need_state(ctx, err);
+    if (db == NULL)
+        return NULL;
+    if (state_breaker_reset(db, BREAKER_NAME) != 0) {
+        cmd_error_set(err, "state", "could not reset the breaker");
+        return NULL;
+    }
+    const char *by = str_field(args, "by");
+    json_t *fields = json_pack("{s:s}", "by", by != NULL ? by : "human");
+    fix_audit(ctx, "breaker_reset", fields);
+    json_decref(fields);
+    sched_wake();
+    return gate_status(ctx, db);
+}
+
+static json_t *cmd_gate_status(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    (void)args;
+    state_db *db = need_state(ctx, err);
+    return db != NULL ? gate_status(ctx, db) : NULL;
+}
+
+const cmd_def *fix_commands(size_t *n)
+{
+    static const cmd_def cmds[] = {
+        {"fix", cmd_fix, 0},
+        {"fixes", cmd_fixes, 0},
+        {"fix_get", cmd_fix_get, 0},
+        {"approve", cmd_approve, 0},
+        {"skip", cmd_skip, 0},
+        {"recurrence", cmd_recurrence, 0},
+        {"kill_switch", cmd_kill_switch, 0},
+        {"breaker_reset", cmd_breaker_reset, 0},
+        {"gate_status", cmd_gate_status, 0},
+    };
+    *n = sizeof(cmds) / sizeof(cmds[0]);
+    return cmds;
+}

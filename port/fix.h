@@ -1,0 +1,106 @@
+/*
+ * The fix loop (docs/fix-loop.md): from a ticket to a validated change
+ * delivered as a pull request or a dry-run patch, then the gate.
+ *
+ *   fix        {"fingerprint", "severity", "group": {...}, "ticket_id"?,
+ *               "root_cause"?, "wait"?: bool}
+ *              starts a fix (one per fingerprint in flight; at most
+ *              fix.max_concurrent run at once, the others queue); answers
+ *              {"fix_id", "status"} at once, or the finished fix with wait.
+ *   fixes      {"status"?, "fingerprint"?, "limit"?}  -> {"fixes": [...]}
+ *   fix_get    {"id"}                                 -> the fix + its deploys
+ *   approve    {"id" | "token", "by"?}                a human's approval
+ *   skip       {"id" | "token", "by"?}                a human's refusal
+ *   recurrence {"fingerprint", "count"}               the collector saw it again
+ *   kill_switch {"on"?: bool, "by"?}                  sets (or reads) the switch
+ *   breaker_reset {"by"?}                             closes the deploy breaker
+ *   gate_status {}                                    switch, breaker, counts
+ *
+ * Each fix is a row of the fixes table (state.h) and a job (kind "fix");
+ * a port killed mid-fix resumes it on restart (fix_resume) from what the
+ * row records: an attempt that had not delivered starts again from a
+ * fresh worktree; a delivered one goes on to the gate; a pull request is
+ * looked up by branch before one is opened, so none is opened twice.
+ */
+#ifndef SELF_HEAL_PORT_FIX_H
+#define SELF_HEAL_PORT_FIX_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cmd.h"
+#include "policy.h"
+
+#define FIX_PATH_MAX 4096
+
+/* The fix loop's configuration, read once per fix or deploy. */
+typedef struct fix_config {
+    int enabled; /* fix.repo set and consent is not observe */
+    char state_dir[FIX_PATH_MAX];
+    char repo[FIX_PATH_MAX];     /* fix.repo: the application's git repository */
+    char base[256];              /* fix.base: the deployed commit (else the deploy branch) */
+    char deploy_branch[256];     /* deploy.branch (default: the repo's current branch) */
+    json_t *agent_argv;          /* fix.agent.argv */
+    json_t *agent_env;           /* fix.agent.env_allow */
+    char agent_key_env[128];     /* fix.agent.key_env */
+    int agent_timeout_ms;        /* fix.agent.timeout_s (900) */
+    json_t *compile_argv;        /* fix.compile.argv */
+    int compile_timeout_ms;      /* fix.compile.timeout_s (300) */
+    json_t *test_argv;           /* fix.test.argv */
+    int test_timeout_ms;         /* fix.test.timeout_s (600) */
+    json_t *env_allow;           /* fix.env_allow: for compile, test, deploy, health */
+    size_t max_output;           /* fix.max_output_bytes (8 MiB) */
+    size_t max_lines;            /* fix.max_changed_lines (40) */
+    json_t *protected_paths;     /* fix.protected_paths (NULL: defaults) */
+    char descriptor[4096];       /* fix.descriptor */
+    char remote_url[1024];       /* fix.remote.url (https): push + PR; "" = dry run */
+    char remote_token_env[128];  /* fix.remote.token_env (GITHUB_TOKEN) */
+    int max_concurrent;          /* fix.max_concurrent (2) */
+    policy_consent consent;      /* gate.consent (diagnose) */
+    json_t *auto_severities;     /* gate.auto_deploy_severity */
+    double threshold;            /* gate.confidence_threshold (0.8) */
+    long long max_per_hour;      /* gate.max_auto_deploys_per_hour (5) */
+    long long breaker_threshold; /* gate.breaker_threshold (3) */
+    int64_t approval_ttl_s;      /* gate.approval_ttl_s (86400) */
+    json_t *deploy_argv;         /* deploy.argv */
+    int deploy_timeout_ms;       /* deploy.timeout_s (600) */
+    char health_url[1024];       /* deploy.health.url */
+    json_t *health_argv;         /* deploy.health.argv */
+    int health_timeout_ms;       /* deploy.health.timeout_s (60): until healthy after a deploy */
+    int health_interval_ms;      /* deploy.health.interval_ms (2000) */
+    int verify_window_s;         /* deploy.verify_window_s (300) */
+} fix_config;
+
+/* Reads the configuration; 0, or -1 with err (bad_config) when a value is
+ * present but unusable. Free with fix_config_free. */
+int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err);
+void fix_config_free(fix_config *cfg);
+
+/* Called by the pipeline for each ticket it created: starts a fix when the
+ * loop is enabled (never waits). issue: the analysis issue; members: its
+ * groups; ticket: ticket_upsert's result. */
+void fix_on_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket);
+
+/* After configure (not in one-shot mode): starts the scheduler thread that
+ * expires approvals and starts deploys of approved fixes, once. */
+void fix_start_scheduler(port_ctx *ctx);
+
+/* A recovered job of kind "fix" or "deploy" (status queued or escalated). */
+void fix_resume(port_ctx *ctx, json_t *job);
+
+/* Fix, deploy and scheduler threads alive now (at exit, nothing they use
+ * may be closed while this is non-zero). */
+int fix_threads_active(void);
+
+/* Appends an audit record when an audit log is open (fields not stolen). */
+void fix_audit(port_ctx *ctx, const char *action, json_t *fields);
+
+/* Writes a file (0600, created or truncated, never through a symlink);
+ * 0 or -1. */
+int fix_write_file(const char *path, const char *data, size_t len);
+
+/* The kill switch (config gate.kill_switch or the persistent one). */
+int fix_kill_switch_on(port_ctx *ctx);
+
+#endif

@@ -1,0 +1,678 @@
+defmodule SelfHeal.FixLoopTest do
+  # The fix loop end to end through the real port program: real git
+  # repositories made here, a small Python project (its compile and test
+  # commands take milliseconds), and scripted agents standing in for a
+  # coding agent: (a) a correct fix, (b) an out-of-scope file, (c) broken
+  # tests, (d) a hang, (e) reading secrets from the environment, (f) a
+  # 500-line diff, (g) a test that passes on the base commit too. Then the
+  # gate (rate limit, breaker, kill switch, approval expiry), deploy,
+  # verification and rollback, a kill -9 in the middle of a fix, and no
+  # agent process left behind.
+  use ExUnit.Case, async: false
+
+  alias SelfHeal.{FakeHTTP, Port}
+
+  @moduletag :tmp_dir
+  @moduletag capture_log: true
+  @marker "self_heal_fixloop_agent"
+  @secret "ghp_" <> String.duplicate("Z9", 18)
+
+  # ------------------------------------------------------------ fixtures
+
+  defp git!(dir, args) do
+    {out, 0} =
+      System.cmd("git", ["-c", "user.name=Dev", "-c", "user.email=dev@example.com" | args],
+        cd: dir,
+        stderr_to_stdout: true
+      )
+
+    out
+  end
+
+  @calc """
+  def average(xs):
+      return sum(xs) / len(xs)
+  """
+
+  @calc_test """
+  import unittest
+
+  from src.calc import average
+
+
+  class AverageTest(unittest.TestCase):
+      def test_average(self):
+          self.assertEqual(average([2, 4]), 3)
+
+
+  if __name__ == "__main__":
+      unittest.main()
+  """
+
+  defp make_repo(dir) do
+    repo = Path.join(dir, "app")
+    File.mkdir_p!(Path.join(repo, "src"))
+    File.mkdir_p!(Path.join(repo, "tests"))
+    File.write!(Path.join(repo, "src/__init__.py"), "")
+    File.write!(Path.join(repo, "tests/__init__.py"), "")
+    File.write!(Path.join(repo, "src/calc.py"), @calc)
+    File.write!(Path.join(repo, "tests/test_calc.py"), @calc_test)
+    File.write!(Path.join(repo, "README.md"), "# app\n")
+    File.write!(Path.join(repo, ".gitignore"), "__pycache__/\n*.pyc\n")
+    git!(repo, ["init", "-q", "-b", "main"])
+    git!(repo, ["add", "-A"])
+    git!(repo, ["commit", "-q", "-m", "initial"])
+    repo
+  end
+
+  # An agent script: sh, run by the port with argv {worktree} {prompt_file}.
+  defp agent(dir, name, body) do
+    path = Path.join(dir, "#{@marker}_#{name}")
+    File.write!(path, "#!/bin/sh\n# #{@marker}\ncd \"$1\" || exit 9\n" <> body)
+    File.chmod!(path, 0o755)
+    path
+  end
+
+  @good_fix """
+  cat > src/calc.py <<'PY'
+  def average(xs):
+      if not xs:
+          return 0
+      return sum(xs) / len(xs)
+  PY
+  cat >> tests/test_calc.py <<'PY'
+
+
+  class EmptyTest(unittest.TestCase):
+      def test_empty(self):
+          self.assertEqual(average([]), 0)
+  PY
+  echo "fixed the empty list"
+  """
+
+  defp config(dir, repo, agent_path, extra \\ %{}) do
+    deep_merge(
+      %{
+        "state_dir" => Path.join(dir, "state"),
+        "tickets" => %{"backend" => "local"},
+        "fix" => %{
+          "repo" => repo,
+          "agent" => %{"argv" => [agent_path, "{worktree}", "{prompt_file}"], "timeout_s" => 20},
+          "compile" => %{"argv" => ["python3", "-m", "py_compile", "src/calc.py"]},
+          "test" => %{"argv" => ["python3", "-m", "unittest", "-q"]}
+        },
+        "gate" => %{"consent" => "diagnose"}
+      },
+      extra
+    )
+  end
+
+  defp deep_merge(a, b) when is_map(a) and is_map(b),
+    do: Map.merge(a, b, fn _k, x, y -> deep_merge(x, y) end)
+
+  defp deep_merge(_a, b), do: b
+
+  defp start_port(config, opts \\ []) do
+    start_supervised!({Port, [config: config, backoff_min: 50] ++ opts})
+  end
+
+  @stack """
+  Traceback (most recent call last):
+    File "/srv/app/src/calc.py", line 2, in average
+      return sum(xs) / len(xs)
+  ZeroDivisionError: division by zero
+  """
+
+  defp fix_args(fp \\ "fpcalc0001", extra \\ %{}) do
+    Map.merge(
+      %{
+        "fingerprint" => fp,
+        "severity" => "high",
+        "root_cause" => "average/1 divides by the length of an empty list",
+        "wait" => true,
+        "group" => %{
+          "id" => fp,
+          "message" => "ZeroDivisionError: division by zero",
+          "stacktrace" => @stack,
+          "count" => 12,
+          "service" => "calc",
+          "path" => "/average"
+        }
+      },
+      extra
+    )
+  end
+
+  defp fix!(port, args) do
+    {:ok, fix} = Port.call(port, "fix", args, 120_000)
+    fix
+  end
+
+  defp wait_until(fun, ms \\ 15_000) do
+    deadline = System.monotonic_time(:millisecond) + ms
+
+    Stream.repeatedly(fn ->
+      case fun.() do
+        falsy when falsy in [nil, false] ->
+          if System.monotonic_time(:millisecond) > deadline, do: flunk("timed out waiting")
+          Process.sleep(50)
+          nil
+
+        value ->
+          value
+      end
+    end)
+    |> Enum.find(& &1)
+  end
+
+  defp fix_status(port, id) do
+    case Port.call(port, "fix_get", %{"id" => id}) do
+      {:ok, fix} -> fix
+      {:error, _port_restarting} -> %{}
+    end
+  end
+
+  defp agent_processes do
+    {out, _} = System.cmd("ps", ["-eo", "pid=,stat=,args="])
+
+    out
+    |> String.split("\n", trim: true)
+    |> Enum.filter(&String.contains?(&1, @marker))
+    |> Enum.reject(&(String.split(&1) |> Enum.at(1, "") |> String.starts_with?("Z")))
+  end
+
+  # ------------------------------------------------------------ agents a..g
+
+  test "(a) a correct fix: validated, regression proven, dry-run patch and report", %{
+    tmp_dir: dir
+  } do
+    repo = make_repo(dir)
+    port = start_port(config(dir, repo, agent(dir, "good", @good_fix)))
+    fix = fix!(port, fix_args())
+
+    # no deploy target configured: delivered, nothing to deploy to
+    assert fix["status"] == "delivered"
+    assert fix["decision"]["action"] == "none"
+    v = fix["validation"]
+    assert v["passed"] and v["compiled"] and v["tests_passed"] and v["regression_proven"]
+    assert v["scope_ok"] and v["protected_ok"]
+    assert fix["confidence"] >= 0.8
+    assert "consent is diagnose: a human deploys" in fix["decision"]["reasons"]
+
+    patch = File.read!(fix["delivery"]["patch"])
+    assert patch =~ "diff --git a/src/calc.py b/src/calc.py"
+    assert patch =~ "if not xs:"
+
+    assert File.read!(fix["delivery"]["report"]) =~
+             "Regression test fails on the base commit: yes"
+
+    prompt = File.read!(Path.join([dir, "state", "fixes", "#{fix["id"]}", "prompt.md"]))
+    assert prompt =~ "src/calc.py"
+    assert prompt =~ "ZeroDivisionError"
+
+    # the worktree is gone, the branch holds the fix on top of the base
+    refute File.exists?(Path.join([dir, "state", "worktrees", "#{fix["id"]}"]))
+    log = git!(repo, ["log", "--format=%s", "self-heal/fpcalc0001"])
+    assert log =~ "SelfHeal: fix proposed by the coding agent"
+    # main is untouched until a deploy
+    refute File.read!(Path.join(repo, "src/calc.py")) =~ "if not xs"
+  end
+
+  test "(b) a file outside the scope needs a human", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+    body = @good_fix <> "echo 'more docs' >> README.md\n"
+    port = start_port(config(dir, repo, agent(dir, "scope", body), deploy_config(dir)))
+    fix = fix!(port, fix_args())
+    assert fix["status"] == "awaiting_approval"
+    assert fix["validation"]["out_of_scope"] == ["README.md"]
+    refute fix["validation"]["scope_ok"]
+    assert fix["validation"]["needs_human"]
+  end
+
+  test "(c) a change that breaks the tests is rejected", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+
+    body = """
+    cat > src/calc.py <<'PY'
+    def average(xs):
+        return 0
+    PY
+    """
+
+    port = start_port(config(dir, repo, agent(dir, "broken", body)))
+    fix = fix!(port, fix_args())
+    assert fix["status"] == "rejected"
+    assert fix["validation"]["compiled"] == true
+    assert fix["validation"]["tests_passed"] == false
+    assert fix["confidence"] == 0
+    assert fix["decision"]["action"] == "reject"
+    # the human still gets the patch and the report
+    assert File.exists?(fix["delivery"]["patch"])
+  end
+
+  test "(d) a hanging agent is killed with its whole process group", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+    pids = Path.join(dir, "hang.pids")
+
+    body = """
+    sleep 300 &
+    echo $! >> '#{pids}'
+    echo $$ >> '#{pids}'
+    sleep 300
+    """
+
+    cfg =
+      config(dir, repo, agent(dir, "hang", body), %{"fix" => %{"agent" => %{"timeout_s" => 2}}})
+
+    port = start_port(cfg)
+    started = System.monotonic_time(:millisecond)
+    fix = fix!(port, fix_args())
+    assert System.monotonic_time(:millisecond) - started < 15_000
+    assert fix["status"] == "rejected"
+    assert fix["detail"]["reason"] =~ "timed out"
+
+    for pid <- pids |> File.read!() |> String.split() do
+      refute File.exists?("/proc/#{pid}") and not zombie?(pid), "agent process #{pid} survived"
+    end
+  end
+
+  defp zombie?(pid) do
+    case File.read("/proc/#{pid}/stat") do
+      {:ok, stat} -> stat |> String.split(") ") |> List.last() |> String.starts_with?("Z")
+      _ -> true
+    end
+  end
+
+  test "(e) the agent's environment holds no secret", %{tmp_dir: dir} do
+    System.put_env("GITHUB_TOKEN", @secret)
+    System.put_env("SELF_HEAL_FIXLOOP_API_KEY", @secret)
+    on_exit(fn -> System.delete_env("GITHUB_TOKEN") end)
+    on_exit(fn -> System.delete_env("SELF_HEAL_FIXLOOP_API_KEY") end)
+    repo = make_repo(dir)
+
+    body =
+      @good_fix <>
+        """
+        env > leaked_env.txt
+        echo "token: $GITHUB_TOKEN"
+        cat /proc/$$/environ | tr '\\0' '\\n' > leaked_proc.txt
+        """
+
+    port = start_port(config(dir, repo, agent(dir, "env", body), deploy_config(dir)))
+    fix = fix!(port, fix_args())
+    # the env dumps are files outside the scope: a human decides
+    assert fix["status"] == "awaiting_approval"
+    assert "leaked_env.txt" in fix["validation"]["out_of_scope"]
+    committed = git!(repo, ["show", "self-heal/fpcalc0001"])
+    assert committed =~ "PATH="
+    refute committed =~ @secret
+    refute committed =~ "GITHUB_TOKEN"
+    refute committed =~ "SELF_HEAL_FIXLOOP_API_KEY"
+
+    for file <- Path.wildcard(Path.join([dir, "state", "**", "*"])), File.regular?(file) do
+      refute File.read!(file) =~ @secret, "#{file} holds the secret"
+    end
+  end
+
+  test "(f) a 500-line diff is rejected on size", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+
+    body =
+      @good_fix <>
+        """
+        i=0
+        while [ $i -lt 500 ]; do echo "PAD_$i = $i" >> src/calc.py; i=$((i+1)); done
+        """
+
+    port = start_port(config(dir, repo, agent(dir, "big", body)))
+    fix = fix!(port, fix_args())
+    assert fix["status"] == "rejected"
+    refute fix["validation"]["size_ok"]
+    assert fix["validation"]["changed_lines"] > 500
+    # nothing was compiled or tested for it
+    assert fix["validation"]["compiled"] == nil
+  end
+
+  test "(g) a test that passes on the base commit proves nothing", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+
+    body = """
+    cat > src/calc.py <<'PY'
+    def average(xs):
+        if not xs:
+            return 0
+        return sum(xs) / len(xs)
+    PY
+    cat >> tests/test_calc.py <<'PY'
+
+
+    class MoreTest(unittest.TestCase):
+        def test_more(self):
+            self.assertEqual(average([1, 3]), 2)
+    PY
+    """
+
+    port = start_port(config(dir, repo, agent(dir, "weak", body), deploy_config(dir)))
+
+    fix = fix!(port, fix_args())
+    assert fix["validation"]["regression_proven"] == false
+    assert fix["confidence"] <= 0.5
+    assert fix["status"] == "awaiting_approval"
+  end
+
+  test "a fingerprint already being fixed is not started twice", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+    body = "sleep 2\n" <> @good_fix
+    port = start_port(config(dir, repo, agent(dir, "slow", body)))
+    {:ok, first} = Port.call(port, "fix", Map.put(fix_args(), "wait", false))
+    assert first["started"]
+    {:ok, second} = Port.call(port, "fix", Map.put(fix_args(), "wait", false))
+    refute second["started"]
+    assert second["fix_id"] == first["fix_id"]
+    wait_until(fn -> fix_status(port, first["fix_id"])["status"] != "fixing" end)
+  end
+
+  # ------------------------------------------------------------ gate, deploy, verify
+
+  # A deploy "command": records the deployed commit; the health check reads
+  # a flag file the test controls.
+  defp deploy_config(dir, extra \\ %{}) do
+    deploys = Path.join(dir, "deploys.log")
+    healthy = Path.join(dir, "healthy")
+    File.write!(healthy, "ok")
+    deploy = Path.join(dir, "deploy.sh")
+    File.write!(deploy, "#!/bin/sh\necho \"$1 $2\" >> '#{deploys}'\n")
+    File.chmod!(deploy, 0o755)
+    health = Path.join(dir, "health.sh")
+    File.write!(health, "#!/bin/sh\ntest -f '#{healthy}'\n")
+    File.chmod!(health, 0o755)
+
+    deep_merge(
+      %{
+        "gate" => %{"consent" => "repair"},
+        "deploy" => %{
+          "branch" => "main",
+          "argv" => [deploy, "{repo}", "{commit}"],
+          "health" => %{"argv" => [health], "timeout_s" => 3, "interval_ms" => 200},
+          "verify_window_s" => 2
+        }
+      },
+      extra
+    )
+  end
+
+  defp wait_status(port, id, statuses, ms \\ 20_000) do
+    wait_until(
+      fn ->
+        fix = fix_status(port, id)
+        if fix["status"] in statuses, do: fix
+      end,
+      ms
+    )
+  end
+
+  test "auto deploy, verification passes, ticket closed", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+    port = start_port(config(dir, repo, agent(dir, "good", @good_fix), deploy_config(dir)))
+    fix = fix!(port, fix_args())
+    assert fix["decision"]["action"] == "deploy"
+    done = wait_status(port, fix["id"], ["deployed", "rolled_back", "failed"])
+    assert done["status"] == "deployed"
+    assert File.read!(Path.join(repo, "src/calc.py")) =~ "if not xs"
+    assert File.read!(Path.join(dir, "deploys.log")) =~ done["deploy_commit"]
+    kinds = Enum.map(done["deploys"], &{&1["kind"], &1["status"]})
+    assert {"deploy", "succeeded"} in kinds
+  end
+
+  test "a recurrence during verification rolls back: revert commit, redeploy, breaker", %{
+    tmp_dir: dir
+  } do
+    repo = make_repo(dir)
+
+    cfg =
+      config(
+        dir,
+        repo,
+        agent(dir, "good", @good_fix),
+        deploy_config(dir, %{"deploy" => %{"verify_window_s" => 30}})
+      )
+
+    port = start_port(cfg)
+    :ok = Port.subscribe(port)
+    fix = fix!(port, fix_args())
+
+    assert_receive {:self_heal_port, %{"event" => "verify", "fingerprint" => "fpcalc0001"}},
+                   20_000
+
+    {:ok, _} = Port.call(port, "recurrence", %{"fingerprint" => "fpcalc0001", "count" => 3})
+    done = wait_status(port, fix["id"], ["rolled_back", "deployed", "failed"])
+    assert done["status"] == "rolled_back"
+    assert done["detail"]["reason"] =~ "recurred"
+    log = git!(repo, ["log", "--format=%s", "main"])
+    assert log =~ "SelfHeal: revert fix #{fix["id"]}"
+    refute File.read!(Path.join(repo, "src/calc.py")) =~ "if not xs"
+    # deployed twice: the fix, then the revert
+    assert length(String.split(File.read!(Path.join(dir, "deploys.log")), "\n", trim: true)) == 2
+    {:ok, gate} = Port.call(port, "gate_status", %{})
+    assert gate["breaker"]["failures"] == 1
+  end
+
+  test "a failing health check after deploy reverts, and the breaker opens at its threshold", %{
+    tmp_dir: dir
+  } do
+    repo = make_repo(dir)
+
+    cfg =
+      config(
+        dir,
+        repo,
+        agent(dir, "good", @good_fix),
+        deploy_config(dir, %{"gate" => %{"breaker_threshold" => 1}})
+      )
+
+    # the deploy "breaks" the service: the health flag goes away
+    File.write!(Path.join(dir, "deploy.sh"), """
+    #!/bin/sh
+    echo "$1 $2" >> '#{dir}/deploys.log'
+    if grep -q "if not xs" "$1/src/calc.py"; then rm -f '#{dir}/healthy'; else echo ok > '#{dir}/healthy'; fi
+    """)
+
+    port = start_port(cfg)
+    fix = fix!(port, fix_args())
+    done = wait_status(port, fix["id"], ["rolled_back", "deployed", "failed"])
+    assert done["status"] == "rolled_back"
+    assert done["detail"]["reason"] =~ "health"
+    assert git!(repo, ["log", "-1", "--format=%s", "main"]) =~ "SelfHeal: revert fix"
+    assert File.exists?(Path.join(dir, "healthy"))
+    {:ok, gate} = Port.call(port, "gate_status", %{})
+    assert gate["breaker"]["state"] == "open"
+
+    # breaker open: the next fix waits for a human
+    fix2 = fix!(port, fix_args("fpcalc0002"))
+    assert fix2["status"] == "awaiting_approval"
+    assert "circuit breaker open: a human must reset it" in fix2["decision"]["reasons"]
+    {:ok, gate} = Port.call(port, "breaker_reset", %{"by" => "test"})
+    assert gate["breaker"]["state"] == "closed"
+  end
+
+  test "rate limit: max_auto_deploys_per_hour", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+
+    cfg =
+      config(
+        dir,
+        repo,
+        agent(dir, "good", @good_fix),
+        deploy_config(dir, %{
+          "gate" => %{"max_auto_deploys_per_hour" => 1},
+          "deploy" => %{"verify_window_s" => 0}
+        })
+      )
+
+    port = start_port(cfg)
+    fix = fix!(port, fix_args())
+    assert fix["decision"]["action"] == "deploy"
+
+    assert wait_status(port, fix["id"], ["deployed", "rolled_back", "failed"])["status"] ==
+             "deployed"
+
+    fix2 = fix!(port, fix_args("fpcalc0002"))
+    assert fix2["status"] == "awaiting_approval"
+    assert "max_auto_deploys_per_hour reached" in fix2["decision"]["reasons"]
+  end
+
+  test "kill switch: nothing deploys, approved or not, until it is off", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+    port = start_port(config(dir, repo, agent(dir, "good", @good_fix), deploy_config(dir)))
+    {:ok, gate} = Port.call(port, "kill_switch", %{"on" => true, "by" => "test"})
+    assert gate["kill_switch"]
+    fix = fix!(port, fix_args())
+    assert fix["status"] == "awaiting_approval"
+    assert "kill switch on" in fix["decision"]["reasons"]
+    {:ok, _} = Port.call(port, "approve", %{"id" => fix["id"], "by" => "test"})
+    Process.sleep(1_500)
+    assert fix_status(port, fix["id"])["status"] == "approved"
+    refute File.exists?(Path.join(dir, "deploys.log"))
+    {:ok, _} = Port.call(port, "kill_switch", %{"on" => false})
+
+    assert wait_status(port, fix["id"], ["deployed", "rolled_back", "failed"])["status"] ==
+             "deployed"
+  end
+
+  test "approvals: invalid targets do nothing, approvals expire, skip", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+
+    cfg =
+      config(
+        dir,
+        repo,
+        agent(dir, "good", @good_fix),
+        deploy_config(dir, %{"gate" => %{"consent" => "diagnose", "approval_ttl_s" => 1}})
+      )
+
+    port = start_port(cfg)
+
+    for bad <- ["", "all", "*", "0", "-1", "fix-", "1; rm -rf /", nil] do
+      assert {:error, %{code: "bad_args"}} = Port.call(port, "approve", %{"id" => bad})
+    end
+
+    assert {:error, %{code: "bad_args"}} = Port.call(port, "approve", %{})
+
+    fix = fix!(port, fix_args())
+    assert fix["status"] == "awaiting_approval"
+    expired = wait_status(port, fix["id"], ["expired"], 5_000)
+    assert expired["status"] == "expired"
+    assert {:error, %{code: "conflict"}} = Port.call(port, "approve", %{"id" => fix["id"]})
+
+    fix2 = fix!(port, fix_args("fpcalc0002"))
+    {:ok, skipped} = Port.call(port, "skip", %{"id" => "fix-#{fix2["id"]}", "by" => "test"})
+    assert skipped["status"] == "skipped"
+    refute File.exists?(Path.join(dir, "deploys.log"))
+  end
+
+  test "mix self_heal.approve reaches a running port through the state", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+
+    cfg =
+      config(
+        dir,
+        repo,
+        agent(dir, "good", @good_fix),
+        deploy_config(dir, %{"gate" => %{"consent" => "diagnose"}})
+      )
+
+    port = start_port(cfg)
+    fix = fix!(port, fix_args())
+    assert fix["status"] == "awaiting_approval"
+    # what the mix task does: the port binary run once against the same state
+    assert {:ok, %{"status" => "approved"}} =
+             SelfHeal.CLI.run("approve", %{"id" => fix["id"], "by" => "cli"},
+               config: SelfHeal.Port.wire(cfg)
+             )
+
+    assert wait_status(port, fix["id"], ["deployed", "rolled_back", "failed"])["status"] ==
+             "deployed"
+  end
+
+  # ------------------------------------------------------------ PR delivery and kill -9
+
+  defp github(state) do
+    fn req ->
+      case {req.method, req.path} do
+        {"GET", "/repos/o/app/pulls" <> _} ->
+          {200, [{"content-type", "application/json"}], FakeHTTP.encode(Agent.get(state, & &1))}
+
+        {"POST", "/repos/o/app/pulls"} ->
+          n = Agent.get_and_update(state, fn prs -> {length(prs) + 1, prs} end)
+          {:ok, body} = SelfHeal.Port.JSON.decode(req.body)
+
+          pr = %{
+            "number" => n,
+            "html_url" => "https://github.example/o/app/pull/#{n}",
+            "head" => %{"ref" => body["head"]}
+          }
+
+          Agent.update(state, &[pr | &1])
+          {201, [{"content-type", "application/json"}], FakeHTTP.encode(pr)}
+
+        _ ->
+          {404, [], "{}"}
+      end
+    end
+  end
+
+  test "kill -9 of the port mid-fix: the fix resumes, one branch push, one pull request", %{
+    tmp_dir: dir
+  } do
+    repo = make_repo(dir)
+    remote = Path.join(dir, "remote.git")
+    {_, 0} = System.cmd("git", ["init", "-q", "--bare", remote])
+    {:ok, prs} = Agent.start_link(fn -> [] end)
+    {:ok, gh} = FakeHTTP.start(github(prs))
+    System.put_env("SH_FIXLOOP_GH", "ghp_" <> String.duplicate("a", 36))
+    started = Path.join(dir, "agent.runs")
+    body = "echo run >> '#{started}'\nsleep 3\n" <> @good_fix
+
+    cfg =
+      config(dir, repo, agent(dir, "slowgood", body), %{
+        "fix" => %{"remote" => %{"url" => remote}},
+        "tickets" => %{
+          "github" => %{
+            "api" => gh.url,
+            "repo" => "o/app",
+            "token_env" => "SH_FIXLOOP_GH",
+            "max_attempts" => 1
+          }
+        }
+      })
+
+    port = start_port(cfg)
+    :ok = Port.subscribe(port)
+    {:ok, first} = Port.call(port, "fix", Map.put(fix_args(), "wait", false))
+    assert_receive {:self_heal_port, %{"event" => "fix", "stage" => "context"}}, 20_000
+    wait_until(fn -> File.exists?(started) end)
+    os_pid = Port.os_pid(port)
+    System.cmd("kill", ["-9", "#{os_pid}"])
+    assert_receive {:self_heal_port, %{"event" => "port_exited"}}, 5_000
+    assert_receive {:self_heal_port, %{"event" => "port_configured"}}, 10_000
+    done = wait_status(port, first["fix_id"], ["delivered", "rejected", "failed"], 40_000)
+    assert done["status"] == "delivered"
+    assert done["delivery"]["mode"] == "pull_request"
+    assert done["delivery"]["pr_url"] == "https://github.example/o/app/pull/1"
+    assert length(Agent.get(prs, & &1)) == 1
+    assert length(FakeHTTP.requests(gh) |> Enum.filter(&(&1.method == "POST"))) == 1
+    assert git!(remote, ["log", "--format=%s", "self-heal/fpcalc0001"]) =~ "SelfHeal: fix"
+    # the agent ran again after the restart (the first run was killed with the port)
+    assert length(String.split(File.read!(started), "\n", trim: true)) == 2
+  end
+
+  # After each test (its port stopped): no process of any agent is left.
+  setup do
+    on_exit(fn ->
+      deadline = System.monotonic_time(:millisecond) + 3_000
+      left = Stream.repeatedly(fn -> Process.sleep(50) && agent_processes() end)
+      left = Enum.find(left, [], &(&1 == [] or System.monotonic_time(:millisecond) > deadline))
+      assert left == [], "agent processes survived: #{inspect(left)}"
+    end)
+  end
+end
