@@ -4,6 +4,8 @@
  */
 #include "ctx.h"
 
+#include <time.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,4 +147,26 @@ void cmd_error_set(cmd_error *err, const char *code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
+}
+
+long long port_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int port_sleep_ms(long ms, const volatile int *cancel)
+{
+    long long end = port_now_ms() + ms;
+    for (;;) {
+        if (cancel != NULL && *cancel)
+            return 1;
+        long long left = end - port_now_ms();
+        if (left <= 0)
+            return 0;
+        long step = left < 50 ? (long)left : 50;
+        struct timespec ts = {step / 1000, (step % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }

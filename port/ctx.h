@@ -54,6 +54,13 @@ int port_notify(port_ctx *ctx, const char *event, json_t *fields);
  * Returns NULL when the name is NULL/empty or the variable is unset. */
 const char *port_secret(const char *env_name);
 
+/* Milliseconds of the monotonic clock. */
+long long port_now_ms(void);
+
+/* Sleeps ms in steps of at most 50 ms; returns 1 as soon as *cancel (may
+ * be NULL) is non-zero, else 0 once the time has passed. */
+int port_sleep_ms(long ms, const volatile int *cancel);
+
 /* The writer port_notify hands complete frames to (self_heal_port.c sets
  * it; without one, notifications go to stderr as JSON lines). It steals
  * msg and returns 0 or -1. */

@@ -20,12 +20,6 @@
 
 #define DELIVER_TEXT_MAX 4000
 
-static const char *str_field(json_t *obj, const char *key)
-{
-    json_t *v = json_object_get(obj, key);
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
 /* Scrubbed, bounded, one line of prose (newlines become spaces). */
 static void append_line(sh_buf *out, const sh_scrubber *s, const char *text)
 {
@@ -84,28 +78,28 @@ static void report_markdown(sh_buf *out, const sh_scrubber *s, json_t *fix, json
     sh_buf_appendf(out, "## SelfHeal fix %lld\n\n",
                    (long long)json_integer_value(json_object_get(fix, "id")));
     sh_buf_append_str(out, "- Fingerprint: `");
-    append_line(out, s, str_field(fix, "fingerprint"));
+    append_line(out, s, fix_str(fix, "fingerprint"));
     sh_buf_append_str(out, "`\n- Severity: ");
-    append_line(out, s, str_field(fix, "severity") ? str_field(fix, "severity") : "unknown");
+    append_line(out, s, fix_str(fix, "severity") ? fix_str(fix, "severity") : "unknown");
     json_t *tid = json_object_get(fix, "ticket_id");
     if (json_is_integer(tid))
         sh_buf_appendf(out, "\n- Ticket: #%lld", (long long)json_integer_value(tid));
     json_t *count = json_object_get(group, "count");
     if (json_is_integer(count))
         sh_buf_appendf(out, "\n- Occurrences: %lld", (long long)json_integer_value(count));
-    if (str_field(group, "service") != NULL) {
+    if (fix_str(group, "service") != NULL) {
         sh_buf_append_str(out, "\n- Service: ");
-        append_line(out, s, str_field(group, "service"));
+        append_line(out, s, fix_str(group, "service"));
     }
-    if (str_field(group, "path") != NULL) {
+    if (fix_str(group, "path") != NULL) {
         sh_buf_append_str(out, "\n- Request path: ");
-        append_line(out, s, str_field(group, "path"));
+        append_line(out, s, fix_str(group, "path"));
     }
     sh_buf_append_str(out, "\n\n### Error\n\n");
-    append_block(out, s, str_field(group, "message"), 2000);
-    if (str_field(input, "root_cause") != NULL) {
+    append_block(out, s, fix_str(group, "message"), 2000);
+    if (fix_str(input, "root_cause") != NULL) {
         sh_buf_append_str(out, "\n### Root cause (analysis)\n\n");
-        append_line(out, s, str_field(input, "root_cause"));
+        append_line(out, s, fix_str(input, "root_cause"));
         sh_buf_append_str(out, "\n");
     }
     sh_buf_append_str(out, "\n### Change\n\n| file | + | - |\n|---|---|---|\n");
@@ -183,7 +177,7 @@ static json_t *open_pull_request(port_ctx *ctx, const fix_config *cfg, json_t *f
         cmd_error_set(err, "bad_config", "a pull request needs tickets.github.repo");
         return NULL;
     }
-    const char *branch = str_field(fix, "branch");
+    const char *branch = fix_str(fix, "branch");
     char owner[128];
     const char *slash = strchr(repo, '/');
     snprintf(owner, sizeof(owner), "%.*s", (int)(slash - repo), repo);
@@ -196,7 +190,7 @@ static json_t *open_pull_request(port_ctx *ctx, const fix_config *cfg, json_t *f
     int reused = pr != NULL;
     if (!reused) {
         char title[200];
-        snprintf(title, sizeof(title), "SelfHeal: fix %.16s", str_field(fix, "fingerprint"));
+        snprintf(title, sizeof(title), "SelfHeal: fix %.16s", fix_str(fix, "fingerprint"));
         char base[256];
         snprintf(base, sizeof(base), "%s", cfg->deploy_branch[0] ? cfg->deploy_branch : "main");
         json_t *payload = json_pack("{s:s, s:s, s:s, s:s, s:b}", "title", title, "head", branch,
@@ -211,7 +205,7 @@ static json_t *open_pull_request(port_ctx *ctx, const fix_config *cfg, json_t *f
         pr = json_array_get(found, 0);
     }
     json_t *num = json_object_get(pr, "number");
-    const char *url = str_field(pr, "html_url");
+    const char *url = fix_str(pr, "html_url");
     json_t *out = NULL;
     if (json_is_integer(num) && url != NULL &&
         (strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0))
@@ -227,7 +221,7 @@ json_t *deliver_fix(port_ctx *ctx, const fix_config *cfg, json_t *fix, const cha
                     size_t patch_len, json_t *report, int open_pr, cmd_error *err)
 {
     const sh_scrubber *s = port_scrubber(ctx);
-    const char *fp = str_field(fix, "fingerprint");
+    const char *fp = fix_str(fix, "fingerprint");
     char dir[FIX_PATH_MAX + 16], patch_path[FIX_PATH_MAX + 160], json_path[FIX_PATH_MAX + 160],
         md_path[FIX_PATH_MAX + 160];
     snprintf(dir, sizeof(dir), "%s/fixes", cfg->state_dir);
@@ -270,7 +264,7 @@ json_t *deliver_fix(port_ctx *ctx, const fix_config *cfg, json_t *fix, const cha
     char msg[512] = "";
     const char *token = port_secret(cfg->remote_token_env);
     if (wt_repo_open(&repo, cfg->repo, msg, sizeof(msg)) != 0 ||
-        wt_push(repo, cfg->remote_url, str_field(fix, "branch"), token, msg, sizeof(msg)) != 0) {
+        wt_push(repo, cfg->remote_url, fix_str(fix, "branch"), token, msg, sizeof(msg)) != 0) {
         wt_repo_free(repo);
         cmd_error_set(err, "push", "pushing the fix branch failed: %s", msg);
         json_decref(out);

@@ -18,8 +18,6 @@
 #include "ticket.h"
 #include "worktree.h"
 
-#define BREAKER_NAME "deploy"
-
 typedef struct run {
     port_ctx *ctx;
     const fix_config *cfg;
@@ -34,36 +32,9 @@ typedef struct run {
     char log_dir[FIX_PATH_MAX + 64];
 } run;
 
-static const char *str_field(json_t *obj, const char *key)
-{
-    json_t *v = json_object_get(obj, key);
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void stage(run *r, const char *name, json_t *fields)
 {
-    if (fields == NULL)
-        fields = json_object();
-    json_object_set_new(fields, "fix_id", json_integer((json_int_t)r->id));
-    json_object_set_new(fields, "fingerprint", json_string(r->fp));
-    json_object_set_new(fields, "stage", json_string(name));
-    char action[64];
-    snprintf(action, sizeof(action), "deploy_%s", name);
-    fix_audit(r->ctx, action, fields);
-    port_notify(r->ctx, "fix", fields);
+    fix_stage(r->ctx, "deploy", r->id, r->fp, name, fields);
 }
 
 static void set_fix(run *r, json_t *fields)
@@ -73,19 +44,11 @@ static void set_fix(run *r, json_t *fields)
     json_decref(fields);
 }
 
+/* The ticket's note (and its new status) and a notification. */
 static void tell(run *r, const char *text, const char *ticket_status)
 {
-    json_t *tid = json_object_get(r->fix, "ticket_id");
-    cmd_error err = {NULL, ""};
-    if (json_is_integer(tid))
-        ticket_note(r->ctx, (int64_t)json_integer_value(tid), ticket_status, text, &err);
-    json_t *group = json_object_get(json_object_get(r->fix, "input"), "group");
-    json_t *msg = json_pack("{s:s, s:s, s:s?, s:s?, s:s}", "kind", "deploy", "fingerprint", r->fp,
-                            "severity", str_field(r->fix, "severity"), "service",
-                            str_field(group, "service"), "error", text);
-    if (msg != NULL)
-        json_decref(notify_send(r->ctx, msg));
-    json_decref(msg);
+    fix_ticket_note(r->ctx, r->fix, ticket_status, text);
+    fix_notify(r->ctx, r->fix, "deploy", text, 0);
 }
 
 /* The deploy command with {repo}, {commit}, {branch}; 1 ok, 0 failed. */
@@ -166,13 +129,14 @@ int deploy_health_ok(port_ctx *ctx, const fix_config *cfg)
 /* Polls the health check until it passes or health_timeout_ms passes. */
 static int wait_healthy(run *r)
 {
-    long long deadline = mono_ms() + r->cfg->health_timeout_ms;
+    long long deadline = port_now_ms() + r->cfg->health_timeout_ms;
     for (;;) {
         if (deploy_health_ok(r->ctx, r->cfg))
             return 1;
-        if (mono_ms() >= deadline || r->ctx->stopping)
+        if (port_now_ms() >= deadline || r->ctx->stopping)
             return 0;
-        nap_ms(r->cfg->health_interval_ms < 1000 ? r->cfg->health_interval_ms : 1000);
+        port_sleep_ms(r->cfg->health_interval_ms < 1000 ? r->cfg->health_interval_ms : 1000,
+                      &r->ctx->stopping);
     }
 }
 
@@ -197,7 +161,7 @@ static void rollback(run *r, const char *reason)
                          r->automatic, json_pack("{s:s}", "deploy", desc));
     }
     int open = 0;
-    state_breaker_record(r->db, BREAKER_NAME, 1, r->cfg->breaker_threshold, &open);
+    state_breaker_record(r->db, FIX_BREAKER, 1, r->cfg->breaker_threshold, &open);
     set_fix(r, json_pack("{s:s, s:s?, s:{s:s, s:b, s:b, s:s}}", "status",
                          reverted ? "rolled_back" : "failed", "revert_commit",
                          revert[0] ? revert : NULL, "detail", "reason", reason, "redeployed",
@@ -223,15 +187,15 @@ static void rollback(run *r, const char *reason)
 static int verify(run *r)
 {
     int64_t since = state_now();
-    long long end = mono_ms() + (long long)r->cfg->verify_window_s * 1000;
-    long long next_health = mono_ms() + r->cfg->health_interval_ms;
+    long long end = port_now_ms() + (long long)r->cfg->verify_window_s * 1000;
+    long long next_health = port_now_ms() + r->cfg->health_interval_ms;
     set_fix(r, json_pack("{s:s}", "status", "verifying"));
     stage(r, "verifying",
           json_pack("{s:i, s:I}", "window_s", r->cfg->verify_window_s, "since", (json_int_t)since));
     port_notify(r->ctx, "verify",
                 json_pack("{s:s, s:I}", "fingerprint", r->fp, "until",
                           (json_int_t)(since + r->cfg->verify_window_s)));
-    while (mono_ms() < end) {
+    while (port_now_ms() < end) {
         if (r->ctx->stopping)
             return -1;
         long long seen = state_recurrence_count(r->db, r->fp, since);
@@ -241,14 +205,14 @@ static int verify(run *r)
             rollback(r, why);
             return 0;
         }
-        if (mono_ms() >= next_health) {
+        if (port_now_ms() >= next_health) {
             if (!deploy_health_ok(r->ctx, r->cfg)) {
                 rollback(r, "the health check failed during verification");
                 return 0;
             }
-            next_health = mono_ms() + r->cfg->health_interval_ms;
+            next_health = port_now_ms() + r->cfg->health_interval_ms;
         }
-        nap_ms(250);
+        port_sleep_ms(250, &r->ctx->stopping);
     }
     long long seen = state_recurrence_count(r->db, r->fp, since);
     if (seen > 0) {
@@ -280,8 +244,8 @@ json_t *deploy_run(port_ctx *ctx, const fix_config *cfg, int64_t fix_id, int aut
         return NULL;
     }
     r.fix = state_fix_get(r.db, fix_id);
-    r.fp = str_field(r.fix, "fingerprint");
-    const char *fix_commit = str_field(r.fix, "fix_commit");
+    r.fp = fix_str(r.fix, "fingerprint");
+    const char *fix_commit = fix_str(r.fix, "fix_commit");
     snprintf(r.branch, sizeof(r.branch), "%s",
              cfg->deploy_branch[0] != '\0' ? cfg->deploy_branch : "main");
     snprintf(r.log_dir, sizeof(r.log_dir), "%s/fixes/%lld", cfg->state_dir, (long long)fix_id);
@@ -352,7 +316,7 @@ json_t *deploy_run(port_ctx *ctx, const fix_config *cfg, int64_t fix_id, int aut
         goto done;
     }
     state_deploy_add(r.db, fix_id, r.fp, "deploy", "succeeded", r.deploy_commit, automatic, NULL);
-    state_breaker_record(r.db, BREAKER_NAME, 0, cfg->breaker_threshold, NULL);
+    state_breaker_record(r.db, FIX_BREAKER, 0, cfg->breaker_threshold, NULL);
     set_fix(&r, json_pack("{s:s}", "status", "deployed"));
     stage(&r, "verified",
           json_pack("{s:s, s:i}", "commit", r.deploy_commit, "window_s", cfg->verify_window_s));

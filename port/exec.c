@@ -12,6 +12,8 @@
  */
 #include "exec.h"
 
+#include "ctx.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -339,13 +341,6 @@ fail:
 
 /* ---------------------------------------------------------------- running */
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* 1 when the file at path is larger than max bytes. */
 static int over(const char *path, size_t max)
 {
@@ -410,7 +405,7 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
     if (err_path != NULL && spec->stdout_path != NULL && strcmp(err_path, spec->stdout_path) == 0)
         err_path = NULL; /* one shared file */
 
-    long long start = now_ms();
+    long long start = port_now_ms();
     pid_t pid = 0;
     if (proc_spawn(&pid, &ps, err, errlen) != 0)
         goto cleanup;
@@ -419,7 +414,7 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
     for (;;) {
         int slice = EXEC_SLICE_MS;
         if (out->timeout_ms > 0) {
-            long long left = start + out->timeout_ms - now_ms();
+            long long left = start + out->timeout_ms - port_now_ms();
             if (left < slice)
                 slice = left > 0 ? (int)left : 0;
         }
@@ -432,7 +427,7 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
         }
         if (spec->stopping != NULL && *spec->stopping)
             out->stopped = 1;
-        else if (out->timeout_ms > 0 && now_ms() - start >= out->timeout_ms)
+        else if (out->timeout_ms > 0 && port_now_ms() - start >= out->timeout_ms)
             out->timed_out = 1;
         else if (over(spec->stdout_path, max_output) || over(err_path, max_output))
             out->overflowed = 1;
@@ -461,7 +456,7 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
     rc = 0;
 
 cleanup:
-    out->elapsed_ms = now_ms() - start;
+    out->elapsed_ms = port_now_ms() - start;
     exec_argv_free(own_env);
     return rc;
 }

@@ -33,7 +33,6 @@
 #define FIX_PATCH_MAX (1024 * 1024)
 #define FIX_TEXT_MAX 16384
 #define KV_KILL_SWITCH "gate.kill_switch"
-#define BREAKER_NAME "deploy"
 
 /* ------------------------------------------------------------ config */
 
@@ -200,18 +199,24 @@ void fix_audit(port_ctx *ctx, const char *action, json_t *fields)
         audit_append(log, action, fields);
 }
 
-/* Audits and tells the BEAM about a stage; steals fields. */
-static void stage(port_ctx *ctx, int64_t fix_id, const char *fp, const char *name, json_t *fields)
+void fix_stage(port_ctx *ctx, const char *prefix, int64_t fix_id, const char *fp, const char *stage,
+               json_t *fields)
 {
     if (fields == NULL)
         fields = json_object();
     json_object_set_new(fields, "fix_id", json_integer((json_int_t)fix_id));
     json_object_set_new(fields, "fingerprint", json_string(fp));
-    json_object_set_new(fields, "stage", json_string(name));
+    json_object_set_new(fields, "stage", json_string(stage));
     char action[64];
-    snprintf(action, sizeof(action), "fix_%s", name);
+    snprintf(action, sizeof(action), "%s_%s", prefix, stage);
     fix_audit(ctx, action, fields);
     port_notify(ctx, "fix", fields);
+}
+
+/* A step of the fix loop proper ("fix_*" in the audit log). */
+static void stage(port_ctx *ctx, int64_t fix_id, const char *fp, const char *name, json_t *fields)
+{
+    fix_stage(ctx, "fix", fix_id, fp, name, fields);
 }
 
 int fix_kill_switch_on(port_ctx *ctx)
@@ -283,7 +288,7 @@ static json_t *or_null(json_t *v)
     return v != NULL ? v : json_null();
 }
 
-static const char *str_field(json_t *obj, const char *key)
+const char *fix_str(json_t *obj, const char *key)
 {
     json_t *v = json_object_get(obj, key);
     return json_is_string(v) ? json_string_value(v) : NULL;
@@ -457,7 +462,7 @@ static int write_prompt(attempt *a, char *out, size_t outlen, cmd_error *err)
     json_t *input = json_object_get(a->fix, "input");
     context_limits lim;
     context_limits_default(&lim);
-    const char *stack = str_field(group, "stacktrace");
+    const char *stack = fix_str(group, "stacktrace");
     json_t *stack_files =
         context_stack_files(a->wt_path, stack, json_object_get(group, "frames"), &lim);
     a->context = context_gather(a->wt_path, stack_files, &lim);
@@ -470,7 +475,7 @@ static int write_prompt(attempt *a, char *out, size_t outlen, cmd_error *err)
     if (paths != NULL) {
         size_t i;
         json_t *f;
-        json_array_foreach(a->context, i, f) paths[i] = str_field(f, "path");
+        json_array_foreach(a->context, i, f) paths[i] = fix_str(f, "path");
         commits = wt_recent_commits(a->repo, a->base, state_now() - 86400, paths, n, 20);
     }
     free(paths);
@@ -493,13 +498,13 @@ static int write_prompt(attempt *a, char *out, size_t outlen, cmd_error *err)
     context_prompt_in in = {
         .fingerprint = a->fp,
         .ticket = ticket[0] ? ticket : NULL,
-        .service = str_field(group, "service"),
-        .severity = str_field(a->fix, "severity"),
+        .service = fix_str(group, "service"),
+        .severity = fix_str(a->fix, "severity"),
         .count = json_is_integer(count) ? (long long)json_integer_value(count) : 0,
-        .message = str_field(group, "message"),
+        .message = fix_str(group, "message"),
         .stacktrace = stack,
-        .request_path = str_field(group, "path"),
-        .root_cause = str_field(input, "root_cause"),
+        .request_path = fix_str(group, "path"),
+        .root_cause = fix_str(input, "root_cause"),
         .descriptor = a->cfg->descriptor[0] ? a->cfg->descriptor : NULL,
         .files = a->context,
         .recent_commits = commits,
@@ -631,7 +636,7 @@ static policy_action gate(port_ctx *ctx, const fix_config *cfg, state_db *db, js
 {
     int open = 0;
     long long failures = 0;
-    state_breaker_get(db, BREAKER_NAME, &open, &failures);
+    state_breaker_get(db, FIX_BREAKER, &open, &failures);
     char branch[WT_OID_HEX];
     int target_ok = cfg->deploy_argv != NULL && cfg->repo[0] != '\0';
     if (target_ok) {
@@ -645,7 +650,7 @@ static policy_action gate(port_ctx *ctx, const fix_config *cfg, state_db *db, js
     }
     policy_input in = {
         .consent = cfg->consent,
-        .severity = str_field(fix, "severity"),
+        .severity = fix_str(fix, "severity"),
         .auto_severities = cfg->auto_severities,
         .validation_passed = passed,
         .needs_human = needs_human,
@@ -661,7 +666,7 @@ static policy_action gate(port_ctx *ctx, const fix_config *cfg, state_db *db, js
     return policy_decide(&in, decision);
 }
 
-static void notify_fix(port_ctx *ctx, json_t *fix, const char *headline, int with_links)
+void fix_notify(port_ctx *ctx, json_t *fix, const char *kind, const char *text, int with_links)
 {
     char action_id[40] = "";
     json_int_t id = json_integer_value(json_object_get(fix, "id"));
@@ -669,9 +674,9 @@ static void notify_fix(port_ctx *ctx, json_t *fix, const char *headline, int wit
         snprintf(action_id, sizeof(action_id), "fix-%lld", (long long)id);
     json_t *group = json_object_get(json_object_get(fix, "input"), "group");
     json_t *msg =
-        json_pack("{s:s, s:s, s:s?, s:s?, s:s, s:s?}", "kind", "fix", "fingerprint",
-                  str_field(fix, "fingerprint"), "severity", str_field(fix, "severity"), "service",
-                  str_field(group, "service"), "error", headline, "path", str_field(group, "path"));
+        json_pack("{s:s, s:s, s:s?, s:s?, s:s, s:s?}", "kind", kind, "fingerprint",
+                  fix_str(fix, "fingerprint"), "severity", fix_str(fix, "severity"), "service",
+                  fix_str(group, "service"), "error", text, "path", fix_str(group, "path"));
     if (msg == NULL)
         return;
     json_t *tid = json_object_get(fix, "ticket_id");
@@ -689,7 +694,7 @@ static void notify_fix(port_ctx *ctx, json_t *fix, const char *headline, int wit
     json_decref(msg);
 }
 
-static void ticket_comment(port_ctx *ctx, json_t *fix, const char *status, const char *text)
+void fix_ticket_note(port_ctx *ctx, json_t *fix, const char *status, const char *text)
 {
     json_t *tid = json_object_get(fix, "ticket_id");
     if (!json_is_integer(tid))
@@ -706,18 +711,19 @@ static void conclude(attempt *a, const char *status, const char *why)
     json_t *fix = state_fix_get(a->db, a->id);
     char text[600];
     snprintf(text, sizeof(text), "SelfHeal fix %lld %s: %s", (long long)a->id, status, why);
-    ticket_comment(a->ctx, fix, NULL, text);
-    notify_fix(a->ctx, fix != NULL ? fix : a->fix, text, 0);
+    fix_ticket_note(a->ctx, fix, NULL, text);
+    fix_notify(a->ctx, fix != NULL ? fix : a->fix, "fix", text, 0);
     stage(a->ctx, a->id, a->fp, status, json_pack("{s:s}", "reason", why));
     json_decref(fix);
 }
 
-static void attempt_cleanup(attempt *a, int delete_branch)
+/* Removes the worktree (the branch stays: it holds the fix) and frees the
+ * attempt's parts. */
+static void attempt_cleanup(attempt *a)
 {
     char msg[256];
     if (a->repo != NULL && a->wt_path[0] != '\0')
-        wt_worktree_remove(a->repo, a->wt_name, a->wt_path, a->branch, delete_branch, msg,
-                           sizeof(msg));
+        wt_worktree_remove(a->repo, a->wt_name, a->wt_path, a->branch, 0, msg, sizeof(msg));
     wt_repo_free(a->repo);
     a->repo = NULL;
     json_decref(a->context);
@@ -824,7 +830,6 @@ static void run_attempt(attempt *a)
     fix_set(a->db, a->id, NULL, json_pack("{s:O}", "delivery", delivery));
     stage(a->ctx, a->id, a->fp, "delivered", delivery);
     json_decref(fix);
-    attempt_cleanup(a, 0);
 }
 
 /* The gate for a delivered fix; sets the status it leads to. */
@@ -833,7 +838,7 @@ static void decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
     json_t *fix = state_fix_get(db, id);
     if (fix == NULL)
         return;
-    const char *fp = str_field(fix, "fingerprint");
+    const char *fp = fix_str(fix, "fingerprint");
     json_t *report = json_object_get(fix, "validation");
     int passed = json_is_true(json_object_get(report, "passed"));
     int needs_human = !json_is_false(json_object_get(report, "needs_human"));
@@ -860,8 +865,8 @@ static void decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
                  confidence, (long long)id, (long long)id);
         json_decref(fix);
         fix = state_fix_get(db, id);
-        ticket_comment(ctx, fix, NULL, text);
-        notify_fix(ctx, fix, text, 1);
+        fix_ticket_note(ctx, fix, NULL, text);
+        fix_notify(ctx, fix, "fix", text, 1);
         break;
     case POLICY_REJECT:
         fix_set(db, id, "fixing",
@@ -869,8 +874,8 @@ static void decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
         snprintf(text, sizeof(text),
                  "The proposed fix failed validation (see the report in state_dir/fixes); a "
                  "human should look at it.");
-        ticket_comment(ctx, fix, NULL, text);
-        notify_fix(ctx, fix, text, 0);
+        fix_ticket_note(ctx, fix, NULL, text);
+        fix_notify(ctx, fix, "fix", text, 0);
         break;
     default:
         fix_set(db, id, "fixing",
@@ -907,16 +912,16 @@ static void fix_drive(port_ctx *ctx, int64_t id, int64_t job_id)
     a.db = db;
     a.id = id;
     a.fix = state_fix_get(db, id);
-    a.fp = str_field(a.fix, "fingerprint");
-    const char *status = str_field(a.fix, "status");
+    a.fp = fix_str(a.fix, "fingerprint");
+    const char *status = fix_str(a.fix, "status");
     if (a.fix != NULL && status != NULL && strcmp(status, "fixing") == 0) {
         if (json_object_get(a.fix, "delivery") == NULL ||
             json_is_null(json_object_get(a.fix, "delivery")))
             run_attempt(&a);
-        attempt_cleanup(&a, 0);
+        attempt_cleanup(&a);
         if (!ctx->stopping) {
             json_t *now = state_fix_get(db, id);
-            const char *st = str_field(now, "status");
+            const char *st = fix_str(now, "status");
             if (st != NULL && strcmp(st, "fixing") == 0 &&
                 json_is_object(json_object_get(now, "delivery")))
                 decide(ctx, &cfg, db, id);
@@ -926,7 +931,7 @@ static void fix_drive(port_ctx *ctx, int64_t id, int64_t job_id)
     slot_release();
     if (job_id > 0) {
         json_t *now = state_fix_get(db, id);
-        const char *st = str_field(now, "status");
+        const char *st = fix_str(now, "status");
         if (ctx->stopping && st != NULL && strcmp(st, "fixing") == 0)
             state_job_transition(db, job_id, "running", "queued", NULL, NULL, "stopping");
         else {
@@ -985,7 +990,7 @@ static int spawn_drive(port_ctx *ctx, int64_t id, int64_t job_id)
  * already has a fix in flight (*id = that fix); -1 with err. */
 static int fix_create(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id, cmd_error *err)
 {
-    const char *fp = str_field(input, "fingerprint");
+    const char *fp = fix_str(input, "fingerprint");
     json_t *group = json_object_get(input, "group");
     if (!valid_fp(fp) || !json_is_object(group)) {
         cmd_error_set(err, "bad_args",
@@ -997,14 +1002,14 @@ static int fix_create(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id
     state_db *db = port_state(ctx);
     json_t *tid = json_object_get(input, "ticket_id");
     int rc = state_fix_insert(db, fp, json_is_integer(tid) ? json_integer_value(tid) : 0,
-                              str_field(input, "severity"), input, id);
+                              fix_str(input, "severity"), input, id);
     if (rc == 1) {
         json_t *active = state_fixes_list(db, NULL, fp, 10);
         size_t i;
         json_t *f;
         json_array_foreach(active, i, f)
         {
-            const char *st = str_field(f, "status");
+            const char *st = fix_str(f, "status");
             if (st != NULL && (strcmp(st, "fixing") == 0 || strcmp(st, "awaiting_approval") == 0 ||
                                strcmp(st, "approved") == 0 || strcmp(st, "deploying") == 0 ||
                                strcmp(st, "verifying") == 0)) {
@@ -1046,9 +1051,9 @@ void fix_on_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket
     int enabled = cfg.enabled;
     fix_config_free(&cfg);
     json_t *root = json_array_get(members, 0);
-    const char *fp = str_field(root, "fingerprint");
+    const char *fp = fix_str(root, "fingerprint");
     if (fp == NULL)
-        fp = str_field(root, "id");
+        fp = fix_str(root, "id");
     if (!enabled || root == NULL || fp == NULL)
         return;
     json_t *input = json_pack(
@@ -1069,8 +1074,8 @@ void fix_on_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket
 
 void fix_resume(port_ctx *ctx, json_t *job)
 {
-    const char *kind = str_field(job, "kind");
-    const char *status = str_field(job, "status");
+    const char *kind = fix_str(job, "kind");
+    const char *status = fix_str(job, "status");
     json_t *full = state_job_get(port_state(ctx), json_integer_value(json_object_get(job, "id")));
     json_t *fix_id = json_object_get(json_object_get(full, "input"), "fix_id");
     int64_t job_id = json_integer_value(json_object_get(job, "id"));
@@ -1091,8 +1096,9 @@ void fix_resume(port_ctx *ctx, json_t *job)
                 json_pack("{s:s, s:{s:s}}", "status", "escalated", "detail", "reason",
                           "the port stopped in the middle; a human must check the deploy"));
         if (fix != NULL) {
-            notify_fix(ctx, fix, "A SelfHeal deploy was interrupted; a human must check it", 0);
-            stage(ctx, id, str_field(fix, "fingerprint"), "escalated",
+            fix_notify(ctx, fix, "fix", "A SelfHeal deploy was interrupted; a human must check it",
+                       0);
+            stage(ctx, id, fix_str(fix, "fingerprint"), "escalated",
                   json_pack("{s:s}", "reason", "interrupted"));
         }
         if (strcmp(status, "queued") == 0)
@@ -1128,8 +1134,8 @@ static void expire_approvals(port_ctx *ctx, state_db *db)
             continue;
         int64_t id = json_integer_value(json_object_get(f, "id"));
         if (fix_set(db, id, "awaiting_approval", json_pack("{s:s}", "status", "expired")) == 0) {
-            ticket_comment(ctx, f, NULL, "The approval request for the SelfHeal fix expired.");
-            stage(ctx, id, str_field(f, "fingerprint"), "expired", NULL);
+            fix_ticket_note(ctx, f, NULL, "The approval request for the SelfHeal fix expired.");
+            stage(ctx, id, fix_str(f, "fingerprint"), "expired", NULL);
         }
     }
     json_decref(waiting);
@@ -1176,7 +1182,7 @@ static void start_next_deploy(port_ctx *ctx, state_db *db)
         return;
     }
     int64_t id = json_integer_value(json_object_get(next, "id"));
-    const char *by = str_field(next, "decided_by");
+    const char *by = fix_str(next, "decided_by");
     int automatic = by != NULL && strcmp(by, "gate") == 0;
     fix_config cfg;
     cmd_error err = {NULL, ""};
@@ -1197,10 +1203,10 @@ static void start_next_deploy(port_ctx *ctx, state_db *db)
             fix_set(db, id, "approved",
                     json_pack("{s:s, s:O, s:I, s:n}", "status", "awaiting_approval", "decision",
                               decision, "approval_expires_at", (json_int_t)expires, "decided_by"));
-            stage(ctx, id, str_field(next, "fingerprint"), "gate", json_deep_copy(decision));
+            stage(ctx, id, fix_str(next, "fingerprint"), "gate", json_deep_copy(decision));
             json_t *fix = state_fix_get(db, id);
-            notify_fix(
-                ctx, fix,
+            fix_notify(
+                ctx, fix, "fix",
                 "The gate no longer allows this fix to deploy by itself; it waits for approval", 1);
             json_decref(fix);
             json_decref(decision);
@@ -1259,8 +1265,14 @@ static void *scheduler(void *p)
 
 void fix_start_scheduler(port_ctx *ctx)
 {
-    if (ctx->one_shot)
+    fix_config cfg;
+    cmd_error err = {NULL, ""};
+    if (ctx->one_shot || fix_config_load(&cfg, ctx, &err) != 0)
         return;
+    int enabled = cfg.enabled;
+    fix_config_free(&cfg);
+    if (!enabled)
+        return; /* no fix loop configured: nothing to expire or deploy */
     pthread_mutex_lock(&sched_lock);
     int start = !sched_started;
     sched_started = 1;
@@ -1347,7 +1359,7 @@ static json_t *cmd_fixes(port_ctx *ctx, json_t *args, cmd_error *err)
     if (db == NULL)
         return NULL;
     json_t *limit = json_object_get(args, "limit");
-    json_t *list = state_fixes_list(db, str_field(args, "status"), str_field(args, "fingerprint"),
+    json_t *list = state_fixes_list(db, fix_str(args, "status"), fix_str(args, "fingerprint"),
                                     json_is_integer(limit) ? (int)json_integer_value(limit) : 100);
     if (list == NULL) {
         cmd_error_set(err, "state", "cannot read fixes");
@@ -1408,7 +1420,7 @@ static json_t *decide_human(port_ctx *ctx, json_t *args, const char *action, cmd
     int64_t id = target_id(ctx, args, action, err);
     if (id <= 0)
         return NULL;
-    const char *by = str_field(args, "by");
+    const char *by = fix_str(args, "by");
     char who[128];
     snprintf(who, sizeof(who), "%.100s", by != NULL && by[0] != '\0' ? by : "human");
     json_t *fix = state_fix_get(db, id);
@@ -1416,7 +1428,7 @@ static json_t *decide_human(port_ctx *ctx, json_t *args, const char *action, cmd
         cmd_error_set(err, "not_found", "no fix %lld", (long long)id);
         return NULL;
     }
-    const char *status = str_field(fix, "status");
+    const char *status = fix_str(fix, "status");
     json_t *exp = json_object_get(fix, "approval_expires_at");
     if (status == NULL || strcmp(status, "awaiting_approval") != 0) {
         cmd_error_set(err, "conflict", "fix %lld is %s, not awaiting approval", (long long)id,
@@ -1426,7 +1438,7 @@ static json_t *decide_human(port_ctx *ctx, json_t *args, const char *action, cmd
     }
     if (json_is_integer(exp) && json_integer_value(exp) <= state_now()) {
         fix_set(db, id, "awaiting_approval", json_pack("{s:s}", "status", "expired"));
-        stage(ctx, id, str_field(fix, "fingerprint"), "expired", NULL);
+        stage(ctx, id, fix_str(fix, "fingerprint"), "expired", NULL);
         cmd_error_set(err, "expired", "the approval request for fix %lld has expired",
                       (long long)id);
         json_decref(fix);
@@ -1441,12 +1453,12 @@ static json_t *decide_human(port_ctx *ctx, json_t *args, const char *action, cmd
         json_decref(fix);
         return NULL;
     }
-    stage(ctx, id, str_field(fix, "fingerprint"), approve ? "approved" : "skipped",
+    stage(ctx, id, fix_str(fix, "fingerprint"), approve ? "approved" : "skipped",
           json_pack("{s:s}", "by", who));
     char text[256];
     snprintf(text, sizeof(text), "SelfHeal fix %lld %s by %s.", (long long)id,
              approve ? "approved" : "skipped", who);
-    ticket_comment(ctx, fix, NULL, text);
+    fix_ticket_note(ctx, fix, NULL, text);
     json_decref(fix);
     sched_wake();
     return json_pack("{s:I, s:s, s:s}", "fix_id", (json_int_t)id, "status",
@@ -1481,7 +1493,7 @@ static json_t *cmd_fix_get(port_ctx *ctx, json_t *args, cmd_error *err)
 
 static json_t *cmd_recurrence(port_ctx *ctx, json_t *args, cmd_error *err)
 {
-    const char *fp = str_field(args, "fingerprint");
+    const char *fp = fix_str(args, "fingerprint");
     json_t *count = json_object_get(args, "count");
     if (!valid_fp(fp) || !json_is_integer(count) || json_integer_value(count) < 1) {
         cmd_error_set(err, "bad_args", "recurrence needs a fingerprint and a count >= 1");
@@ -1501,7 +1513,7 @@ static json_t *gate_status(port_ctx *ctx, state_db *db)
 {
     int open = 0;
     long long failures = 0;
-    state_breaker_get(db, BREAKER_NAME, &open, &failures);
+    state_breaker_get(db, FIX_BREAKER, &open, &failures);
     char consent[32];
     port_config_string(ctx, "gate.consent", "diagnose", consent, sizeof(consent));
     pthread_mutex_lock(&slot_lock);
@@ -1530,7 +1542,7 @@ static json_t *cmd_kill_switch(port_ctx *ctx, json_t *args, cmd_error *err)
             cmd_error_set(err, "state", "could not store the kill switch");
             return NULL;
         }
-        const char *by = str_field(args, "by");
+        const char *by = fix_str(args, "by");
         json_t *fields =
             json_pack("{s:b, s:s}", "on", json_is_true(on), "by", by != NULL ? by : "human");
         fix_audit(ctx, "kill_switch", fields);
@@ -1545,11 +1557,11 @@ static json_t *cmd_breaker_reset(port_ctx *ctx, json_t *args, cmd_error *err)
     state_db *db = need_state(ctx, err);
     if (db == NULL)
         return NULL;
-    if (state_breaker_reset(db, BREAKER_NAME) != 0) {
+    if (state_breaker_reset(db, FIX_BREAKER) != 0) {
         cmd_error_set(err, "state", "could not reset the breaker");
         return NULL;
     }
-    const char *by = str_field(args, "by");
+    const char *by = fix_str(args, "by");
     json_t *fields = json_pack("{s:s}", "by", by != NULL ? by : "human");
     fix_audit(ctx, "breaker_reset", fields);
     json_decref(fields);

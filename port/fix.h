@@ -33,6 +33,7 @@
 #include "policy.h"
 
 #define FIX_PATH_MAX 4096
+#define FIX_BREAKER "deploy" /* the breaker that counts failed deploys and rollbacks */
 
 /* The fix loop's configuration, read once per fix or deploy. */
 typedef struct fix_config {
@@ -82,8 +83,9 @@ void fix_config_free(fix_config *cfg);
  * groups; ticket: ticket_upsert's result. */
 void fix_on_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket);
 
-/* After configure (not in one-shot mode): starts the scheduler thread that
- * expires approvals and starts deploys of approved fixes, once. */
+/* After configure (not in one-shot mode, and only when the fix loop is
+ * configured): starts the scheduler thread that expires approvals and
+ * starts deploys of approved fixes, once. */
 void fix_start_scheduler(port_ctx *ctx);
 
 /* A recovered job of kind "fix" or "deploy" (status queued or escalated). */
@@ -95,6 +97,23 @@ int fix_threads_active(void);
 
 /* Appends an audit record when an audit log is open (fields not stolen). */
 void fix_audit(port_ctx *ctx, const char *action, json_t *fields);
+
+/* A step of a fix: audited as "<prefix>_<stage>" and told to the BEAM as
+ * {"event": "fix", "stage", "fix_id", "fingerprint", ...fields}. Steals
+ * fields (may be NULL). */
+void fix_stage(port_ctx *ctx, const char *prefix, int64_t fix_id, const char *fp, const char *stage,
+               json_t *fields);
+
+/* A note on the fix's ticket (status "open" / "closed" / NULL: unchanged),
+ * when it has one. */
+void fix_ticket_note(port_ctx *ctx, json_t *fix, const char *status, const char *text);
+
+/* A notification of kind ("fix", "deploy") about the fix with text; with
+ * links, Approve / Skip for action id fix-<id>. */
+void fix_notify(port_ctx *ctx, json_t *fix, const char *kind, const char *text, int with_links);
+
+/* The string at key of obj, or NULL. */
+const char *fix_str(json_t *obj, const char *key);
 
 /* Writes a file (0600, created or truncated, never through a symlink);
  * 0 or -1. */

@@ -7,6 +7,8 @@
  */
 #include "http.h"
 
+#include "ctx.h"
+
 #include <curl/curl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,7 +24,6 @@
 #define DEFAULT_BACKOFF_MAX_MS 30000L
 #define DEFAULT_MAX_RESPONSE ((size_t)4 << 20)
 #define MAX_ATTEMPTS 10
-#define WAIT_STEP_MS 50L
 
 typedef struct body_sink {
     char *data;
@@ -223,27 +224,6 @@ static double random_unit(void)
     return (double)r / 4294967296.0;
 }
 
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Sleeps ms in steps, returning early (1) when cancelled. */
-static int wait_ms(long ms, const volatile int *cancel)
-{
-    while (ms > 0) {
-        if (cancel != NULL && *cancel)
-            return 1;
-        long step = ms < WAIT_STEP_MS ? ms : WAIT_STEP_MS;
-        struct timespec ts = {step / 1000, (step % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-        ms -= step;
-    }
-    return cancel != NULL && *cancel;
-}
-
 /* ------------------------------------------------------------- perform */
 
 static int retryable_status(long status)
@@ -342,7 +322,7 @@ int http_perform(http_response *res, const http_request *req)
 {
     memset(res, 0, sizeof(*res));
     res->retry_after_ms = -1;
-    long started = now_ms();
+    long long started = port_now_ms();
     if (req->url == NULL ||
         (strncmp(req->url, "http://", 7) != 0 && strncmp(req->url, "https://", 8) != 0)) {
         snprintf(res->error, sizeof(res->error), "only http and https URLs are allowed");
@@ -408,12 +388,12 @@ int http_perform(http_response *res, const http_request *req)
             break;
         long delay =
             http_backoff_ms(req, attempt, answered ? res->retry_after_ms : -1, random_unit());
-        if (wait_ms(delay, req->cancel))
+        if (port_sleep_ms(delay, req->cancel))
             break;
     }
     curl_slist_free_all(headers);
     if (res->body == NULL)
         res->body = calloc(1, 1);
-    res->total_ms = now_ms() - started;
+    res->total_ms = (long)(port_now_ms() - started);
     return answered ? 0 : -1;
 }

@@ -170,17 +170,6 @@ static double monotonic_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Sleeps ms in slices, giving up early when *cancel becomes nonzero. */
-static void sleep_ms(long ms, const volatile int *cancel)
-{
-    while (ms > 0 && (cancel == NULL || *cancel == 0)) {
-        long step = ms > 100 ? 100 : ms;
-        struct timespec ts = {step / 1000, (step % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-        ms -= step;
-    }
-}
-
 static char *buf_take(sh_buf *b)
 {
     sh_buf_append_byte(b, '\0');
@@ -1547,7 +1536,8 @@ static int email_send(chan_job *job)
     backoff.backoff_base_ms = job->backoff_ms;
     for (int attempt = 0; attempt < job->max_attempts; attempt++) {
         if (attempt > 0) {
-            sleep_ms(http_backoff_ms(&backoff, attempt - 1, -1, jitter()), &job->ctx->stopping);
+            port_sleep_ms(http_backoff_ms(&backoff, attempt - 1, -1, jitter()),
+                          &job->ctx->stopping);
             if (job->ctx->stopping)
                 break;
         }

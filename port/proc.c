@@ -6,6 +6,8 @@
 
 #include "proc.h"
 
+#include "ctx.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -284,13 +286,6 @@ static int leader_exited(pid_t pid)
     return info.si_pid == pid ? 1 : 0;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void wait_changed(int ms)
 {
     struct timespec ts;
@@ -313,7 +308,7 @@ int proc_wait(int *status, pid_t pid, int timeout_ms)
     pthread_mutex_unlock(&reg_lock);
     if (!known)
         return -1;
-    long long deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : 0;
+    long long deadline = timeout_ms >= 0 ? port_now_ms() + timeout_ms : 0;
     for (;;) {
         int exited = leader_exited(pid);
         if (exited < 0) {
@@ -333,7 +328,7 @@ int proc_wait(int *status, pid_t pid, int timeout_ms)
         }
         int step = WAIT_STEP_MS;
         if (timeout_ms >= 0) {
-            long long left = deadline - now_ms();
+            long long left = deadline - port_now_ms();
             if (left <= 0)
                 return 1;
             if (left < step)

@@ -80,20 +80,6 @@ static port_pool *pool;
 static int signal_pipe[2] = {-1, -1};
 static volatile sig_atomic_t stop_requested; /* also set when the self-pipe is full */
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 /* ------------------------------------------------------------ commands */
 
 static json_t *cmd_version(port_ctx *c, json_t *args, cmd_error *err)
@@ -151,13 +137,9 @@ static json_t *cmd_sleep(port_ctx *c, json_t *args, cmd_error *err)
     long long ms = 0;
     if (int_arg(&ms, args, "ms", 0, SLEEP_MAX_MS, err) != 0)
         return NULL;
-    long long deadline = now_ms() + ms;
-    for (long long left = ms; left > 0; left = deadline - now_ms()) {
-        if (c->stopping) {
-            cmd_error_set(err, "stopping", "the port is shutting down");
-            return NULL;
-        }
-        sleep_ms(left < STEP_MS ? (int)left : STEP_MS);
+    if (port_sleep_ms((long)ms, &c->stopping) != 0) {
+        cmd_error_set(err, "stopping", "the port is shutting down");
+        return NULL;
     }
     return json_pack("{s:I}", "slept_ms", (json_int_t)ms);
 }
@@ -464,17 +446,17 @@ static int signals_drain(void)
  * modules are then closed), -1 when some are still busy. */
 static int serve_shutdown(void)
 {
-    long long start = now_ms();
+    long long start = port_now_ms();
     ctx.stopping = 1;
     proc_set_spawn_allowed(0);
     if (pool != NULL)
         pool_close(pool);
     proc_kill_all(SIGTERM);
-    while (proc_live_count() > 0 && now_ms() - start < CHILD_GRACE_MS)
-        sleep_ms(STEP_MS);
+    while (proc_live_count() > 0 && port_now_ms() - start < CHILD_GRACE_MS)
+        port_sleep_ms(STEP_MS, NULL);
     proc_kill_all(SIGKILL);
     if (pool != NULL) {
-        long long left = SHUTDOWN_MS - (now_ms() - start);
+        long long left = SHUTDOWN_MS - (port_now_ms() - start);
         if (pool_join(pool, left > 0 ? (int)left : 0) != 0)
             return -1;
         pool_free(pool);

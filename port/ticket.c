@@ -714,16 +714,6 @@ static int body_has_marker(json_t *issue, const char *key)
     return body != NULL && strstr(body, marker) != NULL;
 }
 
-static void sleep_ms(long ms, const volatile int *cancel)
-{
-    while (ms > 0 && !(cancel != NULL && *cancel)) {
-        long step = ms < 100 ? ms : 100;
-        struct timespec ts = {step / 1000, (step % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-        ms -= step;
-    }
-}
-
 /* Creates the issue. Each POST is one attempt; after an answer that may
  * hide a created issue (5xx, no answer) the labels are searched for this
  * job's marker before posting again, so a retry never duplicates. */
@@ -763,7 +753,7 @@ static json_t *gh_create(const gh *g, const ticket_req *r, json_t *payload, int 
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         double rnd = (double)(now.tv_nsec % 1000000) / 1000000.0; /* jitter only */
-        sleep_ms(http_backoff_ms(&backoff, attempt, meta[1], rnd), g->cancel);
+        port_sleep_ms(http_backoff_ms(&backoff, attempt, meta[1], rnd), g->cancel);
     }
     return NULL;
 }

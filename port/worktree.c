@@ -1492,32 +1492,85 @@ cleanup:
 
 /* ------------------------------------------------------------ merge, revert */
 
+/* What merge and revert check first: arguments, the branch's tip (*ours,
+ * *here: checked out in the main working directory) and the commit. */
+static int branch_op_begin(git_commit **ours, git_commit **other, int *here, char *refname,
+                           wt_repo *repo, const char *what, const char *branch, const char *commit,
+                           const char *message, char *err, size_t errlen)
+{
+    if (repo == NULL || start(err, errlen) < 0)
+        return -1;
+    if (!branch_refname(refname, branch)) {
+        set_err(err, errlen, "%s: invalid branch name", what);
+        return -1;
+    }
+    if (message == NULL || message[0] == '\0') {
+        set_err(err, errlen, "%s: empty message", what);
+        return -1;
+    }
+    if (branch_target(ours, here, repo->repo, refname, branch, err, errlen) < 0 ||
+        resolve_commit(other, repo->repo, commit, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+/* The result index of a merge or revert committed on the branch (parents:
+ * the branch tip first) and the branch moved to it; a conflict fails and
+ * changes nothing. */
+static int commit_index_on_branch(char out[WT_OID_HEX], git_repository *r, const char *refname,
+                                  git_commit *ours, int here, git_index *index,
+                                  const git_commit **parents, size_t nparents, const char *message,
+                                  const char *what, char *err, size_t errlen)
+{
+    git_tree *tree = NULL;
+    git_signature *sig = NULL;
+    git_commit *made = NULL;
+    git_oid tree_id, commit_id;
+    char log[64];
+    int rc = -1;
+    if (git_index_has_conflicts(index)) {
+        char p[WT_PATH_MAX];
+        first_conflict(index, p, sizeof(p));
+        set_err(err, errlen, "%s conflict in %s", what, p);
+        return -1;
+    }
+    if (git_index_write_tree_to(&tree_id, index, r) < 0 ||
+        git_tree_lookup(&tree, r, &tree_id) < 0 || default_signature(&sig, r) < 0) {
+        git_fail(err, errlen, "%s", what);
+        goto cleanup;
+    }
+    if (git_commit_create(&commit_id, r, NULL, sig, sig, NULL, message, tree, nparents, parents) <
+            0 ||
+        git_commit_lookup(&made, r, &commit_id) < 0) {
+        git_fail(err, errlen, "%s: commit", what);
+        goto cleanup;
+    }
+    snprintf(log, sizeof(log), "self-heal: %s", what);
+    if (advance_branch(r, refname, git_commit_id(ours), made, here, log, err, errlen) < 0)
+        goto cleanup;
+    oid_hex(out, &commit_id);
+    rc = 0;
+cleanup:
+    git_commit_free(made);
+    git_signature_free(sig);
+    git_tree_free(tree);
+    return rc;
+}
+
 int wt_merge_into(char out[WT_OID_HEX], wt_repo *repo, const char *branch, const char *commit,
                   const char *message, char *err, size_t errlen)
 {
     char refname[WT_REFNAME_MAX];
-    git_commit *ours = NULL, *theirs = NULL, *merged = NULL;
+    git_commit *ours = NULL, *theirs = NULL;
     git_index *index = NULL;
-    git_tree *tree = NULL;
-    git_signature *sig = NULL;
     int here = 0;
     int rc = -1;
 
     if (out == NULL)
         return -1;
     out[0] = '\0';
-    if (repo == NULL || start(err, errlen) < 0)
-        return -1;
-    if (!branch_refname(refname, branch)) {
-        set_err(err, errlen, "merge: invalid branch name");
-        return -1;
-    }
-    if (message == NULL || message[0] == '\0') {
-        set_err(err, errlen, "merge: empty message");
-        return -1;
-    }
-    if (branch_target(&ours, &here, repo->repo, refname, branch, err, errlen) < 0 ||
-        resolve_commit(&theirs, repo->repo, commit, err, errlen) < 0)
+    if (branch_op_begin(&ours, &theirs, &here, refname, repo, "merge", branch, commit, message, err,
+                        errlen) < 0)
         goto cleanup;
 
     const git_oid *our_id = git_commit_id(ours);
@@ -1549,36 +1602,11 @@ int wt_merge_into(char out[WT_OID_HEX], wt_repo *repo, const char *branch, const
         git_fail(err, errlen, "merge");
         goto cleanup;
     }
-    if (git_index_has_conflicts(index)) {
-        char p[WT_PATH_MAX];
-        first_conflict(index, p, sizeof(p));
-        set_err(err, errlen, "merge conflict in %s", p);
-        goto cleanup;
-    }
-    git_oid tree_id, commit_id;
-    if (git_index_write_tree_to(&tree_id, index, repo->repo) < 0 ||
-        git_tree_lookup(&tree, repo->repo, &tree_id) < 0 ||
-        default_signature(&sig, repo->repo) < 0) {
-        git_fail(err, errlen, "merge");
-        goto cleanup;
-    }
     const git_commit *parents[2] = {ours, theirs};
-    if (git_commit_create(&commit_id, repo->repo, NULL, sig, sig, NULL, message, tree, 2, parents) <
-            0 ||
-        git_commit_lookup(&merged, repo->repo, &commit_id) < 0) {
-        git_fail(err, errlen, "merge: commit");
-        goto cleanup;
-    }
-    if (advance_branch(repo->repo, refname, our_id, merged, here, "self-heal: merge", err, errlen) <
-        0)
-        goto cleanup;
-    oid_hex(out, &commit_id);
-    rc = 0;
+    rc = commit_index_on_branch(out, repo->repo, refname, ours, here, index, parents, 2, message,
+                                "merge", err, errlen);
 cleanup:
-    git_signature_free(sig);
-    git_tree_free(tree);
     git_index_free(index);
-    git_commit_free(merged);
     git_commit_free(theirs);
     git_commit_free(ours);
     return rc;
@@ -1588,64 +1616,27 @@ int wt_revert_on(char out[WT_OID_HEX], wt_repo *repo, const char *branch, const 
                  const char *message, char *err, size_t errlen)
 {
     char refname[WT_REFNAME_MAX];
-    git_commit *ours = NULL, *target = NULL, *reverted = NULL;
+    git_commit *ours = NULL, *target = NULL;
     git_index *index = NULL;
-    git_tree *tree = NULL;
-    git_signature *sig = NULL;
     int here = 0;
     int rc = -1;
 
     if (out == NULL)
         return -1;
     out[0] = '\0';
-    if (repo == NULL || start(err, errlen) < 0)
-        return -1;
-    if (!branch_refname(refname, branch)) {
-        set_err(err, errlen, "revert: invalid branch name");
-        return -1;
-    }
-    if (message == NULL || message[0] == '\0') {
-        set_err(err, errlen, "revert: empty message");
-        return -1;
-    }
-    if (branch_target(&ours, &here, repo->repo, refname, branch, err, errlen) < 0 ||
-        resolve_commit(&target, repo->repo, commit, err, errlen) < 0)
+    if (branch_op_begin(&ours, &target, &here, refname, repo, "revert", branch, commit, message,
+                        err, errlen) < 0)
         goto cleanup;
     unsigned int mainline = git_commit_parentcount(target) > 1 ? 1 : 0;
     if (git_revert_commit(&index, repo->repo, target, ours, mainline, NULL) < 0) {
         git_fail(err, errlen, "revert");
         goto cleanup;
     }
-    if (git_index_has_conflicts(index)) {
-        char p[WT_PATH_MAX];
-        first_conflict(index, p, sizeof(p));
-        set_err(err, errlen, "revert conflict in %s", p);
-        goto cleanup;
-    }
-    git_oid tree_id, commit_id;
-    if (git_index_write_tree_to(&tree_id, index, repo->repo) < 0 ||
-        git_tree_lookup(&tree, repo->repo, &tree_id) < 0 ||
-        default_signature(&sig, repo->repo) < 0) {
-        git_fail(err, errlen, "revert");
-        goto cleanup;
-    }
     const git_commit *parents[1] = {ours};
-    if (git_commit_create(&commit_id, repo->repo, NULL, sig, sig, NULL, message, tree, 1, parents) <
-            0 ||
-        git_commit_lookup(&reverted, repo->repo, &commit_id) < 0) {
-        git_fail(err, errlen, "revert: commit");
-        goto cleanup;
-    }
-    if (advance_branch(repo->repo, refname, git_commit_id(ours), reverted, here,
-                       "self-heal: revert", err, errlen) < 0)
-        goto cleanup;
-    oid_hex(out, &commit_id);
-    rc = 0;
+    rc = commit_index_on_branch(out, repo->repo, refname, ours, here, index, parents, 1, message,
+                                "revert", err, errlen);
 cleanup:
-    git_signature_free(sig);
-    git_tree_free(tree);
     git_index_free(index);
-    git_commit_free(reverted);
     git_commit_free(target);
     git_commit_free(ours);
     return rc;

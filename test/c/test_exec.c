@@ -22,51 +22,13 @@
 
 #include "exec.h"
 #include "proc.h"
+#include "test_procs.h"
 
 static char dir[] = "/tmp/self_heal_test_exec_XXXXXX";
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static void path_in_dir(char *out, size_t len, const char *name)
 {
     snprintf(out, len, "%s/%s", dir, name);
-}
-
-/* Gone: no /proc entry, or only a zombie waiting for whoever reaps orphans. */
-static int process_gone(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return 1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *paren = strrchr(buf, ')');
-    return paren != NULL && paren[1] == ' ' && paren[2] == 'Z';
-}
-
-static int wait_gone(pid_t pid, int ms)
-{
-    long long deadline = now_ms() + ms;
-    while (!process_gone(pid)) {
-        if (now_ms() > deadline)
-            return 0;
-        nap_ms(10);
-    }
-    return 1;
 }
 
 static pid_t read_pid_file(const char *file)
