@@ -1380,14 +1380,12 @@ static int64_t target_id(port_ctx *ctx, json_t *args, const char *action, cmd_er
     if (json_is_string(id) && token == NULL)
         snprintf(id_text, sizeof(id_text), "%s", json_string_value(id));
     if (json_is_string(token) && id == NULL) {
-        char secret_env[128], got_action[16], got_id[80];
-        port_config_string(ctx, "links.secret_env", "SELF_HEAL_LINK_SECRET", secret_env,
-                           sizeof(secret_env));
-        const char *secret = port_secret(secret_env);
-        int v = secret != NULL
-                    ? notify_verify(json_string_value(token), secret, state_now(), got_action,
-                                    sizeof(got_action), got_id, sizeof(got_id))
-                    : -1;
+        char got_action[16], got_id[80];
+        const char *secret = notify_link_secret(ctx, err);
+        if (secret == NULL)
+            return 0;
+        int v = notify_verify(json_string_value(token), secret, state_now(), got_action,
+                              sizeof(got_action), got_id, sizeof(got_id));
         if (v == 1) {
             cmd_error_set(err, "expired", "the link has expired");
             return 0;

@@ -1835,7 +1835,7 @@ cleanup:
     return out;
 }
 
-static const char *link_secret(port_ctx *ctx, cmd_error *err)
+const char *notify_link_secret(port_ctx *ctx, cmd_error *err)
 {
     char env[80];
     port_config_string(ctx, "notify.links.secret_env", "SELF_HEAL_LINK_SECRET", env, sizeof(env));
@@ -1864,7 +1864,7 @@ static json_t *cmd_link_sign(port_ctx *ctx, json_t *args, cmd_error *err)
         cmd_error_set(err, "bad_args", "ttl_s must be 1 s to 30 days");
         return NULL;
     }
-    const char *secret = link_secret(ctx, err);
+    const char *secret = notify_link_secret(ctx, err);
     if (secret == NULL)
         return NULL;
     int64_t expires = state_now() + ttl;
@@ -1895,7 +1895,7 @@ static json_t *cmd_link_verify(port_ctx *ctx, json_t *args, cmd_error *err)
         cmd_error_set(err, "bad_args", "needs token");
         return NULL;
     }
-    const char *secret = link_secret(ctx, err);
+    const char *secret = notify_link_secret(ctx, err);
     if (secret == NULL)
         return NULL;
     char action[16], id[ACTION_ID_MAX + 1];

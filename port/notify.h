@@ -29,6 +29,9 @@ int notify_sign(char *out, size_t outlen, const char *secret, const char *action
 /* 0 valid, 1 expired, -1 bad signature or format. */
 int notify_verify(const char *token, const char *secret, int64_t now, char *action,
                   size_t action_len, char *action_id, size_t id_len);
+/* The link secret (the variable named by notify.links.secret_env, default
+ * SELF_HEAL_LINK_SECRET), or NULL with err "unavailable" when unset. */
+const char *notify_link_secret(port_ctx *ctx, cmd_error *err);
 
 /* ---- building blocks, exposed for test/c/test_notify.c ---------------- */
 

@@ -6,7 +6,10 @@ defmodule SelfHeal.Application do
   when that configuration has a `"triage_model"`; else the logging sink),
   the settle stage, the
   collector, when `config :self_heal, endpoint: [...]` is set the HTTP
-  endpoint, and one `SelfHeal.Tail` per entry of `config :self_heal, tail:
+  endpoint (with the port program, its `/approve` and `/skip` links relay
+  to it), `SelfHeal.TelegramPoll` when the port's configuration sends to
+  Telegram (`config :self_heal, telegram_poll: [...]` for its options),
+  and one `SelfHeal.Tail` per entry of `config :self_heal, tail:
   [[path: "/var/log/app/*.log", service: "app"], ...]`, and gives the
   collector a watch set with `config :self_heal, watches: [...]`; unless `config :self_heal, logger_handler: false`, attaches
   `SelfHeal.LoggerHandler` to `:logger`.
@@ -48,11 +51,35 @@ defmodule SelfHeal.Application do
           ),
         else: collector
 
+    port_config =
+      Enum.find_value(orchestrator_children, fn
+        {SelfHeal.Port, opts} -> Keyword.fetch!(opts, :config)
+        _ -> nil
+      end)
+
+    # approve / skip links land on the endpoint, which relays them to the port
     endpoint =
       case Application.get_env(:self_heal, :endpoint) do
-        opts when is_list(opts) and opts != [] -> [{SelfHeal.Endpoint, opts}]
-        _ -> []
+        opts when is_list(opts) and opts != [] ->
+          opts = if port_config, do: Keyword.put_new(opts, :approvals, SelfHeal.Port), else: opts
+          [{SelfHeal.Endpoint, opts}]
+
+        _ ->
+          []
       end
+
+    # presses of Telegram's Approve / Skip buttons
+    telegram =
+      if port_config && SelfHeal.TelegramPoll.configured?(port_config),
+        do: [
+          {SelfHeal.TelegramPoll,
+           Keyword.put_new(
+             Application.get_env(:self_heal, :telegram_poll, []),
+             :port,
+             SelfHeal.Port
+           )}
+        ],
+        else: []
 
     tails =
       Application.get_env(:self_heal, :tail, [])
@@ -64,7 +91,8 @@ defmodule SelfHeal.Application do
     children =
       [{SelfHeal.Triage, Application.get_env(:self_heal, :triage, [])}] ++
         orchestrator_children ++
-        [{SelfHeal.Settle, settle}, {SelfHeal.Collector, collector}] ++ endpoint ++ tails
+        [{SelfHeal.Settle, settle}, {SelfHeal.Collector, collector}] ++
+        endpoint ++ telegram ++ tails
 
     with {:ok, sup} <-
            Supervisor.start_link(children, strategy: :one_for_one, name: SelfHeal.Supervisor) do

@@ -14,6 +14,10 @@ defmodule SelfHeal.Endpoint do
       `X-SelfHeal-Key` header (browsers), or a bearer token (servers).
       `OPTIONS /capture` answers CORS preflights for the key's origins.
     * `GET /healthz` - 200.
+    * `GET /approve?t=...`, `GET /skip?t=...` and `POST` on both, with
+      `:approvals` set: the signed Approve / Skip links of notifications
+      (`SelfHeal.Endpoint.Approvals`); `GET` shows the fix and a button,
+      only `POST` acts.
 
   Answers: 202 with `{"accepted": n, "malformed": m}`; 400 malformed HTTP
   or a body with no valid event; 401 unknown credentials; 403 an origin
@@ -36,6 +40,9 @@ defmodule SelfHeal.Endpoint do
       for browsers (`"*"` allows any origin)
     * `:collector` - registered name of the `SelfHeal.Collector` (default
       `SelfHeal.Collector`)
+    * `:approvals` - registered name of the `SelfHeal.Port` that approve /
+      skip links are relayed to (default nil: no `/approve` or `/skip`
+      route; the application sets it when it runs the port program)
     * `:max_body` (1 MiB), `:max_decompressed` (8 MiB)
     * `:rate_limit` - `{requests, per_ms}` per source (client address,
       IPv6 by /64), default `{1000, 1000}`; `nil` for none;
@@ -68,6 +75,7 @@ defmodule SelfHeal.Endpoint do
     tokens: [],
     site_keys: %{},
     collector: SelfHeal.Collector,
+    approvals: nil,
     max_body: 1_048_576,
     max_decompressed: 8_388_608,
     rate_limit: {1000, 1000},
@@ -93,6 +101,7 @@ defmodule SelfHeal.Endpoint do
           tokens: [binary()],
           site_keys: [{binary(), :any | [binary()]}],
           collector: atom(),
+          approvals: atom() | nil,
           max_body: pos_integer(),
           max_decompressed: pos_integer(),
           rate_limit: {pos_integer(), pos_integer()} | nil,
@@ -161,6 +170,7 @@ defmodule SelfHeal.Endpoint do
       tokens: tokens!(Keyword.fetch!(opts, :tokens)),
       site_keys: site_keys!(Keyword.fetch!(opts, :site_keys)),
       collector: check(opts, :collector, &is_atom/1, "a registered name (atom)"),
+      approvals: check(opts, :approvals, &is_atom/1, "a registered name (atom) or nil"),
       max_body: pos!(opts, :max_body),
       max_decompressed: pos!(opts, :max_decompressed),
       rate_limit: check(opts, :rate_limit, &rate?/1, "{requests, per_ms} or nil"),

@@ -594,6 +594,289 @@ defmodule SelfHeal.FixLoopTest do
              "deployed"
   end
 
+  # ------------------------------------------------------------ approvals: links, Telegram
+
+  @link_secret "fixloop-link-secret-5b1e"
+
+  # SelfHeal.Endpoint (its own collector) relaying /approve and /skip to the
+  # port registered as `port_name`; returns its base URL.
+  defp start_endpoint(port_name) do
+    id = System.unique_integer([:positive])
+    collector = :"fixloop_collector_#{id}"
+    endpoint = :"fixloop_endpoint_#{id}"
+    start_supervised!({SelfHeal.Collector, name: collector}, id: collector)
+
+    start_supervised!(
+      {SelfHeal.Endpoint, name: endpoint, port: 0, collector: collector, approvals: port_name},
+      id: endpoint
+    )
+
+    "http://127.0.0.1:#{SelfHeal.Endpoint.port(endpoint)}"
+  end
+
+  # One HTTP/1.1 request over a fresh connection (Connection: close), read
+  # to the end: {status, headers (lower-case names), body}.
+  defp http(method, url, form \\ nil) do
+    %URI{host: host, port: port, path: path, query: query} = URI.parse(url)
+    target = if query, do: "#{path}?#{query}", else: path
+    body = form || ""
+    {:ok, socket} = :gen_tcp.connect(String.to_charlist(host), port, [:binary, active: false])
+
+    head = [
+      String.upcase(to_string(method)),
+      " ",
+      target,
+      " HTTP/1.1\r\nhost: #{host}\r\nconnection: close\r\n",
+      if(form, do: "content-type: application/x-www-form-urlencoded\r\n", else: ""),
+      if(method in [:post, :put], do: "content-length: #{byte_size(body)}\r\n", else: ""),
+      "\r\n",
+      body
+    ]
+
+    :ok = :gen_tcp.send(socket, head)
+    response = read_all(socket, "")
+    [head, payload] = :binary.split(response, "\r\n\r\n")
+    ["HTTP/1.1 " <> status_line | lines] = String.split(head, "\r\n")
+    {status, _reason} = Integer.parse(status_line)
+
+    headers =
+      Map.new(lines, fn line ->
+        [k, v] = :binary.split(line, ":")
+        {String.downcase(k), String.trim(v)}
+      end)
+
+    {status, headers, payload}
+  end
+
+  defp read_all(socket, acc) do
+    case :gen_tcp.recv(socket, 0, 20_000) do
+      {:ok, data} -> read_all(socket, acc <> data)
+      {:error, :closed} -> acc
+    end
+  end
+
+  defp sign(action, action_id, expires) do
+    mac =
+      :crypto.mac(:hmac, :sha256, @link_secret, "#{action}|#{action_id}|#{expires}")
+      |> Base.encode16(case: :lower)
+
+    "#{action}.#{action_id}.#{expires}.#{mac}"
+  end
+
+  # A correct fix that waits for a human (consent diagnose), with notify.
+  defp approval_config(dir, repo, notify) do
+    config(
+      dir,
+      repo,
+      agent(dir, "good", @good_fix),
+      deploy_config(dir, %{"gate" => %{"consent" => "diagnose"}, "notify" => notify})
+    )
+  end
+
+  defp telegram_ok(%{path: path}) do
+    cond do
+      String.ends_with?(path, "/sendMessage") ->
+        FakeHTTP.json(200, %{ok: true, result: %{message_id: 7, chat: %{id: 42}}})
+
+      String.ends_with?(path, "/answerCallbackQuery") ->
+        FakeHTTP.json(200, %{ok: true, result: true})
+
+      true ->
+        FakeHTTP.json(404, %{ok: false, error_code: 404, description: "Not Found"})
+    end
+  end
+
+  test "a fix awaiting approval is announced on Slack with signed links; opening one changes nothing, its button approves",
+       %{tmp_dir: dir} do
+    repo = make_repo(dir)
+    {:ok, slack} = FakeHTTP.start(fn _ -> {200, [{"content-type", "text/plain"}], "ok"} end)
+    System.put_env("SH_FIXLOOP_LINK", @link_secret)
+    System.put_env("SH_FIXLOOP_SLACK", slack.url <> "/services/T0/B0/hook")
+
+    on_exit(fn ->
+      System.delete_env("SH_FIXLOOP_LINK")
+      System.delete_env("SH_FIXLOOP_SLACK")
+    end)
+
+    port_name = :"fixloop_port_#{System.unique_integer([:positive])}"
+    base = start_endpoint(port_name)
+
+    cfg =
+      approval_config(dir, repo, %{
+        "channels" => ["slack"],
+        "slack" => %{"webhook_url_env" => "SH_FIXLOOP_SLACK"},
+        "links" => %{"base_url" => base <> "/", "secret_env" => "SH_FIXLOOP_LINK"}
+      })
+
+    port = start_port(cfg, name: port_name)
+    fix = fix!(port, fix_args())
+    assert fix["status"] == "awaiting_approval"
+    action_id = "fix-#{fix["id"]}"
+
+    # the Slack message names the fix and carries both links
+    message =
+      wait_until(fn ->
+        Enum.find(FakeHTTP.requests(slack), &(&1.body =~ action_id and &1.body =~ "/approve?t="))
+      end)
+
+    [approve_url] =
+      Regex.run(~r{http://127\.0\.0\.1:\d+/approve\?t=[A-Za-z0-9._-]+}, message.body)
+
+    [skip_url] = Regex.run(~r{http://127\.0\.0\.1:\d+/skip\?t=[A-Za-z0-9._-]+}, message.body)
+    token = URI.decode_query(URI.parse(approve_url).query)["t"]
+    assert String.starts_with?(token, "approve.#{action_id}.")
+    skip_token = URI.decode_query(URI.parse(skip_url).query)["t"]
+
+    # opening the link (what a link previewer does) shows the fix and a button
+    {200, headers, page} = http(:get, approve_url)
+    assert headers["cache-control"] == "no-store"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert page =~ ~s(<form method="post" action="approve">)
+    assert page =~ ~s(value="#{token}")
+    assert page =~ "ZeroDivisionError"
+    assert page =~ "awaiting_approval"
+    assert fix_status(port, fix["id"])["status"] == "awaiting_approval"
+
+    # tokens that must not act
+    [mac | rest] = token |> String.split(".") |> Enum.reverse()
+
+    flipped =
+      String.replace_suffix(
+        mac,
+        String.last(mac),
+        if(String.last(mac) == "0", do: "1", else: "0")
+      )
+
+    tampered = [flipped | rest] |> Enum.reverse() |> Enum.join(".")
+    past = System.os_time(:second) - 10
+    other_fix = sign("approve", "fix-#{fix["id"] + 1}", System.os_time(:second) + 600)
+
+    for {t, status} <- [
+          {tampered, 403},
+          {skip_token, 403},
+          {sign("approve", action_id, past), 410},
+          {sign("approve", action_id <> "x", System.os_time(:second) + 600), 400},
+          {other_fix, 404},
+          {"approve.fix-1.9999999999.<script>", 400}
+        ] do
+      {got, _headers, body} = http(:post, base <> "/approve", "t=" <> URI.encode_www_form(t))
+      assert got == status, "#{t}: #{got} #{body}"
+      refute body =~ "<script>"
+    end
+
+    assert {400, _, _} = http(:post, base <> "/approve", "")
+    assert {405, _, _} = http(:put, base <> "/approve")
+    assert fix_status(port, fix["id"])["status"] == "awaiting_approval"
+    refute File.exists?(Path.join(dir, "deploys.log"))
+
+    # the button
+    {200, _headers, done} = http(:post, base <> "/approve", "t=" <> token)
+    assert done =~ "Fix #{fix["id"]} is approved"
+    deployed = wait_status(port, fix["id"], ["deployed", "rolled_back", "failed"])
+    assert deployed["status"] == "deployed"
+    assert deployed["decided_by"] == "link:127.0.0.1"
+
+    # the links are spent: pressing again, or skipping now, is a conflict
+    assert {409, _, _} = http(:post, base <> "/approve", "t=" <> token)
+    assert {409, _, _} = http(:post, base <> "/skip", "t=" <> skip_token)
+    {200, _, shown} = http(:get, approve_url)
+    assert shown =~ "there is nothing to approve"
+    refute shown =~ "<form"
+  end
+
+  test "the links of an endpoint without a port to relay to are 404; a port that is down is 503",
+       %{tmp_dir: _dir} do
+    id = System.unique_integer([:positive])
+    start_supervised!({SelfHeal.Collector, name: :"fixloop_c_#{id}"}, id: :c)
+
+    start_supervised!(
+      {SelfHeal.Endpoint, name: :"fixloop_e_#{id}", port: 0, collector: :"fixloop_c_#{id}"},
+      id: :e
+    )
+
+    plain = "http://127.0.0.1:#{SelfHeal.Endpoint.port(:"fixloop_e_#{id}")}"
+    assert {404, _, _} = http(:get, plain <> "/approve?t=x")
+    base = start_endpoint(:"fixloop_absent_port_#{id}")
+    t = sign("approve", "fix-1", System.os_time(:second) + 60)
+    assert {503, %{"retry-after" => "5"}, _} = http(:get, base <> "/approve?t=" <> t)
+    assert {503, _, _} = http(:post, base <> "/approve", "t=" <> t)
+  end
+
+  test "Telegram buttons: SelfHeal.TelegramPoll keeps polling, a press skips the fix", %{
+    tmp_dir: dir
+  } do
+    repo = make_repo(dir)
+    {:ok, pending} = Agent.start_link(fn -> nil end)
+
+    handler = fn req ->
+      if String.ends_with?(req.path, "/getUpdates") do
+        {:ok, %{"offset" => offset}} = SelfHeal.Port.JSON.decode(req.body)
+
+        updates =
+          case Agent.get(pending, & &1) do
+            {data, update_id} when offset <= update_id ->
+              [
+                %{
+                  update_id: update_id,
+                  callback_query: %{
+                    id: "cq-1",
+                    from: %{id: 5, username: "alice"},
+                    message: %{message_id: 7, chat: %{id: 42}},
+                    data: data
+                  }
+                }
+              ]
+
+            _ ->
+              []
+          end
+
+        FakeHTTP.json(200, %{ok: true, result: updates})
+      else
+        telegram_ok(req)
+      end
+    end
+
+    {:ok, tg} = FakeHTTP.start(handler)
+    System.put_env("SH_FIXLOOP_TG", "123456:AAE-fixloop-token")
+    on_exit(fn -> System.delete_env("SH_FIXLOOP_TG") end)
+
+    cfg =
+      approval_config(dir, repo, %{
+        "channels" => ["telegram"],
+        "telegram" => %{"api" => tg.url, "token_env" => "SH_FIXLOOP_TG", "chat_id" => 42}
+      })
+
+    assert SelfHeal.TelegramPoll.configured?(cfg)
+    refute SelfHeal.TelegramPoll.configured?(%{"notify" => %{"channels" => ["slack"]}})
+    port = start_port(cfg)
+    start_supervised!({SelfHeal.TelegramPoll, port: port, timeout_s: 0, interval_ms: 50})
+
+    fix = fix!(port, fix_args())
+    assert fix["status"] == "awaiting_approval"
+    action_id = "fix-#{fix["id"]}"
+
+    # the message has the buttons of this fix
+    sent =
+      wait_until(fn ->
+        Enum.find(FakeHTTP.requests(tg), &String.ends_with?(&1.path, "/sendMessage"))
+      end)
+
+    assert sent.body =~ ~s("callback_data":"s:#{action_id}")
+
+    # alice presses Skip
+    Agent.update(pending, fn _ -> {"s:#{action_id}", 900} end)
+
+    wait_until(fn ->
+      Enum.find(FakeHTTP.requests(tg), &String.ends_with?(&1.path, "/answerCallbackQuery"))
+    end)
+
+    skipped = wait_status(port, fix["id"], ["skipped", "approved", "deployed"], 10_000)
+    assert skipped["status"] == "skipped"
+    assert skipped["decided_by"] == "telegram:@alice"
+    refute File.exists?(Path.join(dir, "deploys.log"))
+  end
+
   # ------------------------------------------------------------ PR delivery and kill -9
 
   defp github(state) do

@@ -544,6 +544,8 @@ defmodule SelfHeal.Endpoint.Conn do
   def status_line(404), do: "404 Not Found"
   def status_line(405), do: "405 Method Not Allowed"
   def status_line(408), do: "408 Request Timeout"
+  def status_line(409), do: "409 Conflict"
+  def status_line(410), do: "410 Gone"
   def status_line(413), do: "413 Content Too Large"
   def status_line(414), do: "414 URI Too Long"
   def status_line(415), do: "415 Unsupported Media Type"
@@ -552,9 +554,31 @@ defmodule SelfHeal.Endpoint.Conn do
   def status_line(431), do: "431 Request Header Fields Too Large"
   def status_line(500), do: "500 Internal Server Error"
   def status_line(501), do: "501 Not Implemented"
+  def status_line(502), do: "502 Bad Gateway"
   def status_line(503), do: "503 Service Unavailable"
   def status_line(505), do: "505 HTTP Version Not Supported"
-  def status_line(status), do: Integer.to_string(status)
+  def status_line(status), do: Integer.to_string(status) <> " "
+
+  @doc """
+  The first value of `key` in an `application/x-www-form-urlencoded`
+  string (a query string or a form body); nil when absent or malformed.
+  """
+  @spec form_value(binary(), binary()) :: binary() | nil
+  def form_value(text, key) do
+    Enum.find_value(:binary.split(text, "&", [:global]), fn pair ->
+      case :binary.split(pair, "=") do
+        [^key, value] ->
+          try do
+            URI.decode_www_form(value)
+          rescue
+            ArgumentError -> nil
+          end
+
+        _ ->
+          nil
+      end
+    end)
+  end
 
   @doc false
   @spec reason_text(pos_integer()) :: binary()

@@ -1,7 +1,8 @@
 defmodule SelfHeal.Endpoint.Handler do
   @moduledoc """
   The routes of `SelfHeal.Endpoint`: `POST /ingest`, `POST /capture`,
-  `OPTIONS /capture`, `GET /healthz`.
+  `OPTIONS /capture`, `GET /healthz`, and with `:approvals` set `GET` /
+  `POST` on `/approve` and `/skip` (`SelfHeal.Endpoint.Approvals`).
 
   A request is checked cheapest first: route, declared length (413 before
   any of the body is read), credentials (401), origin (403), encoding
@@ -14,7 +15,7 @@ defmodule SelfHeal.Endpoint.Handler do
   """
 
   alias SelfHeal.{Collector, Event, Native}
-  alias SelfHeal.Endpoint.{Conn, JSON, RateLimit}
+  alias SelfHeal.Endpoint.{Approvals, Conn, JSON, RateLimit}
   alias SelfHeal.Endpoint.Conn.Request
 
   require Logger
@@ -49,6 +50,19 @@ defmodule SelfHeal.Endpoint.Handler do
   defp route(conn, req, :POST, "/ingest"), do: ingest(conn, req)
   defp route(conn, req, :POST, "/capture"), do: capture(conn, req)
   defp route(conn, req, :OPTIONS, "/capture"), do: preflight(conn, req)
+
+  defp route(%Conn{config: %{approvals: server}} = conn, req, method, path)
+       when server != nil and path in ["/approve", "/skip"] do
+    if method in [:GET, :HEAD, :POST] do
+      with {:ok, conn, req} <- rate(conn, req, []) do
+        Approvals.handle(conn, req, server, binary_part(path, 1, byte_size(path) - 1))
+      else
+        reply -> answer(reply, conn, req)
+      end
+    else
+      {405, [{"allow", "GET, HEAD, POST"} | @text], "method not allowed\n", conn, req, false}
+    end
+  end
 
   defp route(conn, req, _method, path) do
     case @routes do
@@ -294,23 +308,7 @@ defmodule SelfHeal.Endpoint.Handler do
   end
 
   defp site_key(req) do
-    query_key(req.query) || req.site_key
-  end
-
-  defp query_key(""), do: nil
-
-  defp query_key(query) do
-    Enum.find_value(:binary.split(query, "&", [:global]), fn
-      "key=" <> value ->
-        try do
-          URI.decode_www_form(value)
-        rescue
-          ArgumentError -> nil
-        end
-
-      _ ->
-        nil
-    end)
+    Conn.form_value(req.query, "key") || req.site_key
   end
 
   # The origins of a site key, nil when unknown; every key is compared.
