@@ -262,9 +262,10 @@ json_t *deliver_fix(port_ctx *ctx, const fix_config *cfg, json_t *fix, const cha
     /* push the branch, then the pull request */
     wt_repo *repo = NULL;
     char msg[512] = "";
-    const char *token = port_secret(cfg->remote_token_env);
+    wt_push_opts push = {.token = port_secret(cfg->remote_token_env),
+                         .ca_file = cfg->remote_ca_file};
     if (wt_repo_open(&repo, cfg->repo, msg, sizeof(msg)) != 0 ||
-        wt_push(repo, cfg->remote_url, fix_str(fix, "branch"), token, msg, sizeof(msg)) != 0) {
+        wt_push(repo, cfg->remote_url, fix_str(fix, "branch"), &push, msg, sizeof(msg)) != 0) {
         wt_repo_free(repo);
         cmd_error_set(err, "push", "pushing the fix branch failed: %s", msg);
         json_decref(out);

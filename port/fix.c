@@ -122,6 +122,8 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
             0 ||
         copy_string(ctx, "fix.remote.token_env", "GITHUB_TOKEN", cfg->remote_token_env,
                     sizeof(cfg->remote_token_env), err) != 0 ||
+        copy_string(ctx, "fix.remote.ca_file", "", cfg->remote_ca_file, sizeof(cfg->remote_ca_file),
+                    err) != 0 ||
         copy_string(ctx, "deploy.health.url", "", cfg->health_url, sizeof(cfg->health_url), err) !=
             0 ||
         copy_string(ctx, "gate.consent", "diagnose", consent, sizeof(consent), err) != 0 ||
@@ -140,6 +142,11 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
     if (cfg->remote_url[0] != '\0' && strncmp(cfg->remote_url, "https://", 8) != 0 &&
         cfg->remote_url[0] != '/' && strncmp(cfg->remote_url, "file://", 7) != 0) {
         cmd_error_set(err, "bad_config", "fix.remote.url must be an https URL or a local path");
+        fix_config_free(cfg);
+        return -1;
+    }
+    if (cfg->remote_ca_file[0] != '\0' && access(cfg->remote_ca_file, R_OK) != 0) {
+        cmd_error_set(err, "bad_config", "fix.remote.ca_file is not a readable file");
         fix_config_free(cfg);
         return -1;
     }

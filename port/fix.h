@@ -57,6 +57,7 @@ typedef struct fix_config {
     char descriptor[4096];       /* fix.descriptor */
     char remote_url[1024];       /* fix.remote.url (https): push + PR; "" = dry run */
     char remote_token_env[128];  /* fix.remote.token_env (GITHUB_TOKEN) */
+    char remote_ca_file[1024];   /* fix.remote.ca_file: CAs of a self-hosted server, or "" */
     int max_concurrent;          /* fix.max_concurrent (2) */
     policy_consent consent;      /* gate.consent (diagnose) */
     json_t *auto_severities;     /* gate.auto_deploy_severity */

@@ -27,6 +27,8 @@
 #include <unistd.h>
 
 #include <git2.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 
 #define WT_REV_MAX 256
 #define WT_NAME_MAX 100
@@ -1646,6 +1648,7 @@ cleanup:
 
 typedef struct push_ctx {
     const char *token;
+    const char *ca_file;
     int attempts;
     int rejected;
     char status[WT_STATUS_MAX];
@@ -1665,6 +1668,49 @@ static int push_cred_cb(git_credential **out, const char *url, const char *user_
     }
     c->attempts++;
     return git_credential_userpass_plaintext_new(out, "x-access-token", c->token);
+}
+
+/* 1 when the DER certificate der verifies against the CAs of ca_file for
+ * host (a name or an IP address), 0 when not. libgit2 hands over only the
+ * server's own certificate, so the CA file must hold every certificate up
+ * to it (root and intermediates). */
+static int cert_trusted(const unsigned char *der, size_t len, const char *ca_file, const char *host)
+{
+    const unsigned char *p = der;
+    X509 *leaf = len <= 65536 ? d2i_X509(NULL, &p, (long)len) : NULL;
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *vctx = X509_STORE_CTX_new();
+    int ok = 0;
+    if (leaf == NULL || store == NULL || vctx == NULL ||
+        X509_STORE_load_file(store, ca_file) != 1 ||
+        X509_STORE_CTX_init(vctx, store, leaf, NULL) != 1)
+        goto done;
+    X509_VERIFY_PARAM *vp = X509_STORE_CTX_get0_param(vctx);
+    if (X509_VERIFY_PARAM_set1_ip_asc(vp, host) != 1 &&
+        X509_VERIFY_PARAM_set1_host(vp, host, 0) != 1)
+        goto done;
+    ok = X509_verify_cert(vctx) == 1;
+done:
+    X509_STORE_CTX_free(vctx);
+    X509_STORE_free(store);
+    X509_free(leaf);
+    return ok;
+}
+
+/* A certificate the TLS library refused (valid == 0) is accepted only
+ * when it verifies against the configured CA file. */
+static int push_cert_cb(git_cert *cert, int valid, const char *host, void *payload)
+{
+    push_ctx *c = payload;
+    if (valid || c->ca_file == NULL || cert == NULL || cert->cert_type != GIT_CERT_X509 ||
+        host == NULL)
+        return GIT_PASSTHROUGH;
+    git_cert_x509 *x = (git_cert_x509 *)cert;
+    if (cert_trusted(x->data, x->len, c->ca_file, host))
+        return 0;
+    git_error_set_str(GIT_ERROR_SSL, "the server's certificate is not signed by fix.remote.ca_file "
+                                     "for this host");
+    return GIT_ECERTIFICATE;
 }
 
 static int push_ref_cb(const char *refname, const char *status, void *data)
@@ -1712,9 +1758,12 @@ static int push_fail(char *err, size_t errlen, const char *what, const char *msg
     return -1;
 }
 
-int wt_push(wt_repo *repo, const char *remote_url, const char *branch, const char *token, char *err,
-            size_t errlen)
+int wt_push(wt_repo *repo, const char *remote_url, const char *branch, const wt_push_opts *opts,
+            char *err, size_t errlen)
 {
+    const char *token = opts != NULL ? opts->token : NULL;
+    const char *ca_file =
+        opts != NULL && opts->ca_file != NULL && opts->ca_file[0] != '\0' ? opts->ca_file : NULL;
     char refname[WT_REFNAME_MAX];
     char spec[2 * WT_REFNAME_MAX + 2];
     git_remote *remote = NULL;
@@ -1751,6 +1800,7 @@ int wt_push(wt_repo *repo, const char *remote_url, const char *branch, const cha
     push_ctx pc;
     memset(&pc, 0, sizeof(pc));
     pc.token = token;
+    pc.ca_file = ca_file;
     /* The URL is used as given: no url.<base>.insteadOf rewriting from the
      * repository's or the user's config (which could send the token
      * elsewhere; in libgit2 1.5.1 that lookup also leaks PCRE2 match data). */
@@ -1765,6 +1815,7 @@ int wt_push(wt_repo *repo, const char *remote_url, const char *branch, const cha
     git_push_options po;
     git_push_options_init(&po, GIT_PUSH_OPTIONS_VERSION);
     po.callbacks.credentials = push_cred_cb;
+    po.callbacks.certificate_check = push_cert_cb;
     po.callbacks.push_update_reference = push_ref_cb;
     po.callbacks.payload = &pc;
     char *specs[1] = {spec};

@@ -120,12 +120,20 @@ int wt_merge_into(char out[WT_OID_HEX], wt_repo *repo, const char *branch, const
 int wt_revert_on(char out[WT_OID_HEX], wt_repo *repo, const char *branch, const char *commit,
                  const char *message, char *err, size_t errlen);
 
+typedef struct wt_push_opts {
+    /* https: sent as basic auth ("x-access-token", token) when the server
+     * asks; never logged, never stored in the repository's config */
+    const char *token;
+    /* https: a PEM file of CA certificates trusted for the server's
+     * certificate besides the system's (a self-hosted git server with a
+     * private CA); the host name is checked against the certificate */
+    const char *ca_file;
+} wt_push_opts;
+
 /* Pushes local `branch` to `remote_url` (refs/heads/<branch>, no force).
- * For https URLs the token is sent as basic auth ("x-access-token",
- * token) when the server asks; never logged, never stored in the repo's
- * config. Local paths and file:// URLs need no token. */
-int wt_push(wt_repo *repo, const char *remote_url, const char *branch, const char *token, char *err,
-            size_t errlen);
+ * opts may be NULL. Local paths and file:// URLs need no token. */
+int wt_push(wt_repo *repo, const char *remote_url, const char *branch, const wt_push_opts *opts,
+            char *err, size_t errlen);
 
 /* 1 when branch names a local branch, 0 when not, < 0 on error. */
 int wt_branch_exists(wt_repo *repo, const char *branch);

@@ -1,6 +1,8 @@
 /* Git work through libgit2 (port/worktree.c): resolve, worktrees, commit,
- * diff, restore, reset, history, merge, revert, push. Every repository is
- * made here with libgit2 itself in a temporary directory. */
+ * diff, restore, reset, history, merge, revert, push (to local remotes and
+ * to git's own smart-HTTP server over TLS, test/support/git_https_server.py,
+ * with a CA and certificates made by the openssl command). Every repository
+ * is made here with libgit2 itself in a temporary directory. */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <git2.h>
@@ -1098,7 +1102,8 @@ static void test_push(void **state)
     /* the token never shows in an error */
     static const char token[] = "ghs_SECRETtoken1234567890";
     pathf(url, sizeof(url), "%s/missing-%s.git", f->root, token);
-    assert_true(wt_push(f->r, url, "main", token, err, sizeof(err)) < 0);
+    wt_push_opts with_token = {.token = token};
+    assert_true(wt_push(f->r, url, "main", &with_token, err, sizeof(err)) < 0);
     assert_true(strlen(err) > 0);
     assert_null(strstr(err, token));
     assert_null(strstr(err, "SECRET"));
@@ -1106,7 +1111,8 @@ static void test_push(void **state)
     assert_true(wt_push(f->r, remote, "bad..name", NULL, err, sizeof(err)) < 0);
     assert_true(wt_push(f->r, remote, "nope", NULL, err, sizeof(err)) < 0);
     assert_true(wt_push(f->r, "", "main", NULL, err, sizeof(err)) < 0);
-    assert_true(wt_push(f->r, remote, "main", "bad\ntoken", err, sizeof(err)) < 0);
+    wt_push_opts bad_token = {.token = "bad\ntoken"};
+    assert_true(wt_push(f->r, remote, "main", &bad_token, err, sizeof(err)) < 0);
     git_repository_free(bare);
 }
 
@@ -1142,6 +1148,154 @@ static void *thread_main(void *p)
         wt_repo_free(r);
     }
     return NULL;
+}
+
+/* ------------------------------------------------------------ push over HTTPS */
+
+/* Runs argv (no shell) with output to /dev/null; its exit status. */
+static int run_quiet(char *const argv[])
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        freopen("/dev/null", "w", stdout);
+        freopen("/dev/null", "w", stderr);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* root/<name>-ca.pem and a certificate it signs for localhost. */
+static void make_ca(const char *root, const char *name)
+{
+    char key[300], ca[300], skey[300], csr[300], crt[300], ext[300], subj[64], serial[300];
+    pathf(key, sizeof(key), "%s/%s-ca.key", root, name);
+    pathf(ca, sizeof(ca), "%s/%s-ca.pem", root, name);
+    pathf(skey, sizeof(skey), "%s/%s-srv.key", root, name);
+    pathf(csr, sizeof(csr), "%s/%s-srv.csr", root, name);
+    pathf(crt, sizeof(crt), "%s/%s-srv.pem", root, name);
+    pathf(ext, sizeof(ext), "%s/%s-ext.cnf", root, name);
+    pathf(serial, sizeof(serial), "%s/%s-ca.srl", root, name);
+    pathf(subj, sizeof(subj), "/CN=%s-test-ca", name);
+    char *req_ca[] = {
+        "openssl", "req",     "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes",  "-keyout", key,     "-out",    ca,   "-days",    "2",
+        "-subj",   subj,      NULL};
+    assert_int_equal(run_quiet(req_ca), 0);
+    char *req_srv[] = {
+        "openssl",       "req",     "-newkey", "ec",   "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes",        "-keyout", skey,      "-out", csr,        "-subj",
+        "/CN=localhost", NULL};
+    assert_int_equal(run_quiet(req_srv), 0);
+    static const char ext_text[] = "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n";
+    write_at(root, strrchr(ext, '/') + 1, ext_text, strlen(ext_text));
+    char *sign[] = {"openssl",   "x509",     "-req",   "-in", csr,
+                    "-CA",       ca,         "-CAkey", key,   "-CAcreateserial",
+                    "-CAserial", serial,     "-out",   crt,   "-days",
+                    "2",         "-extfile", ext,      NULL};
+    assert_int_equal(run_quiet(sign), 0);
+}
+
+typedef struct git_server {
+    pid_t pid;
+    int in; /* its stdin: closing it stops the server */
+    int port;
+} git_server;
+
+static void git_server_start(git_server *s, const char *root, const char *token)
+{
+    char gitroot[300], crt[300], key[300], log[300];
+    pathf(gitroot, sizeof(gitroot), "%s/served", root);
+    pathf(crt, sizeof(crt), "%s/good-srv.pem", root);
+    pathf(key, sizeof(key), "%s/good-srv.key", root);
+    pathf(log, sizeof(log), "%s/server.log", root);
+    int in[2], out[2];
+    assert_int_equal(pipe(in), 0);
+    assert_int_equal(pipe(out), 0);
+    s->pid = fork();
+    assert_true(s->pid >= 0);
+    if (s->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        char *argv[] = {
+            "python3", "test/support/git_https_server.py", gitroot, crt, key, (char *)token, log,
+            NULL};
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    s->in = in[1];
+    char line[64] = "";
+    size_t n = 0;
+    while (n + 1 < sizeof(line) && read(out[0], line + n, 1) == 1 && line[n] != '\n')
+        n++;
+    line[n] = '\0';
+    close(out[0]);
+    assert_int_equal(sscanf(line, "PORT %d", &s->port), 1);
+}
+
+static void git_server_stop(git_server *s)
+{
+    close(s->in);
+    int status = 0;
+    if (waitpid(s->pid, &status, 0) != s->pid)
+        kill(s->pid, SIGKILL);
+}
+
+static void test_push_https(void **state)
+{
+    fx *f = *state;
+    char c1[WT_OID_HEX], err[512], remote[300], url[300], good_ca[300], other_ca[300];
+    static const char token[] = "ghs_HTTPStoken0123456789abcdef";
+    write_file(f->repo, "a.txt", "a\n");
+    commit_in(c1, f->repo, "c1", T0);
+    open_fx(f);
+    pathf(remote, sizeof(remote), "%s/served/app.git", f->root);
+    git_repository *bare = NULL;
+    assert_int_equal(git_repository_init(&bare, remote, 1), 0);
+    make_ca(f->root, "good");
+    make_ca(f->root, "other");
+    pathf(good_ca, sizeof(good_ca), "%s/good-ca.pem", f->root);
+    pathf(other_ca, sizeof(other_ca), "%s/other-ca.pem", f->root);
+    git_server srv;
+    git_server_start(&srv, f->root, token);
+    pathf(url, sizeof(url), "https://localhost:%d/app.git", srv.port);
+
+    /* the system's CAs do not know the server's */
+    wt_push_opts no_ca = {.token = token};
+    assert_true(wt_push(f->r, url, "main", &no_ca, err, sizeof(err)) < 0);
+    assert_null(strstr(err, token));
+    /* a CA file that did not sign it */
+    wt_push_opts stranger = {.token = token, .ca_file = other_ca};
+    assert_true(wt_push(f->r, url, "main", &stranger, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "certificate"));
+    /* the right CA, a wrong token */
+    wt_push_opts wrong = {.token = "ghs_wrongWRONGwrong", .ca_file = good_ca};
+    assert_true(wt_push(f->r, url, "main", &wrong, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "authentication"));
+    assert_null(strstr(err, "WRONG"));
+    /* the right CA and token */
+    wt_push_opts right = {.token = token, .ca_file = good_ca};
+    int rc = wt_push(f->r, url, "main", &right, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "wt_push https: %s\n", err);
+    assert_int_equal(rc, 0);
+    git_oid id;
+    char hex[WT_OID_HEX];
+    assert_int_equal(git_reference_name_to_id(&id, bare, "refs/heads/main"), 0);
+    git_oid_tostr(hex, sizeof(hex), &id);
+    assert_string_equal(hex, c1);
+    /* the token went nowhere into the repository's config */
+    char buf[4096];
+    assert_null(strstr(read_file(f->repo, ".git/config", buf, sizeof(buf)), token));
+    git_server_stop(&srv);
+    git_repository_free(bare);
 }
 
 static void test_threads(void **state)
@@ -1180,6 +1334,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_merge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_https, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

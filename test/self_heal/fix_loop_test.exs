@@ -879,6 +879,21 @@ defmodule SelfHeal.FixLoopTest do
 
   # ------------------------------------------------------------ PR delivery and kill -9
 
+  # Delivery as a pull request: fix.remote (the push) and the GitHub stand-in.
+  defp pr_delivery(gh, remote) do
+    %{
+      "fix" => %{"remote" => remote},
+      "tickets" => %{
+        "github" => %{
+          "api" => gh.url,
+          "repo" => "o/app",
+          "token_env" => "SH_FIXLOOP_GH",
+          "max_attempts" => 1
+        }
+      }
+    }
+  end
+
   defp github(state) do
     fn req ->
       case {req.method, req.path} do
@@ -916,18 +931,7 @@ defmodule SelfHeal.FixLoopTest do
     started = Path.join(dir, "agent.runs")
     body = "echo run >> '#{started}'\nsleep 3\n" <> @good_fix
 
-    cfg =
-      config(dir, repo, agent(dir, "slowgood", body), %{
-        "fix" => %{"remote" => %{"url" => remote}},
-        "tickets" => %{
-          "github" => %{
-            "api" => gh.url,
-            "repo" => "o/app",
-            "token_env" => "SH_FIXLOOP_GH",
-            "max_attempts" => 1
-          }
-        }
-      })
+    cfg = config(dir, repo, agent(dir, "slowgood", body), pr_delivery(gh, %{"url" => remote}))
 
     port = start_port(cfg)
     :ok = Port.subscribe(port)
@@ -947,6 +951,141 @@ defmodule SelfHeal.FixLoopTest do
     assert git!(remote, ["log", "--format=%s", "self-heal/fpcalc0001"]) =~ "SelfHeal: fix"
     # the agent ran again after the restart (the first run was killed with the port)
     assert length(String.split(File.read!(started), "\n", trim: true)) == 2
+  end
+
+  # ------------------------------------------------------------ push over HTTPS
+
+  defp openssl!(dir, args) do
+    {out, status} = System.cmd("openssl", args, cd: dir, stderr_to_stdout: true)
+    assert status == 0, out
+  end
+
+  # A CA and a certificate it signs for localhost / 127.0.0.1.
+  defp make_ca(dir, name) do
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    openssl!(
+      dir,
+      ["req", "-x509" | ec] ++
+        ~w(-keyout #{name}-ca.key -out #{name}-ca.pem -days 2 -subj /CN=#{name}-test-ca)
+    )
+
+    openssl!(
+      dir,
+      ["req" | ec] ++ ~w(-keyout #{name}-srv.key -out #{name}-srv.csr -subj /CN=localhost)
+    )
+
+    File.write!(
+      Path.join(dir, "#{name}-ext.cnf"),
+      "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+    )
+
+    openssl!(
+      dir,
+      ~w(x509 -req -in #{name}-srv.csr -CA #{name}-ca.pem -CAkey #{name}-ca.key -CAcreateserial -out #{name}-srv.pem -days 2 -extfile #{name}-ext.cnf)
+    )
+
+    %{
+      ca: Path.join(dir, "#{name}-ca.pem"),
+      cert: Path.join(dir, "#{name}-srv.pem"),
+      key: Path.join(dir, "#{name}-srv.key")
+    }
+  end
+
+  # git http-backend over TLS, basic auth with `token` required.
+  defp start_git_https(dir, root, certs, token) do
+    log = Path.join(dir, "git-https.log")
+    script = Path.expand("../support/git_https_server.py", __DIR__)
+    python = System.find_executable("python3")
+
+    port =
+      Elixir.Port.open({:spawn_executable, python}, [
+        :binary,
+        {:line, 1000},
+        args: [script, root, certs.cert, certs.key, token, log]
+      ])
+
+    receive do
+      {^port, {:data, {:eol, "PORT " <> n}}} -> {String.to_integer(n), log}
+    after
+      10_000 -> flunk("the git HTTPS server did not start")
+    end
+  end
+
+  test "push over HTTPS with a token: a git server that asks for it, its CA from fix.remote.ca_file",
+       %{tmp_dir: dir} do
+    repo = make_repo(dir)
+    root = Path.join(dir, "git")
+    File.mkdir_p!(root)
+    bare = Path.join(root, "app.git")
+    {_, 0} = System.cmd("git", ["init", "-q", "--bare", bare])
+    certs = make_ca(dir, "good")
+    stranger = make_ca(dir, "other")
+    token = "ghs_" <> String.duplicate("Q7", 18)
+    {port_no, log} = start_git_https(dir, root, certs, token)
+    {:ok, prs} = Agent.start_link(fn -> [] end)
+    {:ok, gh} = FakeHTTP.start(github(prs))
+    System.put_env("SH_FIXLOOP_GH", "ghp_" <> String.duplicate("b", 36))
+    System.put_env("SH_FIXLOOP_PUSH", token)
+
+    on_exit(fn ->
+      System.delete_env("SH_FIXLOOP_GH")
+      System.delete_env("SH_FIXLOOP_PUSH")
+    end)
+
+    cfg = fn remote ->
+      config(
+        dir,
+        repo,
+        agent(dir, "good", @good_fix),
+        pr_delivery(gh, Map.put(remote, "url", "https://localhost:#{port_no}/app.git"))
+      )
+    end
+
+    # a bad CA file is a configuration error before anything runs
+    bad = start_port(cfg.(%{"ca_file" => Path.join(dir, "missing.pem")}), name: :fixloop_bad_ca)
+
+    assert {:error, %{code: "bad_config", message: "fix.remote.ca_file" <> _}} =
+             Port.call(bad, "fix", fix_args("fpcalc0009"))
+
+    stop_supervised!(:fixloop_bad_ca)
+
+    # the right CA and token: the branch is pushed, the pull request opened
+    port = start_port(cfg.(%{"ca_file" => certs.ca, "token_env" => "SH_FIXLOOP_PUSH"}))
+    fix = fix!(port, fix_args())
+    assert fix["status"] == "delivered", inspect(fix)
+    assert fix["delivery"]["mode"] == "pull_request"
+    assert git!(bare, ["log", "--format=%s", "self-heal/fpcalc0001"]) =~ "SelfHeal: fix"
+    lines = File.read!(log) |> String.split("\n", trim: true)
+    # asked for credentials first, then the push as x-access-token
+    assert Enum.any?(lines, &(&1 =~ ~r{^GET /app.git/info/refs\?service=git-receive-pack 401 -$}))
+    assert "POST /app.git/git-receive-pack 200 x-access-token" in lines
+    stop_supervised!(Port)
+
+    # a wrong token: the push fails, and the error does not carry it
+    System.put_env("SH_FIXLOOP_PUSH", "ghs_wrong_" <> String.duplicate("x", 20))
+    port = start_port(cfg.(%{"ca_file" => certs.ca, "token_env" => "SH_FIXLOOP_PUSH"}))
+    failed = fix!(port, fix_args("fpcalc0002"))
+    assert failed["status"] == "failed"
+    error = inspect(failed)
+    assert error =~ "push"
+    refute error =~ "ghs_wrong_"
+    refute error =~ token
+    stop_supervised!(Port)
+
+    # a server whose certificate the CA file does not sign: refused
+    System.put_env("SH_FIXLOOP_PUSH", token)
+    port = start_port(cfg.(%{"ca_file" => stranger.ca, "token_env" => "SH_FIXLOOP_PUSH"}))
+    refused = fix!(port, fix_args("fpcalc0003"))
+    assert refused["status"] == "failed"
+    assert inspect(refused) =~ "certificate"
+    refute git!(bare, ["branch", "--list"]) =~ "fpcalc0003"
+    assert length(Agent.get(prs, & &1)) == 1
+
+    # the token is nowhere in the state directory
+    for file <- Path.wildcard(Path.join([dir, "state", "**", "*"])), File.regular?(file) do
+      refute File.read!(file) =~ token, "#{file} holds the push token"
+    end
   end
 
   # After each test (its port stopped): no process of any agent is left.
