@@ -18,6 +18,21 @@ defmodule SelfHeal.Application do
 
   @impl true
   def start(_type, _args) do
+    with {:ok, sup} <-
+           Supervisor.start_link(children(), strategy: :one_for_one, name: SelfHeal.Supervisor) do
+      if Application.get_env(:self_heal, :logger_handler, true) do
+        :ok = SelfHeal.LoggerHandler.attach(Application.get_env(:self_heal, :handler, []))
+      end
+
+      {:ok, sup}
+    end
+  end
+
+  @doc false
+  # The supervisor's children for the application environment (a function
+  # of it, so tests can check how configuration becomes processes).
+  @spec children() :: [Supervisor.child_spec() | {module(), term()}]
+  def children do
     fingerprint = Application.get_env(:self_heal, :fingerprint, [])
 
     collector =
@@ -88,20 +103,10 @@ defmodule SelfHeal.Application do
         Supervisor.child_spec({SelfHeal.Tail, opts}, id: {SelfHeal.Tail, i})
       end)
 
-    children =
-      [{SelfHeal.Triage, Application.get_env(:self_heal, :triage, [])}] ++
-        orchestrator_children ++
-        [{SelfHeal.Settle, settle}, {SelfHeal.Collector, collector}] ++
-        endpoint ++ telegram ++ tails
-
-    with {:ok, sup} <-
-           Supervisor.start_link(children, strategy: :one_for_one, name: SelfHeal.Supervisor) do
-      if Application.get_env(:self_heal, :logger_handler, true) do
-        :ok = SelfHeal.LoggerHandler.attach(Application.get_env(:self_heal, :handler, []))
-      end
-
-      {:ok, sup}
-    end
+    [{SelfHeal.Triage, Application.get_env(:self_heal, :triage, [])}] ++
+      orchestrator_children ++
+      [{SelfHeal.Settle, settle}, {SelfHeal.Collector, collector}] ++
+      endpoint ++ telegram ++ tails
   end
 
   # The watch set of the collector, with the watches of `config :self_heal,
