@@ -8,8 +8,10 @@ defmodule SelfHeal.TelegramPoll do
   port's worker threads while it waits), reports each accepted press as
   an `"approval"` event, and `SelfHeal.Port` turns that event into the
   `approve` / `skip` command for the fix. This process only keeps the
-  polls going: right after a reply (after `:interval_ms`), and after a
-  failure with a backoff doubling from `:backoff_min` to `:backoff_max`.
+  polls going: the next one starts as soon as a reply is in, but never
+  sooner than `:interval_ms` after the previous one started (a proxy that
+  answers long polls at once is not hammered), and after a failure with a
+  backoff doubling from `:backoff_min` to `:backoff_max`.
   A configuration error (no token, no chat) is logged once per distinct
   message.
 
@@ -17,7 +19,7 @@ defmodule SelfHeal.TelegramPoll do
   `"telegram"` in `notify.channels`.
 
   Options: `:port` (the `SelfHeal.Port` server, default `SelfHeal.Port`),
-  `:name`, `:timeout_s` (default 25), `:interval_ms` (default 0),
+  `:name`, `:timeout_s` (default 25), `:interval_ms` (default 1_000),
   `:backoff_min` (default 1_000), `:backoff_max` (default 60_000).
   """
   use GenServer
@@ -50,7 +52,7 @@ defmodule SelfHeal.TelegramPoll do
     state = %{
       port: Keyword.get(opts, :port, SelfHeal.Port),
       timeout_s: Keyword.get(opts, :timeout_s, 25),
-      interval_ms: Keyword.get(opts, :interval_ms, 0),
+      interval_ms: Keyword.get(opts, :interval_ms, 1_000),
       backoff_min: Keyword.get(opts, :backoff_min, 1_000),
       backoff_max: Keyword.get(opts, :backoff_max, 60_000),
       backoff: nil,
@@ -68,6 +70,7 @@ defmodule SelfHeal.TelegramPoll do
   def handle_info(:poll, state) do
     # the port's own limit is timeout_s plus the channel's timeout_ms
     timeout = (state.timeout_s + 90) * 1000
+    started = System.monotonic_time(:millisecond)
 
     result =
       try do
@@ -84,7 +87,8 @@ defmodule SelfHeal.TelegramPoll do
     state =
       case result do
         {:ok, _reply} ->
-          Process.send_after(self(), :poll, state.interval_ms)
+          elapsed = System.monotonic_time(:millisecond) - started
+          Process.send_after(self(), :poll, max(state.interval_ms - elapsed, 0))
           %{state | backoff: nil, logged: nil}
 
         {:error, reason} ->
