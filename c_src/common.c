@@ -156,6 +156,39 @@ size_t sh_utf8_truncate(const char *bytes, size_t len, size_t max)
     return n;
 }
 
+unsigned int sh_utf8_cp(const unsigned char *s, size_t n)
+{
+    if (n <= 1)
+        return s[0];
+    unsigned int cp = s[0] & (0xFF >> (n + 1));
+    for (size_t k = 1; k < n; k++)
+        cp = (cp << 6) | (s[k] & 0x3F);
+    return cp;
+}
+
+int sh_token_ok(const char *s, size_t n, size_t max, const char *extra)
+{
+    if (s == NULL || n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              (c != '\0' && extra != NULL && strchr(extra, c) != NULL)))
+            return 0;
+    }
+    return 1;
+}
+
+void sh_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
 int sh_slice_eq(sh_slice a, sh_slice b)
 {
     return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);

@@ -82,14 +82,7 @@ static void printable(char *dst, size_t cap, const char *s)
 
 static int id_ok(const char *s, size_t len)
 {
-    if (len == 0 || len > MAX_ID)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!(isalnum(c) || c == '_' || c == '-' || c == '.' || c == ':'))
-            return 0;
-    }
-    return 1;
+    return sh_token_ok(s, len, MAX_ID, "_-.:");
 }
 
 /* The groups argument: an array of at most MAX_GROUPS objects with unique
@@ -376,12 +369,7 @@ static int word_is(const char *s, size_t n, const char *w)
 
 static int is_identifier(const char *s, size_t n)
 {
-    if (n == 0 || n > 128 || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!(isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '.'))
-            return 0;
-    return 1;
+    return n > 0 && (isalpha((unsigned char)s[0]) || s[0] == '_') && sh_token_ok(s, n, 128, "_.");
 }
 
 static void table_token(json_t *set, const char *s, size_t n)
@@ -1361,12 +1349,8 @@ json_t *analyze_groups(port_ctx *ctx, json_t *groups, cmd_error *err)
 
 static int watch_field_ok(json_t *v)
 {
-    if (!bounded_string(v, WATCH_FIELD_MAX, 0))
-        return 0;
-    for (const char *p = json_string_value(v); *p; p++)
-        if (!(isalnum((unsigned char)*p) || *p == '_' || *p == '.' || *p == '-'))
-            return 0;
-    return 1;
+    return bounded_string(v, WATCH_FIELD_MAX, 0) &&
+           sh_token_ok(json_string_value(v), json_string_length(v), WATCH_FIELD_MAX, "_.-");
 }
 
 static int integer_in(json_t *v, long long lo, long long hi)

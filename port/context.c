@@ -72,9 +72,6 @@
 #define P_EXCERPT_LINE_MAX 300
 #define P_STACK_FILES 64
 
-#define FENCE_PREFIX "UNTRUSTED-"
-#define FENCE_PREFIX_LEN (sizeof(FENCE_PREFIX) - 1)
-
 void context_limits_default(context_limits *lim)
 {
     lim->depth = CTX_DEFAULT_DEPTH;
@@ -122,6 +119,11 @@ static int is_digit(char c)
 static int is_upper(char c)
 {
     return c >= 'A' && c <= 'Z';
+}
+
+static char fold(char c)
+{
+    return is_upper(c) ? (char)(c - 'A' + 'a') : c;
 }
 
 static int is_ident(char c)
@@ -1544,42 +1546,6 @@ cleanup:
 
 /* ---------------------------------------------------------------- the prompt */
 
-static char fold(char c)
-{
-    return is_upper(c) ? (char)(c - 'A' + 'a') : c;
-}
-
-/* Turns the '-' of every case-insensitive "UNTRUSTED-" in s into '_', as
- * fence.c does inside fences, so plain text can never imitate a marker. */
-static void neutralise(char *s, size_t len)
-{
-    for (size_t i = 0; i + FENCE_PREFIX_LEN <= len; i++) {
-        size_t k = 0;
-        while (k < FENCE_PREFIX_LEN && fold(s[i + k]) == fold(FENCE_PREFIX[k]))
-            k++;
-        if (k == FENCE_PREFIX_LEN)
-            s[i + FENCE_PREFIX_LEN - 1] = '_';
-    }
-}
-
-static int is_invisible(unsigned int cp)
-{
-    return cp == 0x00AD || cp == 0x034F || cp == 0x061C || cp == 0x180E ||
-           (cp >= 0x200B && cp <= 0x200F) || (cp >= 0x202A && cp <= 0x202E) ||
-           (cp >= 0x2060 && cp <= 0x206F) || cp == 0xFEFF || (cp >= 0xFFF9 && cp <= 0xFFFB) ||
-           (cp >= 0xE0000 && cp <= 0xE007F);
-}
-
-static unsigned int decode_cp(const unsigned char *s, size_t n)
-{
-    if (n == 1)
-        return s[0];
-    unsigned int cp = s[0] & (0xFF >> (n + 1));
-    for (size_t k = 1; k < n; k++)
-        cp = (cp << 6) | (s[k] & 0x3F);
-    return cp;
-}
-
 /* Appends trusted-but-careful text (metadata, paths, the operator's
  * descriptor and command): cut at max bytes on a code point, control and
  * invisible characters dropped (newlines kept when multiline, else made
@@ -1601,17 +1567,17 @@ static void append_plain(sh_buf *out, const char *text, size_t max, int multilin
             i++;
             continue;
         }
-        unsigned int cp = decode_cp(s + i, n);
+        unsigned int cp = sh_utf8_cp(s + i, n);
         if (cp == '\n' || cp == '\t' || cp == '\r')
             sh_buf_append_byte(out, (multiline && cp == '\n') ? '\n' : ' ');
         else if (cp == '`')
             sh_buf_append_byte(out, '\'');
-        else if (!(cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp < 0xA0) || is_invisible(cp)))
+        else if (!fence_unsafe_cp(cp))
             sh_buf_append(out, s + i, n);
         i += n;
     }
     if (!out->oom)
-        neutralise(out->data + start, out->len - start);
+        fence_neutralise(out->data + start, out->len - start);
 }
 
 static void append_path(sh_buf *out, const char *path)

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fence.h"
 #include "self_heal/scrub.h"
 #include "ticket.h"
 #include "worktree.h"
@@ -46,21 +47,9 @@ static void append_block(sh_buf *out, const sh_scrubber *s, const char *text, si
     sh_buf clean;
     sh_buf_init(&clean);
     sh_scrub(s, text, len, &clean, NULL);
-    size_t run = 0, longest = 0;
-    for (size_t i = 0; i < clean.len; i++) {
-        run = clean.data[i] == '`' ? run + 1 : 0;
-        if (run > longest)
-            longest = run;
-    }
-    size_t fence = longest >= 3 ? longest + 1 : 3;
-    for (size_t i = 0; i < fence; i++)
-        sh_buf_append_byte(out, '`');
-    sh_buf_append_byte(out, '\n');
-    sh_buf_append(out, clean.data, clean.len);
-    sh_buf_append_byte(out, '\n');
-    for (size_t i = 0; i < fence; i++)
-        sh_buf_append_byte(out, '`');
-    sh_buf_append_byte(out, '\n');
+    fence_markdown(out, NULL, clean.data, clean.len);
+    if (clean.oom)
+        out->oom = 1;
     sh_buf_free(&clean);
 }
 

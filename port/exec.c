@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +27,7 @@
 #include <unistd.h>
 
 #include "proc.h"
+#include "self_heal/common.h"
 
 extern char **environ;
 
@@ -40,19 +40,6 @@ extern char **environ;
 
 const char *const exec_base_env[] = {"PATH", "HOME",    "LANG",  "LC_ALL", "TERM", "TMPDIR",
                                      "USER", "LOGNAME", "SHELL", "TZ",     NULL};
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 void exec_argv_free(char **argv)
 {
@@ -136,33 +123,33 @@ char **exec_expand(json_t *tmpl, const char *const *keys, const char *const *val
     if (keys == NULL)
         n = 0;
     if (!json_is_array(tmpl)) {
-        set_err(err, errlen, "argv template: not an array");
+        sh_errf(err, errlen, "argv template: not an array");
         return NULL;
     }
     size_t count = json_array_size(tmpl);
     if (count == 0 || count > EXEC_MAX_ARGS) {
-        set_err(err, errlen, "argv template: %zu arguments (1..%d allowed)", count, EXEC_MAX_ARGS);
+        sh_errf(err, errlen, "argv template: %zu arguments (1..%d allowed)", count, EXEC_MAX_ARGS);
         return NULL;
     }
     argv = calloc(count + 1, sizeof(*argv));
     if (argv == NULL) {
-        set_err(err, errlen, "out of memory");
+        sh_errf(err, errlen, "out of memory");
         return NULL;
     }
     for (size_t i = 0; i < count; i++) {
         json_t *a = json_array_get(tmpl, i);
         if (!json_is_string(a)) {
-            set_err(err, errlen, "argv template: argument %zu is not a string", i);
+            sh_errf(err, errlen, "argv template: argument %zu is not a string", i);
             goto fail;
         }
         const char *s = json_string_value(a);
         size_t len = json_string_length(a);
         if (strlen(s) != len) {
-            set_err(err, errlen, "argv template: argument %zu contains a NUL byte", i);
+            sh_errf(err, errlen, "argv template: argument %zu contains a NUL byte", i);
             goto fail;
         }
         if (len > EXEC_MAX_ARG_BYTES) {
-            set_err(err, errlen, "argv template: argument %zu is over %d bytes", i,
+            sh_errf(err, errlen, "argv template: argument %zu is over %d bytes", i,
                     EXEC_MAX_ARG_BYTES);
             goto fail;
         }
@@ -170,15 +157,15 @@ char **exec_expand(json_t *tmpl, const char *const *keys, const char *const *val
         argv[i] = expand_one(s, len, keys, vals, n, &too_long);
         if (argv[i] == NULL) {
             if (too_long)
-                set_err(err, errlen, "argument %zu is over %d bytes once expanded", i,
+                sh_errf(err, errlen, "argument %zu is over %d bytes once expanded", i,
                         EXEC_MAX_ARG_BYTES);
             else
-                set_err(err, errlen, "out of memory");
+                sh_errf(err, errlen, "out of memory");
             goto fail;
         }
     }
     if (argv[0][0] == '\0') {
-        set_err(err, errlen, "argv template: empty program name");
+        sh_errf(err, errlen, "argv template: empty program name");
         goto fail;
     }
     return argv;
@@ -372,7 +359,7 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
     int rc = -1;
 
     if (out == NULL || spec == NULL || spec->argv == NULL || spec->argv[0] == NULL) {
-        set_err(err, errlen, "no command");
+        sh_errf(err, errlen, "no command");
         return -1;
     }
     memset(out, 0, sizeof(*out));
@@ -381,7 +368,7 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
     out->max_output = max_output;
     out->timeout_ms = spec->timeout_ms > 0 ? spec->timeout_ms : 0;
     if (spec->stopping != NULL && *spec->stopping) {
-        set_err(err, errlen, "stopping");
+        sh_errf(err, errlen, "stopping");
         return -1;
     }
     char *const *envp = spec->envp;
@@ -389,7 +376,7 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
         /* Never the port's whole environment: the base names only. */
         own_env = exec_env(NULL, NULL, NULL, 0);
         if (own_env == NULL) {
-            set_err(err, errlen, "out of memory");
+            sh_errf(err, errlen, "out of memory");
             return -1;
         }
         envp = own_env;
@@ -422,7 +409,7 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
         if (w == 0)
             break;
         if (w < 0) {
-            set_err(err, errlen, "lost track of the child %d", (int)pid);
+            sh_errf(err, errlen, "lost track of the child %d", (int)pid);
             goto cleanup;
         }
         if (spec->stopping != NULL && *spec->stopping)
@@ -440,7 +427,7 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
             w = proc_wait(&status, pid, -1);
         }
         if (w != 0) {
-            set_err(err, errlen, "lost track of the child %d", (int)pid);
+            sh_errf(err, errlen, "lost track of the child %d", (int)pid);
             goto cleanup;
         }
         break;

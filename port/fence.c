@@ -140,14 +140,9 @@ static int is_invisible(unsigned int cp)
            (cp >= 0xE0000 && cp <= 0xE007F);
 }
 
-static unsigned int utf8_decode(const unsigned char *s, size_t n)
+int fence_unsafe_cp(unsigned int cp)
 {
-    if (n == 1)
-        return s[0];
-    unsigned int cp = s[0] & (0xFF >> (n + 1));
-    for (size_t k = 1; k < n; k++)
-        cp = (cp << 6) | (s[k] & 0x3F);
-    return cp;
+    return cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp < 0xA0) || is_invisible(cp);
 }
 
 /* Valid UTF-8 in, visible valid UTF-8 out. */
@@ -162,9 +157,8 @@ static void sanitize(const char *text, size_t len, sh_buf *out)
             i++;
             continue;
         }
-        unsigned int cp = utf8_decode(s + i, n);
-        if ((cp < 0x20 && cp != '\n' && cp != '\t') || cp == 0x7F || (cp >= 0x80 && cp < 0xA0) ||
-            is_invisible(cp))
+        unsigned int cp = sh_utf8_cp(s + i, n);
+        if (cp != '\n' && cp != '\t' && fence_unsafe_cp(cp))
             append_escape(out, cp);
         else
             sh_buf_append(out, s + i, n);
@@ -185,9 +179,7 @@ static int match_ci(const char *s, const char *lit, size_t len)
     return 1;
 }
 
-/* Turns the '-' of every case-insensitive "UNTRUSTED-" (hence of every
- * occurrence of the tag and of both markers) in s[0..len) into '_'. */
-static void neutralise(char *s, size_t len)
+void fence_neutralise(char *s, size_t len)
 {
     for (size_t i = 0; i + FENCE_PREFIX_LEN <= len; i++)
         if (fold(s[i]) == 'u' && match_ci(s + i, FENCE_PREFIX, FENCE_PREFIX_LEN))
@@ -206,8 +198,33 @@ static void append_label(sh_buf *out, const char *label)
     size_t n = 0;
     for (; label != NULL && label[n] != '\0' && n < sizeof(buf); n++)
         buf[n] = is_label_char((unsigned char)label[n]) ? label[n] : '_';
-    neutralise(buf, n);
+    fence_neutralise(buf, n);
     sh_buf_append(out, buf, n);
+}
+
+static void append_ticks(sh_buf *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sh_buf_append_byte(out, '`');
+}
+
+void fence_markdown(sh_buf *out, const char *info, const char *text, size_t len)
+{
+    size_t run = 0, longest = 0;
+    for (size_t i = 0; i < len; i++) {
+        run = text[i] == '`' ? run + 1 : 0;
+        if (run > longest)
+            longest = run;
+    }
+    size_t ticks = longest >= 3 ? longest + 1 : 3;
+    append_ticks(out, ticks);
+    if (info != NULL)
+        sh_buf_append_str(out, info);
+    sh_buf_append_byte(out, '\n');
+    sh_buf_append(out, text, len);
+    sh_buf_append_byte(out, '\n');
+    append_ticks(out, ticks);
+    sh_buf_append_byte(out, '\n');
 }
 
 void fence_append(const fence *f, sh_buf *out, const sh_scrubber *scrub, const char *label,
@@ -227,7 +244,7 @@ void fence_append(const fence *f, sh_buf *out, const sh_scrubber *scrub, const c
         goto cleanup;
     }
     size_t n = sh_utf8_truncate(clean.data, clean.len, max_bytes);
-    neutralise(clean.data, n);
+    fence_neutralise(clean.data, n);
 
     sh_buf_append_byte(out, '<');
     sh_buf_append_str(out, f->tag);

@@ -31,4 +31,21 @@ void fence_explain(const fence *f, sh_buf *out);
 void fence_append(const fence *f, sh_buf *out, const sh_scrubber *scrub, const char *label,
                   const char *text, size_t len, size_t max_bytes);
 
+/* Appends a Markdown code block "```<info>\n" text "\n```\n" (tickets,
+ * pull requests, reports) whose fence is longer than any backtick run in
+ * the text, so the text cannot close it. The text is appended as given:
+ * scrub it first. A NULL info is none. */
+void fence_markdown(sh_buf *out, const char *info, const char *text, size_t len);
+
+/* Turns the '-' of every case-insensitive "UNTRUSTED-" (hence of every
+ * occurrence of any tag and of both markers) in s[0..len) into '_', so
+ * text outside a fence cannot imitate one either. */
+void fence_neutralise(char *s, size_t len);
+
+/* 1 for a code point that never reaches a prompt as it is: C0 controls
+ * (newline and tab included: callers keep those they allow), DEL, C1
+ * controls, and invisible format characters that could hide or reorder
+ * text (zero-width, bidi overrides, tags). */
+int fence_unsafe_cp(unsigned int cp);
+
 #endif

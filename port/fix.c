@@ -240,16 +240,7 @@ int fix_kill_switch_on(port_ctx *ctx)
 
 static int valid_fp(const char *fp)
 {
-    size_t n = fp != NULL ? strlen(fp) : 0;
-    if (n == 0 || n > FIX_FP_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = fp[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return 0;
-    }
-    return 1;
+    return fp != NULL && sh_token_ok(fp, strnlen(fp, FIX_FP_MAX + 1), FIX_FP_MAX, "-_");
 }
 
 static int mkdir_one(const char *path)

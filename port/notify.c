@@ -66,15 +66,7 @@ static int starts_with(const char *s, const char *prefix)
 
 static int valid_action_id_n(const char *s, size_t n)
 {
-    if (n == 0 || n > ACTION_ID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return sh_token_ok(s, n, ACTION_ID_MAX, "_-");
 }
 
 static int valid_action_id(const char *s)

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "fence.h"
 #include "http.h"
 #include "self_heal/common.h"
 #include "self_heal/scrub.h"
@@ -60,15 +61,7 @@ static void ticket_req_free(ticket_req *r)
 
 static int valid_fp(const char *s, size_t len)
 {
-    if (len == 0 || len > TICKET_FP_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-' || c == '.'))
-            return 0;
-    }
-    return 1;
+    return sh_token_ok(s, len, TICKET_FP_MAX, "_-.");
 }
 
 static int valid_severity(const char *s)
@@ -278,21 +271,8 @@ static void append_code(sh_buf *out, const sh_scrubber *s, const char *text, siz
     sh_buf tmp;
     sh_buf_init(&tmp);
     append_scrubbed(&tmp, s, text, len, max);
-    size_t run = 0, longest = 0;
-    for (size_t i = 0; i < tmp.len; i++) {
-        run = tmp.data[i] == '`' ? run + 1 : 0;
-        if (run > longest)
-            longest = run;
-    }
-    size_t fence = longest >= 3 ? longest + 1 : 3;
-    for (size_t i = 0; i < fence; i++)
-        sh_buf_append_byte(out, '`');
-    sh_buf_append_str(out, "text\n");
-    sh_buf_append(out, tmp.data, tmp.len);
+    fence_markdown(out, "text", tmp.data, tmp.len);
     sh_buf_append_byte(out, '\n');
-    for (size_t i = 0; i < fence; i++)
-        sh_buf_append_byte(out, '`');
-    sh_buf_append_str(out, "\n\n");
     if (tmp.oom)
         out->oom = 1;
     sh_buf_free(&tmp);

@@ -74,19 +74,6 @@ int wt_init(void)
 
 /* ------------------------------------------------------------ errors */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static const char *git_msg(void)
 {
     const git_error *e = git_error_last();
@@ -104,7 +91,7 @@ static int git_fail(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
-    set_err(err, errlen, "%s: %s", what, git_msg());
+    sh_errf(err, errlen, "%s: %s", what, git_msg());
     git_error_clear();
     return -1;
 }
@@ -114,7 +101,7 @@ static int start(char *err, size_t errlen)
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     if (wt_init() != 0) {
-        set_err(err, errlen, "libgit2 initialisation failed");
+        sh_errf(err, errlen, "libgit2 initialisation failed");
         return -1;
     }
     git_error_clear();
@@ -127,16 +114,7 @@ static int valid_wt_name(const char *name)
 {
     if (name == NULL || name[0] == '\0' || name[0] == '.' || name[0] == '-')
         return 0;
-    size_t len = strnlen(name, WT_NAME_MAX + 1);
-    if (len > WT_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.'))
-            return 0;
-    }
-    return 1;
+    return sh_token_ok(name, strnlen(name, WT_NAME_MAX + 1), WT_NAME_MAX, "-_.");
 }
 
 /* Writes "refs/heads/<branch>" into ref when branch is a valid branch name. */
@@ -296,7 +274,7 @@ static int check_removable(git_repository *repo, const char *path, char *err, si
         if (d == NULL)
             continue;
         if (path_covers(real, d) || (i == 1 && path_covers(d, real))) {
-            set_err(err, errlen, "remove worktree: %s overlaps the repository", path);
+            sh_errf(err, errlen, "remove worktree: %s overlaps the repository", path);
             rc = -1;
         }
         free(d);
@@ -406,7 +384,7 @@ static int unshadow_commit(git_repository *repo, git_commit *commit, char *err, 
     int fd = open_workdir(repo);
     int rc = fd < 0 ? -1 : unshadow_tree(fd, tree, "");
     if (rc < 0)
-        set_err(err, errlen, "checkout: working directory: %s", strerror(errno));
+        sh_errf(err, errlen, "checkout: working directory: %s", strerror(errno));
     if (fd >= 0)
         close(fd);
     git_tree_free(tree);
@@ -427,7 +405,7 @@ static int resolve_commit(git_commit **out, git_repository *repo, const char *re
     if (rev == NULL || rev[0] == '\0')
         rev = "HEAD";
     if (strnlen(rev, WT_REV_MAX + 1) > WT_REV_MAX) {
-        set_err(err, errlen, "resolve: revision too long");
+        sh_errf(err, errlen, "resolve: revision too long");
         return -1;
     }
     git_object *obj = NULL;
@@ -446,7 +424,7 @@ static int open_path(git_repository **out, const char *path, char *err, size_t e
 {
     *out = NULL;
     if (path == NULL || path[0] == '\0' || strnlen(path, WT_PATH_MAX + 1) > WT_PATH_MAX) {
-        set_err(err, errlen, "open repository: bad path");
+        sh_errf(err, errlen, "open repository: bad path");
         return -1;
     }
     if (git_repository_open(out, path) < 0)
@@ -508,7 +486,7 @@ static int branch_target(git_commit **tip, int *here, git_repository *repo, cons
     int rc = -1;
     const git_oid *id = git_reference_target(ref);
     if (id == NULL) {
-        set_err(err, errlen, "branch %s: not a direct reference", branch);
+        sh_errf(err, errlen, "branch %s: not a direct reference", branch);
         goto cleanup;
     }
     *here = head_is(repo, refname);
@@ -519,7 +497,7 @@ static int branch_target(git_commit **tip, int *here, git_repository *repo, cons
             goto cleanup;
         }
         if (out == 1) {
-            set_err(err, errlen, "branch %s is checked out in another worktree", branch);
+            sh_errf(err, errlen, "branch %s is checked out in another worktree", branch);
             goto cleanup;
         }
     }
@@ -594,7 +572,7 @@ int wt_repo_open(wt_repo **out, const char *path, char *err, size_t errlen)
     wt_repo *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         git_repository_free(repo);
-        set_err(err, errlen, "open repository: out of memory");
+        sh_errf(err, errlen, "open repository: out of memory");
         return -1;
     }
     r->repo = repo;
@@ -658,7 +636,7 @@ static int delete_branch_ref(git_reference *ref, const char *branch, char *err, 
     if (out < 0)
         return git_fail(err, errlen, "delete branch %s", branch);
     if (out == 1) {
-        set_err(err, errlen, "delete branch %s: it is checked out", branch);
+        sh_errf(err, errlen, "delete branch %s: it is checked out", branch);
         return -1;
     }
     if (git_reference_delete(ref) < 0)
@@ -675,7 +653,7 @@ static int prune_stale(git_repository *repo, const char *name, char *err, size_t
     struct stat st;
     int n = snprintf(meta, sizeof(meta), "%sworktrees/%s", git_repository_commondir(repo), name);
     if (n < 0 || (size_t)n >= sizeof(meta)) {
-        set_err(err, errlen, "prune worktree %s: path too long", name);
+        sh_errf(err, errlen, "prune worktree %s: path too long", name);
         return -1;
     }
     if (lstat(meta, &st) != 0 && errno == ENOENT)
@@ -685,7 +663,7 @@ static int prune_stale(git_repository *repo, const char *name, char *err, size_t
         /* unreadable metadata (name holds no '/' and no "..") */
         git_error_clear();
         if (remove_tree(meta) < 0) {
-            set_err(err, errlen, "prune worktree %s: %s", name, strerror(errno));
+            sh_errf(err, errlen, "prune worktree %s: %s", name, strerror(errno));
             return -1;
         }
         return 0;
@@ -693,7 +671,7 @@ static int prune_stale(git_repository *repo, const char *name, char *err, size_t
     int rc = 0;
     const char *p = git_worktree_path(wt);
     if (p != NULL && lstat(p, &st) == 0) {
-        set_err(err, errlen, "worktree %s exists at %s", name, p);
+        sh_errf(err, errlen, "worktree %s exists at %s", name, p);
         rc = -1;
     } else {
         git_worktree_prune_options po = GIT_WORKTREE_PRUNE_OPTIONS_INIT;
@@ -740,24 +718,24 @@ int wt_worktree_add(wt_repo *repo, const char *name, const char *path, const cha
     if (repo == NULL || start(err, errlen) < 0)
         return -1;
     if (!valid_wt_name(name)) {
-        set_err(err, errlen, "add worktree: invalid name");
+        sh_errf(err, errlen, "add worktree: invalid name");
         return -1;
     }
     if (!branch_refname(refname, branch)) {
-        set_err(err, errlen, "add worktree: invalid branch name");
+        sh_errf(err, errlen, "add worktree: invalid branch name");
         return -1;
     }
     if (path == NULL || path[0] == '\0' || strnlen(path, WT_PATH_MAX + 1) > WT_PATH_MAX) {
-        set_err(err, errlen, "add worktree: bad path");
+        sh_errf(err, errlen, "add worktree: bad path");
         return -1;
     }
     struct stat st;
     if (lstat(path, &st) == 0 || errno != ENOENT) {
-        set_err(err, errlen, "add worktree: %s already exists", path);
+        sh_errf(err, errlen, "add worktree: %s already exists", path);
         return -1;
     }
     if (!parent_is_dir(path)) {
-        set_err(err, errlen, "add worktree: the parent of %s is not a directory", path);
+        sh_errf(err, errlen, "add worktree: the parent of %s is not a directory", path);
         return -1;
     }
     if (resolve_commit(&base_commit, repo->repo, base, err, errlen) < 0)
@@ -773,7 +751,7 @@ int wt_worktree_add(wt_repo *repo, const char *name, const char *path, const cha
             goto cleanup;
         }
         if (out == 1) {
-            set_err(err, errlen, "add worktree: branch %s is checked out", branch);
+            sh_errf(err, errlen, "add worktree: branch %s is checked out", branch);
             goto cleanup;
         }
         git_reference_free(ref);
@@ -821,21 +799,21 @@ int wt_worktree_remove(wt_repo *repo, const char *name, const char *path, const 
     if (repo == NULL || start(err, errlen) < 0)
         return -1;
     if (!valid_wt_name(name)) {
-        set_err(err, errlen, "remove worktree: invalid name");
+        sh_errf(err, errlen, "remove worktree: invalid name");
         return -1;
     }
     if (delete_branch && !branch_refname(refname, branch)) {
-        set_err(err, errlen, "remove worktree: invalid branch name");
+        sh_errf(err, errlen, "remove worktree: invalid branch name");
         return -1;
     }
     if (path == NULL || path[0] == '\0' || strnlen(path, WT_PATH_MAX + 1) > WT_PATH_MAX) {
-        set_err(err, errlen, "remove worktree: bad path");
+        sh_errf(err, errlen, "remove worktree: bad path");
         return -1;
     }
     if (check_removable(repo->repo, path, err, errlen) < 0)
         return -1;
     if (remove_tree(path) < 0) {
-        set_err(err, errlen, "remove worktree: %s: %s", path, strerror(errno));
+        sh_errf(err, errlen, "remove worktree: %s: %s", path, strerror(errno));
         return -1;
     }
 
@@ -879,13 +857,13 @@ int wt_commit_all(char out[WT_OID_HEX], const char *worktree_path, const char *m
     if (start(err, errlen) < 0)
         return -1;
     if (message == NULL || message[0] == '\0') {
-        set_err(err, errlen, "commit: empty message");
+        sh_errf(err, errlen, "commit: empty message");
         return -1;
     }
     if (open_path(&repo, worktree_path, err, errlen) < 0)
         return -1;
     if (git_repository_is_bare(repo)) {
-        set_err(err, errlen, "commit: %s has no working directory", worktree_path);
+        sh_errf(err, errlen, "commit: %s has no working directory", worktree_path);
         goto cleanup;
     }
     if (git_repository_index(&index, repo) < 0 ||
@@ -1031,7 +1009,7 @@ int wt_diff_commits(wt_diff *out, wt_repo *repo, const char *from, const char *t
     if (n > 0) {
         out->files = calloc(n, sizeof(*out->files));
         if (out->files == NULL) {
-            set_err(err, errlen, "diff: out of memory");
+            sh_errf(err, errlen, "diff: out of memory");
             goto cleanup;
         }
     }
@@ -1061,7 +1039,7 @@ int wt_diff_commits(wt_diff *out, wt_repo *repo, const char *from, const char *t
         git_patch_free(patch);
         out->n++;
         if (f->path == NULL || (f->status == 'R' && f->old_path == NULL)) {
-            set_err(err, errlen, "diff: out of memory");
+            sh_errf(err, errlen, "diff: out of memory");
             goto cleanup;
         }
         out->added += add;
@@ -1072,7 +1050,7 @@ int wt_diff_commits(wt_diff *out, wt_repo *repo, const char *from, const char *t
     int pr = git_diff_print(diff, GIT_DIFF_FORMAT_PATCH, patch_line_cb, &pc);
     if (pr < 0 || (pr != 0 && !pc.truncated) || out->patch.oom) {
         if (out->patch.oom)
-            set_err(err, errlen, "diff: out of memory");
+            sh_errf(err, errlen, "diff: out of memory");
         else
             git_fail(err, errlen, "diff: patch text");
         goto cleanup;
@@ -1081,7 +1059,7 @@ int wt_diff_commits(wt_diff *out, wt_repo *repo, const char *from, const char *t
     out->patch_truncated = pc.truncated;
     /* NUL after the text (not counted in len) for callers that want a C string */
     if (sh_buf_reserve(&out->patch, 1) < 0) {
-        set_err(err, errlen, "diff: out of memory");
+        sh_errf(err, errlen, "diff: out of memory");
         goto cleanup;
     }
     out->patch.data[out->patch.len] = '\0';
@@ -1164,12 +1142,12 @@ int wt_restore_paths(const char *worktree_path, const char *commit, const char *
     if (start(err, errlen) < 0)
         return -1;
     if ((paths == NULL && n > 0) || n > WT_RESTORE_MAX) {
-        set_err(err, errlen, "restore: bad path list");
+        sh_errf(err, errlen, "restore: bad path list");
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         if (!valid_rel_path(paths[i])) {
-            set_err(err, errlen, "restore: invalid path '%.200s'", paths[i] ? paths[i] : "");
+            sh_errf(err, errlen, "restore: invalid path '%.200s'", paths[i] ? paths[i] : "");
             return -1;
         }
     }
@@ -1179,12 +1157,12 @@ int wt_restore_paths(const char *worktree_path, const char *commit, const char *
         return -1;
     const char *workdir = git_repository_workdir(repo);
     if (workdir == NULL) {
-        set_err(err, errlen, "restore: %s has no working directory", worktree_path);
+        sh_errf(err, errlen, "restore: %s has no working directory", worktree_path);
         goto cleanup;
     }
     rootfd = open_workdir(repo);
     if (rootfd < 0) {
-        set_err(err, errlen, "restore: %s: %s", workdir, strerror(errno));
+        sh_errf(err, errlen, "restore: %s: %s", workdir, strerror(errno));
         goto cleanup;
     }
     if (resolve_commit(&c, repo, commit, err, errlen) < 0)
@@ -1195,7 +1173,7 @@ int wt_restore_paths(const char *worktree_path, const char *commit, const char *
     }
     present = calloc(n, sizeof(*present));
     if (present == NULL) {
-        set_err(err, errlen, "restore: out of memory");
+        sh_errf(err, errlen, "restore: out of memory");
         goto cleanup;
     }
     int index_changed = 0;
@@ -1217,7 +1195,7 @@ int wt_restore_paths(const char *worktree_path, const char *commit, const char *
             }
             git_tree_entry_free(e);
             if (u < 0) {
-                set_err(err, errlen, "restore %s: working directory: %s", paths[i],
+                sh_errf(err, errlen, "restore %s: working directory: %s", paths[i],
                         strerror(errno));
                 goto cleanup;
             }
@@ -1230,7 +1208,7 @@ int wt_restore_paths(const char *worktree_path, const char *commit, const char *
         }
         git_error_clear();
         if (remove_rel(workdir, paths[i]) < 0) {
-            set_err(err, errlen, "restore: remove %s: %s", paths[i], strerror(errno));
+            sh_errf(err, errlen, "restore: remove %s: %s", paths[i], strerror(errno));
             goto cleanup;
         }
         if (git_index_remove_bypath(index, paths[i]) < 0 ||
@@ -1278,7 +1256,7 @@ int wt_reset_hard(const char *worktree_path, const char *commit, char *err, size
     if (open_path(&repo, worktree_path, err, errlen) < 0)
         return -1;
     if (git_repository_is_bare(repo)) {
-        set_err(err, errlen, "reset: %s has no working directory", worktree_path);
+        sh_errf(err, errlen, "reset: %s has no working directory", worktree_path);
         goto cleanup;
     }
     if (resolve_commit(&c, repo, commit, err, errlen) < 0)
@@ -1503,11 +1481,11 @@ static int branch_op_begin(git_commit **ours, git_commit **other, int *here, cha
     if (repo == NULL || start(err, errlen) < 0)
         return -1;
     if (!branch_refname(refname, branch)) {
-        set_err(err, errlen, "%s: invalid branch name", what);
+        sh_errf(err, errlen, "%s: invalid branch name", what);
         return -1;
     }
     if (message == NULL || message[0] == '\0') {
-        set_err(err, errlen, "%s: empty message", what);
+        sh_errf(err, errlen, "%s: empty message", what);
         return -1;
     }
     if (branch_target(ours, here, repo->repo, refname, branch, err, errlen) < 0 ||
@@ -1533,7 +1511,7 @@ static int commit_index_on_branch(char out[WT_OID_HEX], git_repository *r, const
     if (git_index_has_conflicts(index)) {
         char p[WT_PATH_MAX];
         first_conflict(index, p, sizeof(p));
-        set_err(err, errlen, "%s conflict in %s", what, p);
+        sh_errf(err, errlen, "%s conflict in %s", what, p);
         return -1;
     }
     if (git_index_write_tree_to(&tree_id, index, r) < 0 ||
@@ -1746,13 +1724,13 @@ static int push_fail(char *err, size_t errlen, const char *what, const char *msg
     size_t need = strlen(what) + strlen(msg) + 3;
     char *full = malloc(need);
     if (full == NULL) {
-        set_err(err, errlen, "push failed");
+        sh_errf(err, errlen, "push failed");
         git_error_clear();
         return -1;
     }
     snprintf(full, need, "%s: %s", what, msg);
     scrub_token(full, token);
-    set_err(err, errlen, "%s", full);
+    sh_errf(err, errlen, "%s", full);
     free(full);
     git_error_clear();
     return -1;
@@ -1772,12 +1750,12 @@ int wt_push(wt_repo *repo, const char *remote_url, const char *branch, const wt_
     if (repo == NULL || start(err, errlen) < 0)
         return -1;
     if (!branch_refname(refname, branch)) {
-        set_err(err, errlen, "push: invalid branch name");
+        sh_errf(err, errlen, "push: invalid branch name");
         return -1;
     }
     if (remote_url == NULL || remote_url[0] == '\0' ||
         strnlen(remote_url, WT_URL_MAX + 1) > WT_URL_MAX) {
-        set_err(err, errlen, "push: bad remote url");
+        sh_errf(err, errlen, "push: bad remote url");
         return -1;
     }
     if (token != NULL) {
@@ -1785,12 +1763,12 @@ int wt_push(wt_repo *repo, const char *remote_url, const char *branch, const wt_
         if (tl == 0)
             token = NULL;
         else if (tl > WT_TOKEN_MAX) {
-            set_err(err, errlen, "push: token too long");
+            sh_errf(err, errlen, "push: token too long");
             return -1;
         }
         for (size_t i = 0; token != NULL && i < tl; i++) {
             if ((unsigned char)token[i] < 0x20 || token[i] == 0x7f) {
-                set_err(err, errlen, "push: token has control characters");
+                sh_errf(err, errlen, "push: token has control characters");
                 return -1;
             }
         }

@@ -55,6 +55,19 @@ size_t sh_utf8_truncate(const char *bytes, size_t len, size_t max);
  * the byte there does not start a valid, complete sequence. */
 size_t sh_utf8_seq_len(const unsigned char *s, size_t avail);
 
+/* The code point of the valid n-byte sequence at s (n from
+ * sh_utf8_seq_len). */
+unsigned int sh_utf8_cp(const unsigned char *s, size_t n);
+
+/* 1 when s[0..n) is 1 to max bytes, each an ASCII letter or digit or one
+ * of the characters of `extra` (e.g. "-_."), else 0. For identifiers that
+ * reach paths, branch names, URLs and SQL. */
+int sh_token_ok(const char *s, size_t n, size_t max, const char *extra);
+
+/* printf into a caller's error buffer; nothing when err is NULL or
+ * errlen 0. */
+void sh_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 int sh_slice_eq(sh_slice a, sh_slice b);
 int sh_slice_eq_cstr(sh_slice a, const char *cstr);
 int sh_slice_starts_with(sh_slice a, const char *prefix, size_t prefix_len);

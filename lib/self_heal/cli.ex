@@ -82,12 +82,22 @@ defmodule SelfHeal.CLI do
   end
 
   @doc false
-  def fix_id!(task, [id | _]) do
+  # mix self_heal.approve / self_heal.skip: `action` on the fix named by
+  # argv ("FIX_ID [--by NAME]"); `done` is "approved" or "skipped".
+  def decide(action, done, argv) do
+    task = "self_heal." <> action
+    {opts, rest} = OptionParser.parse!(argv, strict: [by: :string])
+    id = fix_id!(task, rest)
+    by = Keyword.get(opts, :by, System.get_env("USER") || "human")
+    main(action, %{"id" => id, "by" => by}, &"fix #{&1["fix_id"]} #{done} by #{&1["by"]}")
+  end
+
+  defp fix_id!(task, [id | _]) do
     case Integer.parse(String.replace_prefix(id, "fix-", "")) do
       {n, ""} when n > 0 -> n
       _ -> Mix.raise("usage: mix #{task} FIX_ID (a positive number); nothing was done")
     end
   end
 
-  def fix_id!(task, _), do: Mix.raise("usage: mix #{task} FIX_ID; nothing was done")
+  defp fix_id!(task, _), do: Mix.raise("usage: mix #{task} FIX_ID; nothing was done")
 end

@@ -673,19 +673,6 @@ defmodule SelfHeal.FixLoopTest do
     )
   end
 
-  defp telegram_ok(%{path: path}) do
-    cond do
-      String.ends_with?(path, "/sendMessage") ->
-        FakeHTTP.json(200, %{ok: true, result: %{message_id: 7, chat: %{id: 42}}})
-
-      String.ends_with?(path, "/answerCallbackQuery") ->
-        FakeHTTP.json(200, %{ok: true, result: true})
-
-      true ->
-        FakeHTTP.json(404, %{ok: false, error_code: 404, description: "Not Found"})
-    end
-  end
-
   test "a fix awaiting approval is announced on Slack with signed links; opening one changes nothing, its button approves",
        %{tmp_dir: dir} do
     repo = make_repo(dir)
@@ -833,7 +820,7 @@ defmodule SelfHeal.FixLoopTest do
 
         FakeHTTP.json(200, %{ok: true, result: updates})
       else
-        telegram_ok(req)
+        FakeHTTP.telegram_ok(req)
       end
     end
 

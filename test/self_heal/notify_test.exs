@@ -164,22 +164,6 @@ defmodule SelfHeal.NotifyTest do
 
   defp slack_ok(_req), do: {200, [{"content-type", "text/plain"}], "ok"}
 
-  defp telegram_ok(%{path: path}) do
-    cond do
-      String.ends_with?(path, "/sendMessage") ->
-        FakeHTTP.json(200, %{
-          ok: true,
-          result: %{message_id: 7, date: 1_700_000_000, chat: %{id: 42, type: "group"}}
-        })
-
-      String.ends_with?(path, "/answerCallbackQuery") ->
-        FakeHTTP.json(200, %{ok: true, result: true})
-
-      true ->
-        FakeHTTP.json(404, %{ok: false, error_code: 404, description: "Not Found"})
-    end
-  end
-
   defp python do
     if File.exists?("/usr/bin/python3"), do: "/usr/bin/python3", else: "python3"
   end
@@ -252,7 +236,7 @@ defmodule SelfHeal.NotifyTest do
   test "Slack, Telegram and email in one call: request shapes, signed buttons, scrubbed text",
        %{tmp_dir: dir} do
     {:ok, slack} = FakeHTTP.start(&slack_ok/1)
-    {:ok, tg} = FakeHTTP.start(&telegram_ok/1)
+    {:ok, tg} = FakeHTTP.start(&FakeHTTP.telegram_ok/1)
     {smtp_port, mail} = start_smtp(dir)
     cfg = config(telegram_url: tg.url, smtp_port: smtp_port)
 
@@ -363,7 +347,7 @@ defmodule SelfHeal.NotifyTest do
   test "Slack answering 500 fails Slack only: Telegram and email still deliver",
        %{tmp_dir: dir} do
     {:ok, slack} = FakeHTTP.start(fn _ -> {500, [], "internal_error"} end)
-    {:ok, tg} = FakeHTTP.start(&telegram_ok/1)
+    {:ok, tg} = FakeHTTP.start(&FakeHTTP.telegram_ok/1)
     {smtp_port, mail} = start_smtp(dir)
 
     {result, output} =
@@ -395,7 +379,7 @@ defmodule SelfHeal.NotifyTest do
 
   test "channels run side by side, each with its own timeout", %{tmp_dir: dir} do
     {:ok, slack} = FakeHTTP.start(fn req -> {:delay, 3000, slack_ok(req)} end)
-    {:ok, tg} = FakeHTTP.start(fn req -> {:delay, 600, telegram_ok(req)} end)
+    {:ok, tg} = FakeHTTP.start(fn req -> {:delay, 600, FakeHTTP.telegram_ok(req)} end)
 
     cfg =
       config(
@@ -496,7 +480,7 @@ defmodule SelfHeal.NotifyTest do
 
         FakeHTTP.json(200, %{ok: true, result: updates})
       else
-        telegram_ok(req)
+        FakeHTTP.telegram_ok(req)
       end
     end
 
@@ -553,7 +537,7 @@ defmodule SelfHeal.NotifyTest do
 
         FakeHTTP.json(200, %{ok: true, result: updates})
       else
-        telegram_ok(req)
+        FakeHTTP.telegram_ok(req)
       end
     end
 
@@ -623,7 +607,7 @@ defmodule SelfHeal.NotifyTest do
           ]
         })
       else
-        telegram_ok(req)
+        FakeHTTP.telegram_ok(req)
       end
     end
 
@@ -709,7 +693,7 @@ defmodule SelfHeal.NotifyTest do
 
   test "each channel has its own rate limit", %{tmp_dir: _} do
     {:ok, slack} = FakeHTTP.start(&slack_ok/1)
-    {:ok, tg} = FakeHTTP.start(&telegram_ok/1)
+    {:ok, tg} = FakeHTTP.start(&FakeHTTP.telegram_ok/1)
 
     cfg =
       config(

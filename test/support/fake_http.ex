@@ -67,6 +67,27 @@ defmodule SelfHeal.FakeHTTP do
     {status, [{"content-type", "application/json"} | headers], encode(body)}
   end
 
+  @doc """
+  Telegram's Bot API as a handler: `sendMessage` and `answerCallbackQuery`
+  succeed, anything else is Telegram's 404.
+  """
+  @spec telegram_ok(request()) :: {non_neg_integer(), list(), binary()}
+  def telegram_ok(%{path: path}) do
+    cond do
+      String.ends_with?(path, "/sendMessage") ->
+        json(200, %{
+          ok: true,
+          result: %{message_id: 7, date: 1_700_000_000, chat: %{id: 42, type: "group"}}
+        })
+
+      String.ends_with?(path, "/answerCallbackQuery") ->
+        json(200, %{ok: true, result: true})
+
+      true ->
+        json(404, %{ok: false, error_code: 404, description: "Not Found"})
+    end
+  end
+
   @doc "A small JSON encoder for test answers (maps, lists, strings, numbers, booleans, nil)."
   @spec encode(term()) :: binary()
   def encode(term), do: IO.iodata_to_binary(enc(term))

@@ -10,13 +10,5 @@ defmodule Mix.Tasks.SelfHeal.Approve do
   use Mix.Task
 
   @impl Mix.Task
-  def run(argv) do
-    {opts, rest} = OptionParser.parse!(argv, strict: [by: :string])
-    id = SelfHeal.CLI.fix_id!("self_heal.approve", rest)
-    by = Keyword.get(opts, :by, System.get_env("USER") || "human")
-
-    SelfHeal.CLI.main("approve", %{"id" => id, "by" => by}, fn r ->
-      "fix #{r["fix_id"]} approved by #{r["by"]}"
-    end)
-  end
+  def run(argv), do: SelfHeal.CLI.decide("approve", "approved", argv)
 end

@@ -9,13 +9,5 @@ defmodule Mix.Tasks.SelfHeal.Skip do
   use Mix.Task
 
   @impl Mix.Task
-  def run(argv) do
-    {opts, rest} = OptionParser.parse!(argv, strict: [by: :string])
-    id = SelfHeal.CLI.fix_id!("self_heal.skip", rest)
-    by = Keyword.get(opts, :by, System.get_env("USER") || "human")
-
-    SelfHeal.CLI.main("skip", %{"id" => id, "by" => by}, fn r ->
-      "fix #{r["fix_id"]} skipped by #{r["by"]}"
-    end)
-  end
+  def run(argv), do: SelfHeal.CLI.decide("skip", "skipped", argv)
 end

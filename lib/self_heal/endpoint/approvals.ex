@@ -80,7 +80,7 @@ defmodule SelfHeal.Endpoint.Approvals do
 
         page(
           200,
-          title(action, action_id, "?"),
+          "#{label(action)} #{action_id}?",
           details(fix, token, action, action_id),
           conn,
           req
@@ -245,8 +245,6 @@ defmodule SelfHeal.Endpoint.Approvals do
       "</body></html>\n"
     ]
   end
-
-  defp title(action, action_id, mark), do: "#{label(action)} #{action_id}#{mark}"
 
   defp label("approve"), do: "Approve"
   defp label("skip"), do: "Skip"
