@@ -163,6 +163,11 @@ static int ext_in(const char *ext, const char *const *list)
 
 static const char *const SOURCE_EXTS[] = {"ex", "exs", "erl", "hrl", "js", "mjs", "cjs", "jsx",
                                           "ts", "tsx", "py",  "rb",  "go", "c",   "h",   NULL};
+/* What a frame's file may be when resolving frames (context_files_resolve):
+ * the source files above and the JVM languages of Java-style stacks. */
+static const char *const FRAME_EXTS[] = {"ex",  "exs",  "erl", "hrl", "js",    "mjs",    "cjs",
+                                         "jsx", "ts",   "tsx", "py",  "rb",    "go",     "c",
+                                         "h",   "java", "kt",  "kts", "scala", "groovy", NULL};
 static const char *const JS_EXTS[] = {"js", "mjs", "cjs", "jsx", "ts", "tsx", NULL};
 
 static int is_elixir(const char *path)
@@ -353,11 +358,17 @@ typedef struct modent {
     const char *path; /* points into repo.files */
 } modent;
 
+/* A file by its base name: the index resolve_ref looks candidates up in. */
+typedef struct baseent {
+    const char *base; /* points into path */
+    const char *path; /* points into repo.files */
+} baseent;
+
 typedef struct repo {
     int rootfd;
     context_limits lim;
     strvec files;     /* sorted */
-    size_t *base_off; /* offset of each file's base name */
+    baseent *by_base; /* files.n entries sorted by base name, then path */
     int truncated;    /* the listing stopped at a bound */
     int oom;
     modent *mods; /* defmodule index, sorted by name then path */
@@ -425,13 +436,20 @@ static void repo_close(repo *r)
         close(r->rootfd);
     r->rootfd = -1;
     strvec_free(&r->files);
-    free(r->base_off);
-    r->base_off = NULL;
+    free(r->by_base);
+    r->by_base = NULL;
     for (size_t k = 0; k < r->nmods; k++)
         free(r->mods[k].name);
     free(r->mods);
     r->mods = NULL;
     r->nmods = r->capmods = 0;
+}
+
+static int cmp_base(const void *a, const void *b)
+{
+    const baseent *x = a, *y = b;
+    int c = strcmp(x->base, y->base);
+    return c != 0 ? c : strcmp(x->path, y->path);
 }
 
 /* 0; -1 when the root cannot be opened or memory ran out (r->oom). */
@@ -455,11 +473,15 @@ static int repo_open(repo *r, const char *root, const context_limits *lim)
         goto oom;
     if (r->files.n > 0)
         qsort(r->files.v, r->files.n, sizeof(char *), cmp_str);
-    r->base_off = malloc((r->files.n + 1) * sizeof(size_t));
-    if (r->base_off == NULL)
+    r->by_base = malloc((r->files.n + 1) * sizeof(baseent));
+    if (r->by_base == NULL)
         goto oom;
-    for (size_t k = 0; k < r->files.n; k++)
-        r->base_off[k] = (size_t)(base_name(r->files.v[k]) - r->files.v[k]);
+    for (size_t k = 0; k < r->files.n; k++) {
+        r->by_base[k].base = base_name(r->files.v[k]);
+        r->by_base[k].path = r->files.v[k];
+    }
+    if (r->files.n > 1)
+        qsort(r->by_base, r->files.n, sizeof(baseent), cmp_base);
     return 0;
 oom:
     r->oom = 1;
@@ -521,8 +543,9 @@ static unsigned long parse_line_no(const char *s, const char *end)
     return v;
 }
 
-/* Parses one token of a stack trace; 1 when it names a source file. */
-static int parse_ref(ref *out, const char *t, size_t len)
+/* Parses one token of a stack trace; 1 when it names a file with one of
+ * the extensions exts. */
+static int parse_ref(ref *out, const char *t, size_t len, const char *const *exts)
 {
     const char *end = t + len, *p = t;
     out->kind = REF_RELATIVE;
@@ -576,7 +599,7 @@ static int parse_ref(ref *out, const char *t, size_t len)
     out->path[out->len] = '\0';
     if (out->ncomp == 0 || !rel_path_ok(out->path, out->len))
         return 0;
-    return ext_in(ext_of(out->path), SOURCE_EXTS);
+    return ext_in(ext_of(out->path), exts);
 }
 
 /* "line 3" (Python's `File "x.py", line 3`) or "{line,7}" (Erlang) right
@@ -616,7 +639,7 @@ static void scan_refs(const char *text, ref_fn fn, void *ctx)
         size_t start = i;
         while (i < len && !is_token_delim((unsigned char)text[i]))
             i++;
-        if (i == start || !parse_ref(r, text + start, i - start))
+        if (i == start || !parse_ref(r, text + start, i - start, SOURCE_EXTS))
             continue;
         seen++;
         if (r->line == 0)
@@ -676,10 +699,16 @@ static const char *resolve_ref(const repo *r, const ref *rf)
     const char *base = base_name(rf->path);
     const char *best = NULL;
     size_t best_m = 0, count = 0;
-    for (size_t k = 0; k < r->files.n; k++) {
-        const char *f = r->files.v[k];
-        if (strcmp(f + r->base_off[k], base) != 0)
-            continue;
+    size_t lo = 0, hi = r->files.n;
+    while (lo < hi) { /* the first file of this base name */
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(r->by_base[mid].base, base) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t k = lo; k < r->files.n && strcmp(r->by_base[k].base, base) == 0; k++) {
+        const char *f = r->by_base[k].path;
         size_t m = trailing_match(f, strlen(f), rf->path, rf->len);
         if (!ref_accepts(rf, m, count_components(f)))
             continue;
@@ -747,7 +776,7 @@ json_t *context_stack_files(const char *root, const char *stacktrace, json_t *fr
             if (rf == NULL || k >= CTX_MAX_REFS)
                 break;
             const char *file = json_string_value(json_object_get(fr, "file"));
-            if (file == NULL || !parse_ref(rf, file, strnlen(file, CTX_PATH_MAX)))
+            if (file == NULL || !parse_ref(rf, file, strnlen(file, CTX_PATH_MAX), SOURCE_EXTS))
                 continue;
             if (stack_add(&sc, rf))
                 break;
@@ -761,6 +790,61 @@ json_t *context_stack_files(const char *root, const char *stacktrace, json_t *fr
 cleanup:
     repo_close(&r);
     return sc.out;
+}
+
+/* ---------------------------------------------------------------- frame files */
+
+#define CTX_EXTRA_PATHS 1024 /* paths kept beyond a truncated listing */
+
+struct context_files {
+    repo r;
+    /* Paths found on disk beyond a truncated listing, kept so that what
+     * context_files_resolve returns stays valid: the one part changed by
+     * a lookup (so a context_files is not for concurrent use). */
+    strvec *extra;
+};
+
+context_files *context_files_open(const char *root, const context_limits *lim)
+{
+    context_files *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return NULL;
+    f->extra = calloc(1, sizeof(*f->extra));
+    if (f->extra == NULL || repo_open(&f->r, root, lim) != 0) {
+        free(f->extra);
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+const char *context_files_resolve(const context_files *f, const char *file, size_t len)
+{
+    ref rf;
+    if (f == NULL || file == NULL || len == 0 || len > 4 * CTX_PATH_MAX ||
+        !parse_ref(&rf, file, len, FRAME_EXTS))
+        return NULL;
+    const char *path = resolve_ref(&f->r, &rf);
+    if (path == NULL || path != rf.path)
+        return path;
+    /* beyond a truncated listing: a stable copy */
+    strvec *extra = f->extra;
+    for (size_t k = 0; k < extra->n; k++)
+        if (strcmp(extra->v[k], path) == 0)
+            return extra->v[k];
+    if (extra->n >= CTX_EXTRA_PATHS || strvec_push_n(extra, path, rf.len) != 0)
+        return NULL;
+    return extra->v[extra->n - 1];
+}
+
+void context_files_free(context_files *f)
+{
+    if (f == NULL)
+        return;
+    repo_close(&f->r);
+    strvec_free(f->extra);
+    free(f->extra);
+    free(f);
 }
 
 /* ---------------------------------------------------------------- Elixir */

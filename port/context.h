@@ -41,6 +41,28 @@ void context_limits_default(context_limits *lim);
 json_t *context_stack_files(const char *root, const char *stacktrace, json_t *frames,
                             const context_limits *lim);
 
+/* The repository files under a root, for resolving the files stack frames
+ * name one at a time (the regression proof, port/proof.c). A file resolves
+ * as in context_stack_files (as is, else by the longest path suffix that
+ * matches exactly one repository file; URL scheme, host, query and build
+ * prefixes dropped; "..", deps/, node_modules/, _build/ refused), but
+ * without a line number and with the JVM extensions too (.java, .kt, .kts,
+ * .scala, .groovy). Not for concurrent use: a lookup beyond a truncated
+ * listing remembers what it found. */
+typedef struct context_files context_files;
+
+/* The repository files under root (bounded by lim, NULL: defaults), for
+ * resolving the files stack frames name. NULL on error (root unreadable,
+ * out of memory). Free with context_files_free. */
+context_files *context_files_open(const char *root, const context_limits *lim);
+
+/* The repository path a frame's file (path or URL, as written: file[0..len),
+ * no NUL needed) resolves to, or NULL. Valid until context_files_free. */
+const char *context_files_resolve(const context_files *f, const char *file, size_t len);
+
+/* Frees f (NULL is fine); every path it returned becomes invalid. */
+void context_files_free(context_files *f);
+
 /* The context for those files: an array of objects
  *   {"path", "role": "stack" | "import" | "test", "via": path | null, "level": n}
  * stack files first, then their imports breadth first (level 1, 2), then

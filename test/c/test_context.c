@@ -310,6 +310,72 @@ static void test_stack_refused(void **state)
     json_decref(got);
 }
 
+/* ---------------------------------------------------------------- frame files */
+
+static void assert_resolves(const context_files *f, const char *file, const char *want)
+{
+    const char *got = context_files_resolve(f, file, strlen(file));
+    if (want == NULL) {
+        if (got != NULL)
+            print_error("%s resolved to %s\n", file, got);
+        assert_null(got);
+    } else {
+        assert_non_null(got);
+        assert_string_equal(got, want);
+    }
+}
+
+static void test_files_resolve(void **state)
+{
+    (void)state;
+    write_file("src/main/java/shop/Pricing.java", "package shop;\n");
+    context_files *f = context_files_open(g_root, NULL);
+    assert_non_null(f);
+    assert_resolves(f, "lib/shop/cart.ex", "lib/shop/cart.ex");
+    assert_resolves(f, "/srv/app/lib/shop/tax.ex", "lib/shop/tax.ex");
+    assert_resolves(f, "./lib/shop/tax.ex", "lib/shop/tax.ex");
+    assert_resolves(f, "http://localhost:4000/assets/app.js?v=3", "assets/js/app.js");
+    assert_resolves(f, "webpack:///./assets/js/cart.js", "assets/js/cart.js");
+    assert_resolves(f, "Pricing.java", "src/main/java/shop/Pricing.java");
+    /* libraries, the runtime, traversal, symlinks, ambiguity: nothing */
+    assert_resolves(f, "lib/enum.ex", NULL);
+    assert_resolves(f, "/usr/lib/python3.11/unittest/case.py", NULL);
+    assert_resolves(f, "node:internal/timers", NULL);
+    assert_resolves(f, "deps/plug/lib/plug/conn.ex", NULL);
+    assert_resolves(f, "../lib/shop/cart.ex", NULL);
+    assert_resolves(f, "lib/evil.ex", NULL);
+    assert_resolves(f, "util.js", NULL);
+    assert_resolves(f, "<frozen runpy>", NULL);
+    assert_null(context_files_resolve(f, "lib/shop/cart.ex", 0));
+    assert_null(context_files_resolve(NULL, "lib/shop/cart.ex", 16));
+    /* the length bounds the name: no NUL needed */
+    assert_string_equal(context_files_resolve(f, "lib/shop/cart.ex:42", 16), "lib/shop/cart.ex");
+    context_files_free(f);
+
+    /* beyond a truncated listing an exact path is found on disk, and what
+     * is returned stays valid */
+    context_limits lim;
+    context_limits_default(&lim);
+    lim.max_scan_files = 1;
+    f = context_files_open(g_root, &lim);
+    assert_non_null(f);
+    char name[64];
+    snprintf(name, sizeof(name), "lib/shop/pricing.ex");
+    const char *a = context_files_resolve(f, name, strlen(name));
+    assert_non_null(a);
+    memset(name, 'x', strlen(name));
+    assert_string_equal(a, "lib/shop/pricing.ex");
+    assert_ptr_equal(context_files_resolve(f, "lib/shop/pricing.ex", 19), a);
+    assert_resolves(f, "lib/evil.ex", NULL);
+    context_files_free(f);
+
+    assert_null(context_files_open("/nonexistent/sh-context", NULL));
+    context_files_free(NULL);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/src", g_root);
+    remove_tree(path);
+}
+
 /* ---------------------------------------------------------------- gather */
 
 static json_t *gather(const char *const *stack, size_t n, int depth, size_t max_files)
@@ -671,6 +737,7 @@ int main(void)
         cmocka_unit_test(test_stack_elixir),
         cmocka_unit_test(test_stack_js),
         cmocka_unit_test(test_stack_refused),
+        cmocka_unit_test(test_files_resolve),
         cmocka_unit_test(test_gather_elixir),
         cmocka_unit_test(test_gather_js_and_refused),
         cmocka_unit_test(test_is_test_path),
