@@ -1953,10 +1953,11 @@ int context_prompt(sh_buf *out, const context_prompt_in *in, const sh_scrubber *
     sh_buf_append_str(out, "\n## Error\n\n");
     append_meta(out, "Fingerprint", in->fingerprint);
     append_meta(out, "Ticket", in->ticket);
-    append_meta(out, "Service", in->service);
     append_meta(out, "Severity", in->severity);
     if (in->count > 0)
         sh_buf_appendf(out, "- Occurrences: %lld\n", in->count);
+    /* the service comes from a log record or an HTTP client: untrusted */
+    append_fenced(&f, out, scrub, "service", in->service, P_META_MAX);
     append_fenced(&f, out, scrub, "error message", in->message, P_MESSAGE_MAX);
     append_fenced(&f, out, scrub, "stack trace", in->stacktrace, P_STACK_MAX);
     append_fenced(&f, out, scrub, "request path", in->request_path, P_REQUEST_MAX);

@@ -77,13 +77,14 @@ json_t *context_gather(const char *root, json_t *stack_files, const context_limi
  * Python test_*.py / *_test.py), else 0. */
 int context_is_test_path(const char *path);
 
-/* What the prompt states. Strings may be NULL. Untrusted: message,
- * stacktrace, request_path, root_cause (an LLM wrote it), commit
- * summaries, file excerpts: all fenced (fence.c) and scrubbed. */
+/* What the prompt states. Strings may be NULL. Untrusted: service (from a
+ * log record or an HTTP client), message, stacktrace, request_path,
+ * root_cause (an LLM wrote it), commit summaries, file excerpts: all
+ * fenced (fence.c) and scrubbed. */
 typedef struct context_prompt_in {
     const char *fingerprint;
-    const char *ticket; /* "#12" or a URL */
-    const char *service;
+    const char *ticket;  /* "#12" or a URL */
+    const char *service; /* untrusted */
     const char *severity;
     long long count;
     const char *message;
