@@ -42,7 +42,8 @@
  * other frames); then same type; then the first failure.
  *
  * Failures recognised in the log (line by line, one pass, no recursion;
- * every line looked at up to PROOF_LINE_MAX bytes):
+ * every line looked at up to PROOF_LINE_MAX bytes; terminal colour and
+ * other control sequences are dropped first):
  *
  *  - Python tracebacks: "Traceback (most recent call last):", frames
  *    `  File "...", line N, in f` with source and caret lines indented
@@ -483,6 +484,7 @@ typedef struct scan {
     prod tprod;
 
     /* scratch */
+    sh_buf plain; /* the log without terminal control sequences, when it has some */
     sh_buf fmsg, fnorm, tmp, fkeys, fpmsg;
     char path[PROOF_PATH_MAX];
     char tapline[PROOF_LINE_MAX + 4];
@@ -1300,6 +1302,42 @@ static void scan_end(scan *s)
     s->gen_state = GEN_NONE;
 }
 
+/* Appends p[0..n) to out without its terminal control sequences: CSI
+ * (ESC [ ... final byte: colours, cursor moves) and OSC (ESC ] ... BEL or
+ * ESC \\: hyperlinks, titles), so that coloured output reads as plain. */
+static void strip_ansi(sh_buf *out, const char *p, size_t n)
+{
+    size_t i = 0, from = 0;
+    while (i < n) {
+        const char *esc = memchr(p + i, '\x1b', n - i);
+        if (esc == NULL)
+            break;
+        i = (size_t)(esc - p);
+        size_t j = i + 1;
+        if (j < n && p[j] == '[') {
+            j++;
+            while (j < n && (unsigned char)p[j] >= 0x20 && (unsigned char)p[j] <= 0x3F)
+                j++;
+            if (j < n && (unsigned char)p[j] >= 0x40 && (unsigned char)p[j] <= 0x7E)
+                j++;
+        } else if (j < n && p[j] == ']') {
+            j++;
+            while (j < n && p[j] != '\a' && p[j] != '\n' && !(p[j] == '\x1b' && j + 1 < n))
+                j++;
+            if (j < n && p[j] == '\a')
+                j++;
+            else if (j + 1 < n && p[j] == '\x1b' && p[j + 1] == '\\')
+                j += 2;
+        } else {
+            i++; /* a lone ESC stays */
+            continue;
+        }
+        sh_buf_append(out, p + from, i - from);
+        i = from = j;
+    }
+    sh_buf_append(out, p + from, n - from);
+}
+
 static void scan_log(scan *s, const char *log, size_t len)
 {
     size_t start = 0;
@@ -1309,6 +1347,17 @@ static void scan_log(scan *s, const char *log, size_t len)
         start = nl != NULL ? (size_t)(nl - log) + 1 : len;
     }
     const char *p = log + start, *end = log + len;
+    if (memchr(p, '\x1b', (size_t)(end - p)) != NULL) {
+        /* coloured output: read a plain copy (the failures' slices point
+         * into it until the end of the check) */
+        strip_ansi(&s->plain, p, (size_t)(end - p));
+        if (s->plain.oom) {
+            s->oom = 1;
+            return;
+        }
+        p = bd(&s->plain);
+        end = p + s->plain.len;
+    }
     line *l = &(line){0};
     while (p < end && !s->oom) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -1370,9 +1419,9 @@ static int prepare_target(scan *s, const proof_target *t)
 static void scan_free(scan *s)
 {
     sh_fp_ctx_free(s->fp);
-    sh_buf *bufs[] = {&s->tmsg,      &s->tnorm,     &s->tkeys,   &s->fmsg,   &s->fnorm,
-                      &s->tmp,       &s->fkeys,     &s->fpmsg,   &s->py.msg, &s->pt.msg,
-                      &s->ex[0].msg, &s->ex[1].msg, &s->gen.msg, &s->tap.msg};
+    sh_buf *bufs[] = {&s->plain,  &s->tmsg,      &s->tnorm,     &s->tkeys,   &s->fmsg,
+                      &s->fnorm,  &s->tmp,       &s->fkeys,     &s->fpmsg,   &s->py.msg,
+                      &s->pt.msg, &s->ex[0].msg, &s->ex[1].msg, &s->gen.msg, &s->tap.msg};
     for (size_t k = 0; k < sizeof(bufs) / sizeof(*bufs); k++)
         sh_buf_free(bufs[k]);
     free(s);

@@ -3,10 +3,11 @@
  * with the files resolved through a repository written to a temp dir.
  * Python (unittest, pytest's long, short, native and line formats,
  * chained exceptions), ExUnit, JavaScript (mocha, jest, node's test
- * runner), Java (JUnit), a plain "Type: message" line; and what must not
- * count: another type or message, an error raised by the test code itself,
- * the right error from another function, assertions, compile errors, an
- * empty log, 20 MB of junk, NUL bytes and invalid UTF-8. */
+ * runner), Java (JUnit), a plain "Type: message" line, coloured output;
+ * and what must not count: another type or message, an error raised by
+ * the test code itself, the right error from another function,
+ * assertions, compile errors, an empty log, 20 MB of junk, NUL bytes and
+ * invalid UTF-8. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -543,6 +544,38 @@ static void test_without_resolver(void **state)
     free(stack);
 }
 
+/* ---------------------------------------------------------------- colours */
+
+static void test_colour(void **state)
+{
+    (void)state;
+    /* coloured output reads as the plain one: same failures, same
+     * fingerprints */
+    proof_result c = check("exunit_color.log", "ArithmeticError", EX_ARITH, "prod_elixir.txt");
+    proof_result p = check("exunit.log", "ArithmeticError", EX_ARITH, "prod_elixir.txt");
+    expect(&c, 1, 1, 1, "Shop.Pricing.average/1 (lib/shop/pricing.ex)");
+    assert_string_equal(c.fingerprint, p.fingerprint);
+    c = check("pytest_color.log", "ZeroDivisionError", PY_DIV, "prod_python.txt");
+    p = check("pytest_long.log", "ZeroDivisionError", PY_DIV, "prod_python.txt");
+    expect(&c, 1, 2, 1, "average (src/calc.py)");
+    assert_string_equal(c.fingerprint, p.fingerprint);
+    c = check("jest_color.log", "TypeError", JS_MSG, "prod_node.txt");
+    p = check("jest_notransform.log", "TypeError", JS_MSG, "prod_node.txt");
+    expect(&c, 1, 2, 1, "total (src/cart.js)");
+    assert_string_equal(c.fingerprint, p.fingerprint);
+
+    /* hyperlinks (OSC 8), cursor moves, a lone ESC and a cut sequence */
+    const char *log =
+        "\x1b[2K\x1b[1G\x1b]8;;file:///w/src/cart.js\x1b\\link\x1b]8;;\x07 \x1b\n"
+        "\x1b[31mTypeError: Cannot read properties of undefined (reading "
+        "'reduce')\x1b[0m\n"
+        "    at \x1b[36mtotal\x1b[39m (\x1b]8;;file:///w/src/cart.js\x07src/cart.js:4:21"
+        "\x1b]8;;\x07)\n\x1b[";
+    proof_result r = check_text(log, strlen(log), "TypeError", JS_MSG,
+                                "    at total (/srv/app/src/cart.js:4:21)\n");
+    expect(&r, 1, 1, 1, "total (src/cart.js)");
+}
+
 /* ---------------------------------------------------------------- hostile logs */
 
 static void test_empty_and_null(void **state)
@@ -586,6 +619,7 @@ static void test_huge_junk(void **state)
         "\tat shop.Pricing.average(Pricing.java:14)\n",
         "\xff\xfe garbage \x01\x02 line\n",
         "Received:\n",
+        "\x1b[31mcoloured\x1b[0m \x1b]8;;x\x07line\n",
     };
     size_t nj = sizeof(junk) / sizeof(*junk), block = 0;
     for (size_t k = 0; k < nj; k++)
@@ -746,6 +780,7 @@ int main(void)
         cmocka_unit_test(test_java),
         cmocka_unit_test(test_plain_line),
         cmocka_unit_test(test_without_resolver),
+        cmocka_unit_test(test_colour),
         cmocka_unit_test(test_empty_and_null),
         cmocka_unit_test(test_huge_junk),
         cmocka_unit_test(test_failure_cap),
