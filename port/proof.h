@@ -66,7 +66,8 @@ typedef struct proof_result {
  * is_test/payload: the test-code classifier, called with repository paths
  * (may be NULL: no frame is test code; proof_is_test_path is a default).
  *
- * Returns 0, or -1 on allocation failure (out->reproduced is then 0). */
+ * A NULL target is never reproduced. Returns 0, or -1 on allocation
+ * failure (out->reproduced is then 0) or a NULL out. */
 int proof_check(proof_result *out, const char *log, size_t len, const proof_target *target,
                 const context_files *files, proof_is_test_fn is_test, void *payload);
 
