@@ -373,6 +373,11 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
         sh_errf(err, errlen, "stopping");
         return -1;
     }
+    if ((spec->sandbox == NULL) != (spec->run == NULL)) {
+        /* Half a sandbox is a caller's mistake: never run unsandboxed for it. */
+        sh_errf(err, errlen, "a sandbox needs both its configuration and its run");
+        return -1;
+    }
     char *const *envp = spec->envp;
     if (envp == NULL) {
         /* Never the port's whole environment: the base names only. */

@@ -54,8 +54,8 @@ typedef struct exec_spec {
     int timeout_ms;          /* <= 0: none */
     volatile int *stopping;  /* when it becomes non-zero the run is killed (may be NULL) */
     const sandbox_config *sandbox; /* with run: the command runs in this sandbox (mode none:
-                                      as the port, in run->dir unless cwd is set); NULL:
-                                      unsandboxed */
+                                      as the port, in run->dir unless cwd is set); both NULL:
+                                      unsandboxed; only one of them: an error */
     const sandbox_run *run;        /* the sandbox's writable directory, files, network */
 } exec_spec;
 

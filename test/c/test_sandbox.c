@@ -666,9 +666,21 @@ static void test_config(void **state)
     sandbox_config_free(&cfg);
 }
 
-static void test_mode_none_runs_in_dir(void **state)
+static void test_mode_none_and_half_a_sandbox(void **state)
 {
     (void)state;
+    /* Half a sandbox never runs (unsandboxed or otherwise). */
+    char *argv[] = {"true", NULL};
+    sandbox_run half = {.dir = work};
+    exec_spec spec = {.argv = argv, .envp = test_env, .run = &half};
+    exec_result res;
+    char msg[256] = "";
+    assert_int_equal(exec_run(&res, &spec, msg, sizeof(msg)), -1);
+    assert_non_null(strstr(msg, "both"));
+    spec.run = NULL;
+    spec.sandbox = &base;
+    assert_int_equal(exec_run(&res, &spec, msg, sizeof(msg)), -1);
+
     sandbox_config cfg = config("{\"sb\": {\"mode\": \"none\"}}");
     char *out = NULL;
     exec_result r = run_in("pwd; echo \"$HOME\"", (run_opts){.cfg = &cfg}, &out);
@@ -882,7 +894,7 @@ int main(void)
         cmocka_unit_test(test_memory_limit),
         cmocka_unit_test(test_file_and_tmpfs_limits),
         cmocka_unit_test(test_identity),
-        cmocka_unit_test(test_mode_none_runs_in_dir),
+        cmocka_unit_test(test_mode_none_and_half_a_sandbox),
         cmocka_unit_test(test_unreachable_dir),
         cmocka_unit_test(test_own_tree),
     };
