@@ -66,14 +66,13 @@ static int run_deploy_command(run *r, const char *commit, const char *log_leaf, 
     memset(&res, 0, sizeof(res));
     int ok = 0;
     if (argv != NULL && envp != NULL) {
-        exec_spec spec = {argv,
-                          envp,
-                          r->cfg->repo,
-                          log_path,
-                          log_path,
-                          r->cfg->max_output,
-                          r->cfg->deploy_timeout_ms,
-                          NULL};
+        exec_spec spec = {.argv = argv,
+                          .envp = envp,
+                          .cwd = r->cfg->repo,
+                          .stdout_path = log_path,
+                          .stderr_path = log_path,
+                          .max_output = r->cfg->max_output,
+                          .timeout_ms = r->cfg->deploy_timeout_ms};
         if (exec_run(&res, &spec, err, sizeof(err)) == 0) {
             ok = exec_ok(&res);
             exec_describe(&res, desc, desclen);
@@ -115,7 +114,11 @@ int deploy_health_ok(port_ctx *ctx, const fix_config *cfg)
         exec_result res;
         int ok = 0;
         if (argv != NULL && envp != NULL) {
-            exec_spec spec = {argv, envp, cfg->repo, NULL, NULL, 0, 30000, &ctx->stopping};
+            exec_spec spec = {.argv = argv,
+                              .envp = envp,
+                              .cwd = cfg->repo,
+                              .timeout_ms = 30000,
+                              .stopping = &ctx->stopping};
             ok = exec_run(&res, &spec, err, sizeof(err)) == 0 && exec_ok(&res);
         }
         exec_argv_free(argv);

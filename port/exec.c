@@ -27,12 +27,14 @@
 #include <unistd.h>
 
 #include "proc.h"
+#include "sandbox.h"
 #include "self_heal/common.h"
 
 extern char **environ;
 
 #define EXEC_SLICE_MS 50
 #define EXEC_GRACE_MS 2000
+#define EXEC_SANDBOX_GONE_MS 5000
 #define EXEC_DEFAULT_MAX_OUTPUT ((size_t)8 * 1024 * 1024)
 #define EXEC_MAX_ENV 512      /* entries in a built environment */
 #define EXEC_MAX_ENV_NAME 256 /* bytes of a variable name */
@@ -371,6 +373,11 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
         sh_errf(err, errlen, "stopping");
         return -1;
     }
+    if ((spec->sandbox == NULL) != (spec->run == NULL)) {
+        /* Half a sandbox is a caller's mistake: never run unsandboxed for it. */
+        sh_errf(err, errlen, "a sandbox needs both its configuration and its run");
+        return -1;
+    }
     char *const *envp = spec->envp;
     if (envp == NULL) {
         /* Never the port's whole environment: the base names only. */
@@ -393,8 +400,33 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
         err_path = NULL; /* one shared file */
 
     long long start = port_now_ms();
+    sandbox_cmd sc;
+    memset(&sc, 0, sizeof(sc));
+    int sandboxed = spec->sandbox != NULL && spec->run != NULL;
+    int watch_init = sandboxed && spec->sandbox->mode == SANDBOX_BWRAP;
+    sandbox_watch watch;
+    sandbox_watch_start(&watch, NULL);
+    if (sandboxed) {
+        if (sandbox_cmd_build(&sc, spec->sandbox, spec->run, spec->argv, envp, err, errlen) != 0)
+            goto cleanup;
+        ps.argv = (const char *const *)sc.argv;
+        ps.envp = (const char *const *)sc.envp;
+        if (watch_init)
+            ps.cwd = "/"; /* bwrap's own; the command's is run->dir_inside */
+        else if (ps.cwd == NULL)
+            ps.cwd = spec->run->dir;
+        ps.limits = sc.limits.set ? &sc.limits : NULL;
+        ps.pass_fds = sc.fds;
+        ps.npass_fds = sc.nfds;
+    }
     pid_t pid = 0;
-    if (proc_spawn(&pid, &ps, err, errlen) != 0)
+    int spawned = proc_spawn(&pid, &ps, err, errlen);
+    if (sandboxed) {
+        if (spawned == 0 && watch_init)
+            sandbox_watch_start(&watch, &sc);
+        sandbox_cmd_free(&sc); /* the child holds its own descriptors */
+    }
+    if (spawned != 0)
         goto cleanup;
 
     int status = 0;
@@ -412,6 +444,7 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
             sh_errf(err, errlen, "lost track of the child %d", (int)pid);
             goto cleanup;
         }
+        sandbox_watch_poll(&watch); /* learns the sandbox's init early */
         if (spec->stopping != NULL && *spec->stopping)
             out->stopped = 1;
         else if (out->timeout_ms > 0 && port_now_ms() - start >= out->timeout_ms)
@@ -443,6 +476,9 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
     rc = 0;
 
 cleanup:
+    /* After bwrap: the rest of the sandbox (its init, and with it any
+     * daemon) is gone before exec_run returns. */
+    sandbox_watch_end(&watch, EXEC_SANDBOX_GONE_MS);
     out->elapsed_ms = port_now_ms() - start;
     exec_argv_free(own_env);
     return rc;

@@ -41,15 +41,22 @@ extern const char *const exec_base_env[];
  * caller grants, may be NULL). Free with exec_argv_free. */
 char **exec_env(json_t *allow, const char *key_name, const char *const *extra, size_t n_extra);
 
+typedef struct sandbox_config sandbox_config; /* port/sandbox.h */
+typedef struct sandbox_run sandbox_run;
+
 typedef struct exec_spec {
     char *const *argv;       /* NULL-terminated */
     char *const *envp;       /* NULL-terminated; NULL: the base names only (never the port's) */
-    const char *cwd;         /* may be NULL */
+    const char *cwd;         /* may be NULL; unused in a bwrap sandbox (run->dir is the cwd) */
     const char *stdout_path; /* NULL: /dev/null */
     const char *stderr_path; /* NULL: /dev/null; may equal stdout_path */
     size_t max_output;       /* bytes per output file before the run is killed (0: 8 MiB) */
     int timeout_ms;          /* <= 0: none */
     volatile int *stopping;  /* when it becomes non-zero the run is killed (may be NULL) */
+    const sandbox_config *sandbox; /* with run: the command runs in this sandbox (mode none:
+                                      as the port, in run->dir unless cwd is set); both NULL:
+                                      unsandboxed; only one of them: an error */
+    const sandbox_run *run;        /* the sandbox's writable directory, files, network */
 } exec_spec;
 
 typedef struct exec_result {
@@ -65,9 +72,14 @@ typedef struct exec_result {
 
 /* Runs to completion (or kill). Returns 0 with out filled whenever the
  * child was started (a non-zero exit is not an error here), -1 with err
- * when it could not be started (or *stopping was already set). No
- * process of its group is left behind. After an overflow the output file
- * is cut to max_output bytes. */
+ * when it could not be started (or *stopping was already set, or the
+ * sandbox command could not be built). No process of its group is left
+ * behind; in a bwrap sandbox no process of the sandbox either, daemons
+ * in sessions of their own included (exec_run returns once the sandbox's
+ * PID namespace is gone, waiting at most 5 s for it after bwrap exits).
+ * After an overflow the output file is cut to max_output bytes. A kill
+ * in a sandbox is immediate (bwrap dies at SIGTERM, the sandbox with it):
+ * no grace period. */
 int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen);
 
 /* 1 when the run exited with status 0. */

@@ -2,7 +2,7 @@
  * Child processes in their own process groups, and the registry of live
  * groups that shutdown kills (proc.h).
  */
-#define _GNU_SOURCE /* pipe2, close_range, waitid's WNOWAIT, environ */
+#define _GNU_SOURCE /* pipe2, close_range, waitid's WNOWAIT, environ, syscall */
 
 #include "proc.h"
 
@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -124,6 +126,13 @@ static int open_output(const char *path)
     return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600);
 }
 
+#define CHILD_MAX_RLIMITS 8
+
+typedef struct child_rlimit {
+    int resource;
+    struct rlimit value;
+} child_rlimit;
+
 typedef struct child_setup {
     const char *program;
     char *const *argv;
@@ -133,13 +142,51 @@ typedef struct child_setup {
     int report;                /* write end of the exec-error pipe */
     pid_t parent;
     int fd_limit;
+    const int *pass_fds; /* become 3, 4, ... */
+    int npass;
+    int drop_uid;
+    uid_t uid;
+    gid_t gid;
+    child_rlimit rl[CHILD_MAX_RLIMITS]; /* computed by the parent */
+    int nrl;
 } child_setup;
+
+/* Raw system calls for the identity: they change the calling thread only,
+ * which in the forked child is the whole process, without the library's
+ * all-threads machinery (locks another thread may have held at fork). */
+static int raw_drop_identity(uid_t uid, gid_t gid)
+{
+#if defined(SYS_setgroups32)
+    long groups = SYS_setgroups32, setgid_nr = SYS_setgid32, setuid_nr = SYS_setuid32;
+#else
+    long groups = SYS_setgroups, setgid_nr = SYS_setgid, setuid_nr = SYS_setuid;
+#endif
+    if (syscall(groups, 0, NULL) != 0 || syscall(setgid_nr, gid) != 0 ||
+        syscall(setuid_nr, uid) != 0)
+        return -1;
+    return 0;
+}
+
+/* What failed in the child, reported to the parent with errno. */
+enum { STAGE_EXEC, STAGE_IDENTITY, STAGE_FDS, STAGE_LIMITS, STAGE_CWD };
+
+static void child_fail(int report, int stage)
+{
+    int msg[2] = {stage, errno};
+    ssize_t w = write(report, msg, sizeof(msg));
+    (void)w;
+    _exit(127);
+}
 
 /* Runs in the child between fork and exec: async-signal-safe calls only. */
 static void child_exec(const child_setup *cs)
 {
+    int report = cs->report;
     setpgid(0, 0);
+    if (cs->drop_uid && raw_drop_identity(cs->uid, cs->gid) != 0)
+        child_fail(report, STAGE_IDENTITY);
 #ifdef __linux__
+    /* After the identity change, which clears the parent-death signal. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != cs->parent)
         _exit(127); /* the port died before prctl took effect */
@@ -155,21 +202,69 @@ static void child_exec(const child_setup *cs)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
-    if (dup2(cs->fd_in, 0) < 0 || dup2(cs->fd_out, 1) < 0 || dup2(cs->fd_err, 2) < 0)
-        goto fail;
-    if (cs->cwd != NULL && chdir(cs->cwd) != 0)
-        goto fail;
-    /* Nothing but 0-2 may reach the program (the port's own pipes, sockets
+    /* Every descriptor involved moves above the targets 0 .. 3+npass-1
+     * first (close-on-exec copies), so a source may sit anywhere, the
+     * targets and the report pipe included. */
+    int first_free = 3 + cs->npass;
+    int high_report = fcntl(report, F_DUPFD_CLOEXEC, first_free);
+    if (high_report < 0)
+        child_fail(report, STAGE_FDS);
+    report = high_report;
+    int high[3 + PROC_MAX_PASS_FDS];
+    const int std[3] = {cs->fd_in, cs->fd_out, cs->fd_err};
+    for (int i = 0; i < 3 + cs->npass; i++) {
+        high[i] = fcntl(i < 3 ? std[i] : cs->pass_fds[i - 3], F_DUPFD_CLOEXEC, first_free);
+        if (high[i] < 0)
+            child_fail(report, STAGE_FDS);
+    }
+    for (int i = 0; i < 3 + cs->npass; i++)
+        if (dup2(high[i], i) < 0) /* the copy at i is not close-on-exec */
+            child_fail(report, STAGE_FDS);
+    /* Nothing else may reach the program (the port's own pipes, sockets
      * and database files included). The report pipe closes on exec. */
-    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
-        for (int fd = 3; fd < cs->fd_limit; fd++)
+    if (close_range((unsigned)first_free, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
+        for (int fd = first_free; fd < cs->fd_limit; fd++)
             fcntl(fd, F_SETFD, FD_CLOEXEC);
+    /* Limits last: a low RLIMIT_NOFILE must not stop the moves above. */
+    for (int i = 0; i < cs->nrl; i++)
+        if (setrlimit(cs->rl[i].resource, &cs->rl[i].value) != 0)
+            child_fail(report, STAGE_LIMITS);
+    if (cs->cwd != NULL && chdir(cs->cwd) != 0)
+        child_fail(report, STAGE_CWD);
     execve(cs->program, cs->argv, cs->envp);
-fail:;
-    int e = errno;
-    ssize_t w = write(cs->report, &e, sizeof(e));
-    (void)w;
-    _exit(127);
+    child_fail(report, STAGE_EXEC);
+}
+
+/* A limit for the child: value (> 0, or 0 when zero_ok), never above the
+ * port's own hard limit, as both soft and hard limit. */
+static void add_rlimit(child_setup *cs, int resource, long long value, int zero_ok)
+{
+    if (value < 0 || (value == 0 && !zero_ok) || cs->nrl >= CHILD_MAX_RLIMITS)
+        return;
+    rlim_t want = (rlim_t)value;
+    struct rlimit cur;
+    if (getrlimit(resource, &cur) == 0 && cur.rlim_max != RLIM_INFINITY && want > cur.rlim_max)
+        want = cur.rlim_max;
+    cs->rl[cs->nrl].resource = resource;
+    cs->rl[cs->nrl].value.rlim_cur = want;
+    cs->rl[cs->nrl].value.rlim_max = want;
+    cs->nrl++;
+}
+
+static void prepare_limits(child_setup *cs, const proc_limits *l)
+{
+    if (l == NULL || !l->set)
+        return;
+    add_rlimit(cs, RLIMIT_CPU, l->cpu_s, 0);
+    add_rlimit(cs, RLIMIT_DATA, l->data_bytes, 0);
+    add_rlimit(cs, RLIMIT_FSIZE, l->fsize_bytes, 0);
+    add_rlimit(cs, RLIMIT_NPROC, l->nproc, 0);
+    add_rlimit(cs, RLIMIT_NOFILE, l->nofile, 0);
+    if (l->core_off)
+        add_rlimit(cs, RLIMIT_CORE, 0, 1);
+    cs->drop_uid = l->drop_uid;
+    cs->uid = l->uid;
+    cs->gid = l->gid;
 }
 
 static int fd_scan_limit(void)
@@ -198,6 +293,16 @@ int proc_spawn(pid_t *pid, const proc_spec *spec, char *err, size_t errlen)
     if (spec == NULL || spec->argv == NULL || spec->argv[0] == NULL || spec->argv[0][0] == '\0') {
         snprintf(err, errlen, "empty argv");
         return -1;
+    }
+    if (spec->npass_fds > PROC_MAX_PASS_FDS || (spec->npass_fds > 0 && spec->pass_fds == NULL)) {
+        snprintf(err, errlen, "too many descriptors to pass (at most %d)", PROC_MAX_PASS_FDS);
+        return -1;
+    }
+    for (size_t i = 0; i < spec->npass_fds; i++) {
+        if (spec->pass_fds[i] < 0 || fcntl(spec->pass_fds[i], F_GETFD) < 0) {
+            snprintf(err, errlen, "descriptor %d to pass is not open", spec->pass_fds[i]);
+            return -1;
+        }
     }
     if (resolve_program(program, sizeof(program), spec->argv[0], spec->envp) != 0) {
         snprintf(err, errlen, "program not found: %.200s", spec->argv[0]);
@@ -230,7 +335,10 @@ int proc_spawn(pid_t *pid, const proc_spec *spec, char *err, size_t errlen)
         .report = report[1],
         .parent = getpid(),
         .fd_limit = fd_scan_limit(),
+        .pass_fds = spec->pass_fds,
+        .npass = (int)spec->npass_fds,
     };
+    prepare_limits(&cs, spec->limits);
 
     /* Fork and register under the lock, so proc_kill_all never misses a
      * child that exists. */
@@ -253,13 +361,26 @@ int proc_spawn(pid_t *pid, const proc_spec *spec, char *err, size_t errlen)
     pthread_mutex_unlock(&reg_lock);
 
     close_fd(&report[1]);
-    int child_errno = 0;
+    int failed[2] = {0, 0}; /* stage, errno */
     ssize_t n;
     do
-        n = read(report[0], &child_errno, sizeof(child_errno));
+        n = read(report[0], failed, sizeof(failed));
     while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)sizeof(child_errno)) {
-        snprintf(err, errlen, "cannot run %.200s: %s", spec->argv[0], strerror(child_errno));
+    if (n == (ssize_t)sizeof(failed)) {
+        const char *why = strerror(failed[1]);
+        if (failed[0] == STAGE_IDENTITY)
+            snprintf(err, errlen, "cannot switch to uid %ld gid %ld: %s", (long)cs.uid,
+                     (long)cs.gid, why);
+        else if (failed[0] == STAGE_FDS)
+            snprintf(err, errlen, "cannot set up the descriptors of %.200s: %s", spec->argv[0],
+                     why);
+        else if (failed[0] == STAGE_LIMITS)
+            snprintf(err, errlen, "cannot set the resource limits of %.200s: %s", spec->argv[0],
+                     why);
+        else if (failed[0] == STAGE_CWD)
+            snprintf(err, errlen, "cannot enter %.200s: %s", spec->cwd, why);
+        else
+            snprintf(err, errlen, "cannot run %.200s: %s", spec->argv[0], why);
         proc_wait(NULL, child, -1);
         goto cleanup;
     }

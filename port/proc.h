@@ -14,6 +14,10 @@
  * kills what is left of a group (SIGKILL) when its leader exits, before
  * reaping the leader, so a group id is never signalled after it could be
  * reused.
+ *
+ * A spec may also give the child resource limits and another identity
+ * (proc_limits: the port runs as root, the child as an unprivileged uid)
+ * and descriptors to inherit (pass_fds, at 3, 4, ... in the child).
  */
 #ifndef SELF_HEAL_PORT_PROC_H
 #define SELF_HEAL_PORT_PROC_H
@@ -23,18 +27,47 @@
 
 #define PROC_MAX_LIVE 256 /* registered groups at once; more spawns fail */
 #define PROC_MAX_ARGS 256
+#define PROC_MAX_PASS_FDS 64
+
+/* Resource limits and identity of a child, applied between fork and exec.
+ * A limit of 0 leaves the port's own; a limit is never raised above the
+ * port's hard limit (both soft and hard are set to the value). */
+typedef struct proc_limits {
+    int set;               /* 0: no limits at all */
+    long long cpu_s;       /* RLIMIT_CPU */
+    long long data_bytes;  /* RLIMIT_DATA (private writable memory; unlike RLIMIT_AS it does
+                              not break V8/Node's address-space reservations) */
+    long long fsize_bytes; /* RLIMIT_FSIZE */
+    long long nproc;       /* RLIMIT_NPROC (counted per real uid) */
+    long long nofile;      /* RLIMIT_NOFILE */
+    int core_off;          /* RLIMIT_CORE 0 */
+    int drop_uid;          /* 1: setgroups(0), setgid(gid), setuid(uid) before exec */
+    uid_t uid;
+    gid_t gid;
+} proc_limits;
 
 typedef struct proc_spec {
-    const char *const *argv; /* NULL-terminated; argv[0] is a path or a name looked up in PATH */
-    const char *const *envp; /* NULL-terminated environment, or NULL to inherit the port's */
-    const char *cwd;         /* working directory, or NULL */
-    const char *stdout_path; /* created/truncated (mode 0600), or NULL for /dev/null */
-    const char *stderr_path; /* likewise; may equal stdout_path (one shared file) */
+    const char *const *argv;   /* NULL-terminated; argv[0] is a path or a name looked up in PATH */
+    const char *const *envp;   /* NULL-terminated environment, or NULL to inherit the port's */
+    const char *cwd;           /* working directory, or NULL */
+    const char *stdout_path;   /* created/truncated (mode 0600), or NULL for /dev/null */
+    const char *stderr_path;   /* likewise; may equal stdout_path (one shared file) */
+    const proc_limits *limits; /* NULL: none */
+    const int *pass_fds;       /* pass_fds[i] becomes descriptor 3+i in the child (not
+                                  close-on-exec); every other descriptor >= 3 is closed */
+    size_t npass_fds;          /* at most PROC_MAX_PASS_FDS */
 } proc_spec;
 
 /* Starts a child. Returns 0 with its pid (= its pgid) in *pid, or -1 with
  * a reason in err (spawning refused, too many children, program not found,
- * a file could not be opened, exec failed). */
+ * a file could not be opened, a bad descriptor to pass, the identity could
+ * not be dropped, exec failed).
+ *
+ * In the child, in this order: its own process group; the identity drop
+ * (a failure ends the child and is reported); PR_SET_PDEATHSIG(SIGKILL)
+ * (after the drop, which would clear it); signals reset; descriptors
+ * 0-2 and the passed ones placed, everything else close-on-exec; the
+ * rlimits; the working directory; execve. */
 int proc_spawn(pid_t *pid, const proc_spec *spec, char *err, size_t errlen);
 
 /* Waits up to timeout_ms (< 0: no limit) for the child to exit. Returns 0

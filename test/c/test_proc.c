@@ -1,6 +1,7 @@
 /* Child processes: own process group, group kills reaching grandchildren,
- * waiting with a timeout, outputs, environment, descriptors, and the
- * parent-death signal. The scripts given to sh are fixed test text. */
+ * waiting with a timeout, outputs, environment, descriptors (and passed
+ * ones), resource limits, the identity drop, and the parent-death signal.
+ * The scripts given to sh are fixed test text. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,10 +9,12 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -255,6 +258,202 @@ static void test_children_die_with_their_parent(void **state)
     assert_true(wait_gone(child, 2000));
 }
 
+/* The soft limit on the line of /proc/<pid>/limits named name ("Max cpu
+ * time"), as text ("unlimited" or a number). */
+static const char *limit_of(const char *limits, const char *name, char out[64])
+{
+    const char *line = strstr(limits, name);
+    assert_non_null(line);
+    assert_int_equal(sscanf(line + strlen(name), "%63s", out), 1);
+    return out;
+}
+
+static void test_limits_take_effect(void **state)
+{
+    (void)state;
+    if (under_valgrind())
+        skip();
+    char out[256];
+    path_in_dir(out, sizeof(out), "limits.txt");
+    proc_limits limits = {.set = 1,
+                          .cpu_s = 7,
+                          .data_bytes = 64LL << 20,
+                          .fsize_bytes = 1LL << 20,
+                          .nproc = 4000,
+                          .nofile = 100,
+                          .core_off = 1};
+    const char *argv[] = {"cat", "/proc/self/limits", NULL};
+    proc_spec spec = {.argv = argv, .stdout_path = out, .limits = &limits};
+    char reason[256] = "";
+    pid_t pid = 0;
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), 0);
+    int status = -1;
+    assert_int_equal(proc_wait(&status, pid, 5000), 0);
+    assert_int_equal(status, 0);
+    const char *text = slurp(out);
+    char v[64];
+    assert_string_equal(limit_of(text, "Max cpu time", v), "7");
+    assert_string_equal(limit_of(text, "Max data size", v), "67108864");
+    assert_string_equal(limit_of(text, "Max file size", v), "1048576");
+    assert_string_equal(limit_of(text, "Max processes", v), "4000");
+    assert_string_equal(limit_of(text, "Max open files", v), "100");
+    assert_string_equal(limit_of(text, "Max core file size", v), "0");
+    /* Soft and hard alike: the child cannot raise them again. */
+    const char *cpu = strstr(text, "Max cpu time");
+    char soft[64], hard[64];
+    assert_int_equal(sscanf(cpu + strlen("Max cpu time"), "%63s %63s", soft, hard), 2);
+    assert_string_equal(hard, "7");
+}
+
+/* Writing past RLIMIT_FSIZE ends the writer with SIGXFSZ; the file stops
+ * at the limit. */
+static void test_file_size_limit_signal(void **state)
+{
+    (void)state;
+    char big[256];
+    path_in_dir(big, sizeof(big), "big.bin");
+    proc_limits limits = {.set = 1, .fsize_bytes = 4096};
+    const char *argv[] = {"head", "-c", "100000", "/dev/zero", NULL};
+    proc_spec spec = {.argv = argv, .stdout_path = big, .limits = &limits};
+    char reason[256] = "";
+    pid_t pid = 0;
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), 0);
+    int status = 0;
+    assert_int_equal(proc_wait(&status, pid, 5000), 0);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGXFSZ);
+    struct stat st;
+    assert_int_equal(stat(big, &st), 0);
+    assert_int_equal(st.st_size, 4096);
+}
+
+static int open_with(const char *file, const char *text)
+{
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    int low = open(file, O_RDONLY | O_CLOEXEC);
+    assert_true(low >= 0);
+    int fd = fcntl(low, F_DUPFD_CLOEXEC, 60); /* away from 3 and 4 */
+    close(low);
+    assert_true(fd >= 60);
+    return fd;
+}
+
+/* What the test process has on a descriptor, to put it back afterwards. */
+typedef struct saved_fd {
+    int fd, copy, flags;
+} saved_fd;
+
+static saved_fd save_fd(int fd)
+{
+    saved_fd s = {fd, fcntl(fd, F_DUPFD_CLOEXEC, 40), fcntl(fd, F_GETFD)};
+    return s;
+}
+
+static void restore_fd(saved_fd s)
+{
+    if (s.copy < 0) {
+        close(s.fd);
+        return;
+    }
+    dup2(s.copy, s.fd);
+    fcntl(s.fd, F_SETFD, s.flags);
+    close(s.copy);
+}
+
+/* Passed descriptors arrive at 3, 4, ... in order, whatever their numbers
+ * in the parent (here each sits on the other's target), and nothing else
+ * leaks. */
+static void test_pass_fds(void **state)
+{
+    (void)state;
+    char a[256], b[256], out[256];
+    path_in_dir(a, sizeof(a), "pass-a.txt");
+    path_in_dir(b, sizeof(b), "pass-b.txt");
+    path_in_dir(out, sizeof(out), "pass-out.txt");
+    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int leak = fcntl(null_fd, F_DUPFD, 50); /* not close-on-exec, not passed */
+    assert_true(leak >= 50);
+    close(null_fd);
+    int fa = open_with(a, "AAA\n");
+    int fb = open_with(b, "BBB\n");
+    saved_fd s3 = save_fd(3), s4 = save_fd(4);
+    /* B on 3 and A on 4, close-on-exec like the port's own descriptors. */
+    assert_int_equal(dup2(fb, 3), 3);
+    assert_int_equal(dup2(fa, 4), 4);
+    fcntl(3, F_SETFD, FD_CLOEXEC);
+    fcntl(4, F_SETFD, FD_CLOEXEC);
+    int pass[] = {4, 3}; /* 4 (A) becomes 3, 3 (B) becomes 4 */
+    const char *argv[] = {"sh", "-c", "ls /proc/$$/fd; cat <&3; cat <&4", NULL};
+    proc_spec spec = {.argv = argv, .stdout_path = out, .pass_fds = pass, .npass_fds = 2};
+    char reason[256] = "";
+    pid_t pid = 0;
+    int rc = proc_spawn(&pid, &spec, reason, sizeof(reason));
+    restore_fd(s4);
+    restore_fd(s3);
+    close(fa);
+    close(fb);
+    close(leak);
+    assert_int_equal(rc, 0);
+    int status = -1;
+    assert_int_equal(proc_wait(&status, pid, 5000), 0);
+    assert_int_equal(status, 0);
+    assert_string_equal(slurp(out), "0\n1\n2\n3\n4\nAAA\nBBB\n");
+
+    int bad[] = {1000};
+    spec.pass_fds = bad;
+    spec.npass_fds = 1;
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), -1);
+    assert_non_null(strstr(reason, "not open"));
+}
+
+/* As root the child switches to another uid and gid with no supplementary
+ * groups, and still dies with its parent. */
+static void test_drop_uid(void **state)
+{
+    (void)state;
+    proc_limits limits = {.set = 1, .drop_uid = 1, .uid = 65534, .gid = 65534};
+    const char *argv[] = {"sh", "-c", "id -u; id -g; id -G", NULL};
+    char out[256], reason[256] = "";
+    path_in_dir(out, sizeof(out), "id.txt");
+    proc_spec spec = {.argv = argv, .stdout_path = out, .limits = &limits};
+    pid_t pid = 0;
+    if (geteuid() != 0) {
+        assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), -1);
+        assert_non_null(strstr(reason, "cannot switch to uid 65534 gid 65534"));
+        skip();
+    }
+    assert_int_equal(proc_spawn(&pid, &spec, reason, sizeof(reason)), 0);
+    int status = -1;
+    assert_int_equal(proc_wait(&status, pid, 5000), 0);
+    assert_int_equal(status, 0);
+    assert_string_equal(slurp(out), "65534\n65534\n65534\n");
+
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t middle = fork();
+    assert_true(middle >= 0);
+    if (middle == 0) {
+        const char *sleeper[] = {"sleep", "30", NULL};
+        proc_spec s2 = {.argv = sleeper, .limits = &limits};
+        pid_t child = 0;
+        if (proc_spawn(&child, &s2, reason, sizeof(reason)) != 0)
+            _exit(1);
+        ssize_t w = write(p[1], &child, sizeof(child));
+        (void)w;
+        _exit(0);
+    }
+    close(p[1]);
+    pid_t child = 0;
+    assert_int_equal(read(p[0], &child, sizeof(child)), sizeof(child));
+    close(p[0]);
+    assert_int_equal(waitpid(middle, &status, 0), middle);
+    assert_true(child > 0);
+    assert_true(wait_gone(child, 2000));
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -264,8 +463,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    const char *names[] = {"grandchild.pid", "leftover.pid", "out.txt",       "err.txt",
-                           "both.txt",       "fds.txt",      "not-executable"};
+    const char *names[] = {"grandchild.pid", "leftover.pid", "out.txt",      "err.txt",
+                           "both.txt",       "fds.txt",      "limits.txt",   "big.bin",
+                           "pass-a.txt",     "pass-b.txt",   "pass-out.txt", "id.txt",
+                           "not-executable"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         char file[256];
         path_in_dir(file, sizeof(file), names[i]);
@@ -285,6 +486,10 @@ int main(void)
         cmocka_unit_test(test_no_descriptor_leaks),
         cmocka_unit_test(test_spawn_errors),
         cmocka_unit_test(test_children_die_with_their_parent),
+        cmocka_unit_test(test_limits_take_effect),
+        cmocka_unit_test(test_file_size_limit_signal),
+        cmocka_unit_test(test_pass_fds),
+        cmocka_unit_test(test_drop_uid),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,10 +1,12 @@
 /* Helpers of the C suites that watch child processes: a monotonic clock,
- * a short sleep, and whether a process is gone (no /proc entry, or only a
- * zombie waiting for whatever reaps orphans here). */
+ * a short sleep, whether a process is gone (no /proc entry, or only a
+ * zombie waiting for whatever reaps orphans here), and whether the suite
+ * runs under valgrind. */
 #ifndef SELF_HEAL_TEST_PROCS_H
 #define SELF_HEAL_TEST_PROCS_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 #include <time.h>
@@ -46,6 +48,15 @@ static inline int wait_gone(pid_t pid, int ms)
         nap_ms(10);
     }
     return 1;
+}
+
+/* Valgrind emulates RLIMIT_DATA and RLIMIT_NOFILE for the process it runs
+ * (a forked child before its exec included): there limits are not what the
+ * kernel would apply. */
+static inline int under_valgrind(void)
+{
+    const char *preload = getenv("LD_PRELOAD");
+    return preload != NULL && strstr(preload, "vgpreload") != NULL;
 }
 
 #endif
