@@ -28,9 +28,12 @@ static void append_line(sh_buf *out, const sh_scrubber *s, const char *text)
         return;
     size_t len = strlen(text);
     len = sh_utf8_truncate(text, len, DELIVER_TEXT_MAX);
-    sh_buf clean;
+    sh_buf scrubbed, clean;
+    sh_buf_init(&scrubbed);
     sh_buf_init(&clean);
-    sh_scrub(s, text, len, &clean, NULL);
+    sh_scrub(s, text, len, &scrubbed, NULL);
+    fence_visible(&clean, scrubbed.data != NULL ? scrubbed.data : "", scrubbed.len);
+    sh_buf_free(&scrubbed);
     for (size_t i = 0; i < clean.len; i++) {
         char c = clean.data[i];
         sh_buf_append_byte(out, c == '\n' || c == '\r' || c == '\t' ? ' ' : c);
@@ -44,9 +47,14 @@ static void append_block(sh_buf *out, const sh_scrubber *s, const char *text, si
     if (text == NULL || text[0] == '\0')
         return;
     size_t len = sh_utf8_truncate(text, strlen(text), max);
-    sh_buf clean;
+    sh_buf scrubbed, clean;
+    sh_buf_init(&scrubbed);
     sh_buf_init(&clean);
-    sh_scrub(s, text, len, &clean, NULL);
+    sh_scrub(s, text, len, &scrubbed, NULL);
+    fence_visible(&clean, scrubbed.data != NULL ? scrubbed.data : "", scrubbed.len);
+    if (scrubbed.oom)
+        clean.oom = 1;
+    sh_buf_free(&scrubbed);
     fence_markdown(out, NULL, clean.data, clean.len);
     if (clean.oom)
         out->oom = 1;

@@ -145,8 +145,7 @@ int fence_unsafe_cp(unsigned int cp)
     return cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp < 0xA0) || is_invisible(cp);
 }
 
-/* Valid UTF-8 in, visible valid UTF-8 out. */
-static void sanitize(const char *text, size_t len, sh_buf *out)
+void fence_visible(sh_buf *out, const char *text, size_t len)
 {
     const unsigned char *s = (const unsigned char *)text;
     size_t i = 0;
@@ -238,7 +237,7 @@ void fence_append(const fence *f, sh_buf *out, const sh_scrubber *scrub, const c
         out->oom = 1;
         goto cleanup;
     }
-    sanitize(scrubbed.data, scrubbed.len, &clean);
+    fence_visible(&clean, scrubbed.data, scrubbed.len);
     if (clean.oom) {
         out->oom = 1;
         goto cleanup;

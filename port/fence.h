@@ -48,4 +48,10 @@ void fence_neutralise(char *s, size_t len);
  * text (zero-width, bidi overrides, tags). */
 int fence_unsafe_cp(unsigned int cp);
 
+/* Appends text with every fence_unsafe_cp code point but newline and tab
+ * written as a visible escape ("\x1b", "<U+202E>") and invalid UTF-8 as
+ * U+FFFD: what tickets, reports and prompts show of untrusted text, so
+ * nothing in it can hide or reorder what a reader sees. */
+void fence_visible(sh_buf *out, const char *text, size_t len);
+
 #endif

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "fence.h"
 #include "http.h"
 #include "self_heal/scrub.h"
 #include "state.h"
@@ -343,7 +344,7 @@ static char *clean_field(const sh_scrubber *s, const char *text, size_t len, siz
             i++;
             continue;
         }
-        if (k == 1 && (p[i] < 0x20 || p[i] == 0x7f)) {
+        if (fence_unsafe_cp(sh_utf8_cp(p + i, k))) {
             if (multiline && (p[i] == '\n' || p[i] == '\t'))
                 sh_buf_append_byte(&out, (char)p[i]);
             else if (!(multiline && p[i] == '\r'))

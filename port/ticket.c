@@ -224,13 +224,19 @@ static int ticket_req_init(ticket_req *r, json_t *issue, cmd_error *err)
 
 /* ------------------------------------------------------------ text */
 
-/* Appends text scrubbed and cut to at most max bytes (at a code point). */
+/* Appends text scrubbed, with invisible and control characters made
+ * visible (fence_visible), cut to at most max bytes (at a code point). */
 static void append_scrubbed(sh_buf *out, const sh_scrubber *s, const char *text, size_t len,
                             size_t max)
 {
-    sh_buf tmp;
+    sh_buf scrubbed, tmp;
+    sh_buf_init(&scrubbed);
     sh_buf_init(&tmp);
-    sh_scrub(s, text, len, &tmp, NULL);
+    sh_scrub(s, text, len, &scrubbed, NULL);
+    fence_visible(&tmp, scrubbed.data != NULL ? scrubbed.data : "", scrubbed.len);
+    if (scrubbed.oom)
+        tmp.oom = 1;
+    sh_buf_free(&scrubbed);
     if (tmp.oom) {
         out->oom = 1;
     } else if (tmp.len > max) {
