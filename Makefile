@@ -97,7 +97,6 @@ $(BUILD)/obj/test/bench/bench_sandbox.o: CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS
 # fix.c fills exec_spec positionally and predates its sandbox fields (left
 # NULL there, unsandboxed as before); until it names its fields, their
 # absence is not an error in that file alone.
-$(BUILD)/obj/port/fix.o $(BUILD)/asan/port/fix.o: CFLAGS_EXTRA += -Wno-missing-field-initializers
 
 $(BUILD)/obj/%.o: %.c
 	$(call msg,CC,$<)
@@ -149,7 +148,7 @@ VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-k
 # The suites of the port's C parts (and the scrubber they call) under
 # valgrind too: errors and definite leaks fail.
 VALGRIND_SUITES := test_state test_audit test_http test_frame test_proc test_notify test_analyze \
-	test_fence test_scrub test_worktree test_context test_exec test_validate test_policy test_proof
+	test_fence test_scrub test_worktree test_tree test_context test_exec test_validate test_policy test_proof
 
 .PHONY: ctest-valgrind
 ctest-valgrind: $(VALGRIND_SUITES:%=$(BUILD)/test/%)

@@ -9,10 +9,14 @@
 #    down: one outage, several downstream errors (a cascade).
 # 3. SelfHeal settles the groups, classifies them, groups them by root cause
 #    (the offline analyzer), opens tickets, and for each ticket runs the fix
-#    loop: a git worktree, a prompt, the agent (examples/agent/stand_in_agent,
-#    a stand-in that applies a prepared patch: it is not a real coding
-#    agent), validation (compile, tests, a regression test that fails on the
-#    base commit), a dry-run patch and report, the gate, the deploy, and a
+#    loop: a plain checkout (no git), a prompt, the agent
+#    (examples/agent/stand_in_agent, a stand-in that applies a prepared
+#    patch: it is not a real coding agent) inside a bubblewrap sandbox, the
+#    change captured and committed by SelfHeal, validation in the sandbox
+#    too (compile, the tests, the base's tests unmodified, a new test that
+#    fails on the base commit with the production error), a dry-run patch
+#    and report, the gate, the deploy (a fix whose base is no longer the
+#    deploy branch's tip is replayed on it and validated again), and a
 #    verification window.
 # 4. The empty-cart fix holds. The inventory "fix" (retries) does not: the
 #    inventory is still down, the error recurs during verification, and the
@@ -209,8 +213,12 @@ defmodule Demo.Printer do
 
         %{s | fixes: s.fixes + 1}
 
-      "worktree" ->
-        Demo.step("worktree", "#{id}: #{e["branch"]} at #{short(e["base"])} in #{e["path"]}")
+      "checkout" ->
+        Demo.step(
+          "checkout",
+          "#{id}: plain files of #{short(e["base"])} for the agent (no git), sandbox #{e["sandbox"]}"
+        )
+
         s
 
       "context" ->
@@ -219,7 +227,19 @@ defmodule Demo.Printer do
         s
 
       "agent" ->
-        Demo.step("agent", "#{id}: stand-in agent #{e["result"]} in #{e["ms"]} ms")
+        Demo.step(
+          "agent",
+          "#{id}: stand-in agent #{e["result"]} in #{e["ms"]} ms, inside the #{sandbox_name(e["sandbox"])}"
+        )
+
+        s
+
+      "rebased" ->
+        Demo.step(
+          "rebase",
+          "#{id}: #{e["onto"] |> short()} is the deploy branch now; the fix is replayed on it and validated again"
+        )
+
         s
 
       "change" ->
@@ -233,8 +253,9 @@ defmodule Demo.Printer do
         Demo.step(
           "validate",
           "#{id}: compiles #{e["compiled"]}, tests pass #{e["tests_passed"]}, " <>
-            "regression test fails on base #{e["regression_proven"]}, in scope #{e["scope_ok"]}, " <>
-            "#{e["changed_lines"]} changed lines -> confidence #{e["confidence"]}"
+            "base's tests pass on the fix #{e["existing_tests_passed"]}, " <>
+            "new test fails on base with the production error #{e["regression_proven"]}, " <>
+            "in scope #{e["scope_ok"]}, #{e["changed_lines"]} changed lines -> confidence #{e["confidence"]}"
         )
 
         s
@@ -294,6 +315,9 @@ defmodule Demo.Printer do
   end
 
   def show(_event, s), do: s
+
+  defp sandbox_name("bwrap"), do: "bubblewrap sandbox (own mount, PID and network namespaces)"
+  defp sandbox_name(other), do: "sandbox #{inspect(other)}"
 end
 
 # ---------------------------------------------------------------- setup
@@ -310,11 +334,15 @@ endpoint_port = Demo.free_port()
 token = Base.encode16(:crypto.strong_rand_bytes(16), case: :lower)
 shop = "http://127.0.0.1:#{shop_port}"
 
+# The shop's pid file, log and settings: outside the repository, where no
+# change to the code (the coding agent's included) can reach them.
+run_dir = Path.join(tmp, "shop-run")
+File.mkdir_p!(run_dir)
+System.put_env("SHOP_RUN_DIR", run_dir)
 System.put_env("SHOP_PORT", "#{shop_port}")
 System.put_env("INVENTORY_URL", "http://127.0.0.1:#{inventory_port}")
-File.mkdir_p!(Path.join(repo, "tmp"))
 
-File.write!(Path.join(repo, "tmp/shop.env"), """
+File.write!(Path.join(run_dir, "shop.env"), """
 SELF_HEAL_URL=http://127.0.0.1:#{endpoint_port}
 SELF_HEAL_TOKEN=#{token}
 """)
@@ -343,13 +371,18 @@ Application.put_env(:self_heal, :port,
         "argv" => [
           Path.join(Demo.root(), "examples/agent/stand_in_agent"),
           "{prompt_file}",
-          "{worktree}"
+          "{checkout}"
         ],
         "timeout_s" => 120
       },
       "compile" => %{"argv" => ["mix", "compile", "--warnings-as-errors"], "timeout_s" => 180},
       "test" => %{"argv" => ["mix", "test"], "timeout_s" => 180},
-      "env_allow" => ["SHOP_PORT", "INVENTORY_URL"],
+      "env_allow" => ["SHOP_PORT", "INVENTORY_URL", "SHOP_RUN_DIR"],
+      # the stand-in agent reads its prepared patches; nothing else of the
+      # host is visible to it (docs/sandbox.md)
+      "sandbox" => %{
+        "read_only" => [Path.join(Demo.root(), "examples/shop_fixes")]
+      },
       "descriptor" =>
         "shop: an Elixir web shop served by OTP's httpd; Shop.Web routes requests, " <>
           "Shop.Inventory calls the inventory service over HTTP. Tests: mix test."

@@ -16,6 +16,7 @@
 #include "notify.h"
 #include "state.h"
 #include "ticket.h"
+#include "tree.h"
 #include "worktree.h"
 
 typedef struct run {
@@ -225,6 +226,58 @@ static int verify(run *r)
     return 1;
 }
 
+/* The deploy branch's tip is not the commit the fix was validated on: the
+ * fix is replayed on the tip (a commit with the fix and the tip as
+ * parents, so its branch only moves forward) and validated again, or,
+ * when it does not apply, escalated. Returns the outcome. */
+static const char *replay(run *r, const char *base, const char *fix_commit, const char *tip)
+{
+    char msg[512] = "";
+    char tree[WT_OID_HEX] = "", commit[WT_OID_HEX] = "";
+    int rb =
+        base != NULL ? tree_rebase(tree, r->repo, base, fix_commit, tip, msg, sizeof(msg)) : -1;
+    char branch[300];
+    snprintf(branch, sizeof(branch), "self-heal/%s", r->fp);
+    char message[200];
+    snprintf(message, sizeof(message), "SelfHeal: fix %lld replayed on %.12s", (long long)r->id,
+             tip);
+    /* the tip first: a revert of the replayed commit (mainline 1) takes
+     * back this fix alone */
+    const char *parents[2] = {tip, fix_commit};
+    if (rb == 0 &&
+        tree_commit(commit, r->repo, branch, tree, parents, 2, message, msg, sizeof(msg)) != 0)
+        rb = -1;
+    if (rb != 0) {
+        const char *why = rb == 1 ? "the deploy branch moved since the fix was validated, and the "
+                                    "fix does not apply to its tip"
+                                  : "the deploy branch moved since the fix was validated, and "
+                                    "the fix could not be replayed on it";
+        json_t *fields = json_pack("{s:s, s:{s:s, s:s, s:s}}", "status", "escalated", "detail",
+                                   "reason", why, "tip", tip, "git", msg);
+        state_fix_set(r->db, r->id, "deploying", fields);
+        json_decref(fields);
+        stage(r, "stale", json_pack("{s:s, s:s?, s:s}", "reason", why, "base", base, "tip", tip));
+        char text[400];
+        snprintf(text, sizeof(text), "SelfHeal did not deploy fix %lld: %s. A human must look.",
+                 (long long)r->id, why);
+        tell(r, text, NULL);
+        return "escalated";
+    }
+    json_t *carried = json_object_get(r->fix, "attempt");
+    json_t *attempt = json_is_object(carried) ? json_deep_copy(carried) : json_object();
+    json_object_set_new(attempt, "revalidate", json_true());
+    json_object_set_new(attempt, "rebased_from", json_string(base));
+    json_t *fields = json_pack("{s:s, s:s, s:s, s:n, s:n, s:n, s:n, s:o}", "status", "fixing",
+                               "base_commit", tip, "fix_commit", commit, "validation", "delivery",
+                               "decision", "confidence", "attempt", attempt);
+    int cas = state_fix_set(r->db, r->id, "deploying", fields);
+    json_decref(fields);
+    stage(r, "rebased", json_pack("{s:s, s:s, s:s}", "from", base, "onto", tip, "commit", commit));
+    if (cas == 0)
+        fix_revalidate(r->ctx, r->id);
+    return "rebased";
+}
+
 json_t *deploy_run(port_ctx *ctx, const fix_config *cfg, int64_t fix_id, int automatic,
                    cmd_error *err)
 {
@@ -272,6 +325,19 @@ json_t *deploy_run(port_ctx *ctx, const fix_config *cfg, int64_t fix_id, int aut
         set_fix(&r, json_pack("{s:s, s:{s:s}}", "status", "failed", "detail", "reason",
                               fix_commit == NULL ? "no fix commit" : "no deploy target"));
         stage(&r, "failed", json_pack("{s:s}", "reason", msg[0] ? msg : "no deploy target"));
+        goto done;
+    }
+    /* only onto the commit the fix was validated on */
+    char tip[WT_OID_HEX];
+    const char *base = fix_str(r.fix, "base_commit");
+    if (wt_resolve(tip, r.repo, r.branch, msg, sizeof(msg)) != 0) {
+        set_fix(&r, json_pack("{s:s, s:{s:s, s:s}}", "status", "failed", "detail", "reason",
+                              "no deploy branch", "git", msg));
+        stage(&r, "failed", json_pack("{s:s, s:s}", "reason", "no deploy branch", "git", msg));
+        goto done;
+    }
+    if (base == NULL || strcmp(base, tip) != 0) {
+        outcome = replay(&r, base, fix_commit, tip);
         goto done;
     }
     char message[256];

@@ -22,9 +22,11 @@
 #include "exec.h"
 #include "fence.h"
 #include "notify.h"
+#include "proof.h"
 #include "self_heal/scrub.h"
 #include "state.h"
 #include "ticket.h"
+#include "tree.h"
 #include "validate.h"
 #include "worktree.h"
 
@@ -135,7 +137,9 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
         get_string_list(ctx, "fix.agent.env_allow", &cfg->agent_env, err) != 0 ||
         get_string_list(ctx, "fix.env_allow", &cfg->env_allow, err) != 0 ||
         get_string_list(ctx, "fix.protected_paths", &cfg->protected_paths, err) != 0 ||
-        get_string_list(ctx, "gate.auto_deploy_severity", &cfg->auto_severities, err) != 0) {
+        get_string_list(ctx, "gate.auto_deploy_severity", &cfg->auto_severities, err) != 0 ||
+        get_string_list(ctx, "fix.test.paths", &cfg->test_paths, err) != 0 ||
+        sandbox_config_load(&cfg->sandbox, ctx, "fix.sandbox", err) != 0) {
         fix_config_free(cfg);
         return -1;
     }
@@ -164,6 +168,12 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
     cfg->max_output = out >= 4096 && out <= (1LL << 30) ? (size_t)out : 8 * 1024 * 1024;
     long long lines = port_config_int(ctx, "fix.max_changed_lines", 40);
     cfg->max_lines = lines >= 1 && lines <= 100000 ? (size_t)lines : 40;
+    long long bytes = port_config_int(ctx, "fix.max_changed_bytes", VALIDATE_DEFAULT_MAX_BYTES);
+    cfg->max_bytes =
+        bytes >= 1 && bytes <= (1LL << 26) ? (size_t)bytes : VALIDATE_DEFAULT_MAX_BYTES;
+    json_t *net = port_config_get(ctx, "fix.agent.network");
+    cfg->agent_network = json_is_true(net);
+    json_decref(net);
     long long conc = port_config_int(ctx, "fix.max_concurrent", 2);
     cfg->max_concurrent = conc >= 1 && conc <= 16 ? (int)conc : 2;
     cfg->threshold = port_config_real(ctx, "gate.confidence_threshold", 0.8);
@@ -180,6 +190,13 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
         cfg->approval_ttl_s = 86400;
     cfg->enabled = cfg->repo[0] != '\0' && cfg->state_dir[0] != '\0' && cfg->agent_argv != NULL &&
                    cfg->consent != POLICY_OBSERVE;
+    char why[300] = "";
+    if (cfg->enabled && cfg->sandbox.mode != SANDBOX_NONE &&
+        sandbox_probe(&cfg->sandbox, why, sizeof(why)) != 0)
+        snprintf(cfg->sandbox_error, sizeof(cfg->sandbox_error),
+                 "the sandbox cannot be set up (%s): no agent runs; fix.sandbox.mode \"none\" "
+                 "runs agents unconfined, and then every deploy waits for a human",
+                 why);
     return 0;
 }
 
@@ -194,6 +211,8 @@ void fix_config_free(fix_config *cfg)
     json_decref(cfg->auto_severities);
     json_decref(cfg->deploy_argv);
     json_decref(cfg->health_argv);
+    json_decref(cfg->test_paths);
+    sandbox_config_free(&cfg->sandbox);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -352,6 +371,11 @@ static void slot_release(void)
 
 /* ------------------------------------------------------------ one attempt */
 
+#define INSIDE_CHECKOUT "/checkout"
+#define INSIDE_PROMPT "/task/prompt.md"
+#define PROOF_LOG_MAX (4u << 20)
+#define FILES_MAX 200000
+
 typedef struct attempt {
     port_ctx *ctx;
     fix_config *cfg;
@@ -359,14 +383,19 @@ typedef struct attempt {
     json_t *fix; /* the row */
     int64_t id;
     const char *fp;
-    char dir[FIX_PATH_MAX];     /* state_dir/fixes/<id> */
-    char wt_path[FIX_PATH_MAX]; /* state_dir/worktrees/<id> */
-    char wt_name[64];
+    int revalidate;          /* a rebased fix: its commit is validated again, no agent */
+    int contained;           /* the agent that wrote the change ran in the sandbox */
+    char dir[FIX_PATH_MAX];  /* state_dir/fixes/<id>: prompt, logs (never visible to the agent) */
+    char work[FIX_PATH_MAX]; /* state_dir/work/<id>: plain checkouts */
+    char checkout[FIX_PATH_MAX + 16]; /* work/agent: the agent's files */
     char branch[FIX_FP_MAX + 16];
     char base[WT_OID_HEX];
     char fix_commit[WT_OID_HEX];
+    char base_tree[WT_OID_HEX];
+    char fix_tree[WT_OID_HEX];
     wt_repo *repo;
-    json_t *context; /* gathered files */
+    json_t *context;  /* gathered files */
+    json_t *refusals; /* what the capture refused */
     wt_diff diff;
     int have_diff;
     exec_result agent;
@@ -379,27 +408,41 @@ static void attempt_path(char *out, size_t len, const attempt *a, const char *le
     snprintf(out, len, "%s/%s", a->dir, leaf);
 }
 
-/* Runs a configured command in the worktree; result in *r. Returns 1 when
- * it passed, 0 when it failed, -1 when not configured. */
-static int run_step(attempt *a, json_t *argv_tmpl, int timeout_ms, const char *log_leaf,
-                    exec_result *r, json_t *steps, const char *name)
+static int sandboxed(const fix_config *cfg)
 {
+    return cfg->sandbox.mode != SANDBOX_NONE;
+}
+
+/* Runs argv_tmpl in the checkout dir (the sandbox's only writable path)
+ * with log_leaf as its output; result in *r. 1 passed, 0 failed, -1 not
+ * configured. */
+static int run_in(attempt *a, json_t *argv_tmpl, int timeout_ms, const char *dir,
+                  const char *log_leaf, exec_result *r, json_t *steps, const char *name)
+{
+    memset(r, 0, sizeof(*r));
     if (argv_tmpl == NULL)
         return -1;
     char err[256] = "";
     char log_path[FIX_PATH_MAX + 64];
     attempt_path(log_path, sizeof(log_path), a, log_leaf);
-    const char *keys[] = {"worktree", "repo", "fingerprint"};
-    const char *vals[] = {a->wt_path, a->cfg->repo, a->fp};
+    const char *where = sandboxed(a->cfg) ? INSIDE_CHECKOUT : dir;
+    const char *keys[] = {"checkout", "worktree", "fingerprint"};
+    const char *vals[] = {where, where, a->fp};
     char **argv = exec_expand(argv_tmpl, keys, vals, 3, err, sizeof(err));
     char **envp = exec_env(a->cfg->env_allow, NULL, NULL, 0);
     int ok = 0;
-    memset(r, 0, sizeof(*r));
     if (argv != NULL && envp != NULL) {
-        exec_spec spec = {argv,       envp,
-                          a->wt_path, log_path,
-                          log_path,   a->cfg->max_output,
-                          timeout_ms, &a->ctx->stopping};
+        sandbox_run run = {.dir = dir, .dir_inside = INSIDE_CHECKOUT};
+        exec_spec spec = {.argv = argv,
+                          .envp = envp,
+                          .cwd = dir,
+                          .stdout_path = log_path,
+                          .stderr_path = log_path,
+                          .max_output = a->cfg->max_output,
+                          .timeout_ms = timeout_ms,
+                          .stopping = &a->ctx->stopping,
+                          .sandbox = &a->cfg->sandbox,
+                          .run = &run};
         if (exec_run(r, &spec, err, sizeof(err)) == 0)
             ok = exec_ok(r);
         else
@@ -422,38 +465,105 @@ static json_t *fix_group(attempt *a)
     return json_object_get(json_object_get(a->fix, "input"), "group");
 }
 
-/* Worktree at the deployed commit on self-heal/<fp>. */
-static int prepare_worktree(attempt *a, cmd_error *err)
+/* work/<leaf>: a fresh plain checkout of rev (commit or tree), owned by
+ * the sandbox's user. */
+static int checkout_of(attempt *a, const char *rev, const char *leaf, char *out, size_t outlen,
+                       cmd_error *err)
 {
     char msg[512] = "";
-    const char *rev = a->cfg->base[0] != '\0'            ? a->cfg->base
-                      : a->cfg->deploy_branch[0] != '\0' ? a->cfg->deploy_branch
-                                                         : NULL;
-    if (wt_repo_open(&a->repo, a->cfg->repo, msg, sizeof(msg)) != 0 ||
-        wt_resolve(a->base, a->repo, rev, msg, sizeof(msg)) != 0) {
-        cmd_error_set(err, "git", "%s", msg);
+    if ((size_t)snprintf(out, outlen, "%s/%s", a->work, leaf) >= outlen) {
+        cmd_error_set(err, "io", "path too long");
         return -1;
     }
-    char parent[FIX_PATH_MAX];
-    snprintf(a->wt_name, sizeof(a->wt_name), "self-heal-%lld", (long long)a->id);
-    snprintf(a->branch, sizeof(a->branch), "self-heal/%s", a->fp);
-    if (make_dirs(parent, sizeof(parent), a->cfg->state_dir, "worktrees", NULL) != 0 ||
-        (size_t)snprintf(a->wt_path, sizeof(a->wt_path), "%s/%lld", parent, (long long)a->id) >=
-            sizeof(a->wt_path)) {
-        cmd_error_set(err, "io", "cannot make %s/worktrees", a->cfg->state_dir);
-        return -1;
-    }
-    /* a previous attempt of this fix (a restart) leaves its worktree */
-    wt_worktree_remove(a->repo, a->wt_name, a->wt_path, a->branch, 0, msg, sizeof(msg));
-    if (wt_worktree_add(a->repo, a->wt_name, a->wt_path, a->branch, a->base, msg, sizeof(msg)) !=
-        0) {
-        cmd_error_set(err, "git", "%s", msg);
+    tree_remove(out);
+    if (tree_export(a->repo, rev, out, msg, sizeof(msg)) != 0 ||
+        sandbox_own(&a->cfg->sandbox, out, msg, sizeof(msg)) != 0) {
+        cmd_error_set(err, "io", "checkout: %s", msg);
         return -1;
     }
     return 0;
 }
 
-/* Context files and the prompt file; returns the prompt path in out. */
+/* The repository, the base commit and the work directory. */
+static int prepare(attempt *a, cmd_error *err)
+{
+    char msg[512] = "";
+    if (wt_repo_open(&a->repo, a->cfg->repo, msg, sizeof(msg)) != 0) {
+        cmd_error_set(err, "git", "%s", msg);
+        return -1;
+    }
+    const char *rebased = fix_str(a->fix, "base_commit");
+    const char *commit = fix_str(a->fix, "fix_commit");
+    json_t *carried = json_object_get(a->fix, "attempt");
+    a->revalidate =
+        json_is_true(json_object_get(carried, "revalidate")) && rebased != NULL && commit != NULL;
+    const char *rev = a->revalidate                      ? rebased
+                      : a->cfg->base[0] != '\0'          ? a->cfg->base
+                      : a->cfg->deploy_branch[0] != '\0' ? a->cfg->deploy_branch
+                                                         : NULL;
+    if (wt_resolve(a->base, a->repo, rev, msg, sizeof(msg)) != 0 ||
+        tree_of(a->base_tree, a->repo, a->base, msg, sizeof(msg)) != 0) {
+        cmd_error_set(err, "git", "%s", msg);
+        return -1;
+    }
+    a->contained =
+        a->revalidate ? json_is_true(json_object_get(carried, "contained")) : sandboxed(a->cfg);
+    if (a->revalidate)
+        snprintf(a->fix_commit, sizeof(a->fix_commit), "%s", commit);
+    snprintf(a->branch, sizeof(a->branch), "self-heal/%s", a->fp);
+    if (make_dirs(a->work, sizeof(a->work), a->cfg->state_dir, "work", NULL) != 0) {
+        cmd_error_set(err, "io", "cannot make %s/work", a->cfg->state_dir);
+        return -1;
+    }
+    size_t n = strlen(a->work);
+    snprintf(a->work + n, sizeof(a->work) - n, "/%lld", (long long)a->id);
+    tree_remove(a->work); /* what a previous attempt of this fix left */
+    if (mkdir_one(a->work) != 0) {
+        cmd_error_set(err, "io", "cannot make the fix's work directory");
+        return -1;
+    }
+    if (sandboxed(a->cfg) && geteuid() == 0) {
+        /* the sandbox's user must reach the checkouts by path (bwrap
+         * resolves them as that user): search, never list, on the way
+         * down; every other file of the state directory stays private */
+        char root[FIX_PATH_MAX + 8];
+        snprintf(root, sizeof(root), "%s/work", a->cfg->state_dir);
+        if (chmod(a->cfg->state_dir, 0711) != 0 || chmod(root, 0711) != 0 ||
+            chmod(a->work, 0711) != 0) {
+            cmd_error_set(err, "io", "cannot open the work directory to the sandbox's user");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The prompt as the sandbox reads it: work/<id>/task/prompt.md, readable
+ * by the sandbox's user (the record stays in state_dir/fixes/<id>). */
+static int task_copy(attempt *a, const char *text, size_t len, char *out, size_t outlen)
+{
+    char dir[FIX_PATH_MAX + 16];
+    snprintf(dir, sizeof(dir), "%s/task", a->work);
+    if ((size_t)snprintf(out, outlen, "%s/prompt.md", dir) >= outlen ||
+        (mkdir(dir, 0755) != 0 && errno != EEXIST) || chmod(dir, 0755) != 0)
+        return -1;
+    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    int rc = fchmod(fd, 0644) == 0 && off == len ? 0 : -1;
+    return close(fd) == 0 ? rc : -1;
+}
+
+/* Context files and the prompt file; returns the path of the copy the
+ * agent reads in out. */
 static int write_prompt(attempt *a, char *out, size_t outlen, cmd_error *err)
 {
     json_t *group = fix_group(a);
@@ -462,8 +572,8 @@ static int write_prompt(attempt *a, char *out, size_t outlen, cmd_error *err)
     context_limits_default(&lim);
     const char *stack = fix_str(group, "stacktrace");
     json_t *stack_files =
-        context_stack_files(a->wt_path, stack, json_object_get(group, "frames"), &lim);
-    a->context = context_gather(a->wt_path, stack_files, &lim);
+        context_stack_files(a->checkout, stack, json_object_get(group, "frames"), &lim);
+    a->context = context_gather(a->checkout, stack_files, &lim);
     json_decref(stack_files);
     if (a->context == NULL)
         a->context = json_array();
@@ -506,7 +616,7 @@ static int write_prompt(attempt *a, char *out, size_t outlen, cmd_error *err)
         .descriptor = a->cfg->descriptor[0] ? a->cfg->descriptor : NULL,
         .files = a->context,
         .recent_commits = commits,
-        .root = a->wt_path,
+        .root = a->checkout,
         .max_changed_lines = a->cfg->max_lines,
         .test_command = test_cmd[0] ? test_cmd : NULL,
     };
@@ -514,8 +624,10 @@ static int write_prompt(attempt *a, char *out, size_t outlen, cmd_error *err)
     sh_buf_init(&prompt);
     int rc = context_prompt(&prompt, &in, port_scrubber(a->ctx));
     json_decref(commits);
-    attempt_path(out, outlen, a, "prompt.md");
-    if (rc != 0 || prompt.oom || fix_write_file(out, prompt.data, prompt.len) != 0) {
+    char record[FIX_PATH_MAX + 64];
+    attempt_path(record, sizeof(record), a, "prompt.md");
+    if (rc != 0 || prompt.oom || fix_write_file(record, prompt.data, prompt.len) != 0 ||
+        task_copy(a, prompt.data, prompt.len, out, outlen) != 0) {
         cmd_error_set(err, "io", "cannot write the prompt file");
         rc = -1;
     }
@@ -533,23 +645,34 @@ static int run_agent(attempt *a, const char *prompt_path, cmd_error *err)
     json_t *tid = json_object_get(a->fix, "ticket_id");
     if (json_is_integer(tid))
         snprintf(ticket, sizeof(ticket), "%lld", (long long)json_integer_value(tid));
-    const char *keys[] = {"prompt_file", "worktree", "ticket", "fingerprint"};
-    const char *vals[] = {prompt_path, a->wt_path, ticket, a->fp};
-    char **argv = exec_expand(a->cfg->agent_argv, keys, vals, 4, msg, sizeof(msg));
+    int boxed = sandboxed(a->cfg);
+    const char *where = boxed ? INSIDE_CHECKOUT : a->checkout;
+    const char *prompt = boxed ? INSIDE_PROMPT : prompt_path;
+    const char *keys[] = {"prompt_file", "checkout", "worktree", "ticket", "fingerprint"};
+    const char *vals[] = {prompt, where, where, ticket, a->fp};
+    char **argv = exec_expand(a->cfg->agent_argv, keys, vals, 5, msg, sizeof(msg));
     char **envp = exec_env(a->cfg->agent_env,
                            a->cfg->agent_key_env[0] ? a->cfg->agent_key_env : NULL, NULL, 0);
     int rc = -1;
     if (argv == NULL || envp == NULL) {
         cmd_error_set(err, "bad_config", "fix.agent.argv: %s", msg);
     } else {
-        exec_spec spec = {argv,
-                          envp,
-                          a->wt_path,
-                          out_path,
-                          err_path,
-                          a->cfg->max_output,
-                          a->cfg->agent_timeout_ms,
-                          &a->ctx->stopping};
+        sandbox_bind files[1] = {{prompt_path, INSIDE_PROMPT}};
+        sandbox_run run = {.dir = a->checkout,
+                           .dir_inside = INSIDE_CHECKOUT,
+                           .files = files,
+                           .nfiles = 1,
+                           .network = a->cfg->agent_network};
+        exec_spec spec = {.argv = argv,
+                          .envp = envp,
+                          .cwd = a->checkout,
+                          .stdout_path = out_path,
+                          .stderr_path = err_path,
+                          .max_output = a->cfg->max_output,
+                          .timeout_ms = a->cfg->agent_timeout_ms,
+                          .stopping = &a->ctx->stopping,
+                          .sandbox = &a->cfg->sandbox,
+                          .run = &run};
         if (exec_run(&a->agent, &spec, msg, sizeof(msg)) != 0)
             cmd_error_set(err, "agent", "the agent could not start: %s", msg);
         else {
@@ -562,6 +685,133 @@ static int run_agent(attempt *a, const char *prompt_path, cmd_error *err)
     return rc;
 }
 
+/* ------------------------------------------------------------ validation */
+
+typedef struct reader {
+    wt_repo *repo;
+    const char *base;
+    const char *fix;
+} reader;
+
+static char *read_side(void *payload, int fix_side, const char *path, size_t max, size_t *len)
+{
+    reader *r = payload;
+    return tree_read_file(r->repo, fix_side ? r->fix : r->base, path, max, len);
+}
+
+typedef struct test_class {
+    json_t *globs;
+    json_t *loaded; /* test-located files production loads: production */
+} test_class;
+
+static int is_test(void *payload, const char *path)
+{
+    test_class *t = payload;
+    size_t i;
+    json_t *v;
+    json_array_foreach(t->loaded, i, v)
+    {
+        const char *p = fix_str(v, "path");
+        if (p != NULL && strcmp(p, path) == 0)
+            return 0;
+    }
+    return validate_test_located(path, t->globs);
+}
+
+/* The paths of arr (strings) as a vector (borrowed strings); NULL when
+ * empty or out of memory. */
+static const char **path_vector(json_t *arr, size_t *n)
+{
+    *n = json_array_size(arr);
+    const char **v = *n > 0 ? calloc(*n, sizeof(*v)) : NULL;
+    size_t i;
+    json_t *p;
+    if (v != NULL)
+        json_array_foreach(arr, i, p) v[i] = json_string_value(p);
+    if (v == NULL)
+        *n = 0;
+    return v;
+}
+
+/* The regression proof: the fix's test code against the base's production
+ * code must fail with the production error. 1 proven, 0 not; detail in
+ * *proof (new reference). */
+static int prove(attempt *a, const validate_static *vs, json_t *steps, json_t **proof)
+{
+    char msg[512] = "";
+    char tree[WT_OID_HEX], dir[FIX_PATH_MAX + 64];
+    size_t n = 0;
+    const char **paths = path_vector(vs->test_files, &n);
+    cmd_error err = {NULL, ""};
+    *proof = NULL;
+    int composed = paths != NULL && tree_compose(tree, a->repo, a->base_tree, a->fix_tree, paths, n,
+                                                 msg, sizeof(msg)) == 0;
+    free(paths);
+    if (!composed || checkout_of(a, tree, "regression", dir, sizeof(dir), &err) != 0) {
+        *proof = json_pack("{s:s}", "detail", err.message[0] ? err.message : msg);
+        return 0;
+    }
+    exec_result r;
+    int passed = run_in(a, a->cfg->test_argv, a->cfg->test_timeout_ms, dir, "regression.log", &r,
+                        steps, "tests_on_base");
+    if (passed != 0 || r.timed_out || r.stopped || r.overflowed) {
+        *proof = json_pack("{s:s}", "detail",
+                           passed == 1 ? "the fix's tests pass on the base commit: they do not "
+                                         "reproduce the error"
+                                       : "the tests did not run to completion on the base commit");
+        return 0;
+    }
+    char log_path[FIX_PATH_MAX + 64];
+    attempt_path(log_path, sizeof(log_path), a, "regression.log");
+    char *log = exec_tail(log_path, PROOF_LOG_MAX);
+    json_t *group = fix_group(a);
+    proof_target target = {fix_str(group, "type"), fix_str(group, "message"),
+                           fix_str(group, "stacktrace")};
+    test_class tc = {a->cfg->test_paths, vs->loaded_tests};
+    context_files *files = context_files_open(dir, NULL);
+    proof_result res;
+    memset(&res, 0, sizeof(res));
+    int rc = log != NULL ? proof_check(&res, log, strlen(log), &target, files, is_test, &tc) : -1;
+    context_files_free(files);
+    free(log);
+    if (rc != 0) {
+        *proof = json_pack("{s:s}", "detail", "the test output could not be read");
+        return 0;
+    }
+    *proof = json_pack("{s:b, s:I, s:I, s:s, s:s}", "reproduced", res.reproduced, "failures",
+                       (json_int_t)res.failures, "frames_matched", (json_int_t)res.frames_matched,
+                       "fingerprint", res.fingerprint, "detail", res.detail);
+    return res.reproduced == 1;
+}
+
+/* Why a human must decide, in words (an array, empty when nothing). */
+static json_t *why_human(const validate_static *vs, const validate_signals *sig)
+{
+    json_t *why = json_array();
+    if (vs == NULL) {
+        json_array_append_new(why, json_string("the change could not be checked"));
+        return why;
+    }
+    if (!vs->scope_ok)
+        json_array_append_new(why, json_string("production files outside the task's files"));
+    if (!vs->protected_ok)
+        json_array_append_new(why, json_string("protected paths"));
+    if (!vs->tests_kept)
+        json_array_append_new(why, json_string("existing tests modified or deleted"));
+    if (!vs->special_ok)
+        json_array_append_new(why, json_string("production code compares against values taken "
+                                               "from the tests"));
+    if (!vs->tests_verified)
+        json_array_append_new(why, json_string("test files that could not be checked against "
+                                               "production code"));
+    if (sig->regression_proven != 1)
+        json_array_append_new(why, json_string("no test reproduces the production error on the "
+                                               "base commit"));
+    if (!sig->contained)
+        json_array_append_new(why, json_string("the agent ran without the sandbox"));
+    return why;
+}
+
 /* The whole validation; fills a->report. Returns 1 when the hard checks
  * passed, 0 when not. */
 static int validate_fix(attempt *a, int *needs_human, double *confidence)
@@ -571,58 +821,90 @@ static int validate_fix(attempt *a, int *needs_human, double *confidence)
     size_t i;
     json_t *f;
     json_array_foreach(a->context, i, f) json_array_append(scope, json_object_get(f, "path"));
-    validate_check(&vs, &a->diff, scope, a->cfg->protected_paths, a->cfg->max_lines);
+    reader rd = {a->repo, a->base, a->fix_commit};
+    json_t *files = wt_list_files(a->repo, a->fix_commit, FILES_MAX);
+    validate_input vin = {.diff = &a->diff,
+                          .scope = scope,
+                          .protected_globs = a->cfg->protected_paths,
+                          .test_globs = a->cfg->test_paths,
+                          .refusals = a->refusals,
+                          .fix_files = files,
+                          .read = read_side,
+                          .payload = &rd,
+                          .max_lines = a->cfg->max_lines,
+                          .max_bytes = a->cfg->max_bytes};
+    int checked = validate_check(&vs, &vin);
     json_decref(scope);
+    json_decref(files);
     json_t *steps = json_array();
+    json_t *proof = NULL;
     exec_result r;
     validate_signals sig = {.compiled = -1,
                             .tests_passed = -1,
+                            .existing_passed = -1,
                             .regression_proven = -1,
-                            .scope_ok = vs.scope_ok,
-                            .size_ok = vs.size_ok,
-                            .protected_ok = vs.protected_ok,
-                            .changed_lines = vs.changed_lines,
+                            .scope_ok = checked == 0 && vs.scope_ok,
+                            .size_ok = checked == 0 && vs.size_ok,
+                            .protected_ok = checked == 0 && vs.protected_ok,
+                            .trusted = checked == 0 && vs.refused_ok && vs.tests_kept &&
+                                       vs.special_ok && vs.tests_verified,
+                            .contained = a->contained,
+                            .changed_lines = checked == 0 ? vs.changed_lines : 0,
                             .max_lines = a->cfg->max_lines,
-                            .agent_exit_ok = exec_ok(&a->agent)};
-    if (!vs.empty && vs.size_ok) {
-        sig.compiled = run_step(a, a->cfg->compile_argv, a->cfg->compile_timeout_ms, "compile.log",
-                                &r, steps, "compile");
+                            .agent_exit_ok = a->revalidate ? 1 : exec_ok(&a->agent)};
+    int runnable = checked == 0 && !vs.empty && vs.size_ok && vs.refused_ok;
+    char dir[FIX_PATH_MAX + 64];
+    cmd_error err = {NULL, ""};
+    if (runnable && checkout_of(a, a->fix_commit, "fix", dir, sizeof(dir), &err) != 0) {
+        json_array_append_new(steps, json_pack("{s:s, s:b, s:s}", "step", "checkout", "ok", 0,
+                                               "result", err.message));
+        runnable = 0;
+        sig.compiled = 0;
+    }
+    if (runnable) {
+        sig.compiled = run_in(a, a->cfg->compile_argv, a->cfg->compile_timeout_ms, dir,
+                              "compile.log", &r, steps, "compile");
         if (sig.compiled != 0)
-            sig.tests_passed = run_step(a, a->cfg->test_argv, a->cfg->test_timeout_ms, "test.log",
-                                        &r, steps, "test");
-        if (sig.compiled != 0 && sig.tests_passed == 1) {
-            if (!vs.has_test_change || json_array_size(vs.source_files) == 0) {
-                sig.regression_proven = 0;
-            } else {
-                /* the fix's tests against the base version of everything else */
-                size_t n = json_array_size(vs.source_files);
-                const char **paths = calloc(n, sizeof(*paths));
-                char msg[256] = "";
-                if (paths != NULL) {
-                    json_t *p;
-                    json_array_foreach(vs.source_files, i, p) paths[i] = json_string_value(p);
-                    if (wt_restore_paths(a->wt_path, a->base, paths, n, msg, sizeof(msg)) == 0) {
-                        int base_passed = run_step(a, a->cfg->test_argv, a->cfg->test_timeout_ms,
-                                                   "regression.log", &r, steps, "tests_on_base");
-                        sig.regression_proven = base_passed == 0 && !r.timed_out && !r.stopped;
-                    }
-                    wt_reset_hard(a->wt_path, a->fix_commit, msg, sizeof(msg));
-                }
-                free(paths);
-            }
+            sig.tests_passed = run_in(a, a->cfg->test_argv, a->cfg->test_timeout_ms, dir,
+                                      "test.log", &r, steps, "test");
+    }
+    if (runnable && sig.compiled != 0 && sig.tests_passed == 1) {
+        /* the base's tests, unmodified, against the fixed code */
+        size_t n = 0;
+        const char **paths = path_vector(vs.test_files, &n);
+        char tree[WT_OID_HEX], msg[256] = "";
+        if (n == 0) {
+            sig.existing_passed = 1; /* the fix's tree has the base's tests */
+        } else if (paths != NULL &&
+                   tree_compose(tree, a->repo, a->fix_tree, a->base_tree, paths, n, msg,
+                                sizeof(msg)) == 0 &&
+                   checkout_of(a, tree, "existing", dir, sizeof(dir), &err) == 0) {
+            sig.existing_passed = run_in(a, a->cfg->test_argv, a->cfg->test_timeout_ms, dir,
+                                         "existing.log", &r, steps, "existing_tests");
+        } else {
+            sig.existing_passed = 0;
         }
+        free(paths);
+        if (sig.existing_passed == 1)
+            sig.regression_proven = vs.has_test_change ? prove(a, &vs, steps, &proof) : 0;
     }
     *confidence = validate_confidence(&sig);
-    a->report = validate_report(&vs, &sig, *confidence);
+    a->report = validate_report(checked == 0 ? &vs : NULL, &sig, *confidence);
     json_object_set_new(a->report, "steps", steps);
+    json_object_set_new(a->report, "proof", proof != NULL ? proof : json_null());
     char desc[128];
-    exec_describe(&a->agent, desc, sizeof(desc));
+    if (a->revalidate)
+        snprintf(desc, sizeof(desc), "not run (a rebased fix, validated again)");
+    else
+        exec_describe(&a->agent, desc, sizeof(desc));
     json_object_set_new(a->report, "agent", json_string(desc));
-    int passed = !vs.empty && vs.size_ok && sig.compiled != 0 && sig.tests_passed != 0 &&
-                 !a->agent.timed_out && !a->agent.overflowed && !a->agent.stopped;
-    *needs_human = !vs.scope_ok || !vs.protected_ok || sig.regression_proven != 1;
+    int passed = checked == 0 && !vs.empty && vs.size_ok && vs.refused_ok && sig.compiled != 0 &&
+                 sig.tests_passed != 0 && sig.existing_passed != 0 && !a->agent.timed_out &&
+                 !a->agent.overflowed && !a->agent.stopped;
+    *needs_human = checked != 0 || validate_needs_human(&vs, &sig);
     json_object_set_new(a->report, "passed", json_boolean(passed));
     json_object_set_new(a->report, "needs_human", json_boolean(*needs_human));
+    json_object_set_new(a->report, "why_human", why_human(checked == 0 ? &vs : NULL, &sig));
     validate_static_free(&vs);
     return passed;
 }
@@ -660,6 +942,8 @@ static policy_action gate(port_ctx *ctx, const fix_config *cfg, state_db *db, js
         .kill_switch = fix_kill_switch_on(ctx),
         .deploy_running = slot_busy,
         .target_ok = target_ok,
+        .unconfined =
+            !json_is_true(json_object_get(json_object_get(fix, "validation"), "sandboxed")),
     };
     return policy_decide(&in, decision);
 }
@@ -715,28 +999,90 @@ static void conclude(attempt *a, const char *status, const char *why)
     json_decref(fix);
 }
 
-/* Removes the worktree (the branch stays: it holds the fix) and frees the
- * attempt's parts. */
+/* Removes the work directory (the branch stays: it holds the fix) and
+ * frees the attempt's parts. */
 static void attempt_cleanup(attempt *a)
 {
-    char msg[256];
-    if (a->repo != NULL && a->wt_path[0] != '\0')
-        wt_worktree_remove(a->repo, a->wt_name, a->wt_path, a->branch, 0, msg, sizeof(msg));
+    if (a->work[0] != '\0')
+        tree_remove(a->work);
     wt_repo_free(a->repo);
     a->repo = NULL;
     json_decref(a->context);
     json_decref(a->report);
-    a->context = a->report = NULL;
+    json_decref(a->refusals);
+    a->context = a->report = a->refusals = NULL;
     if (a->have_diff)
         wt_diff_free(&a->diff);
     a->have_diff = 0;
 }
 
-/* Worktree -> prompt -> agent -> commit -> validation -> delivery -> gate. */
-static void run_attempt(attempt *a)
+/* Base checkout -> prompt -> agent (sandboxed) -> the change captured and
+ * committed by the port. 0 when there is a commit to validate. */
+static int make_change(attempt *a)
 {
     cmd_error err = {NULL, ""};
     char prompt_path[FIX_PATH_MAX + 64];
+    char msg[512] = "";
+    if (checkout_of(a, a->base, "agent", a->checkout, sizeof(a->checkout), &err) != 0) {
+        conclude(a, "failed", err.message);
+        return -1;
+    }
+    fix_set(a->db, a->id, NULL,
+            json_pack("{s:s, s:s}", "branch", a->branch, "base_commit", a->base));
+    stage(a->ctx, a->id, a->fp, "checkout",
+          json_pack("{s:s, s:s, s:s, s:s}", "branch", a->branch, "base", a->base, "path",
+                    a->checkout, "sandbox", sandboxed(a->cfg) ? "bwrap" : "none"));
+    if (write_prompt(a, prompt_path, sizeof(prompt_path), &err) != 0) {
+        conclude(a, "failed", err.message);
+        return -1;
+    }
+    char record[FIX_PATH_MAX + 64];
+    attempt_path(record, sizeof(record), a, "prompt.md");
+    stage(a->ctx, a->id, a->fp, "context",
+          json_pack("{s:O, s:s}", "files", a->context, "prompt", record));
+    if (run_agent(a, prompt_path, &err) != 0) {
+        conclude(a, "failed", err.message);
+        return -1;
+    }
+    char desc[128];
+    exec_describe(&a->agent, desc, sizeof(desc));
+    stage(a->ctx, a->id, a->fp, "agent",
+          json_pack("{s:s, s:b, s:I, s:s}", "result", desc, "timed_out", a->agent.timed_out, "ms",
+                    (json_int_t)a->agent.elapsed_ms, "sandbox",
+                    sandboxed(a->cfg) ? "bwrap" : "none"));
+    if (a->ctx->stopping)
+        return -1; /* resumed at the next start */
+    if (a->agent.timed_out || a->agent.overflowed) {
+        conclude(a, "rejected",
+                 a->agent.timed_out ? "the agent timed out (its sandbox was killed)"
+                                    : "the agent's output passed the limit");
+        return -1;
+    }
+    char tree[WT_OID_HEX];
+    if (tree_capture(tree, &a->refusals, a->repo, a->base, a->checkout, NULL, msg, sizeof(msg)) !=
+        0) {
+        conclude(a, "failed", msg);
+        return -1;
+    }
+    if (strcmp(tree, a->base_tree) == 0 && json_array_size(a->refusals) == 0) {
+        conclude(a, "rejected", "the agent changed nothing");
+        return -1;
+    }
+    const char *parents[1] = {a->base};
+    if (tree_commit(a->fix_commit, a->repo, a->branch, tree, parents, 1,
+                    "SelfHeal: fix proposed by the coding agent", msg, sizeof(msg)) != 0) {
+        conclude(a, "failed", msg);
+        return -1;
+    }
+    fix_set(a->db, a->id, NULL, json_pack("{s:s}", "fix_commit", a->fix_commit));
+    return 0;
+}
+
+/* Prepare -> the change (or the rebased commit) -> validation ->
+ * delivery. */
+static void run_attempt(attempt *a)
+{
+    cmd_error err = {NULL, ""};
     char msg[512] = "";
     if (make_dirs(a->dir, sizeof(a->dir), a->cfg->state_dir, "fixes", NULL) != 0) {
         conclude(a, "failed", "cannot create state_dir/fixes");
@@ -748,54 +1094,32 @@ static void run_attempt(attempt *a)
         conclude(a, "failed", "cannot create the fix's directory");
         return;
     }
-    if (prepare_worktree(a, &err) != 0) {
+    if (a->cfg->sandbox_error[0] != '\0') {
+        conclude(a, "failed", a->cfg->sandbox_error);
+        return;
+    }
+    if (prepare(a, &err) != 0) {
         conclude(a, "failed", err.message);
         return;
     }
-    fix_set(a->db, a->id, NULL,
-            json_pack("{s:s, s:s}", "branch", a->branch, "base_commit", a->base));
-    stage(a->ctx, a->id, a->fp, "worktree",
-          json_pack("{s:s, s:s, s:s}", "branch", a->branch, "base", a->base, "path", a->wt_path));
-    if (write_prompt(a, prompt_path, sizeof(prompt_path), &err) != 0) {
-        conclude(a, "failed", err.message);
+    if (!a->revalidate && make_change(a) != 0)
         return;
-    }
-    stage(a->ctx, a->id, a->fp, "context",
-          json_pack("{s:O, s:s}", "files", a->context, "prompt", prompt_path));
-    if (run_agent(a, prompt_path, &err) != 0) {
-        conclude(a, "failed", err.message);
-        return;
-    }
-    char desc[128];
-    exec_describe(&a->agent, desc, sizeof(desc));
-    stage(a->ctx, a->id, a->fp, "agent",
-          json_pack("{s:s, s:b, s:I}", "result", desc, "timed_out", a->agent.timed_out, "ms",
-                    (json_int_t)a->agent.elapsed_ms));
-    if (a->ctx->stopping)
-        return; /* resumed at the next start */
-    if (a->agent.timed_out || a->agent.overflowed) {
-        conclude(a, "rejected",
-                 a->agent.timed_out ? "the agent timed out (its process group was killed)"
-                                    : "the agent's output passed the limit");
-        return;
-    }
-    int c = wt_commit_all(a->fix_commit, a->wt_path, "SelfHeal: fix proposed by the coding agent",
-                          "SelfHeal", "self-heal@localhost", msg, sizeof(msg));
-    if (c < 0) {
-        conclude(a, "failed", msg);
-        return;
-    }
-    if (c == 1) {
-        conclude(a, "rejected", "the agent changed nothing");
-        return;
-    }
-    fix_set(a->db, a->id, NULL, json_pack("{s:s}", "fix_commit", a->fix_commit));
-    if (wt_diff_commits(&a->diff, a->repo, a->base, a->fix_commit, FIX_PATCH_MAX, msg,
+    if (tree_of(a->fix_tree, a->repo, a->fix_commit, msg, sizeof(msg)) != 0 ||
+        wt_diff_commits(&a->diff, a->repo, a->base, a->fix_commit, FIX_PATCH_MAX, msg,
                         sizeof(msg)) != 0) {
         conclude(a, "failed", msg);
         return;
     }
     a->have_diff = 1;
+    if (a->context == NULL) {
+        /* a rebased fix: the scope is the files of its first attempt */
+        json_t *first = json_object_get(json_object_get(a->fix, "attempt"), "context_files");
+        a->context = json_is_array(first) ? json_incref(first) : json_array();
+    } else {
+        fix_set(a->db, a->id, NULL,
+                json_pack("{s:{s:O, s:b}}", "attempt", "context_files", a->context, "contained",
+                          a->contained));
+    }
     json_t *files = json_array();
     for (size_t i = 0; i < a->diff.n; i++)
         json_array_append_new(files,
@@ -804,8 +1128,9 @@ static void run_attempt(attempt *a)
                                         (json_int_t)a->diff.files[i].added, "removed",
                                         (json_int_t)a->diff.files[i].removed));
     stage(a->ctx, a->id, a->fp, "change",
-          json_pack("{s:s, s:o, s:I, s:I}", "commit", a->fix_commit, "files", files, "added",
-                    (json_int_t)a->diff.added, "removed", (json_int_t)a->diff.removed));
+          json_pack("{s:s, s:o, s:I, s:I, s:I, s:b}", "commit", a->fix_commit, "files", files,
+                    "added", (json_int_t)a->diff.added, "removed", (json_int_t)a->diff.removed,
+                    "bytes", (json_int_t)a->diff.bytes, "rebased", a->revalidate));
 
     int needs_human = 0;
     double confidence = 0.0;
@@ -1038,6 +1363,56 @@ static int fix_create(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id
     return 0;
 }
 
+void fix_revalidate(port_ctx *ctx, int64_t id)
+{
+    state_db *db = port_state(ctx);
+    json_t *fix = db != NULL ? state_fix_get(db, id) : NULL;
+    const char *commit = fix_str(fix, "fix_commit");
+    if (commit == NULL) {
+        json_decref(fix);
+        return;
+    }
+    char key[128];
+    snprintf(key, sizeof(key), "fix:%lld:%.40s", (long long)id, commit);
+    int64_t job_id = 0;
+    int existed = 0;
+    char status[32];
+    json_t *input = json_pack("{s:I}", "fix_id", (json_int_t)id);
+    int rc = state_job_begin(db, "fix", key, input, &job_id, &existed, status, sizeof(status));
+    json_decref(input);
+    if (rc == 0 && !existed && spawn_drive(ctx, id, job_id) != 0)
+        state_job_transition(db, job_id, "queued", "escalated", NULL, NULL,
+                             "too many fixes waiting");
+    json_decref(fix);
+}
+
+static int severity_rank(const char *s)
+{
+    static const char *const names[] = {"low", "medium", "high", "critical"};
+    for (int i = 0; s != NULL && i < 4; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i + 1;
+    return 0;
+}
+
+static const char *severity_name(int rank)
+{
+    static const char *const names[] = {"low", "medium", "high", "critical"};
+    return rank >= 1 && rank <= 4 ? names[rank - 1] : "low";
+}
+
+/* The severity the gate decides with: the deterministic triage's, which a
+ * model's (or a caller's) may lower and never raise. triage 0 (unknown):
+ * the model's word alone counts only when trusted (a caller of the fix
+ * command), else "low". */
+static const char *gate_severity(const char *model, int triage, int trust_model)
+{
+    int m = severity_rank(model);
+    if (triage == 0)
+        return severity_name(trust_model ? m : 1);
+    return severity_name(m != 0 && m < triage ? m : triage);
+}
+
 void fix_on_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket)
 {
     if (ctx->one_shot)
@@ -1047,6 +1422,8 @@ void fix_on_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket
     if (fix_config_load(&cfg, ctx, &err) != 0)
         return;
     int enabled = cfg.enabled;
+    char sandbox_error[sizeof(cfg.sandbox_error)];
+    snprintf(sandbox_error, sizeof(sandbox_error), "%s", cfg.sandbox_error);
     fix_config_free(&cfg);
     json_t *root = json_array_get(members, 0);
     const char *fp = fix_str(root, "fingerprint");
@@ -1054,10 +1431,27 @@ void fix_on_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket
         fp = fix_str(root, "id");
     if (!enabled || root == NULL || fp == NULL)
         return;
+    if (sandbox_error[0] != '\0') {
+        json_t *fields = json_pack("{s:s, s:s}", "fingerprint", fp, "reason", sandbox_error);
+        fix_audit(ctx, "fix_not_started", fields);
+        port_notify(ctx, "fix_not_started", fields);
+        return;
+    }
+    /* the triage's severity of the cascade: the highest of its groups */
+    int triage = 0;
+    size_t k;
+    json_t *m;
+    json_array_foreach(members, k, m)
+    {
+        int r = severity_rank(fix_str(m, "severity"));
+        if (r > triage)
+            triage = r;
+    }
+    const char *model = fix_str(issue, "severity");
     json_t *input = json_pack(
-        "{s:s, s:O, s:O, s:O, s:O}", "fingerprint", fp, "severity",
-        json_object_get(issue, "severity") ? json_object_get(issue, "severity") : json_null(),
-        "ticket_id",
+        "{s:s, s:s, s:s?, s:s?, s:O, s:O, s:O}", "fingerprint", fp, "severity",
+        gate_severity(model, triage, 0), "model_severity", model, "triage_severity",
+        triage ? severity_name(triage) : NULL, "ticket_id",
         json_object_get(ticket, "ticket_id") ? json_object_get(ticket, "ticket_id") : json_null(),
         "root_cause",
         json_object_get(issue, "root_cause") ? json_object_get(issue, "root_cause") : json_null(),
@@ -1311,6 +1705,8 @@ static json_t *cmd_fix(port_ctx *ctx, json_t *args, cmd_error *err)
         return NULL;
     int enabled = cfg.enabled;
     policy_consent consent = cfg.consent;
+    char cfg_sandbox_error[sizeof(cfg.sandbox_error)];
+    snprintf(cfg_sandbox_error, sizeof(cfg_sandbox_error), "%s", cfg.sandbox_error);
     fix_config_free(&cfg);
     if (!enabled) {
         cmd_error_set(err, consent == POLICY_OBSERVE ? "consent" : "bad_config",
@@ -1319,11 +1715,17 @@ static json_t *cmd_fix(port_ctx *ctx, json_t *args, cmd_error *err)
                           : "the fix loop needs state_dir, fix.repo and fix.agent.argv");
         return NULL;
     }
-    json_t *input = json_pack("{s:O, s:O, s:O, s:O, s:O}", "fingerprint",
+    if (cfg_sandbox_error[0] != '\0') {
+        cmd_error_set(err, "sandbox", "%s", cfg_sandbox_error);
+        return NULL;
+    }
+    json_t *group = json_object_get(args, "group");
+    const char *given = fix_str(args, "severity");
+    json_t *input = json_pack("{s:O, s:s, s:O, s:O, s:O}", "fingerprint",
                               or_null(json_object_get(args, "fingerprint")), "severity",
-                              or_null(json_object_get(args, "severity")), "ticket_id",
-                              or_null(json_object_get(args, "ticket_id")), "root_cause",
-                              or_null(json_object_get(args, "root_cause")), "group",
+                              gate_severity(given, severity_rank(fix_str(group, "severity")), 1),
+                              "ticket_id", or_null(json_object_get(args, "ticket_id")),
+                              "root_cause", or_null(json_object_get(args, "root_cause")), "group",
                               or_null(json_object_get(args, "group")));
     int64_t id = 0, job_id = 0;
     int rc = fix_create(ctx, input, &id, &job_id, err);

@@ -31,6 +31,7 @@
 
 #include "cmd.h"
 #include "policy.h"
+#include "sandbox.h"
 
 #define FIX_PATH_MAX 4096
 #define FIX_BREAKER "deploy" /* the breaker that counts failed deploys and rollbacks */
@@ -53,6 +54,11 @@ typedef struct fix_config {
     json_t *env_allow;           /* fix.env_allow: for compile, test, deploy, health */
     size_t max_output;           /* fix.max_output_bytes (8 MiB) */
     size_t max_lines;            /* fix.max_changed_lines (40) */
+    size_t max_bytes;            /* fix.max_changed_bytes (8192) */
+    json_t *test_paths;          /* fix.test.paths: where the test runner looks (NULL: defaults) */
+    int agent_network;           /* fix.agent.network (false): the agent may reach the network */
+    sandbox_config sandbox;      /* fix.sandbox (docs/sandbox.md) */
+    char sandbox_error[512];     /* why no agent may run ("" when the sandbox works or is off) */
     json_t *protected_paths;     /* fix.protected_paths (NULL: defaults) */
     char descriptor[4096];       /* fix.descriptor */
     char remote_url[1024];       /* fix.remote.url (https): push + PR; "" = dry run */
@@ -78,6 +84,11 @@ typedef struct fix_config {
  * present but unusable. Free with fix_config_free. */
 int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err);
 void fix_config_free(fix_config *cfg);
+
+/* The deploy branch moved past the fix's base (deploy.c): the fix, its
+ * commit replayed on the new tip, is validated again (a job), then the
+ * gate decides anew. */
+void fix_revalidate(port_ctx *ctx, int64_t id);
 
 /* Called by the pipeline for each ticket it created: starts a fix when the
  * loop is enabled (never waits). issue: the analysis issue; members: its

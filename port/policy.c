@@ -3,7 +3,8 @@
  *   consent repair, severity in the allowed set (an empty set allows none),
  *   validation passed, nothing that needs a human, confidence >= threshold,
  *   fewer than max_auto_deploys_per_hour automatic deploys in the last
- *   hour, breaker closed, kill switch off, no deploy running, a target.
+ *   hour, breaker closed, kill switch off, no deploy running, a target,
+ *   and an agent that ran inside the sandbox.
  * A failed validation rejects; a missing target or consent observe means
  * no action; anything else waits for a human.
  */
@@ -106,6 +107,8 @@ policy_action policy_decide(const policy_input *in, json_t **out)
     ok &= check(checks, reasons, "kill_switch", in->kill_switch == 0, "kill switch on");
     ok &=
         check(checks, reasons, "deploy_slot", in->deploy_running == 0, "another deploy is running");
+    ok &= check(checks, reasons, "sandbox", in->unconfined == 0,
+                "the agent ran without the sandbox: a human deploys");
 
     if (!valid)
         action = POLICY_REJECT;

@@ -37,7 +37,8 @@ typedef struct policy_input {
     int breaker_open;
     int kill_switch;
     int deploy_running;
-    int target_ok; /* a deploy branch and command are configured and valid */
+    int target_ok;  /* a deploy branch and command are configured and valid */
+    int unconfined; /* the agent ran without the sandbox (fix.sandbox.mode "none") */
 } policy_input;
 
 typedef enum policy_action {

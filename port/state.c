@@ -115,6 +115,9 @@ static const migration migrations[] = {
         "ALTER TABLE deploys ADD COLUMN fix_id INTEGER;"
         "ALTER TABLE deploys ADD COLUMN auto INTEGER NOT NULL DEFAULT 0;"
         "CREATE INDEX deploys_kind_at ON deploys(kind, at);"},
+    /* what a fix's attempts carry over: the files the agent was given, and
+     * a rebase waiting to be validated again */
+    {3, "ALTER TABLE fixes ADD COLUMN attempt TEXT;"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))
@@ -204,8 +207,8 @@ static int allowed_transition(const char *from, const char *to)
 
 static int is_json_column(const char *name)
 {
-    static const char *const json_columns[] = {"input",      "result",   "detail",
-                                               "validation", "delivery", "decision"};
+    static const char *const json_columns[] = {"input",    "result",   "detail", "validation",
+                                               "delivery", "decision", "attempt"};
     for (size_t i = 0; i < sizeof(json_columns) / sizeof(json_columns[0]); i++)
         if (strcmp(name, json_columns[i]) == 0)
             return 1;
@@ -407,6 +410,17 @@ int state_open(state_db **out, const char *dir, char *err, size_t errlen)
     }
     if (migrate(db, err, errlen) != 0)
         goto fail;
+    /* private whatever the umask (the state directory may be searchable by
+     * the sandbox's user, docs/security.md); SQLite gives the -wal and -shm
+     * files the database's mode */
+    for (int i = 0; i < 3; i++) {
+        char p[STATE_PATH_MAX + 8];
+        snprintf(p, sizeof(p), "%s%s", path, i == 0 ? "" : i == 1 ? "-wal" : "-shm");
+        if (chmod(p, 0600) != 0 && errno != ENOENT) {
+            set_err(err, errlen, p, "cannot make it private (mode 0600)");
+            goto fail;
+        }
+    }
     *out = db;
     return 0;
 fail:
@@ -997,6 +1011,7 @@ static const struct {
     {"delivery", 1},      {"decision", 1},
     {"detail", 1},        {"approval_expires_at", 0},
     {"decided_by", 0},    {"ticket_id", 0},
+    {"attempt", 1},
 };
 
 static int fix_column(const char *name)

@@ -1,16 +1,14 @@
 /*
  * Git work for the fix loop through libgit2 (worktree.h).
  *
- * Everything the fix loop does to a repository goes through here: resolve
- * revisions, add and remove linked worktrees, commit, diff, restore paths,
- * list history, merge, revert and push. Worktree contents are written by
- * an agent and treated as hostile: directories are removed with an
- * openat-based walk that never follows a symlink, paths given to
- * wt_restore_paths are checked and walked component by component without
- * following symlinks, and every size is bounded. Errors read
- * "<what>: <libgit2's message>" and never contain a push token.
+ * What the fix loop does to the application's repository beyond its
+ * trees (tree.c): resolve revisions, diff two commits, list history,
+ * merge a fix into the deploy branch, revert it, and push. The deploy
+ * checkout is only ever updated over a clean working directory. Every
+ * size is bounded. Errors read "<what>: <libgit2's message>" and never
+ * contain a push token.
  */
-#define _XOPEN_SOURCE 700 /* realpath */
+#define _XOPEN_SOURCE 700
 #include "worktree.h"
 
 #include <dirent.h>
@@ -31,13 +29,9 @@
 #include <openssl/x509_vfy.h>
 
 #define WT_REV_MAX 256
-#define WT_NAME_MAX 100
 #define WT_BRANCH_MAX 200
 #define WT_REFNAME_MAX (WT_BRANCH_MAX + 16)
 #define WT_PATH_MAX 4096
-#define WT_RESTORE_MAX 10000
-#define WT_RM_DEPTH_MAX 200
-#define WT_RM_ATTEMPTS 3
 #define WT_URL_MAX 4096
 #define WT_TOKEN_MAX 4096
 #define WT_RECENT_LIMIT_MAX 1000
@@ -54,6 +48,11 @@
 struct wt_repo {
     git_repository *repo;
 };
+
+git_repository *wt_repo_git(wt_repo *repo)
+{
+    return repo != NULL ? repo->repo : NULL;
+}
 
 /* ------------------------------------------------------------ init */
 
@@ -110,13 +109,6 @@ static int start(char *err, size_t errlen)
 
 /* ------------------------------------------------------------ validation */
 
-static int valid_wt_name(const char *name)
-{
-    if (name == NULL || name[0] == '\0' || name[0] == '.' || name[0] == '-')
-        return 0;
-    return sh_token_ok(name, strnlen(name, WT_NAME_MAX + 1), WT_NAME_MAX, "-_.");
-}
-
 /* Writes "refs/heads/<branch>" into ref when branch is a valid branch name. */
 static int branch_refname(char ref[WT_REFNAME_MAX], const char *branch)
 {
@@ -136,151 +128,6 @@ static int branch_refname(char ref[WT_REFNAME_MAX], const char *branch)
         return 0;
     }
     return 1;
-}
-
-/* A repository-relative path with no empty, ".", ".." or ".git"
- * component, not absolute. */
-static int valid_rel_path(const char *p)
-{
-    if (p == NULL || p[0] == '\0' || p[0] == '/')
-        return 0;
-    size_t len = strnlen(p, WT_PATH_MAX + 1);
-    if (len > WT_PATH_MAX)
-        return 0;
-    const char *s = p;
-    while (*s != '\0') {
-        const char *e = strchr(s, '/');
-        size_t n = e != NULL ? (size_t)(e - s) : strlen(s);
-        if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.') ||
-            (n == 4 && strncasecmp(s, ".git", 4) == 0))
-            return 0;
-        if (e == NULL)
-            break;
-        s = e + 1;
-        if (*s == '\0')
-            return 0; /* trailing slash */
-    }
-    return 1;
-}
-
-/* ------------------------------------------------------------ removal */
-
-typedef struct rm_ctx {
-    dev_t dev;
-    int have_dev;
-} rm_ctx;
-
-static int rm_entry_at(int dirfd, const char *name, int depth, rm_ctx *ctx);
-
-/* Removes every entry of the open directory fd (consumed). */
-static int rm_dir_contents(int fd, int depth, rm_ctx *ctx)
-{
-    DIR *d = fdopendir(fd);
-    if (d == NULL) {
-        close(fd);
-        return -1;
-    }
-    int rc = 0;
-    for (;;) {
-        errno = 0;
-        struct dirent *de = readdir(d);
-        if (de == NULL) {
-            if (errno != 0)
-                rc = -1;
-            break;
-        }
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if (rm_entry_at(dirfd(d), de->d_name, depth + 1, ctx) < 0)
-            rc = -1;
-    }
-    closedir(d);
-    return rc;
-}
-
-/* Removes name under dirfd: a file or symlink is unlinked (a symlink's
- * target is never touched), a directory is emptied and removed. Stays on
- * one file system. A missing entry is not an error. */
-static int rm_entry_at(int dirfd, const char *name, int depth, rm_ctx *ctx)
-{
-    struct stat st;
-    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-        return errno == ENOENT ? 0 : -1;
-    if (!ctx->have_dev) {
-        ctx->dev = st.st_dev;
-        ctx->have_dev = 1;
-    }
-    if (!S_ISDIR(st.st_mode))
-        return unlinkat(dirfd, name, 0) == 0 || errno == ENOENT ? 0 : -1;
-    if (st.st_dev != ctx->dev || depth > WT_RM_DEPTH_MAX) {
-        errno = EXDEV;
-        return -1;
-    }
-    for (int attempt = 0; attempt < WT_RM_ATTEMPTS; attempt++) {
-        int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) {
-            if (errno == ENOENT)
-                return 0;
-            if (errno == ELOOP || errno == ENOTDIR) /* replaced by a symlink or a file */
-                return unlinkat(dirfd, name, 0) == 0 || errno == ENOENT ? 0 : -1;
-            return -1;
-        }
-        struct stat fst;
-        if (fstat(fd, &fst) != 0 || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
-            close(fd);
-            errno = EAGAIN;
-            return -1;
-        }
-        (void)fchmod(fd, 0700); /* so a read-only directory can be emptied */
-        (void)rm_dir_contents(fd, depth, ctx);
-        if (unlinkat(dirfd, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
-            return 0;
-        if (errno != ENOTEMPTY && errno != EEXIST)
-            return -1;
-    }
-    return -1;
-}
-
-static int remove_tree(const char *path)
-{
-    rm_ctx ctx = {0, 0};
-    return rm_entry_at(AT_FDCWD, path, 0, &ctx);
-}
-
-/* 1 when a is b or one of b's ancestors (both canonical). */
-static int path_covers(const char *a, const char *b)
-{
-    size_t la = strlen(a);
-    if (la == 1 && a[0] == '/')
-        return 1;
-    while (la > 1 && a[la - 1] == '/')
-        la--;
-    return strncmp(a, b, la) == 0 && (b[la] == '\0' || b[la] == '/');
-}
-
-/* Refuses to remove a path that is, or holds, the repository's working
- * directory, or that overlaps its git directory. */
-static int check_removable(git_repository *repo, const char *path, char *err, size_t errlen)
-{
-    char *real = realpath(path, NULL);
-    if (real == NULL)
-        return 0; /* gone, or not reachable: nothing to protect */
-    int rc = 0;
-    const char *dirs[2] = {git_repository_workdir(repo), git_repository_commondir(repo)};
-    for (int i = 0; i < 2 && rc == 0; i++) {
-        if (dirs[i] == NULL)
-            continue;
-        char *d = realpath(dirs[i], NULL);
-        if (d == NULL)
-            continue;
-        if (path_covers(real, d) || (i == 1 && path_covers(d, real))) {
-            sh_errf(err, errlen, "remove worktree: %s overlaps the repository", path);
-            rc = -1;
-        }
-        free(d);
-    }
-    free(real);
-    return rc;
 }
 
 /* ------------------------------------------------------------ unshadow
@@ -312,24 +159,6 @@ static int unshadow_entry(int rootfd, const char *rel, git_filemode_t mode)
     if (unlinkat(rootfd, rel, 0) != 0 && errno != ENOENT)
         return -1;
     return 1;
-}
-
-/* Each parent directory of rel must be a directory. */
-static int unshadow_parents(int rootfd, const char *rel)
-{
-    char buf[WT_PATH_MAX + 1];
-    size_t len = strlen(rel);
-    if (len > WT_PATH_MAX)
-        return -1;
-    memcpy(buf, rel, len + 1);
-    for (char *p = strchr(buf, '/'); p != NULL; p = strchr(p + 1, '/')) {
-        *p = '\0';
-        int r = unshadow_entry(rootfd, buf, GIT_FILEMODE_TREE);
-        *p = '/';
-        if (r != 0)
-            return r < 0 ? -1 : 0;
-    }
-    return 0;
 }
 
 typedef struct unshadow_ctx {
@@ -511,18 +340,92 @@ cleanup:
     return rc;
 }
 
+/* 1 when path, or a directory above it, is a file or symlink in tree. */
+static int in_the_way(git_tree *tree, const char *path)
+{
+    char buf[WT_PATH_MAX + 1];
+    size_t len = strlen(path);
+    if (len > WT_PATH_MAX)
+        return 1;
+    memcpy(buf, path, len + 1);
+    while (len > 0 && buf[len - 1] == '/')
+        buf[--len] = '\0';
+    for (char *p = buf;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        git_tree_entry *e = NULL;
+        int found = git_tree_entry_bypath(&e, tree, buf) == 0;
+        int file = found && git_tree_entry_type(e) != GIT_OBJECT_TREE;
+        git_tree_entry_free(e);
+        *p = saved;
+        if (file || (found && saved == '\0'))
+            return 1;
+        if (!found || saved == '\0')
+            break;
+    }
+    git_error_clear();
+    return 0;
+}
+
+/* The working directory must hold nothing a checkout of new_commit would
+ * overwrite: no change to a tracked file (staged or not) and no untracked
+ * file where the new tree has one. 0, or -1 naming the first path. */
+static int workdir_clean(git_repository *repo, git_commit *new_commit, char *err, size_t errlen)
+{
+    git_status_options so;
+    git_status_options_init(&so, GIT_STATUS_OPTIONS_VERSION);
+    so.show = GIT_STATUS_SHOW_INDEX_AND_WORKDIR;
+    so.flags = GIT_STATUS_OPT_INCLUDE_UNTRACKED | GIT_STATUS_OPT_RECURSE_UNTRACKED_DIRS |
+               GIT_STATUS_OPT_EXCLUDE_SUBMODULES;
+    git_status_list *list = NULL;
+    git_tree *tree = NULL;
+    int rc = -1;
+    if (git_status_list_new(&list, repo, &so) < 0 || git_commit_tree(&tree, new_commit) < 0)
+        return git_fail(err, errlen, "deploy checkout: status");
+    size_t n = git_status_list_entrycount(list);
+    rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const git_status_entry *e = git_status_byindex(list, i);
+        const git_diff_delta *d =
+            e->index_to_workdir != NULL ? e->index_to_workdir : e->head_to_index;
+        const char *path = d != NULL && d->new_file.path != NULL ? d->new_file.path : "?";
+        if (e->status == GIT_STATUS_WT_NEW) {
+            if (in_the_way(tree, path)) {
+                sh_errf(err, errlen,
+                        "the deploy checkout has an untracked file in the way (%.200s); "
+                        "SelfHeal does not overwrite it",
+                        path);
+                rc = -1;
+            }
+        } else if (e->status != GIT_STATUS_CURRENT && e->status != GIT_STATUS_IGNORED) {
+            sh_errf(err, errlen,
+                    "the deploy checkout has uncommitted changes (%.200s); SelfHeal does not "
+                    "overwrite them",
+                    path);
+            rc = -1;
+        }
+    }
+    git_tree_free(tree);
+    git_status_list_free(list);
+    return rc;
+}
+
 /* Moves refname from old_id to new_commit (compare-and-swap), checking
- * the new tree out first when the branch is the working directory's HEAD. */
+ * the new tree out first when the branch is the working directory's HEAD:
+ * only over a clean working directory, never forced over local work. */
 static int advance_branch(git_repository *repo, const char *refname, const git_oid *old_id,
                           git_commit *new_commit, int here, const char *log, char *err,
                           size_t errlen)
 {
     if (here) {
-        if (unshadow_commit(repo, new_commit, err, errlen) < 0)
+        if (workdir_clean(repo, new_commit, err, errlen) < 0 ||
+            unshadow_commit(repo, new_commit, err, errlen) < 0)
             return -1;
         git_checkout_options co;
         git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
-        co.checkout_strategy = GIT_CHECKOUT_FORCE;
+        co.checkout_strategy = GIT_CHECKOUT_SAFE;
         if (git_checkout_tree(repo, (const git_object *)new_commit, &co) < 0)
             return git_fail(err, errlen, "checkout");
     }
@@ -624,301 +527,6 @@ int wt_branch_exists(wt_repo *repo, const char *branch)
     return 1;
 }
 
-/* ------------------------------------------------------------ worktrees */
-
-/* Deletes a local branch that is not checked out anywhere. (Not through
- * git_branch_delete: in libgit2 1.5.1 its cleanup of the branch's config
- * section leaks PCRE2 match data for every config entry; the self-heal
- * branches never get config entries.) */
-static int delete_branch_ref(git_reference *ref, const char *branch, char *err, size_t errlen)
-{
-    int out = git_branch_is_checked_out(ref);
-    if (out < 0)
-        return git_fail(err, errlen, "delete branch %s", branch);
-    if (out == 1) {
-        sh_errf(err, errlen, "delete branch %s: it is checked out", branch);
-        return -1;
-    }
-    if (git_reference_delete(ref) < 0)
-        return git_fail(err, errlen, "delete branch %s", branch);
-    return 0;
-}
-
-/* Drops the metadata of the worktree called name when its directory is
- * gone (unreadable metadata is removed outright); a worktree whose
- * directory still exists is an error. No metadata: nothing to do. */
-static int prune_stale(git_repository *repo, const char *name, char *err, size_t errlen)
-{
-    char meta[WT_PATH_MAX];
-    struct stat st;
-    int n = snprintf(meta, sizeof(meta), "%sworktrees/%s", git_repository_commondir(repo), name);
-    if (n < 0 || (size_t)n >= sizeof(meta)) {
-        sh_errf(err, errlen, "prune worktree %s: path too long", name);
-        return -1;
-    }
-    if (lstat(meta, &st) != 0 && errno == ENOENT)
-        return 0;
-    git_worktree *wt = NULL;
-    if (git_worktree_lookup(&wt, repo, name) < 0) {
-        /* unreadable metadata (name holds no '/' and no "..") */
-        git_error_clear();
-        if (remove_tree(meta) < 0) {
-            sh_errf(err, errlen, "prune worktree %s: %s", name, strerror(errno));
-            return -1;
-        }
-        return 0;
-    }
-    int rc = 0;
-    const char *p = git_worktree_path(wt);
-    if (p != NULL && lstat(p, &st) == 0) {
-        sh_errf(err, errlen, "worktree %s exists at %s", name, p);
-        rc = -1;
-    } else {
-        git_worktree_prune_options po = GIT_WORKTREE_PRUNE_OPTIONS_INIT;
-        po.flags = GIT_WORKTREE_PRUNE_VALID | GIT_WORKTREE_PRUNE_WORKING_TREE;
-        if (git_worktree_prune(wt, &po) < 0)
-            rc = git_fail(err, errlen, "prune worktree %s", name);
-    }
-    git_worktree_free(wt);
-    return rc;
-}
-
-static int parent_is_dir(const char *path)
-{
-    char buf[WT_PATH_MAX + 1];
-    size_t len = strlen(path);
-    if (len > WT_PATH_MAX)
-        return 0;
-    memcpy(buf, path, len + 1);
-    while (len > 1 && buf[len - 1] == '/')
-        buf[--len] = '\0';
-    char *slash = strrchr(buf, '/');
-    if (slash == NULL) {
-        buf[0] = '.';
-        buf[1] = '\0';
-    } else if (slash == buf) {
-        buf[1] = '\0';
-    } else {
-        *slash = '\0';
-    }
-    struct stat st;
-    return stat(buf, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-int wt_worktree_add(wt_repo *repo, const char *name, const char *path, const char *branch,
-                    const char *base, char *err, size_t errlen)
-{
-    char refname[WT_REFNAME_MAX];
-    git_commit *base_commit = NULL;
-    git_reference *ref = NULL;
-    git_worktree *wt = NULL;
-    int created = 0;
-    int rc = -1;
-
-    if (repo == NULL || start(err, errlen) < 0)
-        return -1;
-    if (!valid_wt_name(name)) {
-        sh_errf(err, errlen, "add worktree: invalid name");
-        return -1;
-    }
-    if (!branch_refname(refname, branch)) {
-        sh_errf(err, errlen, "add worktree: invalid branch name");
-        return -1;
-    }
-    if (path == NULL || path[0] == '\0' || strnlen(path, WT_PATH_MAX + 1) > WT_PATH_MAX) {
-        sh_errf(err, errlen, "add worktree: bad path");
-        return -1;
-    }
-    struct stat st;
-    if (lstat(path, &st) == 0 || errno != ENOENT) {
-        sh_errf(err, errlen, "add worktree: %s already exists", path);
-        return -1;
-    }
-    if (!parent_is_dir(path)) {
-        sh_errf(err, errlen, "add worktree: the parent of %s is not a directory", path);
-        return -1;
-    }
-    if (resolve_commit(&base_commit, repo->repo, base, err, errlen) < 0)
-        return -1;
-    if (prune_stale(repo->repo, name, err, errlen) < 0)
-        goto cleanup;
-
-    int found = git_branch_lookup(&ref, repo->repo, branch, GIT_BRANCH_LOCAL);
-    if (found == 0) {
-        int out = git_branch_is_checked_out(ref);
-        if (out < 0) {
-            git_fail(err, errlen, "add worktree: branch %s", branch);
-            goto cleanup;
-        }
-        if (out == 1) {
-            sh_errf(err, errlen, "add worktree: branch %s is checked out", branch);
-            goto cleanup;
-        }
-        git_reference_free(ref);
-        ref = NULL;
-        if (git_branch_create(&ref, repo->repo, branch, base_commit, 1) < 0) {
-            git_fail(err, errlen, "add worktree: reset branch %s", branch);
-            goto cleanup;
-        }
-    } else if (found == GIT_ENOTFOUND) {
-        git_error_clear();
-        if (git_branch_create(&ref, repo->repo, branch, base_commit, 0) < 0) {
-            git_fail(err, errlen, "add worktree: create branch %s", branch);
-            goto cleanup;
-        }
-        created = 1;
-    } else {
-        git_fail(err, errlen, "add worktree: branch %s", branch);
-        goto cleanup;
-    }
-
-    git_worktree_add_options opts;
-    git_worktree_add_options_init(&opts, GIT_WORKTREE_ADD_OPTIONS_VERSION);
-    opts.ref = ref;
-    if (git_worktree_add(&wt, repo->repo, name, path, &opts) < 0) {
-        git_fail(err, errlen, "add worktree %s", name);
-        (void)remove_tree(path); /* did not exist before */
-        (void)prune_stale(repo->repo, name, NULL, 0);
-        if (created)
-            (void)delete_branch_ref(ref, branch, NULL, 0);
-        git_error_clear();
-        goto cleanup;
-    }
-    rc = 0;
-cleanup:
-    git_worktree_free(wt);
-    git_reference_free(ref);
-    git_commit_free(base_commit);
-    return rc;
-}
-
-int wt_worktree_remove(wt_repo *repo, const char *name, const char *path, const char *branch,
-                       int delete_branch, char *err, size_t errlen)
-{
-    char refname[WT_REFNAME_MAX];
-    if (repo == NULL || start(err, errlen) < 0)
-        return -1;
-    if (!valid_wt_name(name)) {
-        sh_errf(err, errlen, "remove worktree: invalid name");
-        return -1;
-    }
-    if (delete_branch && !branch_refname(refname, branch)) {
-        sh_errf(err, errlen, "remove worktree: invalid branch name");
-        return -1;
-    }
-    if (path == NULL || path[0] == '\0' || strnlen(path, WT_PATH_MAX + 1) > WT_PATH_MAX) {
-        sh_errf(err, errlen, "remove worktree: bad path");
-        return -1;
-    }
-    if (check_removable(repo->repo, path, err, errlen) < 0)
-        return -1;
-    if (remove_tree(path) < 0) {
-        sh_errf(err, errlen, "remove worktree: %s: %s", path, strerror(errno));
-        return -1;
-    }
-
-    if (prune_stale(repo->repo, name, err, errlen) < 0)
-        return -1;
-
-    if (delete_branch) {
-        git_reference *ref = NULL;
-        int rc = git_branch_lookup(&ref, repo->repo, branch, GIT_BRANCH_LOCAL);
-        if (rc == GIT_ENOTFOUND) {
-            git_error_clear();
-            return 0;
-        }
-        if (rc < 0)
-            return git_fail(err, errlen, "delete branch %s", branch);
-        rc = delete_branch_ref(ref, branch, err, errlen);
-        git_reference_free(ref);
-        if (rc < 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* ------------------------------------------------------------ commit */
-
-int wt_commit_all(char out[WT_OID_HEX], const char *worktree_path, const char *message,
-                  const char *name, const char *email, char *err, size_t errlen)
-{
-    git_repository *repo = NULL;
-    git_index *index = NULL;
-    git_tree *tree = NULL;
-    git_reference *head = NULL;
-    git_commit *parent = NULL;
-    git_signature *sig = NULL;
-    git_oid tree_id, commit_id;
-    int rc = -1;
-
-    if (out == NULL)
-        return -1;
-    out[0] = '\0';
-    if (start(err, errlen) < 0)
-        return -1;
-    if (message == NULL || message[0] == '\0') {
-        sh_errf(err, errlen, "commit: empty message");
-        return -1;
-    }
-    if (open_path(&repo, worktree_path, err, errlen) < 0)
-        return -1;
-    if (git_repository_is_bare(repo)) {
-        sh_errf(err, errlen, "commit: %s has no working directory", worktree_path);
-        goto cleanup;
-    }
-    if (git_repository_index(&index, repo) < 0 ||
-        git_index_add_all(index, NULL, GIT_INDEX_ADD_DEFAULT, NULL, NULL) < 0 ||
-        git_index_update_all(index, NULL, NULL, NULL) < 0 || git_index_write(index) < 0 ||
-        git_index_write_tree(&tree_id, index) < 0) {
-        git_fail(err, errlen, "commit: stage changes");
-        goto cleanup;
-    }
-
-    int hr = git_repository_head(&head, repo);
-    if (hr == 0) {
-        if (git_reference_peel((git_object **)&parent, head, GIT_OBJECT_COMMIT) < 0) {
-            git_fail(err, errlen, "commit: HEAD");
-            goto cleanup;
-        }
-        if (git_oid_equal(git_commit_tree_id(parent), &tree_id)) {
-            oid_hex(out, git_commit_id(parent));
-            rc = 1;
-            goto cleanup;
-        }
-    } else if (hr == GIT_EUNBORNBRANCH) {
-        git_error_clear();
-    } else {
-        git_fail(err, errlen, "commit: HEAD");
-        goto cleanup;
-    }
-
-    if (git_tree_lookup(&tree, repo, &tree_id) < 0) {
-        git_fail(err, errlen, "commit: tree");
-        goto cleanup;
-    }
-    if (git_signature_now(&sig, name != NULL && name[0] != '\0' ? name : WT_DEFAULT_NAME,
-                          email != NULL && email[0] != '\0' ? email : WT_DEFAULT_EMAIL) < 0) {
-        git_fail(err, errlen, "commit: signature");
-        goto cleanup;
-    }
-    const git_commit *parents[1] = {parent};
-    if (git_commit_create(&commit_id, repo, "HEAD", sig, sig, NULL, message, tree,
-                          parent != NULL ? 1 : 0, parents) < 0) {
-        git_fail(err, errlen, "commit");
-        goto cleanup;
-    }
-    oid_hex(out, &commit_id);
-    rc = 0;
-cleanup:
-    git_signature_free(sig);
-    git_commit_free(parent);
-    git_reference_free(head);
-    git_tree_free(tree);
-    git_index_free(index);
-    git_repository_free(repo);
-    return rc;
-}
-
 /* ------------------------------------------------------------ diff */
 
 typedef struct patch_ctx {
@@ -936,9 +544,18 @@ static int patch_line_cb(const git_diff_delta *delta, const git_diff_hunk *hunk,
     char origin = line->origin;
     int prefix = origin == GIT_DIFF_LINE_CONTEXT || origin == GIT_DIFF_LINE_ADDITION ||
                  origin == GIT_DIFF_LINE_DELETION;
-    size_t need = line->content_len + (prefix ? 1 : 0);
+    /* binary content is diffed as text too: NUL bytes are shown as "\0"
+     * so the patch stays text (such a change is refused anyway) */
+    size_t nuls = 0;
+    for (const char *z = line->content;
+         (z = memchr(z, '\0', line->content_len - (size_t)(z - line->content))) != NULL; z++)
+        nuls++;
+    size_t need = line->content_len + nuls + (prefix ? 1 : 0);
     size_t room = c->max - c->buf->len;
     if (need > room) {
+        c->truncated = 1;
+        if (nuls > 0)
+            return 1;
         /* what fits, cut at a code point */
         if (prefix && room > 0) {
             sh_buf_append_byte(c->buf, origin);
@@ -946,13 +563,46 @@ static int patch_line_cb(const git_diff_delta *delta, const git_diff_hunk *hunk,
         }
         size_t n = sh_utf8_truncate(line->content, line->content_len, room);
         sh_buf_append(c->buf, line->content, n);
-        c->truncated = 1;
         return 1;
     }
     if (prefix)
         sh_buf_append_byte(c->buf, origin);
-    sh_buf_append(c->buf, line->content, line->content_len);
+    if (nuls == 0) {
+        sh_buf_append(c->buf, line->content, line->content_len);
+    } else {
+        for (size_t i = 0; i < line->content_len; i++) {
+            if (line->content[i] == '\0')
+                sh_buf_append(c->buf, "\\0", 2);
+            else
+                sh_buf_append_byte(c->buf, line->content[i]);
+        }
+    }
     return c->buf->oom ? -1 : 0;
+}
+
+/* Bytes of the added and removed lines of patch into f; a NUL byte in
+ * them marks the file binary. */
+static int patch_bytes(wt_change *f, git_patch *patch)
+{
+    size_t hunks = git_patch_num_hunks(patch);
+    for (size_t h = 0; h < hunks; h++) {
+        int lines = git_patch_num_lines_in_hunk(patch, h);
+        for (int l = 0; l < lines; l++) {
+            const git_diff_line *line = NULL;
+            if (git_patch_get_line_in_hunk(&line, patch, h, (size_t)l) < 0)
+                return -1;
+            int add = line->origin == GIT_DIFF_LINE_ADDITION;
+            if (!add && line->origin != GIT_DIFF_LINE_DELETION)
+                continue;
+            if (add)
+                f->added_bytes += line->content_len;
+            else
+                f->removed_bytes += line->content_len;
+            if (memchr(line->content, '\0', line->content_len) != NULL)
+                f->binary = 1;
+        }
+    }
+    return 0;
 }
 
 static char delta_status(git_delta_t s)
@@ -993,6 +643,9 @@ int wt_diff_commits(wt_diff *out, wt_repo *repo, const char *from, const char *t
     }
     git_diff_options dopts;
     git_diff_options_init(&dopts, GIT_DIFF_OPTIONS_VERSION);
+    /* every file as text, whatever .gitattributes or info/attributes say:
+     * each changed line and byte counts */
+    dopts.flags |= GIT_DIFF_FORCE_TEXT;
     if (git_diff_tree_to_tree(&diff, repo->repo, ta, tb, &dopts) < 0) {
         git_fail(err, errlen, "diff");
         goto cleanup;
@@ -1028,12 +681,19 @@ int wt_diff_commits(wt_diff *out, wt_repo *repo, const char *from, const char *t
             goto cleanup;
         }
         wt_change *f = &out->files[out->n];
+        if (patch != NULL && patch_bytes(f, patch) < 0) {
+            git_patch_free(patch);
+            git_fail(err, errlen, "diff: lines");
+            goto cleanup;
+        }
+        f->old_mode = (unsigned)d->old_file.mode;
+        f->new_mode = (unsigned)d->new_file.mode;
         f->status = delta_status(d->status);
         const char *p = d->status == GIT_DELTA_DELETED ? d->old_file.path : d->new_file.path;
         f->path = strdup(p != NULL ? p : "");
         if (f->status == 'R')
             f->old_path = strdup(d->old_file.path != NULL ? d->old_file.path : "");
-        f->binary = (d->flags & GIT_DIFF_FLAG_BINARY) != 0;
+        f->binary = f->binary || (d->flags & GIT_DIFF_FLAG_BINARY) != 0;
         f->added = add;
         f->removed = del;
         git_patch_free(patch);
@@ -1044,6 +704,7 @@ int wt_diff_commits(wt_diff *out, wt_repo *repo, const char *from, const char *t
         }
         out->added += add;
         out->removed += del;
+        out->bytes += f->added_bytes + f->removed_bytes;
     }
 
     patch_ctx pc = {&out->patch, max_patch, 0};
@@ -1087,199 +748,6 @@ void wt_diff_free(wt_diff *diff)
     sh_buf_free(&diff->patch);
     memset(diff, 0, sizeof(*diff));
     sh_buf_init(&diff->patch);
-}
-
-/* ------------------------------------------------------------ restore, reset */
-
-/* Removes rel (validated) under the directory root without following a
- * symlink on the way: when a parent component is a symlink or a file the
- * path does not exist inside the tree and nothing is removed. */
-static int remove_rel(const char *root, const char *rel)
-{
-    char buf[WT_PATH_MAX + 1];
-    size_t len = strlen(rel);
-    if (len > WT_PATH_MAX)
-        return -1;
-    memcpy(buf, rel, len + 1);
-    int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    char *comp = buf;
-    int rc = 0;
-    for (;;) {
-        char *slash = strchr(comp, '/');
-        if (slash == NULL)
-            break;
-        *slash = '\0';
-        int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        close(fd);
-        if (next < 0) {
-            if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
-                return 0;
-            return -1;
-        }
-        fd = next;
-        comp = slash + 1;
-    }
-    rm_ctx ctx = {0, 0};
-    rc = rm_entry_at(fd, comp, 1, &ctx);
-    close(fd);
-    return rc;
-}
-
-int wt_restore_paths(const char *worktree_path, const char *commit, const char *const *paths,
-                     size_t n, char *err, size_t errlen)
-{
-    git_repository *repo = NULL;
-    git_commit *c = NULL;
-    git_tree *tree = NULL;
-    git_index *index = NULL;
-    char **present = NULL;
-    size_t np = 0;
-    int rootfd = -1;
-    int rc = -1;
-
-    if (start(err, errlen) < 0)
-        return -1;
-    if ((paths == NULL && n > 0) || n > WT_RESTORE_MAX) {
-        sh_errf(err, errlen, "restore: bad path list");
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!valid_rel_path(paths[i])) {
-            sh_errf(err, errlen, "restore: invalid path '%.200s'", paths[i] ? paths[i] : "");
-            return -1;
-        }
-    }
-    if (n == 0)
-        return 0;
-    if (open_path(&repo, worktree_path, err, errlen) < 0)
-        return -1;
-    const char *workdir = git_repository_workdir(repo);
-    if (workdir == NULL) {
-        sh_errf(err, errlen, "restore: %s has no working directory", worktree_path);
-        goto cleanup;
-    }
-    rootfd = open_workdir(repo);
-    if (rootfd < 0) {
-        sh_errf(err, errlen, "restore: %s: %s", workdir, strerror(errno));
-        goto cleanup;
-    }
-    if (resolve_commit(&c, repo, commit, err, errlen) < 0)
-        goto cleanup;
-    if (git_commit_tree(&tree, c) < 0 || git_repository_index(&index, repo) < 0) {
-        git_fail(err, errlen, "restore");
-        goto cleanup;
-    }
-    present = calloc(n, sizeof(*present));
-    if (present == NULL) {
-        sh_errf(err, errlen, "restore: out of memory");
-        goto cleanup;
-    }
-    int index_changed = 0;
-    for (size_t i = 0; i < n; i++) {
-        git_tree_entry *e = NULL;
-        int r = git_tree_entry_bypath(&e, tree, paths[i]);
-        if (r == 0) {
-            int u = unshadow_parents(rootfd, paths[i]);
-            if (u == 0)
-                u = unshadow_entry(rootfd, paths[i], git_tree_entry_filemode(e));
-            if (u == 0 && git_tree_entry_type(e) == GIT_OBJECT_TREE) {
-                git_tree *sub = NULL;
-                char prefix[WT_PATH_MAX + 2];
-                snprintf(prefix, sizeof(prefix), "%s/", paths[i]);
-                u = git_tree_lookup(&sub, repo, git_tree_entry_id(e)) < 0
-                        ? -1
-                        : unshadow_tree(rootfd, sub, prefix);
-                git_tree_free(sub);
-            }
-            git_tree_entry_free(e);
-            if (u < 0) {
-                sh_errf(err, errlen, "restore %s: working directory: %s", paths[i],
-                        strerror(errno));
-                goto cleanup;
-            }
-            present[np++] = (char *)paths[i];
-            continue;
-        }
-        if (r != GIT_ENOTFOUND) {
-            git_fail(err, errlen, "restore %s", paths[i]);
-            goto cleanup;
-        }
-        git_error_clear();
-        if (remove_rel(workdir, paths[i]) < 0) {
-            sh_errf(err, errlen, "restore: remove %s: %s", paths[i], strerror(errno));
-            goto cleanup;
-        }
-        if (git_index_remove_bypath(index, paths[i]) < 0 ||
-            git_index_remove_directory(index, paths[i], 0) < 0) {
-            git_fail(err, errlen, "restore: unstage %s", paths[i]);
-            goto cleanup;
-        }
-        index_changed = 1;
-    }
-    if (index_changed && git_index_write(index) < 0) {
-        git_fail(err, errlen, "restore: write index");
-        goto cleanup;
-    }
-    if (np > 0) {
-        git_checkout_options co;
-        git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
-        co.checkout_strategy = GIT_CHECKOUT_FORCE | GIT_CHECKOUT_DISABLE_PATHSPEC_MATCH;
-        co.paths.strings = present;
-        co.paths.count = np;
-        if (git_checkout_tree(repo, (const git_object *)tree, &co) < 0) {
-            git_fail(err, errlen, "restore: checkout");
-            goto cleanup;
-        }
-    }
-    rc = 0;
-cleanup:
-    if (rootfd >= 0)
-        close(rootfd);
-    free(present);
-    git_index_free(index);
-    git_tree_free(tree);
-    git_commit_free(c);
-    git_repository_free(repo);
-    return rc;
-}
-
-int wt_reset_hard(const char *worktree_path, const char *commit, char *err, size_t errlen)
-{
-    git_repository *repo = NULL;
-    git_commit *c = NULL;
-    int rc = -1;
-
-    if (start(err, errlen) < 0)
-        return -1;
-    if (open_path(&repo, worktree_path, err, errlen) < 0)
-        return -1;
-    if (git_repository_is_bare(repo)) {
-        sh_errf(err, errlen, "reset: %s has no working directory", worktree_path);
-        goto cleanup;
-    }
-    if (resolve_commit(&c, repo, commit, err, errlen) < 0)
-        goto cleanup;
-    if (unshadow_commit(repo, c, err, errlen) < 0)
-        goto cleanup;
-    git_checkout_options co;
-    git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
-    co.checkout_strategy = GIT_CHECKOUT_FORCE;
-    if (git_reset(repo, (const git_object *)c, GIT_RESET_HARD, &co) < 0) {
-        git_fail(err, errlen, "reset");
-        goto cleanup;
-    }
-    co.checkout_strategy = GIT_CHECKOUT_FORCE | GIT_CHECKOUT_REMOVE_UNTRACKED;
-    if (git_checkout_head(repo, &co) < 0) {
-        git_fail(err, errlen, "reset: remove untracked files");
-        goto cleanup;
-    }
-    rc = 0;
-cleanup:
-    git_commit_free(c);
-    git_repository_free(repo);
-    return rc;
 }
 
 /* ------------------------------------------------------------ history */

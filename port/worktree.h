@@ -1,18 +1,16 @@
 /*
  * Git work for the fix loop, through libgit2: open the application's
- * repository, resolve the deployed commit, add and remove a worktree per
- * fix on branch self-heal/<fingerprint>, commit what the agent changed,
- * diff two commits (files, line counts, patch text), restore paths to
- * another commit (the regression check), list recent commits touching
- * paths (prompt context), merge a fix into the deploy branch, revert a
- * commit, and push a branch over HTTPS with a token.
+ * repository, resolve the deployed commit, diff two commits (files, line
+ * and byte counts, patch text), list recent commits touching paths
+ * (prompt context), merge a fix into the deploy branch (its working
+ * directory updated only when clean), revert a commit, and push a branch
+ * over HTTPS with a token. Trees as plain directories are tree.h's.
  *
  * Conventions: 0 on success, a negative value on failure with a reason in
  * err (libgit2's own message when it has one; never a token). Object ids
- * are 40 lower-case hex characters plus NUL (WT_OID_HEX). Functions taking
- * a worktree path open the repository at that path themselves. Every
- * function calls wt_init() itself; it may be called from several threads
- * (each wt_repo is used by one thread at a time).
+ * are 40 lower-case hex characters plus NUL (WT_OID_HEX). Every function
+ * calls wt_init() itself; it may be called from several threads (each
+ * wt_repo is used by one thread at a time).
  */
 #ifndef SELF_HEAL_PORT_WORKTREE_H
 #define SELF_HEAL_PORT_WORKTREE_H
@@ -26,6 +24,10 @@
 #define WT_OID_HEX 41
 
 typedef struct wt_repo wt_repo;
+typedef struct git_repository git_repository;
+
+/* The libgit2 repository of an open wt_repo (tree.c works on it). */
+git_repository *wt_repo_git(wt_repo *repo);
 
 /* Initialises libgit2 once per process (thread-safe, idempotent). */
 int wt_init(void);
@@ -38,37 +40,17 @@ void wt_repo_free(wt_repo *repo);
  * NULL or "" mean HEAD) to the id of a commit. */
 int wt_resolve(char out[WT_OID_HEX], wt_repo *repo, const char *rev, char *err, size_t errlen);
 
-/* Adds a linked worktree named `name` (letters, digits, '-', '_', '.')
- * at `path` (must not exist; its parent must), with branch `branch`
- * created at commit `base` and checked out there. A branch of that name
- * left by an earlier attempt and not checked out anywhere is reset to
- * base; stale worktree metadata of that name is pruned first. */
-int wt_worktree_add(wt_repo *repo, const char *name, const char *path, const char *branch,
-                    const char *base, char *err, size_t errlen);
-
-/* Removes the worktree directory (recursively, never following symlinks
- * out of it), prunes its metadata and, when delete_branch, deletes the
- * branch. Missing pieces are not an error (idempotent). */
-int wt_worktree_remove(wt_repo *repo, const char *name, const char *path, const char *branch,
-                       int delete_branch, char *err, size_t errlen);
-
-/* Stages every change in the working directory at worktree_path (new,
- * modified and deleted files, honouring .gitignore) and commits it on that
- * worktree's HEAD with `message` and author/committer name+email given
- * (e.g. "SelfHeal", "self-heal@localhost"). Returns 0 with the new commit
- * in out, 1 when there was nothing to commit (out = HEAD), < 0 on error. */
-int wt_commit_all(char out[WT_OID_HEX], const char *worktree_path, const char *message,
-                  const char *name, const char *email, char *err, size_t errlen);
-
 /* One file in a diff. status: 'A' added, 'M' modified, 'D' deleted,
  * 'R' renamed (path is the new path, old_path the old one). */
 typedef struct wt_change {
     char *path;
     char *old_path;
     char status;
-    size_t added;   /* lines */
-    size_t removed; /* lines */
-    int binary;
+    size_t added;                      /* lines */
+    size_t removed;                    /* lines */
+    size_t added_bytes, removed_bytes; /* bytes of those lines */
+    unsigned old_mode, new_mode;       /* git file modes (0: absent) */
+    int binary;                        /* a NUL byte in the changed lines */
 } wt_change;
 
 typedef struct wt_diff {
@@ -76,25 +58,17 @@ typedef struct wt_diff {
     size_t n;
     size_t added; /* total lines over all files */
     size_t removed;
+    size_t bytes; /* bytes of every added and removed line */
     sh_buf patch; /* unified diff (git format-patch body), cut at max_patch bytes */
     int patch_truncated;
 } wt_diff;
 
-/* The diff of tree `from` -> tree `to` (commits), with rename detection. */
+/* The diff of tree `from` -> tree `to` (commits), with rename detection.
+ * Every file is diffed as text whatever the repository's attributes say
+ * (no file can hide its lines as "binary"). */
 int wt_diff_commits(wt_diff *out, wt_repo *repo, const char *from, const char *to, size_t max_patch,
                     char *err, size_t errlen);
 void wt_diff_free(wt_diff *diff);
-
-/* In the working directory at worktree_path: writes each of paths as it is
- * in `commit` (removing it when the commit does not have it). Used to put
- * the base version of the non-test files back while keeping the fix's
- * tests. Paths are repository-relative; ".." or absolute paths fail. */
-int wt_restore_paths(const char *worktree_path, const char *commit, const char *const *paths,
-                     size_t n, char *err, size_t errlen);
-
-/* Hard reset of the worktree at worktree_path to commit (index and
- * working directory, untracked files removed). */
-int wt_reset_hard(const char *worktree_path, const char *commit, char *err, size_t errlen);
 
 /* Commits reachable from rev (NULL: HEAD) with commit time >= since that
  * touched any of paths (compared with the first parent), newest first, at
@@ -109,8 +83,10 @@ json_t *wt_list_files(wt_repo *repo, const char *commit, size_t limit);
 /* Brings `commit` into local branch `branch`: a fast-forward when the
  * branch is an ancestor of it, else a merge commit with `message`;
  * conflicts fail and change nothing. When the branch is checked out in the
- * repository's main working directory, that directory is updated too
- * (forced checkout of the new tree). out = the branch's new tip. */
+ * repository's main working directory, that directory is updated too, and
+ * only when it has no uncommitted change and no untracked file where the
+ * new tree has one (else nothing changes and err says which path). out =
+ * the branch's new tip. */
 int wt_merge_into(char out[WT_OID_HEX], wt_repo *repo, const char *branch, const char *commit,
                   const char *message, char *err, size_t errlen);
 

@@ -268,8 +268,10 @@ defmodule SelfHeal.Collector do
       path = Path.join(state.state_dir, "miner.snapshot")
       tmp = path <> ".tmp"
 
+      # private: log templates can hold what the logs held
       with :ok <- File.mkdir_p(state.state_dir),
            :ok <- File.write(tmp, Native.miner_snapshot(state.miner)),
+           :ok <- File.chmod(tmp, 0o600),
            :ok <- File.rename(tmp, path) do
         %{state | saved_lines: lines}
       else

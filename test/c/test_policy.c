@@ -76,6 +76,7 @@ static void test_each_condition_withholds(void **unused)
     EXPECT_APPROVAL(in.kill_switch = 1, "kill switch on");
     EXPECT_APPROVAL(in.deploy_running = 1, "another deploy is running");
     EXPECT_APPROVAL(in.consent = POLICY_DIAGNOSE, "consent is diagnose: a human deploys");
+    EXPECT_APPROVAL(in.unconfined = 1, "the agent ran without the sandbox: a human deploys");
 #undef EXPECT_APPROVAL
 }
 

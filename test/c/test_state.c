@@ -106,21 +106,21 @@ static void test_migrations_from_empty_and_reopen(void **unused)
     tmpdir t;
     tmpdir_make(&t);
     state_db *db = open_db(&t);
-    assert_int_equal(state_schema_version(db), 2);
+    assert_int_equal(state_schema_version(db), 3);
     assert_int_equal(state_kv_set(db, "k", "v"), 0);
     char wal[512];
     snprintf(wal, sizeof(wal), "%s/self_heal.db-wal", t.path);
     assert_int_equal(access(wal, F_OK), 0); /* WAL mode */
     state_close(db);
-    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 2);
+    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 3);
 
     db = open_db(&t);
-    assert_int_equal(state_schema_version(db), 2);
+    assert_int_equal(state_schema_version(db), 3);
     char buf[16];
     assert_int_equal(state_kv_get(db, "k", buf, sizeof(buf)), 0);
     assert_string_equal(buf, "v");
     state_close(db);
-    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 2);
+    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 3);
     tmpdir_remove(&t);
 }
 

@@ -1,5 +1,6 @@
-/* Git work through libgit2 (port/worktree.c): resolve, worktrees, commit,
- * diff, restore, reset, history, merge, revert, push (to local remotes and
+/* Git work through libgit2 (port/worktree.c): resolve, diff (attributes
+ * ignored, bytes counted), history, merge (the deploy checkout's local work
+ * kept), revert, push (to local remotes and
  * to git's own smart-HTTP server over TLS, test/support/git_https_server.py,
  * with a CA and certificates made by the openssl command). Every repository
  * is made here with libgit2 itself in a temporary directory. */
@@ -23,6 +24,7 @@
 
 #include <git2.h>
 
+#include "tree.h"
 #include "worktree.h"
 
 #define T0 1700000000
@@ -192,32 +194,57 @@ static void resolve_ok(char out[WT_OID_HEX], wt_repo *r, const char *rev)
     assert_int_equal(rc, 0);
 }
 
-static void add_ok(fx *f, const char *name, const char *path, const char *branch, const char *base)
+/* A commit on branch (created or moved there) of base with rel set to
+ * content (NULL: removed), made the way the fix loop makes one: a plain
+ * checkout, the change, tree_capture, tree_commit. */
+static void branch_commit(char out[WT_OID_HEX], fx *f, const char *branch, const char *base,
+                          const char *rel, const char *content, const char *msg)
 {
-    char err[512] = "";
-    int rc = wt_worktree_add(f->r, name, path, branch, base, err, sizeof(err));
+    static int n;
+    char dir[300], err[512] = "", tree[WT_OID_HEX], p[600];
+    pathf(dir, sizeof(dir), "%s/co%d", f->root, n++);
+    int rc = tree_export(f->r, base, dir, err, sizeof(err));
     if (rc != 0)
-        fprintf(stderr, "wt_worktree_add: %s\n", err);
+        fprintf(stderr, "tree_export: %s\n", err);
     assert_int_equal(rc, 0);
+    if (content != NULL) {
+        write_file(dir, rel, content);
+    } else {
+        pathf(p, sizeof(p), "%s/%s", dir, rel);
+        assert_int_equal(unlink(p), 0);
+    }
+    json_t *refused = NULL;
+    assert_int_equal(tree_capture(tree, &refused, f->r, base, dir, NULL, err, sizeof(err)), 0);
+    assert_int_equal(json_array_size(refused), 0);
+    json_decref(refused);
+    const char *parents[1] = {base};
+    rc = tree_commit(out, f->r, branch, tree, parents, 1, msg, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "tree_commit: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(tree_remove(dir), 0);
 }
 
-static void remove_ok(fx *f, const char *name, const char *path, const char *branch, int del)
+/* A linked worktree named name at path with branch checked out at base,
+ * made with libgit2 directly (the fix loop no longer makes any). */
+static void linked_worktree(fx *f, const char *name, const char *path, const char *branch,
+                            const char *base)
 {
-    char err[512] = "";
-    int rc = wt_worktree_remove(f->r, name, path, branch, del, err, sizeof(err));
-    if (rc != 0)
-        fprintf(stderr, "wt_worktree_remove: %s\n", err);
-    assert_int_equal(rc, 0);
-}
-
-static void commit_all_ok(char out[WT_OID_HEX], const char *path, const char *msg, int expect)
-{
-    char err[512] = "";
-    int rc = wt_commit_all(out, path, msg, "SelfHeal", "self-heal@localhost", err, sizeof(err));
-    if (rc != expect)
-        fprintf(stderr, "wt_commit_all: %d %s\n", rc, err);
-    assert_int_equal(rc, expect);
-    assert_int_equal(strlen(out), 40);
+    git_repository *g = NULL;
+    git_object *o = NULL;
+    git_reference *ref = NULL;
+    git_worktree *w = NULL;
+    assert_int_equal(git_repository_open(&g, f->repo), 0);
+    assert_int_equal(git_revparse_single(&o, g, base), 0);
+    assert_int_equal(git_branch_create(&ref, g, branch, (git_commit *)o, 1), 0);
+    git_worktree_add_options opts;
+    git_worktree_add_options_init(&opts, GIT_WORKTREE_ADD_OPTIONS_VERSION);
+    opts.ref = ref;
+    assert_int_equal(git_worktree_add(&w, g, name, path, &opts), 0);
+    git_worktree_free(w);
+    git_reference_free(ref);
+    git_object_free(o);
+    git_repository_free(g);
 }
 
 static const wt_change *find_change(const wt_diff *d, const char *path)
@@ -318,197 +345,6 @@ static void test_resolve(void **state)
     assert_true(strlen(err) > 0);
 }
 
-static void test_worktree_add_remove(void **state)
-{
-    fx *f = *state;
-    char c1[WT_OID_HEX], c2[WT_OID_HEX], got[WT_OID_HEX], buf[256], err[512];
-    char wt[300], wt2[300], wt3[300];
-    write_file(f->repo, "a.txt", "v1\n");
-    commit_in(c1, f->repo, "first", T0);
-    write_file(f->repo, "a.txt", "v2\n");
-    commit_in(c2, f->repo, "second", T0 + 10);
-    open_fx(f);
-    pathf(wt, sizeof(wt), "%s/wt1", f->root);
-    pathf(wt2, sizeof(wt2), "%s/wt2", f->root);
-    pathf(wt3, sizeof(wt3), "%s/wt3", f->root);
-
-    /* at a base older than HEAD */
-    add_ok(f, "fix-1", wt, "self-heal/abc", c1);
-    assert_string_equal(read_file(wt, "a.txt", buf, sizeof(buf)), "v1\n");
-    assert_string_equal(read_file(f->repo, "a.txt", buf, sizeof(buf)), "v2\n");
-    assert_int_equal(wt_branch_exists(f->r, "self-heal/abc"), 1);
-    resolve_ok(got, f->r, "self-heal/abc");
-    assert_string_equal(got, c1);
-    wt_repo *w = NULL;
-    assert_int_equal(wt_repo_open(&w, wt, err, sizeof(err)), 0);
-    resolve_ok(got, w, "HEAD");
-    assert_string_equal(got, c1);
-    wt_repo_free(w);
-
-    /* refusals: a live worktree of that name, an existing path, a checked-out
-     * branch, bad names, a bad base */
-    assert_true(wt_worktree_add(f->r, "fix-1", wt2, "self-heal/x", c1, err, sizeof(err)) < 0);
-    assert_non_null(strstr(err, "exists"));
-    assert_false(exists(wt2));
-    assert_int_equal(wt_branch_exists(f->r, "self-heal/x"), 0);
-    /* removing "fix-1" by a path that is not its directory keeps its metadata */
-    assert_true(wt_worktree_remove(f->r, "fix-1", wt2, NULL, 0, err, sizeof(err)) < 0);
-    assert_true(exists(wt));
-    assert_true(wt_worktree_add(f->r, "fix-x", wt, "self-heal/x", c1, err, sizeof(err)) < 0);
-    assert_true(wt_worktree_add(f->r, "fix-x", wt2, "main", c1, err, sizeof(err)) < 0);
-    assert_false(exists(wt2));
-    assert_true(wt_worktree_add(f->r, "fix-x", wt2, "self-heal/abc", c1, err, sizeof(err)) < 0);
-    assert_true(wt_worktree_add(f->r, "../x", wt2, "self-heal/x", c1, err, sizeof(err)) < 0);
-    assert_true(wt_worktree_add(f->r, "fix-x", wt2, "bad..name", c1, err, sizeof(err)) < 0);
-    assert_true(wt_worktree_add(f->r, "fix-x", wt2, "self-heal/x", "nope", err, sizeof(err)) < 0);
-    assert_int_equal(wt_branch_exists(f->r, "self-heal/x"), 0);
-    char deep[400];
-    pathf(deep, sizeof(deep), "%s/no/such/parent", f->root);
-    assert_true(wt_worktree_add(f->r, "fix-x", deep, "self-heal/x", c1, err, sizeof(err)) < 0);
-    assert_false(exists(wt2));
-
-    /* remove, twice */
-    remove_ok(f, "fix-1", wt, "self-heal/abc", 1);
-    assert_false(exists(wt));
-    assert_int_equal(wt_branch_exists(f->r, "self-heal/abc"), 0);
-    git_repository *g = NULL;
-    git_worktree *gw = NULL;
-    assert_int_equal(git_repository_open(&g, f->repo), 0);
-    assert_true(git_worktree_lookup(&gw, g, "fix-1") < 0);
-    char meta[400];
-    pathf(meta, sizeof(meta), "%s/.git/worktrees/fix-1", f->repo);
-    assert_false(exists(meta));
-    remove_ok(f, "fix-1", wt, "self-heal/abc", 1);
-
-    /* re-add after remove, then remove keeping the branch */
-    add_ok(f, "fix-1", wt, "self-heal/abc", c2);
-    assert_string_equal(read_file(wt, "a.txt", buf, sizeof(buf)), "v2\n");
-    remove_ok(f, "fix-1", wt, "self-heal/abc", 0);
-    assert_false(exists(wt));
-    assert_int_equal(wt_branch_exists(f->r, "self-heal/abc"), 1);
-
-    /* a stale branch (at c2, not checked out) is reset to the base */
-    add_ok(f, "fix-1", wt, "self-heal/abc", c1);
-    resolve_ok(got, f->r, "self-heal/abc");
-    assert_string_equal(got, c1);
-    assert_string_equal(read_file(wt, "a.txt", buf, sizeof(buf)), "v1\n");
-
-    /* stale metadata: the directory vanished without a prune */
-    rm_rf(wt);
-    assert_false(exists(wt));
-    add_ok(f, "fix-1", wt3, "self-heal/abc", c2);
-    assert_string_equal(read_file(wt3, "a.txt", buf, sizeof(buf)), "v2\n");
-    assert_int_equal(git_worktree_lookup(&gw, g, "fix-1"), 0);
-    assert_non_null(strstr(git_worktree_path(gw), "wt3"));
-    git_worktree_free(gw);
-    remove_ok(f, "fix-1", wt3, "self-heal/abc", 1);
-    assert_false(exists(wt3));
-    assert_int_equal(wt_branch_exists(f->r, "self-heal/abc"), 0);
-    git_repository_free(g);
-}
-
-static void test_remove_symlinks_and_guards(void **state)
-{
-    fx *f = *state;
-    char c1[WT_OID_HEX], buf[256], err[512], wt[300], outside[300], link[600];
-    write_file(f->repo, "a.txt", "v1\n");
-    commit_in(c1, f->repo, "first", T0);
-    open_fx(f);
-    pathf(wt, sizeof(wt), "%s/wt", f->root);
-    pathf(outside, sizeof(outside), "%s/outside", f->root);
-    write_file(outside, "keep.txt", "precious\n");
-    write_file(outside, "sub/deep.txt", "deep\n");
-
-    add_ok(f, "fix-s", wt, "self-heal/s", c1);
-    pathf(link, sizeof(link), "%s/link-dir", wt);
-    assert_int_equal(symlink(outside, link), 0);
-    pathf(link, sizeof(link), "%s/link-file", wt);
-    char target[400];
-    pathf(target, sizeof(target), "%s/keep.txt", outside);
-    assert_int_equal(symlink(target, link), 0);
-    write_file(wt, "nested/dir/file.txt", "x\n");
-    pathf(link, sizeof(link), "%s/nested/dir/up", wt);
-    assert_int_equal(symlink(outside, link), 0);
-    pathf(link, sizeof(link), "%s/nested/ro", wt);
-    assert_int_equal(mkdir(link, 0755), 0);
-    write_file(link, "f.txt", "ro\n");
-    assert_int_equal(chmod(link, 0500), 0);
-
-    remove_ok(f, "fix-s", wt, "self-heal/s", 1);
-    assert_false(exists(wt));
-    assert_string_equal(read_file(outside, "keep.txt", buf, sizeof(buf)), "precious\n");
-    assert_string_equal(read_file(outside, "sub/deep.txt", buf, sizeof(buf)), "deep\n");
-
-    /* never the main working directory, an ancestor of it or .git */
-    assert_true(wt_worktree_remove(f->r, "x", f->repo, NULL, 0, err, sizeof(err)) < 0);
-    assert_true(wt_worktree_remove(f->r, "x", f->root, NULL, 0, err, sizeof(err)) < 0);
-    char gitdir[300];
-    pathf(gitdir, sizeof(gitdir), "%s/.git/objects", f->repo);
-    assert_true(wt_worktree_remove(f->r, "x", gitdir, NULL, 0, err, sizeof(err)) < 0);
-    assert_true(exists(gitdir));
-    assert_string_equal(read_file(f->repo, "a.txt", buf, sizeof(buf)), "v1\n");
-    assert_true(wt_worktree_remove(f->r, "../x", wt, NULL, 0, err, sizeof(err)) < 0);
-}
-
-static void test_commit_all(void **state)
-{
-    fx *f = *state;
-    char base[WT_OID_HEX], c[WT_OID_HEX], again[WT_OID_HEX], err[512], wt[300];
-    write_file(f->repo, "a.txt", "one\n");
-    write_file(f->repo, "b.txt", "bee\n");
-    write_file(f->repo, ".gitignore", "build/\n");
-    commit_in(base, f->repo, "base", T0);
-    open_fx(f);
-    pathf(wt, sizeof(wt), "%s/wt", f->root);
-    add_ok(f, "fix-c", wt, "self-heal/c", base);
-
-    /* nothing changed yet */
-    commit_all_ok(c, wt, "nothing", 1);
-    assert_string_equal(c, base);
-
-    write_file(wt, "a.txt", "one\nmore\n");
-    char p[400];
-    pathf(p, sizeof(p), "%s/b.txt", wt);
-    assert_int_equal(unlink(p), 0);
-    write_file(wt, "dir/c.txt", "sea\n");
-    write_file(wt, "build/out.o", "ignored\n");
-    commit_all_ok(c, wt, "fix: the thing", 0);
-    assert_string_not_equal(c, base);
-
-    char got[WT_OID_HEX];
-    resolve_ok(got, f->r, "self-heal/c");
-    assert_string_equal(got, c);
-    char msg[128], p0[WT_OID_HEX];
-    unsigned int np = 0;
-    commit_info(f->repo, c, msg, sizeof(msg), &np, p0);
-    assert_string_equal(msg, "fix: the thing");
-    assert_int_equal(np, 1);
-    assert_string_equal(p0, base);
-
-    wt_diff d;
-    assert_int_equal(wt_diff_commits(&d, f->r, base, c, 1 << 20, err, sizeof(err)), 0);
-    assert_int_equal(d.n, 3);
-    assert_int_equal(find_change(&d, "a.txt")->status, 'M');
-    assert_int_equal(find_change(&d, "b.txt")->status, 'D');
-    assert_int_equal(find_change(&d, "dir/c.txt")->status, 'A');
-    assert_null(find_change(&d, "build/out.o"));
-    wt_diff_free(&d);
-
-    commit_all_ok(again, wt, "again", 1);
-    assert_string_equal(again, c);
-
-    json_t *files = wt_list_files(f->r, c, 100);
-    assert_non_null(files);
-    assert_int_equal(json_array_size(files), 3); /* .gitignore a.txt dir/c.txt */
-    json_decref(files);
-
-    assert_true(wt_commit_all(again, wt, "", "n", "e", err, sizeof(err)) < 0);
-    char missing[300];
-    pathf(missing, sizeof(missing), "%s/missing", f->root);
-    assert_true(wt_commit_all(again, missing, "m", "n", "e", err, sizeof(err)) < 0);
-    remove_ok(f, "fix-c", wt, "self-heal/c", 1);
-}
-
 static void test_diff(void **state)
 {
     fx *f = *state;
@@ -560,8 +396,16 @@ static void test_diff(void **state)
     assert_int_equal(bin->status, 'M');
     assert_int_equal(bin->binary, 1);
     assert_int_equal(a->binary, 0);
-    assert_int_equal(d.added, 4);
-    assert_int_equal(d.removed, 3);
+    /* every file is text to the count, so binary content counts too */
+    assert_int_equal(d.added, 5);
+    assert_int_equal(d.removed, 4);
+    assert_int_equal(a->added_bytes, 6);
+    assert_int_equal(a->removed_bytes, 3);
+    assert_int_equal(a->old_mode, 0100644);
+    assert_int_equal(a->new_mode, 0100644);
+    assert_int_equal(c->old_mode, 0);
+    assert_int_equal(bin->added_bytes, sizeof(bin2));
+    assert_true(d.bytes >= 6 + 3 + 6 + sizeof(bin2));
     assert_int_equal(d.patch_truncated, 0);
     assert_non_null(d.patch.data);
     assert_int_equal(d.patch.data[d.patch.len], '\0');
@@ -599,149 +443,6 @@ static void test_diff(void **state)
     assert_int_equal(d.n, 0);
     assert_null(d.files);
     wt_diff_free(&d);
-}
-
-static void test_restore_paths(void **state)
-{
-    fx *f = *state;
-    char base[WT_OID_HEX], fix[WT_OID_HEX], c[WT_OID_HEX], buf[256], err[512], wt[300];
-    char outside[300], link[400];
-    write_file(f->repo, "lib/app.ex", "base\n");
-    write_file(f->repo, "test/app_test.exs", "old test\n");
-    commit_in(base, f->repo, "base", T0);
-    open_fx(f);
-    pathf(wt, sizeof(wt), "%s/wt", f->root);
-    add_ok(f, "fix-r", wt, "self-heal/r", base);
-    write_file(wt, "lib/app.ex", "fixed\n");
-    write_file(wt, "lib/new.ex", "new\n");
-    write_file(wt, "lib/newdir/deep.ex", "deep\n");
-    write_file(wt, "test/app_test.exs", "new test\n");
-    commit_all_ok(fix, wt, "fix", 0);
-
-    const char *paths[] = {"lib/app.ex", "lib/new.ex", "lib/newdir"};
-    assert_int_equal(wt_restore_paths(wt, base, paths, 3, err, sizeof(err)), 0);
-    assert_string_equal(read_file(wt, "lib/app.ex", buf, sizeof(buf)), "base\n");
-    assert_false(exists_at(wt, "lib/new.ex"));
-    assert_false(exists_at(wt, "lib/newdir"));
-    assert_string_equal(read_file(wt, "test/app_test.exs", buf, sizeof(buf)), "new test\n");
-
-    /* the index agrees: committing keeps only the test change */
-    commit_all_ok(c, wt, "tests only", 0);
-    wt_diff d;
-    assert_int_equal(wt_diff_commits(&d, f->r, base, c, 1 << 16, err, sizeof(err)), 0);
-    assert_int_equal(d.n, 1);
-    assert_string_equal(d.files[0].path, "test/app_test.exs");
-    wt_diff_free(&d);
-
-    /* a directory path: the directory as it is in the commit */
-    write_file(wt, "lib/app.ex", "fixed again\n");
-    write_file(wt, "lib/other.ex", "other\n");
-    commit_all_ok(c, wt, "fix again", 0);
-    const char *dir[1] = {"lib"};
-    assert_int_equal(wt_restore_paths(wt, base, dir, 1, err, sizeof(err)), 0);
-    assert_string_equal(read_file(wt, "lib/app.ex", buf, sizeof(buf)), "base\n");
-    assert_false(exists_at(wt, "lib/other.ex"));
-    assert_string_equal(read_file(wt, "test/app_test.exs", buf, sizeof(buf)), "new test\n");
-
-    /* hostile paths */
-    static const char *const bad[] = {"../x", "/etc/passwd", "lib/../x", ".git/config",
-                                      "",     "lib//x",      "./lib",    "lib/"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        const char *one[1] = {bad[i]};
-        assert_true(wt_restore_paths(wt, base, one, 1, err, sizeof(err)) < 0);
-    }
-    const char *nul[1] = {NULL};
-    assert_true(wt_restore_paths(wt, base, nul, 1, err, sizeof(err)) < 0);
-    assert_true(wt_restore_paths(wt, "nope", paths, 1, err, sizeof(err)) < 0);
-
-    /* a symlinked parent directory is not followed out of the tree */
-    pathf(outside, sizeof(outside), "%s/outside", f->root);
-    write_file(outside, "victim.txt", "keep me\n");
-    pathf(link, sizeof(link), "%s/evil", wt);
-    assert_int_equal(symlink(outside, link), 0);
-    const char *evil[1] = {"evil/victim.txt"};
-    assert_int_equal(wt_restore_paths(wt, base, evil, 1, err, sizeof(err)), 0);
-    assert_string_equal(read_file(outside, "victim.txt", buf, sizeof(buf)), "keep me\n");
-    /* a symlink standing where the commit has a directory is not written
-     * through (libgit2's checkout alone would write outside/app.ex) */
-    char libdir[400], appf[500];
-    pathf(libdir, sizeof(libdir), "%s/lib", wt);
-    rm_rf(libdir);
-    assert_int_equal(symlink(outside, libdir), 0);
-    const char *app[1] = {"lib/app.ex"};
-    assert_int_equal(wt_restore_paths(wt, base, app, 1, err, sizeof(err)), 0);
-    assert_false(exists_at(outside, "app.ex"));
-    assert_string_equal(read_file(wt, "lib/app.ex", buf, sizeof(buf)), "base\n");
-    struct stat lst;
-    assert_int_equal(lstat(libdir, &lst), 0);
-    assert_true(S_ISDIR(lst.st_mode));
-    /* a symlink where the commit has a file is replaced, not followed */
-    pathf(appf, sizeof(appf), "%s/app.ex", libdir);
-    assert_int_equal(unlink(appf), 0);
-    char victim[400];
-    pathf(victim, sizeof(victim), "%s/victim.txt", outside);
-    assert_int_equal(symlink(victim, appf), 0);
-    assert_int_equal(wt_restore_paths(wt, base, app, 1, err, sizeof(err)), 0);
-    assert_string_equal(read_file(outside, "victim.txt", buf, sizeof(buf)), "keep me\n");
-    assert_int_equal(lstat(appf, &lst), 0);
-    assert_true(S_ISREG(lst.st_mode));
-    assert_string_equal(read_file(wt, "lib/app.ex", buf, sizeof(buf)), "base\n");
-
-    /* a symlink as the path itself is removed, its target kept */
-    const char *evil2[1] = {"evil"};
-    assert_int_equal(wt_restore_paths(wt, base, evil2, 1, err, sizeof(err)), 0);
-    assert_false(exists(link));
-    assert_string_equal(read_file(outside, "victim.txt", buf, sizeof(buf)), "keep me\n");
-    remove_ok(f, "fix-r", wt, "self-heal/r", 1);
-}
-
-static void test_reset_hard(void **state)
-{
-    fx *f = *state;
-    char base[WT_OID_HEX], fix[WT_OID_HEX], got[WT_OID_HEX], buf[256], err[512], wt[300];
-    char outside[300], link[400];
-    write_file(f->repo, "a.txt", "base\n");
-    write_file(f->repo, "lib/app.ex", "app\n");
-    write_file(f->repo, "lib/sub/s.ex", "s\n");
-    commit_in(base, f->repo, "base", T0);
-    open_fx(f);
-    pathf(wt, sizeof(wt), "%s/wt", f->root);
-    add_ok(f, "fix-h", wt, "self-heal/h", base);
-    write_file(wt, "a.txt", "fixed\n");
-    write_file(wt, "b.txt", "added\n");
-    commit_all_ok(fix, wt, "fix", 0);
-    write_file(wt, "a.txt", "dirty\n");
-    write_file(wt, "junk.txt", "junk\n");
-    write_file(wt, "junkdir/x/y.txt", "junk\n");
-    pathf(outside, sizeof(outside), "%s/outside", f->root);
-    write_file(outside, "keep.txt", "keep\n");
-    pathf(link, sizeof(link), "%s/junklink", wt);
-    assert_int_equal(symlink(outside, link), 0);
-
-    /* a tracked directory replaced by a symlink out of the tree */
-    char libdir[400];
-    pathf(libdir, sizeof(libdir), "%s/lib", wt);
-    rm_rf(libdir);
-    assert_int_equal(symlink(outside, libdir), 0);
-
-    assert_int_equal(wt_reset_hard(wt, base, err, sizeof(err)), 0);
-    assert_false(exists_at(outside, "app.ex"));
-    assert_false(exists_at(outside, "sub"));
-    assert_string_equal(read_file(wt, "lib/app.ex", buf, sizeof(buf)), "app\n");
-    assert_string_equal(read_file(wt, "lib/sub/s.ex", buf, sizeof(buf)), "s\n");
-    assert_string_equal(read_file(wt, "a.txt", buf, sizeof(buf)), "base\n");
-    assert_false(exists_at(wt, "b.txt"));
-    assert_false(exists_at(wt, "junk.txt"));
-    assert_false(exists_at(wt, "junkdir"));
-    assert_false(exists(link));
-    assert_string_equal(read_file(outside, "keep.txt", buf, sizeof(buf)), "keep\n");
-    resolve_ok(got, f->r, "self-heal/h");
-    assert_string_equal(got, base);
-    assert_int_equal(status_count(wt), 0);
-
-    assert_true(wt_reset_hard(wt, "nope", err, sizeof(err)) < 0);
-    assert_true(strlen(err) > 0);
-    remove_ok(f, "fix-h", wt, "self-heal/h", 1);
 }
 
 static const char *jstr(json_t *o, const char *k)
@@ -900,10 +601,7 @@ static void test_merge(void **state)
     pathf(wt, sizeof(wt), "%s/wt", f->root);
 
     /* fast-forward, the checked-out working directory follows */
-    add_ok(f, "fix-ff", wt, "sh/ff", c1);
-    write_file(wt, "a.txt", "a2\n");
-    commit_all_ok(f1, wt, "fix a", 0);
-    remove_ok(f, "fix-ff", wt, "sh/ff", 0);
+    branch_commit(f1, f, "sh/ff", c1, "a.txt", "a2\n", "fix a");
     merge_ok(out, f, "main", "sh/ff", "unused for a fast-forward");
     assert_string_equal(out, f1);
     resolve_ok(got, f->r, "main");
@@ -918,10 +616,7 @@ static void test_merge(void **state)
     /* a true merge of divergent history */
     write_file(f->repo, "b.txt", "b2\n");
     commit_in(m2, f->repo, "main moves on", T0 + 10);
-    add_ok(f, "fix-tm", wt, "sh/tm", f1);
-    write_file(wt, "c.txt", "c\n");
-    commit_all_ok(t1, wt, "add c", 0);
-    remove_ok(f, "fix-tm", wt, "sh/tm", 0);
+    branch_commit(t1, f, "sh/tm", f1, "c.txt", "c\n", "add c");
     merge_ok(out, f, "main", t1, "Merge sh/tm");
     resolve_ok(got, f->r, "main");
     assert_string_equal(got, out);
@@ -936,10 +631,7 @@ static void test_merge(void **state)
     memcpy(m3, out, WT_OID_HEX);
 
     /* a conflict changes nothing */
-    add_ok(f, "fix-cf", wt, "sh/cf", m3);
-    write_file(wt, "a.txt", "fix side\n");
-    commit_all_ok(x1, wt, "conflicting fix", 0);
-    remove_ok(f, "fix-cf", wt, "sh/cf", 0);
+    branch_commit(x1, f, "sh/cf", m3, "a.txt", "fix side\n", "conflicting fix");
     write_file(f->repo, "a.txt", "main side\n");
     commit_in(m2, f->repo, "main edits a", T0 + 20);
     assert_true(wt_merge_into(out, f->r, "main", x1, "Merge conflict", err, sizeof(err)) < 0);
@@ -954,12 +646,15 @@ static void test_merge(void **state)
     assert_true(wt_merge_into(out, f->r, "main", "nope", "m", err, sizeof(err)) < 0);
     assert_true(wt_merge_into(out, f->r, "bad..b", x1, "m", err, sizeof(err)) < 0);
     /* a branch checked out in a linked worktree is not moved under it */
-    add_ok(f, "fix-co", wt, "sh/co", c1);
+    linked_worktree(f, "co", wt, "sh/co", c1);
     assert_true(wt_merge_into(out, f->r, "sh/co", f1, "m", err, sizeof(err)) < 0);
     assert_non_null(strstr(err, "checked out"));
     resolve_ok(got, f->r, "sh/co");
     assert_string_equal(got, c1);
-    remove_ok(f, "fix-co", wt, "sh/co", 1);
+    /* nor is SelfHeal's own commit put on a checked-out branch */
+    const char *parents[1] = {c1};
+    assert_true(tree_commit(got, f->r, "sh/co", c1, parents, 1, "m", err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "checked out"));
 
     /* a branch not checked out anywhere (the main working dir stays) */
     merge_ok(out, f, "sh/ff", t1, "ff a side branch");
@@ -967,22 +662,84 @@ static void test_merge(void **state)
     assert_string_equal(read_file(f->repo, "a.txt", buf, sizeof(buf)), "main side\n");
 }
 
+/* .gitattributes and info/attributes marking files binary or -diff hide
+ * nothing from the count. */
+static void test_diff_ignores_attributes(void **state)
+{
+    fx *f = *state;
+    char c1[WT_OID_HEX], c2[WT_OID_HEX], err[512], p[400];
+    write_file(f->repo, ".gitattributes", "big.txt binary\n*.txt -diff\n");
+    write_file(f->repo, "small.txt", "x\n");
+    commit_in(c1, f->repo, "c1", T0);
+    pathf(p, sizeof(p), "%s/.git/info", f->repo);
+    mkdir(p, 0755);
+    write_file(f->repo, ".git/info/attributes", "* binary -diff -text\n");
+    char big[100 * 8 + 1];
+    size_t n = 0;
+    for (int i = 0; i < 100; i++)
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "line%03d\n", i);
+    write_file(f->repo, "big.txt", big);
+    commit_in(c2, f->repo, "c2", T0 + 1);
+    open_fx(f);
+    wt_diff d;
+    assert_int_equal(wt_diff_commits(&d, f->r, c1, c2, 1 << 20, err, sizeof(err)), 0);
+    const wt_change *b = find_change(&d, "big.txt");
+    assert_non_null(b);
+    assert_int_equal(b->added, 100);
+    assert_int_equal(b->added_bytes, 800);
+    assert_int_equal(b->binary, 0);
+    assert_int_equal(d.added, 100);
+    assert_non_null(strstr(d.patch.data, "+line099"));
+    wt_diff_free(&d);
+}
+
+/* The deploy checkout is updated only when nothing local would be lost. */
+static void test_merge_keeps_local_work(void **state)
+{
+    fx *f = *state;
+    char c1[WT_OID_HEX], f1[WT_OID_HEX], f2[WT_OID_HEX], out[WT_OID_HEX], got[WT_OID_HEX];
+    char buf[256], err[512];
+    write_file(f->repo, "a.txt", "a\n");
+    commit_in(c1, f->repo, "c1", T0);
+    open_fx(f);
+    branch_commit(f1, f, "sh/a", c1, "a.txt", "fixed\n", "fix a");
+    branch_commit(f2, f, "sh/x", c1, "x.txt", "new\n", "add x");
+
+    /* an uncommitted edit of a tracked file */
+    write_file(f->repo, "a.txt", "local edit\n");
+    assert_true(wt_merge_into(out, f->r, "main", f1, "m", err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "uncommitted changes (a.txt)"));
+    resolve_ok(got, f->r, "main");
+    assert_string_equal(got, c1);
+    assert_string_equal(read_file(f->repo, "a.txt", buf, sizeof(buf)), "local edit\n");
+    write_file(f->repo, "a.txt", "a\n");
+
+    /* an untracked file where the fix brings one */
+    write_file(f->repo, "x.txt", "mine\n");
+    assert_true(wt_merge_into(out, f->r, "main", f2, "m", err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "untracked file in the way (x.txt)"));
+    assert_string_equal(read_file(f->repo, "x.txt", buf, sizeof(buf)), "mine\n");
+    resolve_ok(got, f->r, "main");
+    assert_string_equal(got, c1);
+
+    /* untracked files elsewhere stay, and the merge goes through */
+    write_file(f->repo, "notes/local.txt", "keep\n");
+    assert_int_equal(wt_merge_into(out, f->r, "main", f1, "m", err, sizeof(err)), 0);
+    assert_string_equal(read_file(f->repo, "a.txt", buf, sizeof(buf)), "fixed\n");
+    assert_string_equal(read_file(f->repo, "notes/local.txt", buf, sizeof(buf)), "keep\n");
+}
+
 static void test_revert(void **state)
 {
     fx *f = *state;
     char c1[WT_OID_HEX], f1[WT_OID_HEX], out[WT_OID_HEX], got[WT_OID_HEX], m[WT_OID_HEX];
     char t1[WT_OID_HEX], mg[WT_OID_HEX], buf[256], err[512], msg[256], p0[WT_OID_HEX];
-    char wt[300];
     unsigned int np = 0;
     write_file(f->repo, "a.txt", "a\n");
     commit_in(c1, f->repo, "c1", T0);
     open_fx(f);
-    pathf(wt, sizeof(wt), "%s/wt", f->root);
 
-    add_ok(f, "fix-rv", wt, "sh/rv", c1);
-    write_file(wt, "a.txt", "fixed\n");
-    commit_all_ok(f1, wt, "fix", 0);
-    remove_ok(f, "fix-rv", wt, "sh/rv", 1);
+    branch_commit(f1, f, "sh/rv", c1, "a.txt", "fixed\n", "fix");
     merge_ok(out, f, "main", f1, "merge");
     assert_string_equal(read_file(f->repo, "a.txt", buf, sizeof(buf)), "fixed\n");
 
@@ -999,10 +756,7 @@ static void test_revert(void **state)
     /* a merge commit is reverted against its first parent */
     write_file(f->repo, "main.txt", "main\n");
     commit_in(m, f->repo, "main side", T0 + 10);
-    add_ok(f, "fix-mg", wt, "sh/mg", out);
-    write_file(wt, "side.txt", "side\n");
-    commit_all_ok(t1, wt, "side", 0);
-    remove_ok(f, "fix-mg", wt, "sh/mg", 1);
+    branch_commit(t1, f, "sh/mg", out, "side.txt", "side\n", "side");
     merge_ok(mg, f, "main", t1, "merge side");
     assert_true(exists_at(f->repo, "side.txt"));
     assert_int_equal(wt_revert_on(out, f->r, "main", mg, "Revert merge", err, sizeof(err)), 0);
@@ -1038,13 +792,12 @@ static void test_revert(void **state)
 static void test_push(void **state)
 {
     fx *f = *state;
-    char c1[WT_OID_HEX], c2[WT_OID_HEX], d[WT_OID_HEX], err[512], remote[300], wt[300];
+    char c1[WT_OID_HEX], c2[WT_OID_HEX], d[WT_OID_HEX], err[512], remote[300];
     char url[400];
     write_file(f->repo, "a.txt", "a\n");
     commit_in(c1, f->repo, "c1", T0);
     open_fx(f);
     pathf(remote, sizeof(remote), "%s/remote.git", f->root);
-    pathf(wt, sizeof(wt), "%s/wt", f->root);
     git_repository *bare = NULL;
     assert_int_equal(git_repository_init(&bare, remote, 1), 0);
     git_oid id;
@@ -1068,25 +821,19 @@ static void test_push(void **state)
     assert_string_equal(hex, c2);
 
     /* non-fast-forward: the local branch diverged from what was pushed */
-    add_ok(f, "fix-p", wt, "side", c2);
-    remove_ok(f, "fix-p", wt, "side", 0);
+    char s1[WT_OID_HEX];
+    branch_commit(s1, f, "side", c2, "s.txt", "s\n", "side");
     assert_int_equal(wt_push(f->r, remote, "side", NULL, err, sizeof(err)), 0);
-    add_ok(f, "fix-p", wt, "side", c1); /* resets side to c1 */
-    write_file(wt, "d.txt", "d\n");
-    commit_all_ok(d, wt, "divergent", 0);
-    remove_ok(f, "fix-p", wt, "side", 0);
+    branch_commit(d, f, "side", c1, "d.txt", "d\n", "divergent"); /* moves side off s1 */
     assert_true(wt_push(f->r, remote, "side", NULL, err, sizeof(err)) < 0);
     assert_true(strlen(err) > 0);
     assert_int_equal(git_reference_name_to_id(&id, bare, "refs/heads/side"), 0);
     git_oid_tostr(hex, sizeof(hex), &id);
-    assert_string_equal(hex, c2);
+    assert_string_equal(hex, s1);
 
     /* a bare repository: merge moves the ref, no working directory */
-    add_ok(f, "fix-feat", wt, "feat", c2);
-    write_file(wt, "e.txt", "e\n");
     char e[WT_OID_HEX], out[WT_OID_HEX], got[WT_OID_HEX];
-    commit_all_ok(e, wt, "feature", 0);
-    remove_ok(f, "fix-feat", wt, "feat", 0);
+    branch_commit(e, f, "feat", c2, "e.txt", "e\n", "feature");
     assert_int_equal(wt_push(f->r, remote, "feat", NULL, err, sizeof(err)), 0);
     wt_repo *rb = NULL;
     assert_int_equal(wt_repo_open(&rb, remote, err, sizeof(err)), 0);
@@ -1323,15 +1070,12 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_resolve, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_worktree_add_remove, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_remove_symlinks_and_guards, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_commit_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_diff, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_restore_paths, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reset_hard, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recent_commits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_diff_ignores_attributes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_merge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_merge_keeps_local_work, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_https, setup, teardown),

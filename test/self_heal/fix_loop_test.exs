@@ -10,176 +10,13 @@ defmodule SelfHeal.FixLoopTest do
   # agent process left behind.
   use ExUnit.Case, async: false
 
+  import SelfHeal.FixLoopSupport
+
   alias SelfHeal.{FakeHTTP, Port}
 
   @moduletag :tmp_dir
   @moduletag capture_log: true
-  @marker "self_heal_fixloop_agent"
   @secret "ghp_" <> String.duplicate("Z9", 18)
-
-  # ------------------------------------------------------------ fixtures
-
-  defp git!(dir, args) do
-    {out, 0} =
-      System.cmd("git", ["-c", "user.name=Dev", "-c", "user.email=dev@example.com" | args],
-        cd: dir,
-        stderr_to_stdout: true
-      )
-
-    out
-  end
-
-  @calc """
-  def average(xs):
-      return sum(xs) / len(xs)
-  """
-
-  @calc_test """
-  import unittest
-
-  from src.calc import average
-
-
-  class AverageTest(unittest.TestCase):
-      def test_average(self):
-          self.assertEqual(average([2, 4]), 3)
-
-
-  if __name__ == "__main__":
-      unittest.main()
-  """
-
-  defp make_repo(dir) do
-    repo = Path.join(dir, "app")
-    File.mkdir_p!(Path.join(repo, "src"))
-    File.mkdir_p!(Path.join(repo, "tests"))
-    File.write!(Path.join(repo, "src/__init__.py"), "")
-    File.write!(Path.join(repo, "tests/__init__.py"), "")
-    File.write!(Path.join(repo, "src/calc.py"), @calc)
-    File.write!(Path.join(repo, "tests/test_calc.py"), @calc_test)
-    File.write!(Path.join(repo, "README.md"), "# app\n")
-    File.write!(Path.join(repo, ".gitignore"), "__pycache__/\n*.pyc\n")
-    git!(repo, ["init", "-q", "-b", "main"])
-    git!(repo, ["add", "-A"])
-    git!(repo, ["commit", "-q", "-m", "initial"])
-    repo
-  end
-
-  # An agent script: sh, run by the port with argv {worktree} {prompt_file}.
-  defp agent(dir, name, body) do
-    path = Path.join(dir, "#{@marker}_#{name}")
-    File.write!(path, "#!/bin/sh\n# #{@marker}\ncd \"$1\" || exit 9\n" <> body)
-    File.chmod!(path, 0o755)
-    path
-  end
-
-  @good_fix """
-  cat > src/calc.py <<'PY'
-  def average(xs):
-      if not xs:
-          return 0
-      return sum(xs) / len(xs)
-  PY
-  cat >> tests/test_calc.py <<'PY'
-
-
-  class EmptyTest(unittest.TestCase):
-      def test_empty(self):
-          self.assertEqual(average([]), 0)
-  PY
-  echo "fixed the empty list"
-  """
-
-  defp config(dir, repo, agent_path, extra \\ %{}) do
-    deep_merge(
-      %{
-        "state_dir" => Path.join(dir, "state"),
-        "tickets" => %{"backend" => "local"},
-        "fix" => %{
-          "repo" => repo,
-          "agent" => %{"argv" => [agent_path, "{worktree}", "{prompt_file}"], "timeout_s" => 20},
-          "compile" => %{"argv" => ["python3", "-m", "py_compile", "src/calc.py"]},
-          "test" => %{"argv" => ["python3", "-m", "unittest", "-q"]}
-        },
-        "gate" => %{"consent" => "diagnose"}
-      },
-      extra
-    )
-  end
-
-  defp deep_merge(a, b) when is_map(a) and is_map(b),
-    do: Map.merge(a, b, fn _k, x, y -> deep_merge(x, y) end)
-
-  defp deep_merge(_a, b), do: b
-
-  defp start_port(config, opts \\ []) do
-    start_supervised!({Port, [config: config, backoff_min: 50] ++ opts})
-  end
-
-  @stack """
-  Traceback (most recent call last):
-    File "/srv/app/src/calc.py", line 2, in average
-      return sum(xs) / len(xs)
-  ZeroDivisionError: division by zero
-  """
-
-  defp fix_args(fp \\ "fpcalc0001", extra \\ %{}) do
-    Map.merge(
-      %{
-        "fingerprint" => fp,
-        "severity" => "high",
-        "root_cause" => "average/1 divides by the length of an empty list",
-        "wait" => true,
-        "group" => %{
-          "id" => fp,
-          "message" => "ZeroDivisionError: division by zero",
-          "stacktrace" => @stack,
-          "count" => 12,
-          "service" => "calc",
-          "path" => "/average"
-        }
-      },
-      extra
-    )
-  end
-
-  defp fix!(port, args) do
-    {:ok, fix} = Port.call(port, "fix", args, 120_000)
-    fix
-  end
-
-  defp wait_until(fun, ms \\ 15_000) do
-    deadline = System.monotonic_time(:millisecond) + ms
-
-    Stream.repeatedly(fn ->
-      case fun.() do
-        falsy when falsy in [nil, false] ->
-          if System.monotonic_time(:millisecond) > deadline, do: flunk("timed out waiting")
-          Process.sleep(50)
-          nil
-
-        value ->
-          value
-      end
-    end)
-    |> Enum.find(& &1)
-  end
-
-  defp fix_status(port, id) do
-    case Port.call(port, "fix_get", %{"id" => id}) do
-      {:ok, fix} -> fix
-      {:error, _port_restarting} -> %{}
-    end
-  end
-
-  defp agent_processes do
-    {out, _} = System.cmd("ps", ["-eo", "pid=,stat=,args="])
-
-    out
-    |> String.split("\n", trim: true)
-    |> Enum.filter(&String.contains?(&1, @marker))
-    |> Enum.reject(&(String.split(&1) |> Enum.at(1, "") |> String.starts_with?("Z")))
-  end
 
   # ------------------------------------------------------------ agents a..g
 
@@ -187,7 +24,7 @@ defmodule SelfHeal.FixLoopTest do
     tmp_dir: dir
   } do
     repo = make_repo(dir)
-    port = start_port(config(dir, repo, agent(dir, "good", @good_fix)))
+    port = start_port(config(dir, repo, agent(dir, "good", good_fix())))
     fix = fix!(port, fix_args())
 
     # no deploy target configured: delivered, nothing to deploy to
@@ -210,17 +47,25 @@ defmodule SelfHeal.FixLoopTest do
     assert prompt =~ "src/calc.py"
     assert prompt =~ "ZeroDivisionError"
 
-    # the worktree is gone, the branch holds the fix on top of the base
-    refute File.exists?(Path.join([dir, "state", "worktrees", "#{fix["id"]}"]))
-    log = git!(repo, ["log", "--format=%s", "self-heal/fpcalc0001"])
-    assert log =~ "SelfHeal: fix proposed by the coding agent"
+    # the proof: the new test fails on the base with the production error
+    assert v["existing_tests_passed"]
+    assert v["proof"]["reproduced"]
+    assert v["proof"]["frames_matched"] == 1
+    assert v["sandboxed"]
+
+    # the checkouts are gone, the branch holds the fix on top of the base,
+    # committed by the port (the agent had no repository at all)
+    refute File.exists?(Path.join([dir, "state", "work", "#{fix["id"]}"]))
+    log = git!(repo, ["log", "--format=%s %an", "self-heal/fpcalc0001"])
+    assert log =~ "SelfHeal: fix proposed by the coding agent SelfHeal"
+    assert git!(repo, ["rev-parse", "self-heal/fpcalc0001^"]) == git!(repo, ["rev-parse", "main"])
     # main is untouched until a deploy
     refute File.read!(Path.join(repo, "src/calc.py")) =~ "if not xs"
   end
 
   test "(b) a file outside the scope needs a human", %{tmp_dir: dir} do
     repo = make_repo(dir)
-    body = @good_fix <> "echo 'more docs' >> README.md\n"
+    body = good_fix() <> "echo 'more docs' >> README.md\n"
     port = start_port(config(dir, repo, agent(dir, "scope", body), deploy_config(dir)))
     fix = fix!(port, fix_args())
     assert fix["status"] == "awaiting_approval"
@@ -250,14 +95,12 @@ defmodule SelfHeal.FixLoopTest do
     assert File.exists?(fix["delivery"]["patch"])
   end
 
-  test "(d) a hanging agent is killed with its whole process group", %{tmp_dir: dir} do
+  test "(d) a hanging agent is killed with everything it started", %{tmp_dir: dir} do
     repo = make_repo(dir)
-    pids = Path.join(dir, "hang.pids")
 
     body = """
     sleep 300 &
-    echo $! >> '#{pids}'
-    echo $$ >> '#{pids}'
+    sh -c 'sleep 300' self_heal_fixloop_agent_child &
     sleep 300
     """
 
@@ -270,17 +113,7 @@ defmodule SelfHeal.FixLoopTest do
     assert System.monotonic_time(:millisecond) - started < 15_000
     assert fix["status"] == "rejected"
     assert fix["detail"]["reason"] =~ "timed out"
-
-    for pid <- pids |> File.read!() |> String.split() do
-      refute File.exists?("/proc/#{pid}") and not zombie?(pid), "agent process #{pid} survived"
-    end
-  end
-
-  defp zombie?(pid) do
-    case File.read("/proc/#{pid}/stat") do
-      {:ok, stat} -> stat |> String.split(") ") |> List.last() |> String.starts_with?("Z")
-      _ -> true
-    end
+    assert agent_processes() == []
   end
 
   test "(e) the agent's environment holds no secret", %{tmp_dir: dir} do
@@ -291,7 +124,7 @@ defmodule SelfHeal.FixLoopTest do
     repo = make_repo(dir)
 
     body =
-      @good_fix <>
+      good_fix() <>
         """
         env > leaked_env.txt
         echo "token: $GITHUB_TOKEN"
@@ -318,7 +151,7 @@ defmodule SelfHeal.FixLoopTest do
     repo = make_repo(dir)
 
     body =
-      @good_fix <>
+      good_fix() <>
         """
         i=0
         while [ $i -lt 500 ]; do echo "PAD_$i = $i" >> src/calc.py; i=$((i+1)); done
@@ -362,7 +195,7 @@ defmodule SelfHeal.FixLoopTest do
 
   test "a fingerprint already being fixed is not started twice", %{tmp_dir: dir} do
     repo = make_repo(dir)
-    body = "sleep 2\n" <> @good_fix
+    body = "sleep 2\n" <> good_fix()
     port = start_port(config(dir, repo, agent(dir, "slow", body)))
     {:ok, first} = Port.call(port, "fix", Map.put(fix_args(), "wait", false))
     assert first["started"]
@@ -374,46 +207,9 @@ defmodule SelfHeal.FixLoopTest do
 
   # ------------------------------------------------------------ gate, deploy, verify
 
-  # A deploy "command": records the deployed commit; the health check reads
-  # a flag file the test controls.
-  defp deploy_config(dir, extra \\ %{}) do
-    deploys = Path.join(dir, "deploys.log")
-    healthy = Path.join(dir, "healthy")
-    File.write!(healthy, "ok")
-    deploy = Path.join(dir, "deploy.sh")
-    File.write!(deploy, "#!/bin/sh\necho \"$1 $2\" >> '#{deploys}'\n")
-    File.chmod!(deploy, 0o755)
-    health = Path.join(dir, "health.sh")
-    File.write!(health, "#!/bin/sh\ntest -f '#{healthy}'\n")
-    File.chmod!(health, 0o755)
-
-    deep_merge(
-      %{
-        "gate" => %{"consent" => "repair"},
-        "deploy" => %{
-          "branch" => "main",
-          "argv" => [deploy, "{repo}", "{commit}"],
-          "health" => %{"argv" => [health], "timeout_s" => 3, "interval_ms" => 200},
-          "verify_window_s" => 2
-        }
-      },
-      extra
-    )
-  end
-
-  defp wait_status(port, id, statuses, ms \\ 20_000) do
-    wait_until(
-      fn ->
-        fix = fix_status(port, id)
-        if fix["status"] in statuses, do: fix
-      end,
-      ms
-    )
-  end
-
   test "auto deploy, verification passes, ticket closed", %{tmp_dir: dir} do
     repo = make_repo(dir)
-    port = start_port(config(dir, repo, agent(dir, "good", @good_fix), deploy_config(dir)))
+    port = start_port(config(dir, repo, agent(dir, "good", good_fix()), deploy_config(dir)))
     fix = fix!(port, fix_args())
     assert fix["decision"]["action"] == "deploy"
     done = wait_status(port, fix["id"], ["deployed", "rolled_back", "failed"])
@@ -433,7 +229,7 @@ defmodule SelfHeal.FixLoopTest do
       config(
         dir,
         repo,
-        agent(dir, "good", @good_fix),
+        agent(dir, "good", good_fix()),
         deploy_config(dir, %{"deploy" => %{"verify_window_s" => 30}})
       )
 
@@ -466,7 +262,7 @@ defmodule SelfHeal.FixLoopTest do
       config(
         dir,
         repo,
-        agent(dir, "good", @good_fix),
+        agent(dir, "good", good_fix()),
         deploy_config(dir, %{"gate" => %{"breaker_threshold" => 1}})
       )
 
@@ -502,7 +298,7 @@ defmodule SelfHeal.FixLoopTest do
       config(
         dir,
         repo,
-        agent(dir, "good", @good_fix),
+        agent(dir, "good", good_fix()),
         deploy_config(dir, %{
           "gate" => %{"max_auto_deploys_per_hour" => 1},
           "deploy" => %{"verify_window_s" => 0}
@@ -521,9 +317,95 @@ defmodule SelfHeal.FixLoopTest do
     assert "max_auto_deploys_per_hour reached" in fix2["decision"]["reasons"]
   end
 
+  test "a fix whose base is no longer the deploy branch's tip is replayed, validated again, and its rollback takes back only itself",
+       %{tmp_dir: dir} do
+    fmt = "def first(xs):\n    return xs[0]\n"
+
+    fmt_test =
+      "import unittest\n\nfrom src.fmt import first\n\n\nclass FirstTest(unittest.TestCase):\n" <>
+        "    def test_first(self):\n        self.assertEqual(first([5]), 5)\n"
+
+    repo = make_repo(dir, %{"src/fmt.py" => fmt, "tests/test_fmt.py" => fmt_test})
+    base = String.trim(git!(repo, ["rev-parse", "main"]))
+
+    # one agent for both errors: it fixes the one its prompt names
+    body = """
+    if grep -q 'src/fmt.py' "$2"; then
+    cat > src/fmt.py <<'PY'
+    def first(xs):
+        if not xs:
+            return None
+        return xs[0]
+    PY
+    cat >> tests/test_fmt.py <<'PY'
+
+        def test_empty(self):
+            self.assertIsNone(first([]))
+    PY
+    else
+    #{good_fix()}
+    fi
+    """
+
+    cfg =
+      config(
+        dir,
+        repo,
+        agent(dir, "two", body),
+        deploy_config(dir, %{"fix" => %{"base" => base}, "deploy" => %{"verify_window_s" => 4}})
+      )
+
+    port = start_port(cfg)
+    :ok = Port.subscribe(port)
+
+    fmt_args =
+      fix_args("fpfmt0002", %{
+        "group" => %{
+          "id" => "fpfmt0002",
+          "type" => "IndexError",
+          "message" => "list index out of range",
+          "stacktrace" =>
+            "Traceback (most recent call last):\n  File \"/srv/app/src/fmt.py\", line 2, in first\n" <>
+              "    return xs[0]\nIndexError: list index out of range\n",
+          "count" => 30,
+          "service" => "calc"
+        }
+      })
+
+    # both validated on the same base commit
+    first = fix!(port, fix_args())
+    second = fix!(port, fmt_args)
+    assert first["base_commit"] == base and second["base_commit"] == base
+
+    assert wait_status(port, first["id"], ["deployed", "rolled_back", "failed"])["status"] ==
+             "deployed"
+
+    # the second finds main moved: replayed on it and validated again
+    assert_receive {:self_heal_port, %{"event" => "fix", "stage" => "rebased", "fix_id" => id}},
+                   30_000
+
+    assert id == second["id"]
+
+    assert_receive {:self_heal_port, %{"event" => "verify", "fingerprint" => "fpfmt0002"}},
+                   40_000
+
+    replayed = fix_status(port, second["id"])
+    assert replayed["base_commit"] != base
+    assert replayed["validation"]["regression_proven"]
+    assert replayed["validation"]["agent"] =~ "not run"
+
+    {:ok, _} = Port.call(port, "recurrence", %{"fingerprint" => "fpfmt0002", "count" => 1})
+    done = wait_status(port, second["id"], ["rolled_back", "deployed", "failed"])
+    assert done["status"] == "rolled_back"
+    # the first fix stays deployed, the second is gone
+    assert File.read!(Path.join(repo, "src/calc.py")) =~ "if not xs"
+    refute File.read!(Path.join(repo, "src/fmt.py")) =~ "if not xs"
+    assert git!(repo, ["status", "--porcelain"]) == ""
+  end
+
   test "kill switch: nothing deploys, approved or not, until it is off", %{tmp_dir: dir} do
     repo = make_repo(dir)
-    port = start_port(config(dir, repo, agent(dir, "good", @good_fix), deploy_config(dir)))
+    port = start_port(config(dir, repo, agent(dir, "good", good_fix()), deploy_config(dir)))
     {:ok, gate} = Port.call(port, "kill_switch", %{"on" => true, "by" => "test"})
     assert gate["kill_switch"]
     fix = fix!(port, fix_args())
@@ -546,7 +428,7 @@ defmodule SelfHeal.FixLoopTest do
       config(
         dir,
         repo,
-        agent(dir, "good", @good_fix),
+        agent(dir, "good", good_fix()),
         deploy_config(dir, %{"gate" => %{"consent" => "diagnose", "approval_ttl_s" => 1}})
       )
 
@@ -577,7 +459,7 @@ defmodule SelfHeal.FixLoopTest do
       config(
         dir,
         repo,
-        agent(dir, "good", @good_fix),
+        agent(dir, "good", good_fix()),
         deploy_config(dir, %{"gate" => %{"consent" => "diagnose"}})
       )
 
@@ -668,7 +550,7 @@ defmodule SelfHeal.FixLoopTest do
     config(
       dir,
       repo,
-      agent(dir, "good", @good_fix),
+      agent(dir, "good", good_fix()),
       deploy_config(dir, %{"gate" => %{"consent" => "diagnose"}, "notify" => notify})
     )
   end
@@ -720,7 +602,7 @@ defmodule SelfHeal.FixLoopTest do
     assert headers["referrer-policy"] == "no-referrer"
     assert page =~ ~s(<form method="post" action="approve">)
     assert page =~ ~s(value="#{token}")
-    assert page =~ "ZeroDivisionError"
+    assert page =~ "division by zero"
     assert page =~ "awaiting_approval"
     assert fix_status(port, fix["id"])["status"] == "awaiting_approval"
 
@@ -915,8 +797,7 @@ defmodule SelfHeal.FixLoopTest do
     {:ok, prs} = Agent.start_link(fn -> [] end)
     {:ok, gh} = FakeHTTP.start(github(prs))
     System.put_env("SH_FIXLOOP_GH", "ghp_" <> String.duplicate("a", 36))
-    started = Path.join(dir, "agent.runs")
-    body = "echo run >> '#{started}'\nsleep 3\n" <> @good_fix
+    body = "sleep 3\n" <> good_fix()
 
     cfg = config(dir, repo, agent(dir, "slowgood", body), pr_delivery(gh, %{"url" => remote}))
 
@@ -924,7 +805,7 @@ defmodule SelfHeal.FixLoopTest do
     :ok = Port.subscribe(port)
     {:ok, first} = Port.call(port, "fix", Map.put(fix_args(), "wait", false))
     assert_receive {:self_heal_port, %{"event" => "fix", "stage" => "context"}}, 20_000
-    wait_until(fn -> File.exists?(started) end)
+    wait_until(fn -> agent_processes() != [] end)
     os_pid = Port.os_pid(port)
     System.cmd("kill", ["-9", "#{os_pid}"])
     assert_receive {:self_heal_port, %{"event" => "port_exited"}}, 5_000
@@ -937,7 +818,8 @@ defmodule SelfHeal.FixLoopTest do
     assert length(FakeHTTP.requests(gh) |> Enum.filter(&(&1.method == "POST"))) == 1
     assert git!(remote, ["log", "--format=%s", "self-heal/fpcalc0001"]) =~ "SelfHeal: fix"
     # the agent ran again after the restart (the first run was killed with the port)
-    assert length(String.split(File.read!(started), "\n", trim: true)) == 2
+    audit = File.read!(Path.join([dir, "state", "audit.jsonl"]))
+    assert length(Regex.scan(~r/"action":"fix_context"/, audit)) == 2
   end
 
   # ------------------------------------------------------------ push over HTTPS
@@ -1024,7 +906,7 @@ defmodule SelfHeal.FixLoopTest do
       config(
         dir,
         repo,
-        agent(dir, "good", @good_fix),
+        agent(dir, "good", good_fix()),
         pr_delivery(gh, Map.put(remote, "url", "https://localhost:#{port_no}/app.git"))
       )
     end
