@@ -1,8 +1,12 @@
 /*
- * The fix loop (fix.h, docs/fix-loop.md): worktree, context and prompt,
- * the agent, validation, delivery, the gate, approvals, and the scheduler
- * that starts deploys of approved fixes one at a time.
+ * The fix loop (fix.h, docs/fix-loop.md, docs/security.md): a plain
+ * checkout and the prompt, the agent in the sandbox, the change captured
+ * and committed by the port, validation runs on composed trees (the fix,
+ * the base's tests on it, the fix's tests on the base), delivery, the
+ * gate, approvals, and the scheduler that starts deploys of approved
+ * fixes one at a time.
  */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "fix.h"
 
 #include <errno.h>
@@ -107,6 +111,43 @@ static int ms_from_s(port_ctx *ctx, const char *path, long long dflt)
     return (int)(s * 1000);
 }
 
+/* 1 when a is b or lies above it (paths resolved when they exist). */
+static int covers(const char *a, const char *b)
+{
+    char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
+    const char *x = ra != NULL ? ra : a, *y = rb != NULL ? rb : b;
+    size_t n = strlen(x);
+    while (n > 1 && x[n - 1] == '/')
+        n--;
+    int hit = strncmp(x, y, n) == 0 && (y[n] == '\0' || y[n] == '/' || (n == 1 && x[0] == '/'));
+    free(ra);
+    free(rb);
+    return hit;
+}
+
+/* The sandbox's read-only paths must not show what it exists to hide: the
+ * state directory, the repository (its .git, the deploy checkout). */
+static int read_only_ok(const fix_config *cfg, cmd_error *err)
+{
+    size_t i;
+    json_t *p;
+    json_array_foreach(cfg->sandbox.read_only, i, p)
+    {
+        const char *path = json_string_value(p);
+        const char *hidden[2] = {cfg->state_dir, cfg->repo};
+        for (int k = 0; k < 2; k++) {
+            if (path != NULL && hidden[k][0] != '\0' &&
+                (covers(path, hidden[k]) || covers(hidden[k], path))) {
+                cmd_error_set(err, "bad_config",
+                              "fix.sandbox.read_only: %s would show the agent the %s", path,
+                              k == 0 ? "state directory" : "repository");
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -146,6 +187,10 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
     if (cfg->remote_url[0] != '\0' && strncmp(cfg->remote_url, "https://", 8) != 0 &&
         cfg->remote_url[0] != '/' && strncmp(cfg->remote_url, "file://", 7) != 0) {
         cmd_error_set(err, "bad_config", "fix.remote.url must be an https URL or a local path");
+        fix_config_free(cfg);
+        return -1;
+    }
+    if (read_only_ok(cfg, err) != 0) {
         fix_config_free(cfg);
         return -1;
     }
@@ -1653,6 +1698,26 @@ static void *scheduler(void *p)
         pthread_mutex_unlock(&sched_lock);
     }
     return NULL;
+}
+
+json_t *fix_config_status(port_ctx *ctx, cmd_error *err)
+{
+    fix_config cfg;
+    if (fix_config_load(&cfg, ctx, err) != 0)
+        return NULL;
+    const char *sandbox = !cfg.enabled                       ? "off"
+                          : cfg.sandbox.mode == SANDBOX_NONE ? "none"
+                          : cfg.sandbox_error[0] != '\0'     ? "unavailable"
+                                                             : "bwrap";
+    json_t *status = json_pack("{s:b, s:s}", "enabled", cfg.enabled, "sandbox", sandbox);
+    if (cfg.sandbox_error[0] != '\0') {
+        json_object_set_new(status, "error", json_string(cfg.sandbox_error));
+        json_t *fields = json_pack("{s:s}", "reason", cfg.sandbox_error);
+        fix_audit(ctx, "fix_sandbox_unavailable", fields);
+        json_decref(fields);
+    }
+    fix_config_free(&cfg);
+    return status;
 }
 
 void fix_start_scheduler(port_ctx *ctx)

@@ -95,6 +95,11 @@ void fix_revalidate(port_ctx *ctx, int64_t id);
  * groups; ticket: ticket_upsert's result. */
 void fix_on_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket);
 
+/* What configure answers about the fix loop: {"enabled", "sandbox":
+ * "bwrap" | "none" | "unavailable" | "off", "error"? (why no agent can
+ * run)}; NULL with err (bad_config) when its configuration is unusable. */
+json_t *fix_config_status(port_ctx *ctx, cmd_error *err);
+
 /* After configure (not in one-shot mode, and only when the fix loop is
  * configured): starts the scheduler thread that expires approvals and
  * starts deploys of approved fixes, once. */

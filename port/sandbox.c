@@ -142,8 +142,28 @@ int sandbox_config_load(sandbox_config *cfg, port_ctx *ctx, const char *prefix, 
         return -1;
     }
 
+    /* the whole key may be a mode alone: "fix.sandbox": "none" */
+    json_t *v = port_config_get(ctx, prefix);
+    if (json_is_string(v)) {
+        const char *m = json_string_value(v);
+        int ok = strcmp(m, "none") == 0 || strcmp(m, "bwrap") == 0;
+        if (!ok)
+            cmd_error_set(err, "bad_config", "%s must be \"bwrap\", \"none\" or an object", prefix);
+        else if (strcmp(m, "none") == 0)
+            cfg->mode = SANDBOX_NONE;
+        json_decref(v);
+        if (!ok)
+            return -1;
+        v = NULL; /* the other keys take their defaults */
+    } else if (v != NULL && !json_is_null(v) && !json_is_object(v)) {
+        cmd_error_set(err, "bad_config", "%s must be \"bwrap\", \"none\" or an object", prefix);
+        json_decref(v);
+        return -1;
+    }
+    json_decref(v);
+
     key_path(path, sizeof(path), prefix, "mode");
-    json_t *v = port_config_get(ctx, path);
+    v = port_config_get(ctx, path);
     if (v != NULL && !json_is_null(v)) {
         const char *m = json_is_string(v) ? json_string_value(v) : NULL;
         if (m != NULL && strcmp(m, "bwrap") == 0) {

@@ -60,6 +60,7 @@
 #include "frame.h"
 #include "group.h"
 #include "http.h"
+#include "fix.h"
 #include "pipeline.h"
 #include "pool.h"
 #include "proc.h"
@@ -114,7 +115,10 @@ static json_t *cmd_configure(port_ctx *c, json_t *args, cmd_error *err)
     json_decref(old);
     if (port_configure_modules(c, err) != 0)
         return NULL;
-    return json_pack("{s:b}", "configured", 1);
+    json_t *fix = fix_config_status(c, err);
+    if (fix == NULL)
+        return NULL; /* the fix loop's configuration is unusable: said at once */
+    return json_pack("{s:b, s:o}", "configured", 1, "fix", fix);
 }
 
 /* An integer argument in [lo, hi]; -1 with err set otherwise. */

@@ -507,8 +507,12 @@ defmodule SelfHeal.Port do
 
   defp answer(_req, _result), do: :ok
 
-  defp configured({:ok, _}, state),
-    do: notify(%{"event" => "port_configured", "restarts" => state.restarts}, state)
+  defp configured({:ok, reply}, state) do
+    # said once per start, where operators look: a fix loop that runs no
+    # agent, or one that runs agents unconfined
+    if state.restarts == 0, do: log_fix_loop(reply["fix"])
+    notify(%{"event" => "port_configured", "restarts" => state.restarts}, state)
+  end
 
   defp configured({:error, error}, state) do
     Logger.error("self_heal: the port refused its configuration: #{error.message}",
@@ -523,6 +527,20 @@ defmodule SelfHeal.Port do
       state
     )
   end
+
+  defp log_fix_loop(%{"sandbox" => "unavailable", "error" => error}) do
+    Logger.error("self_heal: #{error}", domain: [:self_heal])
+  end
+
+  defp log_fix_loop(%{"sandbox" => "none"}) do
+    Logger.warning(
+      "self_heal: fix.sandbox.mode is \"none\": coding agents run unconfined, " <>
+        "as the service's own user; no fix deploys without a human",
+      domain: [:self_heal]
+    )
+  end
+
+  defp log_fix_loop(_status), do: :ok
 
   defp notify(event, state) do
     state = act_on(event, state)

@@ -15,6 +15,7 @@ defmodule SelfHeal.ContainmentTest do
   # planted in the BEAM's environment visible to the agent.
   use ExUnit.Case, async: false
 
+  import ExUnit.CaptureLog
   import SelfHeal.FixLoopSupport
 
   alias SelfHeal.Port
@@ -591,9 +592,7 @@ defmodule SelfHeal.ContainmentTest do
 
   test "sandbox none: the agent runs, and a human decides every deploy", ctx do
     {fix, _, _} =
-      attack(ctx, "unconfined", fn _ -> good_fix() end,
-        config: %{"fix" => %{"sandbox" => %{"mode" => "none"}}}
-      )
+      attack(ctx, "unconfined", fn _ -> good_fix() end, config: %{"fix" => %{"sandbox" => "none"}})
 
     assert fix["status"] == "awaiting_approval"
     assert fix["validation"]["sandboxed"] == false
@@ -612,20 +611,40 @@ defmodule SelfHeal.ContainmentTest do
         %{"fix" => %{"sandbox" => %{"bwrap" => "/nonexistent/bwrap"}}}
       )
 
-    port = start_port(cfg)
-    assert {:error, %{code: "sandbox", message: message}} = Port.call(port, "fix", fix_args())
-    assert message =~ "the sandbox cannot be set up"
-    assert message =~ ~s(fix.sandbox.mode "none")
+    # said at configuration, and again by every fix request
+    log =
+      capture_log(fn ->
+        port = start_port(cfg)
+        assert {:error, %{code: "sandbox", message: message}} = Port.call(port, "fix", fix_args())
+        assert message =~ "the sandbox cannot be set up"
+        assert message =~ ~s(fix.sandbox.mode "none")
+      end)
+
+    assert log =~ "the sandbox cannot be set up"
     refute File.exists?(ran)
 
-    assert {:error, %{code: "bad_config"}} =
-             Port.call(
-               start_port(
-                 put_in(cfg, ["fix", "sandbox"], %{"mode" => "bwrapp"}),
-                 name: :containment_typo
-               ),
-               "fix",
-               fix_args()
-             )
+    # a typo never turns the sandbox off: the configuration is refused
+    log =
+      capture_log(fn ->
+        typo = start_port(put_in(cfg, ["fix", "sandbox"], %{"mode" => "bwrapp"}), name: :typo)
+        assert {:error, %{code: "bad_config"}} = Port.call(typo, "fix", fix_args())
+      end)
+
+    assert log =~ "refused its configuration"
+    assert log =~ "fix.sandbox.mode"
+
+    # nor can a read-only path show the agent what the sandbox hides
+    log =
+      capture_log(fn ->
+        wide = put_in(cfg, ["fix", "sandbox"], %{"read_only" => [ctx.tmp_dir]})
+        wide = start_port(wide, name: :wide)
+
+        assert {:error, %{code: "bad_config", message: message}} =
+                 Port.call(wide, "fix", fix_args())
+
+        assert message =~ "would show the agent the state directory"
+      end)
+
+    assert log =~ "fix.sandbox.read_only"
   end
 end
