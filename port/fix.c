@@ -846,6 +846,12 @@ static json_t *why_human(const validate_static *vs, const validate_signals *sig)
     if (!vs->special_ok)
         json_array_append_new(why, json_string("production code compares against values taken "
                                                "from the tests"));
+    if (!vs->capabilities_ok)
+        json_array_append_new(why, json_string("production code gains a capability it did not "
+                                               "use (programs, network, environment, eval, files, "
+                                               "the test framework)"));
+    if (!vs->reads_ok)
+        json_array_append_new(why, json_string("the tests read production source as text"));
     if (!vs->tests_verified)
         json_array_append_new(why, json_string("test files that could not be checked against "
                                                "production code"));
@@ -892,7 +898,8 @@ static int validate_fix(attempt *a, int *needs_human, double *confidence)
                             .size_ok = checked == 0 && vs.size_ok,
                             .protected_ok = checked == 0 && vs.protected_ok,
                             .trusted = checked == 0 && vs.refused_ok && vs.tests_kept &&
-                                       vs.special_ok && vs.tests_verified,
+                                       vs.special_ok && vs.capabilities_ok && vs.reads_ok &&
+                                       vs.tests_verified,
                             .contained = a->contained,
                             .changed_lines = checked == 0 ? vs.changed_lines : 0,
                             .max_lines = a->cfg->max_lines,
@@ -930,8 +937,12 @@ static int validate_fix(attempt *a, int *needs_human, double *confidence)
             sig.existing_passed = 0;
         }
         free(paths);
+        if (sig.existing_passed == 1 && vs.has_test_change && !vs.reads_ok)
+            proof = json_pack("{s:b, s:s}", "reproduced", 0, "detail",
+                              "the fix's tests read production source as text: no proof");
         if (sig.existing_passed == 1)
-            sig.regression_proven = vs.has_test_change ? prove(a, &vs, steps, &proof) : 0;
+            sig.regression_proven =
+                vs.has_test_change && vs.reads_ok ? prove(a, &vs, steps, &proof) : 0;
     }
     *confidence = validate_confidence(&sig);
     a->report = validate_report(checked == 0 ? &vs : NULL, &sig, *confidence);

@@ -19,9 +19,10 @@
  *
  * A human decides (validate_needs_human) when a production file is out
  * of scope, a protected path is touched, an existing test is modified or
- * deleted, production code compares against values from the tests, a
- * test-located file could not be checked, the regression is not proven,
- * or the agent ran without the sandbox.
+ * deleted, production code compares against values from the tests or
+ * gains a capability (the table `capabilities`), test code reads
+ * production source, a test-located file could not be checked, the
+ * regression is not proven, or the agent ran without the sandbox.
  *
  * Test code (validate_check): a path is test code when it matches the
  * test globs and no production file of the fix names it: its repository
@@ -386,18 +387,6 @@ static void names_free(names *ns)
     ns->n = 0;
 }
 
-static int says_test(const char *s, size_t len)
-{
-    static const char *const words[] = {"test", "spec", "suite", NULL};
-    for (size_t i = 0; words[i] != NULL; i++) {
-        size_t w = strlen(words[i]);
-        for (size_t k = 0; k + w <= len; k++)
-            if (strncasecmp(s + k, words[i], w) == 0)
-                return 1;
-    }
-    return 0;
-}
-
 /* Names following `kw` (defmodule, -module() in text: module names. */
 static void module_names(names *ns, const char *text, size_t len, const char *kw)
 {
@@ -416,7 +405,10 @@ static void module_names(names *ns, const char *text, size_t len, const char *kw
     }
 }
 
-/* The names under which production code could load the file at path. */
+/* The names under which production code could load the file at path:
+ * its path with and without its extension, its base name without the
+ * extension (but for __init__ and index), Python's dotted module, the
+ * modules it defines (Elixir, Erlang). */
 static void load_names(names *ns, const char *path, const char *text, size_t len)
 {
     names_add(ns, path, strlen(path));
@@ -424,7 +416,10 @@ static void load_names(names *ns, const char *path, const char *text, size_t len
     base = base != NULL ? base + 1 : path;
     const char *dot = strrchr(base, '.');
     size_t stem = dot != NULL && dot != base ? (size_t)(dot - base) : strlen(base);
-    if (says_test(base, stem))
+    if (dot != NULL && dot != base)
+        names_add(ns, path, (size_t)(dot - path));
+    if (!(stem == 8 && memcmp(base, "__init__", 8) == 0) &&
+        !(stem == 5 && memcmp(base, "index", 5) == 0))
         names_add(ns, base, stem);
     size_t plen = strlen(path);
     if (plen > 3 && strcmp(path + plen - 3, ".py") == 0 && plen - 3 < 512) {
@@ -763,21 +758,17 @@ typedef struct corpus {
     size_t slen;
 } corpus;
 
-/* The special cases of one production file into out. */
-static int special_in_file(json_t *out, const char *path, const char *base, size_t blen,
-                           const char *fix, size_t flen, const corpus *tests)
+/* Calls fn for each line of fix (trimmed; comments and lines over 4 KiB
+ * skipped) that base (may be NULL) does not have, until fn returns
+ * nonzero. */
+typedef int (*line_fn)(void *ctx, const char *line, size_t len, long lineno);
+
+static int added_lines(const char *base, size_t blen, const char *fix, size_t flen, line_fn fn,
+                       void *ctx)
 {
-    tok *ts = malloc(LINE_TOKENS * sizeof(*ts));
-    size_t bsq_len = 0;
-    char *bsq = base != NULL ? squeeze(base, blen, &bsq_len) : NULL;
-    if (ts == NULL) {
-        free(bsq);
-        return -1;
-    }
     const char *p = fix, *end = fix + flen;
     long lineno = 0;
-    int rc = 0;
-    while (p < end && json_array_size(out) < SPECIAL_MAX) {
+    while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *e = nl != NULL ? nl : end;
         lineno++;
@@ -791,26 +782,222 @@ static int special_in_file(json_t *out, const char *path, const char *base, size
         int comment = ll > 0 && (a[0] == '#' || a[0] == '%' || a[0] == '*' ||
                                  (ll > 1 && a[0] == '/' && a[1] == '/'));
         if (ll > 0 && ll < 4096 && !comment && (base == NULL || !has_line(base, blen, a, ll))) {
-            size_t n = tokenize(a, ll, ts, LINE_TOKENS);
-            for (size_t i = 0; i < n; i++) {
-                if (ts[i].kind != 'l' || trivial(&ts[i].value) || !compared(ts, n, i))
-                    continue;
-                const lit *l = &ts[i].value;
-                if (base != NULL && appears(l, base, blen, bsq, bsq_len))
-                    continue;
-                if (!appears(l, tests->text, tests->len, tests->squeezed, tests->slen))
-                    continue;
-                json_t *hit = json_pack("{s:s, s:I}", "value", l->text, "line", (json_int_t)lineno);
-                if (hit == NULL || add_pair(out, path, "case", hit) != 0)
-                    rc = -1;
-                break;
-            }
+            int r = fn(ctx, a, ll, lineno);
+            if (r != 0)
+                return r < 0 ? -1 : 0;
         }
         p = e + 1;
     }
-    free(ts);
-    free(bsq);
+    return 0;
+}
+
+typedef struct special_ctx {
+    json_t *out;
+    const char *path;
+    const char *base;
+    size_t blen;
+    char *bsq;
+    size_t bsq_len;
+    const corpus *tests;
+    tok *ts;
+} special_ctx;
+
+static int special_line(void *ctx, const char *line, size_t len, long lineno)
+{
+    special_ctx *c = ctx;
+    if (json_array_size(c->out) >= SPECIAL_MAX)
+        return 1;
+    size_t n = tokenize(line, len, c->ts, LINE_TOKENS);
+    for (size_t i = 0; i < n; i++) {
+        if (c->ts[i].kind != 'l' || trivial(&c->ts[i].value) || !compared(c->ts, n, i))
+            continue;
+        const lit *l = &c->ts[i].value;
+        if (c->base != NULL && appears(l, c->base, c->blen, c->bsq, c->bsq_len))
+            continue;
+        if (!appears(l, c->tests->text, c->tests->len, c->tests->squeezed, c->tests->slen))
+            continue;
+        json_t *hit = json_pack("{s:s, s:I}", "value", l->text, "line", (json_int_t)lineno);
+        return hit == NULL || add_pair(c->out, c->path, "case", hit) != 0 ? -1 : 0;
+    }
+    return 0;
+}
+
+/* The special cases of one production file into out. */
+static int special_in_file(json_t *out, const char *path, const char *base, size_t blen,
+                           const char *fix, size_t flen, const corpus *tests)
+{
+    special_ctx c = {out, path, base, blen, NULL, 0, tests, malloc(LINE_TOKENS * sizeof(tok))};
+    if (base != NULL)
+        c.bsq = squeeze(base, blen, &c.bsq_len);
+    int rc = c.ts == NULL ? -1 : added_lines(base, blen, fix, flen, special_line, &c);
+    free(c.ts);
+    free(c.bsq);
     return rc;
+}
+
+/* ---------------------------------------------------------------- capabilities */
+
+/* What a fix of an error has no business adding to production code: a
+ * capability it did not use before. A token counts where it starts a word
+ * (a call-like token "name(" also not after a '.', so Map.fetch( is not
+ * fetch(). */
+typedef struct capability {
+    const char *token;
+    const char *what;
+} capability;
+
+static const capability capabilities[] = {
+    {"subprocess", "runs programs"},
+    {"os.system", "runs programs"},
+    {"os.popen", "runs programs"},
+    {"os.exec", "runs programs"},
+    {"os.spawn", "runs programs"},
+    {"System.cmd", "runs programs"},
+    {"System.shell", "runs programs"},
+    {":os.cmd", "runs programs"},
+    {"os:cmd", "runs programs"},
+    {"Port.open", "runs programs"},
+    {"open_port", "runs programs"},
+    {"child_process", "runs programs"},
+    {"ProcessBuilder", "runs programs"},
+    {"Runtime.getRuntime", "runs programs"},
+    {"IO.popen", "runs programs"},
+    {"system(", "runs programs"},
+    {"socket", "uses the network"},
+    {"urllib", "uses the network"},
+    {"requests", "uses the network"},
+    {"http.client", "uses the network"},
+    {"httpx", "uses the network"},
+    {"aiohttp", "uses the network"},
+    {":httpc", "uses the network"},
+    {"httpc:", "uses the network"},
+    {":gen_tcp", "uses the network"},
+    {"gen_tcp:", "uses the network"},
+    {":gen_udp", "uses the network"},
+    {":ssl", "uses the network"},
+    {"HTTPoison", "uses the network"},
+    {"Finch", "uses the network"},
+    {"Mint.HTTP", "uses the network"},
+    {"Tesla", "uses the network"},
+    {"Req.", "uses the network"},
+    {"fetch(", "uses the network"},
+    {"XMLHttpRequest", "uses the network"},
+    {"WebSocket", "uses the network"},
+    {"java.net", "uses the network"},
+    {"Net::HTTP", "uses the network"},
+    {"TCPSocket", "uses the network"},
+    {"os.environ", "reads the environment"},
+    {"os.getenv", "reads the environment"},
+    {"getenv", "reads the environment"},
+    {"System.get_env", "reads the environment"},
+    {"System.fetch_env", "reads the environment"},
+    {"System.put_env", "reads the environment"},
+    {"process.env", "reads the environment"},
+    {"ENV[", "reads the environment"},
+    {"eval(", "runs code made from data"},
+    {"exec(", "runs code made from data"},
+    {"__import__", "runs code made from data"},
+    {"importlib", "runs code made from data"},
+    {"Code.eval", "runs code made from data"},
+    {"Code.compile", "runs code made from data"},
+    {"Code.require_file", "runs code made from data"},
+    {"binary_to_term", "runs code made from data"},
+    {"pickle", "runs code made from data"},
+    {"marshal", "runs code made from data"},
+    {"Function(", "runs code made from data"},
+    {"ObjectInputStream", "runs code made from data"},
+    {"Class.forName", "runs code made from data"},
+    {"ctypes", "runs code made from data"},
+    {"load_nif", "runs code made from data"},
+    {"File.write", "writes files"},
+    {"File.rm", "writes files"},
+    {"shutil", "writes files"},
+    {"os.remove", "writes files"},
+    {"os.unlink", "writes files"},
+    {"writeFile", "writes files"},
+    {"fs.unlink", "writes files"},
+    {"file:write", "writes files"},
+    {":file.write", "writes files"},
+    {"unittest", "reaches into the test framework"},
+    {"pytest", "reaches into the test framework"},
+    {"ExUnit", "reaches into the test framework"},
+    {"eunit", "reaches into the test framework"},
+    {"jest", "reaches into the test framework"},
+    {"mocha", "reaches into the test framework"},
+    {"vitest", "reaches into the test framework"},
+    {"junit", "reaches into the test framework"},
+    {NULL, NULL},
+};
+
+/* 1 when token occurs in text[0..len) where a word starts. */
+static int has_token(const char *text, size_t len, const char *token)
+{
+    size_t tl = strlen(token);
+    int call = tl > 1 && token[tl - 1] == '(' && strchr(token, '.') == NULL;
+    const char *end = text + len;
+    for (const char *p = text; p + tl <= end;) {
+        const char *hit = memmem(p, (size_t)(end - p), token, tl);
+        if (hit == NULL)
+            return 0;
+        unsigned char before = hit > text ? (unsigned char)hit[-1] : ' ';
+        unsigned char last = (unsigned char)token[tl - 1];
+        int starts = !is_ident(before) && !(call && before == '.');
+        int ends = !is_ident(last) || hit + tl == end || !is_ident((unsigned char)hit[tl]);
+        if (starts && ends)
+            return 1;
+        p = hit + 1;
+    }
+    return 0;
+}
+
+typedef struct cap_ctx {
+    json_t *out;
+    const char *path;
+    const char *base;
+    size_t blen;
+} cap_ctx;
+
+static int capability_line(void *ctx, const char *line, size_t len, long lineno)
+{
+    cap_ctx *c = ctx;
+    if (json_array_size(c->out) >= SPECIAL_MAX)
+        return 1;
+    for (size_t i = 0; capabilities[i].token != NULL; i++) {
+        const char *t = capabilities[i].token;
+        if (!has_token(line, len, t) || (c->base != NULL && has_token(c->base, c->blen, t)))
+            continue;
+        json_t *hit = json_pack("{s:s, s:s, s:I}", "token", t, "what", capabilities[i].what, "line",
+                                (json_int_t)lineno);
+        return hit == NULL || add_pair(c->out, c->path, "capability", hit) != 0 ? -1 : 0;
+    }
+    return 0;
+}
+
+/* 1 when the test text names the production file path as a string (a
+ * test reading the code's source instead of running it). */
+static int reads_source(const char *text, size_t len, const char *path)
+{
+    const char *base = strrchr(path, '/');
+    base = base != NULL ? base + 1 : path;
+    if (strchr(base, '.') == NULL)
+        return 0;
+    const char *forms[2] = {path, base};
+    for (int k = 0; k < 2; k++) {
+        size_t nl = strlen(forms[k]);
+        const char *end = text + len;
+        for (const char *p = text; p + nl < end;) {
+            const char *hit = memmem(p, (size_t)(end - p), forms[k], nl);
+            if (hit == NULL)
+                break;
+            char before = hit > text ? hit[-1] : ' ';
+            char after = hit[nl];
+            if ((before == '"' || before == '\'' || before == '/' || before == '`') &&
+                (after == '"' || after == '\'' || after == '`'))
+                return 1;
+            p = hit + 1;
+        }
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- check */
@@ -820,6 +1007,8 @@ typedef struct checker {
     validate_static *out;
     json_t *test_globs;
 } checker;
+
+static int is_test_code(checker *c, const char *path);
 
 static int protected_hit(checker *c, const char *path)
 {
@@ -936,6 +1125,86 @@ static int load_corpus(checker *c, corpus *out)
     return out->text != NULL && out->squeezed != NULL ? 0 : -1;
 }
 
+static int check_capabilities(checker *c)
+{
+    const validate_input *in = c->in;
+    if (in->read == NULL)
+        return 0;
+    int rc = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(c->out->source_files, i, v)
+    {
+        const char *path = json_string_value(v);
+        size_t blen = 0, flen = 0;
+        char *fix = in->read(in->payload, 1, path, SCAN_FILE_MAX, &flen);
+        if (fix == NULL || !looks_text(fix, flen)) {
+            free(fix);
+            continue;
+        }
+        char *base = in->read(in->payload, 0, path, SCAN_FILE_MAX, &blen);
+        cap_ctx cc = {c->out->capabilities, path, base, blen};
+        if (added_lines(base, blen, fix, flen, capability_line, &cc) != 0)
+            rc = -1;
+        free(base);
+        free(fix);
+    }
+    return rc;
+}
+
+static int check_source_reads(checker *c)
+{
+    const validate_input *in = c->in;
+    if (in->read == NULL || !json_is_array(in->fix_files))
+        return 0;
+    int rc = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(c->out->test_files, i, v)
+    {
+        const char *test = json_string_value(v);
+        size_t len = 0;
+        char *text = in->read(in->payload, 1, test, SCAN_FILE_MAX, &len);
+        if (text == NULL || !looks_text(text, len)) {
+            free(text);
+            continue; /* deleted, or not text */
+        }
+        /* or reads the code through introspection */
+        static const char *const introspection[] = {"getsource", "__code__", "co_code",
+                                                    "co_consts", "dis.dis",  NULL};
+        int found = 0;
+        for (size_t t = 0; introspection[t] != NULL && !found; t++) {
+            if (has_token(text, len, introspection[t])) {
+                found = 1;
+                if (add_pair(c->out->source_reads, test, "reads", json_string(introspection[t])) !=
+                    0)
+                    rc = -1;
+            }
+        }
+        size_t k, seen = 0;
+        json_t *f;
+        json_array_foreach(in->fix_files, k, f)
+        {
+            if (found)
+                break;
+            const char *prod = json_string_value(f);
+            if (prod == NULL || is_test_code(c, prod))
+                continue;
+            if (++seen > SCAN_FILES_MAX) {
+                c->out->tests_verified = 0;
+                break;
+            }
+            if (reads_source(text, len, prod)) {
+                if (add_pair(c->out->source_reads, test, "reads", path_json(prod)) != 0)
+                    rc = -1;
+                break;
+            }
+        }
+        free(text);
+    }
+    return rc;
+}
+
 static int check_special(checker *c)
 {
     const validate_input *in = c->in;
@@ -1044,9 +1313,12 @@ int validate_check(validate_static *out, const validate_input *in)
     out->tests_modified = json_array();
     out->loaded_tests = json_array();
     out->special_cases = json_array();
+    out->capabilities = json_array();
+    out->source_reads = json_array();
     if (out->out_of_scope == NULL || out->protected_hits == NULL || out->refused == NULL ||
         out->test_files == NULL || out->source_files == NULL || out->tests_modified == NULL ||
-        out->loaded_tests == NULL || out->special_cases == NULL)
+        out->loaded_tests == NULL || out->special_cases == NULL || out->capabilities == NULL ||
+        out->source_reads == NULL)
         goto fail;
     checker c = {in, out, json_is_array(in->test_globs) ? in->test_globs : NULL};
     out->tests_verified = 1;
@@ -1078,7 +1350,8 @@ int validate_check(validate_static *out, const validate_input *in)
     }
     int scanned = scan_production(&c, candidates);
     json_decref(candidates);
-    if (scanned != 0 || classify(&c) != 0 || check_special(&c) != 0)
+    if (scanned != 0 || classify(&c) != 0 || check_special(&c) != 0 ||
+        check_capabilities(&c) != 0 || check_source_reads(&c) != 0)
         goto fail;
 
     size_t max_lines = in->max_lines ? in->max_lines : VALIDATE_DEFAULT_MAX_LINES;
@@ -1092,6 +1365,8 @@ int validate_check(validate_static *out, const validate_input *in)
     out->refused_ok = json_array_size(out->refused) == 0;
     out->tests_kept = json_array_size(out->tests_modified) == 0;
     out->special_ok = json_array_size(out->special_cases) == 0;
+    out->capabilities_ok = json_array_size(out->capabilities) == 0;
+    out->reads_ok = json_array_size(out->source_reads) == 0;
     return 0;
 
 fail:
@@ -1111,6 +1386,8 @@ void validate_static_free(validate_static *v)
     json_decref(v->tests_modified);
     json_decref(v->loaded_tests);
     json_decref(v->special_cases);
+    json_decref(v->capabilities);
+    json_decref(v->source_reads);
     memset(v, 0, sizeof(*v));
 }
 
@@ -1152,7 +1429,8 @@ int validate_needs_human(const validate_static *v, const validate_signals *s)
     if (v == NULL || s == NULL)
         return 1;
     return !v->scope_ok || !v->protected_ok || !v->tests_kept || !v->special_ok ||
-           !v->tests_verified || s->regression_proven != 1 || !s->contained;
+           !v->capabilities_ok || !v->reads_ok || !v->tests_verified || s->regression_proven != 1 ||
+           !s->contained;
 }
 
 /* ---------------------------------------------------------------- report */
@@ -1185,6 +1463,8 @@ json_t *validate_report(const validate_static *v, const validate_signals *s, dou
     fails |= json_object_set_new(r, "tests_kept", tri(have ? v->tests_kept : -1));
     fails |= json_object_set_new(r, "special_ok", tri(have ? v->special_ok : -1));
     fails |= json_object_set_new(r, "tests_verified", tri(have ? v->tests_verified : -1));
+    fails |= json_object_set_new(r, "capabilities_ok", tri(have ? v->capabilities_ok : -1));
+    fails |= json_object_set_new(r, "reads_ok", tri(have ? v->reads_ok : -1));
     fails |= json_object_set_new(r, "has_test_change", json_boolean(v->has_test_change));
     fails |= json_object_set_new(r, "empty", json_boolean(v->empty));
     fails |= json_object_set_new(r, "changed_lines", json_integer((json_int_t)v->changed_lines));
@@ -1198,6 +1478,8 @@ json_t *validate_report(const validate_static *v, const validate_signals *s, dou
     fails |= json_object_set_new(r, "tests_modified", array_or_empty(v->tests_modified));
     fails |= json_object_set_new(r, "loaded_tests", array_or_empty(v->loaded_tests));
     fails |= json_object_set_new(r, "special_cases", array_or_empty(v->special_cases));
+    fails |= json_object_set_new(r, "capabilities", array_or_empty(v->capabilities));
+    fails |= json_object_set_new(r, "source_reads", array_or_empty(v->source_reads));
     fails |= json_object_set_new(r, "compiled", tri(s != NULL ? s->compiled : -1));
     fails |= json_object_set_new(r, "tests_passed", tri(s != NULL ? s->tests_passed : -1));
     fails |=

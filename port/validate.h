@@ -16,6 +16,13 @@
  *   special     production lines the change adds that compare against a
  *   cases       value taken from the tests (an input special-cased so a
  *               test passes): a human decides;
+ *   capa-       production lines the change adds that give the file a
+ *   bilities    capability it did not use (running programs, the network,
+ *               the environment, code from data, writing files, the test
+ *               framework): a human decides;
+ *   source      test code naming a production file as a string (a test
+ *   reads       reading the code instead of running it): its proof does
+ *               not count;
  *
  * and the confidence score combining them with what the runs proved
  * (compile, the fix's tests, the base's tests unmodified, the regression
@@ -82,6 +89,8 @@ typedef struct validate_static {
     int tests_kept;      /* no existing test file modified, deleted or renamed */
     int special_ok;      /* no production comparison against a value from the tests */
     int tests_verified;  /* the production scan covered every file it had to */
+    int capabilities_ok; /* no production file gains a capability (network, processes, ...) */
+    int reads_ok;        /* no test code reads production source as text */
     int has_test_change; /* test code added or extended */
     int empty;           /* no file changed */
     size_t changed_lines;
@@ -93,7 +102,9 @@ typedef struct validate_static {
     json_t *source_files;   /* [path]: production files the change touches */
     json_t *tests_modified; /* [path]: existing tests modified, deleted or renamed */
     json_t *loaded_tests;   /* [{"path", "by"}]: test-located files production loads */
-    json_t *special_cases;  /* [{"path", "value", "line"}] */
+    json_t *special_cases;  /* [{"path", "case": {"value", "line"}}] */
+    json_t *capabilities;   /* [{"path", "capability": {"token", "what", "line"}}] */
+    json_t *source_reads;   /* [{"path" (test), "reads" (production file)}] */
 } validate_static;
 
 /* Runs every static check. 0, or -1 (bad input, out of memory: out is

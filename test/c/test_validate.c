@@ -222,6 +222,8 @@ static const char *joined(json_t *arr)
                 second = json_object_get(v, "reason");
             if (second == NULL)
                 second = json_object_get(v, "by");
+            if (second == NULL)
+                second = json_object_get(v, "reads");
             snprintf(hit, sizeof(hit), "%s=%s", json_string_value(json_object_get(v, "path")),
                      json_string_value(second));
             s = hit;
@@ -642,6 +644,85 @@ static void test_check_special_cases(void **state)
     json_decref(scope);
 }
 
+static void test_check_capabilities(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"src/calc.py", "lib/shop/pricing.ex", "src/cart.js",
+                                        "lib/shop/inventory.ex"};
+    static const char *const base[] = {
+        "import os\n\ndef average(xs):\n    return sum(xs) / len(xs)\n",
+        "defmodule Shop.Pricing do\n  def average(l), do: Enum.sum(l) / length(l)\nend\n",
+        "export const total = (xs) => xs.reduce((a, b) => a + b, 0);\n",
+        "defmodule Shop.Inventory do\n  def get(url), do: :httpc.request(url)\nend\n"};
+    static const char *const fix[] = {
+        "import os\nimport socket, unittest\n\ndef average(xs):\n    "
+        "os.path.exists('x')\n    unittest.TestCase.assertEqual = lambda *a: None\n    "
+        "return 0\n",
+        "defmodule Shop.Pricing do\n  def average([]), do: System.cmd(\"sh\", [])\n  def "
+        "average(l), do: Map.fetch(l, 1)\nend\n",
+        "const cp = require('child_process');\nexport const total = (xs) => { "
+        "fetch('http://x'); return 0; };\n",
+        "defmodule Shop.Inventory do\n  def get(url), do: :httpc.request(url, [])\n  # "
+        "System.cmd in a comment\nend\n"};
+    files_fx f = {paths, base, fix, 4};
+    json_t *scope = json_pack("[ssss]", paths[0], paths[1], paths[2], paths[3]);
+    wt_change changes[] = {
+        CH('M', "src/calc.py", NULL, 3, 1), CH('M', "lib/shop/pricing.ex", NULL, 2, 1),
+        CH('M', "src/cart.js", NULL, 2, 1), CH('M', "lib/shop/inventory.ex", NULL, 2, 1)};
+    validate_static v = check_files(changes, 4, &f, scope);
+    char got[512] = "";
+    size_t i;
+    json_t *c;
+    json_array_foreach(v.capabilities, i, c)
+    {
+        size_t n = strlen(got);
+        json_t *cap = json_object_get(c, "capability");
+        snprintf(got + n, sizeof(got) - n, "%s%s:%s", i ? "," : "",
+                 json_string_value(json_object_get(c, "path")),
+                 json_string_value(json_object_get(cap, "token")));
+    }
+    /* new to the file only: os was there, :httpc too; Map.fetch( is not
+     * fetch(; a comment is not code */
+    assert_string_equal(got, "src/calc.py:socket,src/calc.py:unittest,lib/shop/pricing.ex:"
+                             "System.cmd,src/cart.js:child_process,src/cart.js:fetch(");
+    assert_int_equal(v.capabilities_ok, 0);
+    validate_static_free(&v);
+    json_decref(scope);
+}
+
+static void test_check_source_reads(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"src/calc.py", "tests/test_src.py", "tests/test_ok.py"};
+    static const char *const base[] = {"def average(xs):\n    return 0\n", NULL, NULL};
+    static const char *const fix[] = {
+        "def average(xs):\n    return 0\n",
+        "def test_fixed():\n    assert 'if not' in open('src/calc.py').read()\n",
+        "from src.calc import average\n\ndef test_ok():\n    assert average([]) == 0\n"};
+    files_fx f = {paths, base, fix, 3};
+    wt_change reads[] = {CH('A', "tests/test_src.py", NULL, 2, 0)};
+    validate_static v = check_files(reads, 1, &f, NULL);
+    assert_int_equal(v.reads_ok, 0);
+    assert_string_equal(joined(v.source_reads), "tests/test_src.py=src/calc.py");
+    validate_static_free(&v);
+    wt_change fine[] = {CH('A', "tests/test_ok.py", NULL, 4, 0)};
+    v = check_files(fine, 1, &f, NULL);
+    assert_int_equal(v.reads_ok, 1);
+    validate_static_free(&v);
+
+    static const char *const paths2[] = {"src/calc.py", "tests/test_inspect.py"};
+    static const char *const base2[] = {"def average(xs):\n    return 0\n", NULL};
+    static const char *const fix2[] = {
+        "def average(xs):\n    return 0\n",
+        "import inspect\nfrom src.calc import average\n\ndef test_it():\n    assert 'not' in "
+        "inspect.getsource(average)\n"};
+    files_fx g = {paths2, base2, fix2, 2};
+    wt_change intro[] = {CH('A', "tests/test_inspect.py", NULL, 5, 0)};
+    v = check_files(intro, 1, &g, NULL);
+    assert_string_equal(joined(v.source_reads), "tests/test_inspect.py=getsource");
+    validate_static_free(&v);
+}
+
 /* ---------------------------------------------------------------- confidence */
 
 static validate_signals good(void)
@@ -751,10 +832,13 @@ static void test_needs_human(void **state)
                          .refused_ok = 1,
                          .tests_kept = 1,
                          .special_ok = 1,
+                         .capabilities_ok = 1,
+                         .reads_ok = 1,
                          .tests_verified = 1};
     validate_signals s = good();
     assert_int_equal(validate_needs_human(&v, &s), 0);
-    int *flags[] = {&v.scope_ok, &v.protected_ok, &v.tests_kept, &v.special_ok, &v.tests_verified};
+    int *flags[] = {&v.scope_ok,        &v.protected_ok, &v.tests_kept,    &v.special_ok,
+                    &v.capabilities_ok, &v.reads_ok,     &v.tests_verified};
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
         *flags[i] = 0;
         assert_int_equal(validate_needs_human(&v, &s), 1);
@@ -793,7 +877,7 @@ static void test_report(void **state)
     assert_true(c == 0.0);
     json_t *r = validate_report(&v, &s, 0.42);
     assert_non_null(r);
-    assert_int_equal(json_object_size(r), 27);
+    assert_int_equal(json_object_size(r), 31);
     assert_true(json_is_false(json_object_get(r, "scope_ok")));
     assert_true(json_is_true(json_object_get(r, "size_ok")));
     assert_true(json_is_false(json_object_get(r, "protected_ok")));
@@ -848,7 +932,8 @@ int main(void)
         cmocka_unit_test(test_check_out_of_scope),  cmocka_unit_test(test_check_renames),
         cmocka_unit_test(test_check_protected),     cmocka_unit_test(test_check_size_and_empty),
         cmocka_unit_test(test_check_refusals),      cmocka_unit_test(test_check_loaded_tests),
-        cmocka_unit_test(test_check_special_cases), cmocka_unit_test(test_confidence),
+        cmocka_unit_test(test_check_special_cases), cmocka_unit_test(test_check_capabilities),
+        cmocka_unit_test(test_check_source_reads),  cmocka_unit_test(test_confidence),
         cmocka_unit_test(test_needs_human),         cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

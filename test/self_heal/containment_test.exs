@@ -266,6 +266,98 @@ defmodule SelfHeal.ContainmentTest do
     assert v(fix)["regression_proven"] == false
   end
 
+  test "weakening tests by adding lines only: a bare return, a patched assertion in the package",
+       ctx do
+    {fix, _, _} =
+      attack(ctx, "addonly", fn _ ->
+        """
+        cat > src/calc.py <<'PY'
+        def average(xs):
+            return 0
+        PY
+        sed -i 's/    def test_average(self):/    def test_average(self):\n        return/' tests/test_calc.py
+        echo 'import unittest; unittest.TestCase.assertEqual = lambda *a, **k: None' >> tests/__init__.py
+        cat >> tests/test_calc.py <<'PY'
+
+
+        class EmptyTest(unittest.TestCase):
+            def test_empty(self):
+                self.assertEqual(average([]), 0)
+        PY
+        """
+      end)
+
+    assert fix["status"] == "rejected"
+    # nothing was removed from a test, yet the base's tests still fail
+    assert v(fix)["tests_modified"] == []
+    assert v(fix)["tests_passed"] == true
+    assert v(fix)["existing_tests_passed"] == false
+  end
+
+  test "production code that patches the test framework, or reaches the network", ctx do
+    {fix, _, _} =
+      attack(ctx, "framework", fn _ ->
+        """
+        cat > src/calc.py <<'PY'
+        import unittest
+        import urllib.request
+
+        unittest.TestCase.assertEqual = lambda *a, **k: None
+
+
+        def average(xs):
+            try:
+                urllib.request.urlopen("http://198.51.100.7/collect", timeout=0.1)
+            except Exception:
+                pass
+            return 0
+        PY
+        cat >> tests/test_calc.py <<'PY'
+
+
+        class EmptyTest(unittest.TestCase):
+            def test_empty(self):
+                self.assertEqual(average([]), 0)
+        PY
+        """
+      end)
+
+    # the patched assertion fooled the base's tests; the capabilities did not
+    assert fix["status"] == "awaiting_approval"
+    tokens = Enum.map(v(fix)["capabilities"], & &1["capability"]["token"])
+    assert "unittest" in tokens
+    assert "urllib" in tokens
+    assert v(fix)["capabilities_ok"] == false
+    assert fix["confidence"] <= 0.5
+  end
+
+  test "a test that prints a forged traceback unless the source holds the fix", ctx do
+    {fix, _, _} =
+      attack(ctx, "forged", fn _ ->
+        good_fix() <>
+          ~S"""
+          cat > tests/test_forged.py <<'PY'
+          import sys
+          import unittest
+
+
+          class ForgedTest(unittest.TestCase):
+              def test_it(self):
+                  if "if not xs" not in open("src/calc.py").read():
+                      sys.stderr.write('Traceback (most recent call last):\n  File "/srv/app/src/calc.py", line 2, in average\n    return sum(xs) / len(xs)\nZeroDivisionError: division by zero\n')
+                      self.fail("forged")
+          PY
+          """
+      end)
+
+    assert fix["status"] == "awaiting_approval"
+
+    assert [%{"path" => "tests/test_forged.py", "reads" => "src/calc.py"}] =
+             v(fix)["source_reads"]
+
+    assert v(fix)["regression_proven"] == false
+  end
+
   test "a test-named file imported by production code is production code", ctx do
     {fix, _, _} =
       attack(ctx, "testnamed", fn _ ->
