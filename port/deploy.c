@@ -267,9 +267,9 @@ static const char *replay(run *r, const char *base, const char *fix_commit, cons
     json_t *attempt = json_is_object(carried) ? json_deep_copy(carried) : json_object();
     json_object_set_new(attempt, "revalidate", json_true());
     json_object_set_new(attempt, "rebased_from", json_string(base));
-    json_t *fields = json_pack("{s:s, s:s, s:s, s:n, s:n, s:n, s:n, s:o}", "status", "fixing",
+    json_t *fields = json_pack("{s:s, s:s, s:s, s:n, s:n, s:n, s:n, s:n, s:o}", "status", "fixing",
                                "base_commit", tip, "fix_commit", commit, "validation", "delivery",
-                               "decision", "confidence", "attempt", attempt);
+                               "decision", "confidence", "decided_by", "attempt", attempt);
     int cas = state_fix_set(r->db, r->id, "deploying", fields);
     json_decref(fields);
     stage(r, "rebased", json_pack("{s:s, s:s, s:s}", "from", base, "onto", tip, "commit", commit));

@@ -326,9 +326,11 @@ static int make_dirs(char *out, size_t len, const char *state_dir, const char *s
     return 0;
 }
 
-int fix_write_file(const char *path, const char *data, size_t len)
+/* Writes a file with mode (created or truncated, never through a
+ * symlink, the mode set whatever the umask); 0 or -1. */
+static int write_mode(const char *path, const char *data, size_t len, mode_t mode)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0)
         return -1;
     size_t off = 0;
@@ -336,13 +338,17 @@ int fix_write_file(const char *path, const char *data, size_t len)
         ssize_t w = write(fd, data + off, len - off);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0) {
-            close(fd);
-            return -1;
-        }
+        if (w <= 0)
+            break;
         off += (size_t)w;
     }
-    return close(fd);
+    int rc = off == len && fchmod(fd, mode) == 0 ? 0 : -1;
+    return close(fd) == 0 ? rc : -1;
+}
+
+int fix_write_file(const char *path, const char *data, size_t len)
+{
+    return write_mode(path, data, len, 0600);
 }
 
 static json_t *or_null(json_t *v)
@@ -591,20 +597,7 @@ static int task_copy(attempt *a, const char *text, size_t len, char *out, size_t
     if ((size_t)snprintf(out, outlen, "%s/prompt.md", dir) >= outlen ||
         (mkdir(dir, 0755) != 0 && errno != EEXIST) || chmod(dir, 0755) != 0)
         return -1;
-    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -1;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    int rc = fchmod(fd, 0644) == 0 && off == len ? 0 : -1;
-    return close(fd) == 0 ? rc : -1;
+    return write_mode(out, text, len, 0644);
 }
 
 /* Context files and the prompt file; returns the path of the copy the

@@ -59,8 +59,9 @@ static void hex_of(char out[WT_OID_HEX], const git_oid *id)
     git_oid_tostr(out, WT_OID_HEX, id);
 }
 
-/* rev (a commit, a tree, or anything revparse takes) peeled to a tree. */
-static int lookup_tree(git_tree **out, git_repository *r, const char *rev, char *err, size_t errlen)
+/* rev (a commit, a tree, or anything revparse takes) peeled to type. */
+static int lookup(git_object **out, git_repository *r, const char *rev, git_object_t type,
+                  char *err, size_t errlen)
 {
     git_object *obj = NULL;
     *out = NULL;
@@ -70,25 +71,20 @@ static int lookup_tree(git_tree **out, git_repository *r, const char *rev, char 
     }
     if (git_revparse_single(&obj, r, rev) < 0)
         return fail(err, errlen, rev);
-    int rc = git_object_peel((git_object **)out, obj, GIT_OBJECT_TREE);
+    int rc = git_object_peel(out, obj, type);
     git_object_free(obj);
     return rc < 0 ? fail(err, errlen, rev) : 0;
+}
+
+static int lookup_tree(git_tree **out, git_repository *r, const char *rev, char *err, size_t errlen)
+{
+    return lookup((git_object **)out, r, rev, GIT_OBJECT_TREE, err, errlen);
 }
 
 static int lookup_commit(git_commit **out, git_repository *r, const char *rev, char *err,
                          size_t errlen)
 {
-    git_object *obj = NULL;
-    *out = NULL;
-    if (rev == NULL || rev[0] == '\0' || strlen(rev) > 256) {
-        sh_errf(err, errlen, "bad revision");
-        return -1;
-    }
-    if (git_revparse_single(&obj, r, rev) < 0)
-        return fail(err, errlen, rev);
-    int rc = git_object_peel((git_object **)out, obj, GIT_OBJECT_COMMIT);
-    git_object_free(obj);
-    return rc < 0 ? fail(err, errlen, rev) : 0;
+    return lookup((git_object **)out, r, rev, GIT_OBJECT_COMMIT, err, errlen);
 }
 
 /* A tree entry name we are willing to write: not empty, ".", "..", no
@@ -344,34 +340,10 @@ static int is_git_path(const char *path)
     }
 }
 
-static json_t *path_string(const char *path)
-{
-    json_t *s = json_string(path);
-    if (s != NULL)
-        return s;
-    size_t len = strlen(path);
-    char *copy = malloc(len + 1);
-    if (copy == NULL)
-        return NULL;
-    for (size_t i = 0; i < len;) {
-        size_t n = sh_utf8_seq_len((const unsigned char *)path + i, len - i);
-        if (n == 0) {
-            copy[i++] = '?';
-        } else {
-            memcpy(copy + i, path + i, n);
-            i += n;
-        }
-    }
-    copy[len] = '\0';
-    s = json_string(copy);
-    free(copy);
-    return s;
-}
-
 static void refuse(capture *c, const char *path, const char *reason)
 {
     json_t *r = json_object();
-    if (r == NULL || json_object_set_new(r, "path", path_string(path)) < 0 ||
+    if (r == NULL || json_object_set_new(r, "path", wt_json_lossy(path, TREE_PATH_MAX)) < 0 ||
         json_object_set_new(r, "reason", json_string(reason)) < 0 ||
         json_array_append_new(c->refusals, r) < 0) {
         c->failed = 1;

@@ -234,32 +234,10 @@ int validate_glob_match(const char *glob, const char *path)
 
 /* ---------------------------------------------------------------- helpers */
 
-/* A JSON string for a repository path; bytes that are not UTF-8 become
- * '?' (git paths are bytes, JSON strings are not). */
+/* A JSON string for a repository path (git paths are bytes). */
 static json_t *path_json(const char *path)
 {
-    json_t *s = json_string(path);
-    if (s != NULL)
-        return s;
-    size_t len = strlen(path);
-    char *copy = malloc(len + 1);
-    if (copy == NULL)
-        return NULL;
-    size_t i = 0;
-    while (i < len) {
-        size_t n = sh_utf8_seq_len((const unsigned char *)path + i, len - i);
-        if (n == 0) {
-            copy[i] = '?';
-            n = 1;
-        } else {
-            memcpy(copy + i, path + i, n);
-        }
-        i += n;
-    }
-    copy[len] = '\0';
-    s = json_string(copy);
-    free(copy);
-    return s;
+    return wt_json_lossy(path, PATH_MAX_BYTES);
 }
 
 static int str_in_array(json_t *arr, const char *s)
@@ -1125,33 +1103,6 @@ static int load_corpus(checker *c, corpus *out)
     return out->text != NULL && out->squeezed != NULL ? 0 : -1;
 }
 
-static int check_capabilities(checker *c)
-{
-    const validate_input *in = c->in;
-    if (in->read == NULL)
-        return 0;
-    int rc = 0;
-    size_t i;
-    json_t *v;
-    json_array_foreach(c->out->source_files, i, v)
-    {
-        const char *path = json_string_value(v);
-        size_t blen = 0, flen = 0;
-        char *fix = in->read(in->payload, 1, path, SCAN_FILE_MAX, &flen);
-        if (fix == NULL || !looks_text(fix, flen)) {
-            free(fix);
-            continue;
-        }
-        char *base = in->read(in->payload, 0, path, SCAN_FILE_MAX, &blen);
-        cap_ctx cc = {c->out->capabilities, path, base, blen};
-        if (added_lines(base, blen, fix, flen, capability_line, &cc) != 0)
-            rc = -1;
-        free(base);
-        free(fix);
-    }
-    return rc;
-}
-
 static int check_source_reads(checker *c)
 {
     const validate_input *in = c->in;
@@ -1205,14 +1156,16 @@ static int check_source_reads(checker *c)
     return rc;
 }
 
-static int check_special(checker *c)
+/* The lines the change adds to production files: special cases (against
+ * the fix's test code) and new capabilities, one read of each file. */
+static int check_production_lines(checker *c)
 {
     const validate_input *in = c->in;
-    if (in->read == NULL || !json_is_array(in->fix_files) ||
-        json_array_size(c->out->source_files) == 0)
+    if (in->read == NULL || json_array_size(c->out->source_files) == 0)
         return 0;
     corpus tests = {0};
-    if (load_corpus(c, &tests) != 0) {
+    int with_tests = json_is_array(in->fix_files);
+    if (with_tests && load_corpus(c, &tests) != 0) {
         free(tests.text);
         free(tests.squeezed);
         return -1;
@@ -1230,7 +1183,10 @@ static int check_special(checker *c)
             continue;
         }
         char *base = in->read(in->payload, 0, path, SCAN_FILE_MAX, &blen);
-        if (special_in_file(c->out->special_cases, path, base, blen, fix, flen, &tests) != 0)
+        cap_ctx cc = {c->out->capabilities, path, base, blen};
+        if ((with_tests &&
+             special_in_file(c->out->special_cases, path, base, blen, fix, flen, &tests) != 0) ||
+            added_lines(base, blen, fix, flen, capability_line, &cc) != 0)
             rc = -1;
         free(base);
         free(fix);
@@ -1350,8 +1306,8 @@ int validate_check(validate_static *out, const validate_input *in)
     }
     int scanned = scan_production(&c, candidates);
     json_decref(candidates);
-    if (scanned != 0 || classify(&c) != 0 || check_special(&c) != 0 ||
-        check_capabilities(&c) != 0 || check_source_reads(&c) != 0)
+    if (scanned != 0 || classify(&c) != 0 || check_production_lines(&c) != 0 ||
+        check_source_reads(&c) != 0)
         goto fail;
 
     size_t max_lines = in->max_lines ? in->max_lines : VALIDATE_DEFAULT_MAX_LINES;

@@ -437,8 +437,7 @@ static int advance_branch(git_repository *repo, const char *refname, const git_o
     return 0;
 }
 
-/* A JSON string of at most max bytes of s, invalid UTF-8 bytes as '?'. */
-static json_t *json_str_lossy(const char *s, size_t max)
+json_t *wt_json_lossy(const char *s, size_t max)
 {
     if (s == NULL)
         s = "";
@@ -765,7 +764,7 @@ static int delta_paths(json_t *arr, git_diff *diff)
                 continue;
             if (json_array_size(arr) >= WT_RECENT_FILES_MAX)
                 break;
-            if (json_array_append_new(arr, json_str_lossy(ps[k], WT_PATH_MAX)) < 0)
+            if (json_array_append_new(arr, wt_json_lossy(ps[k], WT_PATH_MAX)) < 0)
                 return -1;
         }
     }
@@ -851,9 +850,9 @@ json_t *wt_recent_commits(wt_repo *repo, const char *rev, int64_t since, const c
             goto next;
         if (json_object_set_new(o, "sha", json_string(hex)) < 0 ||
             json_object_set_new(o, "summary",
-                                json_str_lossy(git_commit_summary(c), WT_SUMMARY_MAX)) < 0 ||
+                                wt_json_lossy(git_commit_summary(c), WT_SUMMARY_MAX)) < 0 ||
             json_object_set_new(o, "author",
-                                json_str_lossy(author != NULL ? author->name : "", WT_AUTHOR_MAX)) <
+                                wt_json_lossy(author != NULL ? author->name : "", WT_AUTHOR_MAX)) <
                 0 ||
             json_object_set_new(o, "time", json_integer((json_int_t)git_commit_time(c))) < 0 ||
             json_object_set(o, "files", files) < 0)
@@ -898,7 +897,7 @@ static int list_cb(const char *root, const git_tree_entry *entry, void *payload)
     int n = snprintf(p, sizeof(p), "%s%s", root, git_tree_entry_name(entry));
     if (n < 0 || (size_t)n >= sizeof(p))
         return 0; /* absurdly long: skipped */
-    if (json_array_append_new(c->arr, json_str_lossy(p, sizeof(p))) < 0) {
+    if (json_array_append_new(c->arr, wt_json_lossy(p, sizeof(p))) < 0) {
         c->failed = 1;
         return GIT_EUSER;
     }

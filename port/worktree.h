@@ -29,6 +29,11 @@ typedef struct git_repository git_repository;
 /* The libgit2 repository of an open wt_repo (tree.c works on it). */
 git_repository *wt_repo_git(wt_repo *repo);
 
+/* A JSON string of at most max bytes of s (git paths and messages are
+ * bytes, JSON strings are not): invalid UTF-8 bytes become '?', a NULL s
+ * is "". NULL only when out of memory. */
+json_t *wt_json_lossy(const char *s, size_t max);
+
 /* Initialises libgit2 once per process (thread-safe, idempotent). */
 int wt_init(void);
 
