@@ -1,7 +1,7 @@
 /*
  * The context a coding agent gets about one error (port/context.h).
  *
- * Reading: every file is opened relative to a descriptor of the worktree
+ * Reading: every file is opened relative to a descriptor of the checkout
  * root, one path component at a time with O_NOFOLLOW (directories with
  * O_DIRECTORY), and must be a regular file; so no symlink, "..", or
  * absolute path ever leads outside the root. The repository listing is a
@@ -1930,9 +1930,9 @@ int context_prompt(sh_buf *out, const context_prompt_in *in, const sh_scrubber *
     fence_init(&f);
 
     sh_buf_append_str(out,
-                      "Fix the root cause of the production error below in this repository (a git "
-                      "worktree); the error, the files involved and their recent history "
-                      "follow.\n\n## Constraints\n\n"
+                      "Fix the root cause of the production error below in this checkout of the "
+                      "deployed code (plain files, not a git repository); the error, the files "
+                      "involved and their recent history follow.\n\n## Constraints\n\n"
                       "- Make the smallest change that fixes the root cause.\n"
                       "- No refactoring, renaming, formatting or dependency changes.\n"
                       "- Change only the files listed under Files unless another file is strictly "
@@ -1944,8 +1944,10 @@ int context_prompt(sh_buf *out, const context_prompt_in *in, const sh_scrubber *
                        "- At most %zu changed lines in all (added plus removed, tests "
                        "included).\n",
                        in->max_changed_lines);
-    sh_buf_append_str(out, "- Never touch authentication, migrations, CI, deploy or secret "
-                           "files.\n"
+    sh_buf_append_str(out, "- Never touch authentication, migrations, CI, build, dependency, "
+                           "configuration, deploy or secret files.\n"
+                           "- Do not change or delete existing tests; add new ones (also to an "
+                           "existing test file).\n"
                            "- Do not commit, push or create branches: the runner does that.\n"
                            "- Do not read or print environment variables or credentials.\n\n");
     fence_explain(&f, out);

@@ -5,7 +5,7 @@
  * by their defmodule; JavaScript relative import/require), their test
  * files, and the prompt file built from all of it.
  *
- * Everything here reads only files under the worktree root given (paths
+ * Everything here reads only files under the checkout root given (paths
  * are repository-relative; symlinks leaving the root, "..", absolute paths
  * are refused) and bounds what it reads (files, bytes, depth).
  */
@@ -94,7 +94,7 @@ typedef struct context_prompt_in {
     const char *descriptor;   /* service descriptor text (operator-written, from config) */
     json_t *files;            /* context_gather's array */
     json_t *recent_commits;   /* wt_recent_commits' array, may be NULL */
-    const char *root;         /* worktree root, for excerpts around stack lines */
+    const char *root;         /* checkout root, for excerpts around stack lines */
     size_t max_changed_lines; /* the validation limit, stated as a constraint */
     const char *test_command; /* stated so the agent can run it; may be NULL */
 } context_prompt_in;

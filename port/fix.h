@@ -19,7 +19,7 @@
  * Each fix is a row of the fixes table (state.h) and a job (kind "fix");
  * a port killed mid-fix resumes it on restart (fix_resume) from what the
  * row records: an attempt that had not delivered starts again from a
- * fresh worktree; a delivered one goes on to the gate; a pull request is
+ * fresh checkout; a delivered one goes on to the gate; a pull request is
  * looked up by branch before one is opened, so none is opened twice.
  */
 #ifndef SELF_HEAL_PORT_FIX_H

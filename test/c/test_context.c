@@ -590,8 +590,8 @@ static void test_prompt(void **state)
     sh_buf_append_byte(&out, '\0');
     const char *p = out.data;
 
-    const char *task = "Fix the root cause of the production error below in this repository "
-                       "(a git worktree);";
+    const char *task = "Fix the root cause of the production error below in this checkout of "
+                       "the deployed code (plain files, not a git repository);";
     assert_true(strncmp(p, task, strlen(task)) == 0);
     const char *constraints[] = {
         "## Constraints",
@@ -601,7 +601,9 @@ static void test_prompt(void **state)
         "explain why in your final message",
         "regression test that fails without the fix and passes with it",
         "At most 40 changed lines in all",
-        "Never touch authentication, migrations, CI, deploy or secret files",
+        "Never touch authentication, migrations, CI, build, dependency, configuration, deploy or "
+        "secret files",
+        "Do not change or delete existing tests; add new ones (also to an existing test file)",
         "Do not commit, push or create branches: the runner does that",
         "Do not read or print environment variables or credentials",
         "## Error",
