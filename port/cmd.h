@@ -23,6 +23,17 @@ typedef struct cmd_error {
 void cmd_error_set(cmd_error *err, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Configuration readers that fail with a "bad_config" error naming the
+ * path. A string: absent or null gives dflt; else a string without NUL
+ * bytes shorter than len. */
+int cmd_config_string(port_ctx *ctx, const char *path, const char *dflt, char *buf, size_t len,
+                      cmd_error *err);
+/* A list: absent or null gives *out NULL; else an array of at most 256
+ * non-empty strings (*out a new reference). */
+int cmd_config_strings(port_ctx *ctx, const char *path, json_t **out, cmd_error *err);
+/* An argv template: absent or null gives *out NULL; else 1..max strings. */
+int cmd_config_argv(port_ctx *ctx, const char *path, size_t max, json_t **out, cmd_error *err);
+
 typedef json_t *(*cmd_fn)(port_ctx *ctx, json_t *args, cmd_error *err);
 
 enum {

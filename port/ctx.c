@@ -149,6 +149,62 @@ void cmd_error_set(cmd_error *err, const char *code, const char *fmt, ...)
     va_end(ap);
 }
 
+int cmd_config_string(port_ctx *ctx, const char *path, const char *dflt, char *buf, size_t len,
+                      cmd_error *err)
+{
+    json_t *v = port_config_get(ctx, path);
+    int rc = 0;
+    if (v == NULL || json_is_null(v)) {
+        snprintf(buf, len, "%s", dflt);
+    } else if (!json_is_string(v) || json_string_length(v) >= len ||
+               strlen(json_string_value(v)) != json_string_length(v)) {
+        cmd_error_set(err, "bad_config", "%s must be a string shorter than %zu bytes", path, len);
+        rc = -1;
+    } else {
+        snprintf(buf, len, "%s", json_string_value(v));
+    }
+    json_decref(v);
+    return rc;
+}
+
+/* An array of strings at path: absent or null gives *out NULL. An argv:
+ * 1..max strings; else 0..max non-empty strings. */
+static int config_list(port_ctx *ctx, const char *path, size_t max, int argv, json_t **out,
+                       cmd_error *err)
+{
+    json_t *v = port_config_get(ctx, path);
+    *out = NULL;
+    if (v == NULL || json_is_null(v)) {
+        json_decref(v);
+        return 0;
+    }
+    size_t i;
+    json_t *a;
+    int ok = json_is_array(v) && json_array_size(v) <= max && (!argv || json_array_size(v) > 0);
+    json_array_foreach(v, i, a) ok = ok && json_is_string(a) && (argv || json_string_length(a) > 0);
+    if (!ok) {
+        if (argv)
+            cmd_error_set(err, "bad_config", "%s must be an array of strings (an argv, no shell)",
+                          path);
+        else
+            cmd_error_set(err, "bad_config", "%s must be an array of non-empty strings", path);
+        json_decref(v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cmd_config_strings(port_ctx *ctx, const char *path, json_t **out, cmd_error *err)
+{
+    return config_list(ctx, path, 256, 0, out, err);
+}
+
+int cmd_config_argv(port_ctx *ctx, const char *path, size_t max, json_t **out, cmd_error *err)
+{
+    return config_list(ctx, path, max, 1, out, err);
+}
+
 long long port_now_ms(void)
 {
     struct timespec ts;

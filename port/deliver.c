@@ -66,6 +66,57 @@ static const char *yes_no(json_t *v)
     return json_is_true(v) ? "yes" : json_is_false(v) ? "no" : "not run";
 }
 
+/* What the agent did (transcript.h): its tool calls and words, one line
+ * each, in a code block; its turns, tokens and final word. */
+static void append_transcript(sh_buf *out, const sh_scrubber *s, json_t *t)
+{
+    json_t *entries = json_object_get(t, "entries");
+    if (!json_is_object(t))
+        return;
+    sh_buf_append_str(out, "\n### What the agent did\n\n");
+    json_t *usage = json_object_get(t, "usage");
+    json_t *turns = json_object_get(t, "turns");
+    if (json_integer_value(turns) > 0)
+        sh_buf_appendf(out, "- Turns: %lld, tokens in %lld, out %lld%s\n",
+                       (long long)json_integer_value(turns),
+                       (long long)json_integer_value(json_object_get(usage, "input_tokens")),
+                       (long long)json_integer_value(json_object_get(usage, "output_tokens")),
+                       json_is_true(json_object_get(t, "is_error")) ? " (the session failed)" : "");
+    sh_buf lines;
+    sh_buf_init(&lines);
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e)
+    {
+        if (i >= 60) {
+            sh_buf_appendf(&lines, "... %zu more\n", json_array_size(entries) - i);
+            break;
+        }
+        const char *kind = fix_str(e, "kind");
+        const char *text = fix_str(e, "text");
+        if (kind != NULL && strcmp(kind, "tool") == 0) {
+            sh_buf_appendf(&lines, "> %s ", fix_str(e, "tool") ? fix_str(e, "tool") : "?");
+            text = fix_str(e, "input");
+        } else if (kind != NULL && strcmp(kind, "result") == 0) {
+            sh_buf_append_str(&lines, "< ");
+        }
+        size_t n = text != NULL ? sh_utf8_truncate(text, strlen(text), 200) : 0;
+        for (size_t k = 0; k < n; k++)
+            sh_buf_append_byte(&lines, text[k] == '\n' || text[k] == '\r' ? ' ' : text[k]);
+        sh_buf_append_byte(&lines, '\n');
+    }
+    sh_buf_append_byte(&lines, '\0'); /* append_block reads a C string */
+    if (!lines.oom && lines.len > 1)
+        append_block(out, s, lines.data, 16000);
+    sh_buf_free(&lines);
+    const char *final = fix_str(t, "final");
+    if (final != NULL && final[0] != '\0') {
+        sh_buf_append_str(out, "\nIts last word: ");
+        append_line(out, s, final);
+        sh_buf_append_byte(out, '\n');
+    }
+}
+
 /* The Markdown text of the report (also the pull request's body). */
 static void report_markdown(sh_buf *out, const sh_scrubber *s, json_t *fix, json_t *report,
                             const char *patch, size_t patch_len)
@@ -143,8 +194,12 @@ static void report_markdown(sh_buf *out, const sh_scrubber *s, json_t *fix, json
                    yes_no(json_object_get(report, "protected_ok")));
     sh_buf_appendf(out, "- Compiles: %s\n", yes_no(json_object_get(report, "compiled")));
     sh_buf_appendf(out, "- Tests pass: %s\n", yes_no(json_object_get(report, "tests_passed")));
+    sh_buf_appendf(out, "- The base's tests pass on the change: %s\n",
+                   yes_no(json_object_get(report, "existing_tests_passed")));
     sh_buf_appendf(out, "- Regression test fails on the base commit: %s\n",
                    yes_no(json_object_get(report, "regression_proven")));
+    sh_buf_appendf(out, "- The agent ran in the sandbox: %s\n",
+                   yes_no(json_object_get(report, "sandboxed")));
     json_t *conf = json_object_get(report, "confidence");
     sh_buf_appendf(out, "- Confidence: %.2f\n",
                    json_is_number(conf) ? json_number_value(conf) : 0.0);
@@ -161,6 +216,7 @@ static void report_markdown(sh_buf *out, const sh_scrubber *s, json_t *fix, json
         }
         sh_buf_append_str(out, "\n");
     }
+    append_transcript(out, s, json_object_get(report, "agent_transcript"));
     sh_buf_append_str(out, "\nProposed by a coding agent and checked by SelfHeal; the steps' "
                            "logs are in state_dir/fixes/.\n");
 }

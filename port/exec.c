@@ -206,7 +206,7 @@ static int starts_with_ci(const char *s, const char *prefix)
     return 1;
 }
 
-static int looks_secret(const char *name)
+int exec_looks_secret(const char *name)
 {
     static const char *const parts[] = {"TOKEN",   "SECRET",  "PASSWORD",   "PASSWD",
                                         "API_KEY", "PRIVATE", "CREDENTIAL", NULL};
@@ -306,7 +306,7 @@ char **exec_env(json_t *allow, const char *key_name, const char *const *extra, s
             const char *name = json_string_value(a);
             if (strlen(name) != json_string_length(a) || !valid_name(name, strlen(name)))
                 continue;
-            if (looks_secret(name) && (key_name == NULL || strcmp(name, key_name) != 0))
+            if (exec_looks_secret(name) && (key_name == NULL || strcmp(name, key_name) != 0))
                 continue;
             if (env_pass(&l, name) != 0)
                 goto fail;
@@ -540,6 +540,9 @@ char *exec_tail(const char *path, size_t max)
         got += (size_t)r;
     }
     buf[got] = '\0';
+    /* A string: NUL bytes in the file must not end it early. */
+    for (char *z = memchr(buf, '\0', got); z != NULL; z = memchr(z, '\0', got - (size_t)(z - buf)))
+        *z = '?';
     if (from > 0) {
         /* Started inside the file: drop a partial UTF-8 sequence. */
         size_t skip = 0;

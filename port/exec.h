@@ -41,6 +41,9 @@ extern const char *const exec_base_env[];
  * caller grants, may be NULL). Free with exec_argv_free. */
 char **exec_env(json_t *allow, const char *key_name, const char *const *extra, size_t n_extra);
 
+/* 1 when a variable's name looks like a secret's (the rule above). */
+int exec_looks_secret(const char *name);
+
 typedef struct sandbox_config sandbox_config; /* port/sandbox.h */
 typedef struct sandbox_run sandbox_run;
 
@@ -92,7 +95,7 @@ void exec_describe(const exec_result *r, char *buf, size_t buflen);
 /* The last max bytes of a file (for reports), scrubbed by the caller.
  * Returns a malloc'ed NUL-terminated string ("" when unreadable, NULL
  * only when out of memory); a partial UTF-8 character at the cut is
- * dropped. */
+ * dropped and NUL bytes read as '?' (so the string is all of the tail). */
 char *exec_tail(const char *path, size_t max);
 
 #endif

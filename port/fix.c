@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "audit.h"
 #include "context.h"
 #include "deliver.h"
@@ -30,6 +32,7 @@
 #include "self_heal/scrub.h"
 #include "state.h"
 #include "ticket.h"
+#include "transcript.h"
 #include "tree.h"
 #include "validate.h"
 #include "worktree.h"
@@ -41,67 +44,6 @@
 #define KV_KILL_SWITCH "gate.kill_switch"
 
 /* ------------------------------------------------------------ config */
-
-static int copy_string(port_ctx *ctx, const char *path, const char *dflt, char *buf, size_t len,
-                       cmd_error *err)
-{
-    json_t *v = port_config_get(ctx, path);
-    int rc = 0;
-    if (v == NULL || json_is_null(v)) {
-        snprintf(buf, len, "%s", dflt);
-    } else if (!json_is_string(v) || json_string_length(v) >= len) {
-        cmd_error_set(err, "bad_config", "%s must be a string shorter than %zu bytes", path, len);
-        rc = -1;
-    } else {
-        snprintf(buf, len, "%s", json_string_value(v));
-    }
-    json_decref(v);
-    return rc;
-}
-
-/* An argv template: absent is NULL; present must be a non-empty array of strings. */
-static int get_argv(port_ctx *ctx, const char *path, json_t **out, cmd_error *err)
-{
-    json_t *v = port_config_get(ctx, path);
-    *out = NULL;
-    if (v == NULL || json_is_null(v)) {
-        json_decref(v);
-        return 0;
-    }
-    size_t i;
-    json_t *a;
-    int ok = json_is_array(v) && json_array_size(v) > 0 && json_array_size(v) <= EXEC_MAX_ARGS;
-    json_array_foreach(v, i, a) ok = ok && json_is_string(a);
-    if (!ok) {
-        cmd_error_set(err, "bad_config", "%s must be an array of strings (an argv, no shell)",
-                      path);
-        json_decref(v);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int get_string_list(port_ctx *ctx, const char *path, json_t **out, cmd_error *err)
-{
-    json_t *v = port_config_get(ctx, path);
-    *out = NULL;
-    if (v == NULL || json_is_null(v)) {
-        json_decref(v);
-        return 0;
-    }
-    size_t i;
-    json_t *a;
-    int ok = json_is_array(v) && json_array_size(v) <= 256;
-    json_array_foreach(v, i, a) ok = ok && json_is_string(a) && json_string_length(a) > 0;
-    if (!ok) {
-        cmd_error_set(err, "bad_config", "%s must be an array of non-empty strings", path);
-        json_decref(v);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
 
 static int ms_from_s(port_ctx *ctx, const char *path, long long dflt)
 {
@@ -152,35 +94,32 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
 {
     memset(cfg, 0, sizeof(*cfg));
     char consent[32];
-    if (copy_string(ctx, "state_dir", "", cfg->state_dir, sizeof(cfg->state_dir), err) != 0 ||
-        copy_string(ctx, "fix.repo", "", cfg->repo, sizeof(cfg->repo), err) != 0 ||
-        copy_string(ctx, "fix.base", "", cfg->base, sizeof(cfg->base), err) != 0 ||
-        copy_string(ctx, "deploy.branch", "", cfg->deploy_branch, sizeof(cfg->deploy_branch),
-                    err) != 0 ||
-        copy_string(ctx, "fix.agent.key_env", "", cfg->agent_key_env, sizeof(cfg->agent_key_env),
-                    err) != 0 ||
-        copy_string(ctx, "fix.descriptor", "", cfg->descriptor, sizeof(cfg->descriptor), err) !=
-            0 ||
-        copy_string(ctx, "fix.remote.url", "", cfg->remote_url, sizeof(cfg->remote_url), err) !=
-            0 ||
-        copy_string(ctx, "fix.remote.token_env", "GITHUB_TOKEN", cfg->remote_token_env,
-                    sizeof(cfg->remote_token_env), err) != 0 ||
-        copy_string(ctx, "fix.remote.ca_file", "", cfg->remote_ca_file, sizeof(cfg->remote_ca_file),
-                    err) != 0 ||
-        copy_string(ctx, "deploy.health.url", "", cfg->health_url, sizeof(cfg->health_url), err) !=
-            0 ||
-        copy_string(ctx, "gate.consent", "diagnose", consent, sizeof(consent), err) != 0 ||
-        get_argv(ctx, "fix.agent.argv", &cfg->agent_argv, err) != 0 ||
-        get_argv(ctx, "fix.compile.argv", &cfg->compile_argv, err) != 0 ||
-        get_argv(ctx, "fix.test.argv", &cfg->test_argv, err) != 0 ||
-        get_argv(ctx, "deploy.argv", &cfg->deploy_argv, err) != 0 ||
-        get_argv(ctx, "deploy.health.argv", &cfg->health_argv, err) != 0 ||
-        get_string_list(ctx, "fix.agent.env_allow", &cfg->agent_env, err) != 0 ||
-        get_string_list(ctx, "fix.env_allow", &cfg->env_allow, err) != 0 ||
-        get_string_list(ctx, "fix.protected_paths", &cfg->protected_paths, err) != 0 ||
-        get_string_list(ctx, "gate.auto_deploy_severity", &cfg->auto_severities, err) != 0 ||
-        get_string_list(ctx, "fix.test.paths", &cfg->test_paths, err) != 0 ||
-        sandbox_config_load(&cfg->sandbox, ctx, "fix.sandbox", err) != 0) {
+    if (cmd_config_string(ctx, "state_dir", "", cfg->state_dir, sizeof(cfg->state_dir), err) != 0 ||
+        cmd_config_string(ctx, "fix.repo", "", cfg->repo, sizeof(cfg->repo), err) != 0 ||
+        cmd_config_string(ctx, "fix.base", "", cfg->base, sizeof(cfg->base), err) != 0 ||
+        cmd_config_string(ctx, "deploy.branch", "", cfg->deploy_branch, sizeof(cfg->deploy_branch),
+                          err) != 0 ||
+        cmd_config_string(ctx, "fix.descriptor", "", cfg->descriptor, sizeof(cfg->descriptor),
+                          err) != 0 ||
+        cmd_config_string(ctx, "fix.remote.url", "", cfg->remote_url, sizeof(cfg->remote_url),
+                          err) != 0 ||
+        cmd_config_string(ctx, "fix.remote.token_env", "GITHUB_TOKEN", cfg->remote_token_env,
+                          sizeof(cfg->remote_token_env), err) != 0 ||
+        cmd_config_string(ctx, "fix.remote.ca_file", "", cfg->remote_ca_file,
+                          sizeof(cfg->remote_ca_file), err) != 0 ||
+        cmd_config_string(ctx, "deploy.health.url", "", cfg->health_url, sizeof(cfg->health_url),
+                          err) != 0 ||
+        cmd_config_string(ctx, "gate.consent", "diagnose", consent, sizeof(consent), err) != 0 ||
+        cmd_config_argv(ctx, "fix.compile.argv", EXEC_MAX_ARGS, &cfg->compile_argv, err) != 0 ||
+        cmd_config_argv(ctx, "fix.test.argv", EXEC_MAX_ARGS, &cfg->test_argv, err) != 0 ||
+        cmd_config_argv(ctx, "deploy.argv", EXEC_MAX_ARGS, &cfg->deploy_argv, err) != 0 ||
+        cmd_config_argv(ctx, "deploy.health.argv", EXEC_MAX_ARGS, &cfg->health_argv, err) != 0 ||
+        cmd_config_strings(ctx, "fix.env_allow", &cfg->env_allow, err) != 0 ||
+        cmd_config_strings(ctx, "fix.protected_paths", &cfg->protected_paths, err) != 0 ||
+        cmd_config_strings(ctx, "gate.auto_deploy_severity", &cfg->auto_severities, err) != 0 ||
+        cmd_config_strings(ctx, "fix.test.paths", &cfg->test_paths, err) != 0 ||
+        sandbox_config_load(&cfg->sandbox, ctx, "fix.sandbox", err) != 0 ||
+        agent_config_load(&cfg->agent, ctx, cfg->sandbox.mode != SANDBOX_NONE, err) != 0) {
         fix_config_free(cfg);
         return -1;
     }
@@ -200,7 +139,6 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
         return -1;
     }
     cfg->consent = policy_consent_parse(consent);
-    cfg->agent_timeout_ms = ms_from_s(ctx, "fix.agent.timeout_s", 900);
     cfg->compile_timeout_ms = ms_from_s(ctx, "fix.compile.timeout_s", 300);
     cfg->test_timeout_ms = ms_from_s(ctx, "fix.test.timeout_s", 600);
     cfg->deploy_timeout_ms = ms_from_s(ctx, "deploy.timeout_s", 600);
@@ -216,9 +154,6 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
     long long bytes = port_config_int(ctx, "fix.max_changed_bytes", VALIDATE_DEFAULT_MAX_BYTES);
     cfg->max_bytes =
         bytes >= 1 && bytes <= (1LL << 26) ? (size_t)bytes : VALIDATE_DEFAULT_MAX_BYTES;
-    json_t *net = port_config_get(ctx, "fix.agent.network");
-    cfg->agent_network = json_is_true(net);
-    json_decref(net);
     long long conc = port_config_int(ctx, "fix.max_concurrent", 2);
     cfg->max_concurrent = conc >= 1 && conc <= 16 ? (int)conc : 2;
     cfg->threshold = port_config_real(ctx, "gate.confidence_threshold", 0.8);
@@ -233,7 +168,7 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
     cfg->approval_ttl_s = port_config_int(ctx, "gate.approval_ttl_s", 86400);
     if (cfg->approval_ttl_s < 1 || cfg->approval_ttl_s > 30 * 86400)
         cfg->approval_ttl_s = 86400;
-    cfg->enabled = cfg->repo[0] != '\0' && cfg->state_dir[0] != '\0' && cfg->agent_argv != NULL &&
+    cfg->enabled = cfg->repo[0] != '\0' && cfg->state_dir[0] != '\0' && cfg->agent.argv != NULL &&
                    cfg->consent != POLICY_OBSERVE;
     char why[300] = "";
     if (cfg->enabled && cfg->sandbox.mode != SANDBOX_NONE &&
@@ -247,8 +182,7 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
 
 void fix_config_free(fix_config *cfg)
 {
-    json_decref(cfg->agent_argv);
-    json_decref(cfg->agent_env);
+    agent_config_free(&cfg->agent);
     json_decref(cfg->compile_argv);
     json_decref(cfg->test_argv);
     json_decref(cfg->env_allow);
@@ -451,6 +385,7 @@ typedef struct attempt {
     int have_diff;
     exec_result agent;
     int agent_ran;
+    json_t *transcript; /* what the agent did (transcript.h), for the report */
     json_t *report;
 } attempt;
 
@@ -673,12 +608,55 @@ static int write_prompt(attempt *a, char *out, size_t outlen, cmd_error *err)
     return rc;
 }
 
-static int run_agent(attempt *a, const char *prompt_path, cmd_error *err)
+/* The environment the agent runs with: the allow-list, its key, the
+ * preset's and fix.agent.env's settings and, without the sandbox, a
+ * private HOME in the work directory. */
+static char **agent_env(attempt *a)
+{
+    const agent_config *ag = &a->cfg->agent;
+    size_t n = json_array_size(ag->env);
+    const char **extra = calloc(n + 2, sizeof(*extra));
+    char home[FIX_PATH_MAX + 64];
+    char **envp = NULL;
+    char *key = NULL;
+    if (extra == NULL)
+        return NULL;
+    size_t i;
+    json_t *v;
+    json_array_foreach(ag->env, i, v) extra[i] = json_string_value(v);
+    const char *secret =
+        ag->key_as[0] && strcmp(ag->key_as, ag->key_env) != 0 ? port_secret(ag->key_env) : NULL;
+    if (secret != NULL && (key = malloc(strlen(ag->key_as) + strlen(secret) + 2)) != NULL) {
+        sprintf(key, "%s=%s", ag->key_as, secret); /* sized above */
+        extra[n++] = key;
+    }
+    if (!sandboxed(a->cfg)) {
+        snprintf(home, sizeof(home), "%s/home", a->work);
+        if (mkdir(home, 0700) == 0 || errno == EEXIST) {
+            memmove(home + 5, home, strlen(home) + 1);
+            memcpy(home, "HOME=", 5);
+            extra[n++] = home;
+        }
+    }
+    envp = exec_env(ag->env_allow, ag->key_env[0] ? ag->key_env : NULL, extra, n);
+    if (key != NULL) {
+        OPENSSL_cleanse(key, strlen(key));
+        free(key);
+    }
+    free(extra);
+    return envp;
+}
+
+static int run_agent(attempt *a, const char *prompt_path, size_t prompt_bytes, cmd_error *err)
 {
     char msg[256] = "";
     char out_path[FIX_PATH_MAX + 64], err_path[FIX_PATH_MAX + 64];
     attempt_path(out_path, sizeof(out_path), a, "agent.out");
     attempt_path(err_path, sizeof(err_path), a, "agent.err");
+    if (agent_budget_reserve(a->ctx, &a->cfg->agent, prompt_bytes, msg, sizeof(msg)) != 0) {
+        cmd_error_set(err, "budget", "%s", msg);
+        return -1;
+    }
     char ticket[32] = "";
     json_t *tid = json_object_get(a->fix, "ticket_id");
     if (json_is_integer(tid))
@@ -688,26 +666,25 @@ static int run_agent(attempt *a, const char *prompt_path, cmd_error *err)
     const char *prompt = boxed ? INSIDE_PROMPT : prompt_path;
     const char *keys[] = {"prompt_file", "checkout", "worktree", "ticket", "fingerprint"};
     const char *vals[] = {prompt, where, where, ticket, a->fp};
-    char **argv = exec_expand(a->cfg->agent_argv, keys, vals, 5, msg, sizeof(msg));
-    char **envp = exec_env(a->cfg->agent_env,
-                           a->cfg->agent_key_env[0] ? a->cfg->agent_key_env : NULL, NULL, 0);
+    char **argv = exec_expand(a->cfg->agent.argv, keys, vals, 5, msg, sizeof(msg));
+    char **envp = agent_env(a);
     int rc = -1;
     if (argv == NULL || envp == NULL) {
-        cmd_error_set(err, "bad_config", "fix.agent.argv: %s", msg);
+        cmd_error_set(err, "bad_config", "fix.agent: %s", msg[0] ? msg : "out of memory");
     } else {
         sandbox_bind files[1] = {{prompt_path, INSIDE_PROMPT}};
         sandbox_run run = {.dir = a->checkout,
                            .dir_inside = INSIDE_CHECKOUT,
                            .files = files,
                            .nfiles = 1,
-                           .network = a->cfg->agent_network};
+                           .network = a->cfg->agent.network};
         exec_spec spec = {.argv = argv,
                           .envp = envp,
                           .cwd = a->checkout,
                           .stdout_path = out_path,
                           .stderr_path = err_path,
                           .max_output = a->cfg->max_output,
-                          .timeout_ms = a->cfg->agent_timeout_ms,
+                          .timeout_ms = a->cfg->agent.timeout_ms,
                           .stopping = &a->ctx->stopping,
                           .sandbox = &a->cfg->sandbox,
                           .run = &run};
@@ -720,6 +697,21 @@ static int run_agent(attempt *a, const char *prompt_path, cmd_error *err)
     }
     exec_argv_free(argv);
     exec_argv_free(envp);
+    if (a->agent_ran) {
+        /* what it did, scrubbed, for the report; what it used, for the
+         * budgets (stdout holds a stream-json transcript, else its words) */
+        transcript t;
+        if (transcript_read(&t, out_path, port_scrubber(a->ctx)) == 0) {
+            if (!t.structured && json_array_size(t.entries) == 0) {
+                transcript_free(&t);
+                transcript_read(&t, err_path, port_scrubber(a->ctx));
+            }
+            agent_budget_record(a->ctx, &a->cfg->agent, &t);
+            json_decref(a->transcript);
+            a->transcript = transcript_json(&t);
+            transcript_free(&t);
+        }
+    }
     return rc;
 }
 
@@ -947,6 +939,10 @@ static int validate_fix(attempt *a, int *needs_human, double *confidence)
     else
         exec_describe(&a->agent, desc, sizeof(desc));
     json_object_set_new(a->report, "agent", json_string(desc));
+    json_t *t = a->transcript != NULL
+                    ? a->transcript
+                    : json_object_get(json_object_get(a->fix, "attempt"), "transcript");
+    json_object_set_new(a->report, "agent_transcript", t != NULL ? json_incref(t) : json_null());
     int passed = checked == 0 && !vs.empty && vs.size_ok && vs.refused_ok && sig.compiled != 0 &&
                  sig.tests_passed != 0 && sig.existing_passed != 0 && !a->agent.timed_out &&
                  !a->agent.overflowed && !a->agent.stopped;
@@ -1059,7 +1055,8 @@ static void attempt_cleanup(attempt *a)
     json_decref(a->context);
     json_decref(a->report);
     json_decref(a->refusals);
-    a->context = a->report = a->refusals = NULL;
+    json_decref(a->transcript);
+    a->context = a->report = a->refusals = a->transcript = NULL;
     if (a->have_diff)
         wt_diff_free(&a->diff);
     a->have_diff = 0;
@@ -1089,16 +1086,28 @@ static int make_change(attempt *a)
     attempt_path(record, sizeof(record), a, "prompt.md");
     stage(a->ctx, a->id, a->fp, "context",
           json_pack("{s:O, s:s}", "files", a->context, "prompt", record));
-    if (run_agent(a, prompt_path, &err) != 0) {
+    struct stat pst;
+    size_t prompt_bytes = stat(prompt_path, &pst) == 0 ? (size_t)pst.st_size : 0;
+    if (run_agent(a, prompt_path, prompt_bytes, &err) != 0) {
         conclude(a, "failed", err.message);
         return -1;
     }
     char desc[128];
     exec_describe(&a->agent, desc, sizeof(desc));
+    json_t *t = a->transcript;
+    const char *preset = a->cfg->agent.preset[0] ? a->cfg->agent.preset : "command";
     stage(a->ctx, a->id, a->fp, "agent",
-          json_pack("{s:s, s:b, s:I, s:s}", "result", desc, "timed_out", a->agent.timed_out, "ms",
-                    (json_int_t)a->agent.elapsed_ms, "sandbox",
-                    sandboxed(a->cfg) ? "bwrap" : "none"));
+          json_pack("{s:s, s:b, s:I, s:s, s:s, s:O?, s:O?, s:O?, s:O?}", "result", desc,
+                    "timed_out", a->agent.timed_out, "ms", (json_int_t)a->agent.elapsed_ms,
+                    "sandbox", sandboxed(a->cfg) ? "bwrap" : "none", "agent", preset, "turns",
+                    json_object_get(t, "turns"), "usage", json_object_get(t, "usage"), "is_error",
+                    json_object_get(t, "is_error"), "final", json_object_get(t, "final")));
+    if (t != NULL) {
+        json_t *carried = json_object_get(a->fix, "attempt");
+        json_t *att = json_is_object(carried) ? json_deep_copy(carried) : json_object();
+        json_object_set(att, "transcript", t);
+        fix_set(a->db, a->id, NULL, json_pack("{s:o}", "attempt", att));
+    }
     if (a->ctx->stopping)
         return -1; /* resumed at the next start */
     if (a->agent.timed_out || a->agent.overflowed) {
@@ -1165,9 +1174,12 @@ static void run_attempt(attempt *a)
         json_t *first = json_object_get(json_object_get(a->fix, "attempt"), "context_files");
         a->context = json_is_array(first) ? json_incref(first) : json_array();
     } else {
-        fix_set(a->db, a->id, NULL,
-                json_pack("{s:{s:O, s:b}}", "attempt", "context_files", a->context, "contained",
-                          a->contained));
+        json_t *att = json_object();
+        json_object_set(att, "context_files", a->context);
+        json_object_set_new(att, "contained", json_boolean(a->contained));
+        if (a->transcript != NULL)
+            json_object_set(att, "transcript", a->transcript);
+        fix_set(a->db, a->id, NULL, json_pack("{s:o}", "attempt", att));
     }
     json_t *files = json_array();
     for (size_t i = 0; i < a->diff.n; i++)

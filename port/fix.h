@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent.h"
 #include "cmd.h"
 #include "policy.h"
 #include "sandbox.h"
@@ -43,10 +44,7 @@ typedef struct fix_config {
     char repo[FIX_PATH_MAX];     /* fix.repo: the application's git repository */
     char base[256];              /* fix.base: the deployed commit (else the deploy branch) */
     char deploy_branch[256];     /* deploy.branch (default: the repo's current branch) */
-    json_t *agent_argv;          /* fix.agent.argv */
-    json_t *agent_env;           /* fix.agent.env_allow */
-    char agent_key_env[128];     /* fix.agent.key_env */
-    int agent_timeout_ms;        /* fix.agent.timeout_s (900) */
+    agent_config agent;          /* fix.agent.* (agent.h) */
     json_t *compile_argv;        /* fix.compile.argv */
     int compile_timeout_ms;      /* fix.compile.timeout_s (300) */
     json_t *test_argv;           /* fix.test.argv */
@@ -56,7 +54,6 @@ typedef struct fix_config {
     size_t max_lines;            /* fix.max_changed_lines (40) */
     size_t max_bytes;            /* fix.max_changed_bytes (8192) */
     json_t *test_paths;          /* fix.test.paths: where the test runner looks (NULL: defaults) */
-    int agent_network;           /* fix.agent.network (false): the agent may reach the network */
     sandbox_config sandbox;      /* fix.sandbox (docs/sandbox.md) */
     char sandbox_error[512];     /* why no agent may run ("" when the sandbox works or is off) */
     json_t *protected_paths;     /* fix.protected_paths (NULL: defaults) */

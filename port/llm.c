@@ -1012,7 +1012,7 @@ void llm_budget_reset_memory(void)
     pthread_mutex_unlock(&mem_lock);
 }
 
-static void budget_add(port_ctx *ctx, const char *name, double amount)
+void llm_budget_add(port_ctx *ctx, const char *name, double amount)
 {
     state_db *db = ctx_state(ctx);
     if (db == NULL || state_budget_add(db, name, amount) != 0)
@@ -1063,7 +1063,7 @@ int llm_budget_reserve(port_ctx *ctx, const llm_config *cfg, long est_tokens, ch
         }
     }
     if (!over)
-        budget_add(ctx, "llm_calls", 1);
+        llm_budget_add(ctx, "llm_calls", 1);
     pthread_mutex_unlock(&budget_lock);
     return over;
 }
@@ -1073,10 +1073,10 @@ double llm_budget_record(port_ctx *ctx, const llm_config *cfg, const llm_reply *
     double cost = (double)reply->input_tokens * cfg->price_in_per_mtok / 1e6 +
                   (double)reply->output_tokens * cfg->price_out_per_mtok / 1e6;
     if (reply->input_tokens > 0)
-        budget_add(ctx, "llm_input_tokens", (double)reply->input_tokens);
+        llm_budget_add(ctx, "llm_input_tokens", (double)reply->input_tokens);
     if (reply->output_tokens > 0)
-        budget_add(ctx, "llm_output_tokens", (double)reply->output_tokens);
+        llm_budget_add(ctx, "llm_output_tokens", (double)reply->output_tokens);
     if (cost > 0)
-        budget_add(ctx, "llm_cost_usd", cost);
+        llm_budget_add(ctx, "llm_cost_usd", cost);
     return cost;
 }

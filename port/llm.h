@@ -145,6 +145,9 @@ long llm_estimate_tokens(size_t bytes);
 int llm_budget_reserve(port_ctx *ctx, const llm_config *cfg, long est_tokens, char *why,
                        size_t whylen);
 
+/* Adds one record to a budget ("llm_calls", "llm_cost_usd", ...). */
+void llm_budget_add(port_ctx *ctx, const char *name, double amount);
+
 /* Records a reply's tokens and cost ("llm_input_tokens",
  * "llm_output_tokens", "llm_cost_usd"); returns the cost in USD. */
 double llm_budget_record(port_ctx *ctx, const llm_config *cfg, const llm_reply *reply);

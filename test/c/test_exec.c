@@ -580,6 +580,10 @@ static void test_tail(void **state)
     expect_tail(file, 2, "z");
     expect_tail(file, 3, "\xc3\xa9z");
 
+    /* NUL bytes do not end the string (what follows them is not hidden). */
+    write_file(file, "ab\0\0cd\0", 7);
+    expect_tail(file, 100, "ab??cd?");
+
     /* A big file: only the end is read. */
     size_t big = 1 << 20;
     char *bytes = malloc(big);

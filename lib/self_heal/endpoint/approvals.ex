@@ -122,6 +122,7 @@ defmodule SelfHeal.Endpoint.Approvals do
           {"Root cause", get_in(fix, ["input", "root_cause"])},
           {"Confidence", number(fix["confidence"])},
           {"Changed lines", validation["changed_lines"]},
+          {"What the agent did", agent(validation["agent_transcript"])},
           {"Waiting because", reasons(fix["decision"])},
           {"Pull request", get_in(fix, ["delivery", "pr_url"])},
           {"Link expires", expires(token)}
@@ -163,6 +164,16 @@ defmodule SelfHeal.Endpoint.Approvals do
 
   defp number(x) when is_number(x), do: :erlang.float_to_binary(x / 1, decimals: 2)
   defp number(_x), do: nil
+
+  # Its tool calls in order and its last word (scrubbed by the port).
+  defp agent(%{"entries" => entries} = t) when is_list(entries) do
+    tools = for %{"kind" => "tool", "tool" => name} when is_binary(name) <- entries, do: name
+    calls = if tools == [], do: nil, else: Enum.join(Enum.take(tools, 30), ", ")
+    final = if is_binary(t["final"]) and t["final"] != "", do: String.slice(t["final"], 0, 300)
+    [calls, final] |> Enum.reject(&is_nil/1) |> Enum.join(". ")
+  end
+
+  defp agent(_transcript), do: nil
 
   defp reasons(%{"reasons" => list}) when is_list(list),
     do: list |> Enum.filter(&is_binary/1) |> Enum.join("; ")
