@@ -2,6 +2,7 @@
 #
 #   make demo     install what is missing, build, run the demo end to end
 #   make test     install what is missing, build, run every test suite
+#   make agents   install the pinned Claude Code (npm) for its tests and the demo
 #   make bench    print BENCH lines (see docs/benchmarks.md)
 #   make priv     build priv/self_heal_nif.so and priv/self_heal_port
 #                 (called by `mix compile` through the project's Mix compiler)
@@ -45,6 +46,42 @@ bootstrap:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# ---------------------------------------------------------------- agents
+# Claude Code, pinned, for the tests and the demo that run a real coding
+# agent (docs/agents.md). Installed with npm (Debian's package when there
+# is none) under _build/agents (not removed by `make clean`); when npm or
+# the package cannot be installed, those tests are skipped with a message
+# and the demo uses the stand-in agent.
+CLAUDE_CODE_VERSION := 2.1.332
+AGENTS_DIR := _build/agents
+CLAUDE_DIR := $(AGENTS_DIR)/claude-code
+CLAUDE := $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code/bin/claude.exe
+
+.PHONY: agents
+agents:
+	$(Q)if [ -x $(CLAUDE) ] && [ "$$($(CLAUDE) --version 2>/dev/null | cut -d' ' -f1)" = "$(CLAUDE_CODE_VERSION)" ]; then \
+	  exit 0; \
+	fi; \
+	if ! command -v npm >/dev/null 2>&1; then \
+	  echo "  APT    installing: npm (to install Claude Code)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { $$SUDO apt-get install -y -qq --no-install-recommends npm || \
+	    { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends npm; }; \
+	  } > /dev/null 2>&1 || true; \
+	fi; \
+	if ! command -v npm >/dev/null 2>&1; then \
+	  echo "  AGENTS npm could not be installed: Claude Code is not available (its tests are skipped, the demo uses the stand-in agent)"; \
+	  exit 0; \
+	fi; \
+	echo "  AGENTS installing Claude Code $(CLAUDE_CODE_VERSION) with npm into $(CLAUDE_DIR)"; \
+	mkdir -p $(CLAUDE_DIR) && \
+	if ! (cd $(CLAUDE_DIR) && npm install --no-audit --no-fund --no-package-lock --loglevel=error \
+	      @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)) > $(AGENTS_DIR)/npm.log 2>&1 \
+	   || ! $(CLAUDE) --version > /dev/null 2>&1; then \
+	  echo "  AGENTS Claude Code could not be installed (see $(AGENTS_DIR)/npm.log): its tests are skipped, the demo uses the stand-in agent"; \
 	fi
 
 # ---------------------------------------------------------------- flags
@@ -94,9 +131,6 @@ $(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o $(BUILD)/obj/c
 $(BUILD)/obj/port/%.o $(BUILD)/asan/port/%.o $(BUILD)/obj/test/c/%.o $(BUILD)/asan/test/c/%.o: \
 	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
 $(BUILD)/obj/test/bench/bench_sandbox.o: CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
-# fix.c fills exec_spec positionally and predates its sandbox fields (left
-# NULL there, unsandboxed as before); until it names its fields, their
-# absence is not an error in that file alone.
 
 $(BUILD)/obj/%.o: %.c
 	$(call msg,CC,$<)
@@ -148,7 +182,7 @@ VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-k
 # The suites of the port's C parts (and the scrubber they call) under
 # valgrind too: errors and definite leaks fail.
 VALGRIND_SUITES := test_state test_audit test_http test_frame test_proc test_notify test_analyze \
-	test_fence test_scrub test_worktree test_tree test_context test_exec test_validate test_policy test_proof
+	test_fence test_scrub test_worktree test_tree test_context test_exec test_validate test_policy test_proof test_transcript
 
 .PHONY: ctest-valgrind
 ctest-valgrind: $(VALGRIND_SUITES:%=$(BUILD)/test/%)
@@ -188,16 +222,16 @@ format-check:
 
 # ---------------------------------------------------------------- the commands
 .PHONY: test test-all mix-test demo bench clean
-test: bootstrap
+test: bootstrap agents
 	$(Q)$(MAKE) --no-print-directory test-all
 
 test-all: format-check ctest ctest-valgrind valgrind-port mix-test
 
 mix-test:
-	$(Q)MIX_ENV=test mix test $(MIX_TEST_ARGS)
+	$(Q)SELF_HEAL_CLAUDE=$(if $(wildcard $(CLAUDE)),$(abspath $(CLAUDE))) MIX_ENV=test mix test $(MIX_TEST_ARGS)
 
-demo: bootstrap
-	$(Q)mix run --no-start examples/demo.exs
+demo: bootstrap agents
+	$(Q)SELF_HEAL_CLAUDE=$(if $(wildcard $(CLAUDE)),$(abspath $(CLAUDE))) mix run --no-start examples/demo.exs
 
 # Loghub-format data for the miner's grouping accuracy (docs/miner.md).
 LOGHUB ?= ../shared/bench/loghub2k

@@ -78,6 +78,133 @@ defmodule Demo do
   end
 end
 
+defmodule Demo.Agent do
+  @moduledoc false
+  # Which agent makes the demo's fixes. With Claude Code installed (`make
+  # agents` sets SELF_HEAL_CLAUDE), the real CLI runs in the sandbox and only
+  # its model is replaced: examples/agent/model_stand_in.py replays a
+  # script made from the prepared patches in examples/shop_fixes (read the
+  # prompt, read each file, edit it hunk by hunk with the CLI's own tools).
+  # Without it, the stand-in script applies the same patches.
+
+  @fixes [
+    {"pricing", "bad argument in arithmetic expression", "empty_cart.patch",
+     "Fixed: an empty cart averages 0.0, with a regression test."},
+    {"inventory", "inventory service (unavailable|answered)", "inventory_retry.patch",
+     "Added retries of the inventory request, with a test."}
+  ]
+
+  def claude do
+    path = System.get_env("SELF_HEAL_CLAUDE")
+    if is_binary(path) and path != "" and File.regular?(path), do: path
+  end
+
+  def version(claude) do
+    case System.cmd(claude, ["--version"], stderr_to_stdout: true) do
+      {out, 0} -> out |> String.split() |> List.first()
+      _ -> "?"
+    end
+  end
+
+  # The stand-in model serving the demo's script: its base URL.
+  def start_model(dir) do
+    script = Path.join(dir, "model_script.json")
+    File.write!(script, SelfHeal.Port.JSON.encode!(script()))
+    python = System.find_executable("python3")
+
+    port =
+      Port.open({:spawn_executable, python}, [
+        :binary,
+        {:line, 1000},
+        args: [
+          Path.join(Demo.root(), "examples/agent/model_stand_in.py"),
+          "--script",
+          script,
+          "--log",
+          Path.join(dir, "model_requests.jsonl")
+        ]
+      ])
+
+    receive do
+      {^port, {:data, {:eol, "PORT " <> n}}} -> "http://127.0.0.1:#{n}"
+    after
+      10_000 -> raise "the model stand-in did not start"
+    end
+  end
+
+  defp script do
+    %{
+      "opening" => [%{"tool" => "Read", "input" => %{"file_path" => "{prompt_file}"}}],
+      "conversations" =>
+        for {name, match, patch, last} <- @fixes do
+          %{"name" => name, "match" => match, "turns" => turns(patch) ++ [%{"text" => last}]}
+        end
+    }
+  end
+
+  # Read then Edit, file by file, one Edit per hunk of the patch.
+  defp turns(patch) do
+    Path.join(Demo.root(), "examples/shop_fixes/#{patch}")
+    |> File.read!()
+    |> hunks()
+    |> Enum.group_by(&elem(&1, 0), &Tuple.delete_at(&1, 0))
+    |> Enum.flat_map(fn {file, edits} ->
+      path = "{cwd}/" <> file
+
+      [%{"tool" => "Read", "input" => %{"file_path" => path}}] ++
+        for {old, new} <- edits do
+          %{
+            "tool" => "Edit",
+            "input" => %{"file_path" => path, "old_string" => old, "new_string" => new}
+          }
+        end
+    end)
+  end
+
+  # {file, old text, new text} of each hunk of a unified diff.
+  defp hunks(diff) do
+    diff
+    |> String.split("\n")
+    |> Enum.reduce({nil, []}, fn
+      "+++ b/" <> file, {_, acc} ->
+        {file, acc}
+
+      # A file header ends the hunk before it.
+      "diff " <> _, {_, acc} ->
+        {nil, acc}
+
+      "--- " <> _, {_, acc} ->
+        {nil, acc}
+
+      "@@" <> _, {file, acc} ->
+        {file, [{file, [], []} | acc]}
+
+      line, {file, [{f, old, new} | rest]} when file != nil and line != "" ->
+        case line do
+          "+" <> text -> {file, [{f, old, [text | new]} | rest]}
+          "-" <> text -> {file, [{f, [text | old], new} | rest]}
+          " " <> text -> {file, [{f, [text | old], [text | new]} | rest]}
+          _ -> {file, [{f, old, new} | rest]}
+        end
+
+      "", {file, [{f, old, new} | rest]} when file != nil ->
+        {file, [{f, ["" | old], ["" | new]} | rest]}
+
+      _, state ->
+        state
+    end)
+    |> elem(1)
+    |> Enum.reverse()
+    |> Enum.map(fn {f, old, new} ->
+      {f, old |> Enum.reverse() |> trim_tail() |> Enum.join("\n"),
+       new |> Enum.reverse() |> trim_tail() |> Enum.join("\n")}
+    end)
+  end
+
+  defp trim_tail(lines),
+    do: lines |> Enum.reverse() |> Enum.drop_while(&(&1 == "")) |> Enum.reverse()
+end
+
 defmodule Demo.Inventory do
   @moduledoc false
   # The inventory service the shop depends on: GET /stock/ID -> {"item", "stock"}.
@@ -227,10 +354,18 @@ defmodule Demo.Printer do
         s
 
       "agent" ->
+        who = if e["agent"] == "claude_code", do: "Claude Code", else: "stand-in agent"
+
+        turns =
+          if is_integer(e["turns"]) and e["turns"] > 0, do: ", #{e["turns"]} turns", else: ""
+
         Demo.step(
           "agent",
-          "#{id}: stand-in agent #{e["result"]} in #{e["ms"]} ms, inside the #{sandbox_name(e["sandbox"])}"
+          "#{id}: #{who} #{e["result"]} in #{e["ms"]} ms#{turns}, inside the #{sandbox_name(e["sandbox"])}"
         )
+
+        if is_binary(e["final"]) and e["final"] != "",
+          do: Demo.say(String.duplicate(" ", 13) <> "it said: " <> e["final"])
 
         s
 
@@ -349,6 +484,37 @@ SELF_HEAL_TOKEN=#{token}
 
 deploy = Path.join(Demo.root(), "examples/shop/bin/deploy")
 
+# The coding agent: the real Claude Code CLI with a scripted stand-in for
+# its model when it is installed, else the stand-in script.
+{agent_config, agent_line} =
+  case Demo.Agent.claude() do
+    nil ->
+      {%{
+         "argv" => [
+           Path.join(Demo.root(), "examples/agent/stand_in_agent"),
+           "{prompt_file}",
+           "{checkout}"
+         ],
+         "timeout_s" => 120
+       },
+       "the stand-in script examples/agent/stand_in_agent (Claude Code is not installed: " <>
+         "make agents installs it with npm)"}
+
+    claude ->
+      System.put_env("SELF_HEAL_DEMO_MODEL_KEY", "sk-demo-stand-in-not-a-key")
+
+      {%{
+         "preset" => "claude_code",
+         "program" => claude,
+         "base_url" => Demo.Agent.start_model(tmp),
+         "key_env" => "SELF_HEAL_DEMO_MODEL_KEY",
+         "max_retries" => 1,
+         "timeout_s" => 120
+       },
+       "Claude Code #{Demo.Agent.version(claude)}, the real CLI, with its model replaced by " <>
+         "examples/agent/model_stand_in.py replaying a script of the prepared fixes"}
+  end
+
 Application.put_env(:self_heal, :logger_handler, false)
 
 Application.put_env(:self_heal, :endpoint,
@@ -367,14 +533,7 @@ Application.put_env(:self_heal, :port,
     "analyze" => %{"window_ms" => 3_000},
     "fix" => %{
       "repo" => repo,
-      "agent" => %{
-        "argv" => [
-          Path.join(Demo.root(), "examples/agent/stand_in_agent"),
-          "{prompt_file}",
-          "{checkout}"
-        ],
-        "timeout_s" => 120
-      },
+      "agent" => agent_config,
       "compile" => %{"argv" => ["mix", "compile", "--warnings-as-errors"], "timeout_s" => 180},
       "test" => %{"argv" => ["mix", "test"], "timeout_s" => 180},
       "env_allow" => ["SHOP_PORT", "INVENTORY_URL", "SHOP_RUN_DIR"],
@@ -398,9 +557,8 @@ Application.put_env(:self_heal, :port,
   }
 )
 
-Demo.say(
-  "SelfHeal demo (offline; the coding agent is a stand-in script that applies prepared patches)"
-)
+Demo.say("SelfHeal demo (offline, no API key)")
+Demo.say("coding agent: #{agent_line}")
 
 Demo.say("work directory: #{tmp}")
 {:ok, _} = Application.ensure_all_started(:inets)

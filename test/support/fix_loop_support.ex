@@ -232,6 +232,71 @@ defmodule SelfHeal.FixLoopSupport do
     )
   end
 
+  @doc "The installed Claude Code CLI (`make agents`), or nil."
+  def claude do
+    case System.get_env("SELF_HEAL_CLAUDE") do
+      path when is_binary(path) and path != "" ->
+        if File.regular?(path), do: path
+
+      _ ->
+        nil
+    end
+  end
+
+  @doc """
+  The model's stand-in (examples/agent/model_stand_in.py) serving `script`
+  (a map, see examples/agent/model_stand_in.md): %{url, log, port}. It
+  stops when the test process ends (its stdin is this port).
+  """
+  def start_model(dir, script) do
+    script_path = Path.join(dir, "model_script_#{System.unique_integer([:positive])}.json")
+    log = script_path <> ".log"
+    File.write!(script_path, SelfHeal.Port.JSON.encode!(script))
+    python = System.find_executable("python3")
+    stand_in = Path.expand("../../examples/agent/model_stand_in.py", __DIR__)
+
+    port =
+      Elixir.Port.open({:spawn_executable, python}, [
+        :binary,
+        {:line, 1000},
+        args: [stand_in, "--script", script_path, "--log", log]
+      ])
+
+    receive do
+      {^port, {:data, {:eol, "PORT " <> n}}} ->
+        %{url: "http://127.0.0.1:#{n}", log: log, port: port}
+    after
+      10_000 -> flunk("the model stand-in did not start")
+    end
+  end
+
+  @doc "The requests the model's stand-in logged."
+  def model_requests(%{log: log}) do
+    case File.read(log) do
+      {:ok, text} ->
+        text |> String.split("\n", trim: true) |> Enum.map(&SelfHeal.Port.JSON.decode!/1)
+
+      _ ->
+        []
+    end
+  end
+
+  @doc "The text of every tool result the CLI sent the model."
+  def tool_results(model) do
+    for req <- model_requests(model),
+        msg <- List.wrap(get_in(req, ["body", "messages"])),
+        msg["role"] == "user",
+        block <- List.wrap(msg["content"]),
+        is_map(block) and block["type"] == "tool_result" do
+      case block["content"] do
+        text when is_binary(text) -> text
+        blocks when is_list(blocks) -> Enum.map_join(blocks, "", &(&1["text"] || ""))
+        _ -> ""
+      end
+    end
+    |> Enum.uniq()
+  end
+
   @doc "Processes (not zombies) whose command line holds the agents' marker."
   def agent_processes do
     {out, _} = System.cmd("ps", ["-eo", "pid=,stat=,args="])
