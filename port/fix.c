@@ -653,7 +653,14 @@ static int run_agent(attempt *a, const char *prompt_path, size_t prompt_bytes, c
     char out_path[FIX_PATH_MAX + 64], err_path[FIX_PATH_MAX + 64];
     attempt_path(out_path, sizeof(out_path), a, "agent.out");
     attempt_path(err_path, sizeof(err_path), a, "agent.err");
-    if (agent_budget_reserve(a->ctx, &a->cfg->agent, prompt_bytes, msg, sizeof(msg)) != 0) {
+    const agent_config *ag = &a->cfg->agent;
+    if (ag->preset[0] != '\0' && ag->key_env[0] != '\0' && port_secret(ag->key_env) == NULL) {
+        /* it could not reach its model: no run, no budget spent */
+        cmd_error_set(err, "agent", "the agent's key is not set (the environment variable %s)",
+                      ag->key_env);
+        return -1;
+    }
+    if (agent_budget_reserve(a->ctx, ag, prompt_bytes, msg, sizeof(msg)) != 0) {
         cmd_error_set(err, "budget", "%s", msg);
         return -1;
     }

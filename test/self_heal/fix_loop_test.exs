@@ -95,6 +95,29 @@ defmodule SelfHeal.FixLoopTest do
     assert File.exists?(fix["delivery"]["patch"])
   end
 
+  test "a preset agent whose key is not set fails before it runs", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+    program = agent(dir, "claude", "exit 0")
+
+    preset = %{
+      "agent" => %{
+        "argv" => nil,
+        "preset" => "claude_code",
+        "program" => program,
+        "key_env" => "SH_FIX_LOOP_NO_SUCH_KEY"
+      }
+    }
+
+    port = start_port(config(dir, repo, program, %{"fix" => preset}))
+    fix = fix!(port, fix_args())
+    assert fix["status"] == "failed"
+    assert fix["detail"]["reason"] =~ "SH_FIX_LOOP_NO_SUCH_KEY"
+    # no agent ran
+    audit = File.read!(Path.join([dir, "state", "audit.jsonl"]))
+    assert audit =~ "SH_FIX_LOOP_NO_SUCH_KEY"
+    refute audit =~ ~s("action":"fix_agent")
+  end
+
   test "(d) a hanging agent is killed with everything it started", %{tmp_dir: dir} do
     repo = make_repo(dir)
 
