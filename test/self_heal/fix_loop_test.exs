@@ -627,6 +627,9 @@ defmodule SelfHeal.FixLoopTest do
     assert page =~ ~s(value="#{token}")
     assert page =~ "division by zero"
     assert page =~ "awaiting_approval"
+    # what the agent said it did
+    assert page =~ "What the agent did"
+    assert page =~ "fixed the empty list"
     assert fix_status(port, fix["id"])["status"] == "awaiting_approval"
 
     # tokens that must not act

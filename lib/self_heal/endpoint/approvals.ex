@@ -165,12 +165,18 @@ defmodule SelfHeal.Endpoint.Approvals do
   defp number(x) when is_number(x), do: :erlang.float_to_binary(x / 1, decimals: 2)
   defp number(_x), do: nil
 
-  # Its tool calls in order and its last word (scrubbed by the port).
+  # Its tool calls in order and its last word, or the end of what it
+  # printed (an agent without a structured transcript); scrubbed by the port.
   defp agent(%{"entries" => entries} = t) when is_list(entries) do
     tools = for %{"kind" => "tool", "tool" => name} when is_binary(name) <- entries, do: name
     calls = if tools == [], do: nil, else: Enum.join(Enum.take(tools, 30), ", ")
     final = if is_binary(t["final"]) and t["final"] != "", do: String.slice(t["final"], 0, 300)
-    [calls, final] |> Enum.reject(&is_nil/1) |> Enum.join(". ")
+
+    output =
+      for %{"kind" => "output", "text" => text} when is_binary(text) <- entries,
+          do: text |> String.trim() |> String.slice(-300, 300)
+
+    [calls, final || List.last(output)] |> Enum.reject(&(&1 in [nil, ""])) |> Enum.join(". ")
   end
 
   defp agent(_transcript), do: nil
