@@ -130,7 +130,8 @@ priv: $(NIF_SO) $(PORT_BIN)
 $(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o $(BUILD)/obj/c_src/nif_util.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
 $(BUILD)/obj/port/%.o $(BUILD)/asan/port/%.o $(BUILD)/obj/test/c/%.o $(BUILD)/asan/test/c/%.o: \
 	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
-$(BUILD)/obj/test/bench/bench_sandbox.o: CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
+$(BUILD)/obj/test/bench/bench_sandbox.o $(BUILD)/obj/test/bench/bench_audit.o: \
+	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
 
 $(BUILD)/obj/%.o: %.c
 	$(call msg,CC,$<)
@@ -251,6 +252,14 @@ $(BENCH_SANDBOX): $(BUILD)/obj/test/bench/bench_sandbox.o $(CORE_OBJS) $(PORT_LI
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
 
+# What verifying the audit log costs at open (docs/state.md).
+BENCH_AUDIT := $(BUILD)/bench/bench_audit
+
+$(BENCH_AUDIT): $(BUILD)/obj/test/bench/bench_audit.o $(CORE_OBJS) $(PORT_LIB_OBJS)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
+
 # The load generator of the ingest benchmark (docs/endpoint.md).
 LOADGEN := $(BUILD)/bench/loadgen
 
@@ -269,6 +278,8 @@ bench: bootstrap
 	$(Q)./$(BENCH_MINER) $(LOGHUB)
 	$(Q)$(MAKE) --no-print-directory $(BENCH_SANDBOX)
 	$(Q)./$(BENCH_SANDBOX)
+	$(Q)$(MAKE) --no-print-directory $(BENCH_AUDIT)
+	$(Q)./$(BENCH_AUDIT)
 
 clean:
 	$(Q)rm -rf $(BUILD) $(NIF_SO) $(PORT_BIN) _build/test/lib/self_heal _build/dev/lib/self_heal

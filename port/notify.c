@@ -689,6 +689,9 @@ json_t *notify_slack_body(const notify_msg *m)
                                         "type", "mrkdwn", "text", json_buf(&cb)));
         sh_buf_free(&cb);
     }
+    if (m->audit[0] != '\0')
+        json_array_append_new(blocks, json_pack("{s:s, s:[{s:s, s:s}]}", "type", "context",
+                                                "elements", "type", "mrkdwn", "text", m->audit));
     if (m->approve_url != NULL && m->skip_url != NULL) {
         char until[40];
         format_utc(until, sizeof(until), m->links_expire);
@@ -745,6 +748,7 @@ static void summary_text(sh_buf *b, const notify_msg *m, int with_links)
     text_line(b, "Ticket: #", m->ticket_id);
     text_line(b, "Ticket URL: ", m->url);
     text_line(b, "Fingerprint: ", m->fingerprint);
+    text_line(b, "", m->audit[0] != '\0' ? m->audit : NULL);
     if (with_links && m->approve_url != NULL && m->skip_url != NULL) {
         char until[40];
         format_utc(until, sizeof(until), m->links_expire);
@@ -1589,9 +1593,11 @@ static json_t *failure(const char *error)
     return json_pack("{s:b, s:s}", "ok", 0, "error", error);
 }
 
-/* Sends m to every enabled channel, each on its own thread. */
-static json_t *send_all(port_ctx *ctx, const notify_msg *m)
+/* Sends m to every enabled channel, each on its own thread, with the
+ * audit log's head published in it. */
+static json_t *send_all(port_ctx *ctx, notify_msg *m)
 {
+    audit_head_line(port_audit(ctx), m->audit, sizeof(m->audit));
     json_t *results = json_object();
     json_t *channels = port_config_get(ctx, "notify.channels");
     chan_job *jobs = calloc(CHANNELS_MAX, sizeof(chan_job));

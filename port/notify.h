@@ -46,6 +46,7 @@ typedef struct notify_msg {
     char *approve_url;  /* signed links (notify_msg_set_links), or NULL */
     char *skip_url;
     int64_t links_expire;
+    char audit[128]; /* "audit: seq N head H", the audit log's head when sent, or "" */
 } notify_msg;
 
 /* Fills *out from a message object; -1 with err filled on a bad field. */

@@ -1362,7 +1362,8 @@ int state_ctx_ensure(port_ctx *ctx, cmd_error *err)
         goto done;
     }
     snprintf(path, sizeof(path), "%s/%s", dir, AUDIT_FILE);
-    if (ctx->audit == NULL && audit_open(&ctx->audit, path, msg, sizeof(msg)) != 0) {
+    if (ctx->audit == NULL &&
+        audit_open_config(&ctx->audit, path, ctx->config, msg, sizeof(msg)) != 0) {
         cmd_error_set(err, "no_state", "%s", msg);
         goto done;
     }
@@ -1423,41 +1424,12 @@ static json_t *cmd_job(port_ctx *ctx, json_t *args, cmd_error *err)
     return job;
 }
 
-/* verify-audit reads the file only; it never opens (and so never repairs)
- * the log. */
-static json_t *cmd_verify_audit(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    char path[STATE_PATH_MAX + 32];
-    char msg[512] = "";
-    json_t *p = json_object_get(args, "path");
-    if (p != NULL && (!json_is_string(p) || json_string_length(p) == 0 ||
-                      json_string_length(p) >= STATE_PATH_MAX)) {
-        cmd_error_set(err, "bad_args", "path must be a non-empty string");
-        return NULL;
-    }
-    if (p != NULL) {
-        snprintf(path, sizeof(path), "%s", json_string_value(p));
-    } else {
-        char dir[STATE_PATH_MAX];
-        if (port_config_string(ctx, "state_dir", NULL, dir, sizeof(dir)) == NULL ||
-            dir[0] == '\0') {
-            cmd_error_set(err, "no_state", "no state_dir configured and no path given");
-            return NULL;
-        }
-        snprintf(path, sizeof(path), "%s/%s", dir, AUDIT_FILE);
-    }
-    json_t *report = audit_verify(path, msg, sizeof(msg));
-    if (report == NULL)
-        cmd_error_set(err, "unreadable", "%s", msg);
-    return report;
-}
-
 const cmd_def *state_commands(size_t *n)
 {
     static const cmd_def cmds[] = {
         {"jobs", cmd_jobs, 0},
         {"job", cmd_job, 0},
-        {"verify-audit", cmd_verify_audit, 0},
+        {"verify-audit", audit_cmd_verify, 0},
     };
     *n = sizeof(cmds) / sizeof(cmds[0]);
     return cmds;

@@ -439,7 +439,7 @@ static char *issue_title(const ticket_req *r, const sh_scrubber *s)
     return out.data;
 }
 
-static char *comment_body(const ticket_req *r, long long total)
+static char *comment_body(const ticket_req *r, long long total, audit_log *audit)
 {
     sh_buf out;
     sh_buf_init(&out);
@@ -461,6 +461,7 @@ static char *comment_body(const ticket_req *r, long long total)
                    "Severity: %s.\n\n",
                    r->count, total, when, r->severity);
     append_fingerprints(&out, r->fps);
+    audit_head_append(audit, &out, "", "\n\n"); /* the head, published outside the log */
     sh_buf_appendf(&out, "<!-- self-heal:job=%s -->\n", r->key);
     sh_buf_append_byte(&out, '\0');
     if (out.oom) {
@@ -819,7 +820,7 @@ static int gh_comment(upsert_env *env, const ticket_req *r, const char *number, 
     json_t *out = NULL;
     if (gh_init(&g, env->ctx, err) != 0)
         return -1;
-    char *body = comment_body(r, total);
+    char *body = comment_body(r, total, env->audit);
     json_t *payload = body != NULL ? json_pack("{s:s}", "body", body) : NULL;
     free(body);
     snprintf(path, sizeof(path), "/repos/%s/issues/%s/comments", g.repo, number);
@@ -1138,6 +1139,7 @@ int ticket_note(port_ctx *ctx, int64_t ticket_id, const char *status, const char
     sh_buf body;
     sh_buf_init(&body);
     append_prose(&body, port_scrubber(ctx), text != NULL ? text : "", TICKET_FIX_MAX);
+    audit_head_append(port_audit(ctx), &body, "\n\n", ""); /* published outside the log */
     sh_buf_append_byte(&body, '\0');
     int rc = body.oom ? -1 : state_ticket_note(db, ticket_id, body.data);
     if (rc == 0 && status != NULL)

@@ -511,6 +511,7 @@ defmodule SelfHeal.Port do
     # said once per start, where operators look: a fix loop that runs no
     # agent, or one that runs agents unconfined
     if state.restarts == 0, do: log_fix_loop(reply["fix"])
+    log_audit(reply["audit"])
     notify(%{"event" => "port_configured", "restarts" => state.restarts}, state)
   end
 
@@ -542,6 +543,28 @@ defmodule SelfHeal.Port do
 
   defp log_fix_loop(_status), do: :ok
 
+  # What opening the audit log changed (a break is logged from its
+  # `audit_broken` event): a repair after a crash, a new key.
+  defp log_audit(%{} = audit) do
+    if is_binary(audit["repaired"]) do
+      Logger.warning("self_heal: the audit log was repaired when opened: #{audit["repaired"]}",
+        domain: [:self_heal]
+      )
+    end
+
+    if audit["key_changed"] == true do
+      Logger.warning(
+        "self_heal: the audit log changed keys (an audit_key_changed record): expected once " <>
+          "after audit.key_env is set or changed, otherwise check the log",
+        domain: [:self_heal]
+      )
+    end
+
+    :ok
+  end
+
+  defp log_audit(_status), do: :ok
+
   defp notify(event, state) do
     state = act_on(event, state)
     for pid <- Map.keys(state.subscribers), do: send(pid, {:self_heal_port, event})
@@ -570,6 +593,13 @@ defmodule SelfHeal.Port do
       {:noreply, state} -> state
       {:reply, {:error, reason}, state} -> log_failure(action, reason, state)
     end
+  end
+
+  # The audit log's chain was broken (at configure, or found by an
+  # append): the port moved it aside and started a new chain.
+  defp act_on(%{"event" => "audit_broken", "error" => error}, state) when is_binary(error) do
+    Logger.error("self_heal: #{error}", domain: [:self_heal])
+    state
   end
 
   defp act_on(_event, state), do: state
