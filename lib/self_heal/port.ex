@@ -50,10 +50,11 @@ defmodule SelfHeal.Port do
   reply arrived; `n` restarts so far) and
   `%{"event" => "port_configure_failed", "error" => error}`.
 
-  It also implements `SelfHeal.Orchestrator`: `escalate/2` and `update/2`
-  send the group (`wire_group/1`) to the port's `escalate` and `update`
-  commands without waiting for the reply; a failing reply is logged (an
-  `unknown_command` only once per command).
+  It also implements `SelfHeal.Orchestrator` without waiting for the
+  replies: `escalate/2` collects groups (`analysis_group/1`) and sends them
+  as one `escalate` request `%{"groups" => [...]}`; `update/2` sends
+  `update` with `%{"fingerprint", "count", "last_seen", "reason"}`. A
+  failing reply is logged (an `unknown_command` only once per command).
   """
   @behaviour SelfHeal.Orchestrator
   use GenServer
