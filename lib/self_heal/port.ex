@@ -14,6 +14,9 @@ defmodule SelfHeal.Port do
       start (atom keys become strings; default `%{}`)
     * `:executable` - path of the port program (default
       `priv/self_heal_port` of the `:self_heal` application)
+    * `:env` - extra environment variables of the port program, a list of
+      `{name, value}` strings (default `[]`; the tests' crash points,
+      docs/state.md)
     * `:backoff_min` / `:backoff_max` - restart delay in ms (default 100
       and 30_000): the first restart waits `:backoff_min`, each further
       crash within `:stable_ms` (default 10_000) of a start doubles it
@@ -240,6 +243,7 @@ defmodule SelfHeal.Port do
     if File.regular?(exe) do
       state = %{
         exe: exe,
+        env: for({k, v} <- Keyword.get(opts, :env, []), do: {to_charlist(k), to_charlist(v)}),
         config: wire(Keyword.get(opts, :config, %{})),
         backoff_min: Keyword.get(opts, :backoff_min, 100),
         backoff_max: Keyword.get(opts, :backoff_max, 30_000),
@@ -611,6 +615,7 @@ defmodule SelfHeal.Port do
     port =
       Port.open({:spawn_executable, state.exe}, [
         {:packet, 4},
+        {:env, state.env},
         :binary,
         :exit_status,
         :use_stdio
