@@ -14,6 +14,9 @@ defmodule SelfHeal.Port do
       start (atom keys become strings; default `%{}`)
     * `:executable` - path of the port program (default
       `priv/self_heal_port` of the `:self_heal` application)
+    * `:env` - extra environment variables of the port program, a list of
+      `{name, value}` strings (default `[]`; the tests' crash points,
+      docs/state.md)
     * `:backoff_min` / `:backoff_max` - restart delay in ms (default 100
       and 30_000): the first restart waits `:backoff_min`, each further
       crash within `:stable_ms` (default 10_000) of a start doubles it
@@ -50,10 +53,11 @@ defmodule SelfHeal.Port do
   reply arrived; `n` restarts so far) and
   `%{"event" => "port_configure_failed", "error" => error}`.
 
-  It also implements `SelfHeal.Orchestrator`: `escalate/2` and `update/2`
-  send the group (`wire_group/1`) to the port's `escalate` and `update`
-  commands without waiting for the reply; a failing reply is logged (an
-  `unknown_command` only once per command).
+  It also implements `SelfHeal.Orchestrator` without waiting for the
+  replies: `escalate/2` collects groups (`analysis_group/1`) and sends them
+  as one `escalate` request `%{"groups" => [...]}`; `update/2` sends
+  `update` with `%{"fingerprint", "count", "last_seen", "reason"}`. A
+  failing reply is logged (an `unknown_command` only once per command).
   """
   @behaviour SelfHeal.Orchestrator
   use GenServer
@@ -239,6 +243,7 @@ defmodule SelfHeal.Port do
     if File.regular?(exe) do
       state = %{
         exe: exe,
+        env: for({k, v} <- Keyword.get(opts, :env, []), do: {to_charlist(k), to_charlist(v)}),
         config: wire(Keyword.get(opts, :config, %{})),
         backoff_min: Keyword.get(opts, :backoff_min, 100),
         backoff_max: Keyword.get(opts, :backoff_max, 30_000),
@@ -640,6 +645,7 @@ defmodule SelfHeal.Port do
     port =
       Port.open({:spawn_executable, state.exe}, [
         {:packet, 4},
+        {:env, state.env},
         :binary,
         :exit_status,
         :use_stdio
