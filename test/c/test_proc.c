@@ -3,7 +3,7 @@
  * ones), resource limits, the identity drop, and the parent-death signal.
  * Processes that leave their group or session: the process tree, the
  * subreaper's kills and reaping (which never takes a registered child's
- * status), the run marker. The scripts given to sh are fixed
+ * status), the watchdog, the run marker. The scripts given to sh are fixed
  * test text. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -26,6 +27,7 @@
 #include "proc.h"
 #include "ptree.h"
 #include "test_procs.h"
+#include "watchdog.h"
 
 static char dir[] = "/tmp/self_heal_test_proc_XXXXXX";
 
@@ -680,6 +682,92 @@ static void test_reaping_orphans_keeps_statuses(void **state)
     prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
 
+/* ------------------------------------------------------------ watchdog */
+
+/* A port in miniature, in a forked process: it splits off its watchdog
+ * (the forked process itself), starts the escapes in the server and
+ * reports their pids and the server's on the pipe, then waits for the
+ * watchdog's end as the port's reader does. */
+static pid_t start_port_like(int report_fd)
+{
+    pid_t port = fork();
+    if (port != 0)
+        return port;
+    int watch_fd = -1;
+    pid_t watchdog = 0;
+    if (watchdog_split(&watch_fd, &watchdog) != 0 || proc_become_subreaper() != 0)
+        _exit(2);
+    pid_t ids[NESCAPES + 2];
+    ids[0] = getpid();
+    ids[1] = start_escapes(ids + 2);
+    ssize_t w = write(report_fd, ids, sizeof(ids));
+    (void)w;
+    for (;;) {
+        struct pollfd p = {watch_fd, POLLIN, 0};
+        if (poll(&p, 1, -1) == 1 && watchdog_gone(watch_fd))
+            watchdog_lost();
+    }
+}
+
+/* Starts the port in miniature; ids[0] the server, [1] the script, then
+ * the escaped processes. */
+static pid_t port_like(pid_t ids[NESCAPES + 2])
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t port = start_port_like(p[1]);
+    assert_true(port > 0);
+    close(p[1]);
+    assert_int_equal(read(p[0], ids, sizeof(pid_t) * (NESCAPES + 2)),
+                     (ssize_t)sizeof(pid_t) * (NESCAPES + 2));
+    close(p[0]);
+    for (int i = 0; i < NESCAPES + 2; i++)
+        assert_true(ids[i] > 0);
+    assert_int_equal(getppid() == ids[0], 0);
+    return port;
+}
+
+/* Starts the port in miniature and sends sig to its server (to_server)
+ * or its watchdog; the watchdog must end killed by want_sig (0: however)
+ * and nothing the server started may be left. */
+static void end_port_like(int to_server, int sig, int want_sig)
+{
+    pid_t ids[NESCAPES + 2];
+    pid_t port = port_like(ids);
+    assert_int_equal(kill(to_server ? ids[0] : port, sig), 0);
+    int status = 0;
+    assert_int_equal(waitpid(port, &status, 0), port);
+    if (want_sig != 0) {
+        assert_true(WIFSIGNALED(status));
+        assert_int_equal(WTERMSIG(status), want_sig);
+    }
+    for (int i = 0; i < NESCAPES + 2; i++)
+        assert_true(wait_gone(ids[i], 3000));
+}
+
+/* kill -9 of the server: the watchdog kills what it started and ends as
+ * the server did. */
+static void test_watchdog_server_killed(void **state)
+{
+    (void)state;
+    end_port_like(1, SIGKILL, SIGKILL);
+}
+
+/* SIGTERM to the watchdog reaches the server (whose default action ends
+ * it), and the watchdog ends the same way. */
+static void test_watchdog_forwards_sigterm(void **state)
+{
+    (void)state;
+    end_port_like(0, SIGTERM, SIGTERM);
+}
+
+/* kill -9 of the watchdog: the server kills what it started and exits. */
+static void test_watchdog_killed(void **state)
+{
+    (void)state;
+    end_port_like(0, SIGKILL, SIGKILL);
+}
+
 /* ------------------------------------------------------------ run marker */
 
 static void test_run_marker(void **state)
@@ -794,6 +882,9 @@ int main(void)
         cmocka_unit_test(test_ptree),
         cmocka_unit_test(test_descendants_killed_whatever_their_session),
         cmocka_unit_test(test_reaping_orphans_keeps_statuses),
+        cmocka_unit_test(test_watchdog_server_killed),
+        cmocka_unit_test(test_watchdog_forwards_sigterm),
+        cmocka_unit_test(test_watchdog_killed),
         cmocka_unit_test(test_run_marker),
         cmocka_unit_test(test_left_behind),
     };
