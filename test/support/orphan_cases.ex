@@ -1,8 +1,9 @@
 defmodule SelfHeal.OrphanCases do
   @moduledoc false
   # Processes that try to outlive the port program, and the ways the port
-  # can end (docs/architecture.md, "Process lifetime"), for
-  # test/self_heal/orphans_test.exs.
+  # can end (docs/architecture.md, "Process lifetime"). Shared by
+  # test/self_heal/orphans_test.exs and the benchmark test/bench/orphans.exs
+  # (which loads this file itself).
   #
   # Five shell scripts (fixed text: a shell is fine for them), each run by
   # the port's `spawn` diagnostic, each starting a process that escapes in
