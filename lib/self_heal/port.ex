@@ -116,7 +116,11 @@ defmodule SelfHeal.Port do
   @spec unsubscribe(GenServer.server()) :: :ok
   def unsubscribe(server), do: GenServer.call(server, {:unsubscribe, self()})
 
-  @doc "The OS pid of the running port program, or nil while it is down."
+  @doc """
+  The OS pid of the running port program, or nil while it is down: its
+  watchdog process, whose child serves (docs/architecture.md, "Process
+  lifetime").
+  """
   @spec os_pid(GenServer.server()) :: non_neg_integer() | nil
   def os_pid(server), do: GenServer.call(server, :os_pid)
 
