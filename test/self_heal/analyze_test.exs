@@ -265,6 +265,7 @@ defmodule SelfHeal.AnalyzeTest do
     model = analyze(dir, groups, llm("anthropic", srv)).ok
     assert model["analyzer"] == "anthropic"
     assert model["unlinked"] == 4
+
     assert Enum.sort(Enum.map(model["issues"], & &1["group_ids"])) == [
              ["u0"],
              ["u1"],
