@@ -130,7 +130,8 @@ priv: $(NIF_SO) $(PORT_BIN)
 $(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o $(BUILD)/obj/c_src/nif_util.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
 $(BUILD)/obj/port/%.o $(BUILD)/asan/port/%.o $(BUILD)/obj/test/c/%.o $(BUILD)/asan/test/c/%.o: \
 	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
-$(BUILD)/obj/test/bench/bench_sandbox.o $(BUILD)/obj/test/bench/bench_audit.o: \
+$(BUILD)/obj/test/bench/bench_sandbox.o $(BUILD)/obj/test/bench/bench_audit.o \
+$(BUILD)/obj/test/bench/bench_fold.o: \
 	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
 
 $(BUILD)/obj/%.o: %.c
@@ -252,6 +253,14 @@ $(BENCH_SANDBOX): $(BUILD)/obj/test/bench/bench_sandbox.o $(CORE_OBJS) $(PORT_LI
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
 
+# Root-cause folding on labelled scenarios (docs/analysis.md).
+BENCH_FOLD := $(BUILD)/bench/bench_fold
+
+$(BENCH_FOLD): $(BUILD)/obj/test/bench/bench_fold.o $(CORE_OBJS) $(PORT_LIB_OBJS)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
+
 # What verifying the audit log costs at open (docs/state.md).
 BENCH_AUDIT := $(BUILD)/bench/bench_audit
 
@@ -279,6 +288,8 @@ bench: bootstrap
 	$(Q)./$(BENCH_MINER) $(LOGHUB)
 	$(Q)$(MAKE) --no-print-directory $(BENCH_SANDBOX)
 	$(Q)./$(BENCH_SANDBOX)
+	$(Q)$(MAKE) --no-print-directory $(BENCH_FOLD)
+	$(Q)./$(BENCH_FOLD)
 	$(Q)$(MAKE) --no-print-directory $(BENCH_AUDIT)
 	$(Q)./$(BENCH_AUDIT)
 

@@ -172,9 +172,24 @@ defmodule SelfHeal.Port do
       "severity" => wire(Map.get(group, :severity)),
       "frames" => if(is_map(frame), do: [wire(frame)], else: []),
       "path" => wire(meta_value(meta, :path) || meta_value(meta, :request_path)),
-      "samples" => Enum.reject([wire(Map.get(sample, :message))], &is_nil/1)
+      "samples" => Enum.reject([wire(Map.get(sample, :message))], &is_nil/1),
+      "trace_ids" => trace_ids(meta)
     }
   end
+
+  # The sample's request and trace ids: evidence that ties groups raised
+  # in one request or one trace together (docs/analysis.md).
+  @trace_keys [:request_id, :trace_id, :correlation_id, :otel_trace_id, :"x-request-id"]
+
+  defp trace_ids(meta) when is_map(meta) do
+    for key <- @trace_keys,
+        value = meta_value(meta, key),
+        is_binary(value) or is_integer(value),
+        uniq: true,
+        do: to_string(value)
+  end
+
+  defp trace_ids(_meta), do: []
 
   defp meta_value(meta, key) when is_map(meta),
     do: Map.get(meta, key) || Map.get(meta, Atom.to_string(key))
