@@ -1183,36 +1183,32 @@ static ERL_NIF_TERM make_jsonl_event(ErlNifEnv *env, const sh_jsonl_event *e)
     return map;
 }
 
-/* decode_json_lines(body) -> %{events: [map], malformed: n, blank_lines: n,
- *                              errors: [{line_number, reason}] (first 100)} */
-static ERL_NIF_TERM decode_json_lines_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+/* Decodes the records of body from byte `off` until `max` records (valid
+ * or malformed; blank lines do not count) have been read. The result map:
+ * %{events: [map], malformed: n, blank_lines: n, errors: [{line, reason}]
+ * (first 100, lines counted from `off`)}, plus next: the offset after the
+ * last line read when `with_next` (the sliced form). */
+static ERL_NIF_TERM decode_lines(ErlNifEnv *env, ErlNifBinary body, size_t off, size_t max,
+                                 int with_next)
 {
-    (void)argc;
-    ErlNifBinary body;
-    if (!enif_inspect_binary(env, argv[0], &body))
-        return raise_badarg(env, "decode_json_lines/1 expects a binary");
-    if (body.size > MAX_JSONL_BODY)
-        return raise_badarg(env, "body larger than 256 MiB");
     const char *p = (const char *)body.data;
-    size_t off = 0, line_no = 0, malformed = 0, blank = 0, nerrors = 0;
+    size_t line_no = 0, records = 0, malformed = 0, blank = 0, nerrors = 0;
     ERL_NIF_TERM events = enif_make_list(env, 0), errors = enif_make_list(env, 0);
     sh_jsonl_event *e = enif_alloc(sizeof(*e));
     if (e == NULL)
         return raise_badarg(env, "out of memory");
     memset(e, 0, sizeof(*e));
-    while (off < body.size) {
+    while (off < body.size && records < max) {
         size_t next;
         size_t len = sh_jsonl_next_line(p + off, body.size - off, &next);
         const char *line = p + off;
         off += next;
         line_no++;
-        size_t k = 0;
-        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r'))
-            k++;
-        if (k == len) {
+        if (sh_jsonl_blank(line, len)) {
             blank++;
             continue;
         }
+        records++;
         char err[160];
         if (sh_jsonl_decode_line(e, line, len, err, sizeof(err)) == 0) {
             events = enif_make_list_cell(env, make_jsonl_event(env, e), events);
@@ -1233,12 +1229,48 @@ static ERL_NIF_TERM decode_json_lines_nif(ErlNifEnv *env, int argc, const ERL_NI
     ERL_NIF_TERM rev_events, rev_errors;
     enif_make_reverse_list(env, events, &rev_events);
     enif_make_reverse_list(env, errors, &rev_errors);
-    ERL_NIF_TERM keys[] = {atoms.events, atoms.malformed, atoms.blank_lines, atoms.errors};
+    ERL_NIF_TERM keys[] = {atoms.events, atoms.malformed, atoms.blank_lines, atoms.errors,
+                           enif_make_atom(env, "next")};
     ERL_NIF_TERM vals[] = {rev_events, enif_make_uint64(env, malformed),
-                           enif_make_uint64(env, blank), rev_errors};
+                           enif_make_uint64(env, blank), rev_errors, enif_make_uint64(env, off)};
     ERL_NIF_TERM map;
-    enif_make_map_from_arrays(env, keys, vals, 4, &map);
+    enif_make_map_from_arrays(env, keys, vals, with_next ? 5 : 4, &map);
     return map;
+}
+
+/* decode_json_lines(body): every record of the body.
+ * decode_json_lines(body, offset, max_records): at most max_records from
+ * byte offset, with next (a body decoded slice by slice never holds the
+ * terms of more than one slice). */
+static ERL_NIF_TERM decode_json_lines_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    ErlNifBinary body;
+    if (!enif_inspect_binary(env, argv[0], &body))
+        return raise_badarg(env, "decode_json_lines expects a binary");
+    if (body.size > MAX_JSONL_BODY)
+        return raise_badarg(env, "body larger than 256 MiB");
+    if (argc == 1)
+        return decode_lines(env, body, 0, SIZE_MAX, 0);
+    ErlNifUInt64 off, max;
+    if (!enif_get_uint64(env, argv[1], &off) || off > body.size)
+        return raise_badarg(env, "offset: 0..byte_size(body)");
+    if (!enif_get_uint64(env, argv[2], &max) || max == 0)
+        return raise_badarg(env, "max_records: a positive integer");
+    return decode_lines(env, body, (size_t)off, (size_t)max, 1);
+}
+
+/* count_json_lines(body, limit) -> the records (non-blank lines) of body,
+ * at most limit + 1: counted without decoding, before any term is built. */
+static ERL_NIF_TERM count_json_lines_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    ErlNifBinary body;
+    ErlNifUInt64 limit;
+    if (!enif_inspect_binary(env, argv[0], &body))
+        return raise_badarg(env, "count_json_lines expects a binary");
+    if (!enif_get_uint64(env, argv[1], &limit) || limit > MAX_JSONL_BODY)
+        return raise_badarg(env, "limit: 0..268435456");
+    return enif_make_uint64(env, sh_jsonl_count((const char *)body.data, body.size, limit));
 }
 
 /* ------------------------------------------------------------------ misc */
@@ -1540,6 +1572,8 @@ static ErlNifFunc nif_funcs[] = {
     {"fingerprint_batch", 2, fingerprint_batch_nif, 0},
     {"dedup", 1, dedup_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"decode_json_lines", 1, decode_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"decode_json_lines", 3, decode_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"count_json_lines", 2, count_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"__yield_count__", 0, yield_count_nif, 0},
     {"miner_new_nif", 1, miner_new_nif, 0},
     {"miner_add", 2, miner_add_nif, 0},

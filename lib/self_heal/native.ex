@@ -179,6 +179,31 @@ defmodule SelfHeal.Native do
   @spec decode_json_lines(binary()) :: json_lines_result()
   def decode_json_lines(_body), do: :erlang.nif_error(:nif_not_loaded)
 
+  @doc """
+  Decodes at most `max_records` records (valid or malformed lines; blank
+  lines do not count) of a `json_lines` body from byte `offset`: the map of
+  `decode_json_lines/1` (error line numbers counted from `offset`) plus
+  `:next`, the offset to continue from (`byte_size(body)` when done). A
+  body decoded slice by slice never holds the terms of more than a slice.
+  """
+  @spec decode_json_lines(binary(), non_neg_integer(), pos_integer()) ::
+          %{
+            events: [map()],
+            malformed: non_neg_integer(),
+            blank_lines: non_neg_integer(),
+            errors: [{pos_integer(), binary()}],
+            next: non_neg_integer()
+          }
+  def decode_json_lines(_body, _offset, _max_records), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc """
+  The number of records (lines that are not blank) of a `json_lines` body,
+  counted in one pass without decoding, stopping as soon as it passes
+  `limit` (so at most `limit + 1`).
+  """
+  @spec count_json_lines(binary(), non_neg_integer()) :: non_neg_integer()
+  def count_json_lines(_body, _limit), do: :erlang.nif_error(:nif_not_loaded)
+
   @doc false
   @spec __yield_count__() :: non_neg_integer()
   def __yield_count__, do: :erlang.nif_error(:nif_not_loaded)
