@@ -110,20 +110,39 @@ static uint64_t mix(uint64_t h)
     return h;
 }
 
-static uint64_t hash_bytes(const char *p, size_t n)
+/* hash_bytes in parts: begin with the whole length, then words, then the
+ * tail (fewer than 8 bytes). */
+static uint64_t hash_begin(size_t n)
 {
-    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0x100000001B3ULL);
-    while (n >= 8) {
+    return 0x9E3779B97F4A7C15ULL ^ (n * 0x100000001B3ULL);
+}
+
+/* Hashes the whole words of p[0..n); returns how many bytes it took. */
+static size_t hash_words(uint64_t *h, const char *p, size_t n)
+{
+    size_t done = 0;
+    while (n - done >= 8) {
         uint64_t w;
-        memcpy(&w, p, 8);
-        h = mix(h ^ w);
-        p += 8;
-        n -= 8;
+        memcpy(&w, p + done, 8);
+        *h = mix(*h ^ w);
+        done += 8;
     }
+    return done;
+}
+
+static uint64_t hash_end(uint64_t h, const char *p, size_t n)
+{
     uint64_t w = 0;
     memcpy(&w, p, n);
     h = mix(h ^ w ^ ((uint64_t)n << 56));
     return h == WILD ? 1 : h;
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = hash_begin(n);
+    size_t done = hash_words(&h, p, n);
+    return hash_end(h, p + done, n - done);
 }
 
 /* ------------------------------------------------------------ config */
@@ -1166,7 +1185,27 @@ int sh_miner_snapshot_step(sh_miner *m, sh_buf *out, size_t max_work)
         return 0;
     sh_miner_walk_end(m);
     patch_u64(out, st->aliases_at, st->naliases);
-    return put_checksum(out, st->start) == 0 ? 1 : -1;
+    return out->oom ? -1 : 1;
+}
+
+int sh_miner_snapshot_seal(sh_buf *out, size_t start, sh_miner_seal *seal, size_t max_bytes)
+{
+    if (out->oom)
+        return -1;
+    size_t len = out->len - start;
+    if (!seal->begun) {
+        seal->hash = hash_begin(len);
+        seal->pos = 0;
+        seal->begun = 1;
+    }
+    if (max_bytes < 8)
+        max_bytes = 8; /* at least a word a call, or it never ends */
+    size_t n = len - seal->pos < max_bytes ? len - seal->pos : max_bytes;
+    seal->pos += hash_words(&seal->hash, out->data + start + seal->pos, n);
+    if (len - seal->pos >= 8)
+        return 0;
+    put_u64(out, hash_end(seal->hash, out->data + start + seal->pos, len - seal->pos));
+    return out->oom ? -1 : 1;
 }
 
 typedef struct reader {

@@ -126,17 +126,30 @@ void sh_miner_walk_end(sh_miner *miner);
 /*
  * A snapshot written in steps over a walk (same format as
  * sh_miner_snapshot): begin writes the header, each step about max_work
- * bytes of clusters and then of the alias table, the last one the
- * checksum. Counters are those of the moment the walk began. The alias
- * table is read as it is in the last steps; an alias whose merged-away id
- * is also one of the snapshot's clusters is ignored by sh_miner_restore.
- * begin returns 0, or -1 when a walk is going on; step returns 1 when the
- * snapshot is complete (the walk is over), 0 when there is more, -1 when
- * out of memory (the walk is over). abort ends an unfinished one.
+ * bytes of clusters and then of the alias table; then
+ * sh_miner_snapshot_seal appends the checksum, also in steps, and without
+ * the miner (no lock needed). Counters are those of the moment the walk
+ * began. The alias table is read as it is in the last steps; an alias
+ * whose merged-away id is also one of the snapshot's clusters is ignored
+ * by sh_miner_restore. begin returns 0, or -1 when a walk is going on;
+ * step returns 1 when every cluster and alias is written (the walk is
+ * over), 0 when there is more, -1 when out of memory (the walk is over).
+ * abort ends an unfinished one.
  */
 int sh_miner_snapshot_begin(sh_miner *miner, sh_buf *out);
 int sh_miner_snapshot_step(sh_miner *miner, sh_buf *out, size_t max_work);
 void sh_miner_snapshot_abort(sh_miner *miner);
+
+/* The checksum of a snapshot written in steps from out->data + start:
+ * zero it first; each call hashes about max_bytes more and the last one
+ * appends the checksum. 1 when done, 0 when there is more, -1 when out of
+ * memory. */
+typedef struct sh_miner_seal {
+    size_t pos;
+    uint64_t hash;
+    int begun;
+} sh_miner_seal;
+int sh_miner_snapshot_seal(sh_buf *out, size_t start, sh_miner_seal *seal, size_t max_bytes);
 
 /* Makes a miner from a snapshot. Returns 0, or -1 with *why set to a
  * static message when the snapshot is invalid or memory runs out. A
