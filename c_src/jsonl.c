@@ -52,6 +52,27 @@ size_t sh_jsonl_next_line(const char *body, size_t len, size_t *next)
     return n;
 }
 
+int sh_jsonl_blank(const char *line, size_t len)
+{
+    for (size_t k = 0; k < len; k++)
+        if (line[k] != ' ' && line[k] != '\t' && line[k] != '\r')
+            return 0;
+    return 1;
+}
+
+size_t sh_jsonl_count(const char *body, size_t len, size_t limit)
+{
+    size_t off = 0, count = 0;
+    while (off < len && count <= limit) {
+        size_t next;
+        size_t n = sh_jsonl_next_line(body + off, len - off, &next);
+        if (!sh_jsonl_blank(body + off, n))
+            count++;
+        off += next;
+    }
+    return count;
+}
+
 /* ------------------------------------------------------------ pre-scan */
 
 enum scan_result { SCAN_OK, SCAN_BLANK, SCAN_TOO_DEEP };

@@ -4,10 +4,15 @@
  * Rules kept here (docs/nif.md says more):
  * - bad terms raise ArgumentError ({badarg, Reason}); nothing crashes the VM;
  * - every input is bounded: a message longer than max_event_bytes is cut at
- *   a UTF-8 boundary and flagged, at most MAX_FRAMES frames are read;
- * - fingerprint_batch/2 yields (enif_consume_timeslice + enif_schedule_nif)
- *   and carries every term it needs across yields in argv, never in C;
- * - dedup/2 and decode_json_lines/2 run on dirty CPU schedulers.
+ *   a UTF-8 boundary and flagged, at most MAX_FRAMES frames are read among
+ *   the first MAX_STACK_ENTRIES entries of a stack;
+ * - a normal scheduler does bounded work per call: the batch NIFs yield
+ *   (enif_consume_timeslice + enif_schedule_nif, every term they need
+ *   carried in argv, never in C), an item whose work is above dirty_above
+ *   moves the call to a dirty CPU scheduler (and back after it), and a
+ *   shared miner's lock is only tried (busy: move to a dirty scheduler);
+ * - dedup/2, decode_json_lines/2 and the miner's walks run on dirty CPU
+ *   schedulers; the walks release the miner's lock between short steps.
  */
 #include <erl_nif.h>
 
@@ -32,7 +37,32 @@
 #define MAX_CONFIG_ENTRIES 256
 #define MAX_JSONL_BODY (256u * 1024 * 1024)
 #define MAX_JSONL_ERRORS 100
-#define TIMESLICE_CHECK 32 /* events between clock reads */
+/* A term stack is read among its first MAX_STACK_ENTRIES entries, a
+ * location among its first MAX_LOCATION_ENTRIES; an argument list longer
+ * than MAX_ARGS (no function has more) makes its entry malformed. */
+#define MAX_STACK_ENTRIES 1024
+#define MAX_LOCATION_ENTRIES 32
+#define MAX_ARGS 255
+/* Work units: a byte of message normalised (1-25 ns, normalize.c is O(n)).
+ * An event, a line or a message above DEFAULT_DIRTY_ABOVE units goes to a
+ * dirty CPU scheduler. A text stack trace byte counts 1/4 (frames.c reads
+ * about 1 ns a byte), a stack entry examined 4, a frame read 64. */
+#define DEFAULT_DIRTY_ABOVE 8192
+#define STACK_TEXT_SHIFT 2
+#define WORK_PER_ENTRY 4
+#define WORK_PER_FRAME 64
+/* A miner line's addition on a normal scheduler may cost dirty_above *
+ * MINER_ADD_PER_UNIT of sh_miner_add_line's units (token comparisons,
+ * about 1 ns each). */
+#define MINER_ADD_PER_UNIT 8
+/* A miner walk step under the lock: about 40 templates or 1 KB of snapshot,
+ * some 20 µs. */
+#define WALK_STEP_WORK 1024
+/* A snapshot's checksum is computed in parts of this many bytes (about
+ * 0.3 ms), outside the lock. */
+#define SEAL_PART (256u * 1024)
+#define TIMESLICE_CHECK 8   /* items between clock reads */
+#define TIMESLICE_WORK 2048 /* or this much work */
 
 /* OTP 26 (NIF 2.17) reads atoms as UTF-8; OTP 25 only as Latin-1, where a
  * non-Latin-1 atom is not readable and its frame is skipped. */
@@ -42,7 +72,7 @@
 #define ATOM_ENCODING ERL_NIF_LATIN1
 #endif
 
-static _Atomic unsigned long yield_count;
+static _Atomic long live_batches;
 
 /* ------------------------------------------------------------------ atoms */
 
@@ -53,7 +83,7 @@ static struct {
         services, services_dropped, stacktrace, timestamp, top_frame, truncated, type, yield_every,
         k_elixir, k_erlang, k_js, k_python, k_java, k_unknown, blank_lines, miner, max_clusters,
         max_tokens, max_line, id, template_, params, cluster, lines, clusters, created, evicted,
-        merged, aliases_dropped, ok, error;
+        merged, aliases_dropped, ok, error, dirty_above;
 } atoms;
 
 static ERL_NIF_TERM make_atom(ErlNifEnv *env, const char *name)
@@ -120,6 +150,7 @@ static void init_atoms(ErlNifEnv *env)
     A(aliases_dropped, "aliases_dropped");
     A(ok, "ok");
     A(error, "error");
+    A(dirty_above, "dirty_above");
     A(k_elixir, "elixir");
     A(k_erlang, "erlang");
     A(k_js, "javascript");
@@ -161,18 +192,23 @@ typedef struct nif_config {
     char *storage;
     size_t max_event_bytes;
     unsigned long yield_every;
+    uint64_t dirty_above;
 } nif_config;
 
 static ErlNifResourceType *config_type;
 static ErlNifResourceType *batch_type;
 static ErlNifResourceType *miner_type;
 
-/* A template miner shared by the processes that hold it: every call takes
- * its lock for the lines it adds in one go (one time slice at most). */
+/* A template miner shared by the processes that hold it. `lock` guards
+ * the miner and is held for one line, or one walk step, at a time; a
+ * normal scheduler only tries it. `walking`: a walk (templates, snapshot)
+ * is going on (one at a time). */
 struct nif_miner {
-    ErlNifMutex *lock;
+    sh_nif_lock lock;
+    _Atomic int walking;
     sh_miner *miner;
     unsigned long yield_every;
+    uint64_t dirty_above;
 };
 static nif_config *default_config;
 
@@ -246,6 +282,7 @@ static ERL_NIF_TERM config_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
     enif_release_resource(c);
 
     c->max_event_bytes = DEFAULT_MAX_EVENT_BYTES;
+    c->dirty_above = DEFAULT_DIRTY_ABOVE;
     c->entries = enif_alloc(2 * MAX_CONFIG_ENTRIES * sizeof(sh_slice));
     if (c->entries == NULL)
         return raise_badarg(env, "out of memory");
@@ -279,6 +316,11 @@ static ERL_NIF_TERM config_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
         if (!enif_get_uint64(env, v, &n))
             return raise_badarg(env, "yield_every must be a non-negative integer");
         c->yield_every = (unsigned long)n;
+    }
+    if (enif_get_map_value(env, argv[0], atoms.dirty_above, &v)) {
+        if (!enif_get_uint64(env, v, &n))
+            return raise_badarg(env, "dirty_above must be a non-negative integer");
+        c->dirty_above = n;
     }
     if (enif_get_map_value(env, argv[0], atoms.miner, &v) && !enif_is_identical(v, atoms.nil)) {
         nif_miner *mn;
@@ -347,6 +389,8 @@ typedef struct frame_cache {
 typedef struct event_view {
     sh_slice type;
     sh_slice message;
+    sh_slice stack_text; /* a text stack trace, parsed by parse_stack_text */
+    uint64_t work;       /* of the stack entries examined and frames read */
     int truncated;
     sh_frame frames[MAX_FRAMES];
     int in_app[MAX_FRAMES];
@@ -372,6 +416,7 @@ typedef struct scratch {
     frame_cache frames;
     sh_buf key; /* a frame's key while it is built */
     sh_fp_ctx *ctx;
+    sh_miner_line *line; /* a line prepared for a miner */
 } scratch;
 
 static _Thread_local scratch *thread_scratch;
@@ -384,6 +429,11 @@ static scratch *get_scratch(void)
     if (s == NULL)
         return NULL;
     if (sh_fp_ctx_new(&s->ctx) != 0) {
+        enif_free(s);
+        return NULL;
+    }
+    if (sh_miner_line_new(&s->line) != 0) {
+        sh_fp_ctx_free(s->ctx);
         enif_free(s);
         return NULL;
     }
@@ -531,6 +581,20 @@ static int file_slice(ErlNifEnv *env, ERL_NIF_TERM term, event_view *v, sh_slice
     return 1;
 }
 
+/* The length of a proper list of at most max elements, walking no more
+ * than max + 1 cells; 0 when it is longer or not a proper list. */
+static int bounded_length(ErlNifEnv *env, ERL_NIF_TERM list, unsigned max, unsigned *out)
+{
+    ERL_NIF_TERM head, tail = list;
+    unsigned n = 0;
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        if (++n > max)
+            return 0;
+    }
+    *out = n;
+    return enif_is_empty_list(env, tail);
+}
+
 /* {Module, Function, Arity | Args, Location} (or the 3-tuple form) */
 static int term_frame(ErlNifEnv *env, ERL_NIF_TERM entry, event_view *v, sh_frame *f)
 {
@@ -548,7 +612,7 @@ static int term_frame(ErlNifEnv *env, ERL_NIF_TERM entry, event_view *v, sh_fram
     if (!atom_slice(env, el[1], v, &fname))
         return 0;
     unsigned int fun_arity = 0;
-    if (!enif_get_uint(env, el[2], &fun_arity) && !enif_get_list_length(env, el[2], &fun_arity))
+    if (!enif_get_uint(env, el[2], &fun_arity) && !bounded_length(env, el[2], MAX_ARGS, &fun_arity))
         return 0;
     /* "name/arity" */
     char *p = arena_take(v, fname.len + 12);
@@ -572,7 +636,8 @@ static int term_frame(ErlNifEnv *env, ERL_NIF_TERM entry, event_view *v, sh_fram
     f->file = SH_SLICE_EMPTY;
     if (arity == 4) {
         ERL_NIF_TERM head, tail = el[3];
-        while (enif_get_list_cell(env, tail, &head, &tail)) {
+        for (int k = 0; k < MAX_LOCATION_ENTRIES && enif_get_list_cell(env, tail, &head, &tail);
+             k++) {
             const ERL_NIF_TERM *kv;
             int two;
             if (!enif_get_tuple(env, head, &two, &kv) || two != 2)
@@ -590,11 +655,12 @@ static int term_frame(ErlNifEnv *env, ERL_NIF_TERM entry, event_view *v, sh_fram
     return 1;
 }
 
-/* The location's file term, or 0 when there is none. */
+/* The location's file term, or 0 when there is none (among its first
+ * MAX_LOCATION_ENTRIES entries, like term_frame). */
 static ERL_NIF_TERM location_file(ErlNifEnv *env, ERL_NIF_TERM location)
 {
     ERL_NIF_TERM head, tail = location;
-    while (enif_get_list_cell(env, tail, &head, &tail)) {
+    for (int k = 0; k < MAX_LOCATION_ENTRIES && enif_get_list_cell(env, tail, &head, &tail); k++) {
         const ERL_NIF_TERM *kv;
         int two;
         if (enif_get_tuple(env, head, &two, &kv) && two == 2 &&
@@ -651,17 +717,20 @@ static void fcache_store(frame_cache *c, frame_cache_entry *e, const ERL_NIF_TER
     c->used += prep->key.len;
 }
 
-/* Reads up to MAX_FRAMES frames, stopping early once SH_FP_IN_APP_FRAMES
- * in-app frames are known when `need_all` is false. In a batch, frames met
- * before in the same invocation come from the frame cache and only their
- * prepared form (key, in-app flag) is filled. */
+/* Reads up to MAX_FRAMES frames among the first MAX_STACK_ENTRIES entries
+ * (malformed ones are skipped, and counted as work), stopping early once
+ * SH_FP_IN_APP_FRAMES in-app frames are known when `need_all` is false. In
+ * a batch, frames met before in the same invocation come from the frame
+ * cache and only their prepared form (key, in-app flag) is filled. */
 static void read_term_frames(ErlNifEnv *env, ERL_NIF_TERM list, event_view *v,
                              const nif_config *cfg, int need_all)
 {
     ERL_NIF_TERM head, tail = list;
-    size_t in_app = 0;
+    size_t in_app = 0, entries = 0;
     frame_cache *fc = need_all ? NULL : v->fcache;
-    while (v->nframes < MAX_FRAMES && enif_get_list_cell(env, tail, &head, &tail)) {
+    while (v->nframes < MAX_FRAMES && entries < MAX_STACK_ENTRIES &&
+           enif_get_list_cell(env, tail, &head, &tail)) {
+        entries++;
         size_t mark = v->arena_used;
         size_t i = v->nframes;
         sh_frame *f = &v->frames[i];
@@ -699,6 +768,7 @@ static void read_term_frames(ErlNifEnv *env, ERL_NIF_TERM list, event_view *v,
         if (!need_all && in_app >= SH_FP_IN_APP_FRAMES)
             break;
     }
+    v->work += entries * WORK_PER_ENTRY + v->nframes * WORK_PER_FRAME;
 }
 
 static int get_text(ErlNifEnv *env, ERL_NIF_TERM t, event_view *v, sh_slice *out, char *atom_buf)
@@ -729,13 +799,17 @@ static int get_text(ErlNifEnv *env, ERL_NIF_TERM t, event_view *v, sh_slice *out
     return 0;
 }
 
-/* Fills v from an event map. Returns NULL or the reason it is invalid. */
+/* Fills v from an event map, but for a text stack trace, which is only
+ * found (v->stack_text) and cut: parse_stack_text reads it. Returns NULL
+ * or the reason it is invalid. */
 static const char *read_event(ErlNifEnv *env, ERL_NIF_TERM ev, const nif_config *cfg, event_view *v,
                               int need_all_frames)
 {
     v->nframes = 0;
     v->arena_used = 0;
     v->truncated = 0;
+    v->work = 0;
+    v->stack_text = SH_SLICE_EMPTY;
     if (!enif_is_map(env, ev))
         return "event must be a map or a SelfHeal.Event struct";
     ERL_NIF_TERM t;
@@ -762,11 +836,7 @@ static const char *read_event(ErlNifEnv *env, ERL_NIF_TERM ev, const nif_config 
             len = cfg->max_event_bytes;
             v->truncated = 1;
         }
-        v->nframes = sh_frames_parse_text(v->frames, MAX_FRAMES, (const char *)bin.data, len);
-        for (size_t i = 0; i < v->nframes; i++) {
-            v->in_app[i] = sh_frame_is_in_app(&v->frames[i], &cfg->inapp);
-            v->prep[i] = (sh_fp_frame){&v->frames[i], {NULL, 0}, v->in_app[i]};
-        }
+        v->stack_text = (sh_slice){(const char *)bin.data, len};
         return NULL;
     }
     if (enif_is_list(env, t)) {
@@ -776,29 +846,92 @@ static const char *read_event(ErlNifEnv *env, ERL_NIF_TERM ev, const nif_config 
     return "event stacktrace must be a binary, a list of stack entries or nil";
 }
 
-/* Fingerprints the view. An event without frames, under a configuration
- * with a miner, is grouped by the miner and fingerprinted by its cluster
- * (*cluster set, else 0). */
-static int fingerprint_view(sh_fp_result *r, uint64_t *cluster, sh_fp_ctx *ctx, const event_view *v,
-                            const nif_config *cfg)
+static void parse_stack_text(event_view *v, const nif_config *cfg)
 {
-    *cluster = 0;
-    if (v->nframes == 0 && cfg->miner != NULL) {
-        enif_mutex_lock(cfg->miner->lock);
-        int rc = sh_miner_add(cfg->miner->miner, cluster, v->message.ptr, v->message.len);
-        enif_mutex_unlock(cfg->miner->lock);
-        if (rc != 0)
-            return -1;
-        return sh_fingerprint_cluster(r, ctx, v->type, v->message, *cluster);
+    if (v->stack_text.len == 0)
+        return;
+    v->nframes = sh_frames_parse_text(v->frames, MAX_FRAMES, v->stack_text.ptr, v->stack_text.len);
+    for (size_t i = 0; i < v->nframes; i++) {
+        v->in_app[i] = sh_frame_is_in_app(&v->frames[i], &cfg->inapp);
+        v->prep[i] = (sh_fp_frame){&v->frames[i], {NULL, 0}, v->in_app[i]};
     }
-    return sh_fingerprint_frames(r, ctx, v->type, v->message, v->prep, v->nframes);
 }
+
+/* The work of an event read by read_event: its message normalised (twice
+ * with a miner: for the miner and for the fingerprint), its text stack
+ * trace, its term stack trace. */
+static uint64_t event_work(const event_view *v, const nif_config *cfg)
+{
+    uint64_t msg = v->message.len;
+    return msg * (cfg->miner != NULL ? 2 : 1) + (v->stack_text.len >> STACK_TEXT_SHIFT) + v->work;
+}
+
+/* The budget of a miner line's addition on a normal scheduler. */
+static uint64_t miner_budget(uint64_t dirty_above)
+{
+    return dirty_above > UINT64_MAX / MINER_ADD_PER_UNIT - 1 ? UINT64_MAX - 1
+                                                             : dirty_above * MINER_ADD_PER_UNIT;
+}
+
+/* Adds a line to a shared miner: prepared without its lock, added under
+ * it. On a normal scheduler the lock is only tried and the addition kept
+ * within budget: 1 means "go on on a dirty scheduler" (nothing added).
+ * 0 with *id, or -1 when out of memory. The caller has checked that the
+ * line's preparation is within its own budget. */
+static int miner_add_one(nif_miner *mn, sh_miner_line *line, sh_slice text, int dirty,
+                         uint64_t budget, uint64_t *id)
+{
+    if (sh_miner_prepare(mn->miner, line, text.ptr, text.len) != 0)
+        return -1;
+    if (!sh_nif_lock_take(&mn->lock, dirty))
+        return 1;
+    int rc = sh_miner_add_line(mn->miner, line, dirty ? UINT64_MAX : budget, id);
+    sh_nif_lock_release(&mn->lock);
+    return rc;
+}
+
+typedef enum ev_status {
+    EV_DONE,
+    EV_BAD,  /* *why says how */
+    EV_FAIL, /* out of memory or OpenSSL */
+    EV_MOVE  /* too much for a normal scheduler: nothing was changed */
+} ev_status;
+
+/* Reads and fingerprints one event (*r, *cluster, *work). An event
+ * without frames, under a configuration with a miner, is grouped by the
+ * miner and fingerprinted by its cluster (*cluster set, else 0). */
+static ev_status fingerprint_event(ErlNifEnv *env, ERL_NIF_TERM ev, const nif_config *cfg,
+                                   scratch *sc, int need_all, int dirty, sh_fp_result *r,
+                                   uint64_t *cluster, const char **why, uint64_t *work)
+{
+    event_view *v = &sc->view;
+    *cluster = 0;
+    *why = read_event(env, ev, cfg, v, need_all);
+    if (*why != NULL)
+        return EV_BAD;
+    *work = event_work(v, cfg);
+    if (!dirty && *work > cfg->dirty_above)
+        return EV_MOVE;
+    parse_stack_text(v, cfg);
+    if (v->nframes == 0 && cfg->miner != NULL) {
+        int rc = miner_add_one(cfg->miner, sc->line, v->message, dirty,
+                               miner_budget(cfg->dirty_above), cluster);
+        if (rc != 0)
+            return rc > 0 ? EV_MOVE : EV_FAIL;
+        return sh_fingerprint_cluster(r, sc->ctx, v->type, v->message, *cluster) == 0 ? EV_DONE
+                                                                                      : EV_FAIL;
+    }
+    return sh_fingerprint_frames(r, sc->ctx, v->type, v->message, v->prep, v->nframes) == 0
+               ? EV_DONE
+               : EV_FAIL;
+}
+
+#define FINGERPRINT_FAILED "fingerprint failed (out of memory or OpenSSL error)"
 
 /* ------------------------------------------------------------- normalize */
 
 static ERL_NIF_TERM normalize_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    (void)argc;
     ErlNifBinary in;
     if (!enif_inspect_binary(env, argv[0], &in))
         return raise_badarg(env, "normalize/1 expects a binary");
@@ -808,6 +941,8 @@ static ERL_NIF_TERM normalize_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
         len = sh_utf8_truncate((const char *)in.data, len, max);
         truncated = 1;
     }
+    if (len > default_config->dirty_above && !sh_nif_on_dirty())
+        return sh_nif_continue(env, "normalize", 1, normalize_nif, argc, argv);
     sh_buf out;
     sh_buf_init(&out);
     if (sh_normalize(&out, (const char *)in.data, len) != 0) {
@@ -860,10 +995,11 @@ static ERL_NIF_TERM make_frame(ErlNifEnv *env, const sh_frame *f, int in_app)
     return map;
 }
 
-/* fingerprint(event, config | nil) -> %{fingerprint:, normalized:, ...} */
+/* fingerprint(event, config | nil) -> %{fingerprint:, normalized:, ...}
+ * A heavy event moves the call to a dirty scheduler, where it runs again
+ * from the start. */
 static ERL_NIF_TERM fingerprint_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    (void)argc;
     nif_config *cfg;
     if (!get_config(env, argv[1], &cfg))
         return raise_badarg(env, "config must be nil or made by SelfHeal.Native.config/1");
@@ -873,13 +1009,17 @@ static ERL_NIF_TERM fingerprint_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     event_view *v = &sc->view;
     sh_fp_ctx *ctx = sc->ctx;
     ERL_NIF_TERM result;
-    const char *why = read_event(env, argv[0], cfg, v, 1);
+    const char *why;
     sh_fp_result r;
-    uint64_t cluster = 0;
-    if (why != NULL) {
+    uint64_t cluster = 0, work;
+    ev_status st =
+        fingerprint_event(env, argv[0], cfg, sc, 1, sh_nif_on_dirty(), &r, &cluster, &why, &work);
+    if (st == EV_MOVE) {
+        result = sh_nif_continue(env, "fingerprint", 1, fingerprint_nif, argc, argv);
+    } else if (st == EV_BAD) {
         result = raise_badarg(env, why);
-    } else if (fingerprint_view(&r, &cluster, ctx, v, cfg) != 0) {
-        result = raise_badarg(env, "fingerprint failed (out of memory or OpenSSL error)");
+    } else if (st == EV_FAIL) {
+        result = raise_badarg(env, FINGERPRINT_FAILED);
     } else {
         ERL_NIF_TERM frames = enif_make_list(env, 0);
         for (size_t i = v->nframes; i-- > 0;)
@@ -921,6 +1061,7 @@ static void batch_dtor(ErlNifEnv *env, void *obj)
 {
     (void)env;
     batch_state *s = obj;
+    atomic_fetch_sub_explicit(&live_batches, 1, memory_order_relaxed);
     for (size_t i = 0; i < s->nblocks; i++)
         enif_free(s->blocks[i]);
     enif_free(s->blocks);
@@ -951,16 +1092,18 @@ static char *batch_slot(batch_state *s)
 
 static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
-static ERL_NIF_TERM yield_to(ErlNifEnv *env, const char *name,
-                             ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]),
-                             ERL_NIF_TERM a, ERL_NIF_TERM b, ERL_NIF_TERM c)
+/* Continues fn(a, b, c) on a dirty scheduler or a normal one. */
+static ERL_NIF_TERM continue3(ErlNifEnv *env, const char *name, int dirty,
+                              ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]),
+                              ERL_NIF_TERM a, ERL_NIF_TERM b, ERL_NIF_TERM c)
 {
-    atomic_fetch_add_explicit(&yield_count, 1, memory_order_relaxed);
     ERL_NIF_TERM args[3] = {a, b, c};
-    return enif_schedule_nif(env, name, 0, fn, 3, args);
+    return sh_nif_continue(env, name, dirty, fn, 3, args);
 }
 
-/* argv: [remaining events, config, state] */
+/* argv: [remaining events, config, state]. Runs on either kind of
+ * scheduler: a normal one hands a heavy event (and what follows, for a
+ * while) to a dirty one, which hands back after its slice. */
 static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
@@ -972,29 +1115,34 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     scratch *sc = get_scratch();
     if (sc == NULL)
         return raise_badarg(env, "out of memory");
+    int dirty = sh_nif_on_dirty();
     /* a new generation: the cached file terms of the last invocation may be
      * gone */
     sc->frames.gen++;
     sc->frames.used = 0;
     sh_nif_clock clock;
-    sh_nif_clock_start(&clock, cfg->yield_every, TIMESLICE_CHECK, UINT64_MAX);
-    ERL_NIF_TERM head, tail = argv[0];
-    while (enif_get_list_cell(env, tail, &head, &tail)) {
-        const char *why = read_event(env, head, cfg, &sc->view, 0);
-        if (why != NULL)
-            return raise_badarg(env, why);
+    sh_nif_clock_start(&clock, cfg->yield_every, TIMESLICE_CHECK, TIMESLICE_WORK);
+    ERL_NIF_TERM head, tail, rest = argv[0];
+    while (enif_get_list_cell(env, rest, &head, &tail)) {
+        const char *why;
         sh_fp_result r;
-        uint64_t cluster;
-        if (fingerprint_view(&r, &cluster, sc->ctx, &sc->view, cfg) != 0)
-            return raise_badarg(env, "fingerprint failed (out of memory or OpenSSL error)");
+        uint64_t cluster, work;
+        ev_status st = fingerprint_event(env, head, cfg, sc, 0, dirty, &r, &cluster, &why, &work);
+        if (st == EV_MOVE)
+            return continue3(env, "fingerprint_batch", 1, batch_step, rest, argv[1], argv[2]);
+        if (st == EV_BAD)
+            return raise_badarg(env, why);
+        if (st == EV_FAIL)
+            return raise_badarg(env, FINGERPRINT_FAILED);
         char *slot = batch_slot(s);
         if (slot == NULL)
             return raise_badarg(env, "out of memory");
         memcpy(slot, r.hex, SH_FP_HEX_LEN);
-        if (sh_nif_clock_tick(env, &clock, 0))
-            return yield_to(env, "fingerprint_batch", batch_step, tail, argv[1], argv[2]);
+        rest = tail;
+        if (sh_nif_clock_tick(env, &clock, work))
+            return continue3(env, "fingerprint_batch", 0, batch_step, rest, argv[1], argv[2]);
     }
-    if (!enif_is_empty_list(env, tail))
+    if (!enif_is_empty_list(env, rest))
         return raise_badarg(env, "events must be a proper list");
     s->built = s->n;
     return batch_build(env, 3, (ERL_NIF_TERM[]){enif_make_list(env, 0), argv[1], argv[2]});
@@ -1010,14 +1158,14 @@ static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         !enif_get_resource(env, argv[2], batch_type, (void **)&s))
         return raise_badarg(env, "internal: bad batch state");
     sh_nif_clock clock;
-    sh_nif_clock_start(&clock, cfg->yield_every, TIMESLICE_CHECK, UINT64_MAX);
+    sh_nif_clock_start(&clock, cfg->yield_every, 32, UINT64_MAX);
     ERL_NIF_TERM acc = argv[0];
     while (s->built > 0) {
         s->built--;
         const char *hex = s->blocks[s->built / BATCH_BLOCK][s->built % BATCH_BLOCK];
         acc = enif_make_list_cell(env, make_bin(env, hex, SH_FP_HEX_LEN), acc);
         if (s->built > 0 && sh_nif_clock_tick(env, &clock, 0))
-            return yield_to(env, "fingerprint_batch", batch_build, acc, argv[1], argv[2]);
+            return continue3(env, "fingerprint_batch", 0, batch_build, acc, argv[1], argv[2]);
     }
     return acc;
 }
@@ -1035,6 +1183,7 @@ static ERL_NIF_TERM fingerprint_batch_nif(ErlNifEnv *env, int argc, const ERL_NI
     if (s == NULL)
         return raise_badarg(env, "out of memory");
     memset(s, 0, sizeof(*s));
+    atomic_fetch_add_explicit(&live_batches, 1, memory_order_relaxed);
     ERL_NIF_TERM state = enif_make_resource(env, s);
     enif_release_resource(s);
     return batch_step(env, 3, (ERL_NIF_TERM[]){argv[0], argv[1], state});
@@ -1183,36 +1332,32 @@ static ERL_NIF_TERM make_jsonl_event(ErlNifEnv *env, const sh_jsonl_event *e)
     return map;
 }
 
-/* decode_json_lines(body) -> %{events: [map], malformed: n, blank_lines: n,
- *                              errors: [{line_number, reason}] (first 100)} */
-static ERL_NIF_TERM decode_json_lines_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+/* Decodes the records of body from byte `off` until `max` records (valid
+ * or malformed; blank lines do not count) have been read. The result map:
+ * %{events: [map], malformed: n, blank_lines: n, errors: [{line, reason}]
+ * (first 100, lines counted from `off`)}, plus next: the offset after the
+ * last line read when `with_next` (the sliced form). */
+static ERL_NIF_TERM decode_lines(ErlNifEnv *env, ErlNifBinary body, size_t off, size_t max,
+                                 int with_next)
 {
-    (void)argc;
-    ErlNifBinary body;
-    if (!enif_inspect_binary(env, argv[0], &body))
-        return raise_badarg(env, "decode_json_lines/1 expects a binary");
-    if (body.size > MAX_JSONL_BODY)
-        return raise_badarg(env, "body larger than 256 MiB");
     const char *p = (const char *)body.data;
-    size_t off = 0, line_no = 0, malformed = 0, blank = 0, nerrors = 0;
+    size_t line_no = 0, records = 0, malformed = 0, blank = 0, nerrors = 0;
     ERL_NIF_TERM events = enif_make_list(env, 0), errors = enif_make_list(env, 0);
     sh_jsonl_event *e = enif_alloc(sizeof(*e));
     if (e == NULL)
         return raise_badarg(env, "out of memory");
     memset(e, 0, sizeof(*e));
-    while (off < body.size) {
+    while (off < body.size && records < max) {
         size_t next;
         size_t len = sh_jsonl_next_line(p + off, body.size - off, &next);
         const char *line = p + off;
         off += next;
         line_no++;
-        size_t k = 0;
-        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r'))
-            k++;
-        if (k == len) {
+        if (sh_jsonl_blank(line, len)) {
             blank++;
             continue;
         }
+        records++;
         char err[160];
         if (sh_jsonl_decode_line(e, line, len, err, sizeof(err)) == 0) {
             events = enif_make_list_cell(env, make_jsonl_event(env, e), events);
@@ -1233,12 +1378,48 @@ static ERL_NIF_TERM decode_json_lines_nif(ErlNifEnv *env, int argc, const ERL_NI
     ERL_NIF_TERM rev_events, rev_errors;
     enif_make_reverse_list(env, events, &rev_events);
     enif_make_reverse_list(env, errors, &rev_errors);
-    ERL_NIF_TERM keys[] = {atoms.events, atoms.malformed, atoms.blank_lines, atoms.errors};
+    ERL_NIF_TERM keys[] = {atoms.events, atoms.malformed, atoms.blank_lines, atoms.errors,
+                           enif_make_atom(env, "next")};
     ERL_NIF_TERM vals[] = {rev_events, enif_make_uint64(env, malformed),
-                           enif_make_uint64(env, blank), rev_errors};
+                           enif_make_uint64(env, blank), rev_errors, enif_make_uint64(env, off)};
     ERL_NIF_TERM map;
-    enif_make_map_from_arrays(env, keys, vals, 4, &map);
+    enif_make_map_from_arrays(env, keys, vals, with_next ? 5 : 4, &map);
     return map;
+}
+
+/* decode_json_lines(body): every record of the body.
+ * decode_json_lines(body, offset, max_records): at most max_records from
+ * byte offset, with next (a body decoded slice by slice never holds the
+ * terms of more than one slice). */
+static ERL_NIF_TERM decode_json_lines_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    ErlNifBinary body;
+    if (!enif_inspect_binary(env, argv[0], &body))
+        return raise_badarg(env, "decode_json_lines expects a binary");
+    if (body.size > MAX_JSONL_BODY)
+        return raise_badarg(env, "body larger than 256 MiB");
+    if (argc == 1)
+        return decode_lines(env, body, 0, SIZE_MAX, 0);
+    ErlNifUInt64 off, max;
+    if (!enif_get_uint64(env, argv[1], &off) || off > body.size)
+        return raise_badarg(env, "offset: 0..byte_size(body)");
+    if (!enif_get_uint64(env, argv[2], &max) || max == 0)
+        return raise_badarg(env, "max_records: a positive integer");
+    return decode_lines(env, body, (size_t)off, (size_t)max, 1);
+}
+
+/* count_json_lines(body, limit) -> the records (non-blank lines) of body,
+ * at most limit + 1: counted without decoding, before any term is built. */
+static ERL_NIF_TERM count_json_lines_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    ErlNifBinary body;
+    ErlNifUInt64 limit;
+    if (!enif_inspect_binary(env, argv[0], &body))
+        return raise_badarg(env, "count_json_lines expects a binary");
+    if (!enif_get_uint64(env, argv[1], &limit) || limit > MAX_JSONL_BODY)
+        return raise_badarg(env, "limit: 0..268435456");
+    return enif_make_uint64(env, sh_jsonl_count((const char *)body.data, body.size, limit));
 }
 
 /* ------------------------------------------------------------------ misc */
@@ -1247,27 +1428,63 @@ static ERL_NIF_TERM yield_count_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
 {
     (void)argc;
     (void)argv;
-    return enif_make_uint64(env, atomic_load(&yield_count));
+    return enif_make_uint64(env, sh_nif_yields());
+}
+
+static ERL_NIF_TERM dirty_count_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    (void)argv;
+    return enif_make_uint64(env, sh_nif_dirty_moves());
+}
+
+static ERL_NIF_TERM walk_steps_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    (void)argv;
+    return enif_make_uint64(env, sh_nif_steps());
+}
+
+static ERL_NIF_TERM live_batches_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    (void)argv;
+    return enif_make_int64(env, atomic_load(&live_batches));
 }
 
 /* ----------------------------------------------------------------- load */
 
 /* ----------------------------------------------------------------- miner */
 
+static void free_miner(void *m)
+{
+    sh_miner_free(m);
+}
+
 static void miner_dtor(ErlNifEnv *env, void *obj)
 {
     (void)env;
     nif_miner *mn = obj;
-    sh_miner_free(mn->miner);
+    sh_miner_stats st = {0};
+    if (mn->miner != NULL)
+        sh_miner_stats_get(mn->miner, &st);
+    if (st.clusters > SH_NIF_DEFER_ITEMS && sh_nif_on_normal())
+        sh_nif_defer(free_miner, mn->miner);
+    else
+        sh_miner_free(mn->miner);
     mn->miner = NULL;
-    if (mn->lock != NULL)
-        enif_mutex_destroy(mn->lock);
-    mn->lock = NULL;
+    sh_nif_lock_destroy(&mn->lock);
 }
+
+/* The tunables of a miner resource (not part of the C miner's config). */
+typedef struct miner_tunables {
+    unsigned long yield_every;
+    uint64_t dirty_above;
+} miner_tunables;
 
 /* Reads the miner options of a map into cfg; NULL or the complaint. */
 static const char *miner_options(ErlNifEnv *env, ERL_NIF_TERM opts, sh_miner_config *cfg,
-                                 unsigned long *yield_every)
+                                 miner_tunables *t)
 {
     if (!enif_is_map(env, opts))
         return "miner options must be a map";
@@ -1295,17 +1512,23 @@ static const char *miner_options(ErlNifEnv *env, ERL_NIF_TERM opts, sh_miner_con
     }
     ERL_NIF_TERM v;
     ErlNifUInt64 n;
-    *yield_every = 0;
+    t->yield_every = 0;
+    t->dirty_above = DEFAULT_DIRTY_ABOVE;
     if (enif_get_map_value(env, opts, atoms.yield_every, &v)) {
         if (!enif_get_uint64(env, v, &n))
             return "yield_every must be a non-negative integer";
-        *yield_every = (unsigned long)n;
+        t->yield_every = (unsigned long)n;
+    }
+    if (enif_get_map_value(env, opts, atoms.dirty_above, &v)) {
+        if (!enif_get_uint64(env, v, &n))
+            return "dirty_above must be a non-negative integer";
+        t->dirty_above = n;
     }
     return NULL;
 }
 
 /* A miner resource around m (taken over, freed on failure). */
-static ERL_NIF_TERM make_miner(ErlNifEnv *env, sh_miner *m, unsigned long yield_every)
+static ERL_NIF_TERM make_miner(ErlNifEnv *env, sh_miner *m, const miner_tunables *t)
 {
     nif_miner *mn = enif_alloc_resource(miner_type, sizeof(*mn));
     if (mn == NULL) {
@@ -1313,11 +1536,13 @@ static ERL_NIF_TERM make_miner(ErlNifEnv *env, sh_miner *m, unsigned long yield_
         return raise_badarg(env, "out of memory");
     }
     mn->miner = m;
-    mn->yield_every = yield_every;
-    mn->lock = enif_mutex_create("self_heal_miner");
+    mn->yield_every = t->yield_every;
+    mn->dirty_above = t->dirty_above;
+    atomic_init(&mn->walking, 0);
+    int locked = sh_nif_lock_init(&mn->lock, "self_heal_miner");
     ERL_NIF_TERM term = enif_make_resource(env, mn);
     enif_release_resource(mn);
-    if (mn->lock == NULL)
+    if (locked != 0)
         return raise_badarg(env, "out of memory");
     return term;
 }
@@ -1327,57 +1552,61 @@ static ERL_NIF_TERM miner_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
 {
     (void)argc;
     sh_miner_config cfg;
-    unsigned long yield_every;
-    const char *why = miner_options(env, argv[0], &cfg, &yield_every);
+    miner_tunables t;
+    const char *why = miner_options(env, argv[0], &cfg, &t);
     if (why != NULL)
         return raise_badarg(env, why);
     sh_miner *m;
     if (sh_miner_new(&m, &cfg) != 0)
         return raise_badarg(env, "out of memory");
-    return make_miner(env, m, yield_every);
+    return make_miner(env, m, &t);
 }
 
 static int get_miner(ErlNifEnv *env, ERL_NIF_TERM term, nif_miner **out)
 {
-    return enif_get_resource(env, term, miner_type, (void **)out) && (*out)->lock != NULL;
+    return enif_get_resource(env, term, miner_type, (void **)out) && (*out)->lock.mutex != NULL;
 }
 
-/* argv: [remaining lines, miner, ids so far (reversed)] */
+#define NOT_A_MINER "miner must be made by SelfHeal.Native.miner_new/1"
+
+/* argv: [remaining lines, miner, ids so far (reversed)]. Runs on either
+ * kind of scheduler, like batch_step: a long line, or a line the miner
+ * cannot take at once (lock busy, addition over budget), goes on on a
+ * dirty one. */
 static ERL_NIF_TERM miner_add_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
     nif_miner *mn;
     if (!get_miner(env, argv[1], &mn))
-        return raise_badarg(env, "miner must be made by SelfHeal.Native.miner_new/1");
+        return raise_badarg(env, NOT_A_MINER);
+    scratch *sc = get_scratch();
+    if (sc == NULL)
+        return raise_badarg(env, "out of memory");
+    int dirty = sh_nif_on_dirty();
+    uint64_t budget = miner_budget(mn->dirty_above);
     sh_nif_clock clock;
-    sh_nif_clock_start(&clock, mn->yield_every, TIMESLICE_CHECK, UINT64_MAX);
-    ERL_NIF_TERM head, tail = argv[0], acc = argv[2];
-    const char *why = NULL;
-    int yield = 0;
-    enif_mutex_lock(mn->lock);
-    while (enif_get_list_cell(env, tail, &head, &tail)) {
+    sh_nif_clock_start(&clock, mn->yield_every, TIMESLICE_CHECK, TIMESLICE_WORK);
+    ERL_NIF_TERM head, tail, rest = argv[0], acc = argv[2];
+    while (enif_get_list_cell(env, rest, &head, &tail)) {
         ErlNifBinary line;
         uint64_t id;
-        if (!enif_inspect_binary(env, head, &line)) {
-            why = "lines must be binaries";
-            break;
-        }
-        if (sh_miner_add(mn->miner, &id, (const char *)line.data, line.size) != 0) {
-            why = "out of memory";
-            break;
-        }
+        if (!enif_inspect_binary(env, head, &line))
+            return raise_badarg(env, "lines must be binaries");
+        size_t work = sh_miner_prepare_work(mn->miner, line.size);
+        int rc = !dirty && work > mn->dirty_above
+                     ? 1
+                     : miner_add_one(mn, sc->line, (sh_slice){(const char *)line.data, line.size},
+                                     dirty, budget, &id);
+        if (rc > 0)
+            return continue3(env, "miner_add", 1, miner_add_step, rest, argv[1], acc);
+        if (rc < 0)
+            return raise_badarg(env, "out of memory");
         acc = enif_make_list_cell(env, enif_make_uint64(env, id), acc);
-        if (sh_nif_clock_tick(env, &clock, 0)) {
-            yield = 1;
-            break;
-        }
+        rest = tail;
+        if (sh_nif_clock_tick(env, &clock, work))
+            return continue3(env, "miner_add", 0, miner_add_step, rest, argv[1], acc);
     }
-    enif_mutex_unlock(mn->lock);
-    if (why != NULL)
-        return raise_badarg(env, why);
-    if (yield)
-        return yield_to(env, "miner_add", miner_add_step, tail, argv[1], acc);
-    if (!enif_is_empty_list(env, tail))
+    if (!enif_is_empty_list(env, rest))
         return raise_badarg(env, "lines must be a proper list");
     ERL_NIF_TERM out;
     enif_make_reverse_list(env, acc, &out);
@@ -1415,34 +1644,66 @@ static int template_term(void *arg, uint64_t id, uint64_t count, sh_slice text,
     return 0;
 }
 
+/* The miner's readers (sh_nif_walk_start): templates, consed in the
+ * order visited (least recently used first, so the list comes out most
+ * recently used first), and snapshots into a buffer. */
+static int templates_step(ErlNifEnv *env, void *owner, void *data, ERL_NIF_TERM *acc)
+{
+    (void)data;
+    nif_miner *mn = owner;
+    templates_acc a = {env, *acc};
+    int rc = sh_miner_walk_step(mn->miner, WALK_STEP_WORK, template_term, &a);
+    *acc = a.list;
+    if (rc != 0)
+        sh_miner_walk_end(mn->miner);
+    return rc;
+}
+
+static void templates_stop(void *owner, void *data)
+{
+    (void)data;
+    sh_miner_walk_end(((nif_miner *)owner)->miner);
+}
+
+static int templates_begin(void *owner, void *data)
+{
+    (void)data;
+    return sh_miner_walk_begin(((nif_miner *)owner)->miner);
+}
+
+static ERL_NIF_TERM templates_result(ErlNifEnv *env, void *data, ERL_NIF_TERM acc)
+{
+    (void)env;
+    (void)data;
+    return acc;
+}
+
+static const sh_nif_walk_ops templates_ops = {templates_step,   templates_stop, NULL,
+                                              templates_result, NULL,           NULL};
+
 /* miner_templates(miner) -> [%{id:, count:, template:, params:}], most
- * recently used first (dirty: up to max_clusters entries) */
+ * recently used first (dirty: up to max_clusters entries, in steps) */
 static ERL_NIF_TERM miner_templates_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
     nif_miner *mn;
     if (!get_miner(env, argv[0], &mn))
-        return raise_badarg(env, "miner must be made by SelfHeal.Native.miner_new/1");
-    templates_acc a = {env, enif_make_list(env, 0)};
-    enif_mutex_lock(mn->lock);
-    sh_miner_each(mn->miner, template_term, &a);
-    enif_mutex_unlock(mn->lock);
-    ERL_NIF_TERM out;
-    enif_make_reverse_list(env, a.list, &out);
-    return out;
+        return raise_badarg(env, NOT_A_MINER);
+    return sh_nif_walk_start(env, atoms.badarg, &templates_ops, mn, &mn->lock, &mn->walking,
+                             templates_begin, NULL);
 }
 
 /* miner_stats(miner) -> map of counters */
 static ERL_NIF_TERM miner_stats_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    (void)argc;
     nif_miner *mn;
     if (!get_miner(env, argv[0], &mn))
         return raise_badarg(env, "miner must be made by SelfHeal.Native.miner_new/1");
     sh_miner_stats st;
-    enif_mutex_lock(mn->lock);
+    if (!sh_nif_lock_take(&mn->lock, sh_nif_on_dirty()))
+        return sh_nif_continue(env, "miner_stats", 1, miner_stats_nif, argc, argv);
     sh_miner_stats_get(mn->miner, &st);
-    enif_mutex_unlock(mn->lock);
+    sh_nif_lock_release(&mn->lock);
     ERL_NIF_TERM keys[] = {atoms.lines,     atoms.clusters, atoms.created,        atoms.evicted,
                            atoms.truncated, atoms.merged,   atoms.aliases_dropped};
     uint64_t v[] = {st.lines,     st.clusters, st.created,        st.evicted,
@@ -1458,38 +1719,93 @@ static ERL_NIF_TERM miner_stats_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
 /* miner_resolve(miner, id) -> the id it lives on as */
 static ERL_NIF_TERM miner_resolve_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    (void)argc;
     nif_miner *mn;
     ErlNifUInt64 id;
     if (!get_miner(env, argv[0], &mn))
         return raise_badarg(env, "miner must be made by SelfHeal.Native.miner_new/1");
     if (!enif_get_uint64(env, argv[1], &id))
         return raise_badarg(env, "cluster id must be a non-negative integer");
-    enif_mutex_lock(mn->lock);
+    if (!sh_nif_lock_take(&mn->lock, sh_nif_on_dirty()))
+        return sh_nif_continue(env, "miner_resolve", 1, miner_resolve_nif, argc, argv);
     uint64_t r = sh_miner_resolve(mn->miner, id);
-    enif_mutex_unlock(mn->lock);
+    sh_nif_lock_release(&mn->lock);
     return enif_make_uint64(env, r);
 }
 
-/* miner_snapshot(miner) -> binary (dirty) */
+/* A snapshot being written: the bytes, then their checksum. */
+typedef struct snapshot_data {
+    sh_buf buf;
+    sh_miner_seal seal;
+} snapshot_data;
+
+static int snapshot_step(ErlNifEnv *env, void *owner, void *data, ERL_NIF_TERM *acc)
+{
+    (void)env;
+    (void)acc;
+    snapshot_data *d = data;
+    return sh_miner_snapshot_step(((nif_miner *)owner)->miner, &d->buf, WALK_STEP_WORK);
+}
+
+static void snapshot_stop(void *owner, void *data)
+{
+    (void)data;
+    sh_miner_snapshot_abort(((nif_miner *)owner)->miner);
+}
+
+/* Grows the buffer before a step, outside the lock: a step writes about
+ * WALK_STEP_WORK bytes and one cluster more. */
+static void snapshot_room(void *data)
+{
+    snapshot_data *d = data;
+    (void)sh_buf_reserve(&d->buf, 4 * WALK_STEP_WORK);
+}
+
+static int snapshot_begin(void *owner, void *data)
+{
+    snapshot_data *d = data;
+    return sh_miner_snapshot_begin(((nif_miner *)owner)->miner, &d->buf);
+}
+
+/* Once every cluster and alias is written, without the lock: the
+ * checksum, SEAL_PART bytes a call (11 MB for 150,000 clusters take
+ * some 12 ms in all). */
+static int snapshot_seal(void *data)
+{
+    snapshot_data *d = data;
+    return sh_miner_snapshot_seal(&d->buf, 0, &d->seal, SEAL_PART);
+}
+
+static ERL_NIF_TERM snapshot_result(ErlNifEnv *env, void *data, ERL_NIF_TERM acc)
+{
+    (void)acc;
+    snapshot_data *d = data;
+    return make_bin(env, d->buf.data, d->buf.len);
+}
+
+static void snapshot_free(void *data)
+{
+    snapshot_data *d = data;
+    sh_buf_free(&d->buf);
+    enif_free(d);
+}
+
+static const sh_nif_walk_ops snapshot_ops = {snapshot_step,   snapshot_stop, snapshot_room,
+                                             snapshot_result, snapshot_free, snapshot_seal};
+
+/* miner_snapshot(miner) -> binary (dirty, in steps) */
 static ERL_NIF_TERM miner_snapshot_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
     nif_miner *mn;
     if (!get_miner(env, argv[0], &mn))
-        return raise_badarg(env, "miner must be made by SelfHeal.Native.miner_new/1");
-    sh_buf buf;
-    sh_buf_init(&buf);
-    enif_mutex_lock(mn->lock);
-    int rc = sh_miner_snapshot(mn->miner, &buf);
-    enif_mutex_unlock(mn->lock);
-    if (rc != 0) {
-        sh_buf_free(&buf);
+        return raise_badarg(env, NOT_A_MINER);
+    snapshot_data *d = enif_alloc(sizeof(*d));
+    if (d == NULL)
         return raise_badarg(env, "out of memory");
-    }
-    ERL_NIF_TERM out = make_bin(env, buf.data ? buf.data : "", buf.len);
-    sh_buf_free(&buf);
-    return out;
+    sh_buf_init(&d->buf);
+    d->seal = (sh_miner_seal){0, 0, 0};
+    return sh_nif_walk_start(env, atoms.badarg, &snapshot_ops, mn, &mn->lock, &mn->walking,
+                             snapshot_begin, d);
 }
 
 /* miner_restore(snapshot, opts) -> {:ok, miner} | {:error, reason} (dirty) */
@@ -1500,8 +1816,8 @@ static ERL_NIF_TERM miner_restore_nif(ErlNifEnv *env, int argc, const ERL_NIF_TE
     if (!enif_inspect_binary(env, argv[0], &snap))
         return raise_badarg(env, "snapshot must be a binary");
     sh_miner_config cfg;
-    unsigned long yield_every;
-    const char *why = miner_options(env, argv[1], &cfg, &yield_every);
+    miner_tunables t;
+    const char *why = miner_options(env, argv[1], &cfg, &t);
     if (why != NULL)
         return raise_badarg(env, why);
     sh_miner *m;
@@ -1509,7 +1825,7 @@ static ERL_NIF_TERM miner_restore_nif(ErlNifEnv *env, int argc, const ERL_NIF_TE
         size_t n = strlen(why);
         return enif_make_tuple2(env, atoms.error, make_bin(env, why, n));
     }
-    return enif_make_tuple2(env, atoms.ok, make_miner(env, m, yield_every));
+    return enif_make_tuple2(env, atoms.ok, make_miner(env, m, &t));
 }
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
@@ -1523,13 +1839,14 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     miner_type = enif_open_resource_type(env, NULL, "self_heal_miner", miner_dtor, flags, NULL);
     if (config_type == NULL || batch_type == NULL || miner_type == NULL)
         return 1;
-    if (sh_watch_nif_load(env) != 0)
+    if (sh_watch_nif_load(env) != 0 || sh_nif_walk_load(env) != 0)
         return 1;
     default_config = enif_alloc_resource(config_type, sizeof(*default_config));
     if (default_config == NULL)
         return 1;
     memset(default_config, 0, sizeof(*default_config));
     default_config->max_event_bytes = DEFAULT_MAX_EVENT_BYTES;
+    default_config->dirty_above = DEFAULT_DIRTY_ABOVE;
     return 0; /* default_config keeps its reference for the library's life */
 }
 
@@ -1540,7 +1857,12 @@ static ErlNifFunc nif_funcs[] = {
     {"fingerprint_batch", 2, fingerprint_batch_nif, 0},
     {"dedup", 1, dedup_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"decode_json_lines", 1, decode_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"decode_json_lines", 3, decode_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"count_json_lines", 2, count_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"__yield_count__", 0, yield_count_nif, 0},
+    {"__dirty_count__", 0, dirty_count_nif, 0},
+    {"__live_batches__", 0, live_batches_nif, 0},
+    {"__walk_steps__", 0, walk_steps_nif, 0},
     {"miner_new_nif", 1, miner_new_nif, 0},
     {"miner_add", 2, miner_add_nif, 0},
     {"miner_templates", 1, miner_templates_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
@@ -1551,4 +1873,13 @@ static ErlNifFunc nif_funcs[] = {
     SH_WATCH_NIF_FUNCS,
 };
 
-ERL_NIF_INIT(Elixir.SelfHeal.Native, nif_funcs, load, NULL, NULL, NULL)
+/* Frees handed to other threads (large miners and watch sets) run code of
+ * this library: they end before it goes. */
+static void unload(ErlNifEnv *env, void *priv)
+{
+    (void)env;
+    (void)priv;
+    sh_nif_deferred_wait();
+}
+
+ERL_NIF_INIT(Elixir.SelfHeal.Native, nif_funcs, load, NULL, NULL, unload)

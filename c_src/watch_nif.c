@@ -6,8 +6,13 @@
  * - every input is bounded (watch.h: ids, names, values, fields per event);
  * - watch_observe_nif/3 yields (enif_consume_timeslice + enif_schedule_nif)
  *   and carries every term it needs across yields in argv, never in C; the
- *   lock is held for one time slice at most and never across a yield;
- * - watch_list_nif/1 runs on a dirty CPU scheduler.
+ *   lock is held for one event at a time, and a normal scheduler only tries
+ *   it: a busy set, or an event whose work (sh_watch_observe_work) is above
+ *   dirty_above, moves the call to a dirty CPU scheduler;
+ * - watch_add_nif/2, watch_remove_nif/2 (whose cost grows with the set)
+ *   and watch_list_nif/1 run on dirty CPU schedulers; the list is read in
+ *   steps with the lock released between them, as a chain of calls
+ *   (sh_nif_walk_start).
  */
 #include "nif_util.h"
 #include "watch_nif.h"
@@ -17,8 +22,12 @@
 #include "self_heal/watch.h"
 
 #define TIMESLICE_EVENTS 16 /* events between clock reads */
-#define TIMESLICE_WORK 4096 /* or this much work (fields + comparisons) */
-#define ATOM_TEXT_MAX 256   /* an atom's text, Latin-1 (OTP 25) or UTF-8 */
+#define TIMESLICE_WORK 4096 /* or this much work (sh_watch_observe_work) */
+/* An event whose work is above this (about 10 ns a unit) is observed on a
+ * dirty CPU scheduler. */
+#define DEFAULT_DIRTY_ABOVE 16384
+#define LIST_STEP 64      /* watches listed per hold of the lock (~30 µs) */
+#define ATOM_TEXT_MAX 256 /* an atom's text, Latin-1 (OTP 25) or UTF-8 */
 
 /* OTP 26 (NIF 2.17) reads atoms as UTF-8; OTP 25 only as Latin-1. */
 #if ERL_NIF_MAJOR_VERSION > 2 || (ERL_NIF_MAJOR_VERSION == 2 && ERL_NIF_MINOR_VERSION >= 17)
@@ -32,7 +41,7 @@
 static struct {
     ERL_NIF_TERM badarg, nil, true_, false_, ok, error, full, not_found, added, replaced, unchanged,
         id, kind, field, op, value, cluster, fingerprint, window_ms, threshold, max_watches,
-        max_slots, yield_every, count, matched, fired, armed, last_fired_ms;
+        max_slots, yield_every, count, matched, fired, armed, last_fired_ms, dirty_above;
     ERL_NIF_TERM ops[8]; /* by sh_watch_op */
 } watch_atoms;
 
@@ -69,6 +78,7 @@ static void watch_init_atoms(ErlNifEnv *env)
     A(fired, "fired");
     A(armed, "armed");
     A(last_fired_ms, "last_fired_ms");
+    A(dirty_above, "dirty_above");
 #undef A
     for (int i = 0; i < 8; i++)
         watch_atoms.ops[i] = enif_make_atom(env, op_names[i]);
@@ -86,37 +96,48 @@ static ERL_NIF_TERM watch_make_bin(ErlNifEnv *env, sh_slice s)
 
 /* --------------------------------------------------------------- resource */
 
-/* Decoding room for one event, used under the lock: the atom texts of
- * field i's key and value go to key_text[i] and value_text[i]. */
+/* Decoding room for one event, one per scheduler thread (made on first
+ * use, kept for the thread's life; nothing in it outlives a call): the
+ * atom texts of field i's key and value go to key_text[i] and
+ * value_text[i]. */
 typedef struct event_scratch {
     sh_watch_field fields[SH_WATCH_MAX_FIELDS];
     char key_text[SH_WATCH_MAX_FIELDS][SH_WATCH_MAX_FIELD + 1];
     char value_text[SH_WATCH_MAX_FIELDS][ATOM_TEXT_MAX + 1];
 } event_scratch;
 
+static _Thread_local event_scratch *thread_scratch;
+
+/* `walking`: a list is going on (one at a time). */
 typedef struct nif_watch {
-    ErlNifMutex *lock;
+    sh_nif_lock lock;
+    _Atomic int walking;
     sh_watch_set *set;
     unsigned long yield_every;
-    sh_watch_fired fired;   /* under the lock */
-    event_scratch *scratch; /* under the lock; made on first use */
+    uint64_t dirty_above;
+    sh_watch_fired fired; /* under the lock */
 } nif_watch;
 
 static ErlNifResourceType *watch_type;
 
-/* Safe on a partly built object. */
+static void free_set(void *set)
+{
+    sh_watch_set_free(set);
+}
+
+/* Safe on a partly built object. A large set is freed on a thread of its
+ * own when this runs on a normal scheduler. */
 static void watch_dtor(ErlNifEnv *env, void *obj)
 {
     (void)env;
     nif_watch *w = obj;
-    sh_watch_set_free(w->set);
+    if (w->set != NULL && sh_watch_count(w->set) > SH_NIF_DEFER_ITEMS && sh_nif_on_normal())
+        sh_nif_defer(free_set, w->set);
+    else
+        sh_watch_set_free(w->set);
     w->set = NULL;
     sh_watch_fired_free(&w->fired);
-    enif_free(w->scratch);
-    w->scratch = NULL;
-    if (w->lock != NULL)
-        enif_mutex_destroy(w->lock);
-    w->lock = NULL;
+    sh_nif_lock_destroy(&w->lock);
 }
 
 int sh_watch_nif_load(ErlNifEnv *env)
@@ -129,7 +150,7 @@ int sh_watch_nif_load(ErlNifEnv *env)
 
 static int get_watch(ErlNifEnv *env, ERL_NIF_TERM term, nif_watch **out)
 {
-    return enif_get_resource(env, term, watch_type, (void **)out) && (*out)->lock != NULL &&
+    return enif_get_resource(env, term, watch_type, (void **)out) && (*out)->lock.mutex != NULL &&
            (*out)->set != NULL;
 }
 
@@ -137,7 +158,7 @@ static int get_watch(ErlNifEnv *env, ERL_NIF_TERM term, nif_watch **out)
 
 /* ------------------------------------------------------------------- new */
 
-/* watch_new_nif(%{max_watches:, max_slots:, yield_every:}) */
+/* watch_new_nif(%{max_watches:, max_slots:, yield_every:, dirty_above:}) */
 ERL_NIF_TERM sh_watch_nif_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
@@ -145,6 +166,7 @@ ERL_NIF_TERM sh_watch_nif_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         return watch_raise_badarg(env, "watch options must be a map");
     sh_watch_config cfg = {0, 0};
     unsigned long yield_every = 0;
+    uint64_t dirty_above = DEFAULT_DIRTY_ABOVE;
     ERL_NIF_TERM v;
     ErlNifUInt64 n;
     if (enif_get_map_value(env, argv[0], watch_atoms.max_watches, &v)) {
@@ -162,16 +184,22 @@ ERL_NIF_TERM sh_watch_nif_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
             return watch_raise_badarg(env, "yield_every must be a non-negative integer");
         yield_every = (unsigned long)n;
     }
+    if (enif_get_map_value(env, argv[0], watch_atoms.dirty_above, &v)) {
+        if (!enif_get_uint64(env, v, &n))
+            return watch_raise_badarg(env, "dirty_above must be a non-negative integer");
+        dirty_above = n;
+    }
     nif_watch *w = enif_alloc_resource(watch_type, sizeof(*w));
     if (w == NULL)
         return watch_raise_badarg(env, "out of memory");
     memset(w, 0, sizeof(*w));
     sh_watch_fired_init(&w->fired);
     w->yield_every = yield_every;
+    w->dirty_above = dirty_above;
     ERL_NIF_TERM term = enif_make_resource(env, w);
     enif_release_resource(w);
-    w->lock = enif_mutex_create("self_heal_watch");
-    if (w->lock == NULL || sh_watch_set_new(&w->set, &cfg) != 0)
+    atomic_init(&w->walking, 0);
+    if (sh_nif_lock_init(&w->lock, "self_heal_watch") != 0 || sh_watch_set_new(&w->set, &cfg) != 0)
         return watch_raise_badarg(env, "out of memory");
     return term;
 }
@@ -306,9 +334,9 @@ ERL_NIF_TERM sh_watch_nif_add(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     if (why != NULL)
         return watch_raise_badarg(env, why);
     sh_watch_status status;
-    enif_mutex_lock(w->lock);
+    sh_nif_lock_take(&w->lock, 1); /* a dirty NIF */
     int rc = sh_watch_add(w->set, &spec, &status, &why);
-    enif_mutex_unlock(w->lock);
+    sh_nif_lock_release(&w->lock);
     if (rc == 0) {
         ERL_NIF_TERM what = status == SH_WATCH_ADDED      ? watch_atoms.added
                             : status == SH_WATCH_REPLACED ? watch_atoms.replaced
@@ -333,9 +361,9 @@ ERL_NIF_TERM sh_watch_nif_remove(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
     if (!enif_inspect_binary(env, argv[1], &bin))
         return watch_raise_badarg(env, "id must be a binary");
     sh_slice id = {(const char *)bin.data, bin.size};
-    enif_mutex_lock(w->lock);
+    sh_nif_lock_take(&w->lock, 1); /* a dirty NIF */
     int rc = sh_watch_remove(w->set, id);
-    enif_mutex_unlock(w->lock);
+    sh_nif_lock_release(&w->lock);
     return rc == 0 ? watch_atoms.ok
                    : enif_make_tuple2(env, watch_atoms.error, watch_atoms.not_found);
 }
@@ -382,7 +410,17 @@ static long read_event(ErlNifEnv *env, ERL_NIF_TERM map, event_scratch *sc)
 
 static ERL_NIF_TERM observe_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
-/* argv: [remaining events, set, fired ids so far (reversed), now_ms] */
+static ERL_NIF_TERM observe_continue(ErlNifEnv *env, int dirty, ERL_NIF_TERM rest,
+                                     const ERL_NIF_TERM argv[], ERL_NIF_TERM acc)
+{
+    ERL_NIF_TERM args[4] = {rest, argv[1], acc, argv[3]};
+    return sh_nif_continue(env, "watch_observe", dirty, observe_step, 4, args);
+}
+
+/* argv: [remaining events, set, fired ids so far (reversed), now_ms]. Runs
+ * on either kind of scheduler: a normal one hands an event that finds the
+ * set busy or is above dirty_above to a dirty one, which hands back after
+ * its slice. */
 static ERL_NIF_TERM observe_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
@@ -392,50 +430,40 @@ static ERL_NIF_TERM observe_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
         return watch_raise_badarg(env, NOT_A_SET);
     if (!enif_get_int64(env, argv[3], &now))
         return watch_raise_badarg(env, "now_ms must be an integer (milliseconds)");
+    if (thread_scratch == NULL && (thread_scratch = enif_alloc(sizeof(event_scratch))) == NULL)
+        return watch_raise_badarg(env, "out of memory");
+    event_scratch *sc = thread_scratch;
+    int dirty = sh_nif_on_dirty();
     sh_nif_clock clock;
     sh_nif_clock_start(&clock, w->yield_every, TIMESLICE_EVENTS, TIMESLICE_WORK);
-    ERL_NIF_TERM head, tail = argv[0], acc = argv[2];
-    const char *why = NULL;
-    int yield = 0;
-    enif_mutex_lock(w->lock);
-    if (w->scratch == NULL)
-        w->scratch = enif_alloc(sizeof(event_scratch));
-    if (w->scratch == NULL)
-        why = "out of memory";
-    while (why == NULL && enif_get_list_cell(env, tail, &head, &tail)) {
-        long n = read_event(env, head, w->scratch);
-        if (n == -2) {
-            why = "an event has more than 256 fields";
-            break;
+    ERL_NIF_TERM head, tail, rest = argv[0], acc = argv[2];
+    while (enif_get_list_cell(env, rest, &head, &tail)) {
+        long n = read_event(env, head, sc);
+        if (n == -2)
+            return watch_raise_badarg(env, "an event has more than 256 fields");
+        if (n < 0)
+            return watch_raise_badarg(env, "events must be maps");
+        sh_watch_event event = {sc->fields, (size_t)n};
+        if (!sh_nif_lock_take(&w->lock, dirty))
+            return observe_continue(env, 1, rest, argv, acc);
+        uint64_t work = sh_watch_observe_work(w->set, &event);
+        if (!dirty && work > w->dirty_above) {
+            sh_nif_lock_release(&w->lock);
+            return observe_continue(env, 1, rest, argv, acc);
         }
-        if (n < 0) {
-            why = "events must be maps";
-            break;
-        }
-        sh_watch_event event = {w->scratch->fields, (size_t)n};
-        sh_watch_stats before, after;
-        sh_watch_stats_get(w->set, &before);
         sh_watch_fired_clear(&w->fired);
         if (sh_watch_observe(w->set, &event, (int64_t)now, &w->fired) != 0) {
-            why = "out of memory";
-            break;
+            sh_nif_lock_release(&w->lock);
+            return watch_raise_badarg(env, "out of memory");
         }
         for (size_t i = 0; i < w->fired.len; i++)
             acc = enif_make_list_cell(env, watch_make_bin(env, w->fired.ids[i]), acc);
-        sh_watch_stats_get(w->set, &after);
-        if (sh_nif_clock_tick(env, &clock, (uint64_t)n + (after.evaluated - before.evaluated))) {
-            yield = 1;
-            break;
-        }
+        sh_nif_lock_release(&w->lock);
+        rest = tail;
+        if (sh_nif_clock_tick(env, &clock, work) && !enif_is_empty_list(env, rest))
+            return observe_continue(env, 0, rest, argv, acc);
     }
-    enif_mutex_unlock(w->lock);
-    if (why != NULL)
-        return watch_raise_badarg(env, why);
-    if (yield && !enif_is_empty_list(env, tail)) {
-        ERL_NIF_TERM args[4] = {tail, argv[1], acc, argv[3]};
-        return enif_schedule_nif(env, "watch_observe", 0, observe_step, 4, args);
-    }
-    if (!enif_is_empty_list(env, tail))
+    if (!enif_is_empty_list(env, rest))
         return watch_raise_badarg(env, "events must be a proper list");
     ERL_NIF_TERM out;
     enif_make_reverse_list(env, acc, &out);
@@ -514,30 +542,64 @@ static int watch_term(void *arg, const sh_watch_info *info)
     return 0;
 }
 
-/* watch_list_nif(set) -> [map], in the order the watches were added (dirty) */
+/* watch_count_nif(set) -> integer */
 ERL_NIF_TERM sh_watch_nif_count(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    (void)argc;
     nif_watch *w;
     if (!get_watch(env, argv[0], &w))
         return watch_raise_badarg(env, NOT_A_SET);
-    enif_mutex_lock(w->lock);
+    if (!sh_nif_lock_take(&w->lock, sh_nif_on_dirty()))
+        return sh_nif_continue(env, "watch_count", 1, sh_watch_nif_count, argc, argv);
     size_t n = sh_watch_count(w->set);
-    enif_mutex_unlock(w->lock);
+    sh_nif_lock_release(&w->lock);
     return enif_make_uint64(env, (ErlNifUInt64)n);
 }
 
+/* The list as a reader in steps (sh_nif_walk_start): maps consed in the
+ * order added, reversed at the end. */
+static int list_step(ErlNifEnv *env, void *owner, void *data, ERL_NIF_TERM *acc)
+{
+    (void)data;
+    nif_watch *w = owner;
+    list_acc a = {env, *acc};
+    int rc = sh_watch_walk_step(w->set, LIST_STEP, watch_term, &a);
+    *acc = a.list;
+    if (rc != 0)
+        sh_watch_walk_end(w->set);
+    return rc;
+}
+
+static void list_stop(void *owner, void *data)
+{
+    (void)data;
+    sh_watch_walk_end(((nif_watch *)owner)->set);
+}
+
+static int list_begin(void *owner, void *data)
+{
+    (void)data;
+    return sh_watch_walk_begin(((nif_watch *)owner)->set);
+}
+
+static ERL_NIF_TERM list_result(ErlNifEnv *env, void *data, ERL_NIF_TERM acc)
+{
+    (void)data;
+    ERL_NIF_TERM out;
+    enif_make_reverse_list(env, acc, &out);
+    return out;
+}
+
+static const sh_nif_walk_ops list_ops = {list_step, list_stop, NULL, list_result, NULL, NULL};
+
+/* watch_list_nif(set) -> [map], in the order the watches were added
+ * (dirty; LIST_STEP watches per hold of the lock, so events keep being
+ * observed meanwhile; the walk stops when the calling process is gone) */
 ERL_NIF_TERM sh_watch_nif_list(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
     nif_watch *w;
     if (!get_watch(env, argv[0], &w))
         return watch_raise_badarg(env, NOT_A_SET);
-    list_acc a = {env, enif_make_list(env, 0)};
-    enif_mutex_lock(w->lock);
-    sh_watch_each(w->set, watch_term, &a);
-    enif_mutex_unlock(w->lock);
-    ERL_NIF_TERM out;
-    enif_make_reverse_list(env, a.list, &out);
-    return out;
+    return sh_nif_walk_start(env, watch_atoms.badarg, &list_ops, w, &w->lock, &w->walking,
+                             list_begin, NULL);
 }

@@ -24,12 +24,14 @@ ERL_NIF_TERM sh_watch_nif_count(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
 ERL_NIF_TERM sh_watch_nif_list(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 /* Entries of the ErlNifFunc table (no trailing comma). watch_list_nif/1
- * builds up to max_watches maps, so it runs on a dirty CPU scheduler. */
+ * builds up to max_watches maps, and adding or removing a watch costs up
+ * to the size of the set (growing its tables, walking a chain of watches
+ * on one field), so they run on dirty CPU schedulers. */
 /* clang-format off */
 #define SH_WATCH_NIF_FUNCS                                                   \
     {"watch_new_nif", 1, sh_watch_nif_new, 0},                               \
-    {"watch_add_nif", 2, sh_watch_nif_add, 0},                               \
-    {"watch_remove_nif", 2, sh_watch_nif_remove, 0},                         \
+    {"watch_add_nif", 2, sh_watch_nif_add, ERL_NIF_DIRTY_JOB_CPU_BOUND},     \
+    {"watch_remove_nif", 2, sh_watch_nif_remove, ERL_NIF_DIRTY_JOB_CPU_BOUND}, \
     {"watch_observe_nif", 3, sh_watch_nif_observe, 0},                       \
     {"watch_count_nif", 1, sh_watch_nif_count, 0},                           \
     {"watch_list_nif", 1, sh_watch_nif_list, ERL_NIF_DIRTY_JOB_CPU_BOUND}

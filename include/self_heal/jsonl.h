@@ -85,6 +85,16 @@ void sh_jsonl_event_clear(sh_jsonl_event *event);
  * following line. */
 size_t sh_jsonl_next_line(const char *body, size_t len, size_t *next);
 
+/* 1 when a line (without its '\n') holds only ' ', '\t' and '\r': a blank
+ * line, not a record. */
+int sh_jsonl_blank(const char *line, size_t len);
+
+/* The number of records (lines that are not blank) of a body, counted
+ * without parsing them: one pass that stops as soon as the count passes
+ * `limit`, so it returns at most limit + 1. This is what lets a caller
+ * refuse a body of too many records before decoding any of it. */
+size_t sh_jsonl_count(const char *body, size_t len, size_t limit);
+
 /* Parses an RFC 3339 / ISO-8601 timestamp ("2024-05-01T12:00:00.123Z",
  * "+02:00" offsets, space instead of T) into microseconds since the epoch.
  * Returns 0 or -1. */

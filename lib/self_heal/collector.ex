@@ -9,8 +9,16 @@ defmodule SelfHeal.Collector do
   `:batch_size` events (default 1000) or `:flush_ms` after its first event
   (default 50 ms), so a burst costs one NIF call per thousand events.
 
-  Bounded: at most `:max_groups` groups (default 10_000); events of new
-  fingerprints beyond that are counted in `overflow` and dropped.
+  Bounded: at most `:max_groups` groups (default 10_000). A new
+  fingerprint beyond that evicts a group: of the 8 least recently seen
+  (by arrival, not by the events' own timestamps), the smallest (counted
+  in `evicted`), so a flood of one-off errors cannot keep a new error out
+  for good. Events sent through `ingest/3` with a `:source` also count
+  against that source's quota of new groups a minute
+  (`:new_groups_per_minute`, keyed by the source's class: default
+  `[anonymous: 100, authenticated: 5000]`): the events of a new
+  fingerprint over the quota are dropped and counted in `quota_dropped`,
+  while the source's events of groups that exist are still taken.
 
   Events without a stack trace (plain log lines) are grouped by a template
   miner (`SelfHeal.Native.miner_new/1`, `docs/miner.md`), so lines that
@@ -21,6 +29,7 @@ defmodule SelfHeal.Collector do
   restart.
 
   Options: `:name`, `:batch_size`, `:flush_ms`, `:max_groups`,
+  `:new_groups_per_minute`,
   `:fingerprint` (options of `SelfHeal.Native.config/1`), `:miner`
   (options of `SelfHeal.Native.miner_new/1`, or `false` for none),
   `:state_dir`, `:snapshot_ms`, `:max_pending` (see `ingest/2`) and
@@ -52,6 +61,11 @@ defmodule SelfHeal.Collector do
   require Logger
 
   @max_services 16
+  # groups looked at for eviction, least recently seen first
+  @evict_among 8
+  # sources whose quota use is kept in one minute; beyond, a new one is
+  # over its quota
+  @max_quota_sources 100_000
 
   @type group :: %{
           fingerprint: binary(),
@@ -84,9 +98,16 @@ defmodule SelfHeal.Collector do
   when more than `:max_pending` events (default 20,000) wait in the
   collector, in which case none of `events` is taken and they are counted
   as shed. `server` must be a registered name.
+
+  Options: `:source`, `{class, key}` of the client the events came from
+  (the endpoint uses `{:anonymous | :authenticated, address}`): their new
+  groups count against its quota (`:new_groups_per_minute`); and
+  `:count_shed` (default true): false for a caller that will try again, so
+  its refusals are not counted as shed.
   """
-  @spec ingest(atom(), [Event.t()]) :: :ok | {:error, :overloaded}
-  def ingest(server \\ __MODULE__, events) when is_atom(server) and is_list(events) do
+  @spec ingest(atom(), [Event.t()], keyword()) :: :ok | {:error, :overloaded}
+  def ingest(server \\ __MODULE__, events, opts \\ [])
+      when is_atom(server) and is_list(events) do
     case :persistent_term.get({__MODULE__, server}, nil) do
       nil ->
         {:error, :overloaded}
@@ -96,10 +117,10 @@ defmodule SelfHeal.Collector do
 
         if :atomics.add_get(pending, 1, n) > max_pending do
           :atomics.sub(pending, 1, n)
-          :atomics.add(pending, 2, n)
+          if Keyword.get(opts, :count_shed, true), do: :atomics.add(pending, 2, n)
           {:error, :overloaded}
         else
-          GenServer.cast(server, {:ingest, events, n})
+          GenServer.cast(server, {:ingest, events, n, Keyword.get(opts, :source)})
         end
     end
   end
@@ -108,7 +129,12 @@ defmodule SelfHeal.Collector do
   @spec groups(GenServer.server()) :: [group()]
   def groups(server \\ __MODULE__), do: GenServer.call(server, :groups)
 
-  @doc "Counters: events seen, groups, overflow."
+  @doc """
+  Counters: events seen, groups, evicted (groups evicted for new ones),
+  quota_dropped (events of new groups over their source's quota), shed
+  (refused by `ingest/3`), overflow (kept for compatibility: 0 since
+  groups are evicted), miner.
+  """
   @spec stats(GenServer.server()) :: map()
   def stats(server \\ __MODULE__), do: GenServer.call(server, :stats)
 
@@ -157,18 +183,30 @@ defmodule SelfHeal.Collector do
        batch_size: Keyword.get(opts, :batch_size, 1000),
        flush_ms: Keyword.get(opts, :flush_ms, 50),
        max_groups: Keyword.get(opts, :max_groups, 10_000),
+       quota:
+         Map.new(Keyword.get(opts, :new_groups_per_minute, anonymous: 100, authenticated: 5000)),
+       quota_minute: nil,
+       quota_used: %{},
        pending: [],
        npending: 0,
+       # {source, n} of the pending events, newest first, when any has a source
+       psources: [],
        timer: nil,
        groups: %{},
+       # {seq, fingerprint} of every group, least recently seen first
+       recency: :gb_sets.empty(),
+       seen: %{},
+       seq: 0,
        events: 0,
-       overflow: 0
+       overflow: 0,
+       evicted: 0,
+       quota_dropped: 0
      }}
   end
 
   @impl true
   def handle_info({:self_heal_event, %Event{} = event}, state),
-    do: {:noreply, add([event], state)}
+    do: {:noreply, add([event], state, nil)}
 
   def handle_info(:flush, state), do: {:noreply, flush(%{state | timer: nil})}
 
@@ -180,10 +218,10 @@ defmodule SelfHeal.Collector do
   def handle_info(_other, state), do: {:noreply, state}
 
   @impl true
-  def handle_cast({:push, events}, state), do: {:noreply, add(events, state)}
+  def handle_cast({:push, events}, state), do: {:noreply, add(events, state, nil)}
 
-  def handle_cast({:ingest, events, n}, state) do
-    state = add(events, state)
+  def handle_cast({:ingest, events, n, source}, state) do
+    state = add(events, state, source)
     :atomics.sub(state.ingest_pending, 1, n)
     {:noreply, state}
   end
@@ -204,6 +242,8 @@ defmodule SelfHeal.Collector do
        events: state.events,
        groups: map_size(state.groups),
        overflow: state.overflow,
+       evicted: state.evicted,
+       quota_dropped: state.quota_dropped,
        shed: :atomics.get(state.ingest_pending, 2),
        miner: miner
      }, state}
@@ -213,7 +253,17 @@ defmodule SelfHeal.Collector do
   def handle_call(:watches, _from, state), do: {:reply, state.watch, state}
 
   def handle_call(:reset, _from, state) do
-    {:reply, :ok, %{flush(state) | groups: %{}, events: 0, overflow: 0}}
+    {:reply, :ok,
+     %{
+       flush(state)
+       | groups: %{},
+         recency: :gb_sets.empty(),
+         seen: %{},
+         events: 0,
+         overflow: 0,
+         evicted: 0,
+         quota_dropped: 0
+     }}
   end
 
   @impl true
@@ -285,11 +335,19 @@ defmodule SelfHeal.Collector do
     end
   end
 
-  defp add(events, state) do
+  defp add(events, state, source) do
+    n = length(events)
+
+    psources =
+      if source == nil and state.psources == [],
+        do: [],
+        else: [{source, n} | state.psources]
+
     state = %{
       state
       | pending: Enum.reverse(events, state.pending),
-        npending: state.npending + length(events)
+        npending: state.npending + n,
+        psources: psources
     }
 
     cond do
@@ -306,6 +364,8 @@ defmodule SelfHeal.Collector do
     events = Enum.reverse(state.pending)
     fingerprints = Native.fingerprint_batch(events, state.config)
     events = Enum.zip_with(events, fingerprints, &%{&1 | fingerprint: &2})
+    seen = length(events)
+    {events, state} = quota(events, state)
 
     batch_groups = Native.dedup(events)
     state = Enum.reduce(batch_groups, state, fn batch_group, acc -> merge(batch_group, acc) end)
@@ -316,8 +376,69 @@ defmodule SelfHeal.Collector do
     if state.watch && SelfHeal.Watch.count(state.watch) > 0, do: observe(events, state)
     if state.verify, do: report_recurrences(batch_groups, state.verify)
 
-    %{state | pending: [], npending: 0, timer: nil, events: state.events + length(events)}
+    %{state | pending: [], npending: 0, psources: [], timer: nil, events: state.events + seen}
   end
+
+  # Events of new fingerprints over their source's quota of new groups
+  # this minute are dropped. Only events that came with a source count.
+  defp quota(events, %{psources: []} = state), do: {events, state}
+
+  defp quota(events, state) do
+    # the usual batch opens no group: nothing to decide
+    if Enum.all?(events, &Map.has_key?(state.groups, &1.fingerprint)),
+      do: {events, state},
+      else: charge(events, state)
+  end
+
+  defp charge(events, state) do
+    minute = div(System.monotonic_time(:millisecond), 60_000)
+
+    state =
+      if state.quota_minute == minute,
+        do: state,
+        else: %{state | quota_minute: minute, quota_used: %{}}
+
+    sources =
+      state.psources
+      |> Enum.reverse()
+      |> Enum.flat_map(fn {source, n} -> List.duplicate(source, n) end)
+
+    {kept, _new, used, dropped} =
+      Enum.zip(events, sources)
+      |> Enum.reduce({[], %{}, state.quota_used, 0}, fn {event, source},
+                                                        {kept, new, used, dropped} ->
+        fp = event.fingerprint
+
+        cond do
+          source == nil or Map.has_key?(state.groups, fp) ->
+            {[event | kept], new, used, dropped}
+
+          Map.has_key?(new, fp) ->
+            if new[fp],
+              do: {[event | kept], new, used, dropped},
+              else: {kept, new, used, dropped + 1}
+
+          under_quota?(state.quota, used, source) ->
+            {[event | kept], Map.put(new, fp, true), Map.update(used, source, 1, &(&1 + 1)),
+             dropped}
+
+          true ->
+            {kept, Map.put(new, fp, false), used, dropped + 1}
+        end
+      end)
+
+    {Enum.reverse(kept),
+     %{state | quota_used: used, quota_dropped: state.quota_dropped + dropped}}
+  end
+
+  defp under_quota?(quota, used, {class, _key} = source) do
+    case used do
+      %{^source => n} -> n < Map.get(quota, class, n + 1)
+      _ -> map_size(used) < @max_quota_sources and Map.get(quota, class, 1) > 0
+    end
+  end
+
+  defp under_quota?(_quota, _used, _source), do: true
 
   # Fingerprints whose fix is being verified (the port's table) that came
   # back in this batch go to the port at once: no settle window.
@@ -405,6 +526,8 @@ defmodule SelfHeal.Collector do
   end
 
   defp merge(%{fingerprint: fp} = g, state) do
+    seq = state.seq + 1
+
     case state.groups do
       %{^fp => group} ->
         group = %{
@@ -415,12 +538,18 @@ defmodule SelfHeal.Collector do
             services: Enum.take(Enum.uniq(group.services ++ g.services), @max_services)
         }
 
-        %{state | groups: Map.put(state.groups, fp, group)}
+        recency = :gb_sets.delete({Map.fetch!(state.seen, fp), fp}, state.recency)
 
-      _ when map_size(state.groups) >= state.max_groups ->
-        %{state | overflow: state.overflow + g.count}
+        %{
+          state
+          | groups: Map.put(state.groups, fp, group),
+            recency: :gb_sets.add({seq, fp}, recency),
+            seen: Map.put(state.seen, fp, seq),
+            seq: seq
+        }
 
       _ ->
+        state = if map_size(state.groups) >= state.max_groups, do: evict(state), else: state
         info = Native.fingerprint(g.sample, state.info_config)
 
         group = %{
@@ -435,7 +564,40 @@ defmodule SelfHeal.Collector do
           top_frame: info.top_frame
         }
 
-        %{state | groups: Map.put(state.groups, fp, group)}
+        %{
+          state
+          | groups: Map.put(state.groups, fp, group),
+            recency: :gb_sets.add({seq, fp}, state.recency),
+            seen: Map.put(state.seen, fp, seq),
+            seq: seq
+        }
+    end
+  end
+
+  # Room for a new group: of the @evict_among least recently seen groups,
+  # the smallest goes (the least recent of equals).
+  defp evict(state) do
+    {_seq, fp} =
+      state.recency
+      |> :gb_sets.iterator()
+      |> least_recent(@evict_among, [])
+      |> Enum.min_by(fn {seq, fp} -> {state.groups[fp].count, seq} end)
+
+    %{
+      state
+      | groups: Map.delete(state.groups, fp),
+        recency: :gb_sets.delete({Map.fetch!(state.seen, fp), fp}, state.recency),
+        seen: Map.delete(state.seen, fp),
+        evicted: state.evicted + 1
+    }
+  end
+
+  defp least_recent(_iter, 0, acc), do: acc
+
+  defp least_recent(iter, n, acc) do
+    case :gb_sets.next(iter) do
+      {item, iter} -> least_recent(iter, n - 1, [item | acc])
+      :none -> acc
     end
   end
 end

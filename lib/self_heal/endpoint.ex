@@ -20,11 +20,13 @@ defmodule SelfHeal.Endpoint do
       only `POST` acts.
 
   Answers: 202 with `{"accepted": n, "malformed": m}`; 400 malformed HTTP
-  or a body with no valid event; 401 unknown credentials; 403 an origin
-  the key does not allow; 413 a body over `:max_body` or a decompressed
-  body over `:max_decompressed`; 415 an unsupported encoding or msgpack;
-  429 with `Retry-After` over the rate limit; 503 with `Retry-After` when
-  the collector is overloaded (`SelfHeal.Collector.ingest/2`).
+  (a control byte in a header, a truncated gzip body) or a body with no
+  valid event; 401 unknown credentials; 403 an origin the key does not
+  allow; 413 a body over `:max_body`, a decompressed body over
+  `:max_decompressed` or more records than `:max_events` (lower limits for
+  site keys); 415 an unsupported encoding or msgpack; 429 with
+  `Retry-After` over the rate limit; 503 with `Retry-After` while the
+  collector is full (`SelfHeal.Collector.ingest/3`) or the connections are.
 
   The server is a small one on `:gen_tcp` (raw packets parsed with
   `:erlang.decode_packet/3`): a pool of acceptors, one process per
@@ -43,11 +45,25 @@ defmodule SelfHeal.Endpoint do
     * `:approvals` - registered name of the `SelfHeal.Port` that approve /
       skip links are relayed to (default nil: no `/approve` or `/skip`
       route; the application sets it when it runs the port program)
-    * `:max_body` (1 MiB), `:max_decompressed` (8 MiB)
+    * `:max_body` (4 MiB), `:max_decompressed` (8 MiB), `:max_events`
+      (100,000 records a request, counted before any is decoded)
+    * `:max_capture_body` (256 KiB, on the wire and inflated) and
+      `:max_capture_events` (1,000): the limits of `/capture` with a site
+      key (a public key; with a bearer token the full limits apply)
+    * `:admit_slice` (1,000 records): a body is decoded and handed to the
+      collector a slice at a time; `:admit_wait` (5 s) how long a slice
+      after the first waits for room in the collector before 503;
+      `:max_resumes` (1,000) resume points of chunks taken in part
+      (`SelfHeal.Endpoint.Resume`)
     * `:rate_limit` - `{requests, per_ms}` per source (client address,
       IPv6 by /64), default `{1000, 1000}`; `nil` for none;
       `:max_sources` (100,000) rows of rate state at most
-    * `:max_connections` (1024), `:acceptors` (4)
+    * `:max_connections` (1024), `:max_connections_per_source` (64),
+      `:reserved_connections` (128, at most a quarter of the connections:
+      kept for clients with a bearer token), `:acceptors` (4)
+    * `:pressure_idle_timeout` (1 s): with three quarters of the
+      connections open, a connection without a bearer token waits at most
+      this long for a request or its head, and is closed after each answer
     * `:idle_timeout` (60 s, a keep-alive connection waiting for its next
       request), `:header_timeout` (10 s for the whole request head, and for
       a new connection's first byte), `:body_timeout` (30 s for the whole
@@ -76,13 +92,22 @@ defmodule SelfHeal.Endpoint do
     site_keys: %{},
     collector: SelfHeal.Collector,
     approvals: nil,
-    max_body: 1_048_576,
+    max_body: 4_194_304,
     max_decompressed: 8_388_608,
+    max_events: 100_000,
+    max_capture_body: 262_144,
+    max_capture_events: 1000,
+    admit_slice: 1000,
+    admit_wait: 5000,
+    max_resumes: 1000,
     rate_limit: {1000, 1000},
     max_sources: 100_000,
     max_connections: 1024,
+    max_connections_per_source: 64,
+    reserved_connections: 128,
     acceptors: 4,
     idle_timeout: 60_000,
+    pressure_idle_timeout: 1000,
     header_timeout: 10_000,
     body_timeout: 30_000,
     max_request_line: 8192,
@@ -104,11 +129,20 @@ defmodule SelfHeal.Endpoint do
           approvals: atom() | nil,
           max_body: pos_integer(),
           max_decompressed: pos_integer(),
+          max_events: pos_integer(),
+          max_capture_body: pos_integer(),
+          max_capture_events: pos_integer(),
+          admit_slice: pos_integer(),
+          admit_wait: non_neg_integer(),
+          max_resumes: pos_integer(),
           rate_limit: {pos_integer(), pos_integer()} | nil,
           max_sources: pos_integer(),
           max_connections: pos_integer(),
+          max_connections_per_source: pos_integer(),
+          reserved_connections: non_neg_integer(),
           acceptors: pos_integer(),
           idle_timeout: timeout(),
+          pressure_idle_timeout: pos_integer(),
           header_timeout: timeout(),
           body_timeout: timeout(),
           max_request_line: pos_integer(),
@@ -118,6 +152,9 @@ defmodule SelfHeal.Endpoint do
           overload_wait: non_neg_integer(),
           listen_socket: :gen_tcp.socket() | nil,
           rate_table: :ets.tid() | nil,
+          resume_table: :ets.tid() | nil,
+          client_table: :ets.tid() | nil,
+          counters: :atomics.atomics_ref() | nil,
           connections: atom()
         }
 
@@ -173,11 +210,21 @@ defmodule SelfHeal.Endpoint do
       approvals: check(opts, :approvals, &is_atom/1, "a registered name (atom) or nil"),
       max_body: pos!(opts, :max_body),
       max_decompressed: pos!(opts, :max_decompressed),
+      max_events: pos!(opts, :max_events),
+      max_capture_body: pos!(opts, :max_capture_body),
+      max_capture_events: pos!(opts, :max_capture_events),
+      admit_slice: pos!(opts, :admit_slice),
+      admit_wait: check(opts, :admit_wait, &(is_integer(&1) and &1 >= 0), ">= 0"),
+      max_resumes: pos!(opts, :max_resumes),
       rate_limit: check(opts, :rate_limit, &rate?/1, "{requests, per_ms} or nil"),
       max_sources: pos!(opts, :max_sources),
       max_connections: pos!(opts, :max_connections),
+      max_connections_per_source: pos!(opts, :max_connections_per_source),
+      reserved_connections:
+        check(opts, :reserved_connections, &(is_integer(&1) and &1 >= 0), ">= 0"),
       acceptors: pos!(opts, :acceptors),
       idle_timeout: pos!(opts, :idle_timeout),
+      pressure_idle_timeout: pos!(opts, :pressure_idle_timeout),
       header_timeout: pos!(opts, :header_timeout),
       body_timeout: pos!(opts, :body_timeout),
       max_request_line: pos!(opts, :max_request_line),
@@ -187,6 +234,9 @@ defmodule SelfHeal.Endpoint do
       overload_wait: check(opts, :overload_wait, &(is_integer(&1) and &1 >= 0), ">= 0"),
       listen_socket: nil,
       rate_table: nil,
+      resume_table: nil,
+      client_table: nil,
+      counters: nil,
       connections: Module.concat(name, Connections)
     }
   end

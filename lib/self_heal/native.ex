@@ -8,9 +8,13 @@ defmodule SelfHeal.Native do
     * a message (or text stack trace) longer than `max_event_bytes` (default
       64 KiB) is cut at a UTF-8 boundary and the result is flagged
       `truncated: true`, never a crash;
-    * `fingerprint_batch/2` yields to the scheduler about every millisecond
-      (`enif_consume_timeslice` + `enif_schedule_nif`); `dedup/1` and
-      `decode_json_lines/1` run on dirty CPU schedulers.
+    * no call blocks a normal scheduler for long (`docs/nif.md`):
+      `fingerprint_batch/2` and `miner_add/2` yield about every millisecond
+      (`enif_consume_timeslice` + `enif_schedule_nif`); an event, message
+      or line whose work is above `:dirty_above` (about 8 KiB of text) is
+      handed to a dirty CPU scheduler, and so is a call that finds a shared
+      miner busy; `dedup/1`, `decode_json_lines/1` and the miner's
+      templates, snapshots and restores run on dirty CPU schedulers.
 
   An event is a map (usually a `SelfHeal.Event`) with the keys `:type`
   (binary, atom or nil), `:message` (binary or nil) and `:stacktrace`: an
@@ -94,6 +98,10 @@ defmodule SelfHeal.Native do
       default 65536).
     * `:yield_every` - yield after this many events regardless of time
       (testing the yield path; 0, the default, yields on the time budget).
+    * `:dirty_above` - an event whose work (bytes of message, twice with a
+      miner, a quarter of the bytes of a text stack trace, entries and
+      frames of a term stack trace) is above this goes to a dirty CPU
+      scheduler (default 8192; 0 sends every event there, testing).
     * `:miner` - a template miner (`miner_new/1`): events without a stack
       trace are grouped by it and fingerprinted by their cluster, so lines
       such as `Connection to 10.2.3.4:5432 refused after 3012 ms` group by
@@ -179,15 +187,57 @@ defmodule SelfHeal.Native do
   @spec decode_json_lines(binary()) :: json_lines_result()
   def decode_json_lines(_body), do: :erlang.nif_error(:nif_not_loaded)
 
+  @doc """
+  Decodes at most `max_records` records (valid or malformed lines; blank
+  lines do not count) of a `json_lines` body from byte `offset`: the map of
+  `decode_json_lines/1` (error line numbers counted from `offset`) plus
+  `:next`, the offset to continue from (`byte_size(body)` when done). A
+  body decoded slice by slice never holds the terms of more than a slice.
+  """
+  @spec decode_json_lines(binary(), non_neg_integer(), pos_integer()) ::
+          %{
+            events: [map()],
+            malformed: non_neg_integer(),
+            blank_lines: non_neg_integer(),
+            errors: [{pos_integer(), binary()}],
+            next: non_neg_integer()
+          }
+  def decode_json_lines(_body, _offset, _max_records), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc """
+  The number of records (lines that are not blank) of a `json_lines` body,
+  counted in one pass without decoding, stopping as soon as it passes
+  `limit` (so at most `limit + 1`).
+  """
+  @spec count_json_lines(binary(), non_neg_integer()) :: non_neg_integer()
+  def count_json_lines(_body, _limit), do: :erlang.nif_error(:nif_not_loaded)
+
   @doc false
   @spec __yield_count__() :: non_neg_integer()
   def __yield_count__, do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  # moves of a call onto a dirty CPU scheduler
+  @spec __dirty_count__() :: non_neg_integer()
+  def __dirty_count__, do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  # steps of the miner's and the watch sets' long readers
+  @spec __walk_steps__() :: non_neg_integer()
+  def __walk_steps__, do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  # fingerprint_batch/2 states not yet freed
+  @spec __live_batches__() :: integer()
+  def __live_batches__, do: :erlang.nif_error(:nif_not_loaded)
 
   @doc """
   A template miner for stackless log lines (`docs/miner.md`). Options:
   `:max_clusters` (default 10,000; least recently used evicted beyond),
   `:max_tokens` (default 128), `:max_line` (bytes, default 16 KiB),
-  `:yield_every` (testing the yield path). Safe to share between processes.
+  `:yield_every` (testing the yield path), `:dirty_above` (a line longer
+  than this many bytes is added on a dirty CPU scheduler; default 8192).
+  Safe to share between processes.
   """
   @spec miner_new(keyword() | map()) :: miner()
   def miner_new(opts \\ []), do: opts |> Map.new() |> miner_new_nif()
@@ -199,7 +249,11 @@ defmodule SelfHeal.Native do
   @spec miner_add(miner(), [binary()]) :: [cluster_id()]
   def miner_add(_miner, _lines), do: :erlang.nif_error(:nif_not_loaded)
 
-  @doc "The clusters, most recently used first, with their templates."
+  @doc """
+  The clusters, most recently used first, with their templates. Lines
+  added meanwhile by other processes are not held up: the clusters are
+  read in short steps (`docs/nif.md`).
+  """
   @spec miner_templates(miner()) :: [template()]
   def miner_templates(_miner), do: :erlang.nif_error(:nif_not_loaded)
 
@@ -211,7 +265,7 @@ defmodule SelfHeal.Native do
   @spec miner_resolve(miner(), cluster_id()) :: cluster_id()
   def miner_resolve(_miner, _id), do: :erlang.nif_error(:nif_not_loaded)
 
-  @doc "A versioned binary snapshot of the miner."
+  @doc "A versioned binary snapshot of the miner, written in short steps like `miner_templates/1`."
   @spec miner_snapshot(miner()) :: binary()
   def miner_snapshot(_miner), do: :erlang.nif_error(:nif_not_loaded)
 

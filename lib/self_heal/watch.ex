@@ -48,8 +48,10 @@ defmodule SelfHeal.Watch do
   that leave the window are dropped quietly: nothing is reported. See
   `docs/watch.md` for the precise rules.
 
-  A set is safe to share between processes (a lock, held for one time slice
-  at most). It is bounded: `max_watches` watches (default 10,000) and
+  A set is safe to share between processes (a lock, held for one event at a
+  time; a call that finds it busy, or an event that would take long, goes
+  on on a dirty CPU scheduler, so a normal scheduler never waits:
+  `docs/nif.md`). It is bounded: `max_watches` watches (default 10,000) and
   `max_slots` for the thresholds of all watches together (default 4,194,304;
   each threshold costs that many 8-byte timestamps).
   """
@@ -87,7 +89,7 @@ defmodule SelfHeal.Watch do
           required(:last_fired_ms) => integer() | nil
         }
 
-  @option_keys [:max_watches, :max_slots, :yield_every]
+  @option_keys [:max_watches, :max_slots, :yield_every, :dirty_above]
   @spec_keys [:id, :field, :op, :value, :cluster, :fingerprint, :window_ms, :threshold]
 
   @doc """
@@ -99,7 +101,11 @@ defmodule SelfHeal.Watch do
       (1..268,435,456; default 4,194,304);
     * `:yield_every` - `observe/3` yields after this many events whatever
       the time (testing the yield path; 0, the default, yields on the time
-      budget).
+      budget);
+    * `:dirty_above` - an event whose work (about one unit per watch it is
+      compared with, plus a quarter per byte of string compared) is above
+      this is observed on a dirty CPU scheduler (default 16,384; 0 sends
+      every event there, testing).
   """
   @spec new(keyword() | map()) :: t()
   def new(opts \\ []) do

@@ -38,6 +38,7 @@ defmodule SelfHeal.Bench.Flood do
     IO.puts("BENCH flood_events_accepted #{sent}")
     IO.puts("BENCH flood_groups_kept #{stats.groups}")
     IO.puts("BENCH flood_overflow #{stats.overflow}")
+    IO.puts("BENCH flood_evicted #{stats.evicted}")
     IO.puts("BENCH flood_settle_open #{settle.open}")
   end
 

@@ -814,6 +814,39 @@ static void test_empty_lines(void **state)
     sh_jsonl_event_clear(&ev);
 }
 
+/* Records are counted without being parsed: blank lines (spaces, tabs,
+ * CRs) are not records, malformed ones are, and the count stops just past
+ * the limit, wherever the rest of the body goes. */
+static void test_count(void **state)
+{
+    (void)state;
+    const char *body = "{}\n\n \t\r\nnot json\r\n{\"log\":\"x\"}\n{}";
+    size_t len = strlen(body);
+    assert_int_equal(sh_jsonl_count(body, len, 100), 4);
+    assert_int_equal(sh_jsonl_count(body, len, 4), 4);
+    assert_int_equal(sh_jsonl_count(body, len, 3), 4);
+    assert_int_equal(sh_jsonl_count(body, len, 1), 2);
+    assert_int_equal(sh_jsonl_count(body, len, 0), 1);
+    assert_int_equal(sh_jsonl_count("", 0, 10), 0);
+    assert_int_equal(sh_jsonl_count(NULL, 0, 10), 0);
+    assert_int_equal(sh_jsonl_count("\n\n\r\n", 4, 10), 0);
+    /* "\v" is not blank: a (malformed) record */
+    assert_int_equal(sh_jsonl_count("\v", 1, 10), 1);
+    assert_true(sh_jsonl_blank(" \t\r", 3));
+    assert_true(sh_jsonl_blank("", 0));
+    assert_false(sh_jsonl_blank(" x", 2));
+
+    /* a million records: the count stops at limit + 1, not at the end */
+    size_t n = 1000000;
+    char *big = malloc(n * 3);
+    assert_non_null(big);
+    for (size_t i = 0; i < n; i++)
+        memcpy(big + 3 * i, "{}\n", 3);
+    assert_int_equal(sh_jsonl_count(big, n * 3, SIZE_MAX - 1), n);
+    assert_int_equal(sh_jsonl_count(big, n * 3, 1000), 1001);
+    free(big);
+}
+
 /* ------------------------------------------------------------ limits */
 
 static char *nested(const char *open, const char *close, size_t depth, const char *inner)
@@ -1195,6 +1228,7 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_error_reason_sanitized),
         cmocka_unit_test(test_empty_lines),
+        cmocka_unit_test(test_count),
         cmocka_unit_test(test_too_deep),
         cmocka_unit_test(test_brackets_in_strings),
         cmocka_unit_test(test_line_too_long),

@@ -139,11 +139,9 @@ defmodule SelfHeal.NativeYieldTest do
       end
 
     events = base |> List.duplicate(1_000) |> List.flatten()
-    old = :erlang.system_flag(:schedulers_online, 1)
-    on_exit(fn -> :erlang.system_flag(:schedulers_online, old) end)
 
     {result, yielding, blocking} =
-      try do
+      with_one_scheduler(fn ->
         {result, yielding} = while_ticking(fn -> Native.fingerprint_batch(events) end)
 
         # control: a batch that never yields (yield_every beyond its length)
@@ -151,9 +149,7 @@ defmodule SelfHeal.NativeYieldTest do
         never = Native.config(yield_every: 1_000_000_000)
         {_, blocking} = while_ticking(fn -> Native.fingerprint_batch(events, never) end)
         {result, yielding, blocking}
-      after
-        :erlang.system_flag(:schedulers_online, old)
-      end
+      end)
 
     assert length(result) == 200_000
     assert Enum.take(result, 200) == Enum.map(base, &fp/1)
@@ -164,34 +160,5 @@ defmodule SelfHeal.NativeYieldTest do
 
     assert blocking.max_gap_ms >= blocking.batch_ms * 0.5,
            "control batch did not block: #{inspect(blocking)}"
-  end
-
-  # Runs fun while a process ticks every millisecond; returns its result
-  # and the ticks seen during the call and the longest gap between them.
-  defp while_ticking(fun) do
-    parent = self()
-    ticker = spawn_link(fn -> tick(parent, []) end)
-    assert_receive :ticking, 1_000
-    t0 = System.monotonic_time(:microsecond)
-    result = fun.()
-    t1 = System.monotonic_time(:microsecond)
-    send(ticker, {:stop, self()})
-    assert_receive {:ticks, ticks}, 5_000
-
-    in_window = ticks |> Enum.filter(&(&1 > t0 and &1 < t1)) |> Enum.sort()
-    points = [t0 | in_window] ++ [t1]
-    max_gap = points |> Enum.zip(tl(points)) |> Enum.map(fn {a, b} -> b - a end) |> Enum.max()
-
-    {result, %{max_gap_ms: max_gap / 1000, batch_ms: (t1 - t0) / 1000, ticks: length(in_window)}}
-  end
-
-  defp tick(parent, acc) do
-    if acc == [], do: send(parent, :ticking)
-
-    receive do
-      {:stop, from} -> send(from, {:ticks, acc})
-    after
-      1 -> tick(parent, [System.monotonic_time(:microsecond) | acc])
-    end
   end
 end

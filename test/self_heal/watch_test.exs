@@ -3,6 +3,7 @@ defmodule SelfHeal.WatchTest do
   use ExUnit.Case, async: false
 
   import Bitwise
+  import SelfHeal.TestSupport, only: [while_ticking: 1, with_one_scheduler: 1]
   alias SelfHeal.Watch
 
   @moduletag timeout: 60_000
@@ -465,45 +466,15 @@ defmodule SelfHeal.WatchTest do
       yielding = set_with(specs)
       blocking = set_with(specs, yield_every: 1_000_000_000)
 
-      old = :erlang.system_flag(:schedulers_online, 1)
-      on_exit(fn -> :erlang.system_flag(:schedulers_online, old) end)
-
       {{fired, y}, {_, b}} =
-        try do
+        with_one_scheduler(fn ->
           {while_ticking(fn -> Watch.observe(yielding, events, 0) end),
            while_ticking(fn -> Watch.observe(blocking, events, 0) end)}
-        after
-          :erlang.system_flag(:schedulers_online, old)
-        end
+        end)
 
       assert length(fired) == 200
       assert y.max_gap_ms < 50, "ticker starved: #{inspect(y)}"
       assert b.max_gap_ms >= b.batch_ms * 0.5, "control did not block: #{inspect(b)}"
-    end
-  end
-
-  defp while_ticking(fun) do
-    parent = self()
-    ticker = spawn_link(fn -> tick(parent, []) end)
-    assert_receive :ticking, 1_000
-    t0 = System.monotonic_time(:microsecond)
-    result = fun.()
-    t1 = System.monotonic_time(:microsecond)
-    send(ticker, {:stop, self()})
-    assert_receive {:ticks, ticks}, 5_000
-    in_window = ticks |> Enum.filter(&(&1 > t0 and &1 < t1)) |> Enum.sort()
-    points = [t0 | in_window] ++ [t1]
-    max_gap = points |> Enum.zip(tl(points)) |> Enum.map(fn {a, b} -> b - a end) |> Enum.max()
-    {result, %{max_gap_ms: max_gap / 1000, batch_ms: (t1 - t0) / 1000}}
-  end
-
-  defp tick(parent, acc) do
-    if acc == [], do: send(parent, :ticking)
-
-    receive do
-      {:stop, from} -> send(from, {:ticks, acc})
-    after
-      1 -> tick(parent, [System.monotonic_time(:microsecond) | acc])
     end
   end
 

@@ -105,6 +105,57 @@ defmodule SelfHeal.TestSupport do
     end
   end
 
+  # ------------------------------------------------------------ scheduling
+
+  @doc """
+  Runs `fun` with one normal scheduler online (the others taken offline
+  and put back after, also when it raises): a NIF that blocks its scheduler
+  then blocks every process.
+  """
+  def with_one_scheduler(fun) do
+    old = :erlang.system_flag(:schedulers_online, 1)
+    ExUnit.Callbacks.on_exit(fn -> :erlang.system_flag(:schedulers_online, old) end)
+
+    try do
+      fun.()
+    after
+      :erlang.system_flag(:schedulers_online, old)
+    end
+  end
+
+  @doc """
+  Runs `fun` while a process ticks every millisecond; returns `{result,
+  %{max_gap_ms:, batch_ms:, ticks:}}`: how long the call took, the ticks
+  seen during it and the longest gap between them (with one scheduler
+  online: the longest the call kept the ticker from running).
+  """
+  def while_ticking(fun) do
+    parent = self()
+    ticker = spawn_link(fn -> tick(parent, []) end)
+    assert_receive :ticking, 1_000
+    t0 = System.monotonic_time(:microsecond)
+    result = fun.()
+    t1 = System.monotonic_time(:microsecond)
+    send(ticker, {:stop, self()})
+    assert_receive {:ticks, ticks}, 5_000
+
+    in_window = ticks |> Enum.filter(&(&1 > t0 and &1 < t1)) |> Enum.sort()
+    points = [t0 | in_window] ++ [t1]
+    max_gap = points |> Enum.zip(tl(points)) |> Enum.map(fn {a, b} -> b - a end) |> Enum.max()
+
+    {result, %{max_gap_ms: max_gap / 1000, batch_ms: (t1 - t0) / 1000, ticks: length(in_window)}}
+  end
+
+  defp tick(parent, acc) do
+    if acc == [], do: send(parent, :ticking)
+
+    receive do
+      {:stop, from} -> send(from, {:ticks, acc})
+    after
+      1 -> tick(parent, [System.monotonic_time(:microsecond) | acc])
+    end
+  end
+
   # ------------------------------------------------------------ logger
 
   @doc "A unique atom, for handler ids and process names."

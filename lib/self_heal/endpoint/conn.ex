@@ -30,14 +30,26 @@ defmodule SelfHeal.Endpoint.Conn do
 
   alias SelfHeal.Endpoint.Handler
 
-  defstruct [:socket, :config, :peer, buf: "", requests: 0]
+  defstruct [
+    :socket,
+    :config,
+    :peer,
+    :source,
+    buf: "",
+    requests: 0,
+    authenticated: false,
+    probation: false
+  ]
 
   @type t :: %__MODULE__{
           socket: :gen_tcp.socket(),
           config: SelfHeal.Endpoint.config(),
           peer: :inet.ip_address() | nil,
+          source: term(),
           buf: binary(),
-          requests: non_neg_integer()
+          requests: non_neg_integer(),
+          authenticated: boolean(),
+          probation: boolean()
         }
 
   defmodule Request do
@@ -94,17 +106,46 @@ defmodule SelfHeal.Endpoint.Conn do
   @spec init(SelfHeal.Endpoint.config()) :: :ok
   def init(config) do
     receive do
-      {:socket, socket} ->
-        peer =
-          case :inet.peername(socket) do
-            {:ok, {ip, _port}} -> ip
-            _ -> nil
-          end
+      {:socket, socket, peer, source, probation?} ->
+        conn = %__MODULE__{
+          socket: socket,
+          config: config,
+          peer: peer,
+          source: source,
+          probation: probation?
+        }
 
-        loop(%__MODULE__{socket: socket, config: config, peer: peer})
+        :atomics.add(config.counters, 1, 1)
+
+        try do
+          loop(conn)
+        after
+          # the acceptor counted this connection for its client
+          :ets.update_counter(config.client_table, source, {2, -1})
+          :atomics.sub(config.counters, 1, 1)
+          if Process.get(:authenticated), do: :atomics.sub(config.counters, 2, 1)
+        end
     after
       5000 -> :ok
     end
+  end
+
+  @doc """
+  Whether the endpoint is under connection pressure: three quarters of
+  `:max_connections` open. Then a connection that has not authenticated
+  waits at most `:pressure_idle_timeout` for its next request, and is
+  closed after each answer.
+  """
+  @spec pressure?(SelfHeal.Endpoint.config()) :: boolean()
+  def pressure?(config), do: :atomics.get(config.counters, 1) * 4 >= config.max_connections * 3
+
+  # Counted once per connection, for the acceptors' reserve.
+  defp authenticate(%__MODULE__{authenticated: true} = conn), do: conn
+
+  defp authenticate(conn) do
+    :atomics.add(conn.config.counters, 2, 1)
+    Process.put(:authenticated, true)
+    %{conn | authenticated: true, probation: false}
   end
 
   # ------------------------------------------------------------ requests
@@ -112,36 +153,52 @@ defmodule SelfHeal.Endpoint.Conn do
   defp loop(conn) do
     case read_head(conn) do
       {:ok, req, conn} ->
-        {status, headers, body, conn, req, close?} = Handler.handle(conn, req)
-        keep? = req.keep_alive and not close? and body_done?(req)
-        body = if req.method == :HEAD, do: {:head, body}, else: body
-
-        connection =
-          cond do
-            not keep? -> :close
-            req.version == {1, 0} -> :keep_alive
-            true -> :default
-          end
-
-        case send_response(conn, status, headers, body, connection) do
-          :ok when keep? ->
-            # an idle process would hold its last body (up to max_body, a
-            # refc binary) until its next collection; the live heap is tiny
-            if conn.buf == "", do: :erlang.garbage_collect()
-            loop(%{conn | requests: conn.requests + 1})
-
-          :ok ->
-            close(conn, req.body != :read)
-
-          {:error, _} ->
-            :gen_tcp.close(conn.socket)
-        end
+        conn = if Handler.authenticated?(req, conn.config), do: authenticate(conn), else: conn
+        respond(conn, req)
 
       {:error, status, conn} ->
         _ = send_response(conn, status, [], reason_text(status), :close)
         close(conn, true)
 
       :closed ->
+        :gen_tcp.close(conn.socket)
+    end
+  end
+
+  # A connection taken into the reserve (the acceptors saw too many
+  # connections that have not authenticated) serves only a request with a
+  # bearer token.
+  defp respond(%__MODULE__{probation: true} = conn, _req) do
+    headers = [{"retry-after", "1"}, {"content-type", "text/plain; charset=utf-8"}]
+    _ = send_response(conn, 503, headers, "too many connections, retry later\n", :close)
+    close(conn, true)
+  end
+
+  defp respond(conn, req) do
+    {status, headers, body, conn, req, close?} = Handler.handle(conn, req)
+    # under pressure only authenticated clients keep their connection
+    close? = close? or (not conn.authenticated and pressure?(conn.config))
+    keep? = req.keep_alive and not close? and body_done?(req)
+    body = if req.method == :HEAD, do: {:head, body}, else: body
+
+    connection =
+      cond do
+        not keep? -> :close
+        req.version == {1, 0} -> :keep_alive
+        true -> :default
+      end
+
+    case send_response(conn, status, headers, body, connection) do
+      :ok when keep? ->
+        # an idle process would hold its last body (up to max_body, a
+        # refc binary) until its next collection; the live heap is tiny
+        if conn.buf == "", do: :erlang.garbage_collect()
+        loop(%{conn | requests: conn.requests + 1})
+
+      :ok ->
+        close(conn, req.body != :read)
+
+      {:error, _} ->
         :gen_tcp.close(conn.socket)
     end
   end
@@ -154,14 +211,38 @@ defmodule SelfHeal.Endpoint.Conn do
   # ------------------------------------------------------------ head
 
   defp read_head(conn) do
-    wait = if conn.requests == 0, do: conn.config.header_timeout, else: conn.config.idle_timeout
+    cfg = conn.config
+
+    wait =
+      cond do
+        conn.probation -> min(cfg.header_timeout, cfg.pressure_idle_timeout)
+        conn.requests == 0 -> cfg.header_timeout
+        true -> cfg.idle_timeout
+      end
 
     # a pipelined request may already be buffered
-    filled = if conn.buf == "", do: fill(conn, wait), else: {:ok, conn}
+    filled = if conn.buf == "", do: wait_request(conn, deadline(wait)), else: {:ok, conn}
 
     case filled do
       {:ok, conn} -> request_line(conn, deadline(conn.config.header_timeout), 0)
       {:error, _} -> :closed
+    end
+  end
+
+  # Waits for the first byte of a request in steps of
+  # :pressure_idle_timeout: a connection that has not authenticated is let
+  # go as soon as the endpoint is under pressure.
+  defp wait_request(conn, deadline) do
+    step = min(remaining(deadline), conn.config.pressure_idle_timeout)
+
+    case fill(conn, step) do
+      {:error, :timeout} ->
+        if remaining(deadline) == 0 or (not conn.authenticated and pressure?(conn.config)),
+          do: {:error, :timeout},
+          else: wait_request(conn, deadline)
+
+      other ->
+        other
     end
   end
 
@@ -215,6 +296,9 @@ defmodule SelfHeal.Endpoint.Conn do
           count + 1 > cfg.max_headers or used > cfg.max_header_bytes ->
             {:error, 431, conn}
 
+          control?(value) ->
+            {:error, 400, conn}
+
           true ->
             case put_header(req, name, String.trim(value)) do
               {:ok, req} -> headers(conn, req, deadline, count + 1, used)
@@ -235,13 +319,29 @@ defmodule SelfHeal.Endpoint.Conn do
     end
   end
 
+  # Under pressure, a client that has not authenticated gets
+  # :pressure_idle_timeout for its whole head instead of :header_timeout,
+  # so slow senders cannot hold the connections.
   defp with_more(conn, deadline, next) do
+    cfg = conn.config
+
+    deadline =
+      if conn.authenticated or not pressure?(cfg),
+        do: deadline,
+        else: min(deadline, deadline - cfg.header_timeout + cfg.pressure_idle_timeout)
+
     case fill(conn, remaining(deadline)) do
       {:ok, conn} -> next.(conn)
       {:error, :timeout} -> {:error, 408, conn}
       {:error, _} -> :closed
     end
   end
+
+  # A field value may hold no control byte but horizontal tab (RFC 9110
+  # 5.5): a bare CR in an Origin would otherwise be reflected into a header
+  # of the answer.
+  @controls Enum.map(Enum.to_list(0..8) ++ Enum.to_list(10..31) ++ [127], &<<&1>>)
+  defp control?(value), do: :binary.match(value, @controls) != :nomatch
 
   defp split_uri({:abs_path, target}), do: split_target(target)
   defp split_uri({:absoluteURI, _scheme, _host, _port, target}), do: split_target(target)
@@ -343,7 +443,7 @@ defmodule SelfHeal.Endpoint.Conn do
         req = continue(conn, req)
         deadline = deadline(conn.config.body_timeout)
 
-        case chunks(conn, deadline, limit, [], 0) do
+        case chunks(conn, deadline, limit, "", max(limit, 65_536)) do
           {:ok, body, conn} -> {:ok, body, conn, %{req | body: :read}}
           {:error, status, conn} -> {:error, status, conn, %{req | body: :broken}}
         end
@@ -386,24 +486,31 @@ defmodule SelfHeal.Endpoint.Conn do
     end
   end
 
-  defp chunks(conn, deadline, limit, acc, total) do
+  # The data of every chunk is appended to one binary (grown in place), so
+  # a body of tiny chunks holds one buffer, not a sub-binary (and the
+  # received packet under it) per chunk. The framing (size lines and
+  # CRLFs) may cost at most `framing` bytes more than the data: a body of
+  # one-byte chunks is refused long before it is five times its size.
+  defp chunks(conn, deadline, limit, acc, framing) do
     with {:ok, line, conn} <- line(conn, deadline, @max_chunk_line) do
+      framing = framing - byte_size(line) - 4
+
       case chunk_size(line) do
         :error ->
           {:error, 400, conn}
 
         {:ok, 0} ->
           with {:ok, conn} <- trailers(conn, deadline, 0) do
-            {:ok, IO.iodata_to_binary(Enum.reverse(acc)), conn}
+            {:ok, acc, conn}
           end
 
-        {:ok, size} when total + size > limit ->
+        {:ok, size} when byte_size(acc) + size > limit or framing < 0 ->
           {:error, 413, conn}
 
         {:ok, size} ->
           with {:ok, data, conn} <- exact(conn, size, deadline),
                {:ok, "", conn} <- line(conn, deadline, 2) do
-            chunks(conn, deadline, limit, [data | acc], total + size)
+            chunks(conn, deadline, limit, <<acc::binary, data::binary>>, framing)
           else
             {:ok, _not_empty, conn} -> {:error, 400, conn}
             error -> error
@@ -503,7 +610,11 @@ defmodule SelfHeal.Endpoint.Conn do
       "HTTP/1.1 ",
       status_line(status),
       "\r\n",
-      Enum.map(headers, fn {name, value} -> [name, ": ", value, "\r\n"] end),
+      for(
+        {name, value} <- headers,
+        not control?(IO.iodata_to_binary(value)),
+        do: [name, ": ", value, "\r\n"]
+      ),
       "content-length: ",
       Integer.to_string(length),
       "\r\n",

@@ -15,7 +15,7 @@ defmodule SelfHeal.Endpoint.Handler do
   """
 
   alias SelfHeal.{Collector, Event, Native}
-  alias SelfHeal.Endpoint.{Approvals, Conn, JSON, RateLimit}
+  alias SelfHeal.Endpoint.{Approvals, Conn, JSON, RateLimit, Resume}
   alias SelfHeal.Endpoint.Conn.Request
 
   require Logger
@@ -44,8 +44,15 @@ defmodule SelfHeal.Endpoint.Handler do
       {500, @text, "internal error\n", conn, req, true}
   end
 
-  defp route(conn, req, method, "/healthz") when method in [:GET, :HEAD],
-    do: {200, @text, "ok\n", conn, req, false}
+  # cheap, but limited like the rest: a flood of health checks is not
+  # free of the rate limit
+  defp route(conn, req, method, "/healthz") when method in [:GET, :HEAD] do
+    with {:ok, conn, req} <- rate(conn, req, []) do
+      {200, @text, "ok\n", conn, req, false}
+    else
+      reply -> answer(reply, conn, req)
+    end
+  end
 
   defp route(conn, req, :POST, "/ingest"), do: ingest(conn, req)
   defp route(conn, req, :POST, "/capture"), do: capture(conn, req)
@@ -82,32 +89,174 @@ defmodule SelfHeal.Endpoint.Handler do
     with :ok <- declared_length(req, cfg),
          :ok <- bearer(req, cfg),
          :ok <- ingest_media(req) do
-      accept(conn, req, [], &decode_ingest(&1, req.content_type), &fluent_bit_event/1)
+      accept(
+        conn,
+        req,
+        [],
+        full_limits(cfg),
+        &decode_ingest(&1, req.content_type, &2),
+        &fluent_bit_event/1
+      )
     else
       reply -> answer(reply, conn, req)
     end
   end
 
   # The common part of /ingest and /capture once the credentials are
-  # checked: encoding, rate limit, body, overload, decoding, delivery.
-  defp accept(conn, req, cors, decode, to_event) do
+  # checked: encoding, rate limit, body, overload, counting, decoding and
+  # admission slice by slice (`admit/6`).
+  defp accept(conn, req, cors, limits, decode, to_event) do
     with :ok <- encoding(req),
          {:ok, conn, req} <- rate(conn, req, cors),
-         {:ok, body, conn, req} <- body(conn, req, cors) do
-      case overloaded?(conn.config) || decode.(body) do
-        true ->
-          overloaded(conn, req, cors)
-
-        {:ok, decoded} ->
-          events = Enum.map(decoded.events, to_event)
-          deliver(conn, req, events, decoded.malformed, cors)
-
-        {:reply, status, headers, text, _read} ->
-          {status, headers, text, conn, req, false}
+         {:ok, body, conn, req} <- body(conn, req, cors, limits) do
+      with false <- overloaded?(conn.config),
+           {:ok, lines} <- decode.(body, limits.events),
+           {:ok, records} <- count(lines, limits, cors) do
+        admit(conn, req, lines, records, limits, cors, to_event)
+      else
+        true -> overloaded(conn, req, cors)
+        {:reply, status, headers, text, _read} -> {status, headers, text, conn, req, false}
       end
     else
       reply -> answer(reply, conn, req)
     end
+  end
+
+  # What one request may cost: bytes on the wire and inflated, records.
+  defp full_limits(cfg) do
+    %{
+      body: cfg.max_body,
+      inflated: cfg.max_decompressed,
+      events: cfg.max_events,
+      class: :authenticated
+    }
+  end
+
+  defp capture_limits(cfg) do
+    %{
+      body: min(cfg.max_capture_body, cfg.max_body),
+      inflated: min(cfg.max_capture_body, cfg.max_decompressed),
+      events: min(cfg.max_capture_events, cfg.max_events),
+      class: :anonymous
+    }
+  end
+
+  # Records are counted in C before any is decoded: a body of more than
+  # the request's budget is refused whole (413), before the work.
+  defp count(lines, limits, cors) do
+    case Native.count_json_lines(lines, limits.events) do
+      n when n > limits.events -> too_many(limits, cors)
+      n -> {:ok, n}
+    end
+  end
+
+  defp too_many(limits, cors) do
+    reply(413, cors ++ @text, "more than #{limits.events} records in one request\n", :read)
+  end
+
+  # Admission in events. The body is decoded a slice (:admit_slice
+  # records) at a time and each slice handed to the collector when it has
+  # room: the first waits up to :overload_wait, later ones up to
+  # :admit_wait, so a chunk larger than the collector's queue is taken as
+  # it drains instead of being refused forever. A chunk left half taken
+  # (503) keeps a resume point under its digest and its client, so
+  # Fluent Bit's retry of the same chunk continues after what was taken.
+  defp admit(conn, req, lines, records, limits, cors, to_event) do
+    cfg = conn.config
+    client = conn.source
+    resume = if records > cfg.admit_slice, do: {client, :crypto.hash(:sha256, lines)}
+
+    start =
+      Resume.take(cfg.resume_table, resume) ||
+        %{next: 0, accepted: 0, malformed: 0, lines: 0, error: nil}
+
+    admit_slices(
+      conn,
+      req,
+      lines,
+      start,
+      resume,
+      {limits.class, client},
+      cors,
+      to_event,
+      cfg.overload_wait
+    )
+  end
+
+  defp admit_slices(conn, req, lines, acc, resume, source, cors, to_event, wait) do
+    cfg = conn.config
+
+    if acc.next >= byte_size(lines) do
+      admitted(conn, req, acc, cors)
+    else
+      decoded = Native.decode_json_lines(lines, acc.next, cfg.admit_slice)
+      events = Enum.map(decoded.events, to_event)
+      deadline = System.monotonic_time(:millisecond) + wait
+
+      case events == [] or room(cfg.collector, events, source, deadline) do
+        true ->
+          acc = %{
+            next: decoded.next,
+            accepted: acc.accepted + length(events),
+            malformed: acc.malformed + decoded.malformed,
+            lines: acc.lines + length(events) + decoded.malformed + decoded.blank_lines,
+            error: acc.error || first_error(decoded.errors, acc.lines)
+          }
+
+          admit_slices(conn, req, lines, acc, resume, source, cors, to_event, cfg.admit_wait)
+
+        false ->
+          if acc.accepted > 0, do: Resume.put(cfg.resume_table, resume, acc, cfg.max_resumes)
+          overloaded(conn, req, cors)
+      end
+    end
+  end
+
+  defp first_error([{line, reason} | _], before), do: {line + before, reason}
+  defp first_error([], _before), do: nil
+
+  # Hands events to the collector when its queue has room for them,
+  # waiting (sleeping) until the deadline; refusals while waiting are not
+  # counted as shed, only the last one.
+  defp room(collector, events, source, deadline) do
+    last? = System.monotonic_time(:millisecond) >= deadline
+
+    case Collector.ingest(collector, events, source: source, count_shed: last?) do
+      :ok ->
+        true
+
+      {:error, :overloaded} when last? ->
+        false
+
+      {:error, :overloaded} ->
+        Process.sleep(2)
+        room(collector, events, source, deadline)
+    end
+  end
+
+  defp admitted(conn, req, %{accepted: 0, malformed: malformed, error: {line, reason}}, cors)
+       when malformed > 0 do
+    body = [
+      "{\"accepted\":0,\"malformed\":",
+      Integer.to_string(malformed),
+      ",\"error\":",
+      json_string("line #{line}: #{reason}"),
+      "}\n"
+    ]
+
+    {400, cors ++ @json, body, conn, req, false}
+  end
+
+  defp admitted(conn, req, acc, cors) do
+    body = [
+      "{\"accepted\":",
+      Integer.to_string(acc.accepted),
+      ",\"malformed\":",
+      Integer.to_string(acc.malformed),
+      "}\n"
+    ]
+
+    {202, cors ++ @json, body, conn, req, false}
   end
 
   defp answer({:reply, status, headers, text, close?}, conn, req),
@@ -125,12 +274,13 @@ defmodule SelfHeal.Endpoint.Handler do
   defp ingest_media(_req), do: :ok
 
   # Format json_lines (one object a line), json (an array) or json_stream
-  # (objects one after the other, sent as application/json).
-  defp decode_ingest(body, content_type) do
+  # (objects one after the other, sent as application/json): the body as
+  # json_lines, at most `max` + 1 elements cut out of an array or stream.
+  defp decode_ingest(body, content_type, max) do
     case first_byte(body) do
       ?[ ->
-        case JSON.array_elements(body) do
-          {:ok, elements} -> decode_lines(JSON.to_lines(elements))
+        case JSON.array_elements(body, max + 1) do
+          {:ok, elements} -> {:ok, IO.iodata_to_binary(JSON.to_lines(elements))}
           {:error, reason} -> reply(400, @text, "malformed JSON array: #{reason}\n", :read)
         end
 
@@ -138,16 +288,16 @@ defmodule SelfHeal.Endpoint.Handler do
         if json_media?(content_type) do
           # a record broken midway leaves the scan nowhere to resume: then
           # the body is read line by line, as json_lines
-          case JSON.stream_values(body) do
-            {:ok, values} -> decode_lines(JSON.to_lines(values))
-            {:error, _} -> decode_lines(body)
+          case JSON.stream_values(body, max + 1) do
+            {:ok, values} -> {:ok, IO.iodata_to_binary(JSON.to_lines(values))}
+            {:error, _} -> {:ok, body}
           end
         else
-          decode_lines(body)
+          {:ok, body}
         end
 
       _ ->
-        decode_lines(body)
+        {:ok, body}
     end
   end
 
@@ -183,7 +333,16 @@ defmodule SelfHeal.Endpoint.Handler do
          {:ok, cors} <- capture_auth(req, cfg) do
       user_agent = req.user_agent
 
-      accept(conn, req, cors, &decode_capture(&1, cors), &capture_event(&1, user_agent))
+      limits = if req.authorization, do: full_limits(cfg), else: capture_limits(cfg)
+
+      accept(
+        conn,
+        req,
+        cors,
+        limits,
+        &decode_capture(&1, &2, cors),
+        &capture_event(&1, user_agent)
+      )
     else
       reply -> answer(reply, conn, req)
     end
@@ -216,10 +375,10 @@ defmodule SelfHeal.Endpoint.Handler do
     end
   end
 
-  defp decode_capture(body, cors) do
-    case JSON.capture_events(body) do
+  defp decode_capture(body, max, cors) do
+    case JSON.capture_events(body, max + 1) do
       {:ok, elements} ->
-        decode_lines(JSON.to_lines(elements), cors)
+        {:ok, IO.iodata_to_binary(JSON.to_lines(elements))}
 
       {:error, reason} ->
         reply(400, cors ++ @text, "malformed JSON: #{reason}\n", :read)
@@ -290,6 +449,11 @@ defmodule SelfHeal.Endpoint.Handler do
 
   # ------------------------------------------------------------ credentials
 
+  @doc "Whether the request carries one of the endpoint's bearer tokens."
+  @spec authenticated?(Request.t(), SelfHeal.Endpoint.config()) :: boolean()
+  def authenticated?(%Request{authorization: nil}, _cfg), do: false
+  def authenticated?(req, cfg), do: bearer(req, cfg) == :ok
+
   defp bearer(req, cfg) do
     presented =
       case req.authorization do
@@ -343,7 +507,7 @@ defmodule SelfHeal.Endpoint.Handler do
   defp rate(conn, req, cors) do
     cfg = conn.config
 
-    case RateLimit.check(cfg.rate_table, source(conn.peer), cfg.rate_limit, cfg.max_sources) do
+    case RateLimit.check(cfg.rate_table, conn.source, cfg.rate_limit, cfg.max_sources) do
       :ok ->
         {:ok, conn, req}
 
@@ -357,33 +521,23 @@ defmodule SelfHeal.Endpoint.Handler do
     end
   end
 
-  # IPv6 clients are limited by /64, the block one client usually holds;
-  # IPv4-mapped addresses (a dual-stack listener) by their IPv4 address
-  defp source({0, 0, 0, 0, 0, 0xFFFF, ab, cd}),
-    do: {div(ab, 256), rem(ab, 256), div(cd, 256), rem(cd, 256)}
-
-  defp source({a, b, c, d, _, _, _, _}), do: {:v6, a, b, c, d}
-  defp source(ip), do: ip
-
-  defp body(conn, req, cors) do
-    cfg = conn.config
-
-    case Conn.read_body(conn, req, cfg.max_body) do
+  defp body(conn, req, cors, limits) do
+    case Conn.read_body(conn, req, limits.body) do
       {:ok, body, conn, req} ->
-        case decompress(body, req.content_encoding, cfg.max_decompressed) do
+        case decompress(body, req.content_encoding, limits.inflated) do
           {:ok, body} ->
-            {:ok, body, conn, req}
+            {:ok, IO.iodata_to_binary(body), conn, req}
 
           {:error, :too_large} ->
             {:reply, 413, cors ++ @text,
-             "decompressed body larger than #{cfg.max_decompressed} bytes\n", conn, req}
+             "decompressed body larger than #{limits.inflated} bytes\n", conn, req}
 
           {:error, :bad_gzip} ->
             {:reply, 400, cors ++ @text, "malformed gzip body\n", conn, req}
         end
 
       {:error, 413, _conn, _req} ->
-        reply(413, cors ++ @text, "body larger than #{cfg.max_body} bytes\n", true)
+        reply(413, cors ++ @text, "body larger than #{limits.body} bytes\n", true)
 
       {:error, status, _conn, _req} ->
         reply(status, cors ++ @text, Conn.reason_text(status), true)
@@ -393,7 +547,9 @@ defmodule SelfHeal.Endpoint.Handler do
   @doc """
   Inflates a gzip body step by step with `:zlib.safeInflate/2`, stopping
   as soon as the output passes `max` bytes (a zip bomb costs at most that
-  much memory).
+  much memory). Per RFC 1952 a body may hold several members, one after
+  the other: all are inflated. A member cut short, or bytes after the last
+  member that are not one, is `:bad_gzip`.
   """
   @spec decompress(binary(), binary() | nil, pos_integer()) ::
           {:ok, binary()} | {:error, :too_large | :bad_gzip}
@@ -403,8 +559,14 @@ defmodule SelfHeal.Endpoint.Handler do
     z = :zlib.open()
 
     try do
-      :ok = :zlib.inflateInit(z, 31)
-      inflate(z, :zlib.safeInflate(z, body), [], 0, max)
+      # :reset: at the end of a member, the next one starts
+      :ok = :zlib.inflateInit(z, 31, :reset)
+
+      with {:ok, out} <- inflate(z, :zlib.safeInflate(z, body), [], 0, max) do
+        # raises when the last member is not complete
+        :ok = :zlib.inflateEnd(z)
+        {:ok, out}
+      end
     rescue
       ErlangError -> {:error, :bad_gzip}
     after
@@ -426,49 +588,6 @@ defmodule SelfHeal.Endpoint.Handler do
   defp inflate(_z, _other, _acc, _size, _max), do: {:error, :bad_gzip}
 
   # ------------------------------------------------------------ events
-
-  defp decode_lines(body, cors \\ []) do
-    decoded = Native.decode_json_lines(IO.iodata_to_binary(body))
-
-    if decoded.events == [] and decoded.malformed > 0 do
-      {line, reason} = hd(decoded.errors)
-
-      reply(
-        400,
-        cors ++ @json,
-        [
-          "{\"accepted\":0,\"malformed\":",
-          Integer.to_string(decoded.malformed),
-          ",\"error\":",
-          json_string("line #{line}: #{reason}"),
-          "}\n"
-        ],
-        :read
-      )
-    else
-      {:ok, decoded}
-    end
-  end
-
-  defp deliver(conn, req, events, malformed, cors) do
-    result = if events == [], do: :ok, else: Collector.ingest(conn.config.collector, events)
-
-    case result do
-      :ok ->
-        body = [
-          "{\"accepted\":",
-          Integer.to_string(length(events)),
-          ",\"malformed\":",
-          Integer.to_string(malformed),
-          "}\n"
-        ]
-
-        {202, cors ++ @json, body, conn, req, false}
-
-      {:error, :overloaded} ->
-        overloaded(conn, req, cors)
-    end
-  end
 
   defp overloaded(conn, req, cors) do
     {503, [{"retry-after", "1"} | cors] ++ @text, "overloaded, retry later\n", conn, req, false}

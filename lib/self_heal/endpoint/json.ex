@@ -20,17 +20,21 @@ defmodule SelfHeal.Endpoint.JSON do
 
   @doc """
   The elements of a top-level JSON array, as raw texts, in order.
-  `{:error, reason}` when the body is not an array or is cut short.
+  `{:error, reason}` when the body is not an array or is cut short. With
+  `max`, the scan stops after `max` elements and returns them (the rest
+  is not looked at: the caller refuses a body that reaches its limit).
   """
-  @spec array_elements(binary()) :: {:ok, [binary()]} | {:error, binary()}
-  def array_elements(body) when is_binary(body) do
+  @spec array_elements(binary(), pos_integer() | :infinity) ::
+          {:ok, [binary()]} | {:error, binary()}
+  def array_elements(body, max \\ :infinity) when is_binary(body) do
     pos = skip_ws(body, 0)
 
     case byte_at(body, pos) do
       ?[ ->
-        with {:ok, elements, next} <- elements(body, pos + 1),
-             :ok <- only_ws(body, next) do
-          {:ok, elements}
+        case elements(body, pos + 1, max) do
+          {:ok, elements, :max} -> {:ok, elements}
+          {:ok, elements, next} -> with :ok <- only_ws(body, next), do: {:ok, elements}
+          error -> error
         end
 
       _ ->
@@ -40,37 +44,47 @@ defmodule SelfHeal.Endpoint.JSON do
 
   @doc """
   The top-level values of a stream of JSON texts (`{...}{...}` or
-  `{...} {...}`, Fluent Bit's `Format json_stream`), as raw texts.
+  `{...} {...}`, Fluent Bit's `Format json_stream`), as raw texts; at most
+  `max` of them, as in `array_elements/2`.
   """
-  @spec stream_values(binary()) :: {:ok, [binary()]} | {:error, binary()}
-  def stream_values(body) when is_binary(body), do: stream_values(body, skip_ws(body, 0), [])
+  @spec stream_values(binary(), pos_integer() | :infinity) ::
+          {:ok, [binary()]} | {:error, binary()}
+  def stream_values(body, max \\ :infinity) when is_binary(body),
+    do: stream_values(body, skip_ws(body, 0), [], max)
 
-  defp stream_values(body, pos, acc) when pos >= byte_size(body), do: {:ok, Enum.reverse(acc)}
+  defp stream_values(body, pos, acc, max) when pos >= byte_size(body) or max == 0,
+    do: {:ok, Enum.reverse(acc)}
 
-  defp stream_values(body, pos, acc) do
+  defp stream_values(body, pos, acc, max) do
     with {:ok, stop} <- value_end(body, pos) do
-      stream_values(body, skip_ws(body, stop), [binary_part(body, pos, stop - pos) | acc])
+      acc = [binary_part(body, pos, stop - pos) | acc]
+      stream_values(body, skip_ws(body, stop), acc, decrement(max))
     end
   end
 
+  defp decrement(:infinity), do: :infinity
+  defp decrement(n), do: n - 1
+
   @doc """
   The events of a capture body: one event object, `{"events": [...]}`, or
-  (leniently) a bare array of events. Returns their raw texts.
+  (leniently) a bare array of events. Returns their raw texts; at most
+  `max` of them, as in `array_elements/2`.
   """
-  @spec capture_events(binary()) :: {:ok, [binary()]} | {:error, binary()}
-  def capture_events(body) when is_binary(body) do
+  @spec capture_events(binary(), pos_integer() | :infinity) ::
+          {:ok, [binary()]} | {:error, binary()}
+  def capture_events(body, max \\ :infinity) when is_binary(body) do
     pos = skip_ws(body, 0)
 
     case byte_at(body, pos) do
       ?[ ->
-        array_elements(body)
+        array_elements(body, max)
 
       ?{ ->
         with {:ok, events_value, next} <- find_member(body, pos + 1, "\"events\""),
              :ok <- only_ws(body, next) do
           case events_value do
             nil -> {:ok, [binary_part(body, pos, next - pos)]}
-            text -> array_elements(text)
+            text -> array_elements(text, max)
           end
         end
 
@@ -99,16 +113,18 @@ defmodule SelfHeal.Endpoint.JSON do
 
   # ------------------------------------------------------------ scanning
 
-  defp elements(body, pos) do
+  defp elements(body, pos, max) do
     pos = skip_ws(body, pos)
 
     case byte_at(body, pos) do
       ?] -> {:ok, [], pos + 1}
-      _ -> elements(body, pos, [])
+      _ -> elements(body, pos, [], max)
     end
   end
 
-  defp elements(body, pos, acc) do
+  defp elements(_body, _pos, acc, 0), do: {:ok, Enum.reverse(acc), :max}
+
+  defp elements(body, pos, acc, max) do
     pos = skip_ws(body, pos)
 
     with {:ok, stop} <- value_end(body, pos) do
@@ -116,7 +132,7 @@ defmodule SelfHeal.Endpoint.JSON do
       next = skip_ws(body, stop)
 
       case byte_at(body, next) do
-        ?, -> elements(body, next + 1, acc)
+        ?, -> elements(body, next + 1, acc, decrement(max))
         ?] -> {:ok, Enum.reverse(acc), next + 1}
         _ -> {:error, "expected , or ] at byte #{next}"}
       end

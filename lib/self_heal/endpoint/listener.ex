@@ -1,12 +1,14 @@
 defmodule SelfHeal.Endpoint.Listener do
   @moduledoc """
-  Owns the endpoint's listening socket and its rate-limit table, hands the
-  completed configuration to the acceptors, and sweeps the rate table
-  every 10 s (`SelfHeal.Endpoint.RateLimit.sweep/1`).
+  Owns the endpoint's listening socket and its shared tables (rate limits,
+  resume points of chunks taken in part, open connections per client, the
+  connection counters), hands the completed configuration to the
+  acceptors, and sweeps the rate and resume tables every 10 s
+  (`SelfHeal.Endpoint.RateLimit.sweep/1`, `SelfHeal.Endpoint.Resume.sweep/1`).
   """
   use GenServer
 
-  alias SelfHeal.Endpoint.RateLimit
+  alias SelfHeal.Endpoint.{RateLimit, Resume}
 
   @sweep_ms 10_000
 
@@ -41,7 +43,17 @@ defmodule SelfHeal.Endpoint.Listener do
     case :gen_tcp.listen(config.port, opts) do
       {:ok, socket} ->
         Process.send_after(self(), :sweep, @sweep_ms)
-        {:ok, %{config | listen_socket: socket, rate_table: RateLimit.new()}}
+
+        {:ok,
+         %{
+           config
+           | listen_socket: socket,
+             rate_table: RateLimit.new(),
+             resume_table: Resume.new(),
+             counters: :atomics.new(2, signed: true),
+             client_table:
+               :ets.new(:self_heal_endpoint_clients, [:set, :public, write_concurrency: true])
+         }}
 
       {:error, reason} ->
         {:stop, {:listen, :inet.ntoa(config.ip), config.port, reason}}
@@ -59,6 +71,9 @@ defmodule SelfHeal.Endpoint.Listener do
   @impl true
   def handle_info(:sweep, config) do
     RateLimit.sweep(config.rate_table)
+    Resume.sweep(config.resume_table)
+    # clients without an open connection
+    :ets.select_delete(config.client_table, [{{:_, 0}, [], [true]}])
     Process.send_after(self(), :sweep, @sweep_ms)
     {:noreply, config}
   end

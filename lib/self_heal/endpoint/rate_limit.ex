@@ -81,6 +81,18 @@ defmodule SelfHeal.Endpoint.RateLimit do
     :ets.select_replace(tab, [{{source, tat}, [], [{{{:const, source}, new_tat}}]}]) == 1
   end
 
+  @doc """
+  The source a client address counts as: IPv6 clients by their /64, the
+  block one client usually holds; IPv4-mapped addresses (a dual-stack
+  listener) as their IPv4 address.
+  """
+  @spec source(:inet.ip_address() | nil) :: term()
+  def source({0, 0, 0, 0, 0, 0xFFFF, ab, cd}),
+    do: {div(ab, 256), rem(ab, 256), div(cd, 256), rem(cd, 256)}
+
+  def source({a, b, c, d, _, _, _, _}), do: {:v6, a, b, c, d}
+  def source(ip), do: ip
+
   @doc "Deletes the rows of sources whose bucket is full again."
   @spec sweep(:ets.tid(), integer()) :: non_neg_integer()
   def sweep(tab, now_us \\ now()) do
