@@ -10,6 +10,13 @@
  *     placeholder routing as WILD) to the clusters of that key.
  *   - ids: an open-addressing table from id to cluster.
  * Tokens compare by hash; 64-bit hashes make a false match negligible.
+ *
+ * Walks (templates, snapshots in steps) keep their place with a marker
+ * node in the LRU list, moving from the tail to the head: behind it the
+ * visited clusters, before it the others. A cluster used during the walk
+ * moves to the head, so it is still visited if it was not yet, and one
+ * visited already carries the walk's generation in `seen` and is skipped
+ * when met again; a cluster made during the walk carries it from birth.
  */
 #include "self_heal/miner.h"
 #include "self_heal/normalize.h"
@@ -34,7 +41,9 @@ typedef struct cluster {
     uint64_t id;
     uint64_t count;
     uint64_t route; /* routing key */
+    uint64_t seen;  /* the walk that visited it or during which it was made */
     uint32_t ntok;
+    uint32_t bidx; /* index in its bucket's items */
     token *tok;
     char *text;
     struct cluster *prev, *next; /* LRU: head is most recent */
@@ -45,6 +54,26 @@ typedef struct bucket {
     cluster **items;
     uint32_t n, cap;
 } bucket;
+
+struct sh_miner_line {
+    sh_buf norm; /* the normalised line; tokens point into it */
+    token *tok;
+    size_t ntok, cap;
+    int truncated;
+    uint64_t route; /* routing key */
+    uint64_t tid;   /* the id of a cluster made from it */
+};
+
+/* The state of a snapshot written in steps. */
+typedef struct snap_state {
+    int aliases;     /* writing the alias table (else clusters) */
+    size_t start;    /* where the snapshot starts in the output */
+    size_t count_at; /* where the cluster count goes */
+    uint64_t nclusters;
+    size_t aliases_at; /* where the alias count goes */
+    uint64_t naliases;
+    size_t alias_next, alias_cap; /* next slot; the table size it is read at */
+} snap_state;
 
 struct sh_miner {
     sh_miner_config cfg;
@@ -58,10 +87,15 @@ struct sh_miner {
     uint64_t *alias_from, *alias_to;
     size_t aliases, alias_cap;
     uint32_t *pos_count; /* sibling counts per position (scratch) */
-    /* per-line scratch */
-    sh_buf norm;
-    token *line;
-    size_t line_cap;
+    sh_miner_line cur;   /* the line of sh_miner_add */
+    /* the walk: its marker in the LRU list (not a cluster), generation,
+     * template text and parameter positions, a snapshot's state */
+    cluster mark;
+    int walking;
+    uint64_t walk_gen;
+    sh_buf walk_text;
+    uint32_t *walk_params;
+    snap_state snap;
 };
 
 /* ------------------------------------------------------------ hashing */
@@ -121,13 +155,15 @@ int sh_miner_new(sh_miner **out, const sh_miner_config *config)
     if (m == NULL)
         return -1;
     config_fill(&m->cfg, config);
-    sh_buf_init(&m->norm);
+    sh_buf_init(&m->cur.norm);
+    sh_buf_init(&m->walk_text);
     m->bucket_cap = 256;
     m->buckets = calloc(m->bucket_cap, sizeof(*m->buckets));
     m->ids_cap = 256;
     m->ids = calloc(m->ids_cap, sizeof(*m->ids));
     m->pos_count = calloc(m->cfg.max_tokens + 1, sizeof(*m->pos_count));
-    if (m->buckets == NULL || m->ids == NULL || m->pos_count == NULL) {
+    m->walk_params = calloc(m->cfg.max_tokens + 1, sizeof(*m->walk_params));
+    if (m->buckets == NULL || m->ids == NULL || m->pos_count == NULL || m->walk_params == NULL) {
         sh_miner_free(m);
         return -1;
     }
@@ -151,7 +187,8 @@ void sh_miner_free(sh_miner *m)
     cluster *c = m->head;
     while (c != NULL) {
         cluster *next = c->next;
-        cluster_free(c);
+        if (c != &m->mark)
+            cluster_free(c);
         c = next;
     }
     for (size_t i = 0; m->buckets != NULL && i < m->bucket_cap; i++)
@@ -161,8 +198,10 @@ void sh_miner_free(sh_miner *m)
     free(m->alias_from);
     free(m->alias_to);
     free(m->pos_count);
-    free(m->line);
-    sh_buf_free(&m->norm);
+    free(m->walk_params);
+    free(m->cur.tok);
+    sh_buf_free(&m->cur.norm);
+    sh_buf_free(&m->walk_text);
     free(m);
 }
 
@@ -203,6 +242,13 @@ static void lru_touch(sh_miner *m, cluster *c)
         return;
     lru_unlink(m, c);
     lru_push_front(m, c);
+}
+
+/* The least recently used cluster (the walk's marker is not one). */
+static cluster *lru_last(sh_miner *m)
+{
+    cluster *c = m->tail;
+    return c == &m->mark ? c->prev : c;
 }
 
 /* ------------------------------------------------------------ id table */
@@ -299,20 +345,21 @@ static int bucket_add(sh_miner *m, cluster *c)
         b->items = items;
         b->cap = cap;
     }
+    c->bidx = b->n;
     b->items[b->n++] = c;
     return 0;
 }
 
-/* An emptied bucket stays in the table (its key may come back). */
+/* Moves the bucket's last item into c's place. An emptied bucket stays in
+ * the table (its key may come back). */
 static void bucket_remove(sh_miner *m, cluster *c)
 {
     bucket *b = bucket_find(m, c->route);
-    for (uint32_t i = 0; i < b->n; i++) {
-        if (b->items[i] == c) {
-            b->items[i] = b->items[--b->n];
-            return;
-        }
-    }
+    if (c->bidx >= b->n || b->items[c->bidx] != c)
+        return; /* not in it (an insert that failed half-way) */
+    cluster *last = b->items[--b->n];
+    b->items[c->bidx] = last;
+    last->bidx = c->bidx;
 }
 
 /* ------------------------------------------------------------ lines */
@@ -357,11 +404,11 @@ static int is_key_char(unsigned char c)
            c == '-' || c == '.';
 }
 
-/* Splits m->norm into m->line; returns the token count or -1. */
-static long tokenize(sh_miner *m, int *truncated)
+/* Splits l->norm into l->tok; returns the token count or -1. */
+static long tokenize(const sh_miner_config *cfg, sh_miner_line *l)
 {
-    const char *s = m->norm.data;
-    size_t len = m->norm.len, n = 0;
+    const char *s = l->norm.data;
+    size_t len = l->norm.len, n = 0;
     for (size_t i = 0; i < len;) {
         while (i < len && is_blank((unsigned char)s[i]))
             i++;
@@ -377,33 +424,34 @@ static long tokenize(sh_miner *m, int *truncated)
                 break;
             key = key && is_key_char(c);
         }
-        if (n == m->cfg.max_tokens) {
-            *truncated = 1;
+        if (n == cfg->max_tokens) {
+            l->truncated = 1;
             break;
         }
-        if (n == m->line_cap) {
-            size_t cap = m->line_cap ? m->line_cap * 2 : 64;
-            token *t = realloc(m->line, cap * sizeof(*t));
+        if (n == l->cap) {
+            size_t cap = l->cap ? l->cap * 2 : 64;
+            token *t = realloc(l->tok, cap * sizeof(*t));
             if (t == NULL)
                 return -1;
-            m->line = t;
-            m->line_cap = cap;
+            l->tok = t;
+            l->cap = cap;
         }
-        m->line[n].off = (uint32_t)start;
-        m->line[n].len = (uint32_t)(i - start);
-        m->line[n].hash = hash_bytes(s + start, i - start);
-        m->line[n].word = is_word(s + start, i - start);
+        l->tok[n].off = (uint32_t)start;
+        l->tok[n].len = (uint32_t)(i - start);
+        l->tok[n].hash = hash_bytes(s + start, i - start);
+        l->tok[n].word = is_word(s + start, i - start);
         n++;
     }
     return (long)n;
 }
 
-static uint64_t route_key(const sh_miner *m, size_t n)
+static uint64_t route_key(const sh_miner_line *l)
 {
+    size_t n = l->ntok;
     uint64_t k = mix(0x5bd1e995ULL + n);
     for (size_t i = 0; i < n && i < ROUTE_TOKENS; i++) {
-        const token *t = &m->line[i];
-        uint64_t h = routes_wild(m->norm.data + t->off, t->len) ? WILD : t->hash;
+        const token *t = &l->tok[i];
+        uint64_t h = routes_wild(l->norm.data + t->off, t->len) ? WILD : t->hash;
         k = mix(k ^ (h + 0x9E3779B97F4A7C15ULL * (i + 1)));
     }
     return k == 0 ? 1 : k;
@@ -426,9 +474,10 @@ static double similarity(const cluster *c, const token *line, size_t n, uint32_t
     return n == 0 ? 1.0 : (double)same / (double)n;
 }
 
-static cluster *best_match(sh_miner *m, uint64_t key, size_t n)
+static cluster *best_match(sh_miner *m, const sh_miner_line *l)
 {
-    bucket *b = bucket_find(m, key);
+    size_t n = l->ntok;
+    bucket *b = bucket_find(m, l->route);
     cluster *best = NULL;
     double best_sim = -1;
     uint32_t best_params = 0;
@@ -437,7 +486,7 @@ static cluster *best_match(sh_miner *m, uint64_t key, size_t n)
         if (c->ntok != n)
             continue;
         uint32_t params = 0;
-        double sim = similarity(c, m->line, n, &params);
+        double sim = similarity(c, l->tok, n, &params);
         if (sim > best_sim || (sim == best_sim && params > best_params)) {
             best = c;
             best_sim = sim;
@@ -490,7 +539,7 @@ static cluster *cluster_make(const token *toks, size_t n, const char *src, uint6
 
 static void evict_one(sh_miner *m)
 {
-    cluster *c = m->tail;
+    cluster *c = lru_last(m);
     if (c == NULL)
         return;
     lru_unlink(m, c);
@@ -514,9 +563,10 @@ static int cluster_insert(sh_miner *m, cluster *c)
         c->id = c->id == UINT64_MAX ? 1 : c->id + 1;
     m->ids[id_slot(m, c->id)] = c;
     alias_remove(m, c->id);
+    c->seen = m->walking ? m->walk_gen : 0; /* a walk going on does not visit it */
     lru_push_front(m, c);
     m->stats.clusters++;
-    while (m->stats.clusters > m->cfg.max_clusters && m->tail != c)
+    while (m->stats.clusters > m->cfg.max_clusters && lru_last(m) != c)
         evict_one(m);
     return 0;
 }
@@ -532,37 +582,55 @@ static size_t alias_slot(const sh_miner *m, uint64_t from)
     return i;
 }
 
+/* The alias table's next size, or 0 when it may not grow: it is bounded
+ * to 4 * max_clusters aliases. */
+static size_t alias_next_cap(const sh_miner *m)
+{
+    size_t cap = m->alias_cap ? m->alias_cap * 2 : 256;
+    return cap / 2 > 4 * m->cfg.max_clusters + 256 ? 0 : cap;
+}
+
+/* Whether adding `extra` aliases would grow the table. */
+static int alias_would_grow(const sh_miner *m, uint64_t extra)
+{
+    return (m->aliases + extra) * 2 > m->alias_cap && alias_next_cap(m) != 0;
+}
+
+static int alias_grow(sh_miner *m)
+{
+    size_t cap = alias_next_cap(m);
+    if (cap == 0)
+        return -1;
+    uint64_t *f = calloc(cap, sizeof(*f)), *t = calloc(cap, sizeof(*t));
+    if (f == NULL || t == NULL) {
+        free(f);
+        free(t);
+        return -1;
+    }
+    uint64_t *of = m->alias_from, *ot = m->alias_to;
+    size_t ocap = m->alias_cap;
+    m->alias_from = f;
+    m->alias_to = t;
+    m->alias_cap = cap;
+    for (size_t i = 0; i < ocap; i++) {
+        if (of[i] != 0) {
+            size_t k = alias_slot(m, of[i]);
+            m->alias_from[k] = of[i];
+            m->alias_to[k] = ot[i];
+        }
+    }
+    free(of);
+    free(ot);
+    return 0;
+}
+
 /* Records that `from` now lives on as `to`. Bounded: beyond
  * 4 * max_clusters aliases new ones are not kept (counted). */
 static void alias_add(sh_miner *m, uint64_t from, uint64_t to)
 {
-    if ((m->aliases + 1) * 2 > m->alias_cap) {
-        size_t cap = m->alias_cap ? m->alias_cap * 2 : 256;
-        if (cap / 2 > 4 * m->cfg.max_clusters + 256) {
-            m->stats.aliases_dropped++;
-            return;
-        }
-        uint64_t *f = calloc(cap, sizeof(*f)), *t = calloc(cap, sizeof(*t));
-        if (f == NULL || t == NULL) {
-            free(f);
-            free(t);
-            m->stats.aliases_dropped++;
-            return;
-        }
-        uint64_t *of = m->alias_from, *ot = m->alias_to;
-        size_t ocap = m->alias_cap;
-        m->alias_from = f;
-        m->alias_to = t;
-        m->alias_cap = cap;
-        for (size_t i = 0; i < ocap; i++) {
-            if (of[i] != 0) {
-                size_t k = alias_slot(m, of[i]);
-                m->alias_from[k] = of[i];
-                m->alias_to[k] = ot[i];
-            }
-        }
-        free(of);
-        free(ot);
+    if ((m->aliases + 1) * 2 > m->alias_cap && alias_grow(m) != 0) {
+        m->stats.aliases_dropped++;
+        return;
     }
     size_t k = alias_slot(m, from);
     if (m->alias_from[k] == 0)
@@ -679,43 +747,119 @@ static cluster *merge_siblings(sh_miner *m, cluster *c)
 }
 
 /* The id of a new cluster: a hash of its first template. */
-static uint64_t template_id(const sh_miner *m, size_t n)
+static uint64_t template_id(const sh_miner_line *l)
 {
-    uint64_t h = mix(n + 0x27d4eb2f165667c5ULL);
-    for (size_t i = 0; i < n; i++)
-        h = mix(h ^ m->line[i].hash);
+    uint64_t h = mix(l->ntok + 0x27d4eb2f165667c5ULL);
+    for (size_t i = 0; i < l->ntok; i++)
+        h = mix(h ^ l->tok[i].hash);
     return h == 0 ? 1 : h;
+}
+
+int sh_miner_line_new(sh_miner_line **out)
+{
+    *out = calloc(1, sizeof(**out));
+    if (*out == NULL)
+        return -1;
+    sh_buf_init(&(*out)->norm);
+    return 0;
+}
+
+void sh_miner_line_free(sh_miner_line *l)
+{
+    if (l == NULL)
+        return;
+    free(l->tok);
+    sh_buf_free(&l->norm);
+    free(l);
+}
+
+size_t sh_miner_prepare_work(const sh_miner *m, size_t len)
+{
+    return len < m->cfg.max_line ? len : m->cfg.max_line;
+}
+
+int sh_miner_prepare(const sh_miner *m, sh_miner_line *l, const char *line, size_t len)
+{
+    l->ntok = 0;
+    l->truncated = 0;
+    if (len > m->cfg.max_line) {
+        len = sh_utf8_truncate(line, len, m->cfg.max_line);
+        l->truncated = 1;
+    }
+    sh_buf_reset(&l->norm);
+    if (sh_normalize(&l->norm, line, len) != 0)
+        return -1;
+    long nt = tokenize(&m->cfg, l);
+    if (nt < 0)
+        return -1;
+    l->ntok = (size_t)nt;
+    l->route = route_key(l);
+    l->tid = template_id(l);
+    return 0;
+}
+
+/* Work units of sh_miner_add_line: one per token compared; a slot moved
+ * by a table's growth counts WORK_SLOT (it touches memory all over). */
+#define WORK_SLOT 8
+
+/* Upper bound of the work of adding l, whose route has bn clusters: the
+ * match, then for a new cluster its copy, the sibling passes, the merges
+ * (each alias added and cluster dropped in O(1)), one eviction and the
+ * growth of any table that is at its limit. */
+static uint64_t add_work(const sh_miner *m, const sh_miner_line *l, uint64_t bn)
+{
+    uint64_t n = l->ntok + 1;
+    uint64_t w = 4 * bn * n + n + l->norm.len + 4 * bn + 16;
+    if ((m->stats.clusters + 1) * 2 > m->ids_cap)
+        w += WORK_SLOT * (uint64_t)m->ids_cap;
+    if ((m->nbuckets + 1) * 2 > m->bucket_cap)
+        w += WORK_SLOT * (uint64_t)m->bucket_cap;
+    if (alias_would_grow(m, bn))
+        w += WORK_SLOT * 2 * (uint64_t)m->alias_cap;
+    return w;
+}
+
+/* Grows the tables that the next line may grow (best effort: a failure
+ * here is met again, and handled, where the line needs the room). */
+static void reserve(sh_miner *m, uint64_t bn)
+{
+    if ((m->stats.clusters + 1) * 2 > m->ids_cap)
+        (void)ids_grow(m);
+    if ((m->nbuckets + 1) * 2 > m->bucket_cap)
+        (void)buckets_grow(m);
+    while (alias_would_grow(m, bn) && alias_grow(m) == 0)
+        ;
 }
 
 int sh_miner_add(sh_miner *m, uint64_t *id, const char *line, size_t len)
 {
     *id = 0;
-    int truncated = 0;
-    if (len > m->cfg.max_line) {
-        len = sh_utf8_truncate(line, len, m->cfg.max_line);
-        truncated = 1;
-    }
-    sh_buf_reset(&m->norm);
-    if (sh_normalize(&m->norm, line, len) != 0) {
-        m->norm.oom = 0;
+    if (sh_miner_prepare(m, &m->cur, line, len) != 0)
         return -1;
-    }
-    long nt = tokenize(m, &truncated);
-    if (nt < 0)
-        return -1;
-    size_t n = (size_t)nt;
+    return sh_miner_add_line(m, &m->cur, UINT64_MAX, id);
+}
+
+int sh_miner_add_line(sh_miner *m, const sh_miner_line *l, uint64_t max_work, uint64_t *id)
+{
+    *id = 0;
+    size_t n = l->ntok;
+    const bucket *b = bucket_find(m, l->route);
+    uint64_t bn = b->key != 0 ? b->n : 0;
+    if (max_work != UINT64_MAX && add_work(m, l, bn) > max_work)
+        return 1;
+    if (max_work == UINT64_MAX)
+        reserve(m, bn);
     m->stats.lines++;
-    m->stats.truncated += (uint64_t)truncated;
-    uint64_t key = route_key(m, n);
-    cluster *c = best_match(m, key, n);
+    m->stats.truncated += (uint64_t)l->truncated;
+    cluster *c = best_match(m, l);
     if (c != NULL) {
-        generalize(c, m->line, n);
+        generalize(c, l->tok, n);
         c->count++;
         lru_touch(m, c);
         *id = c->id;
         return 0;
     }
-    c = cluster_make(m->line, n, m->norm.data, template_id(m, n), 1, key);
+    c = cluster_make(l->tok, n, l->norm.data, l->tid, 1, l->route);
     if (c == NULL)
         return -1;
     if (cluster_insert(m, c) != 0) {
@@ -755,6 +899,8 @@ void sh_miner_each(const sh_miner *m, sh_miner_visit_fn fn, void *arg)
         return;
     for (const cluster *c = m->head; c != NULL; c = c->next) {
         size_t np;
+        if (c == &m->mark)
+            continue;
         sh_buf_reset(&text);
         template_text(c, &text, params, &np);
         if (text.oom)
@@ -765,6 +911,92 @@ void sh_miner_each(const sh_miner *m, sh_miner_visit_fn fn, void *arg)
     }
     free(params);
     sh_buf_free(&text);
+}
+
+/* ------------------------------------------------------------ walks */
+
+int sh_miner_walk_begin(sh_miner *m)
+{
+    if (m->walking)
+        return -1;
+    m->walking = 1;
+    m->walk_gen++;
+    /* the marker starts behind the tail: nothing is visited yet */
+    cluster *k = &m->mark;
+    memset(k, 0, sizeof(*k));
+    k->prev = m->tail;
+    if (m->tail != NULL)
+        m->tail->next = k;
+    else
+        m->head = k;
+    m->tail = k;
+    return 0;
+}
+
+void sh_miner_walk_end(sh_miner *m)
+{
+    if (!m->walking)
+        return;
+    lru_unlink(m, &m->mark);
+    m->walking = 0;
+}
+
+/* The next cluster the walk meets (the marker moves past it toward the
+ * head), or NULL at the head. Clusters the walk visited or made are met
+ * again when they were used since; the caller skips them. */
+static cluster *walk_next(sh_miner *m)
+{
+    cluster *k = &m->mark, *c = k->prev;
+    if (c == NULL)
+        return NULL;
+    lru_unlink(m, k);
+    k->next = c;
+    k->prev = c->prev;
+    if (c->prev != NULL)
+        c->prev->next = k;
+    else
+        m->head = k;
+    c->prev = k;
+    return c;
+}
+
+/* The next cluster to visit, marked visited, or NULL when no cluster is
+ * left or *work reached max_work. Each cluster met counts one, but the
+ * ones to skip do not stop the search: every step visits one at least,
+ * so a walk ends however fast lines come between its steps. (What it
+ * skips was put before it by a line added since: no more than they.) */
+static cluster *walk_visit(sh_miner *m, size_t *work, size_t max_work)
+{
+    if (*work >= max_work)
+        return NULL;
+    for (;;) {
+        cluster *c = walk_next(m);
+        if (c == NULL)
+            return NULL;
+        ++*work;
+        if (c->seen != m->walk_gen) {
+            c->seen = m->walk_gen;
+            return c;
+        }
+    }
+}
+
+int sh_miner_walk_step(sh_miner *m, size_t max_work, sh_miner_visit_fn fn, void *arg)
+{
+    size_t work = 0;
+    cluster *c;
+    while ((c = walk_visit(m, &work, max_work)) != NULL) {
+        size_t np;
+        sh_buf_reset(&m->walk_text);
+        template_text(c, &m->walk_text, m->walk_params, &np);
+        if (m->walk_text.oom)
+            return -1;
+        sh_slice s = {m->walk_text.data ? m->walk_text.data : "", m->walk_text.len};
+        if (fn(arg, c->id, c->count, s, m->walk_params, np) != 0)
+            return -1;
+        work += c->ntok + s.len;
+    }
+    return m->mark.prev == NULL ? 1 : 0;
 }
 
 /* ------------------------------------------------------------ snapshots */
@@ -799,40 +1031,142 @@ static void put_u32(sh_buf *b, uint32_t v)
     put_le(b, v, 4);
 }
 
-int sh_miner_snapshot(const sh_miner *m, sh_buf *out)
+/* Overwrites the u64 at out->data + at (a count written before it was
+ * known). */
+static void patch_u64(sh_buf *out, size_t at, uint64_t v)
 {
-    size_t start = out->len;
+    if (out->oom)
+        return;
+    for (int i = 0; i < 8; i++)
+        out->data[at + (size_t)i] = (char)(unsigned char)(v >> (8 * i));
+}
+
+/* The header up to the cluster count; returns where the count is. */
+static size_t put_header(const sh_miner *m, sh_buf *out)
+{
     sh_buf_append(out, MAGIC, sizeof(MAGIC));
     put_u32(out, SH_MINER_SNAPSHOT_VERSION);
     put_u64(out, m->stats.lines);
     put_u64(out, m->stats.created);
     put_u64(out, m->stats.evicted);
     put_u64(out, m->stats.truncated);
+    size_t at = out->len;
     put_u64(out, m->stats.clusters);
-    for (const cluster *c = m->tail; c != NULL; c = c->prev) {
-        put_u64(out, c->id);
-        put_u64(out, c->count);
-        put_u64(out, c->route);
-        put_u32(out, c->ntok);
-        for (uint32_t i = 0; i < c->ntok; i++) {
-            sh_buf_append_byte(out, c->tok[i].hash == WILD ? 1 : 0);
-            put_u32(out, c->tok[i].len);
-            sh_buf_append(out, c->text + c->tok[i].off, c->tok[i].len);
-        }
+    return at;
+}
+
+static void put_cluster(sh_buf *out, const cluster *c)
+{
+    put_u64(out, c->id);
+    put_u64(out, c->count);
+    put_u64(out, c->route);
+    put_u32(out, c->ntok);
+    for (uint32_t i = 0; i < c->ntok; i++) {
+        sh_buf_append_byte(out, c->tok[i].hash == WILD ? 1 : 0);
+        put_u32(out, c->tok[i].len);
+        sh_buf_append(out, c->text + c->tok[i].off, c->tok[i].len);
     }
-    put_u64(out, m->stats.merged);
-    put_u64(out, m->stats.aliases_dropped);
-    put_u64(out, m->aliases);
-    for (size_t i = 0; i < m->alias_cap; i++) {
+}
+
+/* The aliases in slots [from, to) of the table; returns how many. */
+static uint64_t put_aliases(const sh_miner *m, sh_buf *out, size_t from, size_t to)
+{
+    uint64_t n = 0;
+    for (size_t i = from; i < to; i++) {
         if (m->alias_from[i] != 0) {
             put_u64(out, m->alias_from[i]);
             put_u64(out, m->alias_to[i]);
+            n++;
         }
     }
+    return n;
+}
+
+static int put_checksum(sh_buf *out, size_t start)
+{
     if (out->oom)
         return -1;
     put_u64(out, hash_bytes(out->data + start, out->len - start));
     return out->oom ? -1 : 0;
+}
+
+int sh_miner_snapshot(const sh_miner *m, sh_buf *out)
+{
+    size_t start = out->len;
+    put_header(m, out);
+    for (const cluster *c = m->tail; c != NULL; c = c->prev)
+        if (c != &m->mark)
+            put_cluster(out, c);
+    put_u64(out, m->stats.merged);
+    put_u64(out, m->stats.aliases_dropped);
+    put_u64(out, m->aliases);
+    put_aliases(m, out, 0, m->alias_cap);
+    return put_checksum(out, start);
+}
+
+int sh_miner_snapshot_begin(sh_miner *m, sh_buf *out)
+{
+    if (sh_miner_walk_begin(m) != 0)
+        return -1;
+    snap_state *st = &m->snap;
+    memset(st, 0, sizeof(*st));
+    st->start = out->len;
+    st->count_at = put_header(m, out);
+    if (out->oom) {
+        sh_miner_walk_end(m);
+        return -1;
+    }
+    return 0;
+}
+
+void sh_miner_snapshot_abort(sh_miner *m)
+{
+    sh_miner_walk_end(m);
+}
+
+int sh_miner_snapshot_step(sh_miner *m, sh_buf *out, size_t max_work)
+{
+    snap_state *st = &m->snap;
+    size_t work = 0;
+    if (!st->aliases) {
+        cluster *c;
+        while ((c = walk_visit(m, &work, max_work)) != NULL) {
+            size_t before = out->len;
+            put_cluster(out, c);
+            work += out->len - before;
+            st->nclusters++;
+        }
+        if (out->oom || m->mark.prev != NULL) {
+            if (!out->oom)
+                return 0;
+            sh_miner_walk_end(m);
+            return -1;
+        }
+        patch_u64(out, st->count_at, st->nclusters);
+        put_u64(out, m->stats.merged);
+        put_u64(out, m->stats.aliases_dropped);
+        st->aliases_at = out->len;
+        put_u64(out, 0);
+        st->aliases = 1;
+        st->alias_cap = m->alias_cap;
+    }
+    if (m->alias_cap != st->alias_cap) {
+        /* the table grew between two steps: read it again from the start */
+        out->len = st->aliases_at + 8;
+        st->naliases = 0;
+        st->alias_next = 0;
+        st->alias_cap = m->alias_cap;
+    }
+    size_t to = st->alias_next + (max_work > work ? (max_work - work) / 16 + 1 : 1);
+    if (to > st->alias_cap)
+        to = st->alias_cap;
+    st->naliases += put_aliases(m, out, st->alias_next, to);
+    st->alias_next = to;
+    if (!out->oom && st->alias_next < st->alias_cap)
+        return 0;
+    sh_miner_walk_end(m);
+    patch_u64(out, st->aliases_at, st->naliases);
+    return put_checksum(out, st->start) == 0 ? 1 : -1;
 }
 
 typedef struct reader {
@@ -969,7 +1303,10 @@ int sh_miner_restore(sh_miner **out, const char **why, const char *data, size_t 
                     *why = "snapshot holds an invalid alias table";
                     break;
                 }
-                alias_add(m, from, to);
+                /* a snapshot written in steps may hold a cluster merged
+                 * away during its walk and that merge's alias */
+                if (ids_find(m, from) == NULL)
+                    alias_add(m, from, to);
             }
             st.aliases_dropped = dropped + m->stats.aliases_dropped;
         }

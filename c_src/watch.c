@@ -10,7 +10,11 @@
  *     CLUSTER watch by its cluster id, a FINGERPRINT watch by its
  *     fingerprint, so an event's field only meets the watches that read
  *     that field (or that exact cluster / fingerprint);
- *   - a doubly linked list of all watches in the order they were added.
+ *   - a doubly linked list of all watches in the order they were added;
+ *     a walk in steps keeps its place there with a marker node (not a
+ *     watch), watches added during the walk carry its generation.
+ * The number of watches on each chain of the key table is kept, so the
+ * work an event will take is known before it is observed.
  * The ring holds the last `threshold` timestamps of matching events in
  * order (time never runs backwards in a set), so "count in window >=
  * threshold" is exact: it holds when the oldest of them is in the window.
@@ -39,7 +43,8 @@ typedef struct watch {
     uint16_t *kmp;                     /* CONTAINS: failure table of the value */
     uint64_t head, len;                /* oldest at ring[head], len in use */
     uint64_t matched, fired;
-    uint64_t seen; /* epoch of the last event counted */
+    uint64_t seen;     /* epoch of the last event counted */
+    uint64_t walk_gen; /* the walk during which it was added */
     int64_t last_fired_ms;
     int armed, has_fired;
 } watch;
@@ -47,8 +52,9 @@ typedef struct watch {
 struct sh_watch_set {
     sh_watch_config cfg;
     uint64_t seed;
-    watch **table[2]; /* heads of the chains, by link */
-    size_t table_cap; /* power of two, both tables */
+    watch **table[2];    /* heads of the chains, by link */
+    uint32_t *key_count; /* watches on each chain of table[LINK_KEY] */
+    size_t table_cap;    /* power of two, both tables */
     watch *first, *last;
     size_t count;
     uint64_t slots;
@@ -56,6 +62,9 @@ struct sh_watch_set {
     int has_clock;
     int64_t clock;
     uint64_t events, evaluated, fired;
+    watch mark; /* a walk's place in the list of all watches */
+    int walking;
+    uint64_t walk_gen;
 };
 
 /* ------------------------------------------------------------ values */
@@ -242,6 +251,8 @@ static void chain_insert(sh_watch_set *set, int link, watch *w)
     watch **head = chain_head(set, link, w->hash[link]);
     w->next[link] = *head;
     *head = w;
+    if (link == LINK_KEY)
+        set->key_count[w->hash[link] & (set->table_cap - 1)]++;
 }
 
 static void chain_remove(sh_watch_set *set, int link, watch *w)
@@ -250,6 +261,8 @@ static void chain_remove(sh_watch_set *set, int link, watch *w)
         if (*p == w) {
             *p = w->next[link];
             w->next[link] = NULL;
+            if (link == LINK_KEY)
+                set->key_count[w->hash[link] & (set->table_cap - 1)]--;
             return;
         }
     }
@@ -260,17 +273,23 @@ static int tables_grow(sh_watch_set *set)
 {
     size_t cap = set->table_cap * 2;
     watch **fresh[2] = {calloc(cap, sizeof(watch *)), calloc(cap, sizeof(watch *))};
-    if (fresh[0] == NULL || fresh[1] == NULL) {
+    uint32_t *counts = calloc(cap, sizeof(uint32_t));
+    if (fresh[0] == NULL || fresh[1] == NULL || counts == NULL) {
         free(fresh[0]);
         free(fresh[1]);
+        free(counts);
         return -1;
     }
     free(set->table[0]);
     free(set->table[1]);
+    free(set->key_count);
     set->table[0] = fresh[0];
     set->table[1] = fresh[1];
+    set->key_count = counts;
     set->table_cap = cap;
     for (watch *w = set->first; w != NULL; w = w->next_all) {
+        if (w == &set->mark)
+            continue;
         chain_insert(set, LINK_ID, w);
         chain_insert(set, LINK_KEY, w);
     }
@@ -310,7 +329,8 @@ int sh_watch_set_new(sh_watch_set **out, const sh_watch_config *config)
     set->table_cap = TABLE_MIN;
     set->table[0] = calloc(TABLE_MIN, sizeof(watch *));
     set->table[1] = calloc(TABLE_MIN, sizeof(watch *));
-    if (set->table[0] == NULL || set->table[1] == NULL)
+    set->key_count = calloc(TABLE_MIN, sizeof(uint32_t));
+    if (set->table[0] == NULL || set->table[1] == NULL || set->key_count == NULL)
         goto cleanup;
     *out = set;
     return 0;
@@ -332,11 +352,13 @@ void sh_watch_set_free(sh_watch_set *set)
     watch *w = set->first;
     while (w != NULL) {
         watch *next = w->next_all;
-        watch_free(w);
+        if (w != &set->mark)
+            watch_free(w);
         w = next;
     }
     free(set->table[0]);
     free(set->table[1]);
+    free(set->key_count);
     free(set);
 }
 
@@ -533,6 +555,7 @@ static watch *watch_new(const sh_watch_set *set, const sh_watch_spec *spec)
     w->hash[LINK_ID] = hash_id(set, w->spec.id);
     w->hash[LINK_KEY] = key_hash(set, &w->spec);
     w->armed = 1;
+    w->walk_gen = set->walking ? set->walk_gen : 0;
     return w;
 }
 
@@ -575,7 +598,8 @@ int sh_watch_add(sh_watch_set *set, const sh_watch_spec *spec, sh_watch_status *
     chain_insert(set, LINK_ID, w);
     chain_insert(set, LINK_KEY, w);
     if (old != NULL) {
-        /* takes the old watch's place in the order */
+        /* takes the old watch's place in the order (and in a walk) */
+        w->walk_gen = old->walk_gen;
         chain_remove(set, LINK_ID, old);
         chain_remove(set, LINK_KEY, old);
         w->prev_all = old->prev_all;
@@ -612,6 +636,20 @@ cleanup:
     return -1;
 }
 
+/* Takes w out of the list of all watches. */
+static void all_unlink(sh_watch_set *set, watch *w)
+{
+    if (w->prev_all != NULL)
+        w->prev_all->next_all = w->next_all;
+    else
+        set->first = w->next_all;
+    if (w->next_all != NULL)
+        w->next_all->prev_all = w->prev_all;
+    else
+        set->last = w->prev_all;
+    w->prev_all = w->next_all = NULL;
+}
+
 int sh_watch_remove(sh_watch_set *set, sh_slice id)
 {
     if (id.ptr == NULL || id.len == 0 || id.len > SH_WATCH_MAX_ID)
@@ -621,14 +659,7 @@ int sh_watch_remove(sh_watch_set *set, sh_slice id)
         return -1;
     chain_remove(set, LINK_ID, w);
     chain_remove(set, LINK_KEY, w);
-    if (w->prev_all != NULL)
-        w->prev_all->next_all = w->next_all;
-    else
-        set->first = w->next_all;
-    if (w->next_all != NULL)
-        w->next_all->prev_all = w->prev_all;
-    else
-        set->last = w->prev_all;
+    all_unlink(set, w);
     set->count--;
     set->slots -= w->spec.threshold;
     watch_free(w);
@@ -887,11 +918,106 @@ int sh_watch_get(const sh_watch_set *set, sh_slice id, sh_watch_info *out)
 void sh_watch_each(const sh_watch_set *set, sh_watch_visit_fn fn, void *arg)
 {
     for (const watch *w = set->first; w != NULL; w = w->next_all) {
+        if (w == &set->mark)
+            continue;
         sh_watch_info info;
         info_of(set, w, &info);
         if (fn(arg, &info) != 0)
             return;
     }
+}
+
+/* ------------------------------------------------------------- work */
+
+static uint64_t chain_count(const sh_watch_set *set, uint64_t hash)
+{
+    return set->key_count[hash & (set->table_cap - 1)];
+}
+
+uint64_t sh_watch_observe_work(const sh_watch_set *set, const sh_watch_event *event)
+{
+    uint64_t work = 1;
+    if (set == NULL || event == NULL || event->nfields > SH_WATCH_MAX_FIELDS)
+        return work;
+    for (size_t i = 0; i < event->nfields; i++) {
+        const sh_watch_field *f = &event->fields[i];
+        work++;
+        if (f->key.len == 0 || f->key.len > SH_WATCH_MAX_FIELD || f->key.ptr == NULL ||
+            f->value.type == SH_WATCH_NONE)
+            continue;
+        uint64_t per = 1;
+        if (f->value.type == SH_WATCH_STR)
+            per += (f->value.s.len < SH_WATCH_MAX_EVENT_VALUE ? f->value.s.len
+                                                              : SH_WATCH_MAX_EVENT_VALUE) /
+                   4;
+        work += chain_count(set, hash_field(set, f->key)) * per;
+        uint64_t cluster;
+        if (sh_slice_eq_cstr(f->key, SH_WATCH_CLUSTER_FIELD) && as_cluster(&f->value, &cluster))
+            work += chain_count(set, hash_cluster(set, cluster));
+        if (sh_slice_eq_cstr(f->key, SH_WATCH_FINGERPRINT_FIELD) && f->value.type == SH_WATCH_STR &&
+            f->value.s.len <= SH_WATCH_MAX_VALUE)
+            work += chain_count(set, hash_fingerprint(set, f->value.s)) * per;
+    }
+    return work;
+}
+
+/* ------------------------------------------------------------- walks */
+
+int sh_watch_walk_begin(sh_watch_set *set)
+{
+    if (set->walking)
+        return -1;
+    set->walking = 1;
+    set->walk_gen++;
+    watch *k = &set->mark;
+    memset(k, 0, sizeof(*k));
+    k->next_all = set->first; /* before the first: nothing visited yet */
+    if (set->first != NULL)
+        set->first->prev_all = k;
+    else
+        set->last = k;
+    set->first = k;
+    return 0;
+}
+
+void sh_watch_walk_end(sh_watch_set *set)
+{
+    if (!set->walking)
+        return;
+    all_unlink(set, &set->mark);
+    set->walking = 0;
+}
+
+int sh_watch_walk_step(sh_watch_set *set, size_t max_work, sh_watch_visit_fn fn, void *arg)
+{
+    watch *k = &set->mark;
+    size_t work = 0;
+    while (work < max_work) {
+        /* the next watch not added during the walk; the marker moves past
+         * each one met */
+        watch *w = k->next_all;
+        while (w != NULL && w->walk_gen == set->walk_gen)
+            w = w->next_all;
+        watch *after = w != NULL ? w : set->last;
+        if (after != k) {
+            all_unlink(set, k);
+            k->prev_all = after;
+            k->next_all = after->next_all;
+            if (after->next_all != NULL)
+                after->next_all->prev_all = k;
+            else
+                set->last = k;
+            after->next_all = k;
+        }
+        if (w == NULL)
+            return 1;
+        sh_watch_info info;
+        info_of(set, w, &info);
+        if (fn(arg, &info) != 0)
+            return -1;
+        work++;
+    }
+    return k->next_all == NULL ? 1 : 0;
 }
 
 void sh_watch_stats_get(const sh_watch_set *set, sh_watch_stats *out)

@@ -19,6 +19,13 @@
  * max_line bytes of each line are used.
  *
  * A miner is not thread-safe; callers that share one serialise access.
+ * The work of a line is split so that the part under a shared miner's lock
+ * stays short and its cost is known before it starts:
+ * sh_miner_prepare (normalise and tokenise; reads only the configuration,
+ * so it needs no lock) and sh_miner_add_line (route, match, generalise or
+ * insert, under a budget). Long readers walk the clusters in steps
+ * (sh_miner_walk_*, sh_miner_snapshot_*), so a lock can be released
+ * between steps while lines keep coming.
  */
 #ifndef SELF_HEAL_MINER_H
 #define SELF_HEAL_MINER_H
@@ -52,8 +59,34 @@ int sh_miner_new(sh_miner **out, const sh_miner_config *config);
 void sh_miner_free(sh_miner *miner);
 
 /* Adds one line and stores the id of its cluster in *id. Returns 0, or -1
- * when out of memory (the miner stays usable). */
+ * when out of memory (the miner stays usable). The same as
+ * sh_miner_prepare then sh_miner_add_line without a budget. */
 int sh_miner_add(sh_miner *miner, uint64_t *id, const char *line, size_t len);
+
+/* A line normalised and tokenised for one miner's configuration, ready to
+ * be added. Reusable: each sh_miner_prepare overwrites it. */
+typedef struct sh_miner_line sh_miner_line;
+
+int sh_miner_line_new(sh_miner_line **out);
+void sh_miner_line_free(sh_miner_line *line);
+
+/* The work sh_miner_prepare does on a line of len bytes: the bytes it
+ * reads (at most max_line). About 1-25 ns each (normalize.c is O(n)). */
+size_t sh_miner_prepare_work(const sh_miner *miner, size_t len);
+
+/* Normalises and tokenises line[0..len) into out. Reads only the miner's
+ * configuration, which never changes: safe without the miner's lock.
+ * Returns 0, or -1 when out of memory. */
+int sh_miner_prepare(const sh_miner *miner, sh_miner_line *out, const char *line, size_t len);
+
+/* Adds a prepared line. The work it would take (token comparisons with
+ * the clusters of its route, the table growth an insert or a merge may
+ * cause, the eviction) is counted first: above max_work nothing is done
+ * and 1 is returned. Returns 0 with *id set, 1 (over budget, the miner
+ * unchanged), or -1 when out of memory. With max_work UINT64_MAX it also
+ * grows the tables that are near their limit, so that the lines after it
+ * fit in a small budget again. */
+int sh_miner_add_line(sh_miner *miner, const sh_miner_line *line, uint64_t max_work, uint64_t *id);
 
 void sh_miner_stats_get(const sh_miner *miner, sh_miner_stats *out);
 
@@ -71,6 +104,39 @@ void sh_miner_each(const sh_miner *miner, sh_miner_visit_fn fn, void *arg);
 
 /* Appends a versioned binary snapshot of the miner to out. */
 int sh_miner_snapshot(const sh_miner *miner, sh_buf *out);
+
+/*
+ * Walks in steps. A walk visits the clusters least recently used first;
+ * between two steps the caller may release its lock and other calls may
+ * add lines: a cluster is visited at most once, in the state it has when
+ * it is visited; clusters made after the walk began are not visited, and
+ * clusters evicted or merged away before their turn are not either. One
+ * walk at a time per miner (walk or snapshot); the miner must not be freed
+ * during one.
+ *
+ * sh_miner_walk_begin returns 0, or -1 when a walk is already going on.
+ * sh_miner_walk_step visits clusters until about max_work (tokens and
+ * bytes of template) is spent; it returns 1 when every cluster has been
+ * visited, 0 when some remain, -1 when fn returned non-zero.
+ */
+int sh_miner_walk_begin(sh_miner *miner);
+int sh_miner_walk_step(sh_miner *miner, size_t max_work, sh_miner_visit_fn fn, void *arg);
+void sh_miner_walk_end(sh_miner *miner);
+
+/*
+ * A snapshot written in steps over a walk (same format as
+ * sh_miner_snapshot): begin writes the header, each step about max_work
+ * bytes of clusters and then of the alias table, the last one the
+ * checksum. Counters are those of the moment the walk began. The alias
+ * table is read as it is in the last steps; an alias whose merged-away id
+ * is also one of the snapshot's clusters is ignored by sh_miner_restore.
+ * begin returns 0, or -1 when a walk is going on; step returns 1 when the
+ * snapshot is complete (the walk is over), 0 when there is more, -1 when
+ * out of memory (the walk is over). abort ends an unfinished one.
+ */
+int sh_miner_snapshot_begin(sh_miner *miner, sh_buf *out);
+int sh_miner_snapshot_step(sh_miner *miner, sh_buf *out, size_t max_work);
+void sh_miner_snapshot_abort(sh_miner *miner);
 
 /* Makes a miner from a snapshot. Returns 0, or -1 with *why set to a
  * static message when the snapshot is invalid or memory runs out. A

@@ -191,6 +191,27 @@ int sh_watch_get(const sh_watch_set *set, sh_slice id, sh_watch_info *out);
 typedef int (*sh_watch_visit_fn)(void *arg, const sh_watch_info *info);
 void sh_watch_each(const sh_watch_set *set, sh_watch_visit_fn fn, void *arg);
 
+/* An upper bound of the work sh_watch_observe would do for this event,
+ * in units of about one watch compared (a string byte compared counts a
+ * quarter): it reads how many watches share a chain with each field.
+ * Callers that hold a shared set's lock use it to decide whether the
+ * event is small enough to observe there (docs/nif.md). */
+uint64_t sh_watch_observe_work(const sh_watch_set *set, const sh_watch_event *event);
+
+/*
+ * A walk over the watches in steps, in the order they were added, so that
+ * a caller can release its lock between steps. Watches added during the
+ * walk are not visited, a watch removed before its turn is not, a watch
+ * replaced before its turn is visited as it is then. One walk at a time
+ * per set; the set must not be freed during one. begin returns 0, or -1
+ * when a walk is going on; step visits about max_work watches (one at
+ * least) and returns 1 when every watch was visited, 0 when some remain,
+ * -1 when fn returned non-zero.
+ */
+int sh_watch_walk_begin(sh_watch_set *set);
+int sh_watch_walk_step(sh_watch_set *set, size_t max_work, sh_watch_visit_fn fn, void *arg);
+void sh_watch_walk_end(sh_watch_set *set);
+
 typedef struct sh_watch_stats {
     uint64_t watches;   /* now */
     uint64_t slots;     /* sum of the thresholds now */

@@ -310,6 +310,412 @@ static void test_eviction_at_the_bound(void **state)
     sh_miner_free(m);
 }
 
+/* ------------------------------------------------------------ prepared lines, budgets */
+
+/* Letters only: a plain word ("aab", "aac", ...). */
+static void word(char *out, unsigned i)
+{
+    out[0] = (char)('a' + i / 676 % 26);
+    out[1] = (char)('a' + i / 26 % 26);
+    out[2] = (char)('a' + i % 26);
+    out[3] = 0;
+}
+
+/* A varied line: masked values, siblings that merge, one route with many
+ * clusters (two different words each), routes of their own. */
+static void varied_line(char *line, size_t size, unsigned i)
+{
+    char a[4], b[4];
+    word(a, i % 300);
+    word(b, (i * 7 + 11) % 300 + 300);
+    switch (i % 6) {
+    case 0:
+        snprintf(line, size, "Connection to 10.0.%u.%u:5432 refused after %u ms", i % 250, i % 7,
+                 i);
+        break;
+    case 1:
+        snprintf(line, size, "Invalid user %s from 1.2.3.%u", a, i % 200);
+        break;
+    case 2:
+        snprintf(line, size, "route here %s %s", a, b);
+        break;
+    case 3:
+        snprintf(line, size, "%s started job %u", a, i);
+        break;
+    case 4:
+        snprintf(line, size, "session opened for user %s by (uid=%u)", b, i % 5);
+        break;
+    default:
+        snprintf(line, size, "tok%u tok%u tok%u", i % 3, i % 5, i);
+    }
+}
+
+static void snapshot_of(sh_miner *m, sh_buf *out)
+{
+    sh_buf_init(out);
+    assert_int_equal(sh_miner_snapshot(m, out), 0);
+}
+
+static void assert_same_miner(sh_miner *a, sh_miner *b)
+{
+    sh_buf sa, sb;
+    snapshot_of(a, &sa);
+    snapshot_of(b, &sb);
+    assert_int_equal(sa.len, sb.len);
+    assert_memory_equal(sa.data, sb.data, sa.len);
+    sh_buf_free(&sa);
+    sh_buf_free(&sb);
+}
+
+static void test_prepared_lines_add_like_sh_miner_add(void **state)
+{
+    (void)state;
+    sh_miner *a = miner(500), *b = miner(500);
+    sh_miner_line *l;
+    assert_int_equal(sh_miner_line_new(&l), 0);
+    for (unsigned i = 0; i < 5000; i++) {
+        char line[256];
+        varied_line(line, sizeof(line), i);
+        uint64_t ida, idb;
+        assert_int_equal(sh_miner_add(a, &ida, line, strlen(line)), 0);
+        assert_int_equal(sh_miner_prepare(b, l, line, strlen(line)), 0);
+        assert_int_equal(sh_miner_add_line(b, l, UINT64_MAX, &idb), 0);
+        assert_int_equal(ida, idb);
+    }
+    assert_same_miner(a, b);
+    /* a line cut at max_line counts as truncated either way */
+    sh_miner_config small = {0, 0, 16};
+    sh_miner *c;
+    assert_int_equal(sh_miner_new(&c, &small), 0);
+    assert_int_equal(sh_miner_prepare_work(c, 1000), 16);
+    assert_int_equal(sh_miner_prepare_work(c, 5), 5);
+    assert_int_equal(sh_miner_prepare(c, l, "a line longer than sixteen bytes", 32), 0);
+    uint64_t id;
+    assert_int_equal(sh_miner_add_line(c, l, UINT64_MAX, &id), 0);
+    sh_miner_stats st;
+    sh_miner_stats_get(c, &st);
+    assert_int_equal(st.truncated, 1);
+    sh_miner_free(c);
+    sh_miner_line_free(l);
+    sh_miner_free(a);
+    sh_miner_free(b);
+}
+
+static void test_over_budget_changes_nothing(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0), *copy = miner(0);
+    /* 2,000 clusters on one route: two words differ in each line */
+    for (unsigned i = 0; i < 2000; i++) {
+        char line[64], a[4], b[4];
+        word(a, i);
+        word(b, i + 5000);
+        snprintf(line, sizeof(line), "same route %s %s", a, b);
+        add(m, line);
+        add(copy, line);
+    }
+    sh_miner_line *l;
+    assert_int_equal(sh_miner_line_new(&l), 0);
+    const char *next = "same route zzz zzy";
+    assert_int_equal(sh_miner_prepare(m, l, next, strlen(next)), 0);
+    uint64_t id = 1;
+    /* 2,000 candidates of 4 tokens: far more than 1,000 units */
+    assert_int_equal(sh_miner_add_line(m, l, 1000, &id), 1);
+    assert_int_equal(id, 0);
+    assert_same_miner(m, copy);
+    assert_int_equal(sh_miner_add_line(m, l, 1000000, &id), 0);
+    assert_int_equal(id, add(copy, next));
+    assert_same_miner(m, copy);
+
+    /* a line of another route is cheap */
+    const char *other = "another route entirely";
+    assert_int_equal(sh_miner_prepare(m, l, other, strlen(other)), 0);
+    assert_int_equal(sh_miner_add_line(m, l, 1000, &id), 0);
+    sh_miner_line_free(l);
+    sh_miner_free(m);
+    sh_miner_free(copy);
+}
+
+static void test_unbudgeted_add_makes_room_for_budgeted_ones(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    /* 128 routes: the id and route tables (256 slots) are at their limit */
+    for (unsigned i = 0; i < 128; i++) {
+        char line[64], a[4];
+        word(a, i);
+        snprintf(line, sizeof(line), "%s happened here", a);
+        add(m, line);
+    }
+    sh_miner_line *l;
+    assert_int_equal(sh_miner_line_new(&l), 0);
+    const char *again = "aaa happened here";
+    assert_int_equal(sh_miner_prepare(m, l, again, strlen(again)), 0);
+    uint64_t id;
+    /* the next insert would grow them: more than the budget */
+    assert_int_equal(sh_miner_add_line(m, l, 1000, &id), 1);
+    /* without a budget it grows them first, so the next lines fit in it */
+    assert_int_equal(sh_miner_add_line(m, l, UINT64_MAX, &id), 0);
+    assert_int_equal(sh_miner_add_line(m, l, 1000, &id), 0);
+    const char *fresh = "brand new route here";
+    assert_int_equal(sh_miner_prepare(m, l, fresh, strlen(fresh)), 0);
+    assert_int_equal(sh_miner_add_line(m, l, 1000, &id), 0);
+    sh_miner_line_free(l);
+    sh_miner_free(m);
+}
+
+/* ------------------------------------------------------------ walks */
+
+typedef struct ids {
+    uint64_t v[20000];
+    size_t n;
+} ids;
+
+static int ids_cb(void *arg, uint64_t id, uint64_t count, sh_slice text, const uint32_t *params,
+                  size_t nparams)
+{
+    (void)count;
+    (void)text;
+    (void)params;
+    (void)nparams;
+    ids *s = arg;
+    assert_true(s->n < 20000);
+    s->v[s->n++] = id;
+    return 0;
+}
+
+static int has(const ids *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i] == id)
+            return 1;
+    return 0;
+}
+
+static void all_ids(sh_miner *m, ids *out)
+{
+    out->n = 0;
+    sh_miner_each(m, ids_cb, out);
+}
+
+static void test_walk_in_steps_sees_each_cluster_once(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    for (unsigned i = 0; i < 3000; i++) {
+        char line[256];
+        varied_line(line, sizeof(line), i);
+        add(m, line);
+    }
+    static ids before, during, after, plain;
+    all_ids(m, &before);
+    /* without changes: the LRU order reversed (least recently used first) */
+    assert_int_equal(sh_miner_walk_begin(m), 0);
+    assert_int_equal(sh_miner_walk_begin(m), -1);
+    sh_buf snap;
+    sh_buf_init(&snap);
+    assert_int_equal(sh_miner_snapshot_begin(m, &snap), -1);
+    plain.n = 0;
+    int rc;
+    while ((rc = sh_miner_walk_step(m, 7, ids_cb, &plain)) == 0)
+        ;
+    assert_int_equal(rc, 1);
+    sh_miner_walk_end(m);
+    assert_int_equal(plain.n, before.n);
+    for (size_t i = 0; i < plain.n; i++)
+        assert_int_equal(plain.v[i], before.v[before.n - 1 - i]);
+
+    /* with lines added between the steps: used, new and merged clusters */
+    assert_int_equal(sh_miner_walk_begin(m), 0);
+    during.n = 0;
+    unsigned i = 3000;
+    while ((rc = sh_miner_walk_step(m, 50, ids_cb, &during)) == 0) {
+        for (int k = 0; k < 5; k++, i++) {
+            char line[256];
+            varied_line(line, sizeof(line), i % 3 == 0 ? i - 2900 : i);
+            add(m, line);
+        }
+    }
+    assert_int_equal(rc, 1);
+    sh_miner_walk_end(m);
+    all_ids(m, &after);
+    for (size_t k = 0; k < during.n; k++) {
+        assert_true(has(&before, during.v[k])); /* nothing made during the walk */
+        for (size_t j = k + 1; j < during.n; j++)
+            assert_true(during.v[j] != during.v[k]); /* nothing twice */
+    }
+    for (size_t k = 0; k < after.n; k++) /* every cluster that lived throughout */
+        if (has(&before, after.v[k]))
+            assert_true(has(&during, after.v[k]));
+    /* the marker is gone: a plain listing and a new walk still work */
+    assert_int_equal(sh_miner_walk_begin(m), 0);
+    sh_miner_walk_end(m);
+    sh_miner_free(m);
+}
+
+static void test_walk_survives_eviction_and_merges(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(200);
+    for (unsigned i = 0; i < 1000; i++) {
+        char line[256];
+        varied_line(line, sizeof(line), i);
+        add(m, line);
+    }
+    static ids before, during;
+    all_ids(m, &before);
+    assert_int_equal(sh_miner_walk_begin(m), 0);
+    during.n = 0;
+    int rc;
+    unsigned i = 1000;
+    while ((rc = sh_miner_walk_step(m, 3, ids_cb, &during)) == 0) {
+        /* new clusters push the oldest out; sibling users merge */
+        for (int k = 0; k < 3; k++, i++) {
+            char line[256], a[4];
+            word(a, i % 400);
+            snprintf(line, sizeof(line), "%s event number %u", a, i);
+            add(m, line);
+            snprintf(line, sizeof(line), "Failed password for %s from 9.9.9.9", a);
+            add(m, line);
+        }
+    }
+    assert_int_equal(rc, 1);
+    sh_miner_walk_end(m);
+    sh_miner_stats st;
+    sh_miner_stats_get(m, &st);
+    assert_true(st.evicted > 0);
+    assert_true(st.merged > 0);
+    for (size_t k = 0; k < during.n; k++) {
+        assert_true(has(&before, during.v[k]));
+        for (size_t j = k + 1; j < during.n; j++)
+            assert_true(during.v[j] != during.v[k]);
+    }
+    /* evicting down to the bound works around the marker */
+    for (unsigned k = 0; k < 300; k++) {
+        char line[64], a[4];
+        word(a, k + 1000);
+        snprintf(line, sizeof(line), "%s final line", a);
+        add(m, line);
+    }
+    sh_miner_stats_get(m, &st);
+    assert_int_equal(st.clusters, 200);
+    sh_miner_free(m);
+}
+
+/* A snapshot in steps with lines added between them restores. */
+static void snapshot_in_steps(sh_miner *m, sh_buf *out, size_t max_work, unsigned churn)
+{
+    sh_buf_init(out);
+    assert_int_equal(sh_miner_snapshot_begin(m, out), 0);
+    int rc;
+    unsigned i = 0;
+    while ((rc = sh_miner_snapshot_step(m, out, max_work)) == 0) {
+        for (unsigned k = 0; k < churn; k++, i++) {
+            char line[256], a[4];
+            varied_line(line, sizeof(line), i * 13 + 7);
+            add(m, line);
+            word(a, i % 500 + 100);
+            /* sibling users: merges, and so aliases, while it is written */
+            snprintf(line, sizeof(line), "Accepted publickey for %s port 22", a);
+            add(m, line);
+        }
+    }
+    assert_int_equal(rc, 1);
+}
+
+static void test_snapshot_in_steps(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    for (unsigned i = 0; i < 2000; i++) {
+        char line[256];
+        varied_line(line, sizeof(line), i);
+        add(m, line);
+    }
+    /* no lines in between: the same bytes as sh_miner_snapshot */
+    sh_buf whole, steps;
+    snapshot_of(m, &whole);
+    snapshot_in_steps(m, &steps, 64, 0);
+    assert_int_equal(whole.len, steps.len);
+    assert_memory_equal(whole.data, steps.data, whole.len);
+    sh_buf_free(&steps);
+
+    /* lines in between, down to one alias slot per step: it restores, with
+     * the clusters it visited */
+    for (size_t work = 1; work <= 4096; work *= 8) {
+        snapshot_in_steps(m, &steps, work, 2);
+        sh_miner *r;
+        const char *why = NULL;
+        assert_int_equal(sh_miner_restore(&r, &why, steps.data, steps.len, NULL), 0);
+        sh_miner_stats st;
+        sh_miner_stats_get(r, &st);
+        assert_true(st.clusters > 0);
+        /* and it goes on adding lines */
+        add(r, "Accepted publickey for someone port 22");
+        sh_miner_free(r);
+        sh_buf_free(&steps);
+    }
+    sh_miner_stats st;
+    sh_miner_stats_get(m, &st);
+    assert_true(st.merged > 0);
+    /* an aborted one leaves no walk behind */
+    sh_buf out;
+    sh_buf_init(&out);
+    assert_int_equal(sh_miner_snapshot_begin(m, &out), 0);
+    assert_int_equal(sh_miner_snapshot_step(m, &out, 10), 0);
+    sh_miner_snapshot_abort(m);
+    assert_int_equal(sh_miner_walk_begin(m), 0);
+    sh_miner_walk_end(m);
+    sh_buf_free(&out);
+    sh_buf_free(&whole);
+    sh_miner_free(m);
+}
+
+static int resolves_to_itself_cb(void *arg, uint64_t id, uint64_t count, sh_slice text,
+                                 const uint32_t *params, size_t nparams)
+{
+    (void)count;
+    (void)text;
+    (void)params;
+    (void)nparams;
+    assert_int_equal(sh_miner_resolve(arg, id), id);
+    return 0;
+}
+
+static void test_restore_ignores_an_alias_of_a_live_cluster(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    /* four sibling clusters, the oldest of all: the walk visits them first */
+    const char *users[] = {"root", "admin", "oracle", "guest"};
+    uint64_t old[4];
+    for (int i = 0; i < 4; i++) {
+        char line[64];
+        snprintf(line, sizeof(line), "Accepted publickey for %s port 22", users[i]);
+        old[i] = add(m, line);
+    }
+    for (unsigned i = 0; i < 100; i++) {
+        char line[256];
+        varied_line(line, sizeof(line), i);
+        add(m, line);
+    }
+    /* the first step visits the oldest; then a fifth sibling merges them */
+    sh_buf snap;
+    snapshot_in_steps(m, &snap, 1, 1);
+    assert_true(sh_miner_resolve(m, old[0]) != old[0]);
+    sh_miner *r;
+    const char *why = NULL;
+    assert_int_equal(sh_miner_restore(&r, &why, snap.data, snap.len, NULL), 0);
+    /* the snapshot holds old[0] and its alias: the cluster wins */
+    static ids restored;
+    all_ids(r, &restored);
+    assert_true(has(&restored, old[0]));
+    sh_miner_each(r, resolves_to_itself_cb, r);
+    sh_miner_free(r);
+    sh_buf_free(&snap);
+    sh_miner_free(m);
+}
+
 static void test_hostile_lines(void **state)
 {
     (void)state;
@@ -376,6 +782,13 @@ int main(void)
         cmocka_unit_test(test_snapshot_damage_is_refused),
         cmocka_unit_test(test_eviction_at_the_bound),
         cmocka_unit_test(test_hostile_lines),
+        cmocka_unit_test(test_prepared_lines_add_like_sh_miner_add),
+        cmocka_unit_test(test_over_budget_changes_nothing),
+        cmocka_unit_test(test_unbudgeted_add_makes_room_for_budgeted_ones),
+        cmocka_unit_test(test_walk_in_steps_sees_each_cluster_once),
+        cmocka_unit_test(test_walk_survives_eviction_and_merges),
+        cmocka_unit_test(test_snapshot_in_steps),
+        cmocka_unit_test(test_restore_ignores_an_alias_of_a_live_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

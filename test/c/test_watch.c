@@ -773,6 +773,150 @@ static void test_ten_thousand_watches_on_one_field(void **state)
     sh_watch_set_free(set);
 }
 
+/* The work estimate is an upper bound of the comparisons observe makes,
+ * grows with the watches on an event's fields, and follows adds, removes
+ * and table growth. */
+static void test_observe_work_bounds_the_comparisons(void **state)
+{
+    (void)state;
+    sh_watch_set *set = new_set(100000, 0);
+    sh_watch_field f = {S("status"), sh_watch_int(503)};
+    sh_watch_event e = {&f, 1};
+    uint64_t empty = sh_watch_observe_work(set, &e);
+    char id[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(id, sizeof(id), "s%d", i);
+        add(set, field_spec(id, "status", SH_WATCH_GE, sh_watch_int(i), 1000, 1));
+    }
+    add(set, field_spec("other", "path", SH_WATCH_EQ, sh_watch_str("/x", 2), 1000, 1));
+    uint64_t work = sh_watch_observe_work(set, &e);
+    assert_true(work >= 5000 + empty);
+    sh_watch_stats before, after;
+    sh_watch_stats_get(set, &before);
+    sh_watch_fired fired;
+    sh_watch_fired_init(&fired);
+    assert_int_equal(sh_watch_observe(set, &e, 0, &fired), 0);
+    sh_watch_stats_get(set, &after);
+    assert_true(after.evaluated - before.evaluated <= work);
+    assert_int_equal(after.evaluated - before.evaluated, 5000);
+    sh_watch_fired_free(&fired);
+    /* another field meets none of them */
+    sh_watch_field g = {S("service"), sh_watch_int(1)};
+    sh_watch_event e2 = {&g, 1};
+    assert_true(sh_watch_observe_work(set, &e2) < 100);
+    /* a long string value costs with its length */
+    char big[4096];
+    memset(big, 'a', sizeof(big));
+    sh_watch_field h = {S("status"), sh_watch_str(big, sizeof(big))};
+    sh_watch_event e3 = {&h, 1};
+    assert_true(sh_watch_observe_work(set, &e3) >= 5000 * (sizeof(big) / 4));
+    /* removing brings it down again */
+    for (int i = 0; i < 5000; i++) {
+        snprintf(id, sizeof(id), "s%d", i);
+        assert_int_equal(sh_watch_remove(set, S(id)), 0);
+    }
+    assert_true(sh_watch_observe_work(set, &e) < 100);
+    sh_watch_set_free(set);
+}
+
+typedef struct listed {
+    char ids[3000][16];
+    size_t n;
+} listed;
+
+static int listed_cb(void *arg, const sh_watch_info *info)
+{
+    listed *l = arg;
+    assert_true(l->n < 3000);
+    snprintf(l->ids[l->n++], 16, "%.*s", (int)info->spec->id.len, info->spec->id.ptr);
+    return 0;
+}
+
+static int listed_has(const listed *l, const char *id)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->ids[i], id) == 0)
+            return 1;
+    return 0;
+}
+
+static void test_walk_in_steps_with_changes_between(void **state)
+{
+    (void)state;
+    sh_watch_set *set = new_set(0, 0);
+    char id[32];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof(id), "w%d", i);
+        add(set, field_spec(id, "n", SH_WATCH_GE, sh_watch_int(i), 1000, 1));
+    }
+    static listed plain, each, walked;
+    /* no changes: the order of sh_watch_each */
+    each.n = plain.n = 0;
+    sh_watch_each(set, listed_cb, &each);
+    assert_int_equal(sh_watch_walk_begin(set), 0);
+    assert_int_equal(sh_watch_walk_begin(set), -1);
+    int rc;
+    while ((rc = sh_watch_walk_step(set, 7, listed_cb, &plain)) == 0)
+        ;
+    assert_int_equal(rc, 1);
+    sh_watch_walk_end(set);
+    assert_int_equal(plain.n, each.n);
+    for (size_t i = 0; i < plain.n; i++)
+        assert_string_equal(plain.ids[i], each.ids[i]);
+
+    /* between the steps: adds (grow the tables), removes, replaces */
+    static listed gone; /* removed before their turn */
+    walked.n = gone.n = 0;
+    assert_int_equal(sh_watch_walk_begin(set), 0);
+    int k = 0;
+    while ((rc = sh_watch_walk_step(set, 10, listed_cb, &walked)) == 0) {
+        snprintf(id, sizeof(id), "new%d", k);
+        add(set, field_spec(id, "n", SH_WATCH_GE, sh_watch_int(k), 1000, 1));
+        snprintf(id, sizeof(id), "w%d", 999 - k);
+        if (!listed_has(&walked, id))
+            snprintf(gone.ids[gone.n++], 16, "%.15s", id);
+        assert_int_equal(sh_watch_remove(set, S(id)), 0);
+        snprintf(id, sizeof(id), "w%d", 500 + k); /* replaced before or after its turn */
+        add(set, field_spec(id, "m", SH_WATCH_LT, sh_watch_int(k), 2000, 2));
+        k++;
+    }
+    assert_int_equal(rc, 1);
+    sh_watch_walk_end(set);
+    assert_true(k > 20);
+    assert_true(gone.n > 20);
+    for (size_t i = 0; i < walked.n; i++) {
+        assert_true(strncmp(walked.ids[i], "new", 3) != 0); /* added during it */
+        assert_false(listed_has(&gone, walked.ids[i]));
+        for (size_t j = i + 1; j < walked.n; j++)
+            assert_true(strcmp(walked.ids[i], walked.ids[j]) != 0);
+    }
+    for (int i = 0; i < 1000; i++) { /* every watch there throughout */
+        snprintf(id, sizeof(id), "w%d", i);
+        sh_watch_info info;
+        if (sh_watch_get(set, S(id), &info) == 0)
+            assert_true(listed_has(&walked, id));
+    }
+    /* adds and removes after the walk still find their way */
+    assert_int_equal(sh_watch_remove(set, S("new0")), 0);
+    each.n = 0;
+    sh_watch_each(set, listed_cb, &each);
+    assert_int_equal(each.n, sh_watch_count(set));
+    sh_watch_set_free(set);
+}
+
+/* A set freed in the middle of nothing: a finished walk leaves no marker
+ * behind, and one never begun costs nothing. */
+static void test_walk_end_without_begin(void **state)
+{
+    (void)state;
+    sh_watch_set *set = new_set(0, 0);
+    sh_watch_walk_end(set);
+    assert_int_equal(sh_watch_walk_begin(set), 0);
+    assert_int_equal(sh_watch_walk_step(set, 10, listed_cb, NULL), 1);
+    sh_watch_walk_end(set);
+    sh_watch_set_free(set);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -792,6 +936,9 @@ int main(void)
         cmocka_unit_test(test_invalid_specs),
         cmocka_unit_test(test_hostile_events),
         cmocka_unit_test(test_ten_thousand_watches_on_one_field),
+        cmocka_unit_test(test_observe_work_bounds_the_comparisons),
+        cmocka_unit_test(test_walk_in_steps_with_changes_between),
+        cmocka_unit_test(test_walk_end_without_begin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
