@@ -700,6 +700,15 @@ static void cluster_drop(sh_miner *m, cluster *c)
     m->stats.clusters--;
 }
 
+/* o's lines and id go to keep; o is dropped. */
+static void merge_into(sh_miner *m, cluster *keep, cluster *o)
+{
+    keep->count += o->count;
+    alias_add(m, o->id, keep->id);
+    cluster_drop(m, o);
+    m->stats.merged++;
+}
+
 /*
  * Words that differ are usually different events ("VM Started" and "VM
  * Paused"), so a line whose only difference from a cluster is a word
@@ -730,17 +739,17 @@ static cluster *merge_siblings(sh_miner *m, cluster *c)
     for (uint32_t i = 0; i < b->n; i++)
         if (sibling_position(c, b->items[i]) == best && b->items[i]->count > keep->count)
             keep = b->items[i];
+    /* c is compared with every sibling, so it is dropped last */
     for (uint32_t i = 0; i < b->n;) {
         cluster *o = b->items[i];
-        if (o != keep && (o == c || sibling_position(c, o) == best)) {
-            keep->count += o->count;
-            alias_add(m, o->id, keep->id);
-            cluster_drop(m, o); /* moves the bucket's last item to i */
-            m->stats.merged++;
+        if (o != keep && o != c && sibling_position(c, o) == best) {
+            merge_into(m, keep, o); /* moves the bucket's last item to i */
             continue;
         }
         i++;
     }
+    if (c != keep)
+        merge_into(m, keep, c);
     keep->tok[best].hash = WILD;
     lru_touch(m, keep);
     return keep;
