@@ -1229,7 +1229,8 @@ static cluster *read_cluster(reader *r, sh_miner *m, const char **why)
         }
         int wild = *r->p++;
         uint32_t len = get_u32(r);
-        if (r->bad || wild > 1 || len > m->cfg.max_line || (size_t)(r->end - r->p) < len) {
+        /* a token is normalised text: up to 5 * max_line + 16 bytes */
+        if (r->bad || wild > 1 || len > 5 * m->cfg.max_line + 16 || (size_t)(r->end - r->p) < len) {
             r->bad = 1;
             break;
         }
