@@ -7,6 +7,7 @@
 #   make priv     build priv/self_heal_nif.so and priv/self_heal_port
 #                 (called by `mix compile` through the project's Mix compiler)
 #   make ctest    C unit tests, normal build and under ASan + UBSan
+#   make fuzz     run every libFuzzer target for FUZZ_SECONDS each (docs/fuzzing.md)
 #   make format   reformat the C sources; `make format-check` checks them
 #
 # V=1 shows the full commands.
@@ -34,7 +35,7 @@ endif
 # ones non-interactively; when all are present it only asks dpkg (< 1 s).
 DEB_PACKAGES := erlang-nox erlang-dev elixir pkg-config libssl-dev libjansson-dev \
 	libgit2-dev libcurl4-openssl-dev libsqlite3-dev libcmocka-dev clang-format chromium \
-	python3-aiosmtpd valgrind git openssl bubblewrap
+	python3-aiosmtpd valgrind git openssl bubblewrap clang
 
 .PHONY: bootstrap
 bootstrap:
@@ -208,9 +209,69 @@ valgrind-port: $(PORT_BIN)
 	done; \
 	$(VALGRIND) ./$(PORT_BIN) run ping > /dev/null
 
+# ---------------------------------------------------------------- fuzzing
+# libFuzzer targets (test/fuzz/fuzz_*.c, docs/fuzzing.md) for every parser
+# that sees outside bytes, built with clang under ASan + UBSan; the C core
+# and the port's modules are rebuilt for them under _build/c/fuzz/. `make
+# test` runs each for FUZZ_TEST_SECONDS (fuzz-test), `make fuzz` for
+# FUZZ_SECONDS; a crash, leak, timeout or failed property fails the run and
+# leaves the input in _build/c/fuzz/crash-<target>-*. Seeds are in
+# test/fuzz/corpus/<target>/; what the runs add goes to
+# _build/c/fuzz/corpus/<target>/.
+FUZZ_CC := clang
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CORE_TARGETS := normalize frames fingerprint jsonl miner scrub watch
+FUZZ_PORT_TARGETS := port http
+FUZZ_TARGETS := $(FUZZ_CORE_TARGETS) $(FUZZ_PORT_TARGETS)
+FUZZ_DIR := $(BUILD)/fuzz
+FUZZ_CORE_OBJS := $(CORE_SRCS:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_PORT_LIB_OBJS := $(PORT_LIB_SRCS:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_SECONDS ?= 300
+FUZZ_TEST_SECONDS ?= 15
+FUZZ_OPTS := -rss_limit_mb=1024 -timeout=10 -max_len=8192 -print_final_stats=1
+
+$(FUZZ_DIR)/obj/port/%.o $(FUZZ_DIR)/obj/test/fuzz/%.o: CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
+
+$(FUZZ_DIR)/obj/%.o: %.c
+	$(call msg,CC-FUZZ,$<)
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) $(CFLAGS_COMMON) $(CFLAGS_EXTRA) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -O1 \
+	  -MMD -MP -c $< -o $@
+
+$(FUZZ_CORE_TARGETS:%=$(FUZZ_DIR)/fuzz_%): $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/test/fuzz/fuzz_%.o \
+	$(FUZZ_CORE_OBJS)
+	$(call msg,LD-FUZZ,$@)
+	$(Q)$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+
+$(FUZZ_PORT_TARGETS:%=$(FUZZ_DIR)/fuzz_%): $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/test/fuzz/fuzz_%.o \
+	$(FUZZ_CORE_OBJS) $(FUZZ_PORT_LIB_OBJS)
+	$(call msg,LD-FUZZ,$@)
+	$(Q)$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
+
+.PHONY: fuzz fuzz-test fuzz-build
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
+
+# Runs every target (or FUZZ_TARGET=name) for $(1) seconds each.
+fuzz_run = set -e; for t in $(or $(FUZZ_TARGET),$(FUZZ_TARGETS)); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t; echo "== fuzz_$$t ($(1) s)"; \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ./$(FUZZ_DIR)/fuzz_$$t $(FUZZ_OPTS) -max_total_time=$(1) \
+	    -artifact_prefix=$(FUZZ_DIR)/crash-$$t- $(FUZZ_DIR)/corpus/$$t test/fuzz/corpus/$$t \
+	    > $(FUZZ_DIR)/fuzz_$$t.log 2>&1 \
+	  || { tail -n 60 $(FUZZ_DIR)/fuzz_$$t.log; echo "fuzz_$$t failed (docs/fuzzing.md)"; exit 1; }; \
+	  grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' \
+	    $(FUZZ_DIR)/fuzz_$$t.log | tr '\n' ' '; echo; \
+	done
+
+fuzz: fuzz-build
+	$(Q)$(call fuzz_run,$(FUZZ_SECONDS))
+
+fuzz-test: fuzz-build
+	$(Q)$(call fuzz_run,$(FUZZ_TEST_SECONDS))
+
 # ---------------------------------------------------------------- style
 FORMAT_SRCS = $(wildcard c_src/*.c c_src/*.h include/self_heal/*.h port/*.c port/*.h test/c/*.c test/c/*.h \
-	test/bench/*.c)
+	test/bench/*.c test/fuzz/*.c test/fuzz/*.h)
 
 .PHONY: format format-check
 format:
@@ -227,7 +288,7 @@ format-check:
 test: bootstrap agents
 	$(Q)$(MAKE) --no-print-directory test-all
 
-test-all: format-check ctest ctest-valgrind valgrind-port mix-test
+test-all: format-check ctest fuzz-test ctest-valgrind valgrind-port mix-test
 
 mix-test:
 	$(Q)SELF_HEAL_CLAUDE=$(if $(wildcard $(CLAUDE)),$(abspath $(CLAUDE))) MIX_ENV=test mix test $(MIX_TEST_ARGS)

@@ -719,6 +719,15 @@ static void cluster_drop(sh_miner *m, cluster *c)
     m->stats.clusters--;
 }
 
+/* o's lines and id go to keep; o is dropped. */
+static void merge_into(sh_miner *m, cluster *keep, cluster *o)
+{
+    keep->count += o->count;
+    alias_add(m, o->id, keep->id);
+    cluster_drop(m, o);
+    m->stats.merged++;
+}
+
 /*
  * Words that differ are usually different events ("VM Started" and "VM
  * Paused"), so a line whose only difference from a cluster is a word
@@ -749,17 +758,17 @@ static cluster *merge_siblings(sh_miner *m, cluster *c)
     for (uint32_t i = 0; i < b->n; i++)
         if (sibling_position(c, b->items[i]) == best && b->items[i]->count > keep->count)
             keep = b->items[i];
+    /* c is compared with every sibling, so it is dropped last */
     for (uint32_t i = 0; i < b->n;) {
         cluster *o = b->items[i];
-        if (o != keep && (o == c || sibling_position(c, o) == best)) {
-            keep->count += o->count;
-            alias_add(m, o->id, keep->id);
-            cluster_drop(m, o); /* moves the bucket's last item to i */
-            m->stats.merged++;
+        if (o != keep && o != c && sibling_position(c, o) == best) {
+            merge_into(m, keep, o); /* moves the bucket's last item to i */
             continue;
         }
         i++;
     }
+    if (c != keep)
+        merge_into(m, keep, c);
     keep->tok[best].hash = WILD;
     lru_touch(m, keep);
     return keep;
@@ -1259,7 +1268,8 @@ static cluster *read_cluster(reader *r, sh_miner *m, const char **why)
         }
         int wild = *r->p++;
         uint32_t len = get_u32(r);
-        if (r->bad || wild > 1 || len > m->cfg.max_line || (size_t)(r->end - r->p) < len) {
+        /* a token is normalised text: up to 5 * max_line + 16 bytes */
+        if (r->bad || wild > 1 || len > 5 * m->cfg.max_line + 16 || (size_t)(r->end - r->p) < len) {
             r->bad = 1;
             break;
         }

@@ -137,6 +137,21 @@ static void test_generalised_cluster_keeps_its_id(void **state)
     sh_miner_free(m);
 }
 
+/* Seven "Invalid user" lines, given by n ids, all live in final, the only
+ * cluster, into which four siblings merged. */
+static void assert_users_merged(sh_miner *m, const uint64_t *ids, int n, uint64_t final)
+{
+    for (int i = 0; i < n; i++)
+        assert_int_equal(sh_miner_resolve(m, ids[i]), final);
+    found f = template_of(m, final);
+    assert_string_equal(f.text, "Invalid user <*> from <ip>");
+    assert_int_equal(f.count, 7);
+    sh_miner_stats st;
+    sh_miner_stats_get(m, &st);
+    assert_int_equal(st.clusters, 1);
+    assert_int_equal(st.merged, 4);
+}
+
 static void test_many_word_siblings_merge(void **state)
 {
     (void)state;
@@ -149,16 +164,28 @@ static void test_many_word_siblings_merge(void **state)
         ids[i] = add(m, line);
     }
     /* the first four were clusters of their own until the fifth came */
-    uint64_t final = sh_miner_resolve(m, ids[6]);
-    for (int i = 0; i < 7; i++)
-        assert_int_equal(sh_miner_resolve(m, ids[i]), final);
-    found f = template_of(m, final);
-    assert_string_equal(f.text, "Invalid user <*> from <ip>");
-    assert_int_equal(f.count, 7);
-    sh_miner_stats st;
-    sh_miner_stats_get(m, &st);
-    assert_int_equal(st.clusters, 1);
-    assert_int_equal(st.merged, 4);
+    assert_users_merged(m, ids, 7, sh_miner_resolve(m, ids[6]));
+    sh_miner_free(m);
+}
+
+/* The sibling that survives a merge is an older one with more lines: the
+ * new cluster and every other sibling go into it, and nothing reads the
+ * new cluster after it was freed (ASan would say so). */
+static void test_siblings_merge_into_an_older_cluster(void **state)
+{
+    (void)state;
+    sh_miner *m = miner(0);
+    const char *users[] = {"root", "admin", "oracle", "test", "guest"};
+    uint64_t ids[5];
+    /* root's cluster takes three lines, so it is the one that survives */
+    for (int k = 0; k < 3; k++)
+        ids[0] = add(m, "Invalid user root from 173.234.31.1");
+    for (int i = 1; i < 5; i++) {
+        char line[128];
+        snprintf(line, sizeof(line), "Invalid user %s from 173.234.31.%d", users[i], i + 1);
+        ids[i] = add(m, line);
+    }
+    assert_users_merged(m, ids, 5, ids[0]);
     sh_miner_free(m);
 }
 
@@ -239,6 +266,30 @@ static void test_snapshot_round_trip(void **state)
     assert_memory_equal(snap2.data, snap3.data, snap2.len);
     sh_buf_free(&snap2);
     sh_buf_free(&snap3);
+    sh_buf_free(&snap);
+    sh_miner_free(r);
+    sh_miner_free(m);
+}
+
+/* Normalising lengthens a line ("1" is "<int>"), so a template's token may
+ * be longer than the bytes of a line the miner reads: its snapshot still
+ * restores with the same configuration. */
+static void test_snapshot_of_tokens_longer_than_a_line(void **state)
+{
+    (void)state;
+    sh_miner_config cfg = {0, 0, 64};
+    sh_miner *m;
+    assert_int_equal(sh_miner_new(&m, &cfg), 0);
+    add(m, "1,2,3,4,5,6,7,8,9,1,2,3,4,5,6,7,8,9,1,2,3,4,5,6,7,8,9,1,2,3,4,5");
+    sh_buf snap;
+    sh_buf_init(&snap);
+    assert_int_equal(sh_miner_snapshot(m, &snap), 0);
+    sh_miner *r = NULL;
+    const char *why = NULL;
+    assert_int_equal(sh_miner_restore(&r, &why, snap.data, snap.len, &cfg), 0);
+    sh_miner_stats st;
+    sh_miner_stats_get(r, &st);
+    assert_int_equal(st.clusters, 1);
     sh_buf_free(&snap);
     sh_miner_free(r);
     sh_miner_free(m);
@@ -784,8 +835,10 @@ int main(void)
         cmocka_unit_test(test_words_that_differ_are_different_events),
         cmocka_unit_test(test_generalised_cluster_keeps_its_id),
         cmocka_unit_test(test_many_word_siblings_merge),
+        cmocka_unit_test(test_siblings_merge_into_an_older_cluster),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_snapshot_damage_is_refused),
+        cmocka_unit_test(test_snapshot_of_tokens_longer_than_a_line),
         cmocka_unit_test(test_eviction_at_the_bound),
         cmocka_unit_test(test_hostile_lines),
         cmocka_unit_test(test_prepared_lines_add_like_sh_miner_add),
