@@ -277,7 +277,7 @@ static int host_tokens(json_t *set, const char *s, size_t n, int bare_label_ok)
 
 /* "/orders/123/items" becomes "/orders/<*>/items" with "*" for the segment:
  * numeric and long hex segments vary. */
-static void path_token(json_t *set, const char *s, size_t n)
+static void path_token(json_t *set, const char *kind, const char *s, size_t n)
 {
     char out[201];
     size_t o = 0, i = 0;
@@ -308,7 +308,7 @@ static void path_token(json_t *set, const char *s, size_t n)
     while (o > 1 && out[o - 1] == '/')
         o--;
     if (o > 1)
-        add_token(set, "path", out, o, 0);
+        add_token(set, kind, out, o, 0);
 }
 
 static void url_tokens(json_t *set, const char *s, size_t n)
@@ -333,7 +333,7 @@ static void url_tokens(json_t *set, const char *s, size_t n)
         host_tokens(set, host, hn, 1);
     }
     if (stop < end && *stop == '/')
-        path_token(set, stop, (size_t)(end - stop));
+        path_token(set, "path", stop, (size_t)(end - stop));
 }
 
 static const char *const errno_names[] = {
@@ -365,6 +365,41 @@ static const char *const table_stopwords[] = {
 static int word_is(const char *s, size_t n, const char *w)
 {
     return strlen(w) == n && strncasecmp(s, w, n) == 0;
+}
+
+/* Names of fields that carry one request's or one trace's id
+ * ("request_id=F1a2...", "trace_id: 4bf9..."); compared without case,
+ * '-' and '_' alike. */
+static const char *const correlation_keys[] = {"request_id",    "requestid",     "x_request_id",
+                                               "trace_id",      "traceid",       "correlation_id",
+                                               "correlationid", "otel_trace_id", "traceparent"};
+
+static int is_correlation_key(const char *s, size_t n)
+{
+    char k[32];
+    while (n > 0 && s[n - 1] == ':')
+        n--;
+    if (n == 0 || n >= sizeof(k))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        k[i] = s[i] == '-' ? '_' : (char)tolower((unsigned char)s[i]);
+    for (size_t i = 0; i < sizeof(correlation_keys) / sizeof(correlation_keys[0]); i++)
+        if (strlen(correlation_keys[i]) == n && memcmp(k, correlation_keys[i], n) == 0)
+            return 1;
+    return 0;
+}
+
+/* A correlation id: 6 to 128 bytes of letters, digits, '-', '_', '.',
+ * with at least one digit (a word like "none" or "unknown" is no id). */
+static void correlation_token(json_t *set, const char *s, size_t n)
+{
+    if (n < 6 || n > 128 || !sh_token_ok(s, n, 128, "-_."))
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (isdigit((unsigned char)s[i])) {
+            add_token(set, "trace", s, n, 1);
+            return;
+        }
 }
 
 static int is_identifier(const char *s, size_t n)
@@ -407,6 +442,10 @@ static void word_tokens(json_t *set, const char *w, size_t n, const char *prev, 
         return;
     memcpy(tmp, w, n);
     tmp[n] = '\0';
+    if (prev != NULL && is_correlation_key(prev, prevn)) {
+        correlation_token(set, tmp, n);
+        return;
+    }
     if (strstr(tmp, "://") != NULL) {
         url_tokens(set, tmp, n);
         return;
@@ -421,7 +460,7 @@ static void word_tokens(json_t *set, const char *w, size_t n, const char *prev, 
          word_is(prev, prevn, "PUT") || word_is(prev, prevn, "PATCH") ||
          word_is(prev, prevn, "DELETE") || word_is(prev, prevn, "HEAD") ||
          word_is(prev, prevn, "OPTIONS"))) {
-        path_token(set, tmp, n);
+        path_token(set, "path", tmp, n);
         return;
     }
     if (prev != NULL && is_identifier(tmp, n)) {
@@ -431,6 +470,16 @@ static void word_tokens(json_t *set, const char *w, size_t n, const char *prev, 
             table_token(set, tmp, n);
             return;
         }
+    }
+    const char *at = memchr(tmp, '@', n);
+    if (at != NULL && at > tmp && is_identifier(tmp, (size_t)(at - tmp))) {
+        /* an Erlang node (shop@10.0.1.5, or name@host after "node"); an
+         * e-mail address is not a host */
+        size_t hn = n - (size_t)(at - tmp) - 1;
+        if (is_ipv4(at + 1, hn) ||
+            (prev != NULL && (word_is(prev, prevn, "node") || word_is(prev, prevn, "nodes"))))
+            host_tokens(set, at + 1, hn, 1);
+        return;
     }
     if (host_tokens(set, tmp, n, 0))
         return;
@@ -496,19 +545,69 @@ typedef struct member {
     long long first;
     int has_first;
     const char *service;
-    json_t *tokens;
+    json_t *tokens;  /* resource and correlation tokens: {"host:db.internal": true, ...} */
+    json_t *calls;   /* its in-app frames' functions: {"Orders.Repo.insert": true, ...} */
+    char *top;       /* the first of them (where it was raised), or NULL */
+    int unavailable; /* its text says something could not be reached */
     int issue;
-    int by_resource; /* attached through a shared resource token */
 } member;
 
 typedef struct issue_info {
     size_t root; /* index into the member array */
     size_t n;
-    json_t *shared; /* tokens that linked members, in order */
-    int by_resource;
-    int by_service;
+    json_t *shared;       /* evidence that linked members, in order */
     long long last_first; /* latest first_seen of its members */
 } issue_info;
+
+/* Words of a failure to reach something (compared without case, '_' as
+ * a blank): connection errors, timeouts, refusals, closed or lost
+ * connections, unavailable services. */
+static const char *const unavailable_words[] = {
+    "connect",     "timeout",  "timed out", "unavailable",  "not available",
+    "unreachable", "refused",  "closed",    "reset",        "lost",
+    "no route",    "econn",    "etimedout", "ehostunreach", "enetunreach",
+    "enotfound",   "nxdomain", "503",       "502",          "504"};
+
+static int says_unavailable(json_t *v)
+{
+    if (!json_is_string(v))
+        return 0;
+    size_t n = json_string_length(v);
+    if (n > TEXT_SCAN_MAX)
+        n = TEXT_SCAN_MAX;
+    char *low = malloc(n + 1);
+    if (low == NULL)
+        return 0;
+    const char *s = json_string_value(v);
+    for (size_t i = 0; i < n; i++)
+        low[i] = s[i] == '_' || s[i] == '\0' ? ' ' : (char)tolower((unsigned char)s[i]);
+    low[n] = '\0';
+    int found = 0;
+    for (size_t i = 0; !found && i < sizeof(unavailable_words) / sizeof(unavailable_words[0]); i++)
+        found = strstr(low, unavailable_words[i]) != NULL;
+    free(low);
+    return found;
+}
+
+/* 1 when text holds word whole (not inside a longer name), without case. */
+static int text_names(json_t *text, const char *word)
+{
+    if (!json_is_string(text) || word == NULL)
+        return 0;
+    size_t wn = strlen(word), n = json_string_length(text);
+    const char *s = json_string_value(text);
+    if (wn < 3 || n > TEXT_SCAN_MAX)
+        n = wn < 3 ? 0 : TEXT_SCAN_MAX;
+    for (size_t i = 0; i + wn <= n; i++) {
+        if (strncasecmp(s + i, word, wn) != 0)
+            continue;
+        int before = i > 0 && (isalnum((unsigned char)s[i - 1]) || strchr("_-.", s[i - 1]));
+        int after = i + wn < n && (isalnum((unsigned char)s[i + wn]) || strchr("_-", s[i + wn]));
+        if (!before && !after)
+            return 1;
+    }
+    return 0;
+}
 
 static int member_cmp(const void *a, const void *b)
 {
@@ -543,11 +642,57 @@ static void member_init(member *m, json_t *g)
         json_text_tokens(m->tokens, json_array_get(samples, i));
     json_t *path = json_object_get(g, "path");
     if (json_is_string(path) && json_string_value(path)[0] == '/')
-        path_token(m->tokens, json_string_value(path), json_string_length(path));
+        path_token(m->tokens, "at", json_string_value(path), json_string_length(path));
+    json_t *ids = json_object_get(g, "trace_ids");
+    for (size_t i = 0; i < 8 && i < json_array_size(ids); i++) {
+        json_t *id = json_array_get(ids, i);
+        if (json_is_string(id))
+            correlation_token(m->tokens, json_string_value(id), json_string_length(id));
+    }
+    m->calls = json_object();
+    m->unavailable = says_unavailable(json_object_get(g, "type")) ||
+                     says_unavailable(json_object_get(g, "message"));
     m->issue = -1;
 }
 
-/* Tokens shared by a and b appended to out (at most 8); returns how many. */
+static void member_free(member *m)
+{
+    json_decref(m->tokens);
+    json_decref(m->calls);
+    free(m->top);
+}
+
+/* A loopback host alone says nothing: every service has one. A technology
+ * name (db:) counts only between two failures to reach it (shared_tokens). */
+static int token_weak(const char *key)
+{
+    return strcmp(key, "host:localhost") == 0 || strcmp(key, "host:127.0.0.1") == 0 ||
+           strcmp(key, "host:0.0.0.0") == 0;
+}
+
+/* 1 when tokens hold key, or its counterpart: an endpoint called ("path:")
+ * matches the same endpoint called or where an error was raised ("at:",
+ * the request's path); two errors raised in one endpoint are not tied by
+ * it. */
+static int token_matches(json_t *tokens, const char *key)
+{
+    if (strncmp(key, "at:", 3) == 0) {
+        char path[240];
+        snprintf(path, sizeof(path), "path:%s", key + 3);
+        return json_object_get(tokens, path) != NULL;
+    }
+    if (json_object_get(tokens, key) != NULL)
+        return 1;
+    if (strncmp(key, "path:", 5) == 0) {
+        char at[240];
+        snprintf(at, sizeof(at), "at:%s", key + 5);
+        return json_object_get(tokens, at) != NULL;
+    }
+    return 0;
+}
+
+/* Resource and correlation tokens shared by a and b appended to out (at
+ * most 8); returns how many. */
 static int shared_tokens(const member *a, const member *b, json_t *out)
 {
     int n = 0;
@@ -555,7 +700,11 @@ static int shared_tokens(const member *a, const member *b, json_t *out)
     json_t *v;
     json_object_foreach(a->tokens, key, v)
     {
-        if (json_object_get(b->tokens, key) == NULL)
+        if (token_weak(key) || !token_matches(b->tokens, key))
+            continue;
+        /* a technology both use (postgres, redis) ties them only when
+         * both failed to reach it */
+        if (strncmp(key, "db:", 3) == 0 && !(a->unavailable && b->unavailable))
             continue;
         n++;
         int dup = 0;
@@ -613,40 +762,139 @@ static void add_file(json_t *files, const sh_frame *f)
     sh_buf_free(&canon);
 }
 
-/* In-app files of a group into files; the first in-app frame into *top
- * (slices into the group's strings or into `text`). Returns how many
- * in-app frames it saw. */
-static int group_files(json_t *g, json_t *files, sh_frame *top)
+/* Calls fn for each in-app frame of a group (its "frames", or, when it
+ * has none or with_text, the first 32 frames of its "stacktrace" text as
+ * well); first is 1 for the first of them. Returns how many it saw. */
+static int group_walk(json_t *g, int with_text, void (*fn)(const sh_frame *f, int first, void *arg),
+                      void *arg)
 {
     int found = 0;
     json_t *frames = json_object_get(g, "frames");
-    if (json_is_array(frames) && json_array_size(frames) > 0) {
-        size_t i;
-        json_t *fr;
-        json_array_foreach(frames, i, fr)
-        {
-            sh_frame f;
-            if (i >= 64 || !frame_in_app(fr, &f))
-                continue;
-            if (found++ == 0 && top != NULL)
-                *top = f;
-            add_file(files, &f);
-        }
-        return found;
+    size_t i;
+    json_t *fr;
+    json_array_foreach(frames, i, fr)
+    {
+        sh_frame f;
+        if (i >= 64 || !frame_in_app(fr, &f))
+            continue;
+        fn(&f, found++ == 0, arg);
     }
+    if (found > 0 && !with_text)
+        return found;
     json_t *st = json_object_get(g, "stacktrace");
     if (!json_is_string(st))
-        return 0;
+        return found;
     sh_frame parsed[32];
     size_t n = sh_frames_parse_text(parsed, 32, json_string_value(st), json_string_length(st));
-    for (size_t i = 0; i < n; i++) {
-        if (!sh_frame_is_in_app(&parsed[i], NULL))
-            continue;
-        if (found++ == 0 && top != NULL)
-            *top = parsed[i];
-        add_file(files, &parsed[i]);
-    }
+    for (size_t k = 0; k < n; k++)
+        if (sh_frame_is_in_app(&parsed[k], NULL))
+            fn(&parsed[k], found++ == 0, arg);
     return found;
+}
+
+typedef struct files_walk {
+    json_t *files;
+    sh_frame *top;
+} files_walk;
+
+static void walk_file(const sh_frame *f, int first, void *arg)
+{
+    files_walk *w = arg;
+    if (first && w->top != NULL)
+        *w->top = *f;
+    add_file(w->files, f);
+}
+
+/* In-app files of a group into files; the first in-app frame into *top
+ * (slices into the group's strings). Returns how many in-app frames it
+ * saw. */
+static int group_files(json_t *g, json_t *files, sh_frame *top)
+{
+    files_walk w = {files, top};
+    return group_walk(g, 0, walk_file, &w);
+}
+
+/* A frame's function as "Module.fun/2", or "file:fun" without a module;
+ * empty when it names no function. */
+static void call_name(sh_buf *b, const sh_frame *f)
+{
+    if (f->function.len == 0)
+        return;
+    if (f->module.len > 0)
+        sh_buf_append(b, f->module.ptr, f->module.len);
+    else
+        sh_frame_file_canonical(b, f->file);
+    sh_buf_append_byte(b, f->module.len > 0 ? '.' : ':');
+    sh_buf_append(b, f->function.ptr, f->function.len);
+}
+
+static void walk_call(const sh_frame *f, int first, void *arg)
+{
+    member *m = arg;
+    sh_buf name;
+    sh_buf_init(&name);
+    call_name(&name, f);
+    if (!name.oom && name.len > 0 && name.len < 400 && memchr(name.data, '\0', name.len) == NULL &&
+        json_object_size(m->calls) < MAX_TOKENS) {
+        sh_buf_append_byte(&name, '\0');
+        if (!name.oom) {
+            json_object_set_new(m->calls, name.data, json_true());
+            if (first && m->top == NULL)
+                m->top = strdup(name.data);
+        }
+    }
+    sh_buf_free(&name);
+}
+
+/* Collects the in-app functions of m's stack (member_init leaves them
+ * empty). */
+static void member_calls(member *m)
+{
+    group_walk(m->g, 1, walk_call, m);
+}
+
+static void add_evidence(json_t *out, const char *kind, const char *what)
+{
+    char key[420];
+    snprintf(key, sizeof(key), "%s%s", kind, what);
+    size_t i;
+    json_t *s;
+    json_array_foreach(out, i, s) if (strcmp(json_string_value(s), key) == 0) return;
+    if (json_array_size(out) < 8)
+        json_array_append_new(out, json_string(key));
+}
+
+/* What ties a and b to one cause, appended to out: resource tokens both
+ * name (a host, an address, a table, an endpoint, a dependency both failed
+ * to reach, an error code), one naming the other's service, a request or
+ * trace id both carry, or a call between them (the
+ * function one was raised in is on the other's stack, and the other was
+ * raised elsewhere). Being in the same service, raised in the same
+ * function or starting at the same time is not evidence. Returns how many
+ * pieces it found. */
+static int evidence(const member *a, const member *b, json_t *out)
+{
+    int n = shared_tokens(a, b, out);
+    /* one names the other's service: a caller reporting its dependency */
+    for (int k = 0; k < 2; k++) {
+        const member *x = k ? b : a, *y = k ? a : b;
+        if (x->service != NULL && (y->service == NULL || strcasecmp(x->service, y->service) != 0) &&
+            (text_names(json_object_get(y->g, "message"), x->service) ||
+             text_names(json_object_get(y->g, "type"), x->service))) {
+            add_evidence(out, "service:", x->service);
+            n++;
+        }
+    }
+    if (a->top != NULL && b->top != NULL && strcmp(a->top, b->top) == 0)
+        return n; /* raised in the same function: no call between them */
+    if (a->top != NULL && json_object_get(b->calls, a->top) != NULL) {
+        add_evidence(out, "call:", a->top);
+        n++;
+    } else if (b->top != NULL && json_object_get(a->calls, b->top) != NULL) {
+        add_evidence(out, "call:", b->top);
+        n++;
+    }
+    return n;
 }
 
 static const char *token_kind_text(const char *tok, const char **rest)
@@ -654,8 +902,11 @@ static const char *token_kind_text(const char *tok, const char **rest)
     static const struct {
         const char *prefix;
         const char *text;
-    } kinds[] = {{"hostport:", "address "}, {"host:", "host "},         {"table:", "table "},
-                 {"path:", "endpoint "},    {"db:", "the dependency "}, {"err:", "error code "}};
+    } kinds[] = {{"hostport:", "address "}, {"host:", "host "},
+                 {"table:", "table "},      {"path:", "endpoint "},
+                 {"at:", "endpoint "},      {"db:", "the dependency "},
+                 {"err:", "error code "},   {"trace:", "request or trace id "},
+                 {"call:", "a call of "},   {"service:", "the service "}};
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         size_t n = strlen(kinds[i].prefix);
         if (strncmp(tok, kinds[i].prefix, n) == 0) {
@@ -827,13 +1078,10 @@ static json_t *build_issue(member *ms, size_t nm, const issue_info *info, int id
                 append_bounded(&rc, json_string_value(s), json_string_length(s), 100);
             }
         }
-        if (json_array_size(info->shared) > 0) {
-            sh_buf_append_str(&rc, symptoms == 1 ? " and shares " : " and share ");
-            append_resources(&rc, info->shared, 5);
-        } else if (info->by_service)
-            sh_buf_append_str(&rc, " in the same service");
-        sh_buf_append_str(&rc, symptoms == 1 ? ", so it is taken as a symptom of it."
-                                             : ", so they are taken as symptoms of it.");
+        sh_buf_append_str(&rc, symptoms == 1 ? " and shares " : " and share ");
+        append_resources(&rc, info->shared, 5);
+        sh_buf_append_str(&rc, symptoms == 1 ? " with it, so it is taken as a symptom of it."
+                                             : " with it, so they are taken as symptoms of it.");
     } else
         sh_buf_append_byte(&rc, '.');
 
@@ -872,16 +1120,13 @@ static json_t *build_issue(member *ms, size_t nm, const issue_info *info, int id
     json_decref(deps);
     json_decref(services);
 
-    /* confidence: 0.5, +0.2 with an in-app frame of the root, +0.1 when a
-     * symptom shares a resource token, -0.1 when symptoms share only the
-     * service; within [0.1, 0.9] */
+    /* confidence: 0.5, +0.2 with an in-app frame of the root, +0.1 with
+     * symptoms (each tied to the issue by evidence); within [0.1, 0.9] */
     double conf = 0.5;
     if (root_frames > 0)
         conf += 0.2;
-    if (symptoms > 0 && info->by_resource)
+    if (symptoms > 0)
         conf += 0.1;
-    else if (symptoms > 0)
-        conf -= 0.1;
     if (conf < 0.1)
         conf = 0.1;
     if (conf > 0.9)
@@ -907,8 +1152,10 @@ json_t *analyze_offline(json_t *groups, long long window_ms)
     json_t *out = json_array();
     if (ms == NULL || issues == NULL || out == NULL)
         goto fail;
-    for (size_t i = 0; i < nm; i++)
+    for (size_t i = 0; i < nm; i++) {
         member_init(&ms[i], json_array_get(groups, i));
+        member_calls(&ms[i]);
+    }
     qsort(ms, nm, sizeof(*ms), member_cmp);
 
     size_t ni = 0, lo = 0;
@@ -920,19 +1167,13 @@ json_t *analyze_offline(json_t *groups, long long window_ms)
             for (size_t j = lo; j < k; j++) {
                 member *e = &ms[j];
                 json_t *shared = json_array();
-                int nres = shared_tokens(e, m, shared);
-                int same_service =
-                    e->service != NULL && m->service != NULL && strcmp(e->service, m->service) == 0;
-                if (nres == 0 && !same_service) {
+                if (evidence(e, m, shared) == 0) {
                     json_decref(shared);
                     continue;
                 }
                 issue_info *is = &issues[e->issue];
                 m->issue = e->issue;
-                m->by_resource = nres > 0;
                 is->n++;
-                is->by_resource |= nres > 0;
-                is->by_service |= same_service;
                 is->last_first = m->first;
                 size_t x;
                 json_t *t;
@@ -971,13 +1212,96 @@ fail:
 cleanup:
     if (ms != NULL)
         for (size_t i = 0; i < nm; i++)
-            json_decref(ms[i].tokens);
+            member_free(&ms[i]);
     if (issues != NULL)
         for (size_t i = 0; i < nm; i++)
             json_decref(issues[i].shared);
     free(ms);
     free(issues);
     return out;
+}
+
+static size_t uf_find(size_t *parent, size_t i)
+{
+    while (parent[i] != i)
+        i = parent[i] = parent[parent[i]];
+    return i;
+}
+
+/* One issue of a model's answer cut down to the groups evidence ties to
+ * its first group (directly or through other members, each link between
+ * groups that started within window_ms of each other); the others are
+ * appended to rest. */
+static void issue_require_evidence(json_t *issue, json_t *by_id, long long window_ms, json_t *rest)
+{
+    json_t *ids = json_object_get(issue, "group_ids");
+    size_t n = json_array_size(ids);
+    if (n < 2)
+        return;
+    member *ms = calloc(n, sizeof(*ms));
+    size_t *parent = calloc(n, sizeof(*parent));
+    if (ms == NULL || parent == NULL)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        member_init(&ms[i], json_object_get(by_id, json_string_value(json_array_get(ids, i))));
+        member_calls(&ms[i]);
+        parent[i] = i;
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++) {
+            if (uf_find(parent, i) == uf_find(parent, j))
+                continue;
+            if (ms[i].has_first && ms[j].has_first && llabs(ms[i].first - ms[j].first) > window_ms)
+                continue;
+            json_t *why = json_array();
+            if (evidence(&ms[i], &ms[j], why) > 0)
+                parent[uf_find(parent, i)] = uf_find(parent, j);
+            json_decref(why);
+        }
+    json_t *kept = json_array();
+    size_t root = uf_find(parent, 0);
+    for (size_t i = 0; i < n; i++) {
+        if (uf_find(parent, i) == root)
+            json_array_append(kept, json_array_get(ids, i));
+        else
+            json_array_append(rest, ms[i].g);
+    }
+    json_object_set_new(issue, "group_ids", kept);
+done:
+    if (ms != NULL)
+        for (size_t i = 0; i < n; i++)
+            member_free(&ms[i]);
+    free(ms);
+    free(parent);
+}
+
+json_t *analyze_require_evidence(json_t *issues, json_t *groups, long long window_ms, size_t *split)
+{
+    json_t *by_id = json_object(), *rest = json_array();
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g)
+    {
+        const char *id = json_string_value(json_object_get(g, "id"));
+        if (id != NULL)
+            json_object_set(by_id, id, g);
+    }
+    json_array_foreach(issues, i, g) issue_require_evidence(g, by_id, window_ms, rest);
+    if (split != NULL)
+        *split = json_array_size(rest);
+    if (json_array_size(rest) > 0) {
+        json_t *more = analyze_offline(rest, window_ms);
+        if (more == NULL) {
+            json_decref(by_id);
+            json_decref(rest);
+            return NULL;
+        }
+        json_array_extend(issues, more);
+        json_decref(more);
+    }
+    json_decref(by_id);
+    json_decref(rest);
+    return issues;
 }
 
 /* ---------------------------------------------------------------- validation
@@ -1268,17 +1592,18 @@ cleanup:
 }
 
 /* An "analysis" audit record when a state_dir is configured: analyzer,
- * fallback (scrubbed), counts and usage; no message text. */
-static void audit_analysis(port_ctx *ctx, json_t *groups, json_t *out)
+ * fallback (scrubbed), counts and usage; no message text. Appended, or
+ * given to the caller in *record. */
+static void audit_analysis(port_ctx *ctx, json_t *groups, json_t *out, json_t **record)
 {
     cmd_error e = {NULL, ""};
-    if (state_ctx_ensure(ctx, &e) != 0)
+    if (record == NULL && state_ctx_ensure(ctx, &e) != 0)
         return;
     pthread_mutex_lock(&ctx->lock);
     audit_log *log = ctx->audit;
     const sh_scrubber *scrub = ctx->scrub;
     pthread_mutex_unlock(&ctx->lock);
-    if (log == NULL)
+    if (log == NULL && record == NULL)
         return;
     json_t *issues = json_object_get(out, "issues");
     json_t *ids = json_array();
@@ -1286,11 +1611,11 @@ static void audit_analysis(port_ctx *ctx, json_t *groups, json_t *out)
     json_t *is;
     json_array_foreach(issues, i, is)
         json_array_append_new(ids, json_deep_copy(json_object_get(is, "group_ids")));
-    json_t *fields =
-        json_pack("{s:O, s:n, s:I, s:I, s:o, s:O}", "analyzer", json_object_get(out, "analyzer"),
-                  "fallback", "groups", (json_int_t)json_array_size(groups), "issues",
-                  (json_int_t)json_array_size(issues), "issue_group_ids", ids, "usage",
-                  json_object_get(out, "usage"));
+    json_t *fields = json_pack(
+        "{s:O, s:n, s:I, s:I, s:o, s:O, s:O}", "analyzer", json_object_get(out, "analyzer"),
+        "fallback", "groups", (json_int_t)json_array_size(groups), "issues",
+        (json_int_t)json_array_size(issues), "issue_group_ids", ids, "unlinked",
+        json_object_get(out, "unlinked"), "usage", json_object_get(out, "usage"));
     json_t *fb = json_object_get(out, "fallback");
     if (fields != NULL && json_is_string(fb)) {
         sh_buf clean;
@@ -1301,13 +1626,19 @@ static void audit_analysis(port_ctx *ctx, json_t *groups, json_t *out)
                                 json_stringn(clean.data ? clean.data : "", clean.len));
         sh_buf_free(&clean);
     }
+    if (record != NULL) {
+        *record = fields;
+        return;
+    }
     if (fields != NULL)
         audit_append(log, "analysis", fields);
     json_decref(fields);
 }
 
-json_t *analyze_groups(port_ctx *ctx, json_t *groups, cmd_error *err)
+json_t *analyze_groups(port_ctx *ctx, json_t *groups, json_t **record, cmd_error *err)
 {
+    if (record != NULL)
+        *record = NULL;
     char why[512], fallback[640];
     if (groups_check(groups, why, sizeof(why)) != 0) {
         cmd_error_set(err, "bad_args", "%s", why);
@@ -1321,12 +1652,17 @@ json_t *analyze_groups(port_ctx *ctx, json_t *groups, cmd_error *err)
     usage u = {0, 0, 0, 0};
     fallback[0] = '\0';
     json_t *issues = NULL;
+    size_t split = 0;
     const char *analyzer = "offline";
     llm_config cfg;
     if (llm_config_load(&cfg, ctx, "llm", why, sizeof(why)) != 0)
         snprintf(fallback, sizeof(fallback), "config: %s", why);
     else if (cfg.provider != LLM_OFFLINE && json_array_size(groups) > 0) {
         issues = analyze_llm(ctx, &cfg, groups, &u, fallback, sizeof(fallback));
+        if (issues != NULL && analyze_require_evidence(issues, groups, window, &split) == NULL) {
+            json_decref(issues);
+            issues = NULL;
+        }
         if (issues != NULL)
             analyzer = cfg.provider_name;
     }
@@ -1336,12 +1672,13 @@ json_t *analyze_groups(port_ctx *ctx, json_t *groups, cmd_error *err)
         cmd_error_set(err, "internal", "out of memory");
         return NULL;
     }
-    json_t *out = json_pack("{s:o, s:s, s:o, s:{s:I, s:I, s:f, s:i}}", "issues", issues, "analyzer",
-                            analyzer, "fallback", fallback[0] ? json_string(fallback) : json_null(),
-                            "usage", "input_tokens", (json_int_t)u.input_tokens, "output_tokens",
-                            (json_int_t)u.output_tokens, "cost_usd", u.cost_usd, "calls", u.calls);
+    json_t *out = json_pack(
+        "{s:o, s:s, s:o, s:I, s:{s:I, s:I, s:f, s:i}}", "issues", issues, "analyzer", analyzer,
+        "fallback", fallback[0] ? json_string(fallback) : json_null(), "unlinked",
+        (json_int_t)split, "usage", "input_tokens", (json_int_t)u.input_tokens, "output_tokens",
+        (json_int_t)u.output_tokens, "cost_usd", u.cost_usd, "calls", u.calls);
     if (out != NULL)
-        audit_analysis(ctx, groups, out);
+        audit_analysis(ctx, groups, out, record);
     return out;
 }
 
@@ -1499,7 +1836,7 @@ static json_t *cmd_analyze(port_ctx *ctx, json_t *args, cmd_error *err)
         cmd_error_set(err, "bad_args", "analyze needs {\"groups\": [...]}");
         return NULL;
     }
-    return analyze_groups(ctx, groups, err);
+    return analyze_groups(ctx, groups, NULL, err);
 }
 
 static json_t *cmd_triage_batch(port_ctx *ctx, json_t *args, cmd_error *err)

@@ -64,6 +64,9 @@
 #define P_DESCRIPTOR_MAX 4096
 #define P_COMMAND_MAX 1024
 #define P_SUMMARY_MAX 512
+#define P_REASON_MAX 300
+#define P_REASONS_MAX 12
+#define P_PREVIOUS_MAX 6144
 #define P_COMMITS_MAX 20
 #define P_EXCERPT_MAX 6144
 #define P_EXCERPT_READ (2u << 20)
@@ -1922,6 +1925,35 @@ static void append_commits(const fence *f, sh_buf *out, const sh_scrubber *scrub
     }
 }
 
+/* From the second attempt on: why the previous change was not accepted
+ * (the validation's words) and the tail of its failing output, fenced. */
+static void append_previous(const fence *f, sh_buf *out, const sh_scrubber *scrub,
+                            const context_prompt_in *in)
+{
+    if (in->attempt < 2)
+        return;
+    sh_buf_appendf(out,
+                   "\n## Previous attempt\n\nThis is attempt %d. The change of the previous "
+                   "attempt was discarded (you start again from the deployed code) because its "
+                   "validation found:\n\n",
+                   in->attempt);
+    size_t i;
+    json_t *r;
+    json_array_foreach(in->previous_reasons, i, r)
+    {
+        if (i >= P_REASONS_MAX || !json_is_string(r))
+            break;
+        sh_buf_append_str(out, "- ");
+        append_plain(out, json_string_value(r), P_REASON_MAX, 0);
+        sh_buf_append_byte(out, '\n');
+    }
+    sh_buf_append_str(out, "\nAddress each point with a new change that still follows the "
+                           "constraints above.\n");
+    /* the output of tests the agent wrote: untrusted */
+    append_fenced(f, out, scrub, "output of the failing step - last part", in->previous_output,
+                  P_PREVIOUS_MAX);
+}
+
 int context_prompt(sh_buf *out, const context_prompt_in *in, const sh_scrubber *scrub)
 {
     if (out == NULL || in == NULL)
@@ -1973,6 +2005,8 @@ int context_prompt(sh_buf *out, const context_prompt_in *in, const sh_scrubber *
 
     append_files(&f, out, scrub, in);
     append_commits(&f, out, scrub, in->recent_commits);
+
+    append_previous(&f, out, scrub, in);
 
     if (in->test_command != NULL && in->test_command[0] != '\0') {
         sh_buf_append_str(out, "\n## How to check\n\nRun this from the repository root; it must "

@@ -91,12 +91,15 @@ typedef struct context_prompt_in {
     const char *stacktrace;
     const char *request_path;
     const char *root_cause;
-    const char *descriptor;   /* service descriptor text (operator-written, from config) */
-    json_t *files;            /* context_gather's array */
-    json_t *recent_commits;   /* wt_recent_commits' array, may be NULL */
-    const char *root;         /* checkout root, for excerpts around stack lines */
-    size_t max_changed_lines; /* the validation limit, stated as a constraint */
-    const char *test_command; /* stated so the agent can run it; may be NULL */
+    const char *descriptor;      /* service descriptor text (operator-written, from config) */
+    json_t *files;               /* context_gather's array */
+    json_t *recent_commits;      /* wt_recent_commits' array, may be NULL */
+    const char *root;            /* checkout root, for excerpts around stack lines */
+    size_t max_changed_lines;    /* the validation limit, stated as a constraint */
+    const char *test_command;    /* stated so the agent can run it; may be NULL */
+    int attempt;                 /* 1 for the first attempt; later ones carry what went wrong */
+    json_t *previous_reasons;    /* why the previous attempt was not accepted: strings (ours) */
+    const char *previous_output; /* the tail of its failing step's output (untrusted), or NULL */
 } context_prompt_in;
 
 /* Writes the prompt (Markdown) into out: the task, the constraints (the

@@ -13,6 +13,7 @@
 
 #include "analyze.h"
 #include "fence.h"
+#include "fold_score.h"
 #include "llm.h"
 
 #define T0 1700000000000LL
@@ -149,25 +150,50 @@ static void test_offline_window_and_determinism(void **state)
     json_decref(groups);
 }
 
-static void test_offline_service_links_and_missing_time(void **state)
+static void test_offline_time_and_service_alone_never_fold(void **state)
 {
     (void)state;
-    json_t *g1 = group("a1", T0, "billing", "KeyError", "key :amount not found", "medium");
-    json_t *g2 = group("a2", T0 + 1000, "billing", "ArithmeticError", "bad argument", "high");
+    /* five unrelated crashes of one service within the same second */
+    const char *msgs[][2] = {{"KeyError", "key :amount not found in: %{}"},
+                             {"ArithmeticError", "bad argument in arithmetic expression"},
+                             {"FunctionClauseError", "no function clause matching in Cart.total/1"},
+                             {"Protocol.UndefinedError", "protocol Enumerable not implemented"},
+                             {"RuntimeError", "template welcome.html not found"}};
+    json_t *groups = json_array();
+    for (size_t i = 0; i < 5; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "t%zu", i);
+        json_t *g = group(id, T0 + (long long)i * 100, "billing", msgs[i][0], msgs[i][1], "high");
+        char fun[16];
+        snprintf(fun, sizeof(fun), "step%zu/1", i);
+        add_frame(g, "lib/billing/steps.ex", 10 + (int)i, "Billing.Steps", fun);
+        add_frame(g, "lib/billing/runner.ex", 5, "Billing.Runner", "run/1");
+        json_array_append_new(groups, g);
+    }
+    /* the same in-app function deeper in every stack is no call between
+     * them: each was raised somewhere else */
+    json_t *same = group("t5", T0 + 600, "billing", "ArgumentError", "argument error", "high");
+    add_frame(same, "lib/billing/steps.ex", 77, "Billing.Steps", "step0/1");
+    json_array_append_new(groups, same);
+    /* and another error raised in the same function as the first is no
+     * call either */
+    json_t *issues = analyze_offline(groups, 60000);
+    assert_int_equal(json_array_size(issues), 6);
+    json_decref(issues);
+    json_decref(groups);
+
     json_t *g3 =
         json_pack("{s:s, s:s, s:s}", "id", "a3", "service", "billing", "message", "no time at all");
-    json_t *groups = json_pack("[o, o, o]", g1, g2, g3);
-    json_t *issues = analyze_offline(groups, 60000);
+    groups =
+        json_pack("[o, o]", group("a1", T0, "billing", "KeyError", "key :amount", "medium"), g3);
+    issues = analyze_offline(groups, 60000);
     assert_int_equal(json_array_size(issues), 2);
-    json_t *first = json_array_get(issues, 0);
-    assert_int_equal(json_array_size(json_object_get(first, "group_ids")), 2);
-    assert_string_equal(json_string_value(json_object_get(first, "severity")), "high");
-    /* linked by the service only: 0.5 - 0.1 */
-    assert_float_equal(json_real_value(json_object_get(first, "confidence")), 0.4, 1e-9);
     json_t *last = json_array_get(issues, 1);
     assert_string_equal(json_string_value(json_array_get(json_object_get(last, "group_ids"), 0)),
                         "a3");
     assert_string_equal(json_string_value(json_object_get(last, "severity")), "medium");
+    assert_float_equal(json_real_value(json_object_get(json_array_get(issues, 0), "confidence")),
+                       0.5, 1e-9);
     json_decref(issues);
     json_decref(groups);
 
@@ -176,6 +202,107 @@ static void test_offline_service_links_and_missing_time(void **state)
     assert_int_equal(json_array_size(issues), 0);
     json_decref(issues);
     json_decref(empty);
+}
+
+static void test_offline_correlation_ids_and_calls(void **state)
+{
+    (void)state;
+    /* a request id in both texts */
+    json_t *groups = json_pack(
+        "[o, o]",
+        group("c1", T0, "api", "Jason.DecodeError", "unexpected byte request_id=F7a9c2e1b", "high"),
+        group("c2", T0 + 200, "web", "RuntimeError", "render failed (request_id: F7a9c2e1b)",
+              "high"));
+    json_t *issues = analyze_offline(groups, 60000);
+    assert_int_equal(json_array_size(issues), 1);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_array_get(issues, 0), "root_cause")),
+               "request or trace id f7a9c2e1b"));
+    json_decref(issues);
+    json_decref(groups);
+
+    /* a trace id from the groups' metadata; a different one does not link */
+    json_t *t1 = group("d1", T0, "api", "E1", "upstream returned garbage", "high");
+    json_t *t2 = group("d2", T0 + 300, "worker", "E2", "job crashed", "high");
+    json_t *t3 = group("d3", T0 + 400, "mailer", "E3", "smtp said no", "high");
+    json_object_set_new(t1, "trace_ids", json_pack("[s]", "4bf92f3577b34da6a3ce929d0e0e4736"));
+    json_object_set_new(t2, "trace_ids", json_pack("[s]", "4bf92f3577b34da6a3ce929d0e0e4736"));
+    json_object_set_new(t3, "trace_ids", json_pack("[s]", "00f067aa0ba902b7aaaaaaaaaaaaaaaa"));
+    groups = json_pack("[o, o, o]", t1, t2, t3);
+    issues = analyze_offline(groups, 60000);
+    assert_int_equal(json_array_size(issues), 2);
+    assert_true(find_issue(issues, "d1") == find_issue(issues, "d2"));
+    json_decref(issues);
+    json_decref(groups);
+
+    /* a call: the function the root was raised in is on the symptom's
+     * stack (as text) */
+    json_t *root = group("e1", T0, "orders", "Ecto.StaleEntryError", "stale entry", "high");
+    add_frame(root, "lib/orders/repo.ex", 42, "Orders.Repo", "update!/2");
+    json_t *caller = group("e2", T0 + 50, "orders", "RuntimeError", "checkout aborted", "high");
+    json_object_set_new(caller, "stacktrace",
+                        json_string("    (orders 0.1.0) lib/orders/checkout.ex:9: "
+                                    "Orders.Checkout.run/1\n"
+                                    "    (orders 0.1.0) lib/orders/repo.ex:42: "
+                                    "Orders.Repo.update!/2\n"));
+    groups = json_pack("[o, o]", root, caller);
+    issues = analyze_offline(groups, 60000);
+    assert_int_equal(json_array_size(issues), 1);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_array_get(issues, 0), "root_cause")),
+               "a call of Orders.Repo.update!/2"));
+    json_decref(issues);
+    json_decref(groups);
+}
+
+static void test_model_folds_need_evidence(void **state)
+{
+    (void)state;
+    json_t *groups = cascade();
+    /* a model that puts every group into one issue */
+    json_t *all = json_array();
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g) json_array_append(all, json_object_get(g, "id"));
+    json_t *reply = json_pack("{s:[{s:s, s:s, s:o, s:s, s:[], s:f}]}", "issues", "root_cause",
+                              "everything broke", "severity", "high", "group_ids", all,
+                              "suggested_fix", "", "files_likely_involved", "confidence", 0.9);
+    char why[512] = "";
+    json_t *issues = analyze_validate(reply, groups, why, sizeof(why));
+    assert_non_null(issues);
+    size_t split = 99;
+    assert_ptr_equal(analyze_require_evidence(issues, groups, 60000, &split), issues);
+    assert_int_equal(split, 1);
+    assert_int_equal(json_array_size(issues), 2);
+    /* the model's issue keeps what evidence ties to its first group (the
+     * symptoms of the database outage); the mailer error is its own issue */
+    json_t *db = find_issue(issues, "g-db");
+    assert_int_equal(json_array_size(json_object_get(db, "group_ids")), 4);
+    assert_string_equal(json_string_value(json_object_get(db, "root_cause")), "everything broke");
+    json_t *mail = find_issue(issues, "g-mail");
+    assert_true(mail != db);
+    assert_int_equal(json_array_size(json_object_get(mail, "group_ids")), 1);
+    json_decref(issues);
+    json_decref(reply);
+
+    /* an answer that folds only on evidence is kept as it is */
+    reply = json_pack("{s:[{s:s, s:s, s:[s, s], s:s, s:[], s:f}, {s:s, s:s, s:[s, s, s], s:s, "
+                      "s:[], s:f}]}",
+                      "issues", "root_cause", "db down", "severity", "critical", "group_ids",
+                      "g-db", "g-checkout", "suggested_fix", "", "files_likely_involved",
+                      "confidence", 0.8, "root_cause", "mail and more", "severity", "high",
+                      "group_ids", "g-api", "g-payments", "g-mail", "suggested_fix", "",
+                      "files_likely_involved", "confidence", 0.5);
+    issues = analyze_validate(reply, groups, why, sizeof(why));
+    assert_non_null(issues);
+    assert_non_null(analyze_require_evidence(issues, groups, 60000, &split));
+    /* g-api and g-payments share nothing with each other but through the
+     * database, which is in the other issue; so both leave with g-mail's */
+    assert_int_equal(json_array_size(json_object_get(find_issue(issues, "g-db"), "group_ids")), 2);
+    assert_true(find_issue(issues, "g-mail") != find_issue(issues, "g-api"));
+    json_decref(issues);
+    json_decref(reply);
+    json_decref(groups);
 }
 
 static void test_offline_resource_tokens(void **state)
@@ -205,6 +332,24 @@ static void test_offline_resource_tokens(void **state)
     assert_int_equal(json_array_size(issues), 2);
     json_decref(issues);
     json_decref(groups);
+}
+
+/* The labelled scenarios: no pair of unrelated groups is folded (by the
+ * offline analyzer, or by a model that puts every group into one issue,
+ * after the evidence check), and at least nine in ten pairs of a cascade
+ * are. */
+static void test_fold_corpus(void **state)
+{
+    (void)state;
+    fold_analyzer how[] = {FOLD_OFFLINE, FOLD_MODEL_ALL_IN_ONE, FOLD_MODEL_LABELS};
+    for (size_t i = 0; i < 3; i++) {
+        fold_score s;
+        assert_int_equal(fold_score_corpus(&s, how[i], 0), 0);
+        assert_true(s.scenarios >= 30);
+        if (fold_precision(&s) < 1.0 || fold_recall(&s) < 0.9)
+            fail_msg("analyzer %zu: %ld wrong folds, recall %.3f; first: %s", i, s.fp,
+                     fold_recall(&s), s.first_wrong);
+    }
 }
 
 /* ---------------------------------------------------------------- validation
@@ -720,7 +865,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_offline_cascade),
         cmocka_unit_test(test_offline_window_and_determinism),
-        cmocka_unit_test(test_offline_service_links_and_missing_time),
+        cmocka_unit_test(test_offline_time_and_service_alone_never_fold),
+        cmocka_unit_test(test_offline_correlation_ids_and_calls),
+        cmocka_unit_test(test_model_folds_need_evidence),
+        cmocka_unit_test(test_fold_corpus),
         cmocka_unit_test(test_offline_resource_tokens),
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_extract_json),

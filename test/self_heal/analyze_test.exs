@@ -227,6 +227,62 @@ defmodule SelfHeal.AnalyzeTest do
 
   # ------------------------------------------------------------ providers
 
+  # Five unrelated crashes of one service within the same second, one of
+  # them carrying a secret.
+  defp simultaneous do
+    for {{type, msg}, i} <-
+          Enum.with_index([
+            {"KeyError", "key :amount not found"},
+            {"ArithmeticError", "bad argument in arithmetic expression"},
+            {"FunctionClauseError", "no function clause matching in Billing.Tax.rate/2"},
+            {"Protocol.UndefinedError", "protocol Enumerable not implemented for nil"},
+            {"RuntimeError", "Stripe key sk_live_51HxQpL2eZvKYlo2C0123456789abcd rejected"}
+          ]) do
+      %{
+        "id" => "u#{i}",
+        "type" => type,
+        "message" => msg,
+        "count" => 1,
+        "first_seen" => @t0 + i * 100,
+        "last_seen" => @t0 + i * 100,
+        "service" => "billing",
+        "severity" => "high"
+      }
+    end
+  end
+
+  test "time and service alone never fold: five simultaneous crashes stay five issues",
+       %{tmp_dir: dir} do
+    groups = simultaneous()
+    offline = analyze(dir, groups, %{"provider" => "offline"}).ok
+    assert length(offline["issues"]) == 5
+    assert Enum.all?(offline["issues"], &(length(&1["group_ids"]) == 1))
+
+    # A model that folds them all: each group it cannot tie to the first
+    # by evidence becomes an issue of its own.
+    reply = json_answer(anthropic_body(JSON.encode!(analysis(ids(groups)))))
+    {:ok, srv} = FakeHTTP.start(fn _ -> reply end)
+    model = analyze(dir, groups, llm("anthropic", srv)).ok
+    assert model["analyzer"] == "anthropic"
+    assert model["unlinked"] == 4
+
+    assert Enum.sort(Enum.map(model["issues"], & &1["group_ids"])) == [
+             ["u0"],
+             ["u1"],
+             ["u2"],
+             ["u3"],
+             ["u4"]
+           ]
+
+    # while a real cascade keeps the model's single issue
+    folded = json_answer(anthropic_body(JSON.encode!(analysis(ids(cascade())))))
+    {:ok, srv} = FakeHTTP.start(fn _ -> folded end)
+    cascade = analyze(dir, cascade(), llm("anthropic", srv)).ok
+    assert cascade["analyzer"] == "anthropic"
+    assert cascade["unlinked"] == 0
+    assert [%{"group_ids" => ["g-db" | _]}] = cascade["issues"]
+  end
+
   test "anthropic: request shape, fenced data, one issue for a cascade", %{tmp_dir: dir} do
     groups = cascade()
     reply = JSON.encode!(analysis(ids(groups)))
