@@ -342,6 +342,7 @@ bench: bootstrap
 	$(Q)MIX_ENV=bench mix run test/bench/run.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/flood.exs
 	$(Q)MIX_ENV=bench mix run test/bench/port.exs
+	$(Q)MIX_ENV=bench mix run --no-start test/bench/block.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/orphans.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/edge.exs
 	$(Q)$(MAKE) --no-print-directory $(LOADGEN)

@@ -35,6 +35,7 @@
 #define MAX_NAME 255
 #define MAX_FILE 1024
 #define MAX_CONFIG_ENTRIES 256
+#define CONFIG_DIRTY_BYTES (32u * 1024)
 #define MAX_JSONL_BODY (256u * 1024 * 1024)
 #define MAX_JSONL_ERRORS 100
 /* A term stack is read among its first MAX_STACK_ENTRIES entries, a
@@ -268,12 +269,33 @@ static int read_name_list(ErlNifEnv *env, ERL_NIF_TERM list, sh_slice *entries, 
     return enif_is_empty_list(env, tail);
 }
 
-/* config_new(%{in_app_apps: [..], in_app_prefixes: [..], max_event_bytes: n, yield_every: n}) */
+/* The bytes of the binaries among the first MAX_CONFIG_ENTRIES + 1
+ * elements of the map's value under key (the rest is checked when read). */
+static size_t name_bytes(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key)
+{
+    ERL_NIF_TERM head, tail;
+    ErlNifBinary bin;
+    size_t bytes = 0;
+    if (!enif_get_map_value(env, map, key, &tail))
+        return 0;
+    for (int i = 0; i <= MAX_CONFIG_ENTRIES && enif_get_list_cell(env, tail, &head, &tail); i++)
+        if (enif_is_binary(env, head) && enif_inspect_binary(env, head, &bin))
+            bytes += bin.size;
+    return bytes;
+}
+
+/* config_new(%{in_app_apps: [..], in_app_prefixes: [..], max_event_bytes: n, yield_every: n});
+ * on a dirty scheduler when the names are more than CONFIG_DIRTY_BYTES
+ * (copying them into fresh memory costs page faults: about 5 ms for the
+ * largest allowed, 512 names of 1 KiB) */
 static ERL_NIF_TERM config_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    (void)argc;
     if (!enif_is_map(env, argv[0]))
         return raise_badarg(env, "config must be a map");
+    if (!sh_nif_on_dirty() && name_bytes(env, argv[0], atoms.in_app_apps) +
+                                      name_bytes(env, argv[0], atoms.in_app_prefixes) >
+                                  CONFIG_DIRTY_BYTES)
+        return sh_nif_continue(env, "make_config", 1, config_new_nif, argc, argv);
     nif_config *c = enif_alloc_resource(config_type, sizeof(*c));
     if (c == NULL)
         return raise_badarg(env, "out of memory");

@@ -109,6 +109,26 @@ defmodule SelfHeal.NativeBlockTest do
       {_, moved} = moves(fn -> Native.normalize("order 12 failed") end)
       assert moved == 0
     end
+
+    test "a config of 512 names of 1 KiB is made on a dirty scheduler, and works" do
+      names = for i <- 1..255, do: "Elixir.MyApp" <> String.duplicate("x", 1_000) <> "#{i}"
+      names = ["Elixir.MyApp" | names]
+
+      {big, moved} =
+        moves(fn -> Native.make_config(%{in_app_prefixes: names, in_app_apps: names}) end)
+
+      assert moved == 1
+      {small, moved} = moves(fn -> Native.config(in_app_prefixes: ["Elixir.MyApp"]) end)
+      assert moved == 0
+
+      event = %{
+        type: "E",
+        message: "m",
+        stacktrace: [{MyApp.Worker, :run, 1, []}, {Other, :f, 0, []}]
+      }
+
+      assert Native.fingerprint(event, big) == Native.fingerprint(event, small)
+    end
   end
 
   describe "term stack traces: bounded reading" do

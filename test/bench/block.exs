@@ -1,0 +1,385 @@
+# make bench: how long the NIFs keep a normal scheduler from other work.
+#
+#   nif_block_ms_idle      the longest lateness of a 1 ms pinger on a VM with
+#                          one normal scheduler (+S 1) while nothing else runs
+#   nif_block_ms_<case>    the same while one NIF runs on its largest allowed
+#                          input (repeated for about a second), in another
+#                          process on the same VM
+#   nif_max_block_ms       the largest of the nif_block_ms_<case> figures
+#   miner_add_wait_ms_<c>  the longest miner_add/2 call of a process adding
+#                          small batches while the miner's 150,000 clusters
+#                          are listed or snapshotted (case <c>)
+#
+# Lateness: the pinger asks `receive after 1`, and each time it wakes up it
+# records how much later than 1 ms that was. A NIF that keeps the only
+# normal scheduler for X ms makes it up to X ms late. The VM is a :peer
+# node started with +S 1 (dirty schedulers as usual); this module is loaded
+# into it and every input is made there, before its pinger starts. Each
+# case runs 5 rounds of about 0.5 s; a figure is the least of the rounds'
+# longest lateness (a delay another program on the machine causes does not
+# come back in every round; a NIF that blocks does), the largest is printed
+# on stderr. The NIF calls run in a fresh process with room for their
+# result, so no garbage collection (which the pinger would see too) is
+# counted; the inputs are persistent terms, not copied. BLOCK_CASES=a,b
+# runs only those cases.
+
+{:module, peer_module, peer_binary, _} =
+  defmodule SelfHeal.Bench.BlockPeer do
+    @moduledoc false
+    alias SelfHeal.Native
+
+    @rounds 5
+    @round_ms 500
+    # heap words of a caller with a small result, and of one with a large
+    # list (a fresh 32 MB heap for every call would cost more than the NIF)
+    @small_heap 65_536
+    @big_heap 4_000_000
+
+    # The pinger: the longest lateness (µs) between start and :stop.
+    defp ping(t0, max) do
+      receive do
+        {:stop, from} -> send(from, {:late, max})
+      after
+        1 ->
+          t = System.monotonic_time(:microsecond)
+          ping(t, max(max, t - t0 - 1_000))
+      end
+    end
+
+    # fun() under a pinger: {its longest lateness in ms, fun's result}.
+    defp with_pinger(fun) do
+      pinger = spawn(fn -> ping(System.monotonic_time(:microsecond), 0) end)
+      Process.sleep(20)
+      result = fun.()
+      send(pinger, {:stop, self()})
+
+      receive do
+        {:late, us} -> {us / 1000, result}
+      end
+    end
+
+    # op.(input) in a fresh process whose heap has room for the result
+    # (heap words), so that no garbage collection (which the pinger would
+    # see too) happens during the call; the input is a persistent term (not
+    # copied).
+    defp call(op, heap) do
+      input = :persistent_term.get(__MODULE__)
+
+      {_, ref} = :erlang.spawn_opt(fn -> op.(input) end, [:monitor, min_heap_size: heap])
+
+      receive do
+        {:DOWN, ^ref, _, _, :normal} -> :ok
+        {:DOWN, ^ref, _, _, other} -> raise "the NIF call failed: #{inspect(other)}"
+      end
+    end
+
+    # @rounds rounds of op, each repeated for about @round_ms under a pinger:
+    # {the least of the rounds' longest lateness, the largest}. A delay that
+    # another program on the machine causes does not repeat in every round;
+    # a NIF that blocks does.
+    defp measure(input, op, heap \\ @small_heap) do
+      :persistent_term.put(__MODULE__, input)
+
+      maxima =
+        for _ <- 1..@rounds do
+          {ms, _} =
+            with_pinger(fn ->
+              t0 = System.monotonic_time(:millisecond)
+              call(op, heap)
+
+              Stream.repeatedly(fn -> call(op, heap) end)
+              |> Enum.find(fn _ -> System.monotonic_time(:millisecond) - t0 >= @round_ms end)
+            end)
+
+          ms
+        end
+
+      :persistent_term.erase(__MODULE__)
+      {Enum.min(maxima), Enum.max(maxima)}
+    end
+
+    def idle, do: measure(nil, fn _ -> Process.sleep(50) end)
+
+    # A message that takes normalize.c its longest per byte (about 25 ns).
+    defp nasty(bytes), do: :binary.part(:binary.copy("#Function<", div(bytes, 10) + 1), 0, bytes)
+
+    @big 16_777_216
+
+    def case(:normalize_64k), do: measure(nasty(65_536), &Native.normalize/1)
+
+    def case(:make_config) do
+      names = for i <- 1..256, do: String.duplicate("p", 1_000) <> Integer.to_string(i)
+      measure(%{in_app_apps: names, in_app_prefixes: names}, &Native.make_config/1)
+    end
+
+    def case(:fingerprint_16m_message) do
+      input = {%{type: "E", message: nasty(@big)}, Native.config(max_event_bytes: @big)}
+      measure(input, fn {event, cfg} -> Native.fingerprint(event, cfg) end)
+    end
+
+    def case(:fingerprint_16m_text_stack) do
+      stack = :binary.copy("((((((((((:::::: at at at File \"\n", div(@big, 34))
+
+      input =
+        {%{type: "E", message: "m", stacktrace: stack}, Native.config(max_event_bytes: @big)}
+
+      measure(input, fn {event, cfg} -> Native.fingerprint(event, cfg) end)
+    end
+
+    def case(:fingerprint_16m_miner) do
+      cfg = Native.config(max_event_bytes: @big, miner: Native.miner_new(max_line: @big))
+
+      measure({%{type: "E", message: nasty(@big)}, cfg}, fn {event, cfg} ->
+        Native.fingerprint(event, cfg)
+      end)
+    end
+
+    def case(:fingerprint_20m_junk_stack) do
+      event = %{type: "E", message: "m", stacktrace: List.duplicate(:junk, 20_000_000)}
+      measure(event, &Native.fingerprint/1)
+    end
+
+    def case(:fingerprint_batch_4x16m) do
+      events = for i <- 1..4, do: %{type: "E#{i}", message: nasty(@big)}
+      input = {events, Native.config(max_event_bytes: @big)}
+      measure(input, fn {events, cfg} -> Native.fingerprint_batch(events, cfg) end)
+    end
+
+    def case(:fingerprint_batch_5x20m_junk) do
+      junk = List.duplicate(:junk, 20_000_000)
+      events = for i <- 1..5, do: %{type: "E#{i}", message: "m", stacktrace: junk}
+      measure(events, &Native.fingerprint_batch/1)
+    end
+
+    def case(:fingerprint_batch_100k) do
+      events =
+        for i <- 1..100_000 do
+          frames =
+            for d <- 1..10,
+                do: {MyApp.Mod, :"f#{d}", 1, [file: ~c"lib/my_app/mod#{d}.ex", line: i + d]}
+
+          %{
+            type: "RuntimeError",
+            message: "payment #{i} failed at 2024-05-01",
+            stacktrace: frames
+          }
+        end
+
+      measure(events, &Native.fingerprint_batch/1, @big_heap)
+    end
+
+    def case(:miner_add_16m_line) do
+      miner = Native.miner_new(max_line: @big, max_tokens: 65_535)
+
+      measure({miner, [:binary.copy("tok ", div(@big, 4))]}, fn {m, lines} ->
+        Native.miner_add(m, lines)
+      end)
+    end
+
+    def case(:miner_add_100k_lines) do
+      lines = for i <- 1..100_000, do: "request #{i} from user#{rem(i, 97)} took #{i} ms"
+
+      measure(
+        {Native.miner_new(), lines},
+        fn {m, lines} -> Native.miner_add(m, lines) end,
+        @big_heap
+      )
+    end
+
+    def case(:miner_templates_150k), do: miner_walk(&Native.miner_templates/1)
+    def case(:miner_snapshot_150k), do: miner_walk(&Native.miner_snapshot/1)
+
+    # The restored miner is dropped when its process exits, on the normal
+    # scheduler: freeing 150,000 clusters goes to a thread of its own.
+    def case(:miner_restore_and_drop_150k) do
+      measure(Native.miner_snapshot(big_miner()), fn snapshot ->
+        {:ok, _} = Native.miner_restore(snapshot, max_clusters: 200_000)
+      end)
+    end
+
+    def case(:watch_observe_10k_watches) do
+      set =
+        watch_set([], 10_000, fn i ->
+          [field: "status", op: :>=, value: i, window_ms: 60_000, threshold: 100]
+        end)
+
+      events = for i <- 1..2_000, do: %{"status" => rem(i, 600), "path" => "/api"}
+      measure({set, events}, fn {set, events} -> SelfHeal.Watch.observe(set, events, 0) end)
+    end
+
+    def case(:watch_observe_contains_64k) do
+      set =
+        watch_set([], 100, fn i ->
+          [field: "message", op: :contains, value: "needle#{i}", window_ms: 60_000, threshold: 9]
+        end)
+
+      events = for _ <- 1..20, do: %{"message" => :binary.copy("a", 65_536)}
+      measure({set, events}, fn {set, events} -> SelfHeal.Watch.observe(set, events, 0) end)
+    end
+
+    def case(:watch_list_100k) do
+      set =
+        watch_set([max_watches: 100_000], 100_000, fn i ->
+          [field: "f#{rem(i, 1000)}", op: :==, value: i, window_ms: 1_000, threshold: 1]
+        end)
+
+      observer = spawn(fn -> observe_loop(set) end)
+      result = measure(set, &SelfHeal.Watch.list/1, @big_heap)
+      Process.exit(observer, :kill)
+      result
+    end
+
+    def case(:dedup_1m) do
+      fp = String.duplicate("a", 32)
+      events = for i <- 1..1_000_000, do: %{fingerprint: fp, timestamp: i, service: "api"}
+      measure(events, &Native.dedup/1, @big_heap)
+    end
+
+    def case(:decode_json_lines_64m) do
+      line = ~s({"log":"#{String.duplicate("x", 200)}","level":"error","service":"api"}\n)
+
+      measure(
+        :binary.copy(line, div(64 * 1024 * 1024, byte_size(line))),
+        &Native.decode_json_lines/1,
+        @big_heap
+      )
+    end
+
+    defp watch_set(opts, n, spec) do
+      set = SelfHeal.Watch.new(opts)
+      for i <- 1..n, do: {:ok, _} = SelfHeal.Watch.add(set, [id: "w#{i}"] ++ spec.(i))
+      set
+    end
+
+    defp observe_loop(set) do
+      SelfHeal.Watch.observe(set, [%{"f1" => 1}], 0)
+      observe_loop(set)
+    end
+
+    # 150,000 clusters, each a template of its own.
+    defp big_miner do
+      miner = Native.miner_new(max_clusters: 200_000)
+
+      1..150_000
+      |> Stream.map(fn i -> "#{word(i)} alpha #{word(i + 200_000)} beta gamma" end)
+      |> Stream.chunk_every(5_000)
+      |> Enum.each(&Native.miner_add(miner, &1))
+
+      miner
+    end
+
+    defp word(i), do: for(k <- 0..3, into: "", do: <<?a + rem(div(i, Integer.pow(26, k)), 26)>>)
+
+    # The walk under a pinger while another process adds small batches; also
+    # that process's longest miner_add/2 call (ms).
+    defp miner_walk(walk) do
+      miner = big_miner()
+      parent = self()
+      adder = spawn(fn -> add_loop(miner, parent, 0) end)
+      result = measure(miner, walk, @big_heap)
+      send(adder, :stop)
+
+      receive do
+        {:add_max, us} -> {:walk, result, us / 1000}
+      end
+    end
+
+    defp add_loop(miner, parent, max) do
+      receive do
+        :stop -> send(parent, {:add_max, max})
+      after
+        0 ->
+          t0 = System.monotonic_time(:microsecond)
+          Native.miner_add(miner, ["user #{max} logged in", "disk sda#{rem(max, 7)} full"])
+          add_loop(miner, parent, max(max, System.monotonic_time(:microsecond) - t0))
+      end
+    end
+  end
+
+defmodule SelfHeal.Bench.Block do
+  @moduledoc false
+
+  @cases [
+    :normalize_64k,
+    :make_config,
+    :fingerprint_16m_message,
+    :fingerprint_16m_text_stack,
+    :fingerprint_16m_miner,
+    :fingerprint_20m_junk_stack,
+    :fingerprint_batch_4x16m,
+    :fingerprint_batch_5x20m_junk,
+    :fingerprint_batch_100k,
+    :miner_add_16m_line,
+    :miner_add_100k_lines,
+    :miner_templates_150k,
+    :miner_snapshot_150k,
+    :miner_restore_and_drop_150k,
+    :watch_observe_10k_watches,
+    :watch_observe_contains_64k,
+    :watch_list_100k,
+    :dedup_1m,
+    :decode_json_lines_64m
+  ]
+
+  def run(module, binary) do
+    paths =
+      for p <- :code.get_path(),
+          not List.starts_with?(p, :code.root_dir()),
+          arg <- [~c"-pa", p],
+          do: arg
+
+    {:ok, peer, _node} =
+      :peer.start_link(%{
+        connection: :standard_io,
+        args: [~c"+S", ~c"1" | paths],
+        wait_boot: 60_000
+      })
+
+    {:module, ^module} = :peer.call(peer, :code, :load_binary, [module, ~c"block.exs", binary])
+    1 = :peer.call(peer, :erlang, :system_info, [:schedulers_online])
+    {:module, _} = :peer.call(peer, :code, :ensure_loaded, [SelfHeal.Native])
+
+    {idle, idle_worst} = :peer.call(peer, module, :idle, [], 60_000)
+    IO.puts("BENCH nif_block_ms_idle #{fmt(idle)}")
+    IO.puts("BENCH nif_block_ms_idle_worst #{fmt(idle_worst)}")
+
+    worst =
+      for name <- selected() do
+        # a fresh heap for each case's input
+        :peer.call(peer, :erlang, :garbage_collect, [])
+
+        case :peer.call(peer, module, :case, [name], 900_000) do
+          {:walk, ms, add_ms} ->
+            line("nif_block_ms_#{name}", ms)
+            IO.puts("BENCH miner_add_wait_ms_#{name} #{fmt(add_ms)}")
+            ms
+
+          ms ->
+            line("nif_block_ms_#{name}", ms)
+            ms
+        end
+      end
+
+    IO.puts("BENCH nif_max_block_ms #{fmt(worst |> Enum.map(&elem(&1, 0)) |> Enum.max())}")
+    IO.puts("BENCH nif_max_block_worst_ms #{fmt(worst |> Enum.map(&elem(&1, 1)) |> Enum.max())}")
+    :peer.stop(peer)
+  end
+
+  # BLOCK_CASES=a,b runs only those (by hand).
+  defp selected do
+    case System.get_env("BLOCK_CASES", "") do
+      "" -> @cases
+      names -> names |> String.split(",") |> Enum.map(&String.to_existing_atom/1)
+    end
+  end
+
+  # The figure; the largest of the rounds on stderr.
+  defp line(name, {least, largest}) do
+    IO.puts("BENCH #{name} #{fmt(least)}")
+    IO.puts(:stderr, "  #{name}: largest round #{fmt(largest)}")
+  end
+
+  defp fmt(ms), do: :erlang.float_to_binary(ms / 1, decimals: 2)
+end
+
+SelfHeal.Bench.Block.run(peer_module, peer_binary)
