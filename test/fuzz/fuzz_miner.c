@@ -105,8 +105,8 @@ static void walk_while_adding(sh_miner *m, sh_miner_line *prepared, fz *in, unsi
     FZ_CHECK(rc >= 0 && visited <= st.clusters);
 }
 
-/* A snapshot in steps with lines added between them: what it wrote
- * restores. */
+/* A snapshot in steps with lines added between them, then sealed: what
+ * it wrote restores. */
 static void snapshot_while_adding(sh_miner *m, sh_miner_line *prepared, fz *in, unsigned *nth,
                                   const sh_miner_config *cfg)
 {
@@ -115,6 +115,12 @@ static void snapshot_while_adding(sh_miner *m, sh_miner_line *prepared, fz *in, 
     FZ_CHECK(sh_miner_snapshot_begin(m, &snap) == 0);
     int rc;
     while ((rc = sh_miner_snapshot_step(m, &snap, 64)) == 0)
+        if (in->n > 0)
+            add_next(m, prepared, in, nth);
+    FZ_CHECK(rc == 1);
+    /* the checksum, in small parts, with lines still coming */
+    sh_miner_seal seal = {0, 0, 0};
+    while ((rc = sh_miner_snapshot_seal(&snap, 0, &seal, 97)) == 0)
         if (in->n > 0)
             add_next(m, prepared, in, nth);
     FZ_CHECK(rc == 1);
