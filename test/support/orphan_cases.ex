@@ -112,8 +112,9 @@ defmodule SelfHeal.OrphanCases do
   defp stat(pid) do
     case File.read("/proc/#{pid}/stat") do
       {:ok, text} ->
-        [_, rest] = String.split(text, ") ", parts: 2)
-        [state, ppid | _] = String.split(rest, " ")
+        # the name is in parentheses and may hold ") " itself: the fields
+        # start after the last one
+        [_, state, ppid] = Regex.run(~r/\A.*\) (\S+) (\d+) /s, text)
         {state, String.to_integer(ppid)}
 
       {:error, _} ->
