@@ -212,7 +212,7 @@ long long port_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int port_sleep_ms(long ms, const volatile int *cancel)
+int port_sleep_ms(long ms, const atomic_int *cancel)
 {
     long long end = port_now_ms() + ms;
     for (;;) {

@@ -9,19 +9,20 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 typedef struct state_db state_db;       /* port/state.h */
 typedef struct audit_log audit_log;     /* port/audit.h */
 typedef struct sh_scrubber sh_scrubber; /* include/self_heal/scrub.h */
 
 typedef struct port_ctx {
-    pthread_mutex_t lock;  /* guards config and the pointers below */
-    json_t *config;        /* last `configure` object; replaced whole, never mutated */
-    state_db *state;       /* NULL until configured with a state_dir */
-    audit_log *audit;      /* NULL until configured with a state_dir */
-    sh_scrubber *scrub;    /* built-in rules + config "scrub.patterns"; never NULL after init */
-    volatile int stopping; /* set on EOF/SIGTERM: long jobs check it and give up */
-    int one_shot;          /* `self_heal_port run CMD`: no job recovery, no background threads */
+    pthread_mutex_t lock; /* guards config and the pointers below */
+    json_t *config;       /* last `configure` object; replaced whole, never mutated */
+    state_db *state;      /* NULL until configured with a state_dir */
+    audit_log *audit;     /* NULL until configured with a state_dir */
+    sh_scrubber *scrub;   /* built-in rules + config "scrub.patterns"; never NULL after init */
+    atomic_int stopping;  /* set on EOF/SIGTERM: long jobs check it and give up */
+    int one_shot;         /* `self_heal_port run CMD`: no job recovery, no background threads */
 } port_ctx;
 
 /* The state database, audit log and scrubber as they are now (read under
@@ -59,7 +60,7 @@ long long port_now_ms(void);
 
 /* Sleeps ms in steps of at most 50 ms; returns 1 as soon as *cancel (may
  * be NULL) is non-zero, else 0 once the time has passed. */
-int port_sleep_ms(long ms, const volatile int *cancel);
+int port_sleep_ms(long ms, const atomic_int *cancel);
 
 /* The writer port_notify hands complete frames to (self_heal_port.c sets
  * it; without one, notifications go to stderr as JSON lines). It steals
