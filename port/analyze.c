@@ -1274,10 +1274,8 @@ static void audit_analysis(port_ctx *ctx, json_t *groups, json_t *out)
     cmd_error e = {NULL, ""};
     if (state_ctx_ensure(ctx, &e) != 0)
         return;
-    pthread_mutex_lock(&ctx->lock);
-    audit_log *log = ctx->audit;
-    const sh_scrubber *scrub = ctx->scrub;
-    pthread_mutex_unlock(&ctx->lock);
+    audit_log *log = port_audit(ctx);
+    const sh_scrubber *scrub = port_scrubber(ctx);
     if (log == NULL)
         return;
     json_t *issues = json_object_get(out, "issues");

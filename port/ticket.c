@@ -1077,11 +1077,9 @@ json_t *ticket_upsert(port_ctx *ctx, json_t *issue, cmd_error *err)
     env.max_attempts = (int)port_config_int(ctx, "tickets.max_attempts", 5);
     if (state_ctx_ensure(ctx, err) != 0)
         goto cleanup;
-    pthread_mutex_lock(&ctx->lock);
     env.ctx = ctx;
-    env.db = ctx->state;
-    env.audit = ctx->audit;
-    pthread_mutex_unlock(&ctx->lock);
+    env.db = port_state(ctx);
+    env.audit = port_audit(ctx);
     env.scrub = port_scrubber(ctx);
     int claim = claim_job(&env, &r, &result, err);
     if (claim != 0)
