@@ -140,7 +140,8 @@ $(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o $(BUILD)/obj/c
 $(BUILD)/obj/port/%.o $(BUILD)/asan/port/%.o $(BUILD)/tsan/port/%.o \
 $(BUILD)/obj/test/c/%.o $(BUILD)/asan/test/c/%.o $(BUILD)/tsan/test/c/%.o: \
 	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
-$(BUILD)/obj/test/bench/bench_sandbox.o: CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
+$(BUILD)/obj/test/bench/bench_sandbox.o $(BUILD)/obj/test/bench/bench_audit.o: \
+	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
 
 $(BUILD)/obj/%.o: %.c
 	$(call msg,CC,$<)
@@ -292,6 +293,14 @@ $(BENCH_SANDBOX): $(BUILD)/obj/test/bench/bench_sandbox.o $(CORE_OBJS) $(PORT_LI
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
 
+# What verifying the audit log costs at open (docs/state.md).
+BENCH_AUDIT := $(BUILD)/bench/bench_audit
+
+$(BENCH_AUDIT): $(BUILD)/obj/test/bench/bench_audit.o $(CORE_OBJS) $(PORT_LIB_OBJS)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
+
 # The load generator of the ingest benchmark (docs/endpoint.md).
 LOADGEN := $(BUILD)/bench/loadgen
 
@@ -304,12 +313,15 @@ bench: bootstrap
 	$(Q)MIX_ENV=bench mix run test/bench/run.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/flood.exs
 	$(Q)MIX_ENV=bench mix run test/bench/port.exs
+	$(Q)MIX_ENV=bench mix run --no-start test/bench/orphans.exs
 	$(Q)$(MAKE) --no-print-directory $(LOADGEN)
 	$(Q)LOADGEN=$(LOADGEN) MIX_ENV=bench mix run test/bench/ingest.exs
 	$(Q)$(MAKE) --no-print-directory $(BENCH_MINER)
 	$(Q)./$(BENCH_MINER) $(LOGHUB)
 	$(Q)$(MAKE) --no-print-directory $(BENCH_SANDBOX)
 	$(Q)./$(BENCH_SANDBOX)
+	$(Q)$(MAKE) --no-print-directory $(BENCH_AUDIT)
+	$(Q)./$(BENCH_AUDIT)
 
 clean:
 	$(Q)rm -rf $(BUILD) $(NIF_SO) $(PORT_BIN) _build/test/lib/self_heal _build/dev/lib/self_heal

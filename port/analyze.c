@@ -1268,15 +1268,16 @@ cleanup:
 }
 
 /* An "analysis" audit record when a state_dir is configured: analyzer,
- * fallback (scrubbed), counts and usage; no message text. */
-static void audit_analysis(port_ctx *ctx, json_t *groups, json_t *out)
+ * fallback (scrubbed), counts and usage; no message text. Appended, or
+ * given to the caller in *record. */
+static void audit_analysis(port_ctx *ctx, json_t *groups, json_t *out, json_t **record)
 {
     cmd_error e = {NULL, ""};
-    if (state_ctx_ensure(ctx, &e) != 0)
+    if (record == NULL && state_ctx_ensure(ctx, &e) != 0)
         return;
     audit_log *log = port_audit(ctx);
     const sh_scrubber *scrub = port_scrubber(ctx);
-    if (log == NULL)
+    if (log == NULL && record == NULL)
         return;
     json_t *issues = json_object_get(out, "issues");
     json_t *ids = json_array();
@@ -1299,13 +1300,19 @@ static void audit_analysis(port_ctx *ctx, json_t *groups, json_t *out)
                                 json_stringn(clean.data ? clean.data : "", clean.len));
         sh_buf_free(&clean);
     }
+    if (record != NULL) {
+        *record = fields;
+        return;
+    }
     if (fields != NULL)
         audit_append(log, "analysis", fields);
     json_decref(fields);
 }
 
-json_t *analyze_groups(port_ctx *ctx, json_t *groups, cmd_error *err)
+json_t *analyze_groups(port_ctx *ctx, json_t *groups, json_t **record, cmd_error *err)
 {
+    if (record != NULL)
+        *record = NULL;
     char why[512], fallback[640];
     if (groups_check(groups, why, sizeof(why)) != 0) {
         cmd_error_set(err, "bad_args", "%s", why);
@@ -1339,7 +1346,7 @@ json_t *analyze_groups(port_ctx *ctx, json_t *groups, cmd_error *err)
                             "usage", "input_tokens", (json_int_t)u.input_tokens, "output_tokens",
                             (json_int_t)u.output_tokens, "cost_usd", u.cost_usd, "calls", u.calls);
     if (out != NULL)
-        audit_analysis(ctx, groups, out);
+        audit_analysis(ctx, groups, out, record);
     return out;
 }
 
@@ -1497,7 +1504,7 @@ static json_t *cmd_analyze(port_ctx *ctx, json_t *args, cmd_error *err)
         cmd_error_set(err, "bad_args", "analyze needs {\"groups\": [...]}");
         return NULL;
     }
-    return analyze_groups(ctx, groups, err);
+    return analyze_groups(ctx, groups, NULL, err);
 }
 
 static json_t *cmd_triage_batch(port_ctx *ctx, json_t *args, cmd_error *err)

@@ -24,8 +24,10 @@
 /* Runs the configured analyzer ("llm.provider": offline (default),
  * anthropic, openai, ollama) with validation, one repair request, budget
  * checks and the offline fallback. Returns the output object (new ref) or
- * NULL with err set only for bad input. */
-json_t *analyze_groups(port_ctx *ctx, json_t *groups, cmd_error *err);
+ * NULL with err set only for bad input. Its "analysis" audit record is
+ * appended, or, when record is not NULL, given to the caller in *record
+ * (the fields; NULL when out of memory) to append with its own step. */
+json_t *analyze_groups(port_ctx *ctx, json_t *groups, json_t **record, cmd_error *err);
 
 /* The deterministic offline analyzer alone (no network). */
 json_t *analyze_offline(json_t *groups, long long window_ms);

@@ -227,7 +227,8 @@ const sh_scrubber *port_scrubber(port_ctx *ctx)
     return s;
 }
 
-/* The value at a dotted path under root (borrowed), or NULL. */
+/* The value at a dotted path under root (borrowed), or NULL; the empty
+ * path is root itself. */
 static json_t *config_lookup(json_t *root, const char *path)
 {
     json_t *cur = root;
@@ -257,6 +258,12 @@ json_t *port_config_get(port_ctx *ctx, const char *path)
     json_t *copy = json_deep_copy(config_lookup(ctx->config, path));
     pthread_mutex_unlock(&ctx->lock);
     return copy;
+}
+
+json_t *port_config(port_ctx *ctx)
+{
+    json_t *copy = port_config_get(ctx, "");
+    return copy != NULL ? copy : json_object();
 }
 
 const char *port_config_string(port_ctx *ctx, const char *path, const char *dflt, char *buf,

@@ -100,6 +100,10 @@ const sh_scrubber *port_scrubber(port_ctx *ctx);
  * its reference count is never touched by two threads at once. */
 json_t *port_config_get(port_ctx *ctx, const char *path);
 
+/* A copy of the calling thread's whole configuration (an empty object when
+ * none was sent); the caller owns it. */
+json_t *port_config(port_ctx *ctx);
+
 /* Convenience getters over port_config_get with a default. */
 const char *port_config_string(port_ctx *ctx, const char *path, const char *dflt, char *buf,
                                size_t buflen);

@@ -271,7 +271,7 @@ static json_t *open_pull_request(port_ctx *ctx, const fix_config *cfg, json_t *f
 }
 
 json_t *deliver_fix(port_ctx *ctx, const fix_config *cfg, json_t *fix, const char *patch,
-                    size_t patch_len, json_t *report, int open_pr, cmd_error *err)
+                    size_t patch_len, json_t *report, int open_pr, const char *key, cmd_error *err)
 {
     const sh_scrubber *s = port_scrubber(ctx);
     const char *fp = fix_str(fix, "fingerprint");
@@ -326,6 +326,8 @@ json_t *deliver_fix(port_ctx *ctx, const fix_config *cfg, json_t *fix, const cha
         goto cleanup;
     }
     wt_repo_free(repo);
+    if (key != NULL)
+        sh_buf_appendf(&md, "\n<!-- self-heal:job=%s -->\n", key);
     sh_buf_append_byte(&md, '\0');
     json_t *pr = open_pull_request(ctx, cfg, fix, md.data, err);
     if (pr == NULL) {

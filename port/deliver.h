@@ -18,8 +18,11 @@
 /* fix: the fix row; report: the validation report; patch: the diff text.
  * Returns {"mode": "dry_run" | "pull_request", "patch", "report",
  * "pr_url"?, "pr_number"?, "reused"?} or NULL + err (the patch and report
- * files are written before any network step). */
+ * files are written before any network step). The pull request of the
+ * fix's branch is reused when open (a repeated delivery pushes the same
+ * commit and finds it); key (may be NULL), the delivery step's
+ * idempotency key, is a marker in a new pull request's body. */
 json_t *deliver_fix(port_ctx *ctx, const fix_config *cfg, json_t *fix, const char *patch,
-                    size_t patch_len, json_t *report, int open_pr, cmd_error *err);
+                    size_t patch_len, json_t *report, int open_pr, const char *key, cmd_error *err);
 
 #endif

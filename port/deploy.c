@@ -263,14 +263,22 @@ static const char *replay(run *r, const char *base, const char *fix_commit, cons
         tell(r, text, NULL);
         return "escalated";
     }
-    json_t *carried = json_object_get(r->fix, "attempt");
-    json_t *attempt = json_is_object(carried) ? json_deep_copy(carried) : json_object();
-    json_object_set_new(attempt, "revalidate", json_true());
-    json_object_set_new(attempt, "rebased_from", json_string(base));
-    json_t *fields = json_pack("{s:s, s:s, s:s, s:n, s:n, s:n, s:n, s:n, s:o}", "status", "fixing",
+    /* the move back to fixing and the attempt's new keys in one transaction */
+    json_t *patch = json_pack("{s:b, s:s}", "revalidate", 1, "rebased_from", base);
+    json_t *fields = json_pack("{s:s, s:s, s:s, s:n, s:n, s:n, s:n, s:n}", "status", "fixing",
                                "base_commit", tip, "fix_commit", commit, "validation", "delivery",
-                               "decision", "confidence", "decided_by", "attempt", attempt);
-    int cas = state_fix_set(r->db, r->id, "deploying", fields);
+                               "decision", "confidence", "decided_by");
+    int cas = state_txn_begin(r->db);
+    if (cas == 0) {
+        cas = state_fix_set(r->db, r->id, "deploying", fields);
+        if (cas == 0 && state_fix_patch(r->db, r->id, "attempt", patch) != 0)
+            cas = -1;
+        if (cas == 0)
+            cas = state_txn_commit(r->db);
+        else
+            state_txn_rollback(r->db);
+    }
+    json_decref(patch);
     json_decref(fields);
     stage(r, "rebased", json_pack("{s:s, s:s, s:s}", "from", base, "onto", tip, "commit", commit));
     if (cas == 0)

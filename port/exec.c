@@ -418,6 +418,7 @@ int exec_run(exec_result *out, const exec_spec *spec, char *err, size_t errlen)
         ps.limits = sc.limits.set ? &sc.limits : NULL;
         ps.pass_fds = sc.fds;
         ps.npass_fds = sc.nfds;
+        ps.no_run_marker = watch_init; /* exactly its environment; its PID namespace ends it */
     }
     pid_t pid = 0;
     int spawned = proc_spawn(&pid, &ps, err, errlen);

@@ -25,6 +25,7 @@
 #include "context.h"
 #include "deliver.h"
 #include "deploy.h"
+#include "effect.h"
 #include "exec.h"
 #include "fence.h"
 #include "notify.h"
@@ -204,17 +205,39 @@ void fix_audit(port_ctx *ctx, const char *action, json_t *fields)
         audit_append(log, action, fields);
 }
 
-void fix_stage(port_ctx *ctx, const char *prefix, int64_t fix_id, const char *fp, const char *stage,
-               json_t *fields)
+/* The fields of a stage record (steals fields, may be NULL). */
+static json_t *stage_fields(int64_t fix_id, const char *fp, const char *stage, json_t *fields)
 {
     if (fields == NULL)
         fields = json_object();
     json_object_set_new(fields, "fix_id", json_integer((json_int_t)fix_id));
     json_object_set_new(fields, "fingerprint", json_string(fp));
     json_object_set_new(fields, "stage", json_string(stage));
+    return fields;
+}
+
+/* The audit record of a stage: its fields, where the gate's "action" (a
+ * name the audit log keeps for its own) is "decision". */
+static json_t *stage_record(json_t *fields)
+{
+    json_t *rec = json_deep_copy(fields);
+    json_t *action = json_object_get(rec, "action");
+    if (action != NULL) {
+        json_object_set(rec, "decision", action);
+        json_object_del(rec, "action");
+    }
+    return rec;
+}
+
+void fix_stage(port_ctx *ctx, const char *prefix, int64_t fix_id, const char *fp, const char *stage,
+               json_t *fields)
+{
+    fields = stage_fields(fix_id, fp, stage, fields);
     char action[64];
     snprintf(action, sizeof(action), "%s_%s", prefix, stage);
-    fix_audit(ctx, action, fields);
+    json_t *rec = stage_record(fields);
+    fix_audit(ctx, action, rec);
+    json_decref(rec);
     port_notify(ctx, "fix", fields);
 }
 
@@ -353,6 +376,7 @@ typedef struct attempt {
     int64_t id;
     const char *fp;
     int revalidate;          /* a rebased fix: its commit is validated again, no agent */
+    int resumed;             /* its commit was made before the port stopped: no agent again */
     int contained;           /* the agent that wrote the change ran in the sandbox */
     char dir[FIX_PATH_MAX];  /* state_dir/fixes/<id>: prompt, logs (never visible to the agent) */
     char work[FIX_PATH_MAX]; /* state_dir/work/<id>: plain checkouts */
@@ -376,6 +400,12 @@ typedef struct attempt {
 static void attempt_path(char *out, size_t len, const attempt *a, const char *leaf)
 {
     snprintf(out, len, "%s/%s", a->dir, leaf);
+}
+
+/* What the agent of a resumed attempt did, as make_change recorded it. */
+static json_t *agent_record(const attempt *a, const char *key)
+{
+    return json_object_get(json_object_get(json_object_get(a->fix, "attempt"), "agent"), key);
 }
 
 static int sandboxed(const fix_config *cfg)
@@ -467,7 +497,10 @@ static int prepare(attempt *a, cmd_error *err)
     json_t *carried = json_object_get(a->fix, "attempt");
     a->revalidate =
         json_is_true(json_object_get(carried, "revalidate")) && rebased != NULL && commit != NULL;
-    const char *rev = a->revalidate                      ? rebased
+    a->resumed = !a->revalidate && rebased != NULL && commit != NULL &&
+                 json_is_object(json_object_get(carried, "agent"));
+    int again = a->revalidate || a->resumed;
+    const char *rev = again                              ? rebased
                       : a->cfg->base[0] != '\0'          ? a->cfg->base
                       : a->cfg->deploy_branch[0] != '\0' ? a->cfg->deploy_branch
                                                          : NULL;
@@ -476,9 +509,8 @@ static int prepare(attempt *a, cmd_error *err)
         cmd_error_set(err, "git", "%s", msg);
         return -1;
     }
-    a->contained =
-        a->revalidate ? json_is_true(json_object_get(carried, "contained")) : sandboxed(a->cfg);
-    if (a->revalidate)
+    a->contained = again ? json_is_true(json_object_get(carried, "contained")) : sandboxed(a->cfg);
+    if (again)
         snprintf(a->fix_commit, sizeof(a->fix_commit), "%s", commit);
     snprintf(a->branch, sizeof(a->branch), "self-heal/%s", a->fp);
     if (make_dirs(a->work, sizeof(a->work), a->cfg->state_dir, "work", NULL) != 0) {
@@ -879,7 +911,9 @@ static int validate_fix(attempt *a, int *needs_human, double *confidence)
                             .contained = a->contained,
                             .changed_lines = checked == 0 ? vs.changed_lines : 0,
                             .max_lines = a->cfg->max_lines,
-                            .agent_exit_ok = a->revalidate ? 1 : exec_ok(&a->agent)};
+                            .agent_exit_ok = a->revalidate ? 1
+                                             : a->resumed ? json_is_true(agent_record(a, "exit_ok"))
+                                                          : exec_ok(&a->agent)};
     int runnable = checked == 0 && !vs.empty && vs.size_ok && vs.refused_ok;
     char dir[FIX_PATH_MAX + 64];
     cmd_error err = {NULL, ""};
@@ -927,6 +961,11 @@ static int validate_fix(attempt *a, int *needs_human, double *confidence)
     char desc[128];
     if (a->revalidate)
         snprintf(desc, sizeof(desc), "not run (a rebased fix, validated again)");
+    else if (a->resumed)
+        snprintf(desc, sizeof(desc), "%s (before the port restarted)",
+                 json_is_string(agent_record(a, "result"))
+                     ? json_string_value(agent_record(a, "result"))
+                     : "ran");
     else
         exec_describe(&a->agent, desc, sizeof(desc));
     json_object_set_new(a->report, "agent", json_string(desc));
@@ -984,7 +1023,9 @@ static policy_action gate(port_ctx *ctx, const fix_config *cfg, state_db *db, js
     return policy_decide(&in, decision);
 }
 
-void fix_notify(port_ctx *ctx, json_t *fix, const char *kind, const char *text, int with_links)
+/* fix_notify, once under key (NULL: no key). */
+static void notify_fix(port_ctx *ctx, json_t *fix, const char *key, const char *kind,
+                       const char *text, int with_links)
 {
     char action_id[40] = "";
     json_int_t id = json_integer_value(json_object_get(fix, "id"));
@@ -1008,31 +1049,119 @@ void fix_notify(port_ctx *ctx, json_t *fix, const char *kind, const char *text, 
         json_object_set(msg, "url", pr);
     if (action_id[0] != '\0')
         json_object_set_new(msg, "action_id", json_string(action_id));
-    json_decref(notify_send(ctx, msg));
+    json_decref(notify_send_once(ctx, msg, key, 0));
     json_decref(msg);
 }
 
-void fix_ticket_note(port_ctx *ctx, json_t *fix, const char *status, const char *text)
+void fix_notify(port_ctx *ctx, json_t *fix, const char *kind, const char *text, int with_links)
+{
+    notify_fix(ctx, fix, NULL, kind, text, with_links);
+}
+
+/* fix_ticket_note, once under key (NULL: no key). */
+static void note_fix(port_ctx *ctx, json_t *fix, const char *key, const char *status,
+                     const char *text)
 {
     json_t *tid = json_object_get(fix, "ticket_id");
     if (!json_is_integer(tid))
         return;
     cmd_error err = {NULL, ""};
-    ticket_note(ctx, (int64_t)json_integer_value(tid), status, text, &err);
+    ticket_note_once(ctx, key, (int64_t)json_integer_value(tid), status, text, &err);
+}
+
+void fix_ticket_note(port_ctx *ctx, json_t *fix, const char *status, const char *text)
+{
+    note_fix(ctx, fix, NULL, status, text);
+}
+
+/* "fix:<id>:<commit>" (the commit "none" before there is one): the job key
+ * of one attempt's steps. */
+static void attempt_key(char *out, size_t len, int64_t id, const char *commit)
+{
+    snprintf(out, len, "fix:%lld:%.40s", (long long)id,
+             commit != NULL && commit[0] != '\0' ? commit : "none");
+}
+
+/* A stage that is a step (effect.h): the fix row's fields (stolen, may be
+ * NULL; only when the status is expect, NULL: any), the stage's record and
+ * the step's result (what to tell afterwards, may be NULL) commit
+ * together; then the record is appended and the BEAM told. 0 recorded,
+ * 1 not (the status did not match, or the step was done before), -1. */
+static int commit_stage(port_ctx *ctx, state_db *db, const char *key, int64_t id, const char *fp,
+                        const char *expect, json_t *row, const char *name, json_t *fields,
+                        json_t *result)
+{
+    fields = stage_fields(id, fp, name, fields);
+    char action[64];
+    snprintf(action, sizeof(action), "fix_%s", name);
+    json_t *audit = NULL;
+    effect_audit_add(&audit, action, stage_record(fields));
+    effect_crash_point(key, "done");
+    int rc = state_txn_begin(db) == 0 ? 0 : -1;
+    if (rc == 0) {
+        if (row != NULL)
+            rc = state_fix_set(db, id, expect, row);
+        if (rc == 0)
+            rc = state_effect_done(db, key, 0, result, audit);
+        if (rc == 0)
+            rc = state_txn_commit(db);
+        else
+            state_txn_rollback(db);
+    }
+    json_decref(row);
+    json_decref(audit);
+    if (rc == 0) {
+        effect_flush(ctx, key);
+        port_notify(ctx, "fix", fields);
+    } else {
+        json_decref(fields);
+    }
+    return rc;
+}
+
+/* What an attempt's outcome tells: the ticket's note and the message,
+ * each a step of its own, so a resumed job tells what is left, once. */
+static void tell_outcome(port_ctx *ctx, state_db *db, int64_t id)
+{
+    json_t *fix = state_fix_get(db, id);
+    char job[96], key[EFFECT_KEY_MAX + 1];
+    attempt_key(job, sizeof(job), id, fix_str(fix, "fix_commit"));
+    effect_key(key, sizeof(key), job, "outcome");
+    json_t *tell = fix != NULL ? effect_result(ctx, key) : NULL;
+    const char *note = fix_str(tell, "note");
+    const char *text = fix_str(tell, "notify");
+    if (note != NULL && effect_key(key, sizeof(key), job, "fix_note") == 0)
+        note_fix(ctx, fix, key, NULL, note);
+    if (text != NULL && effect_key(key, sizeof(key), job, "fix_notify") == 0)
+        notify_fix(ctx, fix, key, "fix", text, json_is_true(json_object_get(tell, "links")));
+    json_decref(tell);
+    json_decref(fix);
+}
+
+/* Where an attempt ends: the row (stolen), the stage (fields stolen) and
+ * what to tell (stolen, may be NULL) as one step, then the telling. */
+static void outcome(port_ctx *ctx, state_db *db, int64_t id, const char *fp, const char *expect,
+                    json_t *row, const char *name, json_t *fields, json_t *tell)
+{
+    char job[96], key[EFFECT_KEY_MAX + 1];
+    json_t *now = state_fix_get(db, id);
+    attempt_key(job, sizeof(job), id, fix_str(now, "fix_commit"));
+    json_decref(now);
+    effect_key(key, sizeof(key), job, "outcome");
+    if (commit_stage(ctx, db, key, id, fp, expect, row, name, fields, tell) == 0)
+        tell_outcome(ctx, db, id);
+    json_decref(tell);
 }
 
 /* Ends an attempt that will not deploy: status, ticket note, notification. */
 static void conclude(attempt *a, const char *status, const char *why)
 {
-    json_t *detail = json_pack("{s:s}", "reason", why);
-    fix_set(a->db, a->id, NULL, json_pack("{s:s, s:o}", "status", status, "detail", detail));
-    json_t *fix = state_fix_get(a->db, a->id);
     char text[600];
     snprintf(text, sizeof(text), "SelfHeal fix %lld %s: %s", (long long)a->id, status, why);
-    fix_ticket_note(a->ctx, fix, NULL, text);
-    fix_notify(a->ctx, fix != NULL ? fix : a->fix, "fix", text, 0);
-    stage(a->ctx, a->id, a->fp, status, json_pack("{s:s}", "reason", why));
-    json_decref(fix);
+    outcome(a->ctx, a->db, a->id, a->fp, NULL,
+            json_pack("{s:s, s:{s:s}}", "status", status, "detail", "reason", why), status,
+            json_pack("{s:s}", "reason", why),
+            json_pack("{s:s, s:s, s:b}", "note", text, "notify", text, "links", 0));
 }
 
 /* Removes the work directory (the branch stays: it holds the fix) and
@@ -1094,10 +1223,9 @@ static int make_change(attempt *a)
                     json_object_get(t, "turns"), "usage", json_object_get(t, "usage"), "is_error",
                     json_object_get(t, "is_error"), "final", json_object_get(t, "final")));
     if (t != NULL) {
-        json_t *carried = json_object_get(a->fix, "attempt");
-        json_t *att = json_is_object(carried) ? json_deep_copy(carried) : json_object();
-        json_object_set(att, "transcript", t);
-        fix_set(a->db, a->id, NULL, json_pack("{s:o}", "attempt", att));
+        json_t *patch = json_pack("{s:O}", "transcript", t);
+        state_fix_patch(a->db, a->id, "attempt", patch);
+        json_decref(patch);
     }
     if (a->ctx->stopping)
         return -1; /* resumed at the next start */
@@ -1123,7 +1251,14 @@ static int make_change(attempt *a)
         conclude(a, "failed", msg);
         return -1;
     }
-    fix_set(a->db, a->id, NULL, json_pack("{s:s}", "fix_commit", a->fix_commit));
+    /* the commit and what a resumed attempt needs to go on from it (no
+     * second agent run), in one statement */
+    json_t *att = json_pack("{s:O, s:b, s:{s:b, s:s}}", "context_files", a->context, "contained",
+                            a->contained, "agent", "exit_ok", exec_ok(&a->agent), "result", desc);
+    if (a->transcript != NULL)
+        json_object_set(att, "transcript", a->transcript);
+    fix_set(a->db, a->id, NULL,
+            json_pack("{s:s, s:o}", "fix_commit", a->fix_commit, "attempt", att));
     return 0;
 }
 
@@ -1151,7 +1286,7 @@ static void run_attempt(attempt *a)
         conclude(a, "failed", err.message);
         return;
     }
-    if (!a->revalidate && make_change(a) != 0)
+    if (!a->revalidate && !a->resumed && make_change(a) != 0)
         return;
     if (tree_of(a->fix_tree, a->repo, a->fix_commit, msg, sizeof(msg)) != 0 ||
         wt_diff_commits(&a->diff, a->repo, a->base, a->fix_commit, FIX_PATCH_MAX, msg,
@@ -1161,16 +1296,9 @@ static void run_attempt(attempt *a)
     }
     a->have_diff = 1;
     if (a->context == NULL) {
-        /* a rebased fix: the scope is the files of its first attempt */
+        /* a rebased or resumed fix: the scope is the files of its first attempt */
         json_t *first = json_object_get(json_object_get(a->fix, "attempt"), "context_files");
         a->context = json_is_array(first) ? json_incref(first) : json_array();
-    } else {
-        json_t *att = json_object();
-        json_object_set(att, "context_files", a->context);
-        json_object_set_new(att, "contained", json_boolean(a->contained));
-        if (a->transcript != NULL)
-            json_object_set(att, "transcript", a->transcript);
-        fix_set(a->db, a->id, NULL, json_pack("{s:o}", "attempt", att));
     }
     json_t *files = json_array();
     for (size_t i = 0; i < a->diff.n; i++)
@@ -1180,9 +1308,10 @@ static void run_attempt(attempt *a)
                                         (json_int_t)a->diff.files[i].added, "removed",
                                         (json_int_t)a->diff.files[i].removed));
     stage(a->ctx, a->id, a->fp, "change",
-          json_pack("{s:s, s:o, s:I, s:I, s:I, s:b}", "commit", a->fix_commit, "files", files,
+          json_pack("{s:s, s:o, s:I, s:I, s:I, s:b, s:b}", "commit", a->fix_commit, "files", files,
                     "added", (json_int_t)a->diff.added, "removed", (json_int_t)a->diff.removed,
-                    "bytes", (json_int_t)a->diff.bytes, "rebased", a->revalidate));
+                    "bytes", (json_int_t)a->diff.bytes, "rebased", a->revalidate, "resumed",
+                    a->resumed));
 
     int needs_human = 0;
     double confidence = 0.0;
@@ -1193,21 +1322,33 @@ static void run_attempt(attempt *a)
             json_pack("{s:O, s:f}", "validation", a->report, "confidence", confidence));
     stage(a->ctx, a->id, a->fp, "validation", json_deep_copy(a->report));
 
+    /* the delivery is a step: its intent first (the push and the pull
+     * request are found again by branch), then the delivery and its record
+     * together */
+    char job[96], key[EFFECT_KEY_MAX + 1];
+    attempt_key(job, sizeof(job), a->id, a->fix_commit);
+    if (effect_key(key, sizeof(key), job, "deliver") != 0 ||
+        effect_begin(a->ctx, key, 0, NULL, NULL) == EFFECT_ERROR) {
+        conclude(a, "failed", "cannot record the delivery's intent");
+        return;
+    }
     json_t *fix = state_fix_get(a->db, a->id);
     json_t *delivery =
         deliver_fix(a->ctx, a->cfg, fix, a->diff.patch.data ? a->diff.patch.data : "",
-                    a->diff.patch.len, a->report, passed, &err);
+                    a->diff.patch.len, a->report, passed, key, &err);
+    json_decref(fix);
     if (delivery == NULL) {
-        json_decref(fix);
         conclude(a, "failed", err.message);
         return;
     }
-    fix_set(a->db, a->id, NULL, json_pack("{s:O}", "delivery", delivery));
-    stage(a->ctx, a->id, a->fp, "delivered", delivery);
-    json_decref(fix);
+    commit_stage(a->ctx, a->db, key, a->id, a->fp, "fixing",
+                 json_pack("{s:O}", "delivery", delivery), "delivered", json_incref(delivery),
+                 NULL);
+    json_decref(delivery);
 }
 
-/* The gate for a delivered fix; sets the status it leads to. */
+/* The gate for a delivered fix; sets the status it leads to. The decision
+ * is a step: the status, its record and what it tells commit together. */
 static void decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
 {
     json_t *fix = state_fix_get(db, id);
@@ -1221,43 +1362,35 @@ static void decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
     double confidence = json_is_number(conf) ? json_number_value(conf) : 0.0;
     json_t *decision = NULL;
     policy_action action = gate(ctx, cfg, db, fix, passed, needs_human, confidence, 0, &decision);
-    stage(ctx, id, fp, "gate", json_deep_copy(decision));
     int64_t expires = state_now() + cfg->approval_ttl_s;
     char text[512];
+    json_t *row = NULL, *tell = NULL;
     switch (action) {
     case POLICY_DEPLOY:
-        fix_set(db, id, "fixing",
-                json_pack("{s:s, s:O, s:s}", "status", "approved", "decision", decision,
-                          "decided_by", "gate"));
+        row = json_pack("{s:s, s:O, s:s}", "status", "approved", "decision", decision, "decided_by",
+                        "gate");
         break;
     case POLICY_APPROVAL:
-        fix_set(db, id, "fixing",
-                json_pack("{s:s, s:O, s:I}", "status", "awaiting_approval", "decision", decision,
-                          "approval_expires_at", (json_int_t)expires));
+        row = json_pack("{s:s, s:O, s:I}", "status", "awaiting_approval", "decision", decision,
+                        "approval_expires_at", (json_int_t)expires);
         snprintf(text, sizeof(text),
                  "A validated fix (confidence %.2f) waits for approval: mix self_heal.approve %lld "
                  "or mix self_heal.skip %lld",
                  confidence, (long long)id, (long long)id);
-        json_decref(fix);
-        fix = state_fix_get(db, id);
-        fix_ticket_note(ctx, fix, NULL, text);
-        fix_notify(ctx, fix, "fix", text, 1);
+        tell = json_pack("{s:s, s:s, s:b}", "note", text, "notify", text, "links", 1);
         break;
     case POLICY_REJECT:
-        fix_set(db, id, "fixing",
-                json_pack("{s:s, s:O}", "status", "rejected", "decision", decision));
+        row = json_pack("{s:s, s:O}", "status", "rejected", "decision", decision);
         snprintf(text, sizeof(text),
                  "The proposed fix failed validation (see the report in state_dir/fixes); a "
                  "human should look at it.");
-        fix_ticket_note(ctx, fix, NULL, text);
-        fix_notify(ctx, fix, "fix", text, 0);
+        tell = json_pack("{s:s, s:s, s:b}", "note", text, "notify", text, "links", 0);
         break;
     default:
-        fix_set(db, id, "fixing",
-                json_pack("{s:s, s:O}", "status", "delivered", "decision", decision));
+        row = json_pack("{s:s, s:O}", "status", "delivered", "decision", decision);
         break;
     }
-    json_decref(decision);
+    outcome(ctx, db, id, fp, "fixing", row, "gate", decision, tell);
     json_decref(fix);
 }
 
@@ -1289,6 +1422,8 @@ static void fix_drive(port_ctx *ctx, int64_t id, int64_t job_id)
     a.fix = state_fix_get(db, id);
     a.fp = fix_str(a.fix, "fingerprint");
     const char *status = fix_str(a.fix, "status");
+    if (a.fix != NULL && status != NULL && strcmp(status, "fixing") != 0)
+        tell_outcome(ctx, db, id); /* resumed: what its outcome had left to tell */
     if (a.fix != NULL && status != NULL && strcmp(status, "fixing") == 0) {
         if (json_object_get(a.fix, "delivery") == NULL ||
             json_is_null(json_object_get(a.fix, "delivery")))
@@ -1363,8 +1498,44 @@ static int spawn_drive(port_ctx *ctx, int64_t id, int64_t job_id)
     return 0;
 }
 
+/* The fix in flight of fp, or 0. */
+static int64_t fix_in_flight(state_db *db, const char *fp)
+{
+    json_t *active = state_fixes_list(db, NULL, fp, 10);
+    int64_t id = 0;
+    size_t i;
+    json_t *f;
+    json_array_foreach(active, i, f)
+    {
+        const char *st = fix_str(f, "status");
+        if (id == 0 && st != NULL &&
+            (strcmp(st, "fixing") == 0 || strcmp(st, "awaiting_approval") == 0 ||
+             strcmp(st, "approved") == 0 || strcmp(st, "deploying") == 0 ||
+             strcmp(st, "verifying") == 0))
+            id = json_integer_value(json_object_get(f, "id"));
+    }
+    json_decref(active);
+    return id;
+}
+
+/* A ticket's fix was recorded before (the step "fix:ticket:<id>/fix"): 0
+ * with its ids when its job still waits to start, 1 when it started. */
+static int fix_recorded(state_db *db, json_t *done, int64_t *id, int64_t *job_id)
+{
+    *id = json_integer_value(json_object_get(done, "fix_id"));
+    *job_id = json_integer_value(json_object_get(done, "job_id"));
+    json_t *job = state_job_get(db, *job_id);
+    const char *st = fix_str(job, "status");
+    int queued = st != NULL && strcmp(st, "queued") == 0;
+    json_decref(job);
+    return queued ? 0 : 1;
+}
+
 /* Records a fix and its job. 0 with *id and *job_id; 1 when the fingerprint
- * already has a fix in flight (*id = that fix); -1 with err. */
+ * already has a fix in flight (*id = that fix), or the ticket's fix was
+ * started before; -1 with err. A fix started for a ticket is a step keyed
+ * by the ticket: its row, its job and its record commit together, so a
+ * resumed escalation starts it once. */
 static int fix_create(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id, cmd_error *err)
 {
     const char *fp = fix_str(input, "fingerprint");
@@ -1378,42 +1549,61 @@ static int fix_create(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id
         return -1;
     state_db *db = port_state(ctx);
     json_t *tid = json_object_get(input, "ticket_id");
-    int rc = state_fix_insert(db, fp, json_is_integer(tid) ? json_integer_value(tid) : 0,
-                              fix_str(input, "severity"), input, id);
-    if (rc == 1) {
-        json_t *active = state_fixes_list(db, NULL, fp, 10);
-        size_t i;
-        json_t *f;
-        json_array_foreach(active, i, f)
-        {
-            const char *st = fix_str(f, "status");
-            if (st != NULL && (strcmp(st, "fixing") == 0 || strcmp(st, "awaiting_approval") == 0 ||
-                               strcmp(st, "approved") == 0 || strcmp(st, "deploying") == 0 ||
-                               strcmp(st, "verifying") == 0)) {
-                *id = json_integer_value(json_object_get(f, "id"));
-                break;
-            }
-        }
-        json_decref(active);
-        return 1;
+    char key[64] = "";
+    if (json_is_integer(tid))
+        snprintf(key, sizeof(key), "fix:ticket:%lld/fix", (long long)json_integer_value(tid));
+    json_t *done = key[0] != '\0' ? effect_result(ctx, key) : NULL;
+    if (done != NULL) {
+        int rc = fix_recorded(db, done, id, job_id);
+        json_decref(done);
+        return rc;
     }
-    if (rc != 0) {
+    if (key[0] != '\0')
+        effect_crash_point(key, "done");
+    if (state_txn_begin(db) != 0) {
         cmd_error_set(err, "state", "could not record the fix");
         return -1;
     }
-    char key[64];
-    snprintf(key, sizeof(key), "fix:%lld", (long long)*id);
+    int rc = state_fix_insert(db, fp, json_is_integer(tid) ? json_integer_value(tid) : 0,
+                              fix_str(input, "severity"), input, id);
+    char job_key[64];
+    snprintf(job_key, sizeof(job_key), "fix:%lld", (long long)*id);
     int existed = 0;
     char status[32];
     json_t *job_input = json_pack("{s:I}", "fix_id", (json_int_t)*id);
-    rc = state_job_begin(db, "fix", key, job_input, job_id, &existed, status, sizeof(status));
+    if (rc == 0 && state_job_begin(db, "fix", job_key, job_input, job_id, &existed, status,
+                                   sizeof(status)) != 0)
+        rc = -1;
     json_decref(job_input);
+    json_t *fields =
+        stage_fields(*id, fp, "started", json_pack("{s:O}", "ticket_id", or_null(tid)));
+    if (rc == 0 && key[0] != '\0') {
+        json_t *audit = NULL;
+        effect_audit_add(&audit, "fix_started", json_deep_copy(fields));
+        json_t *result =
+            json_pack("{s:I, s:I}", "fix_id", (json_int_t)*id, "job_id", (json_int_t)*job_id);
+        rc = state_effect_done(db, key, 0, result, audit) == 0 ? 0 : -1;
+        json_decref(result);
+        json_decref(audit);
+    }
+    if (rc == 0)
+        rc = state_txn_commit(db);
+    else
+        state_txn_rollback(db);
     if (rc != 0) {
-        cmd_error_set(err, "state", "could not record the fix job");
+        json_decref(fields);
+        if (rc == 1) {
+            *id = fix_in_flight(db, fp);
+            return 1;
+        }
+        cmd_error_set(err, "state", "could not record the fix");
         return -1;
     }
-    stage(ctx, *id, fp, "started",
-          json_pack("{s:O}", "ticket_id", tid != NULL ? tid : json_null()));
+    if (key[0] != '\0')
+        effect_flush(ctx, key);
+    else
+        fix_audit(ctx, "fix_started", fields);
+    port_notify(ctx, "fix", fields);
     return 0;
 }
 

@@ -1031,41 +1031,56 @@ double llm_budget_sum(port_ctx *ctx, const char *name, long long window_s)
 int llm_budget_reserve(port_ctx *ctx, const llm_config *cfg, long est_tokens, char *why,
                        size_t whylen)
 {
-    int over = 0;
-    pthread_mutex_lock(&budget_lock);
     if (cfg->max_input_tokens > 0 && est_tokens > cfg->max_input_tokens) {
         snprintf(why, whylen,
                  "budget: the prompt needs about %ld input tokens, over "
                  "llm.budget.max_input_tokens (%ld)",
                  est_tokens, cfg->max_input_tokens);
-        over = 1;
+        return 1;
     }
-    if (!over && cfg->calls_per_hour > 0) {
-        double calls = llm_budget_sum(ctx, "llm_calls", 3600);
-        if (calls + 1 > cfg->calls_per_hour) {
-            snprintf(why, whylen,
-                     "budget: %.0f call(s) in the last hour reach "
-                     "llm.budget.calls_per_hour (%g)",
-                     calls, cfg->calls_per_hour);
-            over = 1;
+    state_budget_check checks[2] = {
+        {"llm_calls", 3600, cfg->calls_per_hour > 0, cfg->calls_per_hour, 1, 0},
+        {"llm_cost_usd", 86400, cfg->spend_per_day_usd > 0, cfg->spend_per_day_usd,
+         (double)est_tokens * cfg->price_in_per_mtok / 1e6, 0},
+    };
+    size_t over = 0;
+    int rc = -1;
+    pthread_mutex_lock(&budget_lock);
+    /* records kept in memory (no state, or a write that failed) count too */
+    double mem[2];
+    for (size_t i = 0; i < 2; i++) {
+        mem[i] = mem_sum(checks[i].name, checks[i].window_s);
+        checks[i].limit -= mem[i];
+    }
+    state_db *db = ctx_state(ctx);
+    if (db != NULL)
+        rc = state_budget_reserve(db, checks, 2, "llm_calls", 1, &over);
+    if (rc < 0) {
+        /* in memory: this process's lock makes the check and the record one step */
+        rc = 0;
+        for (size_t i = 0; rc == 0 && i < 2; i++) {
+            checks[i].sum = 0;
+            if (checks[i].limited && checks[i].next > checks[i].limit) {
+                over = i;
+                rc = 1;
+            }
         }
+        if (rc == 0)
+            mem_add("llm_calls", 1);
     }
-    if (!over && cfg->spend_per_day_usd > 0) {
-        double spent = llm_budget_sum(ctx, "llm_cost_usd", 86400);
-        double next = (double)est_tokens * cfg->price_in_per_mtok / 1e6;
-        if (spent + next > cfg->spend_per_day_usd) {
-            snprintf(why, whylen,
-                     "budget: $%.4f spent in the last 24 h plus about $%.4f for this "
-                     "call is over "
-                     "llm.budget.spend_per_day_usd ($%.2f)",
-                     spent, next, cfg->spend_per_day_usd);
-            over = 1;
-        }
-    }
-    if (!over)
-        llm_budget_add(ctx, "llm_calls", 1);
     pthread_mutex_unlock(&budget_lock);
-    return over;
+    if (rc == 1 && over == 0)
+        snprintf(why, whylen,
+                 "budget: %.0f call(s) in the last hour reach "
+                 "llm.budget.calls_per_hour (%g)",
+                 checks[0].sum + mem[0], cfg->calls_per_hour);
+    else if (rc == 1)
+        snprintf(why, whylen,
+                 "budget: $%.4f spent in the last 24 h plus about $%.4f for this "
+                 "call is over "
+                 "llm.budget.spend_per_day_usd ($%.2f)",
+                 checks[1].sum + mem[1], checks[1].next, cfg->spend_per_day_usd);
+    return rc;
 }
 
 double llm_budget_record(port_ctx *ctx, const llm_config *cfg, const llm_reply *reply)

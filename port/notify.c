@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "effect.h"
 #include "fence.h"
 #include "http.h"
 #include "self_heal/scrub.h"
@@ -689,6 +690,9 @@ json_t *notify_slack_body(const notify_msg *m)
                                         "type", "mrkdwn", "text", json_buf(&cb)));
         sh_buf_free(&cb);
     }
+    if (m->audit[0] != '\0')
+        json_array_append_new(blocks, json_pack("{s:s, s:[{s:s, s:s}]}", "type", "context",
+                                                "elements", "type", "mrkdwn", "text", m->audit));
     if (m->approve_url != NULL && m->skip_url != NULL) {
         char until[40];
         format_utc(until, sizeof(until), m->links_expire);
@@ -745,6 +749,7 @@ static void summary_text(sh_buf *b, const notify_msg *m, int with_links)
     text_line(b, "Ticket: #", m->ticket_id);
     text_line(b, "Ticket URL: ", m->url);
     text_line(b, "Fingerprint: ", m->fingerprint);
+    text_line(b, "", m->audit[0] != '\0' ? m->audit : NULL);
     if (with_links && m->approve_url != NULL && m->skip_url != NULL) {
         char until[40];
         format_utc(until, sizeof(until), m->links_expire);
@@ -1569,18 +1574,25 @@ static void ensure_state(port_ctx *ctx)
     (void)state_ctx_ensure(ctx, &ignored);
 }
 
-static void audit_result(port_ctx *ctx, const notify_msg *m, const char *channel, json_t *result)
+/* The channel's audit record: appended, or added to records (effect.h). */
+static void audit_result(port_ctx *ctx, const notify_msg *m, const char *channel, json_t *result,
+                         json_t *records)
 {
     audit_log *a = port_audit(ctx);
-    if (a == NULL)
+    if (a == NULL && records == NULL)
         return;
     int ok = json_is_true(json_object_get(result, "ok"));
     json_t *f = json_pack("{s:s, s:s*, s:s*, s:s*}", "channel", channel, "ticket_id", m->ticket_id,
                           "kind", m->kind, "fingerprint", m->fingerprint);
     if (f != NULL && !ok)
         json_object_set(f, "error", json_object_get(result, "error"));
+    const char *action = ok ? "notification_sent" : "notification_failed";
+    if (records != NULL) {
+        effect_audit_add(&records, action, f);
+        return;
+    }
     if (f != NULL)
-        audit_append(a, ok ? "notification_sent" : "notification_failed", f);
+        audit_append(a, action, f);
     json_decref(f);
 }
 
@@ -1589,9 +1601,12 @@ static json_t *failure(const char *error)
     return json_pack("{s:b, s:s}", "ok", 0, "error", error);
 }
 
-/* Sends m to every enabled channel, each on its own thread. */
-static json_t *send_all(port_ctx *ctx, const notify_msg *m)
+/* Sends m to every enabled channel, each on its own thread, with the
+ * audit log's head published in it; the audit records are appended, or
+ * added to records when it is not NULL. */
+static json_t *send_all(port_ctx *ctx, notify_msg *m, json_t *records)
 {
+    audit_head_line(port_audit(ctx), m->audit, sizeof(m->audit));
     json_t *results = json_object();
     json_t *channels = port_config_get(ctx, "notify.channels");
     chan_job *jobs = calloc(CHANNELS_MAX, sizeof(chan_job));
@@ -1645,7 +1660,7 @@ static json_t *send_all(port_ctx *ctx, const notify_msg *m)
         job_clear(&jobs[i]);
     }
     const char *key;
-    json_object_foreach(results, key, v) audit_result(ctx, m, key, v);
+    json_object_foreach(results, key, v) audit_result(ctx, m, key, v, records);
 
 cleanup:
     json_decref(channels);
@@ -1678,9 +1693,41 @@ json_t *notify_send(port_ctx *ctx, json_t *message)
     char err[160];
     if (notify_msg_init(&m, message, port_scrubber(ctx), err, sizeof(err)) != 0)
         return NULL;
-    json_t *r = add_links(ctx, &m, err, sizeof(err)) == 0 ? send_all(ctx, &m) : NULL;
+    json_t *r = add_links(ctx, &m, err, sizeof(err)) == 0 ? send_all(ctx, &m, NULL) : NULL;
     notify_msg_free(&m);
     return r;
+}
+
+json_t *notify_send_once(port_ctx *ctx, json_t *message, const char *key, int64_t job_id)
+{
+    notify_msg m;
+    char err[160];
+    if (key == NULL || port_state(ctx) == NULL)
+        return notify_send(ctx, message);
+    if (notify_msg_init(&m, message, port_scrubber(ctx), err, sizeof(err)) != 0)
+        return NULL;
+    json_t *result = NULL;
+    json_t *records = NULL;
+    /* the intent is recorded right before the channels are called */
+    int e = add_links(ctx, &m, err, sizeof(err)) == 0
+                ? effect_begin(ctx, key, job_id, &result, NULL)
+                : EFFECT_ERROR;
+    if (e == EFFECT_NEW) {
+        records = json_array();
+        result = send_all(ctx, &m, records);
+    } else if (e == EFFECT_INTERRUPTED) {
+        /* a chat message cannot be looked up: at most once, never again */
+        result = json_pack("{s:s, s:s}", "status", "unknown", "reason",
+                           "interrupted while sending; not sent again (at most once)");
+        effect_audit_add(&records, "notification_unknown",
+                         json_pack("{s:s*, s:s*, s:s*}", "ticket_id", m.ticket_id, "kind", m.kind,
+                                   "fingerprint", m.fingerprint));
+    }
+    if ((e == EFFECT_NEW || e == EFFECT_INTERRUPTED) && result != NULL)
+        effect_done(ctx, key, job_id, result, records);
+    json_decref(records);
+    notify_msg_free(&m);
+    return result;
 }
 
 /* ------------------------------------------------------------ commands */
@@ -1698,7 +1745,7 @@ static json_t *cmd_notify(port_ctx *ctx, json_t *args, cmd_error *err)
         return NULL;
     }
     ensure_state(ctx);
-    json_t *r = send_all(ctx, &m);
+    json_t *r = send_all(ctx, &m, NULL);
     notify_msg_free(&m);
     if (r == NULL)
         cmd_error_set(err, "internal", "out of memory");
@@ -1726,11 +1773,8 @@ static void store_offset(port_ctx *ctx, int64_t offset)
 {
     poll_offset = offset;
     state_db *db = port_state(ctx);
-    if (db != NULL) {
-        char buf[32];
-        snprintf(buf, sizeof(buf), "%lld", (long long)offset);
-        state_kv_set(db, "telegram_offset", buf);
-    }
+    if (db != NULL)
+        state_kv_raise(db, "telegram_offset", offset);
 }
 
 /* answerCallbackQuery for one press; returns 0 when Telegram accepted it. */

@@ -22,6 +22,16 @@
  * channel; returns {"slack": {"ok": bool, "error"?}, "email": ..., ...}. */
 json_t *notify_send(port_ctx *ctx, json_t *message);
 
+/* notify_send as the step `key` of job job_id (effect.h): sent at most
+ * once. The intent is recorded before the channels are called and the
+ * result with the audit records after; a repeat returns the stored
+ * result, and a step found interrupted (the process died while sending)
+ * is not sent again: its result is {"status": "unknown"} with a
+ * "notification_unknown" record. Without a state database it is
+ * notify_send. NULL on a bad message or when the intent cannot be
+ * recorded (then nothing is sent). */
+json_t *notify_send_once(port_ctx *ctx, json_t *message, const char *key, int64_t job_id);
+
 /* A signed link token for action (approve|skip) on action_id, valid until
  * expires (unix s): "<action>.<id>.<expires>.<hex hmac>". */
 int notify_sign(char *out, size_t outlen, const char *secret, const char *action,
@@ -46,6 +56,7 @@ typedef struct notify_msg {
     char *approve_url;  /* signed links (notify_msg_set_links), or NULL */
     char *skip_url;
     int64_t links_expire;
+    char audit[128]; /* "audit: seq N head H", the audit log's head when sent, or "" */
 } notify_msg;
 
 /* Fills *out from a message object; -1 with err filled on a bad field. */

@@ -4,22 +4,26 @@
  *   escalate {"groups": [group, ...]}
  *       one job keyed by the groups (ids and first-seen times): analysis
  *       (analyze.c), one ticket per issue (ticket.c: created or commented),
- *       a notification per created ticket (notify.c, itself a job so that
- *       a resumed escalation never notifies twice), an audit record per
- *       step. A repeated request with the same groups returns the stored
- *       result of the first. Answers {"job_id", "analysis", "issues",
- *       "tickets", "notifications"}.
+ *       a notification per created ticket (notify.c), a fix per created
+ *       ticket (fix.c). Each is a step with an idempotency key (effect.h):
+ *       a resumed escalation skips what happened, keeps its first analysis,
+ *       and never notifies twice. A repeated request with the same groups
+ *       returns the stored result of the first. Answers {"job_id",
+ *       "analysis", "issues", "tickets", "notifications"}.
  *   update {"fingerprint", "count", "last_seen"?, "reason"?}
  *       a group triage held (already investigated, or below the minimum
- *       severity): the open ticket of its fingerprint gets the new count,
- *       and a comment when the count has at least doubled since the last
- *       one. Answers {"ticket_id": id | null, "commented": bool}.
+ *       severity): the open ticket of its fingerprint gets count more
+ *       occurrences, and a comment when that at least doubled its count
+ *       (ticket_recurrence). Answers {"ticket_id": id | null, "commented":
+ *       bool, "count"?}.
  *
  * port_configure_modules opens state_dir/self_heal.db and audit.jsonl and
- * builds the scrubber; after a crash, jobs the previous process left
- * running are recovered (state_jobs_recover): escalations back in the
- * queue are resumed on a thread of their own, the others escalated to a
- * human, each reported to the BEAM as a notification.
+ * builds the scrubber; after a crash, the audit records the previous
+ * process committed but did not append are appended (effect_recover), and
+ * jobs it left running are recovered (state_jobs_recover): escalations and
+ * fixes back in the queue (or never started) are resumed on a thread of
+ * their own, the others escalated to a human, each reported to the BEAM as
+ * a notification.
  */
 #include "pipeline.h"
 
@@ -28,8 +32,9 @@
 #include <string.h>
 
 #include "analyze.h"
-#include "fix.h"
 #include "audit.h"
+#include "effect.h"
+#include "fix.h"
 #include "notify.h"
 #include "self_heal/scrub.h"
 #include "state.h"
@@ -176,17 +181,15 @@ static json_t *string_or_null(json_t *obj, const char *key)
     return json_is_string(v) ? json_incref(v) : json_null();
 }
 
-/* The notification for a created ticket, as a job of its own. */
-static json_t *notify_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket)
+/* The notification for a created ticket: a step keyed by the ticket, so a
+ * ticket is announced at most once, whichever job created it. */
+static json_t *notify_ticket(port_ctx *ctx, int64_t job_id, json_t *issue, json_t *members,
+                             json_t *ticket)
 {
-    state_db *db = port_state(ctx);
     json_t *ticket_id = json_object_get(ticket, "ticket_id");
     char key[96];
-    snprintf(key, sizeof(key), "notify:ticket:%lld",
+    snprintf(key, sizeof(key), "notify:ticket:%lld/notify",
              json_is_integer(ticket_id) ? (long long)json_integer_value(ticket_id) : -1LL);
-    int64_t job_id = 0;
-    int existed = 0;
-    char status[32] = "";
     json_t *first = json_array_get(members, 0);
     json_t *message = json_pack(
         "{s:s, s:O, s:s?, s:O, s:o, s:o, s:o, s:I, s:o}", "kind", "ticket", "ticket_id",
@@ -197,58 +200,74 @@ static json_t *notify_ticket(port_ctx *ctx, json_t *issue, json_t *members, json
         string_or_null(ticket, "url"));
     if (message == NULL)
         return NULL;
-    if (db != NULL &&
-        state_job_begin(db, "notify", key, message, &job_id, &existed, status, sizeof(status)) ==
-            0 &&
-        existed && strcmp(status, "queued") != 0) {
-        json_decref(message);
-        json_t *job = state_job_get(db, job_id);
-        json_t *result = json_incref(json_object_get(job, "result"));
-        json_decref(job);
-        return result != NULL ? result : json_pack("{s:s}", "status", status);
-    }
-    if (db != NULL &&
-        state_job_transition(db, job_id, "queued", "running", NULL, NULL, NULL) != 0) {
-        json_decref(message);
-        return json_pack("{s:s}", "status", "running");
-    }
-    json_t *result = notify_send(ctx, message);
+    json_t *result = notify_send_once(ctx, message, key, job_id);
     json_decref(message);
-    if (db != NULL)
-        state_job_transition(db, job_id, "running", "done", NULL, result, NULL);
     return result;
 }
 
-/* Analysis, tickets, notifications for one escalation. */
-static json_t *run_escalation(port_ctx *ctx, int64_t job_id, json_t *groups, cmd_error *err)
+/* The escalation's first record and its analysis, each a step of the job:
+ * a resumed job neither records them again nor asks the model again (it
+ * goes on with the issues of its first analysis). */
+static json_t *escalation_analysis(port_ctx *ctx, int64_t job_id, const char *job_key,
+                                   json_t *groups, cmd_error *err)
 {
+    char key[EFFECT_KEY_MAX + 1];
     json_t *ids = json_array();
     size_t i;
     json_t *g;
     json_array_foreach(groups, i, g) json_array_append_new(ids, json_string(group_id(g)));
-    audit(ctx, "escalation",
-          json_pack("{s:I, s:o, s:I}", "job_id", (json_int_t)job_id, "groups", ids, "count",
-                    (json_int_t)sum_counts(groups)));
+    json_t *records = NULL;
+    effect_audit_add(&records, "escalation",
+                     json_pack("{s:I, s:o, s:I}", "job_id", (json_int_t)job_id, "groups", ids,
+                               "count", (json_int_t)sum_counts(groups)));
+    int rc = effect_key(key, sizeof(key), job_key, "escalation") == 0
+                 ? effect_done(ctx, key, job_id, NULL, records)
+                 : -1;
+    json_decref(records);
+    records = NULL;
+    if (rc < 0 || effect_key(key, sizeof(key), job_key, "analysis") != 0) {
+        cmd_error_set(err, "state", "cannot record the escalation");
+        return NULL;
+    }
+    json_t *analysis = effect_result(ctx, key);
+    if (analysis != NULL)
+        return analysis;
+    json_t *record = NULL;
+    analysis = analyze_groups(ctx, groups, &record, err);
+    if (analysis == NULL) {
+        json_decref(record);
+        return NULL;
+    }
+    if (record != NULL) {
+        json_object_set_new(record, "job_id", json_integer((json_int_t)job_id));
+        effect_audit_add(&records, "analysis", record);
+    }
+    rc = effect_done(ctx, key, job_id, analysis, records);
+    json_decref(records);
+    if (rc != 0) {
+        /* recorded by another run meanwhile (1): its analysis holds */
+        json_decref(analysis);
+        analysis = rc == 1 ? effect_result(ctx, key) : NULL;
+        if (analysis == NULL)
+            cmd_error_set(err, "state", "cannot record the analysis");
+    }
+    return analysis;
+}
 
-    json_t *analysis = analyze_groups(ctx, groups, err);
+/* Analysis, tickets, notifications for one escalation. */
+static json_t *run_escalation(port_ctx *ctx, int64_t job_id, const char *job_key, json_t *groups,
+                              cmd_error *err)
+{
+    json_t *analysis = escalation_analysis(ctx, job_id, job_key, groups, err);
     if (analysis == NULL)
         return NULL;
     json_t *issues = json_object_get(analysis, "issues");
-    audit(ctx, "analysis",
-          json_pack("{s:I, s:O, s:O, s:I, s:O}", "job_id", (json_int_t)job_id, "analyzer",
-                    json_object_get(analysis, "analyzer") ? json_object_get(analysis, "analyzer")
-                                                          : json_null(),
-                    "fallback",
-                    json_object_get(analysis, "fallback") ? json_object_get(analysis, "fallback")
-                                                          : json_null(),
-                    "issues", (json_int_t)json_array_size(issues), "usage",
-                    json_object_get(analysis, "usage") ? json_object_get(analysis, "usage")
-                                                       : json_null()));
     port_notify(ctx, "analysis",
                 json_pack("{s:I, s:O}", "job_id", (json_int_t)job_id, "issues", issues));
 
     json_t *tickets = json_array();
     json_t *notifications = json_array();
+    size_t i;
     json_t *issue;
     json_array_foreach(issues, i, issue)
     {
@@ -267,7 +286,7 @@ static json_t *run_escalation(port_ctx *ctx, int64_t job_id, json_t *groups, cmd
         }
         port_notify(ctx, "ticket", json_deep_copy(ticket));
         if (json_is_true(json_object_get(ticket, "created"))) {
-            json_t *sent = notify_ticket(ctx, issue, members, ticket);
+            json_t *sent = notify_ticket(ctx, job_id, issue, members, ticket);
             if (sent != NULL)
                 json_array_append_new(notifications, sent);
             fix_on_ticket(ctx, issue, members, ticket);
@@ -289,12 +308,12 @@ static json_t *run_escalation(port_ctx *ctx, int64_t job_id, json_t *groups, cmd
 }
 
 /* Runs a queued escalation job to its end; returns its result (new ref). */
-static json_t *drive_job(port_ctx *ctx, state_db *db, int64_t job_id, json_t *groups,
-                         cmd_error *err)
+static json_t *drive_job(port_ctx *ctx, state_db *db, int64_t job_id, const char *job_key,
+                         json_t *groups, cmd_error *err)
 {
     if (state_job_transition(db, job_id, "queued", "running", NULL, NULL, NULL) != 0)
         return json_pack("{s:I, s:s}", "job_id", (json_int_t)job_id, "status", "running");
-    json_t *result = run_escalation(ctx, job_id, groups, err);
+    json_t *result = run_escalation(ctx, job_id, job_key, groups, err);
     if (result == NULL) {
         state_job_transition(db, job_id, "running", "failed", NULL, NULL, err->message);
         audit(ctx, "escalation_failed",
@@ -341,7 +360,7 @@ static json_t *cmd_escalate(port_ctx *ctx, json_t *args, cmd_error *err)
         json_decref(result);
         return json_pack("{s:I, s:s}", "job_id", (json_int_t)job_id, "status", status);
     }
-    return drive_job(ctx, db, job_id, groups, err);
+    return drive_job(ctx, db, job_id, key, groups, err);
 }
 
 static json_t *cmd_update(port_ctx *ctx, json_t *args, cmd_error *err)
@@ -353,37 +372,12 @@ static json_t *cmd_update(port_ctx *ctx, json_t *args, cmd_error *err)
         cmd_error_set(err, "bad_args", "update needs a fingerprint and a count");
         return NULL;
     }
-    state_db *db = port_state(ctx);
-    if (db == NULL) {
+    if (port_state(ctx) == NULL) {
         cmd_error_set(err, "no_state", "update needs a state_dir in the configuration");
         return NULL;
     }
-    json_t *ticket = state_ticket_find_open(db, json_string_value(fp));
-    if (ticket == NULL)
-        return json_pack("{s:n, s:b}", "ticket_id", "commented", 0);
-    json_int_t id = json_integer_value(json_object_get(ticket, "id"));
-    json_int_t before = json_integer_value(json_object_get(ticket, "count"));
-    json_int_t now = before + json_integer_value(count);
-    int comment = now >= 2 * (before > 0 ? before : 1);
-    json_t *reply = NULL;
-    if (comment) {
-        /* ticket_upsert finds the open ticket and comments with the counts */
-        json_t *group = json_pack(
-            "{s:O, s:I, s:O}", "id", fp, "count", now, "last_seen",
-            json_object_get(args, "last_seen") ? json_object_get(args, "last_seen") : json_null());
-        json_t *issue = json_pack("{s:[O], s:O, s:O, s:[o]}", "group_ids", fp, "root_cause",
-                                  json_object_get(ticket, "title"), "severity",
-                                  json_object_get(ticket, "severity"), "groups", group);
-        reply = issue != NULL ? ticket_upsert(ctx, issue, err) : NULL;
-        json_decref(issue);
-    }
-    state_ticket_update(db, id, "open", now);
-    audit(ctx, "recurrence",
-          json_pack("{s:O, s:I, s:I, s:b}", "fingerprint", fp, "ticket_id", id, "count", now,
-                    "commented", reply != NULL));
-    json_decref(reply);
-    json_decref(ticket);
-    return json_pack("{s:I, s:b, s:I}", "ticket_id", id, "commented", reply != NULL, "count", now);
+    return ticket_recurrence(ctx, json_string_value(fp), (long long)json_integer_value(count),
+                             json_object_get(args, "last_seen"), err);
 }
 
 const cmd_def *pipeline_commands(size_t *n)
@@ -427,8 +421,11 @@ static void *resume_jobs(void *p)
             continue;
         json_t *full = state_job_get(arg->db, id);
         json_t *groups = json_object_get(json_object_get(full, "input"), "groups");
+        const char *key = json_string_value(json_object_get(full, "key"));
         cmd_error err = {NULL, ""};
-        json_t *result = groups != NULL ? drive_job(arg->ctx, arg->db, id, groups, &err) : NULL;
+        json_t *result = groups != NULL && key != NULL
+                             ? drive_job(arg->ctx, arg->db, id, key, groups, &err)
+                             : NULL;
         port_notify(arg->ctx, "job_resumed",
                     json_pack("{s:I, s:s, s:s}", "job_id", id, "kind", kind, "status",
                               result != NULL ? "done" : "failed"));
@@ -441,11 +438,29 @@ static void *resume_jobs(void *p)
     return NULL;
 }
 
+/* Adds the queued jobs of `queued` that `jobs` does not hold yet: jobs a
+ * process recorded and died before it started them. */
+static void add_queued(json_t *jobs, json_t *queued)
+{
+    size_t i, k;
+    json_t *q, *j;
+    json_array_foreach(queued, i, q)
+    {
+        const char *kind = json_string_value(json_object_get(q, "kind"));
+        int known = kind == NULL || (strcmp(kind, "escalate") != 0 && strcmp(kind, "fix") != 0);
+        json_array_foreach(jobs, k, j) known =
+            known || json_equal(json_object_get(j, "id"), json_object_get(q, "id"));
+        if (!known)
+            json_array_append(jobs, q);
+    }
+}
+
 static void recover_jobs(port_ctx *ctx, state_db *db)
 {
     json_t *moved = state_jobs_recover(db, RECOVER_MAX_ATTEMPTS);
-    if (moved == NULL || json_array_size(moved) == 0) {
-        json_decref(moved);
+    json_t *queued = state_jobs_list(db, "queued", 1000);
+    if (moved == NULL) {
+        json_decref(queued);
         return;
     }
     size_t i;
@@ -461,6 +476,12 @@ static void recover_jobs(port_ctx *ctx, state_db *db)
                                                                  : "job_recovered",
               json_deep_copy(fields));
         port_notify(ctx, "job_recovered", fields);
+    }
+    add_queued(moved, queued);
+    json_decref(queued);
+    if (json_array_size(moved) == 0) {
+        json_decref(moved);
+        return;
     }
     resume_arg *arg = malloc(sizeof(*arg));
     pthread_t tid;
@@ -535,7 +556,8 @@ static int first_open(const char *dir)
 
 /* A first or different state_dir: what is open is dropped (closed once no
  * pin holds it) and state_ctx_ensure opens the new one; then, the first
- * time, the jobs the previous process left running are recovered. */
+ * time, what the previous process left is recovered: the audit records of
+ * its effects, its running jobs. */
 static int open_state(port_ctx *ctx, const char *dir, cmd_error *err)
 {
     pthread_mutex_lock(&ctx->lock);
@@ -550,8 +572,12 @@ static int open_state(port_ctx *ctx, const char *dir, cmd_error *err)
         cmd_error_set(err, "state", "state_dir: %s", open_err.message);
         return -1;
     }
-    if (!ctx->one_shot && first_open(dir))
+    if (!ctx->one_shot && first_open(dir)) {
+        /* the audit records a killed process committed but did not append
+         * reach the log before any job resumes */
+        effect_recover(ctx);
         recover_jobs(ctx, port_state(ctx));
+    }
     return 0;
 }
 

@@ -7,6 +7,7 @@
 #include "proc.h"
 
 #include "ctx.h"
+#include "ptree.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,9 @@
 
 #define WAIT_STEP_MS 20
 #define FD_SCAN_MAX 65536
+#define SWEEP_STEP_MS 5
+#define RUN_VAR "SELF_HEAL_PORT_RUN"
+#define RUN_MARKER_MAX 96
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t reg_changed;
@@ -35,6 +39,7 @@ static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
 static pid_t reg_pids[PROC_MAX_LIVE];
 static size_t reg_count;
 static int spawn_refused;
+static char run_marker[RUN_MARKER_MAX]; /* "SELF_HEAL_PORT_RUN=pid:start", or "" */
 
 static void reg_init(void)
 {
@@ -282,11 +287,31 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
+/* envp with the run marker in place of any marker it had (a malloc'ed
+ * vector of envp's own strings), or NULL when out of memory. */
+static char **with_run_marker(char *const *envp)
+{
+    size_t n = 0;
+    while (envp[n] != NULL)
+        n++;
+    char **out = malloc((n + 2) * sizeof(*out));
+    if (out == NULL)
+        return NULL;
+    size_t k = 0, vlen = strlen(RUN_VAR);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(envp[i], RUN_VAR, vlen) != 0 || envp[i][vlen] != '=')
+            out[k++] = envp[i];
+    out[k++] = run_marker;
+    out[k] = NULL;
+    return out;
+}
+
 int proc_spawn(pid_t *pid, const proc_spec *spec, char *err, size_t errlen)
 {
     char program[PATH_MAX];
     int report[2] = {-1, -1};
     int fd_in = -1, fd_out = -1, fd_err = -1;
+    char **marked_env = NULL;
     int rc = -1;
 
     pthread_once(&reg_once, reg_init);
@@ -324,10 +349,20 @@ int proc_spawn(pid_t *pid, const proc_spec *spec, char *err, size_t errlen)
         goto cleanup;
     }
 
+    char *const *envp = spec->envp != NULL ? (char *const *)spec->envp : environ;
+    if (run_marker[0] != '\0' && !spec->no_run_marker) {
+        marked_env = with_run_marker(envp);
+        if (marked_env == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto cleanup;
+        }
+        envp = marked_env;
+    }
+
     child_setup cs = {
         .program = program,
         .argv = (char *const *)spec->argv,
-        .envp = spec->envp != NULL ? (char *const *)spec->envp : environ,
+        .envp = envp,
         .cwd = spec->cwd,
         .fd_in = fd_in,
         .fd_out = fd_out,
@@ -388,6 +423,7 @@ int proc_spawn(pid_t *pid, const proc_spec *spec, char *err, size_t errlen)
     rc = 0;
 
 cleanup:
+    free(marked_env);
     close_fd(&report[0]);
     close_fd(&report[1]);
     close_fd(&fd_in);
@@ -484,4 +520,196 @@ size_t proc_live_count(void)
             live++;
     pthread_mutex_unlock(&reg_lock);
     return live;
+}
+
+/* ------------------------------------------------------------ descendants */
+
+int proc_become_subreaper(void)
+{
+#ifdef __linux__
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 ? 0 : -1;
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* Reaps the exited children of this process in t that no proc_wait caller
+ * waits for: orphans the kernel handed to the subreaper. A registered
+ * child stays for its proc_wait (registration happens under reg_lock
+ * together with the fork, and a child leaves the registry only once
+ * reaped, so an unregistered zombie child is nobody else's). */
+static void reap_unregistered(const ptree *t, pid_t self)
+{
+    pthread_once(&reg_once, reg_init);
+    pthread_mutex_lock(&reg_lock);
+    for (size_t i = 0; i < t->n; i++) {
+        const ptree_proc *p = &t->procs[i];
+        if (p->ppid == self && p->state == 'Z' && reg_find(p->pid) < 0)
+            waitpid(p->pid, NULL, WNOHANG);
+    }
+    pthread_mutex_unlock(&reg_lock);
+}
+
+/* One snapshot of /proc: sig (0: none) to every live descendant (with
+ * stopped, only to those not stopped yet), then the unregistered exited
+ * children reaped. Returns how many it counted (live, or live and not
+ * stopped), or -1 when /proc could not be read. */
+static long sweep(int sig, int stopped)
+{
+    ptree t;
+    if (ptree_read(&t) != 0)
+        return -1;
+    pid_t self = getpid();
+    unsigned char *marks = malloc(t.n + 1);
+    long live = -1;
+    if (marks != NULL && ptree_descendants(&t, self, marks) != (size_t)-1) {
+        live = 0;
+        for (size_t i = 0; i < t.n; i++) {
+            char st = t.procs[i].state;
+            if (!marks[i] || st == 'Z' || st == 'X' || (stopped && (st == 'T' || st == 't')))
+                continue;
+            live++;
+            if (sig > 0)
+                kill(t.procs[i].pid, sig);
+        }
+    }
+    reap_unregistered(&t, self);
+    free(marks);
+    ptree_free(&t);
+    return live;
+}
+
+void proc_reap_orphans(void)
+{
+    ptree t;
+    if (ptree_read(&t) != 0)
+        return;
+    reap_unregistered(&t, getpid());
+    ptree_free(&t);
+}
+
+long proc_signal_descendants(int sig)
+{
+    return sweep(sig, 0);
+}
+
+/* sweep(sig, stopped) until it counts none or timeout_ms passed. */
+static long sweep_until_none(int sig, int stopped, int timeout_ms)
+{
+    long long deadline = port_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        long left = sweep(sig, stopped);
+        if (left == 0 || (timeout_ms >= 0 && port_now_ms() >= deadline))
+            return left;
+        port_sleep_ms(SWEEP_STEP_MS, NULL);
+    }
+}
+
+long proc_kill_descendants(int timeout_ms)
+{
+    return sweep_until_none(SIGKILL, 0, timeout_ms);
+}
+
+long proc_freeze_descendants(int timeout_ms)
+{
+    return sweep_until_none(SIGSTOP, 1, timeout_ms);
+}
+
+/* ------------------------------------------------------------ run marker */
+
+int proc_mark_children(pid_t owner)
+{
+    ptree_proc p;
+    if (owner == 0) {
+        run_marker[0] = '\0';
+        return 0;
+    }
+    if (ptree_stat(owner, &p) != 0)
+        return -1;
+    snprintf(run_marker, sizeof(run_marker), "%s=%d:%llu", RUN_VAR, (int)owner, p.start);
+    return 0;
+}
+
+/* 1 when a marker value names a run whose owner is gone (its pid free, a
+ * zombie, or a process started at another time), 0 when the owner lives
+ * or the value is not a marker. */
+static int owner_gone(const ptree *t, const char *value)
+{
+    char *end = NULL;
+    long pid = strtol(value, &end, 10);
+    if (end == value || *end != ':' || pid <= 0)
+        return 0;
+    const char *start_text = end + 1;
+    unsigned long long start = strtoull(start_text, &end, 10);
+    if (end == start_text || *end != '\0')
+        return 0;
+    const ptree_proc *owner = ptree_find(t, (pid_t)pid);
+    return owner == NULL || owner->state == 'Z' || owner->start != start;
+}
+
+/* Marks (1) the processes whose environment holds the marker of a run
+ * whose owner is gone, and everything below them; never this process or
+ * one of its ancestors. Returns how many live ones were marked. */
+static size_t mark_left_behind(const ptree *t, unsigned char *marks)
+{
+    pid_t self = getpid();
+    const char *own = getenv(RUN_VAR); /* a run this process belongs to is not over */
+    memset(marks, 0, t->n);
+    for (size_t i = 0; i < t->n; i++) {
+        char value[RUN_MARKER_MAX];
+        if (t->procs[i].pid != self && t->procs[i].state != 'Z' &&
+            ptree_environ_get(t->procs[i].pid, RUN_VAR, value, sizeof(value)) == 1 &&
+            (own == NULL || strcmp(own, value) != 0) && owner_gone(t, value))
+            marks[i] = 1;
+    }
+    for (int changed = 1; changed;) { /* their descendants, whatever their environment */
+        changed = 0;
+        for (size_t i = 0; i < t->n; i++) {
+            const ptree_proc *up = marks[i] ? NULL : ptree_find(t, t->procs[i].ppid);
+            if (up != NULL && marks[up - t->procs]) {
+                marks[i] = 1;
+                changed = 1;
+            }
+        }
+    }
+    for (const ptree_proc *p = ptree_find(t, self); p != NULL; p = ptree_find(t, p->ppid)) {
+        marks[p - t->procs] = 0; /* never this process or what started it */
+        if (p->ppid == p->pid)
+            break;
+    }
+    size_t live = 0;
+    for (size_t i = 0; i < t->n; i++)
+        if (marks[i] && t->procs[i].state != 'Z')
+            live++;
+        else
+            marks[i] = 0;
+    return live;
+}
+
+long proc_kill_left_behind(int timeout_ms)
+{
+    long long deadline = port_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    long found = -1;
+    for (;;) {
+        ptree t;
+        if (ptree_read(&t) != 0)
+            return -1;
+        unsigned char *marks = malloc(t.n + 1);
+        if (marks == NULL) {
+            ptree_free(&t);
+            return -1;
+        }
+        size_t live = mark_left_behind(&t, marks);
+        for (size_t i = 0; i < t.n; i++)
+            if (marks[i])
+                kill(t.procs[i].pid, SIGKILL);
+        free(marks);
+        ptree_free(&t);
+        if (found < 0)
+            found = (long)live;
+        if (live == 0 || (timeout_ms >= 0 && port_now_ms() >= deadline))
+            return found;
+        port_sleep_ms(SWEEP_STEP_MS, NULL);
+    }
 }

@@ -34,12 +34,25 @@
  * its reply is written: a later configure never changes or frees them
  * under it.
  *
- * Shutdown (EOF on stdin, SIGTERM or SIGINT): stop reading, refuse new
- * children, drop queued jobs, SIGTERM every child process group, SIGKILL
- * them after 0.5 s, wait up to 1.5 s in all for the workers (running
- * commands see ctx.stopping), close the modules, exit 0. Workers still busy
- * at the deadline are abandoned: the process exits anyway (_exit). A frame
- * cut short by EOF is discarded.
+ * Process lifetime: at start the process splits (port/watchdog.h): it
+ * stays a watchdog, the parent, which forwards SIGTERM/SIGINT/SIGHUP,
+ * kills what an earlier run killed whole (watchdog and server together)
+ * left behind and, when the server dies however it dies, kills and reaps
+ * everything the server started; its forked child serves. The server is a
+ * child subreaper (every process it starts stays its descendant, whatever
+ * its session or process group), reaps the orphans handed to it without
+ * taking the exit status of a child a command waits for (port/proc.h), and
+ * marks its children's environment with its run.
+ *
+ * Shutdown (EOF on stdin, SIGTERM, SIGINT or SIGHUP): stop reading, refuse
+ * new children, drop queued jobs, SIGTERM every child process group and
+ * every other descendant, SIGKILL them after 0.5 s (until none is left),
+ * wait up to 1.5 s in all for the workers (running commands see
+ * ctx.stopping), close the modules, exit 0. Workers still busy at the
+ * deadline are abandoned: the process exits anyway (_exit). A frame cut
+ * short by EOF is discarded. When the watchdog dies (kill -9 of the pid
+ * the BEAM knows) the server freezes and kills every descendant and exits
+ * at once, as a crash would, without a word more to the BEAM.
  *
  * Shell use: `self_heal_port run CMD [--args FILE] [--config FILE]` runs one
  * command on the main thread and prints the reply's JSON on stdout (exit 0
@@ -59,7 +72,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "cmd.h"
+#include "exec.h"
 #include "frame.h"
 #include "group.h"
 #include "http.h"
@@ -68,6 +83,7 @@
 #include "pool.h"
 #include "proc.h"
 #include "self_heal/scrub.h"
+#include "watchdog.h"
 
 #define SELF_HEAL_VERSION "0.1.0"
 #define PROTOCOL_VERSION 1
@@ -77,6 +93,7 @@
 #define STEP_MS 10
 #define CHILD_GRACE_MS 500
 #define SHUTDOWN_MS 1500
+#define LEFT_BEHIND_MS 2000 /* killing what an earlier run left, at start */
 
 static port_ctx ctx = {.lock = PTHREAD_MUTEX_INITIALIZER};
 static frame_writer out;
@@ -117,7 +134,9 @@ static json_t *cmd_configure(port_ctx *c, json_t *args, cmd_error *err)
     json_t *fix = fix_config_status(c, err);
     if (fix == NULL)
         return NULL; /* the fix loop's configuration is unusable: said at once */
-    return json_pack("{s:b, s:o}", "configured", 1, "fix", fix);
+    /* what opening the audit log found: "ok": false after a broken chain */
+    return json_pack("{s:b, s:o, s:o*}", "configured", 1, "fix", fix, "audit",
+                     audit_status(port_audit(c)));
 }
 
 /* An integer argument in [lo, hi]; -1 with err set otherwise. */
@@ -147,19 +166,13 @@ static json_t *cmd_sleep(port_ctx *c, json_t *args, cmd_error *err)
     return json_pack("{s:I}", "slept_ms", (json_int_t)ms);
 }
 
-/* spawn_sleep {"seconds": n}: a diagnostic. Runs `sleep n` as a child in
- * its own process group, announces it with a "child_started" notification
- * ({"pid": pid, "pgid": pid}) and waits for it, so tests can check that
- * shutdown leaves no child behind. */
-static json_t *cmd_spawn_sleep(port_ctx *c, json_t *args, cmd_error *err)
+/* Runs argv as a child in its own process group, announces it with a
+ * "child_started" notification ({"pid": pid, "pgid": pid}) and waits for
+ * it (killing its group when the port stops). */
+static json_t *spawn_and_wait(port_ctx *c, const char *const *argv, const char *const *envp,
+                              cmd_error *err)
 {
-    long long seconds = 0;
-    if (int_arg(&seconds, args, "seconds", 0, SPAWN_SLEEP_MAX_S, err) != 0)
-        return NULL;
-    char arg[32];
-    snprintf(arg, sizeof(arg), "%lld", seconds);
-    const char *argv[] = {"sleep", arg, NULL};
-    proc_spec spec = {.argv = argv};
+    proc_spec spec = {.argv = argv, .envp = envp};
     char reason[256];
     pid_t pid = 0;
     if (proc_spawn(&pid, &spec, reason, sizeof(reason)) != 0) {
@@ -191,6 +204,50 @@ static json_t *cmd_spawn_sleep(port_ctx *c, json_t *args, cmd_error *err)
     return json_pack("{s:I, s:i}", "pid", (json_int_t)pid, "exit_status", WEXITSTATUS(status));
 }
 
+/* spawn_sleep {"seconds": n}: a diagnostic. Runs `sleep n` (spawn_and_wait),
+ * so tests can check that shutdown leaves no child behind. */
+static json_t *cmd_spawn_sleep(port_ctx *c, json_t *args, cmd_error *err)
+{
+    long long seconds = 0;
+    if (int_arg(&seconds, args, "seconds", 0, SPAWN_SLEEP_MAX_S, err) != 0)
+        return NULL;
+    char arg[32];
+    snprintf(arg, sizeof(arg), "%lld", seconds);
+    const char *argv[] = {"sleep", arg, NULL};
+    return spawn_and_wait(c, argv, NULL, err);
+}
+
+/* spawn {"argv": [...]}: a diagnostic for tests and benchmarks of process
+ * lifetime. Runs argv (an argv vector, never through a shell) as
+ * spawn_sleep runs sleep, with exec's base environment. Refused unless the
+ * configuration sets port.diagnostics to true. */
+static json_t *cmd_spawn(port_ctx *c, json_t *args, cmd_error *err)
+{
+    json_t *flag = port_config_get(c, "port.diagnostics");
+    int allowed = json_is_true(flag);
+    json_decref(flag);
+    if (!allowed) {
+        cmd_error_set(err, "disabled", "spawn needs port.diagnostics set to true");
+        return NULL;
+    }
+    char why[256];
+    char **argv = exec_expand(args != NULL ? json_object_get(args, "argv") : NULL, NULL, NULL, 0,
+                              why, sizeof(why));
+    if (argv == NULL) {
+        cmd_error_set(err, "bad_args", "argv: %s", why);
+        return NULL;
+    }
+    char **envp = exec_env(NULL, NULL, NULL, 0);
+    json_t *reply = NULL;
+    if (envp == NULL)
+        cmd_error_set(err, "internal", "out of memory");
+    else
+        reply = spawn_and_wait(c, (const char *const *)argv, (const char *const *)envp, err);
+    exec_argv_free(envp);
+    exec_argv_free(argv);
+    return reply;
+}
+
 /* scrub {"text": s}: s with secrets and personal data replaced by
  * [REDACTED:kind] markers (the configured scrubber, else the built-in
  * rules) -> {"text": scrubbed, "redactions": n}. */
@@ -218,9 +275,13 @@ static json_t *cmd_scrub(port_ctx *c, json_t *args, cmd_error *err)
 const cmd_def *core_commands(size_t *n)
 {
     static const cmd_def cmds[] = {
-        {"version", cmd_version, CMD_INLINE},     {"ping", cmd_ping, CMD_INLINE},
-        {"configure", cmd_configure, CMD_INLINE}, {"sleep", cmd_sleep, 0},
-        {"spawn_sleep", cmd_spawn_sleep, 0},      {"scrub", cmd_scrub, 0},
+        {"version", cmd_version, CMD_INLINE},
+        {"ping", cmd_ping, CMD_INLINE},
+        {"configure", cmd_configure, CMD_INLINE},
+        {"sleep", cmd_sleep, 0},
+        {"spawn_sleep", cmd_spawn_sleep, 0},
+        {"spawn", cmd_spawn, 0},
+        {"scrub", cmd_scrub, 0},
     };
     *n = sizeof(cmds) / sizeof(cmds[0]);
     return cmds;
@@ -426,6 +487,7 @@ static int signals_setup(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
     sigaction(SIGCHLD, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
@@ -436,15 +498,19 @@ static int signals_setup(void)
 static int signals_drain(void)
 {
     unsigned char sigs[64];
-    int stop = stop_requested;
+    int stop = stop_requested, child = 0;
     ssize_t n;
     while ((n = read(signal_pipe[0], sigs, sizeof(sigs))) > 0)
         for (ssize_t i = 0; i < n; i++) {
             if (sigs[i] == SIGCHLD)
-                proc_on_sigchld();
+                child = 1;
             else
                 stop = 1;
         }
+    if (child) {
+        proc_on_sigchld();
+        proc_reap_orphans();
+    }
     return stop;
 }
 
@@ -458,9 +524,14 @@ static int serve_shutdown(void)
     if (pool != NULL)
         pool_close(pool);
     proc_kill_all(SIGTERM);
-    while (proc_live_count() > 0 && port_now_ms() - start < CHILD_GRACE_MS)
+    /* and what left its group or session (the port is their subreaper) */
+    long others = proc_signal_descendants(SIGTERM);
+    while ((proc_live_count() > 0 || others > 0) && port_now_ms() - start < CHILD_GRACE_MS) {
         port_sleep_ms(STEP_MS, NULL);
+        others = proc_signal_descendants(0);
+    }
     proc_kill_all(SIGKILL);
+    proc_kill_descendants(SHUTDOWN_MS);
     if (pool != NULL) {
         long long left = SHUTDOWN_MS - (port_now_ms() - start);
         if (pool_join(pool, left > 0 ? (int)left : 0) != 0)
@@ -472,10 +543,28 @@ static int serve_shutdown(void)
     return 0;
 }
 
+/* The server's start: split off the watchdog (which kills what an earlier
+ * run left behind), become a subreaper, mark children with this run.
+ * Returns the watchdog's pipe (-1: no watchdog). */
+static int lifetime_start(void)
+{
+    int watch_fd = -1;
+    pid_t watchdog = 0;
+    if (watchdog_split(&watch_fd, &watchdog) != 0) {
+        fprintf(stderr, "self_heal_port: no watchdog: %s\n", strerror(errno));
+        proc_kill_left_behind(LEFT_BEHIND_MS);
+    }
+    if (proc_become_subreaper() != 0)
+        fprintf(stderr, "self_heal_port: not a subreaper: %s\n", strerror(errno));
+    proc_mark_children(watchdog > 0 ? watchdog : getpid());
+    return watch_fd;
+}
+
 static int serve(void)
 {
     frame_reader *reader = NULL;
     static char buf[READ_CHUNK];
+    int watch_fd = lifetime_start();
     json_object_seed(0);
     if (signals_setup() != 0 || frame_writer_init(&out, STDOUT_FILENO) != 0 ||
         frame_reader_new(&reader, FRAME_MAX) != 0) {
@@ -484,12 +573,15 @@ static int serve(void)
     }
     frame_install_notify(&out);
     for (;;) {
-        struct pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {signal_pipe[0], POLLIN, 0}};
-        if (poll(fds, 2, -1) < 0) {
+        struct pollfd fds[3] = {
+            {STDIN_FILENO, POLLIN, 0}, {signal_pipe[0], POLLIN, 0}, {watch_fd, POLLIN, 0}};
+        if (poll(fds, 3, -1) < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
+        if ((fds[2].revents & (POLLIN | POLLHUP | POLLERR)) && watchdog_gone(watch_fd))
+            watchdog_lost(); /* kill -9 of the pid the BEAM knows */
         if (((fds[1].revents & POLLIN) && signals_drain()) || stop_requested)
             break;
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -545,7 +637,8 @@ static int run_once(int argc, char **argv)
         cmd_error err = {NULL, ""};
         port_set_config(&ctx, config);
         ctx.one_shot = 1;
-        if (port_configure_modules(&ctx, &err) != 0) {
+        /* verify-audit only reads: opening the log would repair it first */
+        if (strcmp(cmd, "verify-audit") != 0 && port_configure_modules(&ctx, &err) != 0) {
             fprintf(stderr, "self_heal_port: %s: %s\n", config_file, err.message);
             json_decref(args);
             port_close_modules(&ctx);
@@ -557,8 +650,13 @@ static int run_once(int argc, char **argv)
         json_object_set_new(req, "args", args);
     json_t *reply = NULL;
     const cmd_def *def = request_check(&reply, req);
-    if (def != NULL)
+    if (def != NULL) {
+        /* Nothing the command started outlives it, whatever its session. */
+        proc_become_subreaper();
+        proc_mark_children(getpid());
         reply = request_execute(def, json_object_get(req, "id"), json_object_get(req, "args"));
+        proc_kill_descendants(SHUTDOWN_MS);
+    }
     json_decref(req);
     port_close_modules(&ctx);
     if (reply == NULL)

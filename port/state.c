@@ -32,7 +32,8 @@
 
 struct state_db {
     sqlite3 *db;
-    pthread_mutex_t lock;
+    pthread_mutex_t lock; /* recursive: a state_txn_begin holds it until its end */
+    int depth;            /* open transaction levels (under lock) */
 };
 
 /* ------------------------------------------------------------ migrations */
@@ -118,6 +119,16 @@ static const migration migrations[] = {
     /* what a fix's attempts carry over: the files the agent was given, and
      * a rebase waiting to be validated again */
     {3, "ALTER TABLE fixes ADD COLUMN attempt TEXT;"},
+    /* the effects of jobs, each under an idempotency key, committed with
+     * the step that makes it; audit: the records still to append */
+    {4, "CREATE TABLE effects ("
+        " key TEXT PRIMARY KEY,"
+        " job_id INTEGER REFERENCES jobs(id) ON DELETE CASCADE,"
+        " status TEXT NOT NULL CHECK (status IN ('intent','done')),"
+        " result TEXT, audit TEXT,"
+        " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+        "CREATE INDEX effects_job ON effects(job_id);"
+        "CREATE INDEX effects_unaudited ON effects(updated_at) WHERE audit IS NOT NULL;"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))
@@ -147,6 +158,75 @@ static void set_err(char *err, size_t errlen, const char *what, const char *why)
 static int db_exec(state_db *db, const char *sql)
 {
     return sqlite3_exec(db->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+/* Transactions, under db->lock: BEGIN IMMEDIATE at the outer level, a
+ * savepoint inside a transaction the thread already holds (state_txn_begin),
+ * so the writes of several calls commit or roll back together. */
+static int tx_begin(state_db *db)
+{
+    if (db_exec(db, db->depth == 0 ? "BEGIN IMMEDIATE" : "SAVEPOINT nested") != 0)
+        return -1;
+    db->depth++;
+    return 0;
+}
+
+static void tx_rollback(state_db *db)
+{
+    if (db->depth <= 0)
+        return;
+    db->depth--;
+    if (db->depth == 0) {
+        db_exec(db, "ROLLBACK");
+    } else {
+        db_exec(db, "ROLLBACK TO nested");
+        db_exec(db, "RELEASE nested");
+    }
+}
+
+/* 0 committed (or released); -1 rolled back. */
+static int tx_commit(state_db *db)
+{
+    if (db->depth <= 0)
+        return -1;
+    if (db_exec(db, db->depth == 1 ? "COMMIT" : "RELEASE nested") == 0) {
+        db->depth--;
+        return 0;
+    }
+    tx_rollback(db);
+    return -1;
+}
+
+/* Ends a transaction: commits when ok is 0, else rolls back; 0 or -1. */
+static int tx_end(state_db *db, int ok)
+{
+    if (ok == 0)
+        return tx_commit(db);
+    tx_rollback(db);
+    return -1;
+}
+
+int state_txn_begin(state_db *db)
+{
+    pthread_mutex_lock(&db->lock);
+    if (tx_begin(db) != 0) {
+        pthread_mutex_unlock(&db->lock);
+        return -1;
+    }
+    return 0;
+}
+
+int state_txn_commit(state_db *db)
+{
+    int rc = tx_commit(db);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+void state_txn_rollback(state_db *db)
+{
+    tx_rollback(db);
+    pthread_mutex_unlock(&db->lock);
 }
 
 static sqlite3_stmt *db_prepare(state_db *db, const char *sql)
@@ -207,8 +287,8 @@ static int allowed_transition(const char *from, const char *to)
 
 static int is_json_column(const char *name)
 {
-    static const char *const json_columns[] = {"input",    "result",   "detail", "validation",
-                                               "delivery", "decision", "attempt"};
+    static const char *const json_columns[] = {"input",    "result",   "detail",  "validation",
+                                               "delivery", "decision", "attempt", "audit"};
     for (size_t i = 0; i < sizeof(json_columns) / sizeof(json_columns[0]); i++)
         if (strcmp(name, json_columns[i]) == 0)
             return 1;
@@ -396,7 +476,11 @@ int state_open(state_db **out, const char *dir, char *err, size_t errlen)
         set_err(err, errlen, "state", "out of memory");
         goto fail;
     }
-    pthread_mutex_init(&db->lock, NULL);
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&db->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
     if (sqlite3_open_v2(path, &db->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
         set_err(err, errlen, path, db->db ? sqlite3_errmsg(db->db) : "cannot open");
@@ -512,13 +596,13 @@ int state_job_begin(state_db *db, const char *kind, const char *key, json_t *inp
     int created = 0;
     int rc = -1;
     pthread_mutex_lock(&db->lock);
-    if (db_exec(db, "BEGIN IMMEDIATE") != 0)
+    if (tx_begin(db) != 0)
         goto done;
-    if (job_insert(db, kind, key, input, &created) != 0 ||
-        job_lookup(db, key, job_id, status, status_len) != 0 || db_exec(db, "COMMIT") != 0) {
-        db_exec(db, "ROLLBACK");
+    if (tx_end(db, job_insert(db, kind, key, input, &created) != 0 ||
+                           job_lookup(db, key, job_id, status, status_len) != 0
+                       ? -1
+                       : 0) != 0)
         goto done;
-    }
     if (existed != NULL)
         *existed = !created;
     rc = 0;
@@ -569,17 +653,17 @@ int state_job_transition(state_db *db, int64_t job_id, const char *from, const c
     int64_t now = state_now();
     int rc = -1;
     pthread_mutex_lock(&db->lock);
-    if (db_exec(db, "BEGIN IMMEDIATE") != 0)
+    if (tx_begin(db) != 0)
         goto done;
     rc = job_cas(db, job_id, from, to, result, error_text, now);
     if (rc == 1 && !job_exists(db, job_id))
         rc = -1;
     if (rc == 0 && insert_event(db, job_id, from, to, detail, now) != 0)
         rc = -1;
-    if (rc == 0 && db_exec(db, "COMMIT") != 0)
-        rc = -1;
-    if (rc != 0)
-        db_exec(db, "ROLLBACK");
+    if (rc == 0)
+        rc = tx_commit(db);
+    else
+        tx_rollback(db);
 done:
     pthread_mutex_unlock(&db->lock);
     return rc;
@@ -675,7 +759,7 @@ json_t *state_jobs_recover(state_db *db, int max_attempts)
     if (moved == NULL)
         return NULL;
     pthread_mutex_lock(&db->lock);
-    if (db_exec(db, "BEGIN IMMEDIATE") != 0)
+    if (tx_begin(db) != 0)
         goto fail;
     if ((rows = running_jobs(db)) == NULL)
         goto rollback;
@@ -686,13 +770,13 @@ json_t *state_jobs_recover(state_db *db, int max_attempts)
         if (recover_one(db, row, max_attempts, now, moved) != 0)
             goto rollback;
     }
-    if (db_exec(db, "COMMIT") != 0)
-        goto rollback;
+    if (tx_commit(db) != 0)
+        goto fail;
     json_decref(rows);
     pthread_mutex_unlock(&db->lock);
     return moved;
 rollback:
-    db_exec(db, "ROLLBACK");
+    tx_rollback(db);
 fail:
     pthread_mutex_unlock(&db->lock);
     json_decref(rows);
@@ -861,14 +945,10 @@ int state_ticket_insert(state_db *db, json_t *fingerprints, const char *backend,
         return -1;
     int rc = -1;
     pthread_mutex_lock(&db->lock);
-    if (db_exec(db, "BEGIN IMMEDIATE") != 0)
+    if (tx_begin(db) != 0)
         goto done;
-    rc = ticket_insert_locked(db, fingerprints, backend, external_id, url, title, severity, count,
-                              id);
-    if (rc != 0 || db_exec(db, "COMMIT") != 0) {
-        db_exec(db, "ROLLBACK");
-        rc = -1;
-    }
+    rc = tx_end(db, ticket_insert_locked(db, fingerprints, backend, external_id, url, title,
+                                         severity, count, id));
 done:
     pthread_mutex_unlock(&db->lock);
     return rc;
@@ -880,7 +960,7 @@ int state_ticket_add_fingerprints(state_db *db, int64_t id, json_t *fingerprints
         return -1;
     int rc = -1;
     pthread_mutex_lock(&db->lock);
-    if (db_exec(db, "BEGIN IMMEDIATE") != 0)
+    if (tx_begin(db) != 0)
         goto done;
     size_t i;
     json_t *fp;
@@ -890,30 +970,48 @@ int state_ticket_add_fingerprints(state_db *db, int64_t id, json_t *fingerprints
         if (rc == 0 && insert_ticket_fingerprint(db, id, json_string_value(fp)) != 0)
             rc = -1;
     }
-    if (rc != 0 || db_exec(db, "COMMIT") != 0) {
-        db_exec(db, "ROLLBACK");
-        rc = -1;
-    }
+    rc = tx_end(db, rc);
 done:
     pthread_mutex_unlock(&db->lock);
     return rc;
 }
 
-int state_ticket_update(state_db *db, int64_t id, const char *status, int64_t count)
+int state_ticket_set_status(state_db *db, int64_t id, const char *status)
+{
+    if (status == NULL || (strcmp(status, "open") != 0 && strcmp(status, "closed") != 0))
+        return -1;
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st =
+        db_prepare(db, "UPDATE tickets SET status = ?1, updated_at = ?2 WHERE id = ?3");
+    int rc = -1;
+    if (st != NULL && bind_text(st, 1, status) == 0 &&
+        sqlite3_bind_int64(st, 2, state_now()) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 3, id) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE &&
+        sqlite3_changes(db->db) == 1)
+        rc = 0;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+int state_ticket_add_count(state_db *db, int64_t id, int64_t delta, const char *status,
+                           int64_t *total)
 {
     if (status != NULL && strcmp(status, "open") != 0 && strcmp(status, "closed") != 0)
         return -1;
     pthread_mutex_lock(&db->lock);
-    sqlite3_stmt *st = db_prepare(db, "UPDATE tickets SET status = COALESCE(?1, status),"
-                                      " count = CASE WHEN ?2 < 0 THEN count ELSE ?2 END,"
-                                      " updated_at = ?3 WHERE id = ?4");
+    /* one statement: the new count is computed where it is stored */
+    sqlite3_stmt *st = db_prepare(db, "UPDATE tickets SET count = count + ?1,"
+                                      " status = COALESCE(?2, status), updated_at = ?3"
+                                      " WHERE id = ?4 RETURNING count");
     int rc = -1;
-    if (st != NULL && bind_text(st, 1, status) == 0 &&
-        sqlite3_bind_int64(st, 2, count) == SQLITE_OK &&
-        sqlite3_bind_int64(st, 3, state_now()) == SQLITE_OK &&
-        sqlite3_bind_int64(st, 4, id) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE &&
-        sqlite3_changes(db->db) == 1)
-        rc = 0;
+    if (st != NULL && sqlite3_bind_int64(st, 1, delta) == SQLITE_OK &&
+        bind_text(st, 2, status) == 0 && sqlite3_bind_int64(st, 3, state_now()) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 4, id) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+        if (total != NULL)
+            *total = sqlite3_column_int64(st, 0);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    }
     sqlite3_finalize(st);
     pthread_mutex_unlock(&db->lock);
     return rc;
@@ -954,6 +1052,39 @@ double state_budget_sum(state_db *db, const char *name, int64_t window_s)
     return sum;
 }
 
+int state_budget_reserve(state_db *db, state_budget_check *checks, size_t n, const char *name,
+                         double amount, size_t *over)
+{
+    if (name == NULL || name[0] == '\0' || strlen(name) > STATE_KEY_MAX)
+        return -1;
+    pthread_mutex_lock(&db->lock);
+    /* the sums and the record in one transaction: another process cannot
+     * spend the same room between them */
+    int began = tx_begin(db) == 0;
+    int rc = began ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        checks[i].sum = 0;
+        if (!checks[i].limited)
+            continue;
+        checks[i].sum = state_budget_sum(db, checks[i].name, checks[i].window_s);
+        if (checks[i].sum < 0)
+            rc = -1;
+        else if (checks[i].sum + checks[i].next > checks[i].limit) {
+            if (over != NULL)
+                *over = i;
+            rc = 1;
+        }
+    }
+    if (rc == 0 && state_budget_add(db, name, amount) != 0)
+        rc = -1;
+    if (rc == 0)
+        rc = tx_commit(db);
+    else if (began)
+        tx_rollback(db);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
 int state_kv_set(state_db *db, const char *key, const char *value)
 {
     if (key == NULL || value == NULL || strlen(key) > STATE_KEY_MAX ||
@@ -964,6 +1095,27 @@ int state_kv_set(state_db *db, const char *key, const char *value)
                                       " ON CONFLICT(key) DO UPDATE SET value = excluded.value");
     int rc = -1;
     if (st != NULL && bind_text(st, 1, key) == 0 && bind_text(st, 2, value) == 0 &&
+        sqlite3_step(st) == SQLITE_DONE)
+        rc = 0;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+int state_kv_raise(state_db *db, const char *key, int64_t value)
+{
+    if (key == NULL || strlen(key) > STATE_KEY_MAX)
+        return -1;
+    pthread_mutex_lock(&db->lock);
+    /* one statement: a smaller value written later never wins */
+    sqlite3_stmt *st =
+        db_prepare(db, "INSERT INTO kv(key, value) VALUES (?1, ?2)"
+                       " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+                       " WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)");
+    char text[32];
+    snprintf(text, sizeof(text), "%lld", (long long)value);
+    int rc = -1;
+    if (st != NULL && bind_text(st, 1, key) == 0 && bind_text(st, 2, text) == 0 &&
         sqlite3_step(st) == SQLITE_DONE)
         rc = 0;
     sqlite3_finalize(st);
@@ -991,6 +1143,121 @@ int state_kv_get(state_db *db, const char *key, char *buf, size_t buflen)
             }
         }
     }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------ effects */
+
+static int bind_job(sqlite3_stmt *st, int idx, int64_t job_id)
+{
+    return (job_id > 0 ? sqlite3_bind_int64(st, idx, job_id) : sqlite3_bind_null(st, idx)) ==
+                   SQLITE_OK
+               ? 0
+               : -1;
+}
+
+static int valid_effect_key(const char *key)
+{
+    return key != NULL && key[0] != '\0' && strlen(key) <= STATE_KEY_MAX;
+}
+
+json_t *state_effect_get(state_db *db, const char *key)
+{
+    if (!valid_effect_key(key))
+        return NULL;
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "SELECT key, job_id, status, result, audit, created_at,"
+                                      " updated_at FROM effects WHERE key = ?1");
+    json_t *rows = NULL;
+    if (st != NULL && bind_text(st, 1, key) == 0)
+        rows = rows_json(st);
+    else
+        sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return first_or_null(rows);
+}
+
+int state_effect_intent(state_db *db, const char *key, int64_t job_id, char *status,
+                        size_t status_len)
+{
+    if (!valid_effect_key(key))
+        return -1;
+    int64_t now = state_now();
+    int rc = -1;
+    pthread_mutex_lock(&db->lock);
+    if (tx_begin(db) != 0)
+        goto done;
+    sqlite3_stmt *st =
+        db_prepare(db, "INSERT INTO effects(key, job_id, status, created_at, updated_at)"
+                       " VALUES (?1, ?2, 'intent', ?3, ?3) ON CONFLICT(key) DO NOTHING");
+    if (st != NULL && bind_text(st, 1, key) == 0 && bind_job(st, 2, job_id) == 0 &&
+        sqlite3_bind_int64(st, 3, now) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        rc = sqlite3_changes(db->db) == 1 ? 0 : 1;
+    sqlite3_finalize(st);
+    if (rc >= 0) {
+        st = db_prepare(db, "SELECT status FROM effects WHERE key = ?1");
+        if (st != NULL && bind_text(st, 1, key) == 0 && sqlite3_step(st) == SQLITE_ROW) {
+            if (status != NULL && status_len > 0)
+                snprintf(status, status_len, "%s", (const char *)sqlite3_column_text(st, 0));
+        } else {
+            rc = -1;
+        }
+        sqlite3_finalize(st);
+    }
+    if (tx_end(db, rc < 0 ? -1 : 0) != 0)
+        rc = -1;
+done:
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+int state_effect_done(state_db *db, const char *key, int64_t job_id, json_t *result, json_t *audit)
+{
+    if (!valid_effect_key(key))
+        return -1;
+    if (audit != NULL && (!json_is_array(audit) || json_array_size(audit) == 0))
+        audit = NULL;
+    pthread_mutex_lock(&db->lock);
+    /* only an intent (or nothing) becomes done: a done effect keeps its
+     * first result, and the caller learns it happened before */
+    sqlite3_stmt *st =
+        db_prepare(db, "INSERT INTO effects(key, job_id, status, result, audit, created_at,"
+                       " updated_at) VALUES (?1, ?2, 'done', ?3, ?4, ?5, ?5)"
+                       " ON CONFLICT(key) DO UPDATE SET status = 'done', result = excluded.result,"
+                       " audit = excluded.audit, updated_at = excluded.updated_at"
+                       " WHERE status = 'intent'");
+    int rc = -1;
+    if (st != NULL && bind_text(st, 1, key) == 0 && bind_job(st, 2, job_id) == 0 &&
+        bind_json(st, 3, result) == 0 && bind_json(st, 4, audit) == 0 &&
+        sqlite3_bind_int64(st, 5, state_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        rc = sqlite3_changes(db->db) == 1 ? 0 : 1;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+json_t *state_effects_unaudited(state_db *db, int limit)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "SELECT key, job_id, audit FROM effects"
+                                      " WHERE audit IS NOT NULL ORDER BY updated_at, rowid"
+                                      " LIMIT ?1");
+    json_t *rows = NULL;
+    if (st != NULL && sqlite3_bind_int(st, 1, clamp_limit(limit)) == SQLITE_OK)
+        rows = rows_json(st);
+    else
+        sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rows;
+}
+
+int state_effect_audited(state_db *db, const char *key)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, "UPDATE effects SET audit = NULL WHERE key = ?1");
+    int rc = st != NULL && bind_text(st, 1, key) == 0 && sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
     sqlite3_finalize(st);
     pthread_mutex_unlock(&db->lock);
     return rc;
@@ -1111,6 +1378,30 @@ int state_fix_set(state_db *db, int64_t id, const char *expect_status, json_t *f
     sqlite3_finalize(st);
     pthread_mutex_unlock(&db->lock);
     sh_buf_free(&sql);
+    return rc;
+}
+
+int state_fix_patch(state_db *db, int64_t id, const char *column, json_t *patch)
+{
+    int c = column != NULL ? fix_column(column) : -1;
+    if (c < 0 || !fix_columns[c].json || !json_is_object(patch))
+        return -1;
+    char sql[160];
+    /* one statement: the merge reads the column where it writes it */
+    snprintf(sql, sizeof(sql),
+             "UPDATE fixes SET %s = json_patch(COALESCE(%s, '{}'), ?1), updated_at = ?2"
+             " WHERE id = ?3",
+             fix_columns[c].name, fix_columns[c].name);
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, sql);
+    int rc = st != NULL && bind_json(st, 1, patch) == 0 &&
+                     sqlite3_bind_int64(st, 2, state_now()) == SQLITE_OK &&
+                     sqlite3_bind_int64(st, 3, id) == SQLITE_OK &&
+                     sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db->db) == 1
+                 ? 0
+                 : -1;
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
     return rc;
 }
 
@@ -1362,7 +1653,8 @@ int state_ctx_ensure(port_ctx *ctx, cmd_error *err)
         goto done;
     }
     snprintf(path, sizeof(path), "%s/%s", dir, AUDIT_FILE);
-    if (ctx->audit == NULL && audit_open(&ctx->audit, path, msg, sizeof(msg)) != 0) {
+    if (ctx->audit == NULL &&
+        audit_open_config(&ctx->audit, path, ctx->config, msg, sizeof(msg)) != 0) {
         cmd_error_set(err, "no_state", "%s", msg);
         goto done;
     }
@@ -1425,41 +1717,12 @@ static json_t *cmd_job(port_ctx *ctx, json_t *args, cmd_error *err)
     return job;
 }
 
-/* verify-audit reads the file only; it never opens (and so never repairs)
- * the log. */
-static json_t *cmd_verify_audit(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    char path[STATE_PATH_MAX + 32];
-    char msg[512] = "";
-    json_t *p = json_object_get(args, "path");
-    if (p != NULL && (!json_is_string(p) || json_string_length(p) == 0 ||
-                      json_string_length(p) >= STATE_PATH_MAX)) {
-        cmd_error_set(err, "bad_args", "path must be a non-empty string");
-        return NULL;
-    }
-    if (p != NULL) {
-        snprintf(path, sizeof(path), "%s", json_string_value(p));
-    } else {
-        char dir[STATE_PATH_MAX];
-        if (port_config_string(ctx, "state_dir", NULL, dir, sizeof(dir)) == NULL ||
-            dir[0] == '\0') {
-            cmd_error_set(err, "no_state", "no state_dir configured and no path given");
-            return NULL;
-        }
-        snprintf(path, sizeof(path), "%s/%s", dir, AUDIT_FILE);
-    }
-    json_t *report = audit_verify(path, msg, sizeof(msg));
-    if (report == NULL)
-        cmd_error_set(err, "unreadable", "%s", msg);
-    return report;
-}
-
 const cmd_def *state_commands(size_t *n)
 {
     static const cmd_def cmds[] = {
         {"jobs", cmd_jobs, 0},
         {"job", cmd_job, 0},
-        {"verify-audit", cmd_verify_audit, 0},
+        {"verify-audit", audit_cmd_verify, 0},
     };
     *n = sizeof(cmds) / sizeof(cmds[0]);
     return cmds;

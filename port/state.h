@@ -20,6 +20,12 @@
  *   recurrences(fingerprint, count, at)    reported during verification
  *   ticket_notes(ticket_id, body, at)      comments on local tickets
  *   kv(key PRIMARY KEY, value)                  small settings (telegram offset, ...)
+ *   effects(key PRIMARY KEY, job_id, status, result, audit, created_at,
+ *           updated_at)        status: intent done; one row per step of a job
+ *
+ * Read-modify-writes are one statement (count = count + ?) or one
+ * transaction; state_txn_begin makes the calls of one thread a single
+ * transaction (docs/state.md).
  */
 #ifndef SELF_HEAL_PORT_STATE_H
 #define SELF_HEAL_PORT_STATE_H
@@ -36,6 +42,15 @@ typedef struct state_db state_db;
 int state_open(state_db **out, const char *dir, char *err, size_t errlen);
 void state_close(state_db *db);
 int state_schema_version(state_db *db);
+
+/* ---- transactions: every state_* call the thread makes between begin and
+ * commit (or rollback) is part of one BEGIN IMMEDIATE transaction; other
+ * threads wait for its end. Nestable (inner levels are savepoints). Never
+ * wait for the network or a child process inside one. commit: 0, or -1
+ * when it could not commit (then it is rolled back). */
+int state_txn_begin(state_db *db);
+int state_txn_commit(state_db *db);
+void state_txn_rollback(state_db *db);
 
 /* ---- jobs: idempotent units of work keyed by a caller-chosen key
  * ("analyze:<hash of input>", "ticket:<fingerprint>:<window>").
@@ -67,8 +82,12 @@ json_t *state_ticket_find_open(state_db *db, const char *fingerprint);
 int state_ticket_insert(state_db *db, json_t *fingerprints, const char *backend,
                         const char *external_id, const char *url, const char *title,
                         const char *severity, int64_t count, int64_t *id);
-/* status NULL keeps it, count < 0 keeps it; -1 when there is no such ticket. */
-int state_ticket_update(state_db *db, int64_t id, const char *status, int64_t count);
+/* "open" or "closed"; -1 when there is no such ticket. */
+int state_ticket_set_status(state_db *db, int64_t id, const char *status);
+/* count = count + delta in one statement (status NULL keeps it); *total
+ * (may be NULL) gets the new count. -1 when there is no such ticket. */
+int state_ticket_add_count(state_db *db, int64_t id, int64_t delta, const char *status,
+                           int64_t *total);
 /* Links more fingerprints (array of strings) to a ticket; known ones are ignored. */
 int state_ticket_add_fingerprints(state_db *db, int64_t id, json_t *fingerprints);
 json_t *state_ticket_get(state_db *db, int64_t id);
@@ -80,11 +99,46 @@ int state_budget_add(state_db *db, const char *name, double amount);
 double state_budget_sum(state_db *db, const char *name, int64_t window_s);
 /* (On a database error the sum is -1.0, which no record set can produce
  * when amounts are non-negative.) */
+typedef struct state_budget_check {
+    const char *name; /* the records summed */
+    int64_t window_s;
+    int limited;  /* 0: no limit */
+    double limit; /* the sum plus next must stay at or under it */
+    double next;
+    double sum; /* out: the sum found */
+} state_budget_check;
+/* In one transaction: sums each check's window; when none would pass its
+ * limit, appends `amount` under `name` and returns 0; else returns 1 with
+ * *over (may be NULL) the index of the first check over. -1 on error. */
+int state_budget_reserve(state_db *db, state_budget_check *checks, size_t n, const char *name,
+                         double amount, size_t *over);
 
 /* ---- small persistent values */
 int state_kv_set(state_db *db, const char *key, const char *value);
 /* Copies into buf; returns 1 when absent. */
 int state_kv_get(state_db *db, const char *key, char *buf, size_t buflen);
+/* Stores the integer value unless the key holds a larger one (one
+ * statement: an older value written later never wins). */
+int state_kv_raise(state_db *db, const char *key, int64_t value);
+
+/* ---- effects: the steps of jobs that act on the world or on the record
+ * (docs/state.md). key: the idempotency key, "<job key>/<step>". */
+/* {key, job_id, status, result, audit, created_at, updated_at} or NULL. */
+json_t *state_effect_get(state_db *db, const char *key);
+/* Records the intent (status "intent") unless the key is known: 0 recorded
+ * now, 1 known before; `status` (may be NULL) gets the stored status. */
+int state_effect_intent(state_db *db, const char *key, int64_t job_id, char *status,
+                        size_t status_len);
+/* Marks it done with its result (may be NULL) and the audit records still
+ * to append (an array of {"action", "fields"}, may be NULL): 0 done now, 1
+ * it was done before (nothing changes), -1 error. Inside a state_txn it
+ * commits with the step's own writes. job_id <= 0: none. */
+int state_effect_done(state_db *db, const char *key, int64_t job_id, json_t *result, json_t *audit);
+/* Done effects whose audit records are not in the audit log yet, oldest
+ * first: [{key, job_id, audit}]. */
+json_t *state_effects_unaudited(state_db *db, int limit);
+/* Their records are in the log: forgets them. */
+int state_effect_audited(state_db *db, const char *key);
 
 /* ---- fixes (fix.c): one row per attempt to fix a fingerprint.
  * status: fixing rejected failed escalated awaiting_approval approved
@@ -102,6 +156,9 @@ int state_fix_insert(state_db *db, const char *fingerprint, int64_t ticket_id, c
  * match (nothing changed), 2 the change would put a second fix of the
  * fingerprint in flight, -1 error (unknown column included). */
 int state_fix_set(state_db *db, int64_t id, const char *expect_status, json_t *fields);
+/* Merges the object patch into a JSON column (RFC 7396, SQLite's
+ * json_patch) in one statement; 0 or -1. */
+int state_fix_patch(state_db *db, int64_t id, const char *column, json_t *patch);
 json_t *state_fix_get(state_db *db, int64_t id);
 /* Newest first; status and fingerprint NULL mean any. */
 json_t *state_fixes_list(state_db *db, const char *status, const char *fingerprint, int limit);

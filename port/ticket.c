@@ -5,8 +5,12 @@
  * digest of its content, so a retried identical request returns the first
  * answer instead of acting twice. It comments on the open ticket of any of
  * the fingerprints (found locally, then on GitHub by label) and creates a
- * ticket only when there is none. Every text that leaves the machine is
- * scrubbed and bounded; every create and comment is audited.
+ * ticket only when there is none; requests of one fingerprint take turns.
+ * The create or comment is a step (effect.h): the ticket's row or its
+ * count (count = count + n), the audit record and the job's end commit
+ * together, and a GitHub issue or comment made before a crash is found by
+ * the job's marker instead of made again. Every text that leaves the
+ * machine is scrubbed and bounded.
  */
 #include "ticket.h"
 
@@ -19,6 +23,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "effect.h"
 #include "fence.h"
 #include "http.h"
 #include "self_heal/common.h"
@@ -41,6 +46,8 @@
 #define GH_TOKEN_MAX 512
 #define GH_REPLY_MAX (1024 * 1024)
 #define GH_SEARCH_PER_PAGE "20"
+#define GH_COMMENTS_PER_PAGE "100"
+#define GH_COMMENT_PAGES 10
 
 /* ------------------------------------------------------------ request */
 
@@ -439,7 +446,7 @@ static char *issue_title(const ticket_req *r, const sh_scrubber *s)
     return out.data;
 }
 
-static char *comment_body(const ticket_req *r, long long total)
+static char *comment_body(const ticket_req *r, long long total, audit_log *audit)
 {
     sh_buf out;
     sh_buf_init(&out);
@@ -461,6 +468,7 @@ static char *comment_body(const ticket_req *r, long long total)
                    "Severity: %s.\n\n",
                    r->count, total, when, r->severity);
     append_fingerprints(&out, r->fps);
+    audit_head_append(audit, &out, "", "\n\n"); /* the head, published outside the log */
     sh_buf_appendf(&out, "<!-- self-heal:job=%s -->\n", r->key);
     sh_buf_append_byte(&out, '\0');
     if (out.oom) {
@@ -764,24 +772,21 @@ static json_t *labels_for(json_t *fps)
 typedef struct upsert_env {
     port_ctx *ctx;
     state_db *db;
-    audit_log *audit;
     const sh_scrubber *scrub;
     char backend[16];
     int max_attempts; /* failed runs of one job before it is escalated */
     int64_t job_id;
 } upsert_env;
 
-static void audit_ticket(upsert_env *env, const char *action, json_t *result)
+/* The audit record of a ticket step: ids, fingerprints, counts, URLs. */
+static json_t *audit_fields(int64_t job_id, json_t *result)
 {
-    json_t *f = json_pack(
-        "{s:O, s:O, s:O, s:O, s:O, s:O, s:I}", "ticket_id", json_object_get(result, "ticket_id"),
-        "backend", json_object_get(result, "backend"), "external_id",
-        json_object_get(result, "external_id"), "url", json_object_get(result, "url"),
-        "fingerprints", json_object_get(result, "fingerprints"), "count",
-        json_object_get(result, "count"), "job_id", (json_int_t)env->job_id);
-    if (f == NULL || audit_append(env->audit, action, f) != 0)
-        json_object_set_new(result, "audit_failed", json_true());
-    json_decref(f);
+    return json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:I}", "ticket_id",
+                     json_object_get(result, "ticket_id"), "backend",
+                     json_object_get(result, "backend"), "external_id",
+                     json_object_get(result, "external_id"), "url", json_object_get(result, "url"),
+                     "fingerprints", json_object_get(result, "fingerprints"), "count",
+                     json_object_get(result, "count"), "job_id", (json_int_t)job_id);
 }
 
 static json_t *result_of(json_t *ticket, const char *backend, int created, int commented,
@@ -811,15 +816,16 @@ static json_t *new_fingerprints(json_t *ticket, json_t *fps)
     return out;
 }
 
-static int gh_comment(upsert_env *env, const ticket_req *r, const char *number, long long total,
-                      json_t *added, cmd_error *err)
+/* Posts the comment on issue `number` (it carries the job's marker). */
+static int gh_comment(port_ctx *ctx, const ticket_req *r, const char *number, long long total,
+                      cmd_error *err)
 {
     gh g;
     char path[320];
     json_t *out = NULL;
-    if (gh_init(&g, env->ctx, err) != 0)
+    if (gh_init(&g, ctx, err) != 0)
         return -1;
-    char *body = comment_body(r, total);
+    char *body = comment_body(r, total, port_audit(ctx));
     json_t *payload = body != NULL ? json_pack("{s:s}", "body", body) : NULL;
     free(body);
     snprintf(path, sizeof(path), "/repos/%s/issues/%s/comments", g.repo, number);
@@ -833,75 +839,243 @@ static int gh_comment(upsert_env *env, const ticket_req *r, const char *number, 
     }
     json_decref(payload);
     json_decref(out);
-    if (rc == 0 && json_array_size(added) > 0) {
-        snprintf(path, sizeof(path), "/repos/%s/issues/%s/labels", g.repo, number);
-        json_t *labels = json_pack("{s:o}", "labels", labels_for(added));
-        if (gh_call(&g, "POST", path, labels, 200, g.max_attempts, &out, NULL, err) == GH_OK)
-            json_decref(out);
-        /* A label that could not be added is not fatal: the local store
-         * links the fingerprint either way. */
-        json_decref(labels);
-    }
     gh_free(&g);
     return rc;
 }
 
-/* Comments on an open ticket with the new counts. */
+/* Labels the issue with the fingerprints it did not cover. Adding a label
+ * twice changes nothing, and one that could not be added is not fatal: the
+ * local store links the fingerprint either way. */
+static void gh_add_labels(port_ctx *ctx, const char *number, json_t *added)
+{
+    gh g;
+    cmd_error ignored = {NULL, ""};
+    if (json_array_size(added) == 0 || gh_init(&g, ctx, &ignored) != 0)
+        return;
+    char path[320];
+    json_t *out = NULL;
+    snprintf(path, sizeof(path), "/repos/%s/issues/%s/labels", g.repo, number);
+    json_t *labels = json_pack("{s:o}", "labels", labels_for(added));
+    if (gh_call(&g, "POST", path, labels, 200, g.max_attempts, &out, NULL, &ignored) == GH_OK)
+        json_decref(out);
+    json_decref(labels);
+    gh_free(&g);
+}
+
+/* Whether issue `number` has a comment carrying the marker of `key` among
+ * those changed since `since` (less ten minutes for clocks): 1 yes, 0 no,
+ * -1 when GitHub could not say. */
+static int gh_has_comment(port_ctx *ctx, const char *number, const char *key, int64_t since,
+                          cmd_error *err)
+{
+    gh g;
+    if (gh_init(&g, ctx, err) != 0)
+        return -1;
+    char when[32];
+    time_t t = (time_t)(since > 600 ? since - 600 : 0);
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL || strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(when, sizeof(when), "1970-01-01T00:00:00Z");
+    int found = 0;
+    for (int page = 1; page <= GH_COMMENT_PAGES && found == 0; page++) {
+        char path[512];
+        json_t *list = NULL;
+        snprintf(path, sizeof(path),
+                 "/repos/%s/issues/%s/comments?since=%s&per_page=" GH_COMMENTS_PER_PAGE "&page=%d",
+                 g.repo, number, when, page);
+        if (gh_call(&g, "GET", path, NULL, 200, g.max_attempts, &list, NULL, err) != GH_OK ||
+            !json_is_array(list)) {
+            if (list != NULL)
+                cmd_error_set(err, "bad_reply", "GitHub comment list is not a list");
+            json_decref(list);
+            found = -1;
+            break;
+        }
+        size_t i;
+        json_t *c;
+        json_array_foreach(list, i, c) found = found || body_has_marker(c, key);
+        size_t n = json_array_size(list);
+        json_decref(list);
+        if (n < (size_t)atoi(GH_COMMENTS_PER_PAGE))
+            break;
+    }
+    gh_free(&g);
+    return found;
+}
+
+/* Upserts of the same fingerprint run one at a time in this process: the
+ * look-up of its open ticket and what follows from it (a create, or a
+ * comment whose text states the new total) belong together. Requests hold
+ * the stripes of their fingerprints, taken in ascending order. */
+#define TICKET_STRIPES 64
+static pthread_mutex_t stripes[TICKET_STRIPES];
+static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
+
+static void stripes_init(void)
+{
+    for (size_t i = 0; i < TICKET_STRIPES; i++)
+        pthread_mutex_init(&stripes[i], NULL);
+}
+
+static void fps_lock(json_t *fps, int lock)
+{
+    unsigned char used[TICKET_STRIPES] = {0};
+    size_t i;
+    json_t *fp;
+    pthread_once(&stripes_once, stripes_init);
+    json_array_foreach(fps, i, fp)
+    {
+        uint32_t h = 2166136261u; /* FNV-1a */
+        for (const char *p = json_string_value(fp); p != NULL && *p; p++)
+            h = (h ^ (unsigned char)*p) * 16777619u;
+        used[h % TICKET_STRIPES] = 1;
+    }
+    for (size_t k = 0; k < TICKET_STRIPES; k++) {
+        size_t s = lock ? k : TICKET_STRIPES - 1 - k;
+        if (!used[s])
+            continue;
+        if (lock)
+            pthread_mutex_lock(&stripes[s]);
+        else
+            pthread_mutex_unlock(&stripes[s]);
+    }
+}
+
+/* The open ticket of any of the fingerprints, or NULL. */
+static json_t *find_open(state_db *db, json_t *fps)
+{
+    size_t i;
+    json_t *fp;
+    json_array_foreach(fps, i, fp)
+    {
+        json_t *open = state_ticket_find_open(db, json_string_value(fp));
+        if (open != NULL)
+            return open;
+    }
+    return NULL;
+}
+
+/* In the transaction that holds the step's writes: the step's effect (its
+ * result and audit record) and the job's end, committed together; then
+ * the record is appended. Steals result; NULL (rolled back) on error. */
+static json_t *finish(upsert_env *env, const char *key, const char *action, json_t *result,
+                      cmd_error *err)
+{
+    int rc = -1;
+    json_t *audit = NULL;
+    if (result != NULL) {
+        json_object_set_new(result, "job_id", json_integer((json_int_t)env->job_id));
+        effect_audit_add(&audit, action, audit_fields(env->job_id, result));
+        if (state_effect_done(env->db, key, env->job_id, result, audit) == 0 &&
+            state_job_transition(env->db, env->job_id, "running", "done", NULL, result, NULL) == 0)
+            rc = 0;
+    }
+    json_decref(audit);
+    if (rc == 0)
+        rc = state_txn_commit(env->db);
+    else
+        state_txn_rollback(env->db);
+    if (rc != 0) {
+        cmd_error_set(err, "state", "cannot record the ticket");
+        json_decref(result);
+        return NULL;
+    }
+    if (effect_flush(env->ctx, key) != 0)
+        json_object_set_new(result, "audit_failed", json_true());
+    return result;
+}
+
+/* A step found done: the job ends with the result stored with it. */
+static json_t *replay_step(upsert_env *env, json_t *stored)
+{
+    if (stored == NULL)
+        return NULL;
+    state_job_transition(env->db, env->job_id, "running", "done", NULL, stored, NULL);
+    json_object_set_new(stored, "replayed", json_true());
+    return stored;
+}
+
+/* Records an intent; -1 with err, 1 with *out when the step is done. */
+static int begin_step(upsert_env *env, const char *key, int *interrupted, int64_t *since,
+                      json_t **out, cmd_error *err)
+{
+    json_t *stored = NULL;
+    int e = effect_begin(env->ctx, key, env->job_id, &stored, since);
+    *interrupted = e == EFFECT_INTERRUPTED;
+    if (e == EFFECT_DONE) {
+        *out = replay_step(env, stored);
+        return 1;
+    }
+    if (e == EFFECT_ERROR) {
+        cmd_error_set(err, "state", "cannot record the intent of %s", key);
+        return -1;
+    }
+    return 0;
+}
+
+/* Comments on an open ticket with the new counts: count = count + new and
+ * the step's record in one transaction. */
 static json_t *comment_existing(upsert_env *env, const ticket_req *r, json_t *ticket,
                                 cmd_error *err)
 {
+    char key[EFFECT_KEY_MAX + 1];
+    effect_key(key, sizeof(key), r->key, "comment");
     long long total = (long long)json_integer_value(json_object_get(ticket, "count")) + r->count;
     int64_t id = (int64_t)json_integer_value(json_object_get(ticket, "id"));
     const char *backend = json_string_value(json_object_get(ticket, "backend"));
+    const char *number = json_string_value(json_object_get(ticket, "external_id"));
     json_t *added = new_fingerprints(ticket, r->fps);
-    if (backend != NULL && strcmp(backend, "github") == 0 &&
-        gh_comment(env, r, json_string_value(json_object_get(ticket, "external_id")), total, added,
-                   err) != 0) {
-        json_decref(added);
-        return NULL;
+    json_t *result = NULL;
+    if (backend != NULL && strcmp(backend, "github") == 0) {
+        int interrupted = 0;
+        int64_t since = 0;
+        int b = begin_step(env, key, &interrupted, &since, &result, err);
+        int posted = b != 0        ? -1
+                     : interrupted ? gh_has_comment(env->ctx, number, r->key, since, err)
+                                   : 0;
+        if (b != 0 || posted < 0 || (!posted && gh_comment(env->ctx, r, number, total, err) != 0)) {
+            json_decref(added);
+            return result;
+        }
+        gh_add_labels(env->ctx, number, added);
     }
-    if (state_ticket_update(env->db, id, NULL, total) != 0 ||
-        (json_array_size(added) > 0 && state_ticket_add_fingerprints(env->db, id, added) != 0)) {
+    effect_crash_point(key, "done");
+    if (state_txn_begin(env->db) != 0) {
         json_decref(added);
         cmd_error_set(err, "state", "cannot update ticket %lld", (long long)id);
         return NULL;
     }
-    json_decref(added);
-    json_t *fresh = state_ticket_get(env->db, id);
-    json_t *result = fresh != NULL ? result_of(fresh, backend ? backend : "local", 0, 1,
-                                               json_object_get(fresh, "fingerprints"))
-                                   : NULL;
-    json_decref(fresh);
-    if (result == NULL) {
-        cmd_error_set(err, "state", "cannot read ticket %lld", (long long)id);
-        return NULL;
+    if (state_ticket_add_count(env->db, id, r->count, NULL, NULL) == 0 &&
+        (json_array_size(added) == 0 || state_ticket_add_fingerprints(env->db, id, added) == 0)) {
+        json_t *fresh = state_ticket_get(env->db, id);
+        if (fresh != NULL)
+            result = result_of(fresh, backend ? backend : "local", 0, 1,
+                               json_object_get(fresh, "fingerprints"));
+        json_decref(fresh);
     }
-    audit_ticket(env, "ticket_commented", result);
-    return result;
+    json_decref(added);
+    return finish(env, key, "ticket_commented", result, err);
 }
 
+/* In the open transaction: the local row of a ticket. */
 static json_t *insert_local(upsert_env *env, const ticket_req *r, const char *backend,
-                            const char *external_id, const char *url, const char *title,
-                            cmd_error *err)
+                            const char *external_id, const char *url, const char *title)
 {
     int64_t id = 0;
     if (state_ticket_insert(env->db, r->fps, backend, external_id, url, title, r->severity,
-                            r->count, &id) != 0) {
-        cmd_error_set(err, "state", "cannot store the ticket");
+                            r->count, &id) != 0)
         return NULL;
-    }
     json_t *t = state_ticket_get(env->db, id);
     json_t *result = t != NULL ? result_of(t, backend, 1, 0, r->fps) : NULL;
     json_decref(t);
-    if (result == NULL)
-        cmd_error_set(err, "state", "cannot read the ticket back");
     return result;
 }
 
 /* A GitHub issue found by label: recorded locally, commented on unless it
- * is the one this very job created before an interruption. */
+ * is the one this very job created before an interruption (or this job's
+ * comment is on it already). */
 static json_t *adopt(upsert_env *env, const ticket_req *r, json_t *issue, const char *title,
-                     cmd_error *err)
+                     const char *key, int interrupted, int64_t since, cmd_error *err)
 {
     char num[32];
     const char *url;
@@ -910,25 +1084,35 @@ static json_t *adopt(upsert_env *env, const ticket_req *r, json_t *issue, const 
         return NULL;
     }
     int own = body_has_marker(issue, r->key);
-    json_t *result = insert_local(env, r, "github", num, url, title, err);
-    if (result == NULL)
+    int posted = own || !interrupted ? own : gh_has_comment(env->ctx, num, r->key, since, err);
+    if (posted < 0 || (!posted && gh_comment(env->ctx, r, num, r->count, err) != 0))
         return NULL;
-    json_object_set_new(result, "created", json_false());
-    json_object_set_new(result, "adopted", json_true());
-    if (!own && gh_comment(env, r, num, r->count, NULL, err) != 0) {
-        json_decref(result);
+    effect_crash_point(key, "done");
+    if (state_txn_begin(env->db) != 0) {
+        cmd_error_set(err, "state", "cannot store the ticket");
         return NULL;
     }
-    json_object_set_new(result, "commented", json_boolean(!own));
-    audit_ticket(env, own ? "ticket_created" : "ticket_commented", result);
-    return result;
+    json_t *result = insert_local(env, r, "github", num, url, title);
+    if (result != NULL) {
+        /* this job's own issue (a lost reply, a crash) is the one it created */
+        json_object_set_new(result, "created", json_boolean(own));
+        json_object_set_new(result, "adopted", json_true());
+        json_object_set_new(result, "commented", json_boolean(!own));
+    }
+    return finish(env, key, own ? "ticket_created" : "ticket_commented", result, err);
 }
 
 static json_t *create_github(upsert_env *env, const ticket_req *r, const char *title,
                              cmd_error *err)
 {
-    gh g;
+    char key[EFFECT_KEY_MAX + 1];
+    effect_key(key, sizeof(key), r->key, "create");
+    int interrupted = 0;
+    int64_t since = 0;
     json_t *result = NULL;
+    if (begin_step(env, key, &interrupted, &since, &result, err) != 0)
+        return result;
+    gh g;
     json_t *payload = NULL;
     char *body = NULL;
     if (gh_init(&g, env->ctx, err) != 0)
@@ -938,7 +1122,7 @@ static json_t *create_github(upsert_env *env, const ticket_req *r, const char *t
     if (failed)
         goto cleanup;
     if (found != NULL) {
-        result = adopt(env, r, found, title, err);
+        result = adopt(env, r, found, title, key, interrupted, since, err);
         goto cleanup;
     }
     if ((body = issue_body(r, env->scrub)) == NULL ||
@@ -957,12 +1141,15 @@ static json_t *create_github(upsert_env *env, const ticket_req *r, const char *t
         cmd_error_set(err, "bad_reply", "GitHub create reply lacks a number or an html_url");
         goto cleanup;
     }
-    result = insert_local(env, r, "github", num, url, title, err);
-    if (result != NULL) {
-        if (adopted)
-            json_object_set_new(result, "adopted", json_true());
-        audit_ticket(env, "ticket_created", result);
+    effect_crash_point(key, "done");
+    if (state_txn_begin(env->db) != 0) {
+        cmd_error_set(err, "state", "cannot store the ticket");
+        goto cleanup;
     }
+    result = insert_local(env, r, "github", num, url, title);
+    if (result != NULL && adopted)
+        json_object_set_new(result, "adopted", json_true());
+    result = finish(env, key, "ticket_created", result, err);
 cleanup:
     json_decref(found);
     json_decref(payload);
@@ -971,32 +1158,42 @@ cleanup:
     return result;
 }
 
+static json_t *create_local(upsert_env *env, const ticket_req *r, const char *title, cmd_error *err)
+{
+    char key[EFFECT_KEY_MAX + 1];
+    effect_key(key, sizeof(key), r->key, "create");
+    effect_crash_point(key, "done");
+    if (state_txn_begin(env->db) != 0) {
+        cmd_error_set(err, "state", "cannot store the ticket");
+        return NULL;
+    }
+    /* in the transaction: another process may have opened one meanwhile */
+    json_t *open = find_open(env->db, r->fps);
+    if (open != NULL) {
+        state_txn_rollback(env->db);
+        json_t *result = comment_existing(env, r, open, err);
+        json_decref(open);
+        return result;
+    }
+    return finish(env, key, "ticket_created", insert_local(env, r, "local", NULL, NULL, title),
+                  err);
+}
+
 static json_t *do_upsert(upsert_env *env, const ticket_req *r, cmd_error *err)
 {
-    size_t i;
-    json_t *fp;
-    json_array_foreach(r->fps, i, fp)
-    {
-        json_t *open = state_ticket_find_open(env->db, json_string_value(fp));
-        if (open != NULL) {
-            json_t *result = comment_existing(env, r, open, err);
-            json_decref(open);
-            return result;
-        }
+    json_t *open = find_open(env->db, r->fps);
+    if (open != NULL) {
+        json_t *result = comment_existing(env, r, open, err);
+        json_decref(open);
+        return result;
     }
     char *title = issue_title(r, env->scrub);
     if (title == NULL) {
         cmd_error_set(err, "internal", "out of memory");
         return NULL;
     }
-    json_t *result;
-    if (strcmp(env->backend, "github") == 0) {
-        result = create_github(env, r, title, err);
-    } else {
-        result = insert_local(env, r, "local", NULL, NULL, title, err);
-        if (result != NULL)
-            audit_ticket(env, "ticket_created", result);
-    }
+    json_t *result = strcmp(env->backend, "github") == 0 ? create_github(env, r, title, err)
+                                                         : create_local(env, r, title, err);
     free(title);
     return result;
 }
@@ -1061,39 +1258,127 @@ static int claim_job(upsert_env *env, const ticket_req *r, json_t **done, cmd_er
     return 0;
 }
 
+/* Loads the backend and the state; 0 or -1 with err. */
+static int env_init(upsert_env *env, port_ctx *ctx, cmd_error *err)
+{
+    memset(env, 0, sizeof(*env));
+    port_config_string(ctx, "tickets.backend", "local", env->backend, sizeof(env->backend));
+    if (strcmp(env->backend, "local") != 0 && strcmp(env->backend, "github") != 0) {
+        cmd_error_set(err, "config", "tickets.backend must be \"local\" or \"github\"");
+        return -1;
+    }
+    env->max_attempts = (int)port_config_int(ctx, "tickets.max_attempts", 5);
+    if (state_ctx_ensure(ctx, err) != 0)
+        return -1;
+    env->ctx = ctx;
+    env->db = port_state(ctx);
+    env->scrub = port_scrubber(ctx);
+    return 0;
+}
+
 json_t *ticket_upsert(port_ctx *ctx, json_t *issue, cmd_error *err)
 {
     ticket_req r;
     upsert_env env;
-    memset(&env, 0, sizeof(env));
     if (ticket_req_init(&r, issue, err) != 0)
         return NULL;
     json_t *result = NULL;
-    port_config_string(ctx, "tickets.backend", "local", env.backend, sizeof(env.backend));
-    if (strcmp(env.backend, "local") != 0 && strcmp(env.backend, "github") != 0) {
-        cmd_error_set(err, "config", "tickets.backend must be \"local\" or \"github\"");
+    if (env_init(&env, ctx, err) != 0)
         goto cleanup;
+    fps_lock(r.fps, 1);
+    if (claim_job(&env, &r, &result, err) == 0) {
+        result = do_upsert(&env, &r, err);
+        if (result == NULL)
+            state_job_transition(env.db, env.job_id, "running", "failed", NULL, NULL, err->message);
     }
-    env.max_attempts = (int)port_config_int(ctx, "tickets.max_attempts", 5);
-    if (state_ctx_ensure(ctx, err) != 0)
-        goto cleanup;
-    env.ctx = ctx;
-    env.db = port_state(ctx);
-    env.audit = port_audit(ctx);
-    env.scrub = port_scrubber(ctx);
-    int claim = claim_job(&env, &r, &result, err);
-    if (claim != 0)
-        goto cleanup;
-    result = do_upsert(&env, &r, err);
-    if (result != NULL) {
-        json_object_set_new(result, "job_id", json_integer((json_int_t)env.job_id));
-        state_job_transition(env.db, env.job_id, "running", "done", NULL, result, NULL);
-    } else {
-        state_job_transition(env.db, env.job_id, "running", "failed", NULL, NULL, err->message);
-    }
+    fps_lock(r.fps, 0);
 cleanup:
     ticket_req_free(&r);
     return result;
+}
+
+json_t *ticket_recurrence(port_ctx *ctx, const char *fp, long long delta, json_t *last_seen,
+                          cmd_error *err)
+{
+    upsert_env env;
+    if (env_init(&env, ctx, err) != 0)
+        return NULL;
+    ticket_req r;
+    memset(&r, 0, sizeof(r));
+    r.fps = json_pack("[s]", fp);
+    r.issue = json_pack("{s:[{s:O}]}", "groups", "last_seen",
+                        last_seen != NULL ? last_seen : json_null());
+    r.count = delta;
+    json_t *reply = NULL, *ticket = NULL, *audit = NULL;
+    fps_lock(r.fps, 1);
+    /* the count and the decision to comment read and written in one
+     * transaction, with the step's record */
+    if (state_txn_begin(env.db) != 0) {
+        cmd_error_set(err, "state", "cannot update the ticket");
+        goto out;
+    }
+    ticket = state_ticket_find_open(env.db, fp);
+    int64_t total = 0;
+    int64_t id = (int64_t)json_integer_value(json_object_get(ticket, "id"));
+    if (ticket == NULL || state_ticket_add_count(env.db, id, delta, NULL, &total) != 0) {
+        state_txn_rollback(env.db);
+        if (ticket == NULL)
+            reply = json_pack("{s:n, s:b}", "ticket_id", "commented", 0);
+        else
+            cmd_error_set(err, "state", "cannot update ticket %lld", (long long)id);
+        goto out;
+    }
+    long long before = (long long)(total - delta);
+    int comment = total >= 2 * (before > 0 ? before : 1);
+    const char *backend = json_string_value(json_object_get(ticket, "backend"));
+    int github = backend != NULL && strcmp(backend, "github") == 0;
+    snprintf(r.key, sizeof(r.key), "update:%lld:%lld", (long long)id, (long long)total);
+    r.severity = json_string_value(json_object_get(ticket, "severity"));
+    if (r.severity == NULL)
+        r.severity = "unknown";
+    json_t *fields = result_of(ticket, backend != NULL ? backend : "local", 0, 1,
+                               json_object_get(ticket, "fingerprints"));
+    json_object_set_new(fields, "count", json_integer((json_int_t)total));
+    effect_audit_add(&audit, "recurrence",
+                     json_pack("{s:s, s:I, s:I, s:b}", "fingerprint", fp, "ticket_id",
+                               (json_int_t)id, "count", (json_int_t)total, "comment", comment));
+    if (comment && !github) /* the local store: the record is the comment */
+        effect_audit_add(&audit, "ticket_commented", audit_fields(0, fields));
+    int rc = state_effect_done(env.db, r.key, 0, NULL, audit);
+    json_decref(audit);
+    audit = NULL;
+    if (rc != 0 || state_txn_commit(env.db) != 0) {
+        if (rc != 0)
+            state_txn_rollback(env.db);
+        json_decref(fields);
+        cmd_error_set(err, "state", "cannot update ticket %lld", (long long)id);
+        goto out;
+    }
+    effect_flush(ctx, r.key);
+    int commented = comment && !github;
+    if (comment && github) {
+        /* not resumed after a crash (update is not a job): at most once */
+        char key[EFFECT_KEY_MAX + 1];
+        effect_key(key, sizeof(key), r.key, "comment");
+        cmd_error cerr = {NULL, ""};
+        if (effect_begin(ctx, key, 0, NULL, NULL) == EFFECT_NEW &&
+            gh_comment(ctx, &r, json_string_value(json_object_get(ticket, "external_id")), total,
+                       &cerr) == 0) {
+            effect_audit_add(&audit, "ticket_commented", audit_fields(0, fields));
+            effect_done(ctx, key, 0, NULL, audit);
+            commented = 1;
+        }
+    }
+    json_decref(fields);
+    reply = json_pack("{s:I, s:b, s:I}", "ticket_id", (json_int_t)id, "commented", commented,
+                      "count", (json_int_t)total);
+out:
+    fps_lock(r.fps, 0);
+    json_decref(audit);
+    json_decref(ticket);
+    json_decref(r.issue);
+    json_decref(r.fps);
+    return reply;
 }
 
 /* ------------------------------------------------------------ notes */
@@ -1122,8 +1407,51 @@ int ticket_github_repo(port_ctx *ctx, char *buf, size_t buflen)
     return 0;
 }
 
+/* The note on the GitHub issue: a comment (with the step's marker), then
+ * the state. A step found interrupted looks for its comment first. */
+static int note_github(port_ctx *ctx, const char *number, const char *key, int interrupted,
+                       int64_t since, const char *status, const char *text, cmd_error *err)
+{
+    char path[128];
+    json_t *out = NULL;
+    int rc = 0;
+    int posted = interrupted ? gh_has_comment(ctx, number, key, since, err) : 0;
+    if (posted < 0)
+        return -1;
+    if (!posted) {
+        sh_buf body;
+        sh_buf_init(&body);
+        sh_buf_append_str(&body, text);
+        if (key != NULL)
+            sh_buf_appendf(&body, "\n\n<!-- self-heal:job=%s -->\n", key);
+        sh_buf_append_byte(&body, '\0');
+        json_t *payload = body.oom ? NULL : json_pack("{s:s}", "body", body.data);
+        snprintf(path, sizeof(path), "/issues/%.40s/comments", number);
+        if (payload == NULL || ticket_github_call(ctx, "POST", path, payload, 201, &out, err) != 0)
+            rc = -1;
+        json_decref(out);
+        json_decref(payload);
+        sh_buf_free(&body);
+    }
+    if (rc == 0 && status != NULL) {
+        json_t *payload = json_pack("{s:s}", "state", status);
+        snprintf(path, sizeof(path), "/issues/%.40s", number);
+        if (ticket_github_call(ctx, "PATCH", path, payload, 200, &out, err) != 0)
+            rc = -1;
+        json_decref(out);
+        json_decref(payload);
+    }
+    return rc;
+}
+
 int ticket_note(port_ctx *ctx, int64_t ticket_id, const char *status, const char *text,
                 cmd_error *err)
+{
+    return ticket_note_once(ctx, NULL, ticket_id, status, text, err);
+}
+
+int ticket_note_once(port_ctx *ctx, const char *key, int64_t ticket_id, const char *status,
+                     const char *text, cmd_error *err)
 {
     if (state_ctx_ensure(ctx, err) != 0)
         return -1;
@@ -1133,41 +1461,58 @@ int ticket_note(port_ctx *ctx, int64_t ticket_id, const char *status, const char
         cmd_error_set(err, "not_found", "no ticket %lld", (long long)ticket_id);
         return -1;
     }
+    int64_t since = 0;
+    int e = key != NULL ? effect_begin(ctx, key, 0, NULL, &since) : EFFECT_NEW;
+    if (e == EFFECT_DONE || e == EFFECT_ERROR) {
+        if (e == EFFECT_ERROR)
+            cmd_error_set(err, "state", "cannot record the intent of %s", key);
+        json_decref(ticket);
+        return e == EFFECT_DONE ? 0 : -1;
+    }
     sh_buf body;
     sh_buf_init(&body);
     append_prose(&body, port_scrubber(ctx), text != NULL ? text : "", TICKET_FIX_MAX);
+    audit_head_append(port_audit(ctx), &body, "\n\n", ""); /* published outside the log */
     sh_buf_append_byte(&body, '\0');
-    int rc = body.oom ? -1 : state_ticket_note(db, ticket_id, body.data);
-    if (rc == 0 && status != NULL)
-        rc = state_ticket_update(db, ticket_id, status, -1);
-    if (rc != 0)
-        cmd_error_set(err, "state", "could not record the note on ticket %lld",
-                      (long long)ticket_id);
     const char *backend = json_string_value(json_object_get(ticket, "backend"));
     const char *number = json_string_value(json_object_get(ticket, "external_id"));
-    if (rc == 0 && backend != NULL && strcmp(backend, "github") == 0 && number != NULL) {
-        char path[128];
-        json_t *out = NULL;
-        json_t *payload = json_pack("{s:s}", "body", body.data);
-        snprintf(path, sizeof(path), "/issues/%.40s/comments", number);
-        if (ticket_github_call(ctx, "POST", path, payload, 201, &out, err) != 0)
-            rc = -1;
-        json_decref(out);
-        json_decref(payload);
-        if (rc == 0 && status != NULL) {
-            payload = json_pack("{s:s}", "state", status);
-            snprintf(path, sizeof(path), "/issues/%.40s", number);
-            if (ticket_github_call(ctx, "PATCH", path, payload, 200, &out, err) != 0)
-                rc = -1;
-            json_decref(out);
-            json_decref(payload);
-        }
-    }
-    audit_log *log = port_audit(ctx);
+    int rc = body.oom ? -1 : 0;
+    if (rc == 0 && backend != NULL && strcmp(backend, "github") == 0 && number != NULL)
+        rc = note_github(ctx, number, key, e == EFFECT_INTERRUPTED, since, status, body.data, err);
+    /* the local note and state, kept even when GitHub failed, and the
+     * step's record, in one transaction */
     json_t *fields = json_pack("{s:I, s:s?, s:b}", "ticket_id", (json_int_t)ticket_id, "status",
                                status, "ok", rc == 0);
-    if (log != NULL && fields != NULL)
-        audit_append(log, "ticket_note", fields);
+    json_t *audit = NULL;
+    if (key != NULL)
+        effect_crash_point(key, "done");
+    int local = body.oom || state_txn_begin(db) != 0 ? -1 : 0;
+    if (local == 0) {
+        if (state_ticket_note(db, ticket_id, body.data) != 0 ||
+            (status != NULL && state_ticket_set_status(db, ticket_id, status) != 0))
+            local = -1;
+        if (local == 0 && key != NULL) {
+            effect_audit_add(&audit, "ticket_note", json_incref(fields));
+            local = state_effect_done(db, key, 0, NULL, audit) == 0 ? 0 : -1;
+        }
+        if (local == 0)
+            local = state_txn_commit(db);
+        else
+            state_txn_rollback(db);
+    }
+    if (local != 0) {
+        cmd_error_set(err, "state", "could not record the note on ticket %lld",
+                      (long long)ticket_id);
+        rc = -1;
+    }
+    if (key != NULL && local == 0) {
+        effect_flush(ctx, key);
+    } else if (key == NULL) {
+        audit_log *log = port_audit(ctx);
+        if (log != NULL && fields != NULL)
+            audit_append(log, "ticket_note", fields);
+    }
+    json_decref(audit);
     json_decref(fields);
     sh_buf_free(&body);
     json_decref(ticket);

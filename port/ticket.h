@@ -5,7 +5,11 @@
  * one, the open ticket of any of its fingerprints is looked up (locally,
  * then on GitHub by label) and commented on instead. A retried request
  * never opens a duplicate: each upsert runs as a job keyed by its
- * fingerprints, and GitHub is searched by label before a create.
+ * fingerprints, and GitHub is searched by label before a create. A job
+ * resumed after a crash acts once: its step (create or comment) is an
+ * effect (effect.h) committed with the ticket's row and count, and a
+ * GitHub issue or comment it may have made is looked up by its marker
+ * before it makes another.
  */
 #ifndef SELF_HEAL_PORT_TICKET_H
 #define SELF_HEAL_PORT_TICKET_H
@@ -22,6 +26,14 @@
  * All text sent out is scrubbed. */
 json_t *ticket_upsert(port_ctx *ctx, json_t *issue, cmd_error *err);
 
+/* A recurrence of fingerprint fp held by triage: the count of its open
+ * ticket grows by delta (one transaction with the decision to comment),
+ * and it gets a comment when the count at least doubled with this update.
+ * Returns {"ticket_id": id | null, "commented": bool, "count"?} or NULL
+ * with err. */
+json_t *ticket_recurrence(port_ctx *ctx, const char *fp, long long delta, json_t *last_seen,
+                          cmd_error *err);
+
 /* Adds a note to ticket `ticket_id` (the local id): stored in the local
  * ticket_notes table and, for a GitHub ticket, posted as an issue comment;
  * status "open" / "closed" (NULL: unchanged) reopens or closes it (GitHub:
@@ -29,6 +41,12 @@ json_t *ticket_upsert(port_ctx *ctx, json_t *issue, cmd_error *err);
  * and status are kept even when GitHub fails). */
 int ticket_note(port_ctx *ctx, int64_t ticket_id, const char *status, const char *text,
                 cmd_error *err);
+/* ticket_note as the step `key` of a job (effect.h): once. The GitHub
+ * comment carries the key's marker and is looked up before it is posted
+ * again; the local note commits with the step's record. key NULL:
+ * ticket_note. */
+int ticket_note_once(port_ctx *ctx, const char *key, int64_t ticket_id, const char *status,
+                     const char *text, cmd_error *err);
 
 /* One GitHub REST call with the tickets.github configuration (api, repo,
  * token_env, retries): repo_path is relative to /repos/<owner>/<name>

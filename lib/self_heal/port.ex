@@ -14,6 +14,9 @@ defmodule SelfHeal.Port do
       start (atom keys become strings; default `%{}`)
     * `:executable` - path of the port program (default
       `priv/self_heal_port` of the `:self_heal` application)
+    * `:env` - extra environment variables of the port program, a list of
+      `{name, value}` strings (default `[]`; the tests' crash points,
+      docs/state.md)
     * `:backoff_min` / `:backoff_max` - restart delay in ms (default 100
       and 30_000): the first restart waits `:backoff_min`, each further
       crash within `:stable_ms` (default 10_000) of a start doubles it
@@ -50,10 +53,11 @@ defmodule SelfHeal.Port do
   reply arrived; `n` restarts so far) and
   `%{"event" => "port_configure_failed", "error" => error}`.
 
-  It also implements `SelfHeal.Orchestrator`: `escalate/2` and `update/2`
-  send the group (`wire_group/1`) to the port's `escalate` and `update`
-  commands without waiting for the reply; a failing reply is logged (an
-  `unknown_command` only once per command).
+  It also implements `SelfHeal.Orchestrator` without waiting for the
+  replies: `escalate/2` collects groups (`analysis_group/1`) and sends them
+  as one `escalate` request `%{"groups" => [...]}`; `update/2` sends
+  `update` with `%{"fingerprint", "count", "last_seen", "reason"}`. A
+  failing reply is logged (an `unknown_command` only once per command).
   """
   @behaviour SelfHeal.Orchestrator
   use GenServer
@@ -112,7 +116,11 @@ defmodule SelfHeal.Port do
   @spec unsubscribe(GenServer.server()) :: :ok
   def unsubscribe(server), do: GenServer.call(server, {:unsubscribe, self()})
 
-  @doc "The OS pid of the running port program, or nil while it is down."
+  @doc """
+  The OS pid of the running port program, or nil while it is down: its
+  watchdog process, whose child serves (docs/architecture.md, "Process
+  lifetime").
+  """
   @spec os_pid(GenServer.server()) :: non_neg_integer() | nil
   def os_pid(server), do: GenServer.call(server, :os_pid)
 
@@ -239,6 +247,7 @@ defmodule SelfHeal.Port do
     if File.regular?(exe) do
       state = %{
         exe: exe,
+        env: for({k, v} <- Keyword.get(opts, :env, []), do: {to_charlist(k), to_charlist(v)}),
         config: wire(Keyword.get(opts, :config, %{})),
         backoff_min: Keyword.get(opts, :backoff_min, 100),
         backoff_max: Keyword.get(opts, :backoff_max, 30_000),
@@ -511,6 +520,7 @@ defmodule SelfHeal.Port do
     # said once per start, where operators look: a fix loop that runs no
     # agent, or one that runs agents unconfined
     if state.restarts == 0, do: log_fix_loop(reply["fix"])
+    log_audit(reply["audit"])
     notify(%{"event" => "port_configured", "restarts" => state.restarts}, state)
   end
 
@@ -542,6 +552,28 @@ defmodule SelfHeal.Port do
 
   defp log_fix_loop(_status), do: :ok
 
+  # What opening the audit log changed (a break is logged from its
+  # `audit_broken` event): a repair after a crash, a new key.
+  defp log_audit(%{} = audit) do
+    if is_binary(audit["repaired"]) do
+      Logger.warning("self_heal: the audit log was repaired when opened: #{audit["repaired"]}",
+        domain: [:self_heal]
+      )
+    end
+
+    if audit["key_changed"] == true do
+      Logger.warning(
+        "self_heal: the audit log changed keys (an audit_key_changed record): expected once " <>
+          "after audit.key_env is set or changed, otherwise check the log",
+        domain: [:self_heal]
+      )
+    end
+
+    :ok
+  end
+
+  defp log_audit(_status), do: :ok
+
   defp notify(event, state) do
     state = act_on(event, state)
     for pid <- Map.keys(state.subscribers), do: send(pid, {:self_heal_port, event})
@@ -570,6 +602,13 @@ defmodule SelfHeal.Port do
       {:noreply, state} -> state
       {:reply, {:error, reason}, state} -> log_failure(action, reason, state)
     end
+  end
+
+  # The audit log's chain was broken (at configure, or found by an
+  # append): the port moved it aside and started a new chain.
+  defp act_on(%{"event" => "audit_broken", "error" => error}, state) when is_binary(error) do
+    Logger.error("self_heal: #{error}", domain: [:self_heal])
+    state
   end
 
   defp act_on(_event, state), do: state
@@ -610,6 +649,7 @@ defmodule SelfHeal.Port do
     port =
       Port.open({:spawn_executable, state.exe}, [
         {:packet, 4},
+        {:env, state.env},
         :binary,
         :exit_status,
         :use_stdio

@@ -677,7 +677,7 @@ static void test_send_failures_audited_without_secrets(void **state)
     port_ctx ctx;
     memset(&ctx, 0, sizeof(ctx));
     pthread_mutex_init(&ctx.lock, NULL);
-    assert_int_equal(audit_open(&ctx.audit, path, err, sizeof(err)), 0);
+    assert_int_equal(audit_open(&ctx.audit, path, NULL, err, sizeof(err)), 0);
     ctx.config = parse("{\"notify\": {\"channels\": [\"slack\", \"telegram\", \"bogus\"],"
                        " \"slack\": {\"webhook_url_env\": \"TEST_NOTIFY_SLACK\","
                        "  \"max_attempts\": 1},"
@@ -719,6 +719,8 @@ static void test_send_failures_audited_without_secrets(void **state)
     }
     fclose(f);
     assert_int_equal(n, 3);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/audit.anchor", dir);
     unlink(path);
     rmdir(dir);
 }

@@ -1,5 +1,6 @@
 /* Durable state: migrations, idempotent jobs, CAS transitions, recovery
- * after SIGKILL, tickets by fingerprint, budgets over a window, kv. */
+ * after SIGKILL, tickets by fingerprint, budgets over a window, kv,
+ * transactions over several calls, effects, counters from two processes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -106,21 +107,21 @@ static void test_migrations_from_empty_and_reopen(void **unused)
     tmpdir t;
     tmpdir_make(&t);
     state_db *db = open_db(&t);
-    assert_int_equal(state_schema_version(db), 3);
+    assert_int_equal(state_schema_version(db), 4);
     assert_int_equal(state_kv_set(db, "k", "v"), 0);
     char wal[512];
     snprintf(wal, sizeof(wal), "%s/self_heal.db-wal", t.path);
     assert_int_equal(access(wal, F_OK), 0); /* WAL mode */
     state_close(db);
-    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 3);
+    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 4);
 
     db = open_db(&t);
-    assert_int_equal(state_schema_version(db), 3);
+    assert_int_equal(state_schema_version(db), 4);
     char buf[16];
     assert_int_equal(state_kv_get(db, "k", buf, sizeof(buf)), 0);
     assert_string_equal(buf, "v");
     state_close(db);
-    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 3);
+    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM schema_migrations"), 4);
     tmpdir_remove(&t);
 }
 
@@ -437,14 +438,17 @@ static void test_tickets_find_open_by_any_fingerprint(void **unused)
     json_decref(found);
     assert_null(state_ticket_find_open(db, "fp_c"));
 
-    assert_int_equal(state_ticket_update(db, id, NULL, 40), 0);
+    int64_t total = 0;
+    assert_int_equal(state_ticket_add_count(db, id, 9, NULL, &total), 0);
+    assert_int_equal(total, 40);
     json_t *got = state_ticket_get(db, id);
     assert_int_equal(jint(got, "count"), 40);
     assert_string_equal(jstr(got, "status"), "open");
     json_decref(got);
-    assert_int_equal(state_ticket_update(db, id, "closed", -1), 0);
-    assert_int_equal(state_ticket_update(db, id, "bogus", -1), -1);
-    assert_int_equal(state_ticket_update(db, 999, "closed", -1), -1);
+    assert_int_equal(state_ticket_set_status(db, id, "closed"), 0);
+    assert_int_equal(state_ticket_set_status(db, id, "bogus"), -1);
+    assert_int_equal(state_ticket_set_status(db, 999, "closed"), -1);
+    assert_int_equal(state_ticket_add_count(db, 999, 1, NULL, NULL), -1);
     assert_null(state_ticket_find_open(db, "fp_a"));
     got = state_ticket_get(db, id);
     assert_int_equal(jint(got, "count"), 40);
@@ -589,6 +593,179 @@ static void test_breaker_and_ledger(void **unused)
     tmpdir_remove(&t);
 }
 
+/* ------------------------------------------------------------ transactions */
+
+/* An open local ticket of one fingerprint. */
+static int64_t new_ticket(state_db *db, const char *fp, int64_t count)
+{
+    json_t *fps = json_pack("[s]", fp);
+    int64_t id = 0;
+    assert_int_equal(state_ticket_insert(db, fps, "local", NULL, NULL, "t", "high", count, &id), 0);
+    json_decref(fps);
+    return id;
+}
+
+static void test_txn_spans_calls(void **unused)
+{
+    (void)unused;
+    tmpdir t;
+    tmpdir_make(&t);
+    state_db *db = open_db(&t);
+    int64_t id = new_ticket(db, "fp_t", 1);
+
+    /* rolled back: the count, the effect and the job's move all vanish */
+    int existed;
+    char status[16];
+    int64_t job = begin(db, "txn:1", &existed, status);
+    assert_int_equal(state_job_transition(db, job, "queued", "running", NULL, NULL, NULL), 0);
+    assert_int_equal(state_txn_begin(db), 0);
+    assert_int_equal(state_ticket_add_count(db, id, 5, NULL, NULL), 0);
+    assert_int_equal(state_effect_done(db, "txn:1/comment", job, NULL, NULL), 0);
+    assert_int_equal(state_job_transition(db, job, "running", "done", NULL, NULL, NULL), 0);
+    state_txn_rollback(db);
+    json_t *got = state_ticket_get(db, id);
+    assert_int_equal(jint(got, "count"), 1);
+    json_decref(got);
+    assert_null(state_effect_get(db, "txn:1/comment"));
+    got = state_job_get(db, job);
+    assert_string_equal(jstr(got, "status"), "running");
+    json_decref(got);
+
+    /* committed: all of them; a nested call that fails rolls back its part */
+    assert_int_equal(state_txn_begin(db), 0);
+    assert_int_equal(state_ticket_add_count(db, id, 5, NULL, NULL), 0);
+    assert_int_equal(state_job_transition(db, 999999, "queued", "running", NULL, NULL, NULL), -1);
+    assert_int_equal(state_txn_begin(db), 0); /* nested */
+    assert_int_equal(state_effect_done(db, "txn:1/comment", job, NULL, NULL), 0);
+    assert_int_equal(state_txn_commit(db), 0);
+    assert_int_equal(state_job_transition(db, job, "running", "done", NULL, NULL, NULL), 0);
+    assert_int_equal(state_txn_commit(db), 0);
+    got = state_ticket_get(db, id);
+    assert_int_equal(jint(got, "count"), 6);
+    json_decref(got);
+    got = state_effect_get(db, "txn:1/comment");
+    assert_string_equal(jstr(got, "status"), "done");
+    json_decref(got);
+    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM jobs WHERE status = 'done'"), 1);
+    state_close(db);
+    tmpdir_remove(&t);
+}
+
+/* ------------------------------------------------------------ effects */
+
+static void test_effects_intent_done_audit(void **unused)
+{
+    (void)unused;
+    tmpdir t;
+    tmpdir_make(&t);
+    state_db *db = open_db(&t);
+    char status[16] = "";
+    assert_int_equal(state_effect_intent(db, "j/send", 0, status, sizeof(status)), 0);
+    assert_string_equal(status, "intent");
+    assert_int_equal(state_effect_intent(db, "j/send", 0, status, sizeof(status)), 1);
+    assert_string_equal(status, "intent");
+
+    json_t *audit = json_pack("[{s:s, s:{s:i}}]", "action", "sent", "fields", "n", 1);
+    json_t *result = json_pack("{s:i}", "ok", 1);
+    assert_int_equal(state_effect_done(db, "j/send", 0, result, audit), 0);
+    json_t *other = json_pack("{s:i}", "ok", 2);
+    assert_int_equal(state_effect_done(db, "j/send", 0, other, NULL), 1); /* first result kept */
+    json_t *e = state_effect_get(db, "j/send");
+    assert_string_equal(jstr(e, "status"), "done");
+    assert_int_equal(jint(json_object_get(e, "result"), "ok"), 1);
+    assert_true(json_equal(json_object_get(e, "audit"), audit));
+    json_decref(e);
+    assert_int_equal(state_effect_intent(db, "j/send", 0, status, sizeof(status)), 1);
+    assert_string_equal(status, "done");
+
+    /* a step wholly in the database needs no intent */
+    assert_int_equal(state_effect_done(db, "j/count", 0, NULL, audit), 0);
+    json_t *pending = state_effects_unaudited(db, 10);
+    assert_int_equal(json_array_size(pending), 2);
+    assert_string_equal(jstr(json_array_get(pending, 0), "key"), "j/send");
+    json_decref(pending);
+    assert_int_equal(state_effect_audited(db, "j/send"), 0);
+    pending = state_effects_unaudited(db, 10);
+    assert_int_equal(json_array_size(pending), 1);
+    assert_string_equal(jstr(json_array_get(pending, 0), "key"), "j/count");
+    json_decref(pending);
+    assert_int_equal(state_effect_intent(db, "", 0, NULL, 0), -1);
+    json_decref(audit);
+    json_decref(result);
+    json_decref(other);
+    state_close(db);
+    tmpdir_remove(&t);
+}
+
+/* ------------------------------------------------------------ two processes */
+
+#define RACE_ROUNDS 2000
+
+/* A child with its own connection: for each round, one reservation of a
+ * budget of 1 under a name of its own, and one ticket count increment. */
+static void race_child(tmpdir *t, int go_fd, int64_t ticket)
+{
+    state_db *db = NULL;
+    char err[256];
+    char go;
+    alarm(60);
+    if (state_open(&db, t->path, err, sizeof(err)) != 0 || read(go_fd, &go, 1) != 1)
+        _exit(3);
+    int won = 0;
+    for (int r = 0; r < RACE_ROUNDS; r++) {
+        char name[32];
+        snprintf(name, sizeof(name), "round%d", r);
+        state_budget_check c = {name, 3600, 1, 1.0, 1.0, 0};
+        int rc = state_budget_reserve(db, &c, 1, name, 1.0, NULL);
+        if (rc < 0 || state_ticket_add_count(db, ticket, 1, NULL, NULL) != 0)
+            _exit(4);
+        won += rc == 0;
+    }
+    state_close(db);
+    _exit(won > 255 ? 255 : won);
+}
+
+static void test_counters_from_two_processes(void **unused)
+{
+    (void)unused;
+    tmpdir t;
+    tmpdir_make(&t);
+    state_db *db = open_db(&t);
+    int64_t id = new_ticket(db, "fp_race", 0);
+    state_close(db); /* the children inherit nothing of it */
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    pid_t kids[2];
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        assert_true(kids[k] >= 0);
+        if (kids[k] == 0) {
+            close(go[1]);
+            race_child(&t, go[0], id);
+        }
+    }
+    close(go[0]);
+    assert_int_equal(write(go[1], "gg", 2), 2);
+    close(go[1]);
+    for (int k = 0; k < 2; k++) {
+        int ws = 0;
+        assert_int_equal(waitpid(kids[k], &ws, 0), kids[k]);
+        assert_true(WIFEXITED(ws));
+        assert_true(WEXITSTATUS(ws) != 3 && WEXITSTATUS(ws) != 4);
+    }
+    db = open_db(&t);
+    /* each round's budget of 1 was spent once, whichever process won it */
+    assert_int_equal(raw_int(&t, "SELECT COUNT(*) FROM budget"), RACE_ROUNDS);
+    assert_int_equal(raw_int(&t, "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM budget"
+                                 " GROUP BY name)"),
+                     1);
+    json_t *got = state_ticket_get(db, id);
+    assert_int_equal(jint(got, "count"), 2 * RACE_ROUNDS);
+    json_decref(got);
+    state_close(db);
+    tmpdir_remove(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -605,6 +782,9 @@ int main(void)
         cmocka_unit_test(test_kv),
         cmocka_unit_test(test_fixes_one_in_flight),
         cmocka_unit_test(test_breaker_and_ledger),
+        cmocka_unit_test(test_txn_spans_calls),
+        cmocka_unit_test(test_effects_intent_done_audit),
+        cmocka_unit_test(test_counters_from_two_processes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

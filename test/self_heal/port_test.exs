@@ -208,7 +208,7 @@ defmodule SelfHeal.PortTest do
       )
 
     :ok = SelfHeal.Port.subscribe(srv)
-    assert_receive {:self_heal_port, %{"event" => "port_configured", "restarts" => 0}}
+    assert_receive {:self_heal_port, %{"event" => "port_configured", "restarts" => 0}}, 5000
     unsafe = Task.async(fn -> SelfHeal.Port.call(srv, "spawn_sleep", %{seconds: 30}) end)
     assert_receive {:self_heal_port, %{"event" => "child_started", "pid" => child}}, 5000
     safe = Task.async(fn -> SelfHeal.Port.call(srv, "sleep", %{ms: 500}) end)
@@ -236,7 +236,7 @@ defmodule SelfHeal.PortTest do
   test "backoff doubles while the port keeps dying" do
     srv = start_port(backoff_min: 100, backoff_max: 250)
     :ok = SelfHeal.Port.subscribe(srv)
-    assert_receive {:self_heal_port, %{"event" => "port_configured", "restarts" => 0}}
+    assert_receive {:self_heal_port, %{"event" => "port_configured", "restarts" => 0}}, 5000
 
     capture_log(fn ->
       for {restarts, backoff} <- [{1, 100}, {2, 200}, {3, 250}] do

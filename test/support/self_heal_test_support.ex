@@ -163,4 +163,14 @@ defmodule SelfHeal.TestSupport do
         end
     end
   end
+
+  @doc "How many records of each action the audit log of `state_dir` holds."
+  @spec audit_actions(binary()) :: %{binary() => pos_integer()}
+  def audit_actions(state_dir) do
+    Path.join(state_dir, "audit.jsonl")
+    |> File.read!()
+    |> String.split("\n", trim: true)
+    |> Enum.map(&(Regex.run(~r/"action":"([a-z_]+)"/, &1) |> List.last()))
+    |> Enum.frequencies()
+  end
 end
