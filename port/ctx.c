@@ -74,6 +74,35 @@ static void *unreachable(port_ctx *ctx, void *obj, const void *cur)
     return obj != NULL && obj != cur && !pinned(ctx, obj) ? obj : NULL;
 }
 
+/* A replaced state database and audit log of one directory that pins
+ * still hold (either may be gone already: NULL). */
+struct port_held {
+    port_held *next;
+    state_db *state;
+    audit_log *audit;
+    char *dir;
+};
+
+/* Objects about to be freed leave the held pairs (ctx->lock held): a
+ * pointer in ctx->held is always alive. */
+static void held_forget(port_ctx *ctx, const state_db *state, const audit_log *audit)
+{
+    for (port_held **h = &ctx->held; *h != NULL;) {
+        port_held *e = *h;
+        if (state != NULL && e->state == state)
+            e->state = NULL;
+        if (audit != NULL && e->audit == audit)
+            e->audit = NULL;
+        if (e->state == NULL && e->audit == NULL) {
+            *h = e->next;
+            free(e->dir);
+            free(e);
+        } else {
+            h = &e->next;
+        }
+    }
+}
+
 /* Frees what unreachable() found, outside the lock. */
 static void free_objects(sh_scrubber *scrub, state_db *state, audit_log *audit)
 {
@@ -127,6 +156,7 @@ void port_pin_release(port_pin *pin)
     sh_scrubber *scrub = unreachable(ctx, pin->scrub, ctx->scrub);
     state_db *state = unreachable(ctx, pin->state, ctx->state);
     audit_log *audit = unreachable(ctx, pin->audit, ctx->audit);
+    held_forget(ctx, state, audit);
     json_decref(pin->config); /* under the lock, like every count of the shared object */
     pthread_mutex_unlock(&ctx->lock);
     free_objects(scrub, state, audit);
@@ -166,17 +196,71 @@ void port_set_scrubber(port_ctx *ctx, sh_scrubber *scrub)
     free_objects(old, NULL, NULL);
 }
 
-void port_set_state(port_ctx *ctx, state_db *state, audit_log *audit)
+/* Makes state, audit (of dir, owned; NULL: unknown) current (ctx->lock
+ * held). The pair replaced is kept in ctx->held while a pin holds part of
+ * it and its directory is known; what no pin holds is returned for
+ * free_objects. */
+static void swap_state_locked(port_ctx *ctx, state_db *state, audit_log *audit, char *dir,
+                              state_db **free_state, audit_log **free_audit)
 {
-    pthread_mutex_lock(&ctx->lock);
     state_db *old_state = ctx->state;
     audit_log *old_audit = ctx->audit;
+    char *old_dir = ctx->state_dir;
     ctx->state = state;
     ctx->audit = audit;
-    old_state = unreachable(ctx, old_state, state);
-    old_audit = unreachable(ctx, old_audit, audit);
+    ctx->state_dir = dir;
+    *free_state = unreachable(ctx, old_state, state);
+    *free_audit = unreachable(ctx, old_audit, audit);
+    held_forget(ctx, *free_state, *free_audit);
+    state_db *kept_state = *free_state == NULL && old_state != state ? old_state : NULL;
+    audit_log *kept_audit = *free_audit == NULL && old_audit != audit ? old_audit : NULL;
+    port_held *e = NULL;
+    if (old_dir != NULL && (kept_state != NULL || kept_audit != NULL))
+        e = malloc(sizeof(*e));
+    if (e != NULL) {
+        *e = (port_held){
+            .next = ctx->held, .state = kept_state, .audit = kept_audit, .dir = old_dir};
+        ctx->held = e;
+    } else {
+        free(old_dir);
+    }
+}
+
+void port_set_state(port_ctx *ctx, state_db *state, audit_log *audit)
+{
+    state_db *old_state;
+    audit_log *old_audit;
+    pthread_mutex_lock(&ctx->lock);
+    swap_state_locked(ctx, state, audit, NULL, &old_state, &old_audit);
     pthread_mutex_unlock(&ctx->lock);
     free_objects(NULL, old_state, old_audit);
+}
+
+int port_state_reuse(port_ctx *ctx, const char *dir)
+{
+    state_db *old_state = NULL;
+    audit_log *old_audit = NULL;
+    pthread_mutex_lock(&ctx->lock);
+    port_held **h = &ctx->held;
+    while (*h != NULL && strcmp((*h)->dir, dir) != 0)
+        h = &(*h)->next;
+    port_held *e = *h;
+    if (e != NULL) {
+        *h = e->next;
+        swap_state_locked(ctx, e->state, e->audit, e->dir, &old_state, &old_audit);
+        free(e);
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    free_objects(NULL, old_state, old_audit);
+    return e != NULL;
+}
+
+void port_state_opened(port_ctx *ctx, const char *dir)
+{
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->state_dir == NULL && (ctx->state != NULL || ctx->audit != NULL))
+        ctx->state_dir = strdup(dir); /* NULL: never found again, only opened anew */
+    pthread_mutex_unlock(&ctx->lock);
 }
 
 void port_pin_adopt_state_locked(port_ctx *ctx)

@@ -34,6 +34,7 @@ typedef struct state_db state_db;       /* port/state.h */
 typedef struct audit_log audit_log;     /* port/audit.h */
 typedef struct sh_scrubber sh_scrubber; /* include/self_heal/scrub.h */
 typedef struct port_pin port_pin;
+typedef struct port_held port_held; /* ctx.c */
 
 typedef struct port_ctx {
     pthread_mutex_t lock; /* guards config, the pointers below and the pins */
@@ -43,6 +44,8 @@ typedef struct port_ctx {
     audit_log *audit;     /* NULL until configured with a state_dir */
     sh_scrubber *scrub;   /* built-in rules + config "scrub.patterns"; NULL: built-in only */
     port_pin *pins;       /* the pins taken and not yet released */
+    char *state_dir;      /* the directory of state and audit, when known */
+    port_held *held;      /* replaced state pairs pins still hold, by directory */
     atomic_int stopping;  /* set on EOF/SIGTERM: long jobs check it and give up */
     int one_shot;         /* `self_heal_port run CMD`: no job recovery, no background threads */
 } port_ctx;
@@ -82,6 +85,19 @@ void port_set_config(port_ctx *ctx, json_t *config);
 void port_set_scrubber(port_ctx *ctx, sh_scrubber *scrub);
 /* The state database and audit log (state_ctx_ensure opens new ones). */
 void port_set_state(port_ctx *ctx, state_db *state, audit_log *audit);
+
+/* On the thread that runs configure, switching to dir: when pins still
+ * hold the state database or audit log a previous switch away from dir
+ * replaced, they become current again (returns 1; state_ctx_ensure opens
+ * what is missing), so one process never has two audit logs, each
+ * verifying and appending to the same file, open on one directory. Else
+ * returns 0 and changes nothing. */
+int port_state_reuse(port_ctx *ctx, const char *dir);
+
+/* Records that the current state database and audit log are dir's (after
+ * state_ctx_ensure opened them for a configure): once replaced, they can
+ * be found again by port_state_reuse while pins hold them. */
+void port_state_opened(port_ctx *ctx, const char *dir);
 
 /* With ctx->lock held (state_ctx_ensure, once it has opened them): the
  * calling thread's pin takes the current state database and audit log if

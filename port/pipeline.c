@@ -555,7 +555,8 @@ static int first_open(const char *dir)
 }
 
 /* A first or different state_dir: what is open is dropped (closed once no
- * pin holds it) and state_ctx_ensure opens the new one; then, the first
+ * pin holds it) and state_ctx_ensure opens the new one, unless commands
+ * still hold dir's from before (then those are current again); the first
  * time, what the previous process left is recovered: the audit records of
  * its effects, its running jobs. */
 static int open_state(port_ctx *ctx, const char *dir, cmd_error *err)
@@ -566,12 +567,14 @@ static int open_state(port_ctx *ctx, const char *dir, cmd_error *err)
     pthread_mutex_unlock(&ctx->lock);
     if (same)
         return 0;
-    port_set_state(ctx, NULL, NULL);
+    if (!port_state_reuse(ctx, dir)) /* a running command may still hold dir's */
+        port_set_state(ctx, NULL, NULL);
     cmd_error open_err = {NULL, ""};
     if (state_ctx_ensure(ctx, &open_err) != 0) {
         cmd_error_set(err, "state", "state_dir: %s", open_err.message);
         return -1;
     }
+    port_state_opened(ctx, dir);
     if (!ctx->one_shot && first_open(dir)) {
         /* the audit records a killed process committed but did not append
          * reach the log before any job resumes */
