@@ -163,6 +163,21 @@ void port_pin_release(port_pin *pin)
     memset(pin, 0, sizeof(*pin));
 }
 
+int port_pins_wait(port_ctx *ctx, long long ms)
+{
+    long long end = port_now_ms() + ms;
+    for (;;) {
+        pthread_mutex_lock(&ctx->lock);
+        int held = ctx->pins != NULL;
+        pthread_mutex_unlock(&ctx->lock);
+        if (!held)
+            return 0;
+        if (port_now_ms() >= end)
+            return -1;
+        port_sleep_ms(10, NULL);
+    }
+}
+
 void port_pin_begin(port_pin *pin, port_ctx *ctx)
 {
     port_pin_take(pin, ctx);

@@ -73,6 +73,10 @@ void port_pin_leave(port_pin *pin);
  * objects it was the last to hold are freed. Idempotent. */
 void port_pin_release(port_pin *pin);
 
+/* Waits up to ms until no pin is left (at shutdown: the threads that hold
+ * them have ended their work); 0 then, else -1. */
+int port_pins_wait(port_ctx *ctx, long long ms);
+
 /* port_pin_take + port_pin_enter, and port_pin_leave + port_pin_release,
  * for a thread that pins itself. */
 void port_pin_begin(port_pin *pin, port_ctx *ctx);

@@ -514,8 +514,9 @@ static int signals_drain(void)
     return stop;
 }
 
-/* Stops children and workers; returns 0 when every worker was joined (the
- * modules are then closed), -1 when some are still busy. */
+/* Stops children and workers; returns 0 when every worker was joined and
+ * every other thread released its pin (the modules are then closed), -1
+ * when some are still busy. */
 static int serve_shutdown(void)
 {
     long long start = port_now_ms();
@@ -539,6 +540,11 @@ static int serve_shutdown(void)
         pool_free(pool);
         pool = NULL;
     }
+    /* fix, deploy and resume threads: gone (they see ctx.stopping), or the
+     * caller leaves without running the libraries' exit handlers under them */
+    long long left = SHUTDOWN_MS - (port_now_ms() - start);
+    if (port_pins_wait(&ctx, left > 0 ? left : 0) != 0)
+        return -1;
     port_close_modules(&ctx);
     return 0;
 }
@@ -595,7 +601,7 @@ static int serve(void)
     }
     frame_reader_free(reader);
     if (serve_shutdown() != 0)
-        _exit(0); /* a worker is stuck in a command: leave without it */
+        _exit(0); /* a worker or a fix thread is stuck in a command: leave without it */
     /* The writer stays installed: a fix, deploy or scheduler thread may
      * still send a notification until the process is gone. */
     return 0;
