@@ -8,6 +8,7 @@
 #                 (called by `mix compile` through the project's Mix compiler)
 #   make ctest    C unit tests, normal build and under ASan + UBSan
 #   make fuzz     run every libFuzzer target for FUZZ_SECONDS each (docs/fuzzing.md)
+#   make ctest-tsan  the C unit tests and the port program under ThreadSanitizer
 #   make format   reformat the C sources; `make format-check` checks them
 #
 # V=1 shows the full commands.
@@ -35,7 +36,7 @@ endif
 # ones non-interactively; when all are present it only asks dpkg (< 1 s).
 DEB_PACKAGES := erlang-nox erlang-dev elixir pkg-config libssl-dev libjansson-dev \
 	libgit2-dev libcurl4-openssl-dev libsqlite3-dev libcmocka-dev clang-format chromium \
-	python3-aiosmtpd valgrind git openssl bubblewrap clang
+	python3-aiosmtpd valgrind git openssl bubblewrap clang libclang-rt-14-dev
 
 .PHONY: bootstrap
 bootstrap:
@@ -104,6 +105,9 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 CFLAGS_COMMON = -std=c11 $(OPT) -g $(WARN) -fvisibility=hidden -fPIC -D_POSIX_C_SOURCE=200809L \
 	-Iinclude $(PKG_CFLAGS)
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# ThreadSanitizer builds use clang (runtime: libclang-rt-14-dev).
+TSAN_CC := clang
+TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 
 CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c miner.c watch.c scrub.c)
 NIF_SRCS := c_src/self_heal_nif.c c_src/watch_nif.c c_src/nif_util.c
@@ -120,6 +124,11 @@ PORT_LIB_OBJS := $(PORT_LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 ASAN_CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/asan/%.o)
 ASAN_PORT_LIB_OBJS := $(PORT_LIB_SRCS:%.c=$(BUILD)/asan/%.o)
 ASAN_TEST_BINS := $(TEST_SRCS:test/c/%.c=$(BUILD)/asan-test/%)
+ASAN_PORT_BIN := $(BUILD)/asan/self_heal_port
+TSAN_CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/tsan/%.o)
+TSAN_PORT_LIB_OBJS := $(PORT_LIB_SRCS:%.c=$(BUILD)/tsan/%.o)
+TSAN_TEST_BINS := $(TEST_SRCS:test/c/%.c=$(BUILD)/tsan-test/%)
+TSAN_PORT_BIN := $(BUILD)/tsan/self_heal_port
 
 # ---------------------------------------------------------------- build
 .PHONY: all priv
@@ -129,7 +138,8 @@ all: bootstrap
 priv: $(NIF_SO) $(PORT_BIN)
 
 $(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o $(BUILD)/obj/c_src/nif_util.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
-$(BUILD)/obj/port/%.o $(BUILD)/asan/port/%.o $(BUILD)/obj/test/c/%.o $(BUILD)/asan/test/c/%.o: \
+$(BUILD)/obj/port/%.o $(BUILD)/asan/port/%.o $(BUILD)/tsan/port/%.o \
+$(BUILD)/obj/test/c/%.o $(BUILD)/asan/test/c/%.o $(BUILD)/tsan/test/c/%.o: \
 	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
 $(BUILD)/obj/test/bench/bench_sandbox.o $(BUILD)/obj/test/bench/bench_audit.o \
 $(BUILD)/obj/test/bench/bench_fold.o: \
@@ -145,6 +155,11 @@ $(BUILD)/asan/%.o: %.c
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_COMMON) $(CFLAGS_EXTRA) $(SAN_FLAGS) $(CFLAGS) -O1 -MMD -MP -c $< -o $@
 
+$(BUILD)/tsan/%.o: %.c
+	$(call msg,CC-TSAN,$<)
+	@mkdir -p $(@D)
+	$(Q)$(TSAN_CC) $(CFLAGS_COMMON) $(CFLAGS_EXTRA) $(TSAN_FLAGS) $(CFLAGS) -O1 -MMD -MP -c $< -o $@
+
 $(NIF_SO): $(NIF_OBJS) $(CORE_OBJS)
 	$(call msg,LD,$@)
 	@mkdir -p $(@D)
@@ -154,6 +169,16 @@ $(PORT_BIN): $(PORT_OBJS) $(CORE_OBJS)
 	$(call msg,LD,$@)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
+
+# The port program built like the suites of each sanitizer, for the suite
+# that drives a real port process (test_concurrency).
+$(ASAN_PORT_BIN): $(BUILD)/asan/$(PORT_MAIN:.c=.o) $(ASAN_PORT_LIB_OBJS) $(ASAN_CORE_OBJS)
+	$(call msg,LD-SAN,$@)
+	$(Q)$(CC) $(SAN_FLAGS) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
+
+$(TSAN_PORT_BIN): $(BUILD)/tsan/$(PORT_MAIN:.c=.o) $(TSAN_PORT_LIB_OBJS) $(TSAN_CORE_OBJS)
+	$(call msg,LD-TSAN,$@)
+	$(Q)$(TSAN_CC) $(TSAN_FLAGS) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
 
 # ---------------------------------------------------------------- C tests
 # Each suite links the C core and the port's modules (all but its main).
@@ -167,15 +192,31 @@ $(BUILD)/asan-test/%: $(BUILD)/asan/test/c/%.o $(ASAN_CORE_OBJS) $(ASAN_PORT_LIB
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(SAN_FLAGS) $(LDFLAGS) $^ $(PORT_LIBS) $(CMOCKA_LIBS) -o $@
 
-.PHONY: ctest ctest-plain ctest-asan
+$(BUILD)/tsan-test/%: $(BUILD)/tsan/test/c/%.o $(TSAN_CORE_OBJS) $(TSAN_PORT_LIB_OBJS)
+	$(call msg,LD-TSAN,$@)
+	@mkdir -p $(@D)
+	$(Q)$(TSAN_CC) $(TSAN_FLAGS) $(LDFLAGS) $^ $(PORT_LIBS) $(CMOCKA_LIBS) -o $@
+
+# Each run gives test_concurrency the port program of its own build.
+.PHONY: ctest ctest-plain ctest-asan ctest-tsan
 ctest: ctest-plain ctest-asan
 
-ctest-plain: $(TEST_BINS)
-	$(Q)set -e; for t in $^; do echo "== $$t"; ./$$t; done
+ctest-plain: $(TEST_BINS) $(PORT_BIN)
+	$(Q)set -e; for t in $(TEST_BINS); do echo "== $$t"; SELF_HEAL_PORT_BIN=$(PORT_BIN) ./$$t; done
 
-ctest-asan: $(ASAN_TEST_BINS)
-	$(Q)set -e; for t in $^; do echo "== $$t (ASan+UBSan)"; \
-	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./$$t; done
+ctest-asan: $(ASAN_TEST_BINS) $(ASAN_PORT_BIN)
+	$(Q)set -e; for t in $(ASAN_TEST_BINS); do echo "== $$t (ASan+UBSan)"; \
+	  SELF_HEAL_PORT_BIN=$(ASAN_PORT_BIN) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1 ./$$t; done
+
+# ThreadSanitizer: every suite, and the port program test_concurrency
+# drives; the first report fails the run (test/c/tsan.supp: the reports
+# that are not races, each with its reason).
+ctest-tsan: $(TSAN_TEST_BINS) $(TSAN_PORT_BIN)
+	$(Q)set -e; for t in $(TSAN_TEST_BINS); do echo "== $$t (TSan)"; \
+	  SELF_HEAL_PORT_BIN=$(TSAN_PORT_BIN) \
+	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/test/c/tsan.supp" \
+	  ./$$t; done
 
 # The port program under valgrind: a scripted session of frames on stdin
 # (configure, version, ping, bad JSON, unknown command, a 9 MiB frame, worker
@@ -288,7 +329,7 @@ format-check:
 test: bootstrap agents
 	$(Q)$(MAKE) --no-print-directory test-all
 
-test-all: format-check ctest fuzz-test ctest-valgrind valgrind-port mix-test
+test-all: format-check ctest ctest-tsan fuzz-test ctest-valgrind valgrind-port mix-test
 
 mix-test:
 	$(Q)SELF_HEAL_CLAUDE=$(if $(wildcard $(CLAUDE)),$(abspath $(CLAUDE))) MIX_ENV=test mix test $(MIX_TEST_ARGS)

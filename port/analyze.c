@@ -1599,10 +1599,8 @@ static void audit_analysis(port_ctx *ctx, json_t *groups, json_t *out, json_t **
     cmd_error e = {NULL, ""};
     if (record == NULL && state_ctx_ensure(ctx, &e) != 0)
         return;
-    pthread_mutex_lock(&ctx->lock);
-    audit_log *log = ctx->audit;
-    const sh_scrubber *scrub = ctx->scrub;
-    pthread_mutex_unlock(&ctx->lock);
+    audit_log *log = port_audit(ctx);
+    const sh_scrubber *scrub = port_scrubber(ctx);
     if (log == NULL && record == NULL)
         return;
     json_t *issues = json_object_get(out, "issues");

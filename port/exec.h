@@ -10,6 +10,7 @@
 #define SELF_HEAL_PORT_EXEC_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #define EXEC_MAX_ARGS 128
@@ -48,14 +49,14 @@ typedef struct sandbox_config sandbox_config; /* port/sandbox.h */
 typedef struct sandbox_run sandbox_run;
 
 typedef struct exec_spec {
-    char *const *argv;       /* NULL-terminated */
-    char *const *envp;       /* NULL-terminated; NULL: the base names only (never the port's) */
-    const char *cwd;         /* may be NULL; unused in a bwrap sandbox (run->dir is the cwd) */
-    const char *stdout_path; /* NULL: /dev/null */
-    const char *stderr_path; /* NULL: /dev/null; may equal stdout_path */
-    size_t max_output;       /* bytes per output file before the run is killed (0: 8 MiB) */
-    int timeout_ms;          /* <= 0: none */
-    volatile int *stopping;  /* when it becomes non-zero the run is killed (may be NULL) */
+    char *const *argv;          /* NULL-terminated */
+    char *const *envp;          /* NULL-terminated; NULL: the base names only (never the port's) */
+    const char *cwd;            /* may be NULL; unused in a bwrap sandbox (run->dir is the cwd) */
+    const char *stdout_path;    /* NULL: /dev/null */
+    const char *stderr_path;    /* NULL: /dev/null; may equal stdout_path */
+    size_t max_output;          /* bytes per output file before the run is killed (0: 8 MiB) */
+    int timeout_ms;             /* <= 0: none */
+    const atomic_int *stopping; /* when it becomes non-zero the run is killed (may be NULL) */
     const sandbox_config *sandbox; /* with run: the command runs in this sandbox (mode none:
                                       as the port, in run->dir unless cwd is set); both NULL:
                                       unsandboxed; only one of them: an error */

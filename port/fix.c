@@ -334,22 +334,6 @@ static pthread_cond_t slot_cond = PTHREAD_COND_INITIALIZER;
 static int slots_used;
 static int slots_waiting;
 static int deploy_running;
-static int threads_active; /* drive, deploy and scheduler threads (slot_lock) */
-
-int fix_threads_active(void)
-{
-    pthread_mutex_lock(&slot_lock);
-    int n = threads_active;
-    pthread_mutex_unlock(&slot_lock);
-    return n;
-}
-
-static void thread_count(int delta)
-{
-    pthread_mutex_lock(&slot_lock);
-    threads_active += delta;
-    pthread_mutex_unlock(&slot_lock);
-}
 
 static int slot_acquire(port_ctx *ctx, int max)
 {
@@ -1477,14 +1461,16 @@ typedef struct drive_arg {
     port_ctx *ctx;
     int64_t id;
     int64_t job_id;
+    port_pin pin; /* what the thread that started the fix had pinned */
 } drive_arg;
 
 static void *drive_thread(void *p)
 {
     drive_arg *arg = p;
+    port_pin_enter(&arg->pin);
     fix_drive(arg->ctx, arg->id, arg->job_id);
+    port_pin_end(&arg->pin);
     free(arg);
-    thread_count(-1);
     return NULL;
 }
 
@@ -1496,16 +1482,16 @@ static int spawn_drive(port_ctx *ctx, int64_t id, int64_t job_id)
     drive_arg *arg = busy ? NULL : malloc(sizeof(*arg));
     if (arg == NULL)
         return -1;
-    *arg = (drive_arg){ctx, id, job_id};
+    *arg = (drive_arg){.ctx = ctx, .id = id, .job_id = job_id};
+    port_pin_take(&arg->pin, ctx);
     pthread_t tid;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    thread_count(1);
     int rc = pthread_create(&tid, &attr, drive_thread, arg);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
-        thread_count(-1);
+        port_pin_release(&arg->pin);
         free(arg);
         return -1;
     }
@@ -1795,6 +1781,7 @@ typedef struct deploy_arg {
     port_ctx *ctx;
     int64_t id;
     int automatic;
+    port_pin pin; /* the scheduler's round that chose the fix */
 } deploy_arg;
 
 static void *deploy_thread(void *p)
@@ -1802,14 +1789,15 @@ static void *deploy_thread(void *p)
     deploy_arg *arg = p;
     fix_config cfg;
     cmd_error err = {NULL, ""};
+    port_pin_enter(&arg->pin);
     if (fix_config_load(&cfg, arg->ctx, &err) == 0) {
         json_t *fix = deploy_run(arg->ctx, &cfg, arg->id, arg->automatic, &err);
         json_decref(fix);
         fix_config_free(&cfg);
     }
+    port_pin_end(&arg->pin);
     pthread_mutex_lock(&slot_lock);
     deploy_running = 0;
-    threads_active--;
     pthread_mutex_unlock(&slot_lock);
     sched_wake();
     free(arg);
@@ -1871,10 +1859,10 @@ static void start_next_deploy(port_ctx *ctx, state_db *db)
     deploy_arg *arg = malloc(sizeof(*arg));
     if (arg == NULL)
         return;
-    *arg = (deploy_arg){ctx, id, automatic};
+    *arg = (deploy_arg){.ctx = ctx, .id = id, .automatic = automatic};
+    port_pin_take(&arg->pin, ctx);
     pthread_mutex_lock(&slot_lock);
     deploy_running = 1;
-    threads_active++;
     pthread_mutex_unlock(&slot_lock);
     pthread_t tid;
     pthread_attr_t attr;
@@ -1883,8 +1871,8 @@ static void start_next_deploy(port_ctx *ctx, state_db *db)
     if (pthread_create(&tid, &attr, deploy_thread, arg) != 0) {
         pthread_mutex_lock(&slot_lock);
         deploy_running = 0;
-        threads_active--;
         pthread_mutex_unlock(&slot_lock);
+        port_pin_release(&arg->pin);
         free(arg);
     }
     pthread_attr_destroy(&attr);
@@ -1894,11 +1882,14 @@ static void *scheduler(void *p)
 {
     port_ctx *ctx = p;
     while (!ctx->stopping) {
+        port_pin pin; /* each round runs with the configuration of its start */
+        port_pin_begin(&pin, ctx);
         state_db *db = port_state(ctx);
         if (db != NULL) {
             expire_approvals(ctx, db);
             start_next_deploy(ctx, db);
         }
+        port_pin_end(&pin);
         pthread_mutex_lock(&sched_lock);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

@@ -105,10 +105,6 @@ void fix_start_scheduler(port_ctx *ctx);
 /* A recovered job of kind "fix" or "deploy" (status queued or escalated). */
 void fix_resume(port_ctx *ctx, json_t *job);
 
-/* Fix, deploy and scheduler threads alive now (at exit, nothing they use
- * may be closed while this is non-zero). */
-int fix_threads_active(void);
-
 /* Appends an audit record when an audit log is open (fields not stolen). */
 void fix_audit(port_ctx *ctx, const char *action, json_t *fields);
 

@@ -254,7 +254,7 @@ static int progress_cancel(void *clientp, curl_off_t dltotal, curl_off_t dlnow, 
     (void)dlnow;
     (void)ultotal;
     (void)ulnow;
-    const volatile int *cancel = clientp;
+    const atomic_int *cancel = clientp;
     return cancel != NULL && *cancel ? 1 : 0;
 }
 

@@ -9,6 +9,7 @@
 #ifndef SELF_HEAL_PORT_HTTP_H
 #define SELF_HEAL_PORT_HTTP_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 typedef struct http_request {
@@ -17,13 +18,13 @@ typedef struct http_request {
     const char *const *headers; /* "Name: value" strings, NULL-terminated; may be NULL */
     const char *body;           /* may be NULL */
     size_t body_len;
-    long timeout_ms;            /* whole attempt; 0 = 30000 */
-    long connect_timeout_ms;    /* 0 = 5000 */
-    int max_attempts;           /* 0 = 1; retried: 408, 429, 5xx, timeout, connect error */
-    long backoff_base_ms;       /* 0 = 500; attempt k waits random(0, base * 2^k) */
-    long backoff_max_ms;        /* 0 = 30000; caps both backoff and Retry-After */
-    size_t max_response;        /* 0 = 4 MiB; a longer body fails the attempt */
-    const volatile int *cancel; /* optional: nonzero stops waiting/retrying */
+    long timeout_ms;          /* whole attempt; 0 = 30000 */
+    long connect_timeout_ms;  /* 0 = 5000 */
+    int max_attempts;         /* 0 = 1; retried: 408, 429, 5xx, timeout, connect error */
+    long backoff_base_ms;     /* 0 = 500; attempt k waits random(0, base * 2^k) */
+    long backoff_max_ms;      /* 0 = 30000; caps both backoff and Retry-After */
+    size_t max_response;      /* 0 = 4 MiB; a longer body fails the attempt */
+    const atomic_int *cancel; /* optional: nonzero stops waiting/retrying */
 } http_request;
 
 typedef struct http_response {

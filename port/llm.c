@@ -456,7 +456,7 @@ static char *header_line(const char *name, const char *value)
 }
 
 int llm_chat(llm_reply *out, const llm_config *cfg, const char *system, const char *user,
-             json_t *schema, const char *schema_name, const volatile int *cancel, char *err,
+             json_t *schema, const char *schema_name, const atomic_int *cancel, char *err,
              size_t errlen)
 {
     memset(out, 0, sizeof(*out));

@@ -101,7 +101,7 @@ int llm_parse_envelope(llm_reply *out, const llm_config *cfg, const char *body, 
 /* One request with its retries. On LLM_ERR_ENVELOPE, out->text holds the
  * start of the raw body (for a repair request). err never holds a secret. */
 int llm_chat(llm_reply *out, const llm_config *cfg, const char *system, const char *user,
-             json_t *schema, const char *schema_name, const volatile int *cancel, char *err,
+             json_t *schema, const char *schema_name, const atomic_int *cancel, char *err,
              size_t errlen);
 
 /* The first JSON object in text (```json fences and prose around it are

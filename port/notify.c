@@ -1440,7 +1440,7 @@ static int smtp_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_o
     (void)dlnow;
     (void)ultotal;
     (void)ulnow;
-    const volatile int *stopping = arg;
+    const atomic_int *stopping = arg;
     return *stopping ? 1 : 0;
 }
 

@@ -42,23 +42,18 @@
 
 #define MAX_GROUPS 500
 #define MAX_ID_LEN 128
-#define MAX_RETIRED 64
 #define RECOVER_MAX_ATTEMPTS 3
 
-/* Scrubbers, databases and logs replaced by a later configure stay alive
- * until exit: a worker may still be using them. */
-typedef struct retired {
-    sh_scrubber *scrub[MAX_RETIRED];
-    size_t n_scrub;
-    state_db *state[MAX_RETIRED];
-    size_t n_state;
-    audit_log *audit[MAX_RETIRED];
-    size_t n_audit;
-} retired;
+static char open_dir[4096]; /* the state_dir open in ctx (ctx->lock) */
 
-static retired retired_objs;
-static char open_dir[4096];
-static int resuming; /* resume threads running (ctx->lock) */
+/* The state directories whose jobs this process has recovered (only the
+ * reader thread, in configure, reads and adds them). */
+typedef struct recovered_dir {
+    struct recovered_dir *next;
+    char path[];
+} recovered_dir;
+
+static recovered_dir *recovered_dirs;
 
 /* ------------------------------------------------------------ helpers */
 
@@ -401,11 +396,13 @@ typedef struct resume_arg {
     port_ctx *ctx;
     state_db *db;
     json_t *jobs;
+    port_pin pin; /* taken by configure: db and what went with it */
 } resume_arg;
 
 static void *resume_jobs(void *p)
 {
     resume_arg *arg = p;
+    port_pin_enter(&arg->pin);
     size_t i;
     json_t *job;
     json_array_foreach(arg->jobs, i, job)
@@ -436,9 +433,7 @@ static void *resume_jobs(void *p)
         json_decref(full);
     }
     json_decref(arg->jobs);
-    pthread_mutex_lock(&arg->ctx->lock);
-    resuming--;
-    pthread_mutex_unlock(&arg->ctx->lock);
+    port_pin_end(&arg->pin);
     free(arg);
     return NULL;
 }
@@ -494,14 +489,10 @@ static void recover_jobs(port_ctx *ctx, state_db *db)
         json_decref(moved);
         return;
     }
-    *arg = (resume_arg){ctx, db, moved};
-    pthread_mutex_lock(&ctx->lock);
-    resuming++;
-    pthread_mutex_unlock(&ctx->lock);
+    *arg = (resume_arg){.ctx = ctx, .db = db, .jobs = moved};
+    port_pin_take(&arg->pin, ctx);
     if (pthread_create(&tid, NULL, resume_jobs, arg) != 0) {
-        pthread_mutex_lock(&ctx->lock);
-        resuming--;
-        pthread_mutex_unlock(&ctx->lock);
+        port_pin_release(&arg->pin);
         json_decref(moved);
         free(arg);
         return;
@@ -540,41 +531,51 @@ static int build_scrubber(port_ctx *ctx, cmd_error *err)
         cmd_error_set(err, "bad_config", "scrub.patterns: %s", why);
         return -1;
     }
-    pthread_mutex_lock(&ctx->lock);
-    sh_scrubber *old = ctx->scrub;
-    ctx->scrub = s;
-    if (old != NULL && retired_objs.n_scrub < MAX_RETIRED)
-        retired_objs.scrub[retired_objs.n_scrub++] = old;
-    else if (old != NULL)
-        sh_scrubber_free(old); /* only after 64 reconfigurations */
-    pthread_mutex_unlock(&ctx->lock);
+    port_set_scrubber(ctx, s); /* the old one lives on in the pins that hold it */
     return 0;
 }
 
-/* A first or different state_dir: what is open is retired and
- * state_ctx_ensure opens the new one; then the jobs the previous process
- * left running are recovered. */
+/* 1 the first time this process opens dir (and remembers it), else 0: a
+ * job running in a directory this process has opened before is one of its
+ * own (a state_dir switched away and back while it ran), not one a crashed
+ * process left. */
+static int first_open(const char *dir)
+{
+    for (recovered_dir *d = recovered_dirs; d != NULL; d = d->next)
+        if (strcmp(d->path, dir) == 0)
+            return 0;
+    size_t n = strlen(dir) + 1;
+    recovered_dir *d = malloc(sizeof(*d) + n);
+    if (d != NULL) {
+        memcpy(d->path, dir, n);
+        d->next = recovered_dirs;
+        recovered_dirs = d;
+    }
+    return 1;
+}
+
+/* A first or different state_dir: what is open is dropped (closed once no
+ * pin holds it) and state_ctx_ensure opens the new one, unless commands
+ * still hold dir's from before (then those are current again); the first
+ * time, what the previous process left is recovered: the audit records of
+ * its effects, its running jobs. */
 static int open_state(port_ctx *ctx, const char *dir, cmd_error *err)
 {
     pthread_mutex_lock(&ctx->lock);
-    if (ctx->state != NULL && strcmp(open_dir, dir) == 0) {
-        pthread_mutex_unlock(&ctx->lock);
-        return 0;
-    }
-    if (ctx->state != NULL && retired_objs.n_state < MAX_RETIRED)
-        retired_objs.state[retired_objs.n_state++] = ctx->state;
-    if (ctx->audit != NULL && retired_objs.n_audit < MAX_RETIRED)
-        retired_objs.audit[retired_objs.n_audit++] = ctx->audit;
-    ctx->state = NULL;
-    ctx->audit = NULL;
+    int same = ctx->state != NULL && strcmp(open_dir, dir) == 0;
     snprintf(open_dir, sizeof(open_dir), "%s", dir);
     pthread_mutex_unlock(&ctx->lock);
+    if (same)
+        return 0;
+    if (!port_state_reuse(ctx, dir)) /* a running command may still hold dir's */
+        port_set_state(ctx, NULL, NULL);
     cmd_error open_err = {NULL, ""};
     if (state_ctx_ensure(ctx, &open_err) != 0) {
         cmd_error_set(err, "state", "state_dir: %s", open_err.message);
         return -1;
     }
-    if (!ctx->one_shot) {
+    port_state_opened(ctx, dir);
+    if (!ctx->one_shot && first_open(dir)) {
         /* the audit records a killed process committed but did not append
          * reach the log before any job resumes */
         effect_recover(ctx);
@@ -606,28 +607,9 @@ int port_configure_modules(port_ctx *ctx, cmd_error *err)
 
 void port_close_modules(port_ctx *ctx)
 {
-    pthread_mutex_lock(&ctx->lock);
-    if (resuming > 0 || fix_threads_active() > 0) {
-        /* a resumed job is still running: leave everything to the exit */
-        pthread_mutex_unlock(&ctx->lock);
-        return;
-    }
-    for (size_t i = 0; i < retired_objs.n_scrub; i++)
-        sh_scrubber_free(retired_objs.scrub[i]);
-    for (size_t i = 0; i < retired_objs.n_state; i++)
-        state_close(retired_objs.state[i]);
-    for (size_t i = 0; i < retired_objs.n_audit; i++)
-        audit_close(retired_objs.audit[i]);
-    retired_objs.n_scrub = retired_objs.n_state = retired_objs.n_audit = 0;
-    sh_scrubber_free(ctx->scrub);
-    ctx->scrub = NULL;
-    if (ctx->state != NULL)
-        state_close(ctx->state);
-    if (ctx->audit != NULL)
-        audit_close(ctx->audit);
-    ctx->state = NULL;
-    ctx->audit = NULL;
-    json_decref(ctx->config);
-    ctx->config = NULL;
-    pthread_mutex_unlock(&ctx->lock);
+    /* what a thread still running holds in its pin is freed by the pin's
+     * release */
+    port_set_scrubber(ctx, NULL);
+    port_set_state(ctx, NULL, NULL);
+    port_set_config(ctx, NULL);
 }

@@ -29,7 +29,10 @@
  * 1..32, default 4; "port.queue", default 1024 waiting jobs), and its reply
  * is written by the worker that ran it. Replies may therefore come out of
  * request order: match them by id. Frames are written whole under one
- * mutex.
+ * mutex. A queued request holds a pin (port/ctx.h) on the configuration,
+ * scrubber, state and audit log in effect when it arrived, released once
+ * its reply is written: a later configure never changes or frees them
+ * under it.
  *
  * Process lifetime: at start the process splits (port/watchdog.h): it
  * stays a watchdog, the parent, which forwards SIGTERM/SIGINT/SIGHUP,
@@ -125,11 +128,7 @@ static json_t *cmd_configure(port_ctx *c, json_t *args, cmd_error *err)
         cmd_error_set(err, "bad_args", "configure needs an object");
         return NULL;
     }
-    pthread_mutex_lock(&c->lock);
-    json_t *old = c->config;
-    c->config = json_deep_copy(args);
-    pthread_mutex_unlock(&c->lock);
-    json_decref(old);
+    port_set_config(c, json_deep_copy(args)); /* pinned requests keep the old one */
     if (port_configure_modules(c, err) != 0)
         return NULL;
     json_t *fix = fix_config_status(c, err);
@@ -262,10 +261,7 @@ static json_t *cmd_scrub(port_ctx *c, json_t *args, cmd_error *err)
     sh_buf buf;
     sh_buf_init(&buf);
     sh_scrub_stats stats = {0};
-    /* The lock keeps a concurrent configure from freeing the scrubber. */
-    pthread_mutex_lock(&c->lock);
-    sh_scrub(c->scrub, json_string_value(text), json_string_length(text), &buf, &stats);
-    pthread_mutex_unlock(&c->lock);
+    sh_scrub(port_scrubber(c), json_string_value(text), json_string_length(text), &buf, &stats);
     json_t *reply = NULL;
     if (buf.oom)
         cmd_error_set(err, "internal", "out of memory");
@@ -355,18 +351,20 @@ static json_t *request_execute(const cmd_def *def, json_t *id, json_t *args)
     return reply;
 }
 
-/* A request waiting for or running on a worker. */
+/* A request waiting for or running on a worker. It owns the request (no
+ * other thread touches it) and a pin on the configuration, scrubber, state
+ * and audit log in effect when the request arrived, released once the
+ * reply is written. */
 typedef struct port_job {
     const cmd_def *def;
-    json_t *id;
-    json_t *args; /* NULL when the request had none */
+    json_t *req;
+    port_pin pin;
 } port_job;
 
-static void job_free(void *arg)
+static void job_free(port_job *job)
 {
-    port_job *job = arg;
-    json_decref(job->id);
-    json_decref(job->args);
+    port_pin_release(&job->pin);
+    json_decref(job->req);
     free(job);
 }
 
@@ -374,14 +372,18 @@ static void job_free(void *arg)
 static void job_drop(void *arg)
 {
     port_job *job = arg;
-    frame_write_json(&out, error_reply(job->id, "stopping", "the port is shutting down"));
+    frame_write_json(&out, error_reply(json_object_get(job->req, "id"), "stopping",
+                                       "the port is shutting down"));
     job_free(job);
 }
 
 static void job_run(void *arg)
 {
     port_job *job = arg;
-    frame_write_json(&out, request_execute(job->def, job->id, job->args));
+    port_pin_enter(&job->pin);
+    frame_write_json(&out, request_execute(job->def, json_object_get(job->req, "id"),
+                                           json_object_get(job->req, "args")));
+    port_pin_leave(&job->pin);
     job_free(job);
 }
 
@@ -400,33 +402,32 @@ static port_pool *pool_get(void)
     return pool;
 }
 
-/* Inline commands run here; others go to the pool, or get "busy". */
+/* Inline commands run here; others go to the pool, or get "busy". Steals
+ * req: a queued request belongs to its job alone. */
 static void request_dispatch(json_t *req)
 {
     json_t *reply = NULL;
     const cmd_def *def = request_check(&reply, req);
     json_t *id = json_object_get(req, "id");
     json_t *args = json_object_get(req, "args");
-    if (def == NULL) {
-        frame_write_json(&out, reply);
-        return;
-    }
-    if (def->flags & CMD_INLINE) {
-        frame_write_json(&out, request_execute(def, id, args));
-        return;
-    }
-    port_pool *p = pool_get();
+    port_pool *p = def != NULL && !(def->flags & CMD_INLINE) ? pool_get() : NULL;
     port_job *job = p != NULL ? malloc(sizeof(*job)) : NULL;
-    if (job == NULL) {
+    if (def == NULL)
+        frame_write_json(&out, reply);
+    else if (def->flags & CMD_INLINE)
+        frame_write_json(&out, request_execute(def, id, args));
+    else if (job == NULL)
         frame_write_json(&out, error_reply(id, "internal", "cannot start a worker"));
+    if (job == NULL) {
+        json_decref(req);
         return;
     }
     job->def = def;
-    job->id = json_incref(id);
-    job->args = args != NULL ? json_incref(args) : NULL;
+    job->req = req;
+    port_pin_take(&job->pin, &ctx);
     if (pool_submit(p, job_run, job_drop, job) != 0) {
-        job_free(job);
         frame_write_json(&out, error_reply(id, "busy", "too many requests in progress"));
+        job_free(job);
     }
 }
 
@@ -450,11 +451,12 @@ static void on_frame(void *opaque, frame_event ev, const char *payload, size_t l
         frame_write_json(&out, error_reply(NULL, "bad_json", jerr.text));
         return;
     }
-    if (!json_is_object(req))
+    if (!json_is_object(req)) {
         frame_write_json(&out, error_reply(NULL, "bad_request", "a request must be a JSON object"));
-    else
-        request_dispatch(req);
-    json_decref(req);
+        json_decref(req);
+        return;
+    }
+    request_dispatch(req);
 }
 
 /* ------------------------------------------------------------ serving */
@@ -512,8 +514,9 @@ static int signals_drain(void)
     return stop;
 }
 
-/* Stops children and workers; returns 0 when every worker was joined (the
- * modules are then closed), -1 when some are still busy. */
+/* Stops children and workers; returns 0 when every worker was joined and
+ * every other thread released its pin (the modules are then closed), -1
+ * when some are still busy. */
 static int serve_shutdown(void)
 {
     long long start = port_now_ms();
@@ -537,6 +540,11 @@ static int serve_shutdown(void)
         pool_free(pool);
         pool = NULL;
     }
+    /* fix, deploy and resume threads: gone (they see ctx.stopping), or the
+     * caller leaves without running the libraries' exit handlers under them */
+    long long left = SHUTDOWN_MS - (port_now_ms() - start);
+    if (port_pins_wait(&ctx, left > 0 ? left : 0) != 0)
+        return -1;
     port_close_modules(&ctx);
     return 0;
 }
@@ -593,11 +601,9 @@ static int serve(void)
     }
     frame_reader_free(reader);
     if (serve_shutdown() != 0)
-        _exit(0); /* a worker is stuck in a command: leave without it */
-    frame_install_notify(NULL);
-    frame_writer_close(&out);
-    json_decref(ctx.config);
-    ctx.config = NULL;
+        _exit(0); /* a worker or a fix thread is stuck in a command: leave without it */
+    /* The writer stays installed: a fix, deploy or scheduler thread may
+     * still send a notification until the process is gone. */
     return 0;
 }
 
@@ -635,14 +641,13 @@ static int run_once(int argc, char **argv)
             return 2;
         }
         cmd_error err = {NULL, ""};
-        ctx.config = config;
+        port_set_config(&ctx, config);
         ctx.one_shot = 1;
         /* verify-audit only reads: opening the log would repair it first */
         if (strcmp(cmd, "verify-audit") != 0 && port_configure_modules(&ctx, &err) != 0) {
             fprintf(stderr, "self_heal_port: %s: %s\n", config_file, err.message);
             json_decref(args);
             port_close_modules(&ctx);
-            json_decref(ctx.config);
             return 1;
         }
     }
@@ -660,8 +665,6 @@ static int run_once(int argc, char **argv)
     }
     json_decref(req);
     port_close_modules(&ctx);
-    json_decref(ctx.config);
-    ctx.config = NULL;
     if (reply == NULL)
         return 1;
     int failed = json_object_get(reply, "error") != NULL;

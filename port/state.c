@@ -1660,6 +1660,8 @@ int state_ctx_ensure(port_ctx *ctx, cmd_error *err)
     }
     rc = 0;
 done:
+    if (rc == 0) /* a configure right after cannot take them from this thread */
+        port_pin_adopt_state_locked(ctx);
     pthread_mutex_unlock(&ctx->lock);
     return rc;
 }

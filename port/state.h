@@ -195,8 +195,9 @@ int64_t state_now(void);
 /* Opens ctx->state and ctx->audit from config "state_dir" when they are not
  * open yet (under ctx->lock); for commands run before the pipeline opened
  * them and for tests. Returns 0, or -1 with err code "no_state" when no
- * state_dir is configured or it cannot be opened. It does not recover
- * jobs: state_jobs_recover belongs to the process start. */
+ * state_dir is configured or it cannot be opened. On 0 a pinned caller's
+ * pin holds them from then on (ctx.h). It does not recover jobs:
+ * state_jobs_recover belongs to the process start. */
 int state_ctx_ensure(port_ctx *ctx, cmd_error *err);
 
 #endif

@@ -489,7 +489,7 @@ typedef struct gh {
     int max_attempts;
     long backoff_base_ms;
     long backoff_max_ms;
-    const volatile int *cancel;
+    const atomic_int *cancel;
 } gh;
 
 static void wipe(void *p, size_t n)

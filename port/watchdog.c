@@ -42,7 +42,10 @@ static void set_forwarded(void (*handler)(int))
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = handler;
-    sa.sa_flags = SA_RESTART;
+    /* no SA_RESTART: the wait for the server returns EINTR and goes on; a
+     * restarted wait would keep ThreadSanitizer's runtime, which runs
+     * handlers when a call returns, from ever forwarding the signal */
+    sa.sa_flags = 0;
     sigemptyset(&sa.sa_mask);
     for (size_t i = 0; i < NFORWARDED; i++)
         sigaction(forwarded[i], &sa, NULL);

@@ -486,8 +486,8 @@ static void test_extract_json(void **state)
     (void)state;
     const char *texts[] = {
         "{\"issues\": []}",
-        "Here you go:\n```json\n{\"issues\": [], \"note\": \"a } in a "
-        "string\"}\n```\nDone.",
+        ("Here you go:\n```json\n{\"issues\": [], \"note\": \"a } in a "
+         "string\"}\n```\nDone."),
         "{not json} then {\"issues\": []}",
     };
     for (size_t i = 0; i < 3; i++) {
@@ -543,8 +543,8 @@ static void test_config(void **state)
         "{\"provider\": \"gemini\"}",
         "{\"provider\": \"openai\", \"endpoint\": \"file:///etc/passwd\"}",
         "{\"provider\": \"openai\", \"json_mode\": \"xml\"}",
-        "{\"provider\": \"openai\", \"api_key_env\": "
-        "\"sk-live-0123456789abcdef\"}",
+        ("{\"provider\": \"openai\", \"api_key_env\": "
+         "\"sk-live-0123456789abcdef\"}"),
     };
     for (size_t i = 0; i < 4; i++) {
         json_t *obj = J(bad[i]);

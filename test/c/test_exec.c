@@ -502,7 +502,7 @@ static void test_output_overflow(void **state)
     exec_argv_free(env);
 }
 
-static volatile int stop_flag;
+static atomic_int stop_flag;
 
 static void *set_stop_later(void *arg)
 {
