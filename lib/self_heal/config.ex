@@ -588,7 +588,11 @@ defmodule SelfHeal.Config do
   defp writable(dir, key) do
     probe = Path.join(dir, ".self_heal_write_check")
 
-    with :ok <- File.mkdir_p(dir),
+    # made here as the port would make it: private (docs/state.md)
+    made =
+      if File.dir?(dir), do: :ok, else: with(:ok <- File.mkdir_p(dir), do: File.chmod(dir, 0o700))
+
+    with :ok <- made,
          :ok <- File.write(probe, "") do
       File.rm(probe)
       []
