@@ -1,6 +1,7 @@
 # SelfHeal: the two commands a newcomer needs are `make demo` and `make test`.
 #
 #   make demo     install what is missing, build, run the demo end to end
+#                 (in a fresh directory, removed at the end unless KEEP=1)
 #   make test     install what is missing, build, run every test suite
 #   make agents   install the pinned Claude Code (npm) for its tests and the demo
 #   make bench    print BENCH lines (see docs/benchmarks.md)
@@ -285,8 +286,15 @@ test-all: format-check ctest ctest-valgrind valgrind-port mix-test
 mix-test:
 	$(Q)SELF_HEAL_CLAUDE=$(if $(wildcard $(CLAUDE)),$(abspath $(CLAUDE))) MIX_ENV=test mix test $(MIX_TEST_ARGS)
 
+# Each run in a fresh private directory (mktemp -d); on exit, an error or an
+# interrupt the shop is stopped and the directory removed (KEEP=1 keeps it).
 demo: bootstrap agents
-	$(Q)SELF_HEAL_CLAUDE=$(if $(wildcard $(CLAUDE)),$(abspath $(CLAUDE))) mix run --no-start examples/demo.exs
+	$(Q)dir=$$(mktemp -d -t self_heal_demo.XXXXXX) || exit 1; \
+	cleanup() { SHOP_RUN_DIR=$$dir/shop-run examples/shop/bin/stop "$$dir/shop" > /dev/null 2>&1 || true; \
+	  if [ "$(KEEP)" = 1 ]; then echo "  DEMO   kept $$dir"; else rm -rf "$$dir"; fi; }; \
+	trap 'cleanup; exit 130' INT TERM; trap cleanup EXIT; \
+	SELF_HEAL_DEMO_DIR=$$dir SELF_HEAL_CLAUDE=$(if $(wildcard $(CLAUDE)),$(abspath $(CLAUDE))) \
+	  mix run --no-start examples/demo.exs
 
 # Loghub-format data for the miner's grouping accuracy (docs/miner.md).
 LOGHUB ?= ../shared/bench/loghub2k
