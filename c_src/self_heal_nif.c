@@ -7,7 +7,8 @@
  *   a UTF-8 boundary and flagged, at most MAX_FRAMES frames are read;
  * - fingerprint_batch/2 yields (enif_consume_timeslice + enif_schedule_nif)
  *   and carries every term it needs across yields in argv, never in C;
- * - dedup/2 and decode_json_lines/2 run on dirty CPU schedulers.
+ * - dedup/1, decode_json_lines/1, miner_templates/1, miner_snapshot/1 and
+ *   miner_restore_nif/2 run on dirty CPU schedulers.
  */
 #include <erl_nif.h>
 
