@@ -1,6 +1,7 @@
 # SelfHeal: the two commands a newcomer needs are `make demo` and `make test`.
 #
 #   make demo     install what is missing, build, run the demo end to end
+#                 (in a fresh directory, removed at the end unless KEEP=1)
 #   make test     install what is missing, build, run every test suite
 #   make agents   install the pinned Claude Code (npm) for its tests and the demo
 #   make bench    print BENCH lines (see docs/benchmarks.md)
@@ -90,12 +91,24 @@ agents:
 PKGS := openssl jansson
 # The port program and its C tests also use libcurl, SQLite and libgit2.
 PORT_PKGS := openssl jansson libcurl sqlite3 libgit2
+# The Debian package of each pkg-config name.
+DEB_openssl := libssl-dev
+DEB_jansson := libjansson-dev
+DEB_libcurl := libcurl4-openssl-dev
+DEB_sqlite3 := libsqlite3-dev
+DEB_libgit2 := libgit2-dev
+DEB_cmocka := libcmocka-dev
+# $(call pkg_config,--cflags|--libs,NAMES): pkg-config's answer; when it
+# fails the build stops, naming the Debian packages to install.
+pkg_config = $(call pkg_checked,$(shell pkg-config $(1) $(2) 2>/dev/null || echo pkg-config-failed),$(2))
+pkg_checked = $(if $(filter pkg-config-failed,$(1)),$(error pkg-config found no $(2): \
+	install the Debian packages pkg-config $(foreach p,$(2),$(or $(DEB_$(p)),$(p))) (make bootstrap)),$(1))
 # Cached on first use so pkg-config and erl run once per make invocation.
-PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
-PKG_LIBS = $(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
-PORT_PKG_CFLAGS = $(eval PORT_PKG_CFLAGS := $$(shell pkg-config --cflags $(PORT_PKGS)))$(PORT_PKG_CFLAGS)
-PORT_LIBS = $(eval PORT_LIBS := $$(shell pkg-config --libs $(PORT_PKGS)) -lpthread)$(PORT_LIBS)
-CMOCKA_LIBS = $(eval CMOCKA_LIBS := $$(shell pkg-config --libs cmocka))$(CMOCKA_LIBS)
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(call pkg_config,--cflags,$(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS = $(eval PKG_LIBS := $$(call pkg_config,--libs,$(PKGS)))$(PKG_LIBS)
+PORT_PKG_CFLAGS = $(eval PORT_PKG_CFLAGS := $$(call pkg_config,--cflags,$(PORT_PKGS)))$(PORT_PKG_CFLAGS)
+PORT_LIBS = $(eval PORT_LIBS := $$(call pkg_config,--libs,$(PORT_PKGS)) -lpthread)$(PORT_LIBS)
+CMOCKA_LIBS = $(eval CMOCKA_LIBS := $$(call pkg_config,--libs,cmocka))$(CMOCKA_LIBS)
 ERTS_INCLUDE_DIR ?= $(eval ERTS_INCLUDE_DIR := $$(shell erl -noshell -eval \
 	'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().'))$(ERTS_INCLUDE_DIR)
 
@@ -131,11 +144,35 @@ TSAN_TEST_BINS := $(TEST_SRCS:test/c/%.c=$(BUILD)/tsan-test/%)
 TSAN_PORT_BIN := $(BUILD)/tsan/self_heal_port
 
 # ---------------------------------------------------------------- build
+# C builds run in parallel (-j, one job per core; JOBS=1 for a serial
+# build) unless make already runs with -j; the test runners stay serial.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PAR = $(if $(filter -j% --jobserver%,$(MAKEFLAGS)),,-j$(JOBS))
+build_par = $(MAKE) --no-print-directory $(PAR) $(1)
+
+# Release binaries (MIX_ENV=prod, as `mix release` builds) are stripped.
+LD_STRIP := $(if $(filter prod,$(MIX_ENV)),-s)
+
+# Objects and links are rebuilt when their flags change: the flags of each
+# kind are kept in $(BUILD)/flags/KIND, rewritten only when they differ.
+FLAGS_cc = $(CC) $(CFLAGS_COMMON) $(CFLAGS) $(SAN_FLAGS)
+FLAGS_cc-nif = $(ERTS_INCLUDE_DIR)
+FLAGS_cc-port = $(PORT_PKG_CFLAGS)
+FLAGS_ld-nif = $(CC) $(LDFLAGS) $(PKG_LIBS) $(LD_STRIP)
+FLAGS_ld-port = $(CC) $(LDFLAGS) $(PORT_LIBS) $(LD_STRIP)
+FLAGS_ld-test = $(CC) $(LDFLAGS) $(PORT_LIBS) $(CMOCKA_LIBS) $(SAN_FLAGS)
+$(BUILD)/flags/%: FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' '$(FLAGS_$*)' | cmp -s - $@ || printf '%s\n' '$(FLAGS_$*)' > $@
+.PHONY: FORCE
+FORCE:
+
 .PHONY: all priv
 all: bootstrap
 	$(Q)mix compile
 
-priv: $(NIF_SO) $(PORT_BIN)
+priv:
+	$(Q)$(call build_par,$(NIF_SO) $(PORT_BIN))
 
 $(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o $(BUILD)/obj/c_src/nif_util.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
 $(BUILD)/obj/port/%.o $(BUILD)/asan/port/%.o $(BUILD)/tsan/port/%.o \
@@ -145,12 +182,12 @@ $(BUILD)/obj/test/bench/bench_sandbox.o $(BUILD)/obj/test/bench/bench_audit.o \
 $(BUILD)/obj/test/bench/bench_fold.o: \
 	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
 
-$(BUILD)/obj/%.o: %.c
+$(BUILD)/obj/%.o: %.c $(BUILD)/flags/cc
 	$(call msg,CC,$<)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_COMMON) $(CFLAGS_EXTRA) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/asan/%.o: %.c
+$(BUILD)/asan/%.o: %.c $(BUILD)/flags/cc
 	$(call msg,CC-SAN,$<)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_COMMON) $(CFLAGS_EXTRA) $(SAN_FLAGS) $(CFLAGS) -O1 -MMD -MP -c $< -o $@
@@ -160,15 +197,29 @@ $(BUILD)/tsan/%.o: %.c
 	@mkdir -p $(@D)
 	$(Q)$(TSAN_CC) $(CFLAGS_COMMON) $(CFLAGS_EXTRA) $(TSAN_FLAGS) $(CFLAGS) -O1 -MMD -MP -c $< -o $@
 
-$(NIF_SO): $(NIF_OBJS) $(CORE_OBJS)
-	$(call msg,LD,$@)
-	@mkdir -p $(@D)
-	$(Q)$(CC) -shared $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+$(NIF_OBJS): $(BUILD)/flags/cc-nif
+$(PORT_OBJS) $(TEST_SRCS:%.c=$(BUILD)/obj/%.o) $(TEST_SRCS:%.c=$(BUILD)/asan/%.o) \
+$(ASAN_PORT_LIB_OBJS): $(BUILD)/flags/cc-port
 
-$(PORT_BIN): $(PORT_OBJS) $(CORE_OBJS)
+# The NIF's symbols from ERTS (enif_*) are resolved when the VM loads it:
+# it is linked with every other undefined symbol an error (a library
+# missing from the link fails here, not at load time).
+$(NIF_SO): $(NIF_OBJS) $(CORE_OBJS) $(BUILD)/flags/ld-nif
 	$(call msg,LD,$@)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
+	$(Q)rm -f $@; $(CC) -shared $(LDFLAGS) $(filter %.o,$^) $(PKG_LIBS) $(LD_STRIP) \
+	  -Wl,--no-undefined -Wl,--warn-unresolved-symbols -o $@.tmp 2> $@.ld; \
+	  status=$$?; undefined=$$(grep -o "undefined reference to \`[^']*'" $@.ld | grep -v "\`enif_" | sort -u); \
+	  if [ $$status != 0 ] || [ -n "$$undefined" ]; then \
+	    if [ -n "$$undefined" ]; then echo "$@: undefined symbols (a library is missing from the link):" \
+	      $$(echo "$$undefined" | sed "s/.*\`//; s/'//") >&2; else cat $@.ld >&2; fi; \
+	    rm -f $@.tmp $@.ld; exit 1; \
+	  fi; rm -f $@.ld; mv $@.tmp $@
+
+$(PORT_BIN): $(PORT_OBJS) $(CORE_OBJS) $(BUILD)/flags/ld-port
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) $(filter %.o,$^) $(PORT_LIBS) $(LD_STRIP) -Wl,--no-undefined -o $@
 
 # The port program built like the suites of each sanitizer, for the suite
 # that drives a real port process (test_concurrency).
@@ -182,15 +233,15 @@ $(TSAN_PORT_BIN): $(BUILD)/tsan/$(PORT_MAIN:.c=.o) $(TSAN_PORT_LIB_OBJS) $(TSAN_
 
 # ---------------------------------------------------------------- C tests
 # Each suite links the C core and the port's modules (all but its main).
-$(BUILD)/test/%: $(BUILD)/obj/test/c/%.o $(CORE_OBJS) $(PORT_LIB_OBJS)
+$(BUILD)/test/%: $(BUILD)/obj/test/c/%.o $(CORE_OBJS) $(PORT_LIB_OBJS) $(BUILD)/flags/ld-test
 	$(call msg,LD,$@)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) $(CMOCKA_LIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS) $(filter %.o,$^) $(PORT_LIBS) $(CMOCKA_LIBS) -Wl,--no-undefined -o $@
 
-$(BUILD)/asan-test/%: $(BUILD)/asan/test/c/%.o $(ASAN_CORE_OBJS) $(ASAN_PORT_LIB_OBJS)
+$(BUILD)/asan-test/%: $(BUILD)/asan/test/c/%.o $(ASAN_CORE_OBJS) $(ASAN_PORT_LIB_OBJS) $(BUILD)/flags/ld-test
 	$(call msg,LD-SAN,$@)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(SAN_FLAGS) $(LDFLAGS) $^ $(PORT_LIBS) $(CMOCKA_LIBS) -o $@
+	$(Q)$(CC) $(SAN_FLAGS) $(LDFLAGS) $(filter %.o,$^) $(PORT_LIBS) $(CMOCKA_LIBS) -o $@
 
 $(BUILD)/tsan-test/%: $(BUILD)/tsan/test/c/%.o $(TSAN_CORE_OBJS) $(TSAN_PORT_LIB_OBJS)
 	$(call msg,LD-TSAN,$@)
@@ -201,10 +252,12 @@ $(BUILD)/tsan-test/%: $(BUILD)/tsan/test/c/%.o $(TSAN_CORE_OBJS) $(TSAN_PORT_LIB
 .PHONY: ctest ctest-plain ctest-asan ctest-tsan
 ctest: ctest-plain ctest-asan
 
-ctest-plain: $(TEST_BINS) $(PORT_BIN)
+ctest-plain:
+	$(Q)$(call build_par,$(TEST_BINS) $(PORT_BIN))
 	$(Q)set -e; for t in $(TEST_BINS); do echo "== $$t"; SELF_HEAL_PORT_BIN=$(PORT_BIN) ./$$t; done
 
-ctest-asan: $(ASAN_TEST_BINS) $(ASAN_PORT_BIN)
+ctest-asan:
+	$(Q)$(call build_par,$(ASAN_TEST_BINS) $(ASAN_PORT_BIN))
 	$(Q)set -e; for t in $(ASAN_TEST_BINS); do echo "== $$t (ASan+UBSan)"; \
 	  SELF_HEAL_PORT_BIN=$(ASAN_PORT_BIN) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1 ./$$t; done
@@ -212,7 +265,8 @@ ctest-asan: $(ASAN_TEST_BINS) $(ASAN_PORT_BIN)
 # ThreadSanitizer: every suite, and the port program test_concurrency
 # drives; the first report fails the run (test/c/tsan.supp: the reports
 # that are not races, each with its reason).
-ctest-tsan: $(TSAN_TEST_BINS) $(TSAN_PORT_BIN)
+ctest-tsan:
+	$(Q)$(call build_par,$(TSAN_TEST_BINS) $(TSAN_PORT_BIN))
 	$(Q)set -e; for t in $(TSAN_TEST_BINS); do echo "== $$t (TSan)"; \
 	  SELF_HEAL_PORT_BIN=$(TSAN_PORT_BIN) \
 	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/test/c/tsan.supp" \
@@ -229,8 +283,9 @@ VALGRIND_SUITES := test_state test_audit test_http test_frame test_proc test_not
 	test_fence test_scrub test_worktree test_tree test_context test_exec test_validate test_policy test_proof test_transcript
 
 .PHONY: ctest-valgrind
-ctest-valgrind: $(VALGRIND_SUITES:%=$(BUILD)/test/%)
-	$(Q)set -e; for t in $^; do echo "== $$t (valgrind)"; $(VALGRIND) ./$$t > /dev/null; done
+ctest-valgrind:
+	$(Q)$(call build_par,$(VALGRIND_SUITES:%=$(BUILD)/test/%))
+	$(Q)set -e; for t in $(VALGRIND_SUITES:%=$(BUILD)/test/%); do echo "== $$t (valgrind)"; $(VALGRIND) ./$$t > /dev/null; done
 
 .PHONY: valgrind-port
 valgrind-port: $(PORT_BIN)
@@ -334,8 +389,15 @@ test-all: format-check ctest ctest-tsan fuzz-test ctest-valgrind valgrind-port m
 mix-test:
 	$(Q)SELF_HEAL_CLAUDE=$(if $(wildcard $(CLAUDE)),$(abspath $(CLAUDE))) MIX_ENV=test mix test $(MIX_TEST_ARGS)
 
+# Each run in a fresh private directory (mktemp -d); on exit, an error or an
+# interrupt the shop is stopped and the directory removed (KEEP=1 keeps it).
 demo: bootstrap agents
-	$(Q)SELF_HEAL_CLAUDE=$(if $(wildcard $(CLAUDE)),$(abspath $(CLAUDE))) mix run --no-start examples/demo.exs
+	$(Q)dir=$$(mktemp -d -t self_heal_demo.XXXXXX) || exit 1; \
+	cleanup() { SHOP_RUN_DIR=$$dir/shop-run examples/shop/bin/stop "$$dir/shop" > /dev/null 2>&1 || true; \
+	  if [ "$(KEEP)" = 1 ]; then echo "  DEMO   kept $$dir"; else rm -rf "$$dir"; fi; }; \
+	trap 'cleanup; exit 130' INT TERM; trap cleanup EXIT; \
+	SELF_HEAL_DEMO_DIR=$$dir SELF_HEAL_CLAUDE=$(if $(wildcard $(CLAUDE)),$(abspath $(CLAUDE))) \
+	  mix run --no-start examples/demo.exs
 
 # Loghub-format data for the miner's grouping accuracy (docs/miner.md).
 LOGHUB ?= ../shared/bench/loghub2k

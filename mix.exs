@@ -1,8 +1,10 @@
 defmodule Mix.Tasks.Compile.SelfHealNative do
   @moduledoc """
   Builds the C parts (`priv/self_heal_nif.so`, `priv/self_heal_port`) by
-  running `make priv`. Kept in the project because hex is not reachable, so
-  `elixir_make` is not an option.
+  running `make priv` (with `MIX_ENV`: a `prod` build is stripped). Quiet:
+  make's output is shown only when it fails, or always with `V=1`. Kept in
+  the project because hex is not reachable, so `elixir_make` is not an
+  option.
   """
   use Mix.Task.Compiler
 
@@ -10,11 +12,13 @@ defmodule Mix.Tasks.Compile.SelfHealNative do
   def run(_args) do
     make = System.get_env("MAKE", "make")
 
-    {_, status} =
+    {out, status} =
       System.cmd(make, ["--no-print-directory", "priv"],
-        into: IO.stream(:stdio, :line),
+        env: [{"MIX_ENV", to_string(Mix.env())}],
         stderr_to_stdout: true
       )
+
+    if status != 0 or System.get_env("V") == "1", do: IO.write(out)
 
     if status == 0 do
       # On a fresh checkout `priv/` may not have existed when Mix laid out

@@ -11,7 +11,8 @@
  *   carried in argv, never in C), an item whose work is above dirty_above
  *   moves the call to a dirty CPU scheduler (and back after it), and a
  *   shared miner's lock is only tried (busy: move to a dirty scheduler);
- * - dedup/2, decode_json_lines/2 and the miner's walks run on dirty CPU
+ * - dedup/1, decode_json_lines/1 and /3, count_json_lines/2 and the
+ *   miner's walks run on dirty CPU
  *   schedulers; the walks release the miner's lock between short steps.
  */
 #include <erl_nif.h>

@@ -459,8 +459,28 @@ end
 
 started_at = System.monotonic_time(:millisecond)
 Logger.configure(level: :warning)
-tmp = Path.join(System.tmp_dir!(), "self_heal_demo_#{System.unique_integer([:positive])}")
-File.mkdir_p!(tmp)
+# A fresh private work directory each run: `make demo` makes it (mktemp -d),
+# stops the shop and removes it at the end, on an error or an interrupt
+# (KEEP=1 keeps it); run alone, the demo makes one and says where.
+tmp =
+  case System.get_env("SELF_HEAL_DEMO_DIR") do
+    dir when is_binary(dir) and dir != "" ->
+      if File.ls!(dir) != [], do: raise("the demo's work directory #{dir} is not empty")
+      dir
+
+    _ ->
+      dir =
+        Path.join(
+          System.tmp_dir!(),
+          "self_heal_demo_" <> Base.encode16(:crypto.strong_rand_bytes(8))
+        )
+
+      :ok = File.mkdir(dir)
+      dir
+  end
+
+# searchable (not readable) by the sandbox's user, which bwrap resolves bound paths as
+File.chmod!(tmp, 0o711)
 repo = Demo.make_repo(tmp)
 state_dir = Path.join(tmp, "state")
 shop_port = Demo.free_port()

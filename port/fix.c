@@ -43,6 +43,7 @@
 #define FIX_PATCH_MAX (1024 * 1024)
 #define FIX_TEXT_MAX 16384
 #define KV_KILL_SWITCH "gate.kill_switch"
+#define KV_PAUSED "automation.paused"
 
 /* ------------------------------------------------------------ config */
 
@@ -257,6 +258,14 @@ int fix_kill_switch_on(port_ctx *ctx)
     if (!on && db != NULL && state_kv_get(db, KV_KILL_SWITCH, buf, sizeof(buf)) == 0)
         on = strcmp(buf, "on") == 0;
     return on;
+}
+
+int fix_paused(port_ctx *ctx)
+{
+    state_db *db = port_state(ctx);
+    char buf[16];
+    return db != NULL && state_kv_get(db, KV_PAUSED, buf, sizeof(buf)) == 0 &&
+           strcmp(buf, "on") == 0;
 }
 
 static int valid_fp(const char *fp)
@@ -1811,7 +1820,7 @@ static void start_next_deploy(port_ctx *ctx, state_db *db)
     pthread_mutex_lock(&slot_lock);
     int busy = deploy_running;
     pthread_mutex_unlock(&slot_lock);
-    if (busy || fix_kill_switch_on(ctx))
+    if (busy || fix_kill_switch_on(ctx) || fix_paused(ctx))
         return;
     json_t *approved = state_fixes_list(db, "approved", NULL, 1000);
     json_t *next = json_array_get(approved, json_array_size(approved) - 1); /* oldest */
@@ -1969,6 +1978,10 @@ static json_t *fix_with_deploys(state_db *db, int64_t id)
 
 static json_t *cmd_fix(port_ctx *ctx, json_t *args, cmd_error *err)
 {
+    if (fix_paused(ctx)) {
+        cmd_error_set(err, "paused", "automation is paused: no fix starts until it is resumed");
+        return NULL;
+    }
     fix_config cfg;
     if (fix_config_load(&cfg, ctx, err) != 0)
         return NULL;
@@ -2186,15 +2199,19 @@ static json_t *gate_status(port_ctx *ctx, state_db *db)
     pthread_mutex_lock(&slot_lock);
     int running = deploy_running, fixing = slots_used, waiting = slots_waiting;
     pthread_mutex_unlock(&slot_lock);
-    return json_pack("{s:b, s:{s:s, s:I}, s:I, s:s, s:b, s:i, s:i}", "kill_switch",
-                     fix_kill_switch_on(ctx), "breaker", "state", open ? "open" : "closed",
-                     "failures", (json_int_t)failures, "auto_deploys_last_hour",
+    return json_pack("{s:b, s:b, s:{s:s, s:I}, s:I, s:s, s:b, s:i, s:i}", "kill_switch",
+                     fix_kill_switch_on(ctx), "paused", fix_paused(ctx), "breaker", "state",
+                     open ? "open" : "closed", "failures", (json_int_t)failures,
+                     "auto_deploys_last_hour",
                      (json_int_t)state_deploy_count(db, "deploy", 1, 3600), "consent",
                      policy_consent_name(policy_consent_parse(consent)), "deploy_running", running,
                      "fixes_running", fixing, "fixes_waiting", waiting);
 }
 
-static json_t *cmd_kill_switch(port_ctx *ctx, json_t *args, cmd_error *err)
+/* A durable switch (kill switch, pause): {"on"?: bool, "by"?}, stored
+ * under kv, audited and announced as `event`; answers the gate status. */
+static json_t *set_switch(port_ctx *ctx, json_t *args, cmd_error *err, const char *kv,
+                          const char *event)
 {
     state_db *db = need_state(ctx, err);
     if (db == NULL)
@@ -2205,18 +2222,29 @@ static json_t *cmd_kill_switch(port_ctx *ctx, json_t *args, cmd_error *err)
         return NULL;
     }
     if (on != NULL) {
-        if (state_kv_set(db, KV_KILL_SWITCH, json_is_true(on) ? "on" : "off") != 0) {
-            cmd_error_set(err, "state", "could not store the kill switch");
+        if (state_kv_set(db, kv, json_is_true(on) ? "on" : "off") != 0) {
+            cmd_error_set(err, "state", "could not store %s", event);
             return NULL;
         }
         const char *by = fix_str(args, "by");
         json_t *fields =
             json_pack("{s:b, s:s}", "on", json_is_true(on), "by", by != NULL ? by : "human");
-        fix_audit(ctx, "kill_switch", fields);
-        port_notify(ctx, "kill_switch", fields);
+        fix_audit(ctx, event, fields);
+        port_notify(ctx, event, fields);
         sched_wake();
     }
     return gate_status(ctx, db);
+}
+
+static json_t *cmd_kill_switch(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    return set_switch(ctx, args, err, KV_KILL_SWITCH, "kill_switch");
+}
+
+/* All automation: escalations, fixes and deploys (pipeline.c asks too). */
+static json_t *cmd_pause(port_ctx *ctx, json_t *args, cmd_error *err)
+{
+    return set_switch(ctx, args, err, KV_PAUSED, "paused");
 }
 
 static json_t *cmd_breaker_reset(port_ctx *ctx, json_t *args, cmd_error *err)
@@ -2253,6 +2281,7 @@ const cmd_def *fix_commands(size_t *n)
         {"skip", cmd_skip, 0},
         {"recurrence", cmd_recurrence, 0},
         {"kill_switch", cmd_kill_switch, 0},
+        {"pause", cmd_pause, 0},
         {"breaker_reset", cmd_breaker_reset, 0},
         {"gate_status", cmd_gate_status, 0},
     };

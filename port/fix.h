@@ -13,8 +13,9 @@
  *   skip       {"id" | "token", "by"?}                a human's refusal
  *   recurrence {"fingerprint", "count"}               the collector saw it again
  *   kill_switch {"on"?: bool, "by"?}                  sets (or reads) the switch
+ *   pause      {"on"?: bool, "by"?}                   pauses all automation (or reads it)
  *   breaker_reset {"by"?}                             closes the deploy breaker
- *   gate_status {}                                    switch, breaker, counts
+ *   gate_status {}                                    switches, breaker, counts
  *
  * Each fix is a row of the fixes table (state.h) and a job (kind "fix");
  * a port killed mid-fix resumes it on restart (fix_resume) from what the
@@ -131,5 +132,9 @@ int fix_write_file(const char *path, const char *data, size_t len);
 
 /* The kill switch (config gate.kill_switch or the persistent one). */
 int fix_kill_switch_on(port_ctx *ctx);
+
+/* 1 while automation is paused (`pause` command, kept in the state
+ * database): no escalation, no new fix, no deploy. */
+int fix_paused(port_ctx *ctx);
 
 #endif

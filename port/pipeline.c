@@ -336,10 +336,25 @@ static json_t *cmd_escalate(port_ctx *ctx, json_t *args, cmd_error *err)
         cmd_error_set(err, "no_state", "escalate needs a state_dir in the configuration");
         return NULL;
     }
-    char key[80];
+    if (fix_paused(ctx)) {
+        cmd_error_set(err, "paused", "automation is paused: escalations wait until it is resumed");
+        return NULL;
+    }
+    char key[112];
     if (escalation_key(key, sizeof(key), groups) != 0) {
         cmd_error_set(err, "internal", "out of memory");
         return NULL;
+    }
+    /* a replay (mix self_heal.replay) is a job of its own */
+    json_t *replay = json_object_get(args, "replay");
+    if (replay != NULL && (!json_is_integer(replay) || json_integer_value(replay) < 0)) {
+        cmd_error_set(err, "bad_args", "replay must be a non-negative integer");
+        return NULL;
+    }
+    if (replay != NULL) {
+        size_t len = strlen(key);
+        snprintf(key + len, sizeof(key) - len, ":replay-%lld",
+                 (long long)json_integer_value(replay));
     }
     json_t *input = json_pack("{s:O}", "groups", groups);
     int64_t job_id = 0;

@@ -1,9 +1,11 @@
 /*
  * Durable state: SQLite (WAL) in state_dir/self_heal.db with versioned
- * migrations (table schema_migrations). Every function returns 0 on
- * success, a negative value on error (err filled when given), and is safe
- * from several threads (one connection per state_db guarded by a mutex,
- * busy_timeout set).
+ * migrations (table schema_migrations). Functions returning int return 0
+ * on success and a negative value on error (err filled when given; some
+ * return 1 for "absent" or "already done", as noted), those returning
+ * json_t * a new reference or NULL; all are safe from several threads
+ * (one connection per state_db guarded by a recursive mutex, busy_timeout
+ * set).
  *
  * Tables (see docs/state.md):
  *   jobs(id, kind, key UNIQUE, status, attempts, input, result, error,

@@ -13,18 +13,35 @@ defmodule SelfHeal.Application do
   [[path: "/var/log/app/*.log", service: "app"], ...]`, and gives the
   collector a watch set with `config :self_heal, watches: [...]`; unless `config :self_heal, logger_handler: false`, attaches
   `SelfHeal.LoggerHandler` to `:logger`.
+
+  The configuration is checked first (`SelfHeal.Config`): with a problem
+  the application does not start, and the log says each one.
   """
   use Application
 
+  require Logger
+
   @impl true
   def start(_type, _args) do
-    with {:ok, sup} <-
+    with :ok <- validate(),
+         {:ok, sup} <-
            Supervisor.start_link(children(), strategy: :one_for_one, name: SelfHeal.Supervisor) do
       if Application.get_env(:self_heal, :logger_handler, true) do
         :ok = SelfHeal.LoggerHandler.attach(Application.get_env(:self_heal, :handler, []))
       end
 
       {:ok, sup}
+    end
+  end
+
+  defp validate do
+    case SelfHeal.Config.validate() do
+      :ok ->
+        :ok
+
+      {:error, problems} ->
+        Logger.error(SelfHeal.Config.format(problems), domain: [:self_heal])
+        {:error, {:bad_config, problems}}
     end
   end
 
@@ -103,7 +120,17 @@ defmodule SelfHeal.Application do
         Supervisor.child_spec({SelfHeal.Tail, opts}, id: {SelfHeal.Tail, i})
       end)
 
-    [{SelfHeal.Triage, Application.get_env(:self_heal, :triage, [])}] ++
+    # `ticket_min_severity: :low` tickets every new fingerprint
+    triage =
+      case Application.fetch_env(:self_heal, :ticket_min_severity) do
+        {:ok, min} ->
+          Keyword.put_new(Application.get_env(:self_heal, :triage, []), :min_severity, min)
+
+        :error ->
+          Application.get_env(:self_heal, :triage, [])
+      end
+
+    [{SelfHeal.Triage, triage}] ++
       orchestrator_children ++
       [{SelfHeal.Settle, settle}, {SelfHeal.Collector, collector}] ++
       endpoint ++ telegram ++ tails
@@ -146,7 +173,7 @@ defmodule SelfHeal.Application do
         port =
           {SelfHeal.Port,
            Keyword.merge(
-             [name: SelfHeal.Port, verify_table: SelfHeal.Verifying],
+             [name: SelfHeal.Port, verify_table: SelfHeal.Verifying, await_configure: 30_000],
              Keyword.put(opts, :config, config)
            )}
 

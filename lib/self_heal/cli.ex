@@ -49,15 +49,28 @@ defmodule SelfHeal.CLI do
         File.write!(args_file, JSON.encode!(args))
         File.write!(config_file, JSON.encode!(config))
 
+        # stderr carries the command's notifications (JSON lines) and the
+        # program's own diagnostics; stdout the reply, indented JSON, last
         {out, status} =
           System.cmd(exe, ["run", cmd, "--args", args_file, "--config", config_file],
-            stderr_to_stdout: false
+            stderr_to_stdout: true
           )
 
-        case {status, JSON.decode(out)} do
-          {0, {:ok, %{"ok" => reply}}} -> {:ok, reply}
-          {_, {:ok, %{"error" => error}}} -> {:error, error}
-          _ -> {:error, %{"code" => "port", "message" => "exit status #{status}"}}
+        lines = String.split(out, "\n")
+        start = Enum.find_index(Enum.reverse(lines), &(&1 == "{"))
+        reply = if start, do: Enum.join(Enum.take(lines, -(start + 1)), "\n"), else: out
+
+        case {status, JSON.decode(reply)} do
+          {0, {:ok, %{"ok" => reply}}} ->
+            {:ok, reply}
+
+          {_, {:ok, %{"error" => error}}} ->
+            {:error, error}
+
+          _ ->
+            said = for "self_heal_port: " <> text <- lines, do: text
+            message = if said == [], do: "exit status #{status}", else: Enum.join(said, "; ")
+            {:error, %{"code" => "port", "message" => message}}
         end
       after
         File.rm_rf(dir)
@@ -66,38 +79,43 @@ defmodule SelfHeal.CLI do
   end
 
   @doc false
-  def main(cmd, args, describe) do
-    Mix.Task.run("app.config")
+  # A `mix self_heal.*` task: loads the project's configuration without
+  # build output (the build's output only when it fails), runs the
+  # operation (`SelfHeal.Release.text/2`) and prints its answer, or fails
+  # with exit status 1.
+  def task(op, args) do
+    shell = Mix.shell()
+    Mix.shell(Mix.Shell.Quiet)
 
-    case run(cmd, args) do
-      {:ok, reply} ->
-        Mix.shell().info(describe.(reply))
+    try do
+      Mix.Task.run("app.config")
+    after
+      Mix.shell(shell)
+    end
 
-      {:error, %{"code" => code, "message" => message}} ->
-        Mix.raise("self_heal #{cmd}: #{code}: #{message}")
-
-      {:error, other} ->
-        Mix.raise("self_heal #{cmd}: #{inspect(other)}")
+    case SelfHeal.Release.text(op, args) do
+      {:ok, out} -> Mix.shell().info(out)
+      {:error, reason} -> Mix.raise("self_heal: " <> reason)
     end
   end
 
   @doc false
-  # mix self_heal.approve / self_heal.skip: `action` on the fix named by
-  # argv ("FIX_ID [--by NAME]"); `done` is "approved" or "skipped".
-  def decide(action, done, argv) do
-    task = "self_heal." <> action
+  # mix self_heal.approve / self_heal.skip: "FIX_ID [--by NAME]"
+  def decide(op, argv) do
     {opts, rest} = OptionParser.parse!(argv, strict: [by: :string])
-    id = fix_id!(task, rest)
-    by = Keyword.get(opts, :by, System.get_env("USER") || "human")
-    main(action, %{"id" => id, "by" => by}, &"fix #{&1["fix_id"]} #{done} by #{&1["by"]}")
-  end
 
-  defp fix_id!(task, [id | _]) do
-    case Integer.parse(String.replace_prefix(id, "fix-", "")) do
-      {n, ""} when n > 0 -> n
-      _ -> Mix.raise("usage: mix #{task} FIX_ID (a positive number); nothing was done")
+    case rest do
+      [id] -> task(op, [id, Keyword.get(opts, :by, SelfHeal.Release.by())])
+      _ -> Mix.raise("usage: mix self_heal.#{op} FIX_ID [--by NAME]; nothing was done")
     end
   end
 
-  defp fix_id!(task, _), do: Mix.raise("usage: mix #{task} FIX_ID; nothing was done")
+  @doc false
+  # mix self_heal.pause / self_heal.resume: "[--by NAME]"
+  def switch(op, argv) do
+    case OptionParser.parse!(argv, strict: [by: :string]) do
+      {opts, []} -> task(op, [Keyword.get(opts, :by, SelfHeal.Release.by())])
+      _ -> Mix.raise("usage: mix self_heal.#{op} [--by NAME]")
+    end
+  end
 end

@@ -31,7 +31,19 @@ defmodule SelfHeal.Port do
       of one cascade (a database outage and its downstream errors, which
       settle within seconds of each other) are analysed together; while
       the port is down they wait (at most `:escalate_batch_max` x 10,
-      oldest dropped and logged)
+      oldest dropped and logged); while automation is paused (the port
+      answers `paused`, `mix self_heal.pause`) they wait the same way and
+      go once it is resumed
+    * `:await_configure` - `false` (default) or a timeout in ms: `start_link/1`
+      waits that long for the first `configure` reply and fails with
+      `{:bad_config, message}` when the port refuses the configuration
+      (the application starts it so: a configuration the port cannot use
+      stops the start); a slower answer is awaited as usual
+
+  Failures the port reports while it runs are logged, not only audited: a
+  ticket that could not be filed or a notification channel that failed
+  (error), an analysis that fell back to offline (warning), a fix that did
+  not start (warning).
 
   `call/4` returns `{:ok, map}`, `{:error, %{code: code, message: message}}`
   (the port's error, both binaries), `{:error, :timeout}`,
@@ -284,11 +296,14 @@ defmodule SelfHeal.Port do
         escalate_batch_max: Keyword.get(opts, :escalate_batch_max, 100),
         escalations: [],
         escalate_timer: nil,
+        paused_logged: false,
         verify_table: verify_table(Keyword.get(opts, :verify_table))
       }
 
-      case open(state) do
-        {:ok, state} -> {:ok, state}
+      with {:ok, state} <- open(state),
+           {:ok, state} <- await_configure(state, Keyword.get(opts, :await_configure, false)) do
+        {:ok, state}
+      else
         {:error, reason} -> {:stop, reason}
       end
     else
@@ -330,6 +345,52 @@ defmodule SelfHeal.Port do
   end
 
   defp default_executable, do: Path.join(:code.priv_dir(:self_heal), "self_heal_port")
+
+  # The first `configure` reply, awaited in init: a refusal stops the
+  # start. Other frames that come first are handled once init is done.
+  defp await_configure(state, false), do: {:ok, state}
+
+  defp await_configure(state, timeout) when is_integer(timeout) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    await_configure(state, deadline, [])
+  end
+
+  defp await_configure(%{port: port} = state, deadline, held) do
+    left = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    receive do
+      {^port, {:data, frame}} = msg ->
+        case JSON.decode(frame) do
+          {:ok, %{"id" => id} = reply} when is_map_key(state.pending, id) ->
+            case {state.pending[id].from, result(reply)} do
+              {:configure, {:error, error}} ->
+                Port.close(port)
+                message = "the port refused its configuration: #{error.code}: #{error.message}"
+                Logger.error("self_heal: " <> message, domain: [:self_heal])
+                {:error, {:bad_config, message}}
+
+              {:configure, {:ok, _}} ->
+                resend_held(held)
+                {:ok, reply(id, reply, state)}
+
+              _ ->
+                await_configure(state, deadline, [msg | held])
+            end
+
+          _ ->
+            await_configure(state, deadline, [msg | held])
+        end
+
+      {^port, {:exit_status, status}} ->
+        {:error, {:bad_config, "the port program exited (#{status}) before it was configured"}}
+    after
+      left ->
+        resend_held(held)
+        {:ok, state}
+    end
+  end
+
+  defp resend_held(held), do: held |> Enum.reverse() |> Enum.each(&send(self(), &1))
 
   @impl GenServer
   def handle_call({:call, cmd, args, timeout}, from, state) do
@@ -506,8 +567,12 @@ defmodule SelfHeal.Port do
           {:configure, _} ->
             configured(result, state)
 
-          {:cast, {:ok, _}} ->
-            state
+          {:cast, {:ok, result}} ->
+            if req.cmd == "escalate", do: log_escalation(result)
+            %{state | paused_logged: false}
+
+          {:cast, {:error, %{code: "paused"}}} when req.cmd == "escalate" ->
+            hold_paused(req, state)
 
           {:cast, {:error, error}} ->
             log_failure(req.cmd, error, state)
@@ -567,6 +632,75 @@ defmodule SelfHeal.Port do
 
   defp log_fix_loop(_status), do: :ok
 
+  # What went wrong in an escalation (the job is done either way): a
+  # ticket not filed, a channel not reached, an analysis that fell back.
+  defp log_escalation(%{} = result) do
+    case get_in(result, ["analysis", "fallback"]) do
+      why when is_binary(why) ->
+        Logger.warning("self_heal: analysis fell back to offline: #{why}", domain: [:self_heal])
+
+      _ ->
+        :ok
+    end
+
+    for %{"error" => code} = t <- List.wrap(result["tickets"]) do
+      Logger.error("self_heal: a ticket could not be filed: #{code}: #{t["message"]}",
+        domain: [:self_heal]
+      )
+    end
+
+    for sent <- List.wrap(result["notifications"]),
+        is_map(sent),
+        {channel, %{"ok" => false} = r} <- sent do
+      Logger.error("self_heal: notification on #{channel} failed: #{r["error"]}",
+        domain: [:self_heal]
+      )
+    end
+
+    :ok
+  end
+
+  defp log_escalation(_result), do: :ok
+
+  # Automation is paused: the groups wait (bounded, as while the port is
+  # down) and are sent again until it is resumed.
+  defp hold_paused(req, state) do
+    groups =
+      case JSON.decode(req.frame) do
+        {:ok, %{"args" => %{"groups" => groups}}} when is_list(groups) -> groups
+        _ -> []
+      end
+
+    unless state.paused_logged do
+      Logger.warning(
+        "self_heal: automation is paused: escalations wait until it is resumed " <>
+          "(mix self_heal.resume)",
+        domain: [:self_heal]
+      )
+    end
+
+    limit = state.escalate_batch_max * 10
+    waiting = state.escalations ++ Enum.reverse(groups)
+
+    if length(waiting) > limit do
+      Logger.error(
+        "self_heal: automation paused, #{length(waiting) - limit} escalations dropped",
+        domain: [:self_heal]
+      )
+    end
+
+    timer =
+      state.escalate_timer ||
+        Process.send_after(self(), :flush_escalations, state.escalate_batch_ms)
+
+    %{
+      state
+      | escalations: Enum.take(waiting, limit),
+        escalate_timer: timer,
+        paused_logged: true
+    }
+  end
+
   # What opening the audit log changed (a break is logged from its
   # `audit_broken` event): a repair after a crash, a new key.
   defp log_audit(%{} = audit) do
@@ -623,6 +757,14 @@ defmodule SelfHeal.Port do
   # append): the port moved it aside and started a new chain.
   defp act_on(%{"event" => "audit_broken", "error" => error}, state) when is_binary(error) do
     Logger.error("self_heal: #{error}", domain: [:self_heal])
+    state
+  end
+
+  defp act_on(%{"event" => "fix_not_started", "reason" => why} = e, state) do
+    Logger.warning("self_heal: no fix started for #{e["fingerprint"]}: #{why}",
+      domain: [:self_heal]
+    )
+
     state
   end
 

@@ -18,8 +18,13 @@ defmodule SelfHeal.Triage do
   (`:dedup_ms`, default 24 h); a fingerprint seen again inside the window
   only has its count updated. The window table is bounded
   (`:max_tracked`, default 100,000 fingerprints; the oldest go first).
+  A group held because of its severity is logged (info), once per
+  fingerprint: `config :self_heal, ticket_min_severity: :low` (the
+  application's name for `:min_severity`) tickets every new fingerprint.
   """
   use GenServer
+
+  require Logger
 
   @severities [:low, :medium, :high, :critical]
 
@@ -121,7 +126,9 @@ defmodule SelfHeal.Triage do
        # {escalated_at_ms, fingerprint}, oldest first
        order: :queue.new(),
        escalated: 0,
-       held: 0
+       held: 0,
+       # fingerprints whose hold for severity was logged (bounded)
+       logged_low: MapSet.new()
      }}
   end
 
@@ -134,6 +141,7 @@ defmodule SelfHeal.Triage do
 
     cond do
       not at_least?(severity, state.rules.min_severity) ->
+        state = log_below(state, settled)
         {:reply, {:hold, settled, :below_min_severity}, %{state | held: state.held + 1}}
 
       Map.has_key?(state.seen, group.fingerprint) ->
@@ -153,6 +161,28 @@ defmodule SelfHeal.Triage do
   def handle_call(:stats, _from, state) do
     {:reply, %{escalated: state.escalated, held: state.held, tracked: map_size(state.seen)},
      state}
+  end
+
+  defp log_below(state, group) do
+    if MapSet.member?(state.logged_low, group.fingerprint) do
+      state
+    else
+      Logger.info(
+        "self_heal: #{Map.get(group, :type) || "an error"} (fingerprint " <>
+          "#{String.slice(group.fingerprint, 0, 12)}, #{group.count} occurrence(s)) " <>
+          "was not ticketed: severity #{group.severity} is below " <>
+          "#{state.rules.min_severity} (config :self_heal, ticket_min_severity: :low " <>
+          "tickets every new error)",
+        domain: [:self_heal]
+      )
+
+      logged =
+        if MapSet.size(state.logged_low) >= state.rules.max_tracked,
+          do: MapSet.new(),
+          else: state.logged_low
+
+      %{state | logged_low: MapSet.put(logged, group.fingerprint)}
+    end
   end
 
   defp track(state, fp, count, now) do

@@ -4,11 +4,12 @@ defmodule Mix.Tasks.SelfHeal.Approve do
   `mix self_heal.approve FIX_ID [--by NAME]`
 
   Approves the fix (it must be awaiting approval and not expired); the
-  running port deploys it when the deploy slot is free and the kill switch
-  is off. An empty, malformed or unknown id does nothing.
+  running port deploys it when the deploy slot is free, the kill switch is
+  off and automation is not paused. An empty, malformed or unknown id does
+  nothing and exits with status 1.
   """
   use Mix.Task
 
   @impl Mix.Task
-  def run(argv), do: SelfHeal.CLI.decide("approve", "approved", argv)
+  def run(argv), do: SelfHeal.CLI.decide(:approve, argv)
 end

@@ -12,23 +12,7 @@ defmodule Mix.Tasks.SelfHeal.Gate do
   use Mix.Task
 
   @impl Mix.Task
-  def run(argv) do
-    by = System.get_env("USER") || "human"
-
-    {cmd, args} =
-      case argv do
-        [] -> {"gate_status", %{}}
-        ["kill"] -> {"kill_switch", %{"on" => true, "by" => by}}
-        ["unkill"] -> {"kill_switch", %{"on" => false, "by" => by}}
-        ["reset"] -> {"breaker_reset", %{"by" => by}}
-        _ -> Mix.raise("usage: mix self_heal.gate [kill | unkill | reset]")
-      end
-
-    SelfHeal.CLI.main(cmd, args, fn r ->
-      "kill switch: #{if r["kill_switch"], do: "on", else: "off"}; " <>
-        "breaker: #{r["breaker"]["state"]} (#{r["breaker"]["failures"]} consecutive failures); " <>
-        "automatic deploys in the last hour: #{r["auto_deploys_last_hour"]}; " <>
-        "consent: #{r["consent"]}"
-    end)
-  end
+  def run([]), do: SelfHeal.CLI.task(:gate, [:status])
+  def run([action]) when action in ~w(kill unkill reset), do: SelfHeal.CLI.task(:gate, [action])
+  def run(_), do: Mix.raise("usage: mix self_heal.gate [kill | unkill | reset]")
 end
