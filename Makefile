@@ -260,6 +260,15 @@ $(BENCH_AUDIT): $(BUILD)/obj/test/bench/bench_audit.o $(CORE_OBJS) $(PORT_LIB_OB
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
 
+# Secrets left and benign values redacted by the scrubber on a held-out
+# corpus (docs/privacy.md).
+BENCH_SCRUB := $(BUILD)/bench/bench_scrub
+
+$(BENCH_SCRUB): $(BUILD)/obj/test/bench/bench_scrub.o $(CORE_OBJS)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+
 # The load generator of the ingest benchmark (docs/endpoint.md).
 LOADGEN := $(BUILD)/bench/loadgen
 
@@ -281,6 +290,8 @@ bench: bootstrap
 	$(Q)./$(BENCH_SANDBOX)
 	$(Q)$(MAKE) --no-print-directory $(BENCH_AUDIT)
 	$(Q)./$(BENCH_AUDIT)
+	$(Q)$(MAKE) --no-print-directory $(BENCH_SCRUB)
+	$(Q)./$(BENCH_SCRUB)
 
 clean:
 	$(Q)rm -rf $(BUILD) $(NIF_SO) $(PORT_BIN) _build/test/lib/self_heal _build/dev/lib/self_heal
