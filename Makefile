@@ -105,7 +105,7 @@ CFLAGS_COMMON = -std=c11 $(OPT) -g $(WARN) -fvisibility=hidden -fPIC -D_POSIX_C_
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c miner.c watch.c scrub.c)
-NIF_SRCS := c_src/self_heal_nif.c c_src/watch_nif.c c_src/nif_util.c
+NIF_SRCS := c_src/self_heal_nif.c c_src/watch_nif.c c_src/scrub_nif.c c_src/nif_util.c
 PORT_MAIN := port/self_heal_port.c
 PORT_LIB_SRCS := $(filter-out $(PORT_MAIN),$(wildcard port/*.c))
 PORT_SRCS := $(PORT_MAIN) $(PORT_LIB_SRCS)
@@ -127,7 +127,8 @@ all: bootstrap
 
 priv: $(NIF_SO) $(PORT_BIN)
 
-$(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o $(BUILD)/obj/c_src/nif_util.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
+$(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o $(BUILD)/obj/c_src/scrub_nif.o \
+	$(BUILD)/obj/c_src/nif_util.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
 $(BUILD)/obj/port/%.o $(BUILD)/asan/port/%.o $(BUILD)/obj/test/c/%.o $(BUILD)/asan/test/c/%.o: \
 	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
 $(BUILD)/obj/test/bench/bench_sandbox.o $(BUILD)/obj/test/bench/bench_audit.o: \

@@ -21,6 +21,7 @@
 #include "self_heal/jsonl.h"
 #include "self_heal/miner.h"
 #include "nif_util.h"
+#include "scrub_nif.h"
 #include "watch_nif.h"
 #include "self_heal/normalize.h"
 
@@ -1525,6 +1526,8 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
         return 1;
     if (sh_watch_nif_load(env) != 0)
         return 1;
+    if (sh_scrub_nif_load(env) != 0)
+        return 1;
     default_config = enif_alloc_resource(config_type, sizeof(*default_config));
     if (default_config == NULL)
         return 1;
@@ -1549,6 +1552,7 @@ static ErlNifFunc nif_funcs[] = {
     {"miner_snapshot", 1, miner_snapshot_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"miner_restore_nif", 2, miner_restore_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     SH_WATCH_NIF_FUNCS,
+    SH_SCRUB_NIF_FUNCS,
 };
 
 ERL_NIF_INIT(Elixir.SelfHeal.Native, nif_funcs, load, NULL, NULL, NULL)
