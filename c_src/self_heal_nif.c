@@ -52,9 +52,9 @@ static struct {
         first_seen, frames, function, in_app, in_app_apps, in_app_prefixes, kind, last_seen, level,
         line, malformed, max_event_bytes, message, metadata, module, normalized, sample, service,
         services, services_dropped, stacktrace, timestamp, top_frame, truncated, type, yield_every,
-        k_elixir, k_erlang, k_js, k_python, k_java, k_unknown, blank_lines, miner, max_clusters,
-        max_tokens, max_line, id, template_, params, cluster, lines, clusters, created, evicted,
-        merged, aliases_dropped, ok, error;
+        k_elixir, k_erlang, k_js, k_python, k_java, k_go, k_unknown, blank_lines, miner,
+        max_clusters, max_tokens, max_line, id, template_, params, cluster, lines, clusters,
+        created, evicted, merged, aliases_dropped, ok, error;
 } atoms;
 
 static ERL_NIF_TERM make_atom(ErlNifEnv *env, const char *name)
@@ -126,6 +126,7 @@ static void init_atoms(ErlNifEnv *env)
     A(k_js, "javascript");
     A(k_python, "python");
     A(k_java, "java");
+    A(k_go, "go");
     A(k_unknown, "unknown");
     A(blank_lines, "blank_lines");
 #undef A
@@ -837,6 +838,8 @@ static ERL_NIF_TERM frame_kind(sh_frame_kind k)
         return atoms.k_python;
     case SH_FRAME_JAVA:
         return atoms.k_java;
+    case SH_FRAME_GO:
+        return atoms.k_go;
     default:
         return atoms.k_unknown;
     }

@@ -27,7 +27,7 @@ defmodule SelfHeal.Native do
   @type fingerprint :: <<_::256>>
 
   @type frame :: %{
-          kind: :elixir | :erlang | :javascript | :python | :java | :unknown,
+          kind: :elixir | :erlang | :javascript | :python | :java | :go | :unknown,
           app: binary() | nil,
           module: binary(),
           function: binary(),
