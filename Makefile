@@ -123,7 +123,7 @@ TSAN_CC := clang
 TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 
 CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c miner.c watch.c scrub.c)
-NIF_SRCS := c_src/self_heal_nif.c c_src/watch_nif.c c_src/nif_util.c
+NIF_SRCS := c_src/self_heal_nif.c c_src/watch_nif.c c_src/scrub_nif.c c_src/nif_util.c
 PORT_MAIN := port/self_heal_port.c
 PORT_LIB_SRCS := $(filter-out $(PORT_MAIN),$(wildcard port/*.c))
 PORT_SRCS := $(PORT_MAIN) $(PORT_LIB_SRCS)
@@ -174,7 +174,8 @@ all: bootstrap
 priv:
 	$(Q)$(call build_par,$(NIF_SO) $(PORT_BIN))
 
-$(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o $(BUILD)/obj/c_src/nif_util.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
+$(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o $(BUILD)/obj/c_src/scrub_nif.o \
+	$(BUILD)/obj/c_src/nif_util.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
 $(BUILD)/obj/port/%.o $(BUILD)/asan/port/%.o $(BUILD)/tsan/port/%.o \
 $(BUILD)/obj/test/c/%.o $(BUILD)/asan/test/c/%.o $(BUILD)/tsan/test/c/%.o: \
 	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
@@ -433,6 +434,15 @@ $(BENCH_AUDIT): $(BUILD)/obj/test/bench/bench_audit.o $(CORE_OBJS) $(PORT_LIB_OB
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) $^ $(PORT_LIBS) -o $@
 
+# Secrets left and benign values redacted by the scrubber on a held-out
+# corpus (docs/privacy.md).
+BENCH_SCRUB := $(BUILD)/bench/bench_scrub
+
+$(BENCH_SCRUB): $(BUILD)/obj/test/bench/bench_scrub.o $(CORE_OBJS)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+
 # The load generator of the ingest benchmark (docs/endpoint.md).
 LOADGEN := $(BUILD)/bench/loadgen
 
@@ -448,6 +458,7 @@ bench: bootstrap
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/block.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/orphans.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/edge.exs
+	$(Q)MIX_ENV=bench mix run --no-start test/bench/stacks.exs
 	$(Q)$(MAKE) --no-print-directory $(LOADGEN)
 	$(Q)LOADGEN=$(LOADGEN) MIX_ENV=bench mix run test/bench/ingest.exs
 	$(Q)$(MAKE) --no-print-directory $(BENCH_MINER)
@@ -458,6 +469,8 @@ bench: bootstrap
 	$(Q)./$(BENCH_FOLD)
 	$(Q)$(MAKE) --no-print-directory $(BENCH_AUDIT)
 	$(Q)./$(BENCH_AUDIT)
+	$(Q)$(MAKE) --no-print-directory $(BENCH_SCRUB)
+	$(Q)./$(BENCH_SCRUB)
 
 clean:
 	$(Q)rm -rf $(BUILD) $(NIF_SO) $(PORT_BIN) _build/test/lib/self_heal _build/dev/lib/self_heal

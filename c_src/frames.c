@@ -993,6 +993,65 @@ static int parse_firefox(sh_frame *f, const char *b, const char *at, const char 
     return 1;
 }
 
+/* ------------------------------------------------------------ Go */
+
+/* A goroutine dump's file line: path.go:N, optionally " +0x1d". */
+static int parse_go(sh_frame *f, const char *p, const char *e)
+{
+    const char *q = e;
+    if (e - p > 4) {
+        const char *plus = NULL;
+        for (const char *r = e - 1; r > p; r--)
+            if (r[0] == '+' && r[-1] == ' ') {
+                plus = r - 1;
+                break;
+            }
+        if (plus != NULL && HAS(plus, e, " +0x"))
+            q = plus;
+    }
+    const char *d = rskip_digits(p, q);
+    if (d == q || d - p < 5 || d[-1] != ':' || !HAS(d - 4, q, ".go:"))
+        return 0;
+    if (find_blank(p, d - 1) != d - 1)
+        return 0;
+    f->file = mk(p, d - 1);
+    f->line = parse_u32(d, q);
+    return 1;
+}
+
+/* The function of a goroutine dump's "pkg/path.(*T).Method(args)" or
+ * "created by pkg/path.f in goroutine N" line: module "pkg/path",
+ * function "(*T).Method". */
+static void go_function(sh_frame *f, const char *p, const char *e)
+{
+    while (e > p && (e[-1] == '\r' || c_blank(e[-1])))
+        e--;
+    p = skip_blanks(p, e);
+    const char *paren = NULL;
+    if (HAS(p, e, "created by ")) {
+        /* "created by pkg.f in goroutine 1": no arguments */
+        p += 11;
+        paren = find_blank(p, e);
+    } else {
+        for (const char *r = p; r < e; r++)
+            if (*r == '(' && r > p && r[-1] != '.' && r[-1] != '/') {
+                paren = r;
+                break;
+            }
+        if (paren == NULL || e[-1] != ')')
+            return;
+    }
+    const char *slash = p;
+    for (const char *r = p; r < paren; r++)
+        if (*r == '/')
+            slash = r + 1;
+    const char *dot = memchr(slash, '.', (size_t)(paren - slash));
+    if (dot == NULL)
+        return;
+    f->module = mk(p, dot);
+    f->function = mk(dot + 1, paren);
+}
+
 /* ------------------------------------------------------------ lines */
 
 int sh_frame_parse_line(sh_frame *out, const char *line, size_t len)
@@ -1068,6 +1127,11 @@ int sh_frame_parse_line(sh_frame *out, const char *line, size_t len)
     default:
         break;
     }
+    if (e - p > 5 && e[-1] != ')') {
+        frame_clear(f, SH_FRAME_GO);
+        if (parse_go(f, p, e))
+            goto found;
+    }
     {
         const char *at = memchr(p, '@', (size_t)(e - p));
         if (at != NULL) {
@@ -1091,12 +1155,17 @@ size_t sh_frames_parse_text(sh_frame *out, size_t max, const char *text, size_t 
     size_t n = 0;
     if (out == NULL || text == NULL)
         return 0;
-    const char *p = text, *e = text + len;
+    const char *p = text, *e = text + len, *prev = NULL, *prev_end = NULL;
     while (n < max && p < e) {
         const char *nl = memchr(p, '\n', (size_t)(e - p));
         const char *le = nl != NULL ? nl : e;
-        if (sh_frame_parse_line(&out[n], p, (size_t)(le - p)))
+        if (sh_frame_parse_line(&out[n], p, (size_t)(le - p))) {
+            if (out[n].kind == SH_FRAME_GO && prev != NULL)
+                go_function(&out[n], prev, prev_end);
             n++;
+        }
+        prev = p;
+        prev_end = le;
         if (nl == NULL)
             break;
         p = nl + 1;
@@ -1517,6 +1586,15 @@ static int is_vendor_path(sh_slice file)
     return 0;
 }
 
+static int slice_contains(sh_slice s, const char *lit)
+{
+    size_t n = strlen(lit);
+    for (size_t i = 0; i + n <= s.len; i++)
+        if (memcmp(s.ptr + i, lit, n) == 0)
+            return 1;
+    return 0;
+}
+
 static int heuristic_in_app(const sh_frame *f)
 {
     if (f->app.len > 0 && IN_TABLE(f->app, otp_apps))
@@ -1541,6 +1619,11 @@ static int heuristic_in_app(const sh_frame *f)
             return 0;
     }
     if (f->kind == SH_FRAME_PYTHON && SLICE_HAS(f->file, "<frozen "))
+        return 0;
+    /* Go's own packages (GOROOT/src) and modules (GOPATH/pkg/mod) */
+    if (f->kind == SH_FRAME_GO &&
+        (SLICE_IS(f->module, "runtime") || slice_contains(f->file, "/go/src/") ||
+         slice_contains(f->file, "/pkg/mod/") || slice_contains(f->file, "/libexec/src/")))
         return 0;
     if (f->file.len > 0 && is_vendor_path(f->file))
         return 0;

@@ -606,6 +606,31 @@ static size_t value_end(const scan *sc, size_t p)
     return p;
 }
 
+/* Stop bytes that may also begin a value: password=&x9K... */
+static int is_lead_punct(unsigned char c)
+{
+    return c == '&' || c == ';' || c == ',' || c == ')' || c == '}' || c == ']' || c == '>';
+}
+
+/* End of an unquoted value starting at v. Punctuation at its start is part
+ * of it (password=&x9K!q, password=,Rc#w), unless nothing but a blank, a
+ * stop or the next field (password=&user=bob) follows it: then the value
+ * is empty. */
+static size_t unquoted_value_end(const scan *sc, size_t v)
+{
+    size_t p = v;
+    while (p < sc->n && is_lead_punct(sc->t[p]))
+        p++;
+    if (p == v)
+        return value_end(sc, v);
+    if (p >= sc->n || is_value_stop(sc->t[p]))
+        return v;
+    size_t f = run_end(sc, p, CLS_DOTTED);
+    if (f < sc->n && sc->t[f] == '=')
+        return v; /* "&user=": the next field of a query string */
+    return value_end(sc, p);
+}
+
 /* Values that carry no secret: leave them (and keep scrubbing idempotent). */
 static int value_is_inert(const scan *sc, size_t v, size_t e)
 {
@@ -680,7 +705,7 @@ static size_t key_value(scan *sc, size_t v, const key_word *kw, unsigned char cl
             e++;
         }
     } else if (one_token) {
-        e = value_end(sc, v);
+        e = unquoted_value_end(sc, v);
     } else {
         e = line_end(sc, v);
         while (e > v && is_blank(sc->t[e - 1]))
@@ -756,6 +781,135 @@ static size_t rule_key(scan *sc, size_t i)
     return key_value(sc, p, kw, 0);
 }
 
+/* ---------------------------------------------------------------- context */
+
+/* A value named only by the words before it: "AWS secret wJalr...",
+ * "secret access key: ...", "the password is &x9K...", "invalid api key
+ * 3f9a...". A context word is a key word (above) or a name ending in
+ * "key"; up to CONTEXT_HOPS further words may follow it before the value
+ * when each is a context word or a connector ("is", "access", "set to").
+ * The value must look random (value_looks_secret), so "token count 5",
+ * "key not found" and "secret rotation scheduled" are left alone. */
+
+#define CONTEXT_HOPS 4
+#define CONTEXT_VALUE_MAX 512
+
+static const char *const connectors[] = {"is",  "was", "are", "be",     "set",   "to",
+                                         "key", "of",  "for", "access", "value", "string"};
+
+static int word_is(const scan *sc, size_t i, size_t e, const char *w)
+{
+    size_t l = strlen(w);
+    return e - i == l && has_at_ci(sc, i, w, l);
+}
+
+static int is_context_word(const scan *sc, size_t i, size_t e)
+{
+    if (key_lookup(sc, i, e) != NULL)
+        return 1;
+    return e - i >= 3 && has_at_ci(sc, e - 3, "key", 3);
+}
+
+static int is_connector(const scan *sc, size_t i, size_t e)
+{
+    for (size_t k = 0; k < sizeof(connectors) / sizeof(connectors[0]); k++)
+        if (word_is(sc, i, e, connectors[k]))
+            return 1;
+    return 0;
+}
+
+/* Bytes that may be part of a value found by context: anything printable
+ * but blanks, quotes, backticks, backslashes and angle brackets. */
+static int is_context_value_char(unsigned char c)
+{
+    return c > 0x20 && c != 0x7f && c != '"' && c != '\'' && c != '`' && c != '\\' && c != '<' &&
+           c != '>';
+}
+
+/* Whether t[v..e) looks like a secret rather than a word, a number, a
+ * path, an identifier or a timestamp: 16 bytes or more with letters and
+ * digits, either hex or of three classes (lower, upper, digit, symbol),
+ * and at least 10 distinct bytes; or 8 to 15 bytes with letters, three
+ * classes and at least 6 distinct bytes (a password: Hunter2!, &x9Kq#2).
+ * Symbols are the punctuation outside identifiers and paths (- _ . : /
+ * do not count). */
+static int value_looks_secret(const scan *sc, size_t v, size_t e)
+{
+    size_t len = e - v;
+    if (len < 8 || has_at(sc, v, "[REDACTED:", 10) || has_at(sc, v, "[FILTERED]", 10) ||
+        sc->t[v] == '/')
+        return 0;
+    int lower = 0, upper = 0, digit = 0, symbol = 0, hex = 1;
+    unsigned char seen[256] = {0};
+    size_t distinct = 0;
+    for (size_t k = v; k < e; k++) {
+        unsigned char c = sc->t[k];
+        if (c >= 'a' && c <= 'z')
+            lower = 1;
+        else if (c >= 'A' && c <= 'Z')
+            upper = 1;
+        else if (is_digit(c))
+            digit = 1;
+        else if (c != '-' && c != '_' && c != '.' && c != ':' && c != '/')
+            symbol = 1;
+        if (!(is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            hex = 0;
+        if (c == ':' && k + 2 < e && sc->t[k + 1] == '/' && sc->t[k + 2] == '/')
+            return 0; /* a URL */
+        if (!seen[c]) {
+            seen[c] = 1;
+            distinct++;
+        }
+    }
+    int classes = lower + upper + digit + symbol;
+    if (!(lower || upper))
+        return 0;
+    if (len >= 16)
+        return digit && (hex || classes >= 3) && distinct >= 10;
+    return classes >= 3 && distinct >= 6;
+}
+
+static size_t rule_context(scan *sc, size_t i)
+{
+    size_t p = run_end(sc, i, CLS_DOTTED);
+    /* the kind inside a marker ([REDACTED:slack_token]) is no context */
+    if ((i >= 10 && memcmp(sc->t + i - 10, "[REDACTED:", 10) == 0) || !is_context_word(sc, i, p))
+        return 0;
+    for (int hop = 0; hop <= CONTEXT_HOPS; hop++) {
+        /* separators between the words and before the value */
+        while (p < sc->n && (is_blank(sc->t[p]) || sc->t[p] == ':' || sc->t[p] == '=' ||
+                             sc->t[p] == '"' || sc->t[p] == '\'' || sc->t[p] == '('))
+            p++;
+        if (p >= sc->n || !is_context_value_char(sc->t[p]) || sc->t[p] == ')' || sc->t[p] == ']' ||
+            sc->t[p] == '}')
+            return 0;
+        size_t ve = p;
+        while (ve < sc->n && is_context_value_char(sc->t[ve]) && ve - p <= CONTEXT_VALUE_MAX)
+            ve++;
+        if (ve - p > CONTEXT_VALUE_MAX)
+            return 0; /* no secret is that long; bounds a failed attempt */
+        size_t we = run_end(sc, p, CLS_DOTTED);
+        if (is_alpha(sc->t[p]) && hop < CONTEXT_HOPS &&
+            (we == ve || sc->t[we] == ':' || sc->t[we] == '=') &&
+            (is_connector(sc, p, we) || is_context_word(sc, p, we))) {
+            p = we;
+            continue;
+        }
+        if (we > p && we + 1 < ve && (sc->t[we] == '=' || sc->t[we] == ':') && sc->t[we + 1] != '=')
+            return 0; /* the next field (reason=bad_password attempts=3) */
+        /* sentence punctuation after the value is not part of it */
+        while (ve > p && (sc->t[ve - 1] == '.' || sc->t[ve - 1] == ',' || sc->t[ve - 1] == ';' ||
+                          sc->t[ve - 1] == ':' || sc->t[ve - 1] == ')' || sc->t[ve - 1] == ']' ||
+                          sc->t[ve - 1] == '}'))
+            ve--;
+        if (!value_looks_secret(sc, p, ve))
+            return 0;
+        scan_redact(sc, p, ve, typed_kind(sc, p, ve, "secret"));
+        return ve;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- e-mail */
 
 static size_t rule_email(scan *sc, size_t i)
@@ -816,6 +970,8 @@ static size_t try_rules(scan *sc, size_t i)
     if (is_digit(c) && !is_alnum(prev) && prev != '.' && prev != '_' && (r = rule_card(sc, i)) != 0)
         return r;
     if (is_ident(c) && !is_ident(prev) && (r = rule_key(sc, i)) != 0)
+        return r;
+    if (is_alpha(c) && !is_ident(prev) && (r = rule_context(sc, i)) != 0)
         return r;
     if (is_local(c) && !is_local(prev) && (r = rule_email(sc, i)) != 0)
         return r;

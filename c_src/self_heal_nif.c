@@ -27,6 +27,7 @@
 #include "self_heal/jsonl.h"
 #include "self_heal/miner.h"
 #include "nif_util.h"
+#include "scrub_nif.h"
 #include "watch_nif.h"
 #include "self_heal/normalize.h"
 
@@ -83,9 +84,9 @@ static struct {
         first_seen, frames, function, in_app, in_app_apps, in_app_prefixes, kind, last_seen, level,
         line, malformed, max_event_bytes, message, metadata, module, normalized, sample, service,
         services, services_dropped, stacktrace, timestamp, top_frame, truncated, type, yield_every,
-        k_elixir, k_erlang, k_js, k_python, k_java, k_unknown, blank_lines, miner, max_clusters,
-        max_tokens, max_line, id, template_, params, cluster, lines, clusters, created, evicted,
-        merged, aliases_dropped, ok, error, dirty_above;
+        k_elixir, k_erlang, k_js, k_python, k_java, k_go, k_unknown, blank_lines, miner,
+        max_clusters, max_tokens, max_line, id, template_, params, cluster, lines, clusters,
+        created, evicted, merged, aliases_dropped, ok, error, dirty_above;
 } atoms;
 
 static ERL_NIF_TERM make_atom(ErlNifEnv *env, const char *name)
@@ -158,6 +159,7 @@ static void init_atoms(ErlNifEnv *env)
     A(k_js, "javascript");
     A(k_python, "python");
     A(k_java, "java");
+    A(k_go, "go");
     A(k_unknown, "unknown");
     A(blank_lines, "blank_lines");
 #undef A
@@ -994,6 +996,8 @@ static ERL_NIF_TERM frame_kind(sh_frame_kind k)
         return atoms.k_python;
     case SH_FRAME_JAVA:
         return atoms.k_java;
+    case SH_FRAME_GO:
+        return atoms.k_go;
     default:
         return atoms.k_unknown;
     }
@@ -1864,6 +1868,8 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
         return 1;
     if (sh_watch_nif_load(env) != 0 || sh_nif_walk_load(env) != 0)
         return 1;
+    if (sh_scrub_nif_load(env) != 0)
+        return 1;
     default_config = enif_alloc_resource(config_type, sizeof(*default_config));
     if (default_config == NULL)
         return 1;
@@ -1894,6 +1900,7 @@ static ErlNifFunc nif_funcs[] = {
     {"miner_snapshot", 1, miner_snapshot_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"miner_restore_nif", 2, miner_restore_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     SH_WATCH_NIF_FUNCS,
+    SH_SCRUB_NIF_FUNCS,
 };
 
 /* Frees handed to other threads (large miners and watch sets) run code of

@@ -30,6 +30,7 @@
 #include "fence.h"
 #include "notify.h"
 #include "proof.h"
+#include "scrub_json.h"
 #include "self_heal/scrub.h"
 #include "state.h"
 #include "ticket.h"
@@ -1545,7 +1546,8 @@ static int fix_recorded(state_db *db, json_t *done, int64_t *id, int64_t *job_id
  * started before; -1 with err. A fix started for a ticket is a step keyed
  * by the ticket: its row, its job and its record commit together, so a
  * resumed escalation starts it once. */
-static int fix_create(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id, cmd_error *err)
+static int fix_create_clean(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id,
+                            cmd_error *err)
 {
     const char *fp = fix_str(input, "fingerprint");
     json_t *group = json_object_get(input, "group");
@@ -1614,6 +1616,16 @@ static int fix_create(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id
         fix_audit(ctx, "fix_started", fields);
     port_notify(ctx, "fix", fields);
     return 0;
+}
+
+/* Records a fix from input scrubbed first: fixes.input and everything the
+ * fix loop derives from it are at rest. */
+static int fix_create(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id, cmd_error *err)
+{
+    json_t *clean = scrub_json(port_scrubber(ctx), input);
+    int rc = fix_create_clean(ctx, clean, id, job_id, err);
+    json_decref(clean);
+    return rc;
 }
 
 void fix_revalidate(port_ctx *ctx, int64_t id)

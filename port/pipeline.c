@@ -36,6 +36,7 @@
 #include "effect.h"
 #include "fix.h"
 #include "notify.h"
+#include "scrub_json.h"
 #include "self_heal/scrub.h"
 #include "state.h"
 #include "ticket.h"
@@ -356,13 +357,15 @@ static json_t *cmd_escalate(port_ctx *ctx, json_t *args, cmd_error *err)
         snprintf(key + len, sizeof(key) - len, ":replay-%lld",
                  (long long)json_integer_value(replay));
     }
-    json_t *input = json_pack("{s:O}", "groups", groups);
+    /* scrubbed before anything is stored: the job's input is at rest */
+    json_t *clean = scrub_json(port_scrubber(ctx), groups);
+    json_t *input = json_pack("{s:o}", "groups", clean);
     int64_t job_id = 0;
     int existed = 0;
     char status[32] = "";
     int rc = state_job_begin(db, "escalate", key, input, &job_id, &existed, status, sizeof(status));
-    json_decref(input);
     if (rc != 0) {
+        json_decref(input);
         cmd_error_set(err, "state", "could not record the escalation job");
         return NULL;
     }
@@ -370,12 +373,15 @@ static json_t *cmd_escalate(port_ctx *ctx, json_t *args, cmd_error *err)
         json_t *job = state_job_get(db, job_id);
         json_t *result = json_incref(json_object_get(job, "result"));
         json_decref(job);
+        json_decref(input);
         if (result != NULL && strcmp(status, "done") == 0)
             return result;
         json_decref(result);
         return json_pack("{s:I, s:s}", "job_id", (json_int_t)job_id, "status", status);
     }
-    return drive_job(ctx, db, job_id, key, groups, err);
+    json_t *result = drive_job(ctx, db, job_id, key, json_object_get(input, "groups"), err);
+    json_decref(input);
+    return result;
 }
 
 static json_t *cmd_update(port_ctx *ctx, json_t *args, cmd_error *err)

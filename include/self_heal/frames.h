@@ -1,6 +1,7 @@
 /*
  * Stack frames: parsing text stack traces of Elixir, Erlang, JavaScript
- * (V8 and Firefox/Safari), Python and Java, the canonical form of a
+ * (V8 and Firefox/Safari), Python, Java and Go (a goroutine dump's file
+ * lines, with the function from the line before in sh_frames_parse_text), the canonical form of a
  * frame's file, and the in-app decision.
  */
 #ifndef SELF_HEAL_FRAMES_H
@@ -15,6 +16,7 @@ typedef enum sh_frame_kind {
     SH_FRAME_JS,
     SH_FRAME_PYTHON,
     SH_FRAME_JAVA,
+    SH_FRAME_GO,
 } sh_frame_kind;
 
 /* Slices point into the parsed text (or the caller's strings). */

@@ -89,6 +89,9 @@ defmodule SelfHeal.Application do
         _ -> nil
       end)
 
+    # what the collector keeps is scrubbed with the port's patterns too
+    collector = Keyword.put_new(collector, :scrub, SelfHeal.Scrub.patterns(port_config))
+
     # approve / skip links land on the endpoint, which relays them to the port
     endpoint =
       case Application.get_env(:self_heal, :endpoint) do

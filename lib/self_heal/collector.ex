@@ -9,6 +9,11 @@ defmodule SelfHeal.Collector do
   `:batch_size` events (default 1000) or `:flush_ms` after its first event
   (default 50 ms), so a burst costs one NIF call per thousand events.
 
+  Every group's sample event, and the samples sent to the settle stage,
+  are scrubbed (`SelfHeal.Scrub`): `groups/1` and everything downstream
+  hold no raw secret. The fingerprints are those of the raw events, and
+  `type`, `normalized` and `top_frame` those of the scrubbed sample.
+
   Bounded: at most `:max_groups` groups (default 10_000). A new
   fingerprint beyond that evicts a group: of the 8 least recently seen
   (by arrival, not by the events' own timestamps), the smallest (counted
@@ -32,7 +37,8 @@ defmodule SelfHeal.Collector do
   `:new_groups_per_minute`,
   `:fingerprint` (options of `SelfHeal.Native.config/1`), `:miner`
   (options of `SelfHeal.Native.miner_new/1`, or `false` for none),
-  `:state_dir`, `:snapshot_ms`, `:max_pending` (see `ingest/2`) and
+  `:state_dir`, `:snapshot_ms`, `:max_pending` (see `ingest/2`), `:scrub`
+  (patterns of `SelfHeal.Scrub.new/1`, default `[]`: the built-in rules) and
   `:settle`: the name of a `SelfHeal.Settle` stage that receives the groups
   of every batch (the application's collector uses `SelfHeal.Settle`).
 
@@ -56,7 +62,7 @@ defmodule SelfHeal.Collector do
   """
   use GenServer
 
-  alias SelfHeal.{Event, Native}
+  alias SelfHeal.{Event, Native, Scrub}
 
   require Logger
 
@@ -158,6 +164,12 @@ defmodule SelfHeal.Collector do
       )
     end
 
+    scrub =
+      case Scrub.new(Keyword.get(opts, :scrub, [])) do
+        {:ok, scrubber} -> scrubber
+        {:error, reason} -> raise ArgumentError, "SelfHeal.Collector: :scrub #{reason}"
+      end
+
     fingerprint = Keyword.get(opts, :fingerprint, [])
     state_dir = Keyword.get(opts, :state_dir)
     miner = open_miner(Keyword.get(opts, :miner, []), state_dir)
@@ -170,6 +182,7 @@ defmodule SelfHeal.Collector do
        # for a new group's details: the sample is not added to the miner twice
        info_config: Native.config(fingerprint),
        miner: miner,
+       scrub: scrub,
        settle: Keyword.get(opts, :settle),
        watch: Keyword.get(opts, :watch),
        verify: Keyword.get(opts, :verify),
@@ -514,6 +527,7 @@ defmodule SelfHeal.Collector do
   # when it has them, computed otherwise
   defp detail(%{fingerprint: fp} = g, state) do
     g = Map.take(g, [:fingerprint, :count, :first_seen, :last_seen, :sample, :services])
+    g = %{g | sample: Scrub.event(state.scrub, g.sample)}
 
     case state.groups do
       %{^fp => group} ->
@@ -550,14 +564,16 @@ defmodule SelfHeal.Collector do
 
       _ ->
         state = if map_size(state.groups) >= state.max_groups, do: evict(state), else: state
-        info = Native.fingerprint(g.sample, state.info_config)
+        # what is kept holds no raw secret; the fingerprint is the raw one
+        sample = Scrub.event(state.scrub, g.sample)
+        info = Native.fingerprint(sample, state.info_config)
 
         group = %{
           fingerprint: fp,
           count: g.count,
           first_seen: g.first_seen,
           last_seen: g.last_seen,
-          sample: g.sample,
+          sample: sample,
           services: g.services,
           type: info.type,
           normalized: info.normalized,

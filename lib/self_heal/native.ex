@@ -31,7 +31,7 @@ defmodule SelfHeal.Native do
   @type fingerprint :: <<_::256>>
 
   @type frame :: %{
-          kind: :elixir | :erlang | :javascript | :python | :java | :unknown,
+          kind: :elixir | :erlang | :javascript | :python | :java | :go | :unknown,
           app: binary() | nil,
           module: binary(),
           function: binary(),
@@ -309,4 +309,15 @@ defmodule SelfHeal.Native do
   @doc false
   @spec watch_list_nif(watch_set()) :: [map()]
   def watch_list_nif(_set), do: :erlang.nif_error(:nif_not_loaded)
+
+  @typedoc "A compiled scrubber (`SelfHeal.Scrub`): built-in rules plus configured patterns."
+  @opaque scrubber :: reference()
+
+  @doc false
+  @spec scrubber_new_nif([binary()]) :: {:ok, scrubber()} | {:error, binary()}
+  def scrubber_new_nif(_patterns), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  @spec scrub_nif(scrubber() | nil, binary()) :: binary()
+  def scrub_nif(_scrubber, _text), do: :erlang.nif_error(:nif_not_loaded)
 end

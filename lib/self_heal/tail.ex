@@ -28,20 +28,16 @@ defmodule SelfHeal.Tail do
   growth.
 
   **Multi-line stack traces** become one event: a line that continues the
-  previous one (starting with whitespace, `at `, `Caused by:`,
-  `Suppressed:`, `...`, `** `, an Elixir frame `(app 1.0) lib/x.ex:1:`,
-  a Python `Traceback (most recent call last):` block up to and including
-  its exception line, `File "x.py", line N`, Python's chained-exception
-  lines, a qualified Java exception line such as
-  `java.lang.IllegalStateException: boom` right after a one-line event, or
-  the tail of an Elixir crash report such as `State: ` once a stack has
-  started) is appended. The event is emitted when a line that does not
-  continue it arrives or after `:multiline_timeout_ms` without a new line.
-  The first line is the `:message` (for a bare Python traceback, its
-  exception line), the continuation lines joined with `\\n` are the
-  `:stacktrace` text, and `:type` is the exception type when a line names
-  one (`** (RuntimeError)`, `java.lang.IllegalStateException`,
-  `ValueError`).
+  previous one by the rules of `SelfHeal.Stack` (indented lines, `at `,
+  `Caused by:`, `** `, Elixir frames, Python tracebacks, a Java exception
+  line after a one-line event, an Elixir crash report's tail, a Go
+  panic's goroutine dump, ...) is appended. The event is emitted when a
+  line that does not continue it arrives or after `:multiline_timeout_ms`
+  without a new line. The first line is the `:message` (for a bare Python
+  traceback, its exception line), the continuation lines joined with
+  `\\n` are the `:stacktrace` text, and `:type` is the exception type
+  `SelfHeal.Stack` finds (`** (RuntimeError)`,
+  `java.lang.IllegalStateException`, `ValueError`, `runtime.Error`).
 
   **Levels**: the first of `[error]`, `level=error` (also `lvl=`,
   `severity=`, JSON `"level":"error"`) or an upper-case `ERROR`, `WARN`,
@@ -86,7 +82,7 @@ defmodule SelfHeal.Tail do
   """
   use GenServer
 
-  alias SelfHeal.{Collector, Event}
+  alias SelfHeal.{Collector, Event, Stack}
 
   require Logger
   require Record
@@ -644,10 +640,10 @@ defmodule SelfHeal.Tail do
     text = clean(bytes, cut?)
 
     cond do
-      e.pending != nil and continues?(e.pending, text) ->
+      e.pending != nil and Stack.continues?(e.pending, text) ->
         {%{e | pending: add_line(e.pending, text, cut?, now)}, []}
 
-      blank?(text) ->
+      Stack.blank?(text) ->
         {e, []}
 
       true ->
@@ -657,20 +653,7 @@ defmodule SelfHeal.Tail do
   end
 
   defp start(text, cut?, now) do
-    python? = String.starts_with?(text, "Traceback (most recent call last):")
-
-    %{
-      first: text,
-      level: level(text),
-      type: if(python?, do: nil, else: elixir_type(text) || java_type(text)),
-      cont: [],
-      stack?: false,
-      bytes: 0,
-      cut: cut?,
-      at: now,
-      python: python?,
-      exception: nil
-    }
+    Map.merge(Stack.start(text), %{level: level(text), cont: [], bytes: 0, cut: cut?, at: now})
   end
 
   defp add_line(p, text, cut?, now) do
@@ -682,82 +665,7 @@ defmodule SelfHeal.Tail do
         do: %{p | cut: true},
         else: %{p | cont: [text | p.cont], bytes: bytes, cut: p.cut or cut?}
 
-    p = if blank?(text), do: p, else: %{p | stack?: true}
-
-    cond do
-      String.starts_with?(text, "Traceback (most recent call last):") ->
-        %{p | python: true}
-
-      p.python and not blank?(text) and not indented?(text) and
-          not String.starts_with?(text, "File \"") ->
-        # the exception line that ends a Python traceback; the last one
-        # (after "During handling of the above exception") is the raised one
-        %{p | python: false, exception: text, type: python_type(text) || p.type}
-
-      p.type == nil ->
-        %{p | type: elixir_type(text) || java_type(text)}
-
-      true ->
-        p
-    end
-  end
-
-  @report_tail ["Last message", "State: ", "Client #PID<", "Function: #Function<", "Args: "]
-
-  defp continues?(%{python: true}, _text), do: true
-
-  defp continues?(p, text) do
-    cond do
-      blank?(text) -> p.stack?
-      indented?(text) -> true
-      String.starts_with?(text, ["at ", "Caused by:", "Suppressed:", "...", "** "]) -> true
-      String.starts_with?(text, "Traceback (most recent call last):") -> true
-      String.starts_with?(text, "During handling of the above exception") -> true
-      String.starts_with?(text, "The above exception was the direct cause") -> true
-      Regex.match?(~r/\AFile "[^"]*", line \d+/, text) -> true
-      Regex.match?(~r/\A\([a-z_][\w]*(?: [^\s)]+)?\) \S+:\d+: /, text) -> true
-      not p.stack? and java_header?(text) -> true
-      p.stack? and String.starts_with?(text, @report_tail) -> true
-      true -> false
-    end
-  end
-
-  defp indented?(<<c, _::binary>>) when c in [?\s, ?\t], do: true
-  defp indented?(_), do: false
-
-  defp blank?(text), do: String.trim(text) == ""
-
-  # A bare exception line right after a one-line event continues it (a
-  # logger prints the exception after its message); the JVM's own
-  # `Exception in thread "main" ...` starts a new event.
-  defp java_header?("Exception in thread " <> _), do: false
-  defp java_header?(text), do: java_type(text) != nil
-
-  defp elixir_type("** (" <> rest) do
-    case Regex.run(~r/\A([^\s()]+)\)/, rest, capture: :all_but_first) do
-      [type] -> type
-      _ -> nil
-    end
-  end
-
-  defp elixir_type(_), do: nil
-
-  defp java_type(text) do
-    case Regex.run(
-           ~r/\A(?:Exception in thread "[^"]*" )?((?:[a-zA-Z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error|Throwable))(?::|\z)/,
-           text,
-           capture: :all_but_first
-         ) do
-      [type] -> type
-      _ -> nil
-    end
-  end
-
-  defp python_type(text) do
-    case Regex.run(~r/\A([A-Za-z_][\w.]*)(?::|\z)/, text, capture: :all_but_first) do
-      [type] -> type
-      _ -> nil
-    end
+    Stack.add(p, text)
   end
 
   # The pending event, as events to send ([] when below min_level).
@@ -770,21 +678,14 @@ defmodule SelfHeal.Tail do
     if :logger.compare_levels(level, cfg.min_level) == :lt do
       {e, [:filtered]}
     else
-      cont = p.cont |> Enum.drop_while(&blank?/1) |> Enum.reverse()
-      traceback? = String.starts_with?(p.first, "Traceback (most recent call last):")
-
-      {message, stack} =
-        cond do
-          traceback? and p.exception != nil -> {p.exception, [p.first | cont]}
-          true -> {p.first, cont}
-        end
+      {message, type, stack} = Stack.finish(p, Enum.reverse(p.cont))
 
       event =
         Event.new(
           level: level,
           source: :tail,
           service: cfg.service,
-          type: p.type,
+          type: type,
           message: message,
           stacktrace: if(stack == [], do: nil, else: Enum.join(stack, "\n")),
           metadata: %{path: e.path},

@@ -49,6 +49,8 @@ static const char *kind_name(sh_frame_kind k)
         return "python";
     case SH_FRAME_JAVA:
         return "java";
+    case SH_FRAME_GO:
+        return "go";
     default:
         return "unknown";
     }
@@ -932,6 +934,38 @@ static void test_trace_java(void **state)
     check_trace(text, want, sizeof(want) / sizeof(want[0]));
 }
 
+/* A goroutine dump: the file lines are frames, each with the function of
+ * the line before it; Go's own packages are not in-app. */
+static void test_trace_go(void **state)
+{
+    (void)state;
+    static const char text[] = "panic: runtime error: index out of range [5] with length 3\n"
+                               "\n"
+                               "goroutine 1 [running]:\n"
+                               "github.com/acme/shop/orders.(*Service).Lookup(0xc000010000, 0x5)\n"
+                               "\t/src/shop/orders/service.go:42 +0x1d\n"
+                               "main.main()\n"
+                               "\t/src/shop/main.go:8\n"
+                               "created by net/http.(*Server).Serve in goroutine 1\n"
+                               "\t/usr/local/go/src/net/http/server.go:3086 +0x5cb\n"
+                               "exit status 2\n";
+    static const expect_frame want[] = {
+        {SH_FRAME_GO, "github.com/acme/shop/orders", "(*Service).Lookup",
+         "/src/shop/orders/service.go", 42},
+        {SH_FRAME_GO, "main", "main", "/src/shop/main.go", 8},
+        {SH_FRAME_GO, "net/http", "(*Server).Serve", "/usr/local/go/src/net/http/server.go", 3086},
+    };
+    check_trace(text, want, sizeof(want) / sizeof(want[0]));
+    sh_frame out[4];
+    assert_int_equal(sh_frames_parse_text(out, 4, text, strlen(text)), 3);
+    assert_int_equal(sh_frame_is_in_app(&out[0], NULL), 1);
+    assert_int_equal(sh_frame_is_in_app(&out[2], NULL), 0);
+    /* not Go file lines */
+    sh_frame f;
+    assert_int_equal(sh_frame_parse_line(&f, "\tcargo.go", 9), 0);
+    assert_int_equal(sh_frame_parse_line(&f, "see a b.go:12", 13), 0);
+}
+
 static void test_parse_text_max(void **state)
 {
     (void)state;
@@ -1148,8 +1182,9 @@ int main(void)
         cmocka_unit_test(test_trace_elixir),       cmocka_unit_test(test_trace_erlang),
         cmocka_unit_test(test_trace_node),         cmocka_unit_test(test_trace_firefox),
         cmocka_unit_test(test_trace_python),       cmocka_unit_test(test_trace_java),
-        cmocka_unit_test(test_parse_text_max),     cmocka_unit_test(test_hostile_long_lines),
-        cmocka_unit_test(test_hostile_many_lines), cmocka_unit_test(test_hostile_random),
+        cmocka_unit_test(test_trace_go),           cmocka_unit_test(test_parse_text_max),
+        cmocka_unit_test(test_hostile_long_lines), cmocka_unit_test(test_hostile_many_lines),
+        cmocka_unit_test(test_hostile_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

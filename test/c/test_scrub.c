@@ -367,6 +367,64 @@ static void test_rules(void **state)
     EXPECT(NULL, "", "");
 }
 
+/* Secrets named only by the words before them: a context word (a key
+ * word, or a name ending in "key"), connectors, then a value that looks
+ * random. */
+static void test_context_secrets(void **state)
+{
+    (void)state;
+    EXPECT(NULL, "AWS secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY rejected",
+           "AWS secret [REDACTED:secret] rejected");
+    EXPECT(NULL, "secret access key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY.",
+           "secret access key [REDACTED:secret].");
+    EXPECT(NULL, "secret key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+           "secret key=[REDACTED:secret]");
+    EXPECT(NULL, "the password is &Xk9pL2q$", "the password is [REDACTED:secret]");
+    EXPECT(NULL, "admin password set to Hunter2!x now",
+           "admin password set to [REDACTED:secret] now");
+    EXPECT(NULL, "invalid api key 9f86d081884c7d659a2feaa0c55ad015",
+           "invalid api key [REDACTED:secret]");
+    EXPECT(NULL, "auth credential Hpv0uHMFHJeU/LNtEvD8Rf1fqUtSQCx2TQvNyQMGOTk= refused",
+           "auth credential [REDACTED:secret] refused");
+    EXPECT(NULL, "signing with secret 'ddHICQVMZmJMO+Q4LqVGz1Lx'",
+           "signing with secret '[REDACTED:secret]'");
+    EXPECT(NULL, "refresh token ln0uTbOh64oAURi9UvnF0K0lUxC was revoked",
+           "refresh token [REDACTED:secret] was revoked");
+    /* a known token keeps its kind */
+    EXPECT(NULL, "slack token xoxb-123456789012-abcdefghij", "slack token [REDACTED:slack_token]");
+    /* words, numbers, identifiers, timestamps and other fields stay */
+    UNCHANGED(NULL, "token count 5 exceeds limit 4");
+    UNCHANGED(NULL, "keyboard layout us not available");
+    UNCHANGED(NULL, "key not found: 550e8400-e29b-41d4-a716-446655440000");
+    UNCHANGED(NULL, "api key missing from request");
+    UNCHANGED(NULL, "secret rotation scheduled at 2024-05-01T10:00:00Z");
+    UNCHANGED(NULL, "cache key user:1234:profile missing");
+    UNCHANGED(NULL, "key order_status_2024_final not in schema");
+    UNCHANGED(NULL, "reason=bad_password attempts=3");
+    UNCHANGED(NULL, "password file /etc/app/secrets2024.env missing");
+    UNCHANGED(NULL, "token v1.14.2-rc.1 unsupported");
+    /* markers are not context: scrubbing stays idempotent */
+    UNCHANGED(NULL, "bot[REDACTED:telegram_token]/sendMessage-2024abcd");
+    UNCHANGED(NULL, "x [REDACTED:secret]&page=2");
+}
+
+/* Unquoted values that begin with punctuation are values; a separator
+ * followed by the next field is not. */
+static void test_punct_values(void **state)
+{
+    (void)state;
+    EXPECT(NULL, "password=&JdAwFpGJ9 user=bob", "password=[REDACTED:secret] user=bob");
+    EXPECT(NULL, "smtp_password: &JdAwFpGJ9", "smtp_password: [REDACTED:secret]");
+    EXPECT(NULL, "connect(user=bob, password=,lp%1va09$)",
+           "connect(user=bob, password=[REDACTED:secret])");
+    EXPECT(NULL, "PGPASSWORD=;x9!Kq2 psql", "PGPASSWORD=[REDACTED:secret] psql");
+    EXPECT(NULL, "--password=)Q7w!e", "--password=[REDACTED:secret]");
+    /* empty values: the separator belongs to what follows */
+    UNCHANGED(NULL, "?password=&user=bob");
+    UNCHANGED(NULL, "{password=}");
+    UNCHANGED(NULL, "password=, user=bob");
+}
+
 static void test_stats_and_null(void **state)
 {
     (void)state;
@@ -568,6 +626,11 @@ static void test_hostile(void **state)
         {"123456789: repeated", "123456789:"},
         {"<password> repeated", "<password>"},
         {"- repeated", "-"},
+        {"token repeated", "token "},
+        {"secret key is repeated", "secret key is "},
+        {"api key x random repeated", "api key Ab1!Ab1!Ab1!"},
+        {"password=& repeated", "password=&"},
+        {"password=&& repeated", "password=&&x"},
     };
     sh_buf in, out;
     sh_buf_init(&in);
@@ -633,6 +696,8 @@ int main(void)
         cmocka_unit_test(test_secret_corpus),
         cmocka_unit_test(test_clean_corpus),
         cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_context_secrets),
+        cmocka_unit_test(test_punct_values),
         cmocka_unit_test(test_stats_and_null),
         cmocka_unit_test(test_bytes_pass_through),
         cmocka_unit_test(test_patterns),

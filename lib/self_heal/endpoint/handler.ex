@@ -310,18 +310,24 @@ defmodule SelfHeal.Endpoint.Handler do
     decoded_event(map, :fluent_bit, level, metadata)
   end
 
-  # An event from one decoded record (`decode_json_lines/1`).
+  # An event from one decoded record (`decode_json_lines/1`). A record
+  # without a stack trace field whose message holds a whole trace (a `log`
+  # joined by Fluent Bit's multiline parsers) is taken apart by
+  # `SelfHeal.Stack`, the same rules `SelfHeal.Tail` joins lines with.
   defp decoded_event(map, source, level, metadata) do
+    {message, type, stacktrace} =
+      SelfHeal.Stack.from_record(map.message, map.type, map.stacktrace)
+
     %Event{
       source: source,
       timestamp: map.timestamp || Event.now(),
       level: level,
       service: map.service,
-      type: map.type,
-      stacktrace: bounded(map.stacktrace),
+      type: type,
+      stacktrace: bounded(stacktrace),
       metadata: metadata
     }
-    |> put_message(map.message)
+    |> put_message(message)
   end
 
   # ------------------------------------------------------------ /capture
