@@ -184,7 +184,8 @@ VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-k
 # The suites of the port's C parts (and the scrubber they call) under
 # valgrind too: errors and definite leaks fail.
 VALGRIND_SUITES := test_state test_audit test_http test_frame test_proc test_notify test_analyze \
-	test_fence test_scrub test_worktree test_tree test_context test_exec test_validate test_policy test_proof test_transcript
+	test_fence test_scrub test_worktree test_tree test_context test_exec test_validate test_policy test_proof test_transcript \
+	test_dash
 
 .PHONY: ctest-valgrind
 ctest-valgrind: $(VALGRIND_SUITES:%=$(BUILD)/test/%)
