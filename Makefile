@@ -34,7 +34,7 @@ endif
 # ones non-interactively; when all are present it only asks dpkg (< 1 s).
 DEB_PACKAGES := erlang-nox erlang-dev elixir pkg-config libssl-dev libjansson-dev \
 	libgit2-dev libcurl4-openssl-dev libsqlite3-dev libcmocka-dev clang-format chromium \
-	python3-aiosmtpd valgrind git openssl bubblewrap
+	python3-aiosmtpd valgrind git openssl bubblewrap prometheus
 
 .PHONY: bootstrap
 bootstrap:

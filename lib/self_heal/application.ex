@@ -18,6 +18,9 @@ defmodule SelfHeal.Application do
 
   @impl true
   def start(_type, _args) do
+    # :telemetry events when the host has it (SelfHeal.Telemetry)
+    _ = SelfHeal.Telemetry.available?()
+
     with {:ok, sup} <-
            Supervisor.start_link(children(), strategy: :one_for_one, name: SelfHeal.Supervisor) do
       if Application.get_env(:self_heal, :logger_handler, true) do
@@ -103,7 +106,8 @@ defmodule SelfHeal.Application do
         Supervisor.child_spec({SelfHeal.Tail, opts}, id: {SelfHeal.Tail, i})
       end)
 
-    [{SelfHeal.Triage, Application.get_env(:self_heal, :triage, [])}] ++
+    # counters for the dashboard and /metrics (SelfHeal.Telemetry feeds them)
+    [{SelfHeal.Metrics, []}, {SelfHeal.Triage, Application.get_env(:self_heal, :triage, [])}] ++
       orchestrator_children ++
       [{SelfHeal.Settle, settle}, {SelfHeal.Collector, collector}] ++
       endpoint ++ telegram ++ tails

@@ -308,6 +308,7 @@ defmodule SelfHeal.Collector do
     events = Enum.zip_with(events, fingerprints, &%{&1 | fingerprint: &2})
 
     batch_groups = Native.dedup(events)
+    SelfHeal.Telemetry.capture(events, batch_groups)
     state = Enum.reduce(batch_groups, state, fn batch_group, acc -> merge(batch_group, acc) end)
 
     if state.settle,
