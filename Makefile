@@ -282,6 +282,7 @@ bench: bootstrap
 	$(Q)MIX_ENV=bench mix run test/bench/run.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/flood.exs
 	$(Q)MIX_ENV=bench mix run test/bench/port.exs
+	$(Q)MIX_ENV=bench mix run test/bench/dashboard.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/orphans.exs
 	$(Q)$(MAKE) --no-print-directory $(LOADGEN)
 	$(Q)LOADGEN=$(LOADGEN) MIX_ENV=bench mix run test/bench/ingest.exs

@@ -34,7 +34,73 @@ static json_t *counts_by(state_db *db, const char *sql)
     return out;
 }
 
-json_t *dash_stats(state_db *db)
+/* Upper bounds (s) of the histograms' buckets: 1 min .. 3 days. */
+static const int dash_buckets[DASH_BUCKETS] = {60,   300,   900,   1800,  3600,
+                                               7200, 21600, 86400, 259200};
+
+/* From the group's first occurrence (ms in the fix's input) to its ticket,
+ * to the start of its fix's deploy and to that deploy's verification (s),
+ * over the latest 10,000 fixes with a first occurrence, bucketed in SQL:
+ * {name: {"le": [...], "counts": [cumulative ...], "sum", "count"}}. The
+ * deploys are grouped once (a subquery per fix read the whole ledger for
+ * each: 1.1 s for 1,000 fixes), and only the buckets cross the pipe. */
+static json_t *histograms(state_db *db)
+{
+    static const char *const names[] = {"time_to_ticket", "time_to_deploy", "time_to_verified"};
+    static const char *const spans[] = {"ticketed", "deployed", "verified"};
+    sh_buf sql;
+    sh_buf_init(&sql);
+    sh_buf_append_str(&sql,
+                      "WITH d AS (SELECT fix_id,"
+                      " MIN(CASE WHEN status = 'started' THEN at END) AS deployed,"
+                      " MIN(CASE WHEN status = 'succeeded' THEN at END) AS verified"
+                      " FROM deploys WHERE kind = 'deploy' AND fix_id IS NOT NULL"
+                      " GROUP BY fix_id),"
+                      " f AS (SELECT f.id, json_extract(f.input, '$.group.first_seen') / 1000.0"
+                      " AS first, t.created_at AS ticketed, d.deployed, d.verified"
+                      " FROM fixes f LEFT JOIN tickets t ON t.id = f.ticket_id"
+                      " LEFT JOIN d ON d.fix_id = f.id WHERE json_valid(f.input)"
+                      " AND json_type(f.input, '$.group.first_seen') IN ('integer', 'real')"
+                      " ORDER BY f.id DESC LIMIT 10000),"
+                      " s AS (SELECT MAX(ticketed - first, 0) AS ticketed,"
+                      " MAX(deployed - first, 0) AS deployed, MAX(verified - first, 0) AS verified"
+                      " FROM f) SELECT ");
+    for (size_t h = 0; h < 3; h++) {
+        for (size_t b = 0; b < DASH_BUCKETS; b++)
+            sh_buf_appendf(&sql, "SUM(%s <= %d) AS b%zu_%zu, ", spans[h], dash_buckets[b], h, b);
+        sh_buf_appendf(&sql, "TOTAL(%s) AS sum%zu, COUNT(%s) AS n%zu%s", spans[h], h, spans[h], h,
+                       h < 2 ? ", " : " FROM s");
+    }
+    sh_buf_append_byte(&sql, '\0');
+    json_t *rows = sql.oom ? NULL : state_select(db, sql.data, NULL, 0);
+    sh_buf_free(&sql);
+    json_t *row = json_array_get(rows, 0);
+    json_t *out = row != NULL ? json_object() : NULL;
+    for (size_t h = 0; out != NULL && h < 3; h++) {
+        json_t *le = json_array(), *counts = json_array();
+        char key[32];
+        for (size_t b = 0; b < DASH_BUCKETS; b++) {
+            snprintf(key, sizeof(key), "b%zu_%zu", h, b);
+            json_t *n = json_object_get(row, key);
+            json_array_append_new(le, json_integer(dash_buckets[b]));
+            json_array_append_new(counts,
+                                  json_integer(json_is_integer(n) ? json_integer_value(n) : 0));
+        }
+        snprintf(key, sizeof(key), "sum%zu", h);
+        json_t *sum = json_object_get(row, key);
+        snprintf(key, sizeof(key), "n%zu", h);
+        json_t *n = json_object_get(row, key);
+        json_object_set_new(
+            out, names[h],
+            json_pack("{s:o, s:o, s:f, s:I}", "le", le, "counts", counts, "sum",
+                      json_is_number(sum) ? json_number_value(sum) : 0.0, "count",
+                      (json_int_t)(json_is_integer(n) ? json_integer_value(n) : 0)));
+    }
+    json_decref(rows);
+    return out;
+}
+
+json_t *dash_stats(state_db *db, int with_histograms)
 {
     json_t *fixes = counts_by(db, "SELECT status AS k, COUNT(*) AS n FROM fixes GROUP BY status");
     json_t *tickets =
@@ -48,25 +114,11 @@ json_t *dash_stats(state_db *db)
         NULL, 0);
     json_t *budget_rows = state_select(
         db, "SELECT name, SUM(amount) AS total, COUNT(*) AS n FROM budget GROUP BY name", NULL, 0);
-    /* from the group's first occurrence (ms) to its ticket, to the start
-     * of its fix's deploy and to that deploy's verification (s) */
-    json_t *durations =
-        state_select(db,
-                     "SELECT f.id AS id, json_extract(f.input, '$.group.first_seen') AS first_seen,"
-                     " t.created_at AS ticketed,"
-                     " (SELECT MIN(d.at) FROM deploys d WHERE d.fix_id = f.id AND d.kind = 'deploy'"
-                     "  AND d.status = 'started') AS deployed,"
-                     " (SELECT MIN(d.at) FROM deploys d WHERE d.fix_id = f.id AND d.kind = 'deploy'"
-                     "  AND d.status = 'succeeded') AS verified"
-                     " FROM fixes f LEFT JOIN tickets t ON t.id = f.ticket_id"
-                     " WHERE json_valid(f.input)"
-                     " AND json_type(f.input, '$.group.first_seen') IN ('integer', 'real')"
-                     " ORDER BY f.id DESC LIMIT 10000",
-                     NULL, 0);
+    json_t *hist = with_histograms ? histograms(db) : json_object();
     json_t *budget = json_object();
     json_t *out = NULL;
     if (fixes == NULL || tickets == NULL || deploys == NULL || jobs == NULL ||
-        budget_rows == NULL || durations == NULL || budget == NULL)
+        budget_rows == NULL || hist == NULL || budget == NULL)
         goto done;
     size_t i;
     json_t *row;
@@ -79,14 +131,14 @@ json_t *dash_stats(state_db *db)
                                           json_object_get(row, "n")));
     }
     out = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O}", "fixes", fixes, "tickets", tickets, "deploys",
-                    deploys, "jobs", jobs, "budget", budget, "durations", durations);
+                    deploys, "jobs", jobs, "budget", budget, "histograms", hist);
 done:
     json_decref(fixes);
     json_decref(tickets);
     json_decref(deploys);
     json_decref(jobs);
     json_decref(budget_rows);
-    json_decref(durations);
+    json_decref(hist);
     json_decref(budget);
     return out;
 }
@@ -236,11 +288,10 @@ static state_db *need_state(port_ctx *ctx, cmd_error *err)
 
 static json_t *cmd_stats(port_ctx *ctx, json_t *args, cmd_error *err)
 {
-    (void)args;
     state_db *db = need_state(ctx, err);
     if (db == NULL)
         return NULL;
-    json_t *out = dash_stats(db);
+    json_t *out = dash_stats(db, !json_is_false(json_object_get(args, "histograms")));
     if (out == NULL)
         cmd_error_set(err, "state", "cannot read the state");
     return out;

@@ -21,13 +21,17 @@
 /* How many audit records audit_tail returns at most. */
 #define DASH_AUDIT_MAX 1000
 
+/* The histograms' buckets (docs/dashboard.md). */
+#define DASH_BUCKETS 9
+
 /* Aggregates of the state database: {"fixes": {status: n}, "tickets":
  * {status: n}, "deploys": [{"kind", "status", "auto", "n"}], "budget":
- * {name: {"total", "n"}}, "jobs": [{"kind", "status", "n"}], "durations":
- * [{"id", "first_seen" (ms), "ticketed", "deployed", "verified" (s or
- * null)}] for the latest 10,000 fixes whose group has a first_seen}. NULL
- * when a query fails. */
-json_t *dash_stats(state_db *db);
+ * {name: {"total", "n"}}, "jobs": [{"kind", "status", "n"}],
+ * "histograms": {"time_to_ticket" | "time_to_deploy" | "time_to_verified":
+ * {"le": [s ...], "counts": [cumulative ...], "sum" (s), "count"}} (from
+ * the group's first occurrence, over the latest 10,000 fixes whose group
+ * has a first_seen; {} unless with_histograms)}. NULL when a query fails. */
+json_t *dash_stats(state_db *db, int with_histograms);
 
 /* The latest `limit` audit records of the file at path (newest last),
  * only those whose fix_id is fix_id when fix_id > 0, read from at most

@@ -18,8 +18,6 @@ defmodule SelfHeal.Metrics do
   @table __MODULE__
   @max_rows 500_000
   @history_minutes 60
-  # seconds: 1 min .. 1 day
-  @buckets [60, 300, 900, 1800, 3600, 7200, 21_600, 86_400, 259_200]
 
   @doc false
   def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
@@ -322,41 +320,30 @@ defmodule SelfHeal.Metrics do
         "Deploys started, by who approved them (the gate or a human).",
         for({by, n} <- approvals, do: {[by: by], n})
       ),
-      durations(stats["durations"] || [])
+      histograms(stats["histograms"] || %{})
     ]
   end
 
-  defp durations(rows) do
-    spans =
-      for %{"first_seen" => first} = row <- rows, is_number(first), reduce: {[], [], []} do
-        {t, d, v} ->
-          since = fn key -> if is_integer(row[key]), do: max(row[key] - first / 1000, 0) end
-          {cons(since.("ticketed"), t), cons(since.("deployed"), d), cons(since.("verified"), v)}
-      end
-
-    {ticket, deploy, verified} = spans
-
+  # bucketed by the port (`stats`'s "histograms")
+  defp histograms(h) do
     [
       histogram(
         "self_heal_time_to_ticket_seconds",
         "From a group's first occurrence to its ticket (fixes with a ticket).",
-        ticket
+        h["time_to_ticket"]
       ),
       histogram(
         "self_heal_time_to_deploy_seconds",
         "From a group's first occurrence to the start of its fix's deploy.",
-        deploy
+        h["time_to_deploy"]
       ),
       histogram(
         "self_heal_time_to_verified_seconds",
         "From a group's first occurrence to its fix verified in production (MTTR).",
-        verified
+        h["time_to_verified"]
       )
     ]
   end
-
-  defp cons(nil, list), do: list
-  defp cons(x, list), do: [x | list]
 
   defp gate_metrics(gate) do
     breaker = gate["breaker"] || %{}
@@ -389,18 +376,17 @@ defmodule SelfHeal.Metrics do
     ]
   end
 
-  defp histogram(name, help, values) do
-    counts =
-      for le <- @buckets do
-        {le, Enum.count(values, &(&1 <= le))}
-      end
+  defp histogram(_name, _help, nil), do: []
 
+  defp histogram(name, help, %{"le" => le, "counts" => counts} = h) do
     [
       head(name, :histogram, help),
-      for({le, n} <- counts, do: [name, "_bucket{le=\"", number(le), "\"} ", number(n), "\n"]),
-      [name, "_bucket{le=\"+Inf\"} ", number(length(values)), "\n"],
-      [name, "_sum ", number(Enum.sum(values)), "\n"],
-      [name, "_count ", number(length(values)), "\n"]
+      Enum.zip_with(le, counts, fn b, n ->
+        [name, "_bucket{le=\"", number(b), "\"} ", number(n), "\n"]
+      end),
+      [name, "_bucket{le=\"+Inf\"} ", number(h["count"]), "\n"],
+      [name, "_sum ", number(h["sum"]), "\n"],
+      [name, "_count ", number(h["count"]), "\n"]
     ]
   end
 

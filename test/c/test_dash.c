@@ -74,11 +74,13 @@ static void test_stats(void **state)
     char err[256] = "";
     assert_int_equal(state_open(&db, t.path, err, sizeof(err)), 0);
 
-    /* an empty database: zero everywhere, no durations */
-    json_t *s = dash_stats(db);
+    /* an empty database: zero everywhere, empty histograms */
+    json_t *s = dash_stats(db, 1);
     assert_non_null(s);
     assert_int_equal(json_object_size(json_object_get(s, "fixes")), 0);
-    assert_int_equal(json_array_size(json_object_get(s, "durations")), 0);
+    json_t *h = json_object_get(json_object_get(s, "histograms"), "time_to_ticket");
+    assert_int_equal(count_of(h, "count"), 0);
+    assert_int_equal(json_array_size(json_object_get(h, "counts")), DASH_BUCKETS);
     json_decref(s);
 
     int64_t ticket = 0, f1 = 0, f2 = 0, f3 = 0;
@@ -105,7 +107,7 @@ static void test_stats(void **state)
     assert_int_equal(state_budget_add(db, "llm_cost_usd", 0.25), 0);
     assert_int_equal(state_budget_add(db, "llm_cost_usd", 0.5), 0);
 
-    s = dash_stats(db);
+    s = dash_stats(db, 1);
     assert_non_null(s);
     json_t *fixes = json_object_get(s, "fixes");
     assert_int_equal(count_of(fixes, "deployed"), 1);
@@ -120,15 +122,34 @@ static void test_stats(void **state)
     json_t *d0 = json_array_get(deploys, 0);
     assert_string_equal(json_string_value(json_object_get(d0, "kind")), "deploy");
     assert_int_equal(count_of(d0, "auto"), 1);
-    /* one fix has a first occurrence: its ticket, deploy and verification */
-    json_t *durations = json_object_get(s, "durations");
-    assert_int_equal(json_array_size(durations), 1);
-    json_t *d = json_array_get(durations, 0);
-    assert_int_equal(count_of(d, "id"), f1);
-    assert_int_equal(count_of(d, "first_seen"), 1000000);
-    assert_true(count_of(d, "ticketed") > 0);
-    assert_true(count_of(d, "deployed") > 0);
-    assert_true(count_of(d, "verified") >= count_of(d, "deployed"));
+    /* one fix has a first occurrence (1,000 s after the epoch): its
+     * ticket, deploy and verification came long after, beyond every bucket */
+    json_t *hist = json_object_get(s, "histograms");
+    for (size_t k = 0; k < 3; k++) {
+        static const char *const names[] = {"time_to_ticket", "time_to_deploy", "time_to_verified"};
+        h = json_object_get(hist, names[k]);
+        assert_int_equal(count_of(h, "count"), 1);
+        assert_int_equal(json_integer_value(json_array_get(json_object_get(h, "counts"), 8)), 0);
+        assert_true(json_real_value(json_object_get(h, "sum")) > 1e9);
+    }
+    json_decref(s);
+
+    /* a first occurrence 100 s ago: within the 300 s bucket, not the 60 s one */
+    int64_t f4 = 0;
+    json_t *in4 =
+        json_pack("{s:{s:I}}", "group", "first_seen", (json_int_t)((state_now() - 100) * 1000));
+    assert_int_equal(state_fix_insert(db, "fp4", 0, "high", in4, &f4), 0);
+    json_decref(in4);
+    assert_int_equal(state_deploy_add(db, f4, "fp4", "deploy", "started", "c4", 0, NULL), 0);
+    s = dash_stats(db, 1);
+    h = json_object_get(json_object_get(s, "histograms"), "time_to_deploy");
+    assert_int_equal(count_of(h, "count"), 2);
+    json_t *counts = json_object_get(h, "counts");
+    assert_int_equal(json_integer_value(json_array_get(counts, 0)), 0);
+    assert_int_equal(json_integer_value(json_array_get(counts, 1)), 1);
+    /* no ticket, no verification for that one */
+    assert_int_equal(
+        count_of(json_object_get(json_object_get(s, "histograms"), "time_to_ticket"), "count"), 1);
     json_decref(s);
 
     /* state_select only reads */
@@ -137,7 +158,12 @@ static void test_stats(void **state)
     json_t *rows = state_select(db, "SELECT status FROM fixes WHERE id = ?1", &arg, 1);
     assert_int_equal(json_array_size(rows), 1);
     json_decref(rows);
-    s = dash_stats(db);
+    s = dash_stats(db, 1);
+    assert_int_equal(count_of(json_object_get(s, "fixes"), "deployed"), 1);
+    json_decref(s);
+    /* without the histograms */
+    s = dash_stats(db, 0);
+    assert_int_equal(json_object_size(json_object_get(s, "histograms")), 0);
     assert_int_equal(count_of(json_object_get(s, "fixes"), "deployed"), 1);
     json_decref(s);
 

@@ -290,7 +290,7 @@ defmodule SelfHeal.Endpoint.Dashboard do
     collector = safe(fn -> SelfHeal.Collector.stats(conn.config.collector) end)
     settle = safe(fn -> SelfHeal.Settle.stats(conn.config.settle) end)
     handler = safe(fn -> SelfHeal.LoggerHandler.stats() end)
-    stats = ok(call(conn, "stats", %{}))
+    stats = ok(call(conn, "stats", %{"histograms" => false}))
     gate = ok(call(conn, "gate_status", %{}))
     audit = ok(call(conn, "audit_tail", %{"limit" => 1}))
     received = Metrics.by(:received)
