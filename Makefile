@@ -37,7 +37,7 @@ endif
 # ones non-interactively; when all are present it only asks dpkg (< 1 s).
 DEB_PACKAGES := erlang-nox erlang-dev elixir pkg-config libssl-dev libjansson-dev \
 	libgit2-dev libcurl4-openssl-dev libsqlite3-dev libcmocka-dev clang-format chromium \
-	python3-aiosmtpd valgrind git openssl bubblewrap clang libclang-rt-14-dev
+	python3-aiosmtpd valgrind git openssl bubblewrap clang libclang-rt-14-dev prometheus
 
 .PHONY: bootstrap
 bootstrap:
@@ -281,7 +281,8 @@ VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-k
 # The suites of the port's C parts (and the scrubber they call) under
 # valgrind too: errors and definite leaks fail.
 VALGRIND_SUITES := test_state test_audit test_http test_frame test_proc test_notify test_analyze \
-	test_fence test_scrub test_worktree test_tree test_context test_exec test_validate test_policy test_proof test_transcript
+	test_fence test_scrub test_worktree test_tree test_context test_exec test_validate test_policy test_proof test_transcript \
+	test_dash
 
 .PHONY: ctest-valgrind
 ctest-valgrind:
@@ -456,6 +457,7 @@ bench: bootstrap
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/flood.exs
 	$(Q)MIX_ENV=bench mix run test/bench/port.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/block.exs
+	$(Q)MIX_ENV=bench mix run test/bench/dashboard.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/orphans.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/edge.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/stacks.exs

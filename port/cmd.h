@@ -54,5 +54,6 @@ const cmd_def *ticket_commands(size_t *n);   /* ticket.c: ticket_upsert, ticket_
 const cmd_def *notify_commands(size_t *n);   /* notify.c: notify, telegram_poll, link_verify */
 const cmd_def *pipeline_commands(size_t *n); /* pipeline.c: escalate, update */
 const cmd_def *fix_commands(size_t *n);      /* fix.c: fix, fixes, approve, skip, ... */
+const cmd_def *dash_commands(size_t *n);     /* dash.c: stats, deploys, audit_tail, fix_patch */
 
 #endif

@@ -1492,6 +1492,25 @@ json_t *state_deploys_list(state_db *db, int64_t fix_id, int limit)
     return rows;
 }
 
+/* ------------------------------------------------------------ reports */
+
+json_t *state_select(state_db *db, const char *sql, const int64_t *args, size_t nargs)
+{
+    /* read-only: a statement that would write is refused */
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = db_prepare(db, sql);
+    json_t *rows = NULL;
+    int ok = st != NULL && sqlite3_stmt_readonly(st);
+    for (size_t i = 0; ok && i < nargs; i++)
+        ok = sqlite3_bind_int64(st, (int)i + 1, args[i]) == SQLITE_OK;
+    if (ok)
+        rows = rows_json(st);
+    else
+        sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rows;
+}
+
 /* ------------------------------------------------------------ breaker */
 
 int state_breaker_get(state_db *db, const char *name, int *open, long long *failures)

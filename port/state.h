@@ -174,6 +174,9 @@ int state_deploy_add(state_db *db, int64_t fix_id, const char *fingerprint, cons
  * (automatic ones only when automatic_only); -1 on error. */
 long long state_deploy_count(state_db *db, const char *kind, int automatic_only, int64_t window_s);
 json_t *state_deploys_list(state_db *db, int64_t fix_id, int limit);
+/* The rows of one read-only SELECT (integer parameters ?1..?n) as JSON
+ * objects; NULL on an error or a statement that writes. */
+json_t *state_select(state_db *db, const char *sql, const int64_t *args, size_t nargs);
 
 /* ---- circuit breakers: consecutive failures; open at threshold, closed
  * again only by state_breaker_reset (a human). */

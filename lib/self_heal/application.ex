@@ -23,6 +23,9 @@ defmodule SelfHeal.Application do
 
   @impl true
   def start(_type, _args) do
+    # :telemetry events when the host has it (SelfHeal.Telemetry)
+    _ = SelfHeal.Telemetry.available?()
+
     with :ok <- validate(),
          {:ok, sup} <-
            Supervisor.start_link(children(), strategy: :one_for_one, name: SelfHeal.Supervisor) do
@@ -133,7 +136,8 @@ defmodule SelfHeal.Application do
           Application.get_env(:self_heal, :triage, [])
       end
 
-    [{SelfHeal.Triage, triage}] ++
+    # counters for the dashboard and /metrics (SelfHeal.Telemetry feeds them)
+    [{SelfHeal.Metrics, []}, {SelfHeal.Triage, triage}] ++
       orchestrator_children ++
       [{SelfHeal.Settle, settle}, {SelfHeal.Collector, collector}] ++
       endpoint ++ telegram ++ tails

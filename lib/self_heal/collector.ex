@@ -381,6 +381,7 @@ defmodule SelfHeal.Collector do
     {events, state} = quota(events, state)
 
     batch_groups = Native.dedup(events)
+    SelfHeal.Telemetry.capture(events, batch_groups)
     state = Enum.reduce(batch_groups, state, fn batch_group, acc -> merge(batch_group, acc) end)
 
     if state.settle,

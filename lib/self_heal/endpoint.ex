@@ -14,6 +14,9 @@ defmodule SelfHeal.Endpoint do
       `X-SelfHeal-Key` header (browsers), or a bearer token (servers).
       `OPTIONS /capture` answers CORS preflights for the key's origins.
     * `GET /healthz` - 200.
+    * `/self_heal/...` and `GET /metrics`, with `:operator_token_env` set:
+      the operators' dashboard and the Prometheus metrics
+      (`SelfHeal.Endpoint.Dashboard`).
     * `GET /approve?t=...`, `GET /skip?t=...` and `POST` on both, with
       `:approvals` set: the signed Approve / Skip links of notifications
       (`SelfHeal.Endpoint.Approvals`); `GET` shows the fix and a button,
@@ -71,6 +74,13 @@ defmodule SelfHeal.Endpoint do
     * `:max_request_line` (8 KiB), `:max_header_bytes` (16 KiB, the whole
       head), `:max_headers` (64)
     * `:cors_max_age` (86,400 s)
+    * `:operator_token_env` - the name of the environment variable holding
+      the operators' token: with it, the dashboard (`/self_heal`) and
+      `GET /metrics` (`SelfHeal.Endpoint.Dashboard`, `docs/dashboard.md`);
+      default nil: neither route. A variable that is unset or empty at start
+      keeps both closed (503)
+    * `:settle` - registered name of the `SelfHeal.Settle` stage the
+      dashboard and the metrics read (default `SelfHeal.Settle`)
     * `:overload_wait` (100 ms): while the collector's queue is over half
       full, a request waits up to this long for it to drain before its body
       is decoded; a queue still nearly full then gives 503
@@ -114,7 +124,9 @@ defmodule SelfHeal.Endpoint do
     max_header_bytes: 16_384,
     max_headers: 64,
     cors_max_age: 86_400,
-    overload_wait: 100
+    overload_wait: 100,
+    operator_token_env: nil,
+    settle: SelfHeal.Settle
   ]
 
   @typedoc "The endpoint's configuration, as the connection processes see it."
@@ -150,6 +162,8 @@ defmodule SelfHeal.Endpoint do
           max_headers: pos_integer(),
           cors_max_age: non_neg_integer(),
           overload_wait: non_neg_integer(),
+          operator: SelfHeal.Endpoint.Dashboard.operator(),
+          settle: atom(),
           listen_socket: :gen_tcp.socket() | nil,
           rate_table: :ets.tid() | nil,
           resume_table: :ets.tid() | nil,
@@ -232,6 +246,8 @@ defmodule SelfHeal.Endpoint do
       max_headers: pos!(opts, :max_headers),
       cors_max_age: check(opts, :cors_max_age, &(is_integer(&1) and &1 >= 0), ">= 0"),
       overload_wait: check(opts, :overload_wait, &(is_integer(&1) and &1 >= 0), ">= 0"),
+      operator: operator!(opts),
+      settle: check(opts, :settle, &is_atom/1, "a registered name (atom)"),
       listen_socket: nil,
       rate_table: nil,
       resume_table: nil,
@@ -286,6 +302,25 @@ defmodule SelfHeal.Endpoint do
   defp rate?(nil), do: true
   defp rate?({n, ms}), do: is_integer(n) and n > 0 and is_integer(ms) and ms > 0
   defp rate?(_), do: false
+
+  # the operator's token (dashboard, /metrics) from the variable named
+  defp operator!(opts) do
+    case Keyword.fetch!(opts, :operator_token_env) do
+      nil ->
+        nil
+
+      name when is_binary(name) and name != "" ->
+        operator = SelfHeal.Endpoint.Dashboard.operator(name, System.get_env(name))
+
+        if is_map(operator) and operator.digest in tokens!(Keyword.fetch!(opts, :tokens)),
+          do: bad!(:operator_token_env, name, "a token that is not also an ingest token")
+
+        operator
+
+      other ->
+        bad!(:operator_token_env, other, "the name of an environment variable")
+    end
+  end
 
   defp tokens!(tokens) when is_list(tokens) do
     Enum.map(tokens, fn

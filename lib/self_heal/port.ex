@@ -333,6 +333,7 @@ defmodule SelfHeal.Port do
     if state.escalate_timer, do: Process.cancel_timer(state.escalate_timer)
     groups = Enum.reverse(state.escalations)
     state = %{state | escalations: [], escalate_timer: nil}
+    SelfHeal.Telemetry.emit([:self_heal, :escalate], %{groups: length(groups)})
 
     groups
     |> Enum.chunk_every(state.escalate_batch_max)
@@ -568,6 +569,7 @@ defmodule SelfHeal.Port do
             configured(result, state)
 
           {:cast, {:ok, result}} ->
+            SelfHeal.Telemetry.port_reply(req.cmd, result)
             if req.cmd == "escalate", do: log_escalation(result)
             %{state | paused_logged: false}
 
@@ -724,6 +726,7 @@ defmodule SelfHeal.Port do
   defp log_audit(_status), do: :ok
 
   defp notify(event, state) do
+    SelfHeal.Telemetry.port_event(event)
     state = act_on(event, state)
     for pid <- Map.keys(state.subscribers), do: send(pid, {:self_heal_port, event})
     state

@@ -293,8 +293,13 @@ defmodule SelfHeal.Settle do
 
   defp deliver(group, %{triage: triage, orchestrator: {mod, server}}) do
     case Triage.decide(triage, group) do
-      {:escalate, settled} -> mod.escalate(server, settled)
-      {:hold, settled, reason} -> mod.update(server, {settled, reason})
+      {:escalate, settled} ->
+        SelfHeal.Telemetry.settle(settled, :escalate)
+        mod.escalate(server, settled)
+
+      {:hold, settled, reason} ->
+        SelfHeal.Telemetry.settle(settled, :hold, reason)
+        mod.update(server, {settled, reason})
     end
   catch
     # triage or the orchestrator is gone: the group is lost, the shard lives

@@ -21,7 +21,7 @@ defmodule SelfHeal.Endpoint.Approvals do
   may not be framed.
   """
 
-  alias SelfHeal.Endpoint.Conn
+  alias SelfHeal.Endpoint.{Conn, FixView}
   alias SelfHeal.Endpoint.Conn.Request
 
   @max_form 4096
@@ -48,8 +48,13 @@ defmodule SelfHeal.Endpoint.Approvals do
   def handle(conn, %Request{method: method} = req, server, action)
       when method in [:GET, :HEAD] do
     case query_token(req.query) do
-      {:ok, token} -> show(conn, req, server, action, token)
-      {:error, text} -> page(400, "Bad link", text, conn, req, false)
+      {:ok, token} ->
+        if Conn.form_value(req.query, "full") == "1",
+          do: full_patch(conn, req, server, action, token),
+          else: show(conn, req, server, action, token)
+
+      {:error, text} ->
+        page(400, "Bad link", text, conn, req, false)
     end
   end
 
@@ -81,7 +86,7 @@ defmodule SelfHeal.Endpoint.Approvals do
         page(
           200,
           "#{label(action)} #{action_id}?",
-          details(fix, token, action, action_id),
+          [details(fix, token, action, action_id), change(server, fix, action, token)],
           conn,
           req
         )
@@ -104,6 +109,50 @@ defmodule SelfHeal.Endpoint.Approvals do
   end
 
   defp fix(_server, _action_id), do: nil
+
+  # what is approved: the scrubbed diff, the validation facts, the gate's reasons
+  defp change(_server, nil, _action, _token), do: []
+
+  defp change(server, fix, action, token) do
+    patch =
+      case call(server, "fix_patch", %{"id" => fix["id"]}) do
+        {:ok, patch} -> patch
+        _ -> nil
+      end
+
+    [
+      "<h2>The change</h2>",
+      FixView.diff(patch, "#{action}?t=#{token}&full=1"),
+      "<h2>Validation</h2>",
+      FixView.validation(fix),
+      "<h2>The gate</h2>",
+      FixView.gate(fix)
+    ]
+  end
+
+  # GET ...&full=1: the whole scrubbed patch, as text
+  defp full_patch(conn, req, server, action, token) do
+    with {:ok, %{"action" => ^action, "action_id" => "fix-" <> digits}} <-
+           call(server, "link_verify", %{"token" => token}),
+         {id, ""} <- Integer.parse(digits),
+         {:ok, %{"patch" => text}} <-
+           call(server, "fix_patch", %{"id" => id, "max_bytes" => 4_194_304}) do
+      headers =
+        [{"content-type", "text/plain; charset=utf-8"}] ++
+          Enum.reject(@headers, fn {k, _} -> k == "content-type" end)
+
+      {200, headers, text, conn, req, false}
+    else
+      {:ok, %{"action" => other}} when is_binary(other) ->
+        page(403, "Wrong link", "This link is for #{escape(other)}, not #{action}.", conn, req)
+
+      {:error, reason} ->
+        refused(reason, conn, req)
+
+      _ ->
+        page(404, "No patch", "This fix has no patch.", conn, req)
+    end
+  end
 
   defp details(fix, token, action, action_id) do
     status = fix && fix["status"]
@@ -253,9 +302,11 @@ defmodule SelfHeal.Endpoint.Approvals do
       "<meta name=\"viewport\" content=\"width=device-width\"><meta name=\"robots\" content=\"noindex\">",
       "<title>SelfHeal: ",
       escape(title),
-      "</title><style>body{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}",
+      "</title><style>body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}",
       "dt{font-weight:bold}dd{margin:0 0 .5em 0;white-space:pre-wrap;word-break:break-word}",
-      "button{font-size:1.1em;padding:.4em 1.2em}</style></head><body><h1>",
+      "button{font-size:1.1em;padding:.4em 1.2em}",
+      FixView.css(),
+      "</style></head><body><h1>",
       escape(title),
       "</h1>",
       body,
@@ -305,16 +356,5 @@ defmodule SelfHeal.Endpoint.Approvals do
 
   @doc false
   @spec escape(binary()) :: binary()
-  def escape(text) when is_binary(text) do
-    for <<c <- text>>, into: "" do
-      case c do
-        ?& -> "&amp;"
-        ?< -> "&lt;"
-        ?> -> "&gt;"
-        ?" -> "&quot;"
-        ?' -> "&#39;"
-        c -> <<c>>
-      end
-    end
-  end
+  defdelegate escape(text), to: FixView
 end

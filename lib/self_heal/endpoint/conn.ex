@@ -67,6 +67,7 @@ defmodule SelfHeal.Endpoint.Conn do
               origin: nil,
               site_key: nil,
               user_agent: nil,
+              cookie: nil,
               host: nil,
               expect_continue: false,
               continue_sent: false,
@@ -86,6 +87,7 @@ defmodule SelfHeal.Endpoint.Conn do
             origin: binary() | nil,
             site_key: binary() | nil,
             user_agent: binary() | nil,
+            cookie: binary() | nil,
             host: binary() | nil,
             expect_continue: boolean(),
             continue_sent: boolean(),
@@ -375,6 +377,9 @@ defmodule SelfHeal.Endpoint.Conn do
   defp put_header(req, :"User-Agent", value), do: {:ok, %{req | user_agent: value}}
   defp put_header(req, "Origin", value), do: {:ok, %{req | origin: value}}
   defp put_header(req, "X-Selfheal-Key", value), do: {:ok, %{req | site_key: value}}
+
+  defp put_header(req, :Cookie, value),
+    do: {:ok, %{req | cookie: if(req.cookie, do: req.cookie <> "; " <> value, else: value)}}
 
   defp put_header(req, :Host, value) do
     if req.host == nil, do: {:ok, %{req | host: value}}, else: {:error, 400}

@@ -1,8 +1,10 @@
 defmodule SelfHeal.Endpoint.Handler do
   @moduledoc """
   The routes of `SelfHeal.Endpoint`: `POST /ingest`, `POST /capture`,
-  `OPTIONS /capture`, `GET /healthz`, and with `:approvals` set `GET` /
-  `POST` on `/approve` and `/skip` (`SelfHeal.Endpoint.Approvals`).
+  `OPTIONS /capture`, `GET /healthz`, with `:approvals` set `GET` /
+  `POST` on `/approve` and `/skip` (`SelfHeal.Endpoint.Approvals`), and
+  with `:operator_token_env` set `/self_heal/...` and `GET /metrics`
+  (`SelfHeal.Endpoint.Dashboard`).
 
   A request is checked cheapest first: route, declared length (413 before
   any of the body is read), credentials (401), origin (403), encoding
@@ -15,7 +17,7 @@ defmodule SelfHeal.Endpoint.Handler do
   """
 
   alias SelfHeal.{Collector, Event, Native}
-  alias SelfHeal.Endpoint.{Approvals, Conn, JSON, RateLimit, Resume}
+  alias SelfHeal.Endpoint.{Approvals, Conn, Dashboard, JSON, RateLimit, Resume}
   alias SelfHeal.Endpoint.Conn.Request
 
   require Logger
@@ -71,6 +73,16 @@ defmodule SelfHeal.Endpoint.Handler do
     end
   end
 
+  # the operators' pages and metrics (never with an ingest token or a site key)
+  defp route(%Conn{config: %{operator: op}} = conn, req, _method, path)
+       when op != nil and (path == "/metrics" or path == "/self_heal") do
+    operator(conn, req)
+  end
+
+  defp route(%Conn{config: %{operator: op}} = conn, req, _method, "/self_heal/" <> _)
+       when op != nil,
+       do: operator(conn, req)
+
   defp route(conn, req, _method, path) do
     case @routes do
       %{^path => allow} ->
@@ -78,6 +90,13 @@ defmodule SelfHeal.Endpoint.Handler do
 
       _ ->
         {404, @text, "not found\n", conn, req, false}
+    end
+  end
+
+  defp operator(conn, req) do
+    case rate(conn, req, []) do
+      {:ok, conn, req} -> Dashboard.handle(conn, req)
+      reply -> answer(reply, conn, req)
     end
   end
 
