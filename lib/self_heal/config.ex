@@ -77,7 +77,9 @@ defmodule SelfHeal.Config do
          verify: :any,
          watch: :any,
          watch_escalate: :any,
-         watch_severity: :any
+         watch_severity: :any,
+         scrub: {:list, :string},
+         new_groups_per_minute: {:kw, %{anonymous: non_neg, authenticated: non_neg}}
        }},
     settle:
       {:kw,
@@ -216,7 +218,7 @@ defmodule SelfHeal.Config do
     "audit" => {:map, %{"key_env" => :env, "previous_key_env" => :env}},
     "llm" => {:map, llm},
     "triage_model" => {:map, llm},
-    "analyze" => {:map, %{"window_ms" => pos}},
+    "analyze" => {:map, %{"window_ms" => int.(0, 86_400_000)}},
     "service" => {:map, %{"descriptor" => :any}},
     "scrub" => {:map, %{"patterns" => {:list, :string}}},
     "tickets" =>
