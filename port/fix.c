@@ -159,6 +159,8 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
         bytes >= 1 && bytes <= (1LL << 26) ? (size_t)bytes : VALIDATE_DEFAULT_MAX_BYTES;
     long long conc = port_config_int(ctx, "fix.max_concurrent", 2);
     cfg->max_concurrent = conc >= 1 && conc <= 16 ? (int)conc : 2;
+    long long retries = port_config_int(ctx, "fix.retries", 1);
+    cfg->retries = retries >= 0 && retries <= 3 ? (int)retries : 1;
     cfg->threshold = port_config_real(ctx, "gate.confidence_threshold", 0.8);
     if (!(cfg->threshold >= 0.0 && cfg->threshold <= 1.0))
         cfg->threshold = 0.8;
@@ -377,6 +379,7 @@ static void slot_release(void)
 #define INSIDE_PROMPT "/task/prompt.md"
 #define PROOF_LOG_MAX (4u << 20)
 #define FILES_MAX 200000
+#define RETRY_OUTPUT_MAX 6144
 
 typedef struct attempt {
     port_ctx *ctx;
@@ -405,6 +408,9 @@ typedef struct attempt {
     int agent_ran;
     json_t *transcript; /* what the agent did (transcript.h), for the report */
     json_t *report;
+    int tries;         /* agent runs before this one (retries taken) */
+    json_t *retry_why; /* what a new attempt could mend (retry_reasons), or NULL */
+    json_t *feedback;  /* {"reasons", "output"}: the previous attempt's, for the prompt */
 } attempt;
 
 static void attempt_path(char *out, size_t len, const attempt *a, const char *leaf)
@@ -495,6 +501,8 @@ static int checkout_of(attempt *a, const char *rev, const char *leaf, char *out,
 }
 
 /* The repository, the base commit and the work directory. */
+static int work_reset(attempt *a, cmd_error *err);
+
 static int prepare(attempt *a, cmd_error *err)
 {
     char msg[512] = "";
@@ -529,7 +537,23 @@ static int prepare(attempt *a, cmd_error *err)
     }
     size_t n = strlen(a->work);
     snprintf(a->work + n, sizeof(a->work) - n, "/%lld", (long long)a->id);
-    tree_remove(a->work); /* what a previous attempt of this fix left */
+    /* the retries taken and, when a retry's agent has not run yet, what
+     * it is told */
+    json_t *tries = json_object_get(carried, "tries");
+    a->tries =
+        json_is_integer(tries) && json_integer_value(tries) > 0 && json_integer_value(tries) <= 3
+            ? (int)json_integer_value(tries)
+            : 0;
+    json_t *feedback = json_object_get(carried, "feedback");
+    if (!again && json_is_object(feedback))
+        a->feedback = json_incref(feedback);
+    return work_reset(a, err);
+}
+
+/* An empty work directory: what a previous attempt left is removed. */
+static int work_reset(attempt *a, cmd_error *err)
+{
+    tree_remove(a->work);
     if (mkdir_one(a->work) != 0) {
         cmd_error_set(err, "io", "cannot make the fix's work directory");
         return -1;
@@ -618,6 +642,9 @@ static int write_prompt(attempt *a, char *out, size_t outlen, cmd_error *err)
         .root = a->checkout,
         .max_changed_lines = a->cfg->max_lines,
         .test_command = test_cmd[0] ? test_cmd : NULL,
+        .attempt = a->tries + 1,
+        .previous_reasons = json_object_get(a->feedback, "reasons"),
+        .previous_output = fix_str(a->feedback, "output"),
     };
     sh_buf prompt;
     sh_buf_init(&prompt);
@@ -881,6 +908,157 @@ static json_t *why_human(const validate_static *vs, const validate_signals *sig)
     return why;
 }
 
+/* What a new attempt could mend, in words for its prompt: code that does
+ * not compile, tests that fail, no test that reproduces the production
+ * error, a change too large or out of scope. NULL when there is nothing
+ * to mend, or when the change could not be checked or broke a rule of
+ * trust (refused files, existing tests weakened, protected paths,
+ * special-cased test values, new capabilities, tests reading production
+ * source): another try would only teach an agent to hide it. */
+static json_t *retry_reasons(const attempt *a, const validate_static *vs,
+                             const validate_signals *sig)
+{
+    if (vs == NULL || vs->empty || !vs->refused_ok || !vs->tests_kept || !vs->special_ok ||
+        !vs->capabilities_ok || !vs->reads_ok || !vs->tests_verified || !vs->protected_ok)
+        return NULL;
+    json_t *why = json_array();
+    char text[600];
+    if (!vs->size_ok) {
+        snprintf(text, sizeof(text),
+                 "the change is too large: %zu changed lines and %zu bytes, at most %zu lines and "
+                 "%zu bytes are allowed",
+                 vs->changed_lines, vs->changed_bytes, a->cfg->max_lines, a->cfg->max_bytes);
+        json_array_append_new(why, json_string(text));
+    }
+    if (!vs->scope_ok) {
+        size_t used = (size_t)snprintf(text, sizeof(text),
+                                       "it changed production files outside the files of the "
+                                       "task:");
+        size_t i;
+        json_t *p;
+        json_array_foreach(vs->out_of_scope, i, p)
+        {
+            if (i >= 5 || used >= sizeof(text))
+                break;
+            used += (size_t)snprintf(text + used, sizeof(text) - used, "%s %s", i ? "," : "",
+                                     json_string_value(p));
+        }
+        json_array_append_new(why, json_string(text));
+    }
+    if (sig->compiled == 0)
+        json_array_append_new(why, json_string("the code does not compile with the change"));
+    else if (sig->tests_passed == 0)
+        json_array_append_new(why, json_string("the test suite fails with the change"));
+    else if (sig->existing_passed == 0)
+        json_array_append_new(why, json_string("the existing tests, run unmodified against the "
+                                               "changed code, fail"));
+    else if (sig->existing_passed == 1 && sig->regression_proven != 1)
+        json_array_append_new(why, json_string("no test reproduces the production error: add a "
+                                               "test that fails on the deployed code with this "
+                                               "error and passes with the fix"));
+    if (json_array_size(why) == 0) {
+        json_decref(why);
+        return NULL;
+    }
+    return why;
+}
+
+/* The last max bytes of a file of the fix's directory (scrubbed), or
+ * NULL. */
+static json_t *log_tail(attempt *a, const char *leaf, size_t max)
+{
+    char path[FIX_PATH_MAX + 64];
+    attempt_path(path, sizeof(path), a, leaf);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *buf = malloc(max + 1);
+    size_t n = 0;
+    if (buf != NULL && fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        if (size > 0 && fseek(f, size > (long)max ? size - (long)max : 0, SEEK_SET) == 0)
+            n = fread(buf, 1, max, f);
+    }
+    fclose(f);
+    json_t *out = NULL;
+    if (buf != NULL && n > 0) {
+        sh_buf clean;
+        sh_buf_init(&clean);
+        sh_scrub(port_scrubber(a->ctx), buf, n, &clean, NULL);
+        if (!clean.oom) {
+            size_t len = sh_utf8_truncate(clean.data, clean.len, clean.len);
+            out = json_stringn(clean.data, len);
+        }
+        sh_buf_free(&clean);
+    }
+    free(buf);
+    return out;
+}
+
+/* The failing step's output, for the next prompt: the last step that did
+ * not pass, or the proof's words. */
+static json_t *failing_output(attempt *a)
+{
+    static const struct {
+        const char *step, *log;
+    } logs[] = {
+        {"compile", "compile.log"}, {"test", "test.log"}, {"existing_tests", "existing.log"}};
+    size_t i;
+    json_t *st;
+    json_array_foreach(json_object_get(a->report, "steps"), i, st)
+    {
+        if (json_is_true(json_object_get(st, "ok")))
+            continue;
+        for (size_t k = 0; k < sizeof(logs) / sizeof(logs[0]); k++)
+            if (strcmp(fix_str(st, "step") ? fix_str(st, "step") : "", logs[k].step) == 0)
+                return log_tail(a, logs[k].log, RETRY_OUTPUT_MAX);
+    }
+    const char *detail = fix_str(json_object_get(a->report, "proof"), "detail");
+    return detail != NULL ? json_string(detail) : NULL;
+}
+
+static void conclude(attempt *a, const char *status, const char *why);
+
+/* After a validation: when it found something a new attempt could mend
+ * and retries are left, records the retry (its stage, and in the fix's
+ * row what the next agent is told, so a restarted port tells it too),
+ * clears this attempt's change and work directory and returns 1. */
+static int retry(attempt *a)
+{
+    if (a->revalidate || a->retry_why == NULL || a->tries >= a->cfg->retries || a->ctx->stopping)
+        return 0;
+    json_t *output = failing_output(a);
+    json_t *feedback = json_pack("{s:O, s:o?}", "reasons", a->retry_why, "output", output);
+    if (feedback == NULL)
+        return 0;
+    a->tries++;
+    stage(a->ctx, a->id, a->fp, "retry",
+          json_pack("{s:i, s:i, s:O}", "attempt", a->tries + 1, "of", a->cfg->retries + 1,
+                    "reasons", a->retry_why));
+    fix_set(a->db, a->id, NULL,
+            json_pack("{s:{s:i, s:O}}", "attempt", "tries", a->tries, "feedback", feedback));
+    json_decref(a->feedback);
+    a->feedback = feedback;
+    if (a->have_diff)
+        wt_diff_free(&a->diff);
+    a->have_diff = 0;
+    json_decref(a->report);
+    json_decref(a->context);
+    json_decref(a->refusals);
+    json_decref(a->transcript);
+    json_decref(a->retry_why);
+    a->report = a->context = a->refusals = a->transcript = a->retry_why = NULL;
+    a->resumed = 0;
+    a->fix_commit[0] = '\0';
+    a->fix_tree[0] = '\0';
+    cmd_error err = {NULL, ""};
+    if (work_reset(a, &err) != 0) {
+        conclude(a, "failed", err.message);
+        return -1;
+    }
+    return 1;
+}
+
 /* The whole validation; fills a->report. Returns 1 when the hard checks
  * passed, 0 when not. */
 static int validate_fix(attempt *a, int *needs_human, double *confidence)
@@ -990,6 +1168,9 @@ static int validate_fix(attempt *a, int *needs_human, double *confidence)
     json_object_set_new(a->report, "passed", json_boolean(passed));
     json_object_set_new(a->report, "needs_human", json_boolean(*needs_human));
     json_object_set_new(a->report, "why_human", why_human(checked == 0 ? &vs : NULL, &sig));
+    json_object_set_new(a->report, "attempt", json_integer(a->tries + 1));
+    json_decref(a->retry_why);
+    a->retry_why = retry_reasons(a, checked == 0 ? &vs : NULL, &sig);
     validate_static_free(&vs);
     return passed;
 }
@@ -1186,7 +1367,9 @@ static void attempt_cleanup(attempt *a)
     json_decref(a->report);
     json_decref(a->refusals);
     json_decref(a->transcript);
-    a->context = a->report = a->refusals = a->transcript = NULL;
+    json_decref(a->retry_why);
+    json_decref(a->feedback);
+    a->context = a->report = a->refusals = a->transcript = a->retry_why = a->feedback = NULL;
     if (a->have_diff)
         wt_diff_free(&a->diff);
     a->have_diff = 0;
@@ -1227,9 +1410,10 @@ static int make_change(attempt *a)
     json_t *t = a->transcript;
     const char *preset = a->cfg->agent.preset[0] ? a->cfg->agent.preset : "command";
     stage(a->ctx, a->id, a->fp, "agent",
-          json_pack("{s:s, s:b, s:I, s:s, s:s, s:O?, s:O?, s:O?, s:O?}", "result", desc,
-                    "timed_out", a->agent.timed_out, "ms", (json_int_t)a->agent.elapsed_ms,
-                    "sandbox", sandboxed(a->cfg) ? "bwrap" : "none", "agent", preset, "turns",
+          json_pack("{s:i, s:s, s:b, s:I, s:s, s:s, s:O?, s:O?, s:O?, s:O?}", "attempt",
+                    a->tries + 1, "result", desc, "timed_out", a->agent.timed_out, "ms",
+                    (json_int_t)a->agent.elapsed_ms, "sandbox",
+                    sandboxed(a->cfg) ? "bwrap" : "none", "agent", preset, "turns",
                     json_object_get(t, "turns"), "usage", json_object_get(t, "usage"), "is_error",
                     json_object_get(t, "is_error"), "final", json_object_get(t, "final")));
     if (t != NULL) {
@@ -1263,8 +1447,9 @@ static int make_change(attempt *a)
     }
     /* the commit and what a resumed attempt needs to go on from it (no
      * second agent run), in one statement */
-    json_t *att = json_pack("{s:O, s:b, s:{s:b, s:s}}", "context_files", a->context, "contained",
-                            a->contained, "agent", "exit_ok", exec_ok(&a->agent), "result", desc);
+    json_t *att = json_pack("{s:O, s:b, s:{s:b, s:s}, s:i}", "context_files", a->context,
+                            "contained", a->contained, "agent", "exit_ok", exec_ok(&a->agent),
+                            "result", desc, "tries", a->tries);
     if (a->transcript != NULL)
         json_object_set(att, "transcript", a->transcript);
     fix_set(a->db, a->id, NULL,
@@ -1296,41 +1481,46 @@ static void run_attempt(attempt *a)
         conclude(a, "failed", err.message);
         return;
     }
-    if (!a->revalidate && !a->resumed && make_change(a) != 0)
-        return;
-    if (tree_of(a->fix_tree, a->repo, a->fix_commit, msg, sizeof(msg)) != 0 ||
-        wt_diff_commits(&a->diff, a->repo, a->base, a->fix_commit, FIX_PATCH_MAX, msg,
-                        sizeof(msg)) != 0) {
-        conclude(a, "failed", msg);
-        return;
-    }
-    a->have_diff = 1;
-    if (a->context == NULL) {
-        /* a rebased or resumed fix: the scope is the files of its first attempt */
-        json_t *first = json_object_get(json_object_get(a->fix, "attempt"), "context_files");
-        a->context = json_is_array(first) ? json_incref(first) : json_array();
-    }
-    json_t *files = json_array();
-    for (size_t i = 0; i < a->diff.n; i++)
-        json_array_append_new(files,
-                              json_pack("{s:s, s:s#, s:I, s:I}", "path", a->diff.files[i].path,
-                                        "status", &a->diff.files[i].status, (size_t)1, "added",
-                                        (json_int_t)a->diff.files[i].added, "removed",
-                                        (json_int_t)a->diff.files[i].removed));
-    stage(a->ctx, a->id, a->fp, "change",
-          json_pack("{s:s, s:o, s:I, s:I, s:I, s:b, s:b}", "commit", a->fix_commit, "files", files,
-                    "added", (json_int_t)a->diff.added, "removed", (json_int_t)a->diff.removed,
-                    "bytes", (json_int_t)a->diff.bytes, "rebased", a->revalidate, "resumed",
-                    a->resumed));
-
-    int needs_human = 0;
+    int needs_human = 0, passed = 0, again;
     double confidence = 0.0;
-    int passed = validate_fix(a, &needs_human, &confidence);
-    if (a->ctx->stopping)
-        return;
-    fix_set(a->db, a->id, NULL,
-            json_pack("{s:O, s:f}", "validation", a->report, "confidence", confidence));
-    stage(a->ctx, a->id, a->fp, "validation", json_deep_copy(a->report));
+    do {
+        if (!a->revalidate && !a->resumed && make_change(a) != 0)
+            return;
+        if (tree_of(a->fix_tree, a->repo, a->fix_commit, msg, sizeof(msg)) != 0 ||
+            wt_diff_commits(&a->diff, a->repo, a->base, a->fix_commit, FIX_PATCH_MAX, msg,
+                            sizeof(msg)) != 0) {
+            conclude(a, "failed", msg);
+            return;
+        }
+        a->have_diff = 1;
+        if (a->context == NULL) {
+            /* a rebased or resumed fix: the scope is the files of its first attempt */
+            json_t *first = json_object_get(json_object_get(a->fix, "attempt"), "context_files");
+            a->context = json_is_array(first) ? json_incref(first) : json_array();
+        }
+        json_t *files = json_array();
+        for (size_t i = 0; i < a->diff.n; i++)
+            json_array_append_new(files,
+                                  json_pack("{s:s, s:s#, s:I, s:I}", "path", a->diff.files[i].path,
+                                            "status", &a->diff.files[i].status, (size_t)1, "added",
+                                            (json_int_t)a->diff.files[i].added, "removed",
+                                            (json_int_t)a->diff.files[i].removed));
+        stage(a->ctx, a->id, a->fp, "change",
+              json_pack("{s:s, s:o, s:I, s:I, s:I, s:b, s:b}", "commit", a->fix_commit, "files",
+                        files, "added", (json_int_t)a->diff.added, "removed",
+                        (json_int_t)a->diff.removed, "bytes", (json_int_t)a->diff.bytes, "rebased",
+                        a->revalidate, "resumed", a->resumed));
+
+        passed = validate_fix(a, &needs_human, &confidence);
+        if (a->ctx->stopping)
+            return;
+        fix_set(a->db, a->id, NULL,
+                json_pack("{s:O, s:f}", "validation", a->report, "confidence", confidence));
+        stage(a->ctx, a->id, a->fp, "validation", json_deep_copy(a->report));
+        again = retry(a);
+        if (again < 0)
+            return;
+    } while (again);
 
     /* the delivery is a step: its intent first (the push and the pull
      * request are found again by branch), then the delivery and its record

@@ -42,31 +42,32 @@
 typedef struct fix_config {
     int enabled; /* fix.repo set and consent is not observe */
     char state_dir[FIX_PATH_MAX];
-    char repo[FIX_PATH_MAX];     /* fix.repo: the application's git repository */
-    char base[256];              /* fix.base: the deployed commit (else the deploy branch) */
-    char deploy_branch[256];     /* deploy.branch (default: the repo's current branch) */
-    agent_config agent;          /* fix.agent.* (agent.h) */
-    json_t *compile_argv;        /* fix.compile.argv */
-    int compile_timeout_ms;      /* fix.compile.timeout_s (300) */
-    json_t *test_argv;           /* fix.test.argv */
-    int test_timeout_ms;         /* fix.test.timeout_s (600) */
-    json_t *env_allow;           /* fix.env_allow: for compile, test, deploy, health */
-    size_t max_output;           /* fix.max_output_bytes (8 MiB) */
-    size_t max_lines;            /* fix.max_changed_lines (40) */
-    size_t max_bytes;            /* fix.max_changed_bytes (8192) */
-    json_t *test_paths;          /* fix.test.paths: where the test runner looks (NULL: defaults) */
-    sandbox_config sandbox;      /* fix.sandbox (docs/sandbox.md) */
-    char sandbox_error[512];     /* why no agent may run ("" when the sandbox works or is off) */
-    json_t *protected_paths;     /* fix.protected_paths (NULL: defaults) */
-    char descriptor[4096];       /* fix.descriptor */
-    char remote_url[1024];       /* fix.remote.url (https): push + PR; "" = dry run */
-    char remote_token_env[128];  /* fix.remote.token_env (GITHUB_TOKEN) */
-    char remote_ca_file[1024];   /* fix.remote.ca_file: CAs of a self-hosted server, or "" */
-    int max_concurrent;          /* fix.max_concurrent (2) */
-    policy_consent consent;      /* gate.consent (diagnose) */
-    json_t *auto_severities;     /* gate.auto_deploy_severity */
-    double threshold;            /* gate.confidence_threshold (0.8) */
-    long long max_per_hour;      /* gate.max_auto_deploys_per_hour (5) */
+    char repo[FIX_PATH_MAX];    /* fix.repo: the application's git repository */
+    char base[256];             /* fix.base: the deployed commit (else the deploy branch) */
+    char deploy_branch[256];    /* deploy.branch (default: the repo's current branch) */
+    agent_config agent;         /* fix.agent.* (agent.h) */
+    json_t *compile_argv;       /* fix.compile.argv */
+    int compile_timeout_ms;     /* fix.compile.timeout_s (300) */
+    json_t *test_argv;          /* fix.test.argv */
+    int test_timeout_ms;        /* fix.test.timeout_s (600) */
+    json_t *env_allow;          /* fix.env_allow: for compile, test, deploy, health */
+    size_t max_output;          /* fix.max_output_bytes (8 MiB) */
+    size_t max_lines;           /* fix.max_changed_lines (40) */
+    size_t max_bytes;           /* fix.max_changed_bytes (8192) */
+    json_t *test_paths;         /* fix.test.paths: where the test runner looks (NULL: defaults) */
+    sandbox_config sandbox;     /* fix.sandbox (docs/sandbox.md) */
+    char sandbox_error[512];    /* why no agent may run ("" when the sandbox works or is off) */
+    json_t *protected_paths;    /* fix.protected_paths (NULL: defaults) */
+    char descriptor[4096];      /* fix.descriptor */
+    char remote_url[1024];      /* fix.remote.url (https): push + PR; "" = dry run */
+    char remote_token_env[128]; /* fix.remote.token_env (GITHUB_TOKEN) */
+    char remote_ca_file[1024];  /* fix.remote.ca_file: CAs of a self-hosted server, or "" */
+    int max_concurrent;         /* fix.max_concurrent (2) */
+    int retries;             /* fix.retries (1): agent runs after a mendable validation failure */
+    policy_consent consent;  /* gate.consent (diagnose) */
+    json_t *auto_severities; /* gate.auto_deploy_severity */
+    double threshold;        /* gate.confidence_threshold (0.8) */
+    long long max_per_hour;  /* gate.max_auto_deploys_per_hour (5) */
     long long breaker_threshold; /* gate.breaker_threshold (3) */
     int64_t approval_ttl_s;      /* gate.approval_ttl_s (86400) */
     json_t *deploy_argv;         /* deploy.argv */

@@ -272,6 +272,7 @@ defmodule SelfHeal.Config do
          "max_changed_bytes" => pos,
          "max_changed_lines" => pos,
          "max_concurrent" => pos,
+         "retries" => int.(0, 3),
          "max_output_bytes" => pos,
          "protected_paths" => {:list, :string},
          "remote" => {:map, %{"url" => :string, "token_env" => :env, "ca_file" => :string}},

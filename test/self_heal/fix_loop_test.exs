@@ -95,6 +95,98 @@ defmodule SelfHeal.FixLoopTest do
     assert File.exists?(fix["delivery"]["patch"])
   end
 
+  defp audit_actions(dir, action) do
+    Path.join([dir, "state", "audit.jsonl"])
+    |> File.read!()
+    |> String.split("\n", trim: true)
+    |> Enum.map(&SelfHeal.Port.JSON.decode!/1)
+    |> Enum.filter(&(&1["action"] == action))
+  end
+
+  test "a failed validation gets a second attempt told what went wrong", %{tmp_dir: dir} do
+    repo = make_repo(dir)
+
+    # the first run breaks the tests; the second, when its prompt says why
+    # the first was discarded, makes the right change
+    body =
+      """
+      if grep -q '^## Previous attempt' "$2"; then
+      """ <>
+        good_fix() <>
+        """
+        else
+        cat > src/calc.py <<'PY'
+        def average(xs):
+            return 0
+        PY
+        fi
+        """
+
+    port = start_port(config(dir, repo, agent(dir, "retry", body), deploy_config(dir)))
+    fix = fix!(port, fix_args())
+    assert fix["validation"]["passed"] and fix["validation"]["regression_proven"]
+    assert fix["validation"]["attempt"] == 2
+    assert fix["status"] in ["approved", "deployed", "verified", "deploying", "verifying"]
+
+    # the second prompt says why, with the failing tests' output fenced
+    prompt = File.read!(Path.join([dir, "state", "fixes", "#{fix["id"]}", "prompt.md"]))
+    assert prompt =~ "## Previous attempt\n\nThis is attempt 2."
+    assert prompt =~ "- the test suite fails with the change"
+    assert prompt =~ ~r/<UNTRUSTED-[0-9a-f]+ label="output of the failing step - last part">/
+    assert prompt =~ "FAILED"
+
+    # both attempts and the retry are in the fix's timeline and the audit log
+    assert [%{"attempt" => 1}, %{"attempt" => 2}] = audit_actions(dir, "fix_agent")
+
+    assert [%{"attempt" => 2, "of" => 2, "reasons" => ["the test suite fails with the change"]}] =
+             audit_actions(dir, "fix_retry")
+
+    assert [%{"passed" => false, "attempt" => 1}, %{"passed" => true, "attempt" => 2}] =
+             audit_actions(dir, "fix_validation")
+  end
+
+  test "retries: 0 runs the agent once; a broken rule of trust is never retried",
+       %{tmp_dir: dir} do
+    repo = make_repo(dir)
+
+    broken = """
+    cat > src/calc.py <<'PY'
+    def average(xs):
+        return 0
+    PY
+    """
+
+    cfg = config(dir, repo, agent(dir, "once", broken), %{"fix" => %{"retries" => 0}})
+    port = start_port(cfg)
+    fix = fix!(port, fix_args())
+    assert fix["status"] == "rejected"
+    assert length(audit_actions(dir, "fix_agent")) == 1
+    assert audit_actions(dir, "fix_retry") == []
+    stop_supervised!(Port)
+
+    # an agent that weakens an existing test is not told how to hide it
+    dir2 = Path.join(dir, "trust")
+    File.mkdir_p!(dir2)
+    repo2 = make_repo(dir2)
+
+    weaken =
+      good_fix() <>
+        """
+        sed -i 's/\\[2, 4\\]), 3)/[2, 4]), average([2, 4]))/' tests/test_calc.py
+        cat > src/calc.py <<'PY'
+        def average(xs):
+            return 0
+        PY
+        """
+
+    port = start_port(config(dir2, repo2, agent(dir2, "weaken", weaken)))
+    fix = fix!(port, fix_args())
+    assert fix["validation"]["tests_kept"] == false
+    assert fix["validation"]["tests_modified"] == ["tests/test_calc.py"]
+    assert length(audit_actions(dir2, "fix_agent")) == 1
+    assert audit_actions(dir2, "fix_retry") == []
+  end
+
   test "a preset agent whose key is not set fails before it runs", %{tmp_dir: dir} do
     repo = make_repo(dir)
     program = agent(dir, "claude", "exit 0")
