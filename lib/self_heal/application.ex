@@ -136,6 +136,9 @@ defmodule SelfHeal.Application do
           Application.get_env(:self_heal, :triage, [])
       end
 
+    # the dedup window survives a restart in the state directory
+    triage = Keyword.put_new(triage, :state_dir, Application.get_env(:self_heal, :state_dir))
+
     # counters for the dashboard and /metrics (SelfHeal.Telemetry feeds them)
     [{SelfHeal.Metrics, []}, {SelfHeal.Triage, triage}] ++
       orchestrator_children ++

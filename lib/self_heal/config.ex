@@ -105,7 +105,8 @@ defmodule SelfHeal.Config do
          dedup_ms: non_neg,
          high_count: pos,
          medium_count: pos,
-         max_tracked: pos
+         max_tracked: pos,
+         state_dir: :any
        }},
     ticket_min_severity: {:enum, @severities},
     sink: {:kw, %{name: :atom, keep: non_neg, log: :boolean}},

@@ -21,6 +21,17 @@ defmodule SelfHeal.Triage do
   A group held because of its severity is logged (info), once per
   fingerprint: `config :self_heal, ticket_min_severity: :low` (the
   application's name for `:min_severity`) tickets every new fingerprint.
+
+  With `:state_dir` (the application's `state_dir`) the window survives a
+  restart: each escalation is appended to `state_dir/triage.window`
+  before `decide/2` answers (`{fingerprint, escalated_at, count}`, wall
+  clock in ms, length-prefixed), a held recurrence's new count too; at
+  start the file is read (a torn last record, a crash mid-write, is
+  dropped), what fell out of the window is left out, and the file is
+  written again with the live entries only (write and rename), as it is
+  whenever it holds more than twice as many records as the window.
+  A file that cannot be read is logged and set aside
+  (`triage.window.bad`): the window starts empty.
   """
   use GenServer
 
@@ -128,13 +139,17 @@ defmodule SelfHeal.Triage do
        escalated: 0,
        held: 0,
        # fingerprints whose hold for severity was logged (bounded)
-       logged_low: MapSet.new()
-     }}
+       logged_low: MapSet.new(),
+       # the window's file (nil: in memory only) and its record count
+       file: nil,
+       records: 0
+     }
+     |> restore(Keyword.get(opts, :state_dir))}
   end
 
   @impl true
   def handle_call({:decide, group}, _from, state) do
-    now = System.monotonic_time(:millisecond)
+    now = System.os_time(:millisecond)
     state = expire(state, now)
     severity = classify(group, state.rules)
     settled = Map.put(group, :severity, severity)
@@ -148,12 +163,16 @@ defmodule SelfHeal.Triage do
         {at, count} = Map.fetch!(state.seen, group.fingerprint)
         seen = Map.put(state.seen, group.fingerprint, {at, count + group.count})
         settled = Map.put(settled, :count_since_escalation, count + group.count)
+        state = append(%{state | seen: seen}, group.fingerprint, at, count + group.count)
 
-        {:reply, {:hold, settled, {:seen_within, now - at}},
-         %{state | seen: seen, held: state.held + 1}}
+        {:reply, {:hold, settled, {:seen_within, now - at}}, %{state | held: state.held + 1}}
 
       true ->
-        state = track(state, group.fingerprint, group.count, now)
+        state =
+          state
+          |> track(group.fingerprint, group.count, now)
+          |> append(group.fingerprint, now, group.count)
+
         {:reply, {:escalate, settled}, %{state | escalated: state.escalated + 1}}
     end
   end
@@ -219,5 +238,127 @@ defmodule SelfHeal.Triage do
       _ ->
         state
     end
+  end
+
+  # ---- the window on disk
+
+  defp restore(state, dir) when dir in [nil, ""], do: state
+
+  defp restore(state, dir) do
+    unless File.dir?(dir) do
+      File.mkdir_p!(dir)
+      File.chmod!(dir, 0o700)
+    end
+
+    path = Path.join(dir, "triage.window")
+    now = System.os_time(:millisecond)
+
+    entries =
+      case File.read(path) do
+        {:ok, bin} ->
+          case records(bin, []) do
+            {:ok, list} ->
+              list
+
+            :error ->
+              Logger.error(
+                "self_heal: #{path} cannot be read; it is set aside as triage.window.bad " <>
+                  "and the dedup window starts empty",
+                domain: [:self_heal]
+              )
+
+              _ = File.rename(path, path <> ".bad")
+              []
+          end
+
+        {:error, :enoent} ->
+          []
+
+        {:error, reason} ->
+          Logger.error("self_heal: cannot read #{path}: #{:file.format_error(reason)}",
+            domain: [:self_heal]
+          )
+
+          []
+      end
+
+    # the last record of a fingerprint holds its window entry
+    latest =
+      Enum.reduce(entries, %{}, fn {fp, at, count}, acc -> Map.put(acc, fp, {at, count}) end)
+
+    state =
+      latest
+      |> Enum.filter(fn {_fp, {at, _}} -> now - at < state.rules.dedup_ms end)
+      |> Enum.sort_by(fn {_fp, {at, _}} -> at end)
+      |> Enum.reduce(%{state | file: path}, fn {fp, {at, count}}, st ->
+        %{st | seen: Map.put(st.seen, fp, {at, count}), order: :queue.in({at, fp}, st.order)}
+      end)
+
+    state = trim(state)
+    compact(state)
+  end
+
+  defp trim(state) do
+    if map_size(state.seen) > state.rules.max_tracked,
+      do: state |> drop_oldest() |> trim(),
+      else: state
+  end
+
+  # {:ok, [{fp, at, count}]}, a torn last record dropped; :error when a
+  # whole record is not one
+  defp records(<<size::32, rec::binary-size(size), rest::binary>>, acc) do
+    case decode(rec) do
+      {:ok, entry} -> records(rest, [entry | acc])
+      :error -> :error
+    end
+  end
+
+  defp records(_torn_or_empty, acc), do: {:ok, Enum.reverse(acc)}
+
+  defp decode(rec) do
+    case :erlang.binary_to_term(rec, [:safe]) do
+      {fp, at, count} = entry when is_binary(fp) and is_integer(at) and is_integer(count) ->
+        {:ok, entry}
+
+      _ ->
+        :error
+    end
+  rescue
+    ArgumentError -> :error
+  end
+
+  defp record(fp, at, count) do
+    rec = :erlang.term_to_binary({fp, at, count})
+    [<<byte_size(rec)::32>>, rec]
+  end
+
+  defp append(%{file: nil} = state, _fp, _at, _count), do: state
+
+  defp append(state, fp, at, count) do
+    if state.records + 1 > 2 * max(map_size(state.seen), 1000) do
+      compact(state)
+    else
+      File.write(state.file, record(fp, at, count), [:append, :binary])
+      |> written(state, state.records + 1)
+    end
+  end
+
+  # the live entries only, written aside and renamed over the file
+  defp compact(state) do
+    tmp = state.file <> ".tmp"
+    data = for {fp, {at, count}} <- state.seen, do: record(fp, at, count)
+
+    with(:ok <- File.write(tmp, data, [:binary]), do: File.rename(tmp, state.file))
+    |> written(state, map_size(state.seen))
+  end
+
+  defp written(:ok, state, records), do: %{state | records: records}
+
+  defp written({:error, reason}, state, _records) do
+    Logger.error("self_heal: cannot write #{state.file}: #{:file.format_error(reason)}",
+      domain: [:self_heal]
+    )
+
+    state
   end
 end
