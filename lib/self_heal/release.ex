@@ -17,7 +17,9 @@ defmodule SelfHeal.Release do
       consent, what is running, open tickets, fixes waiting for a human,
       failed jobs
     * `groups/1` - the error groups: live ones when the collector runs in
-      this node (`rpc`), else those escalated so far (from the jobs)
+      this node (`rpc`), else those escalated so far (from the jobs), each
+      with its lifecycle (`SelfHeal.Lifecycle`: settling, held, detected,
+      fixing, fixed, rolled back)
     * `tickets/1` - tickets (`status: "open" | "closed"`, `limit:`)
     * `fixes/1` - fixes (`status:`, `limit:`); `fix/1` one fix with its
       validation and its diff
@@ -30,7 +32,7 @@ defmodule SelfHeal.Release do
       `self_heal.skip`, `self_heal.gate`
   """
 
-  alias SelfHeal.CLI
+  alias SelfHeal.{CLI, Lifecycle}
 
   @doc "Switches, breaker, running work, open tickets, waiting fixes, failed jobs."
   def status, do: print(text(:status, []))
@@ -89,14 +91,33 @@ defmodule SelfHeal.Release do
   end
 
   def text(:groups, [opts]) do
+    # each group's lifecycle: the triage's decision (live groups settled
+    # here), its ticket, the latest fix of it or of its ticket
+    fixes = Lifecycle.index(listed("fixes", %{"limit" => 1000}))
+
+    tickets =
+      for t <- listed("tickets", %{"limit" => 1000}),
+          fp <- List.wrap(t["fingerprints"] || t["fingerprint"]),
+          into: %{},
+          do: {fp, t["id"]}
+
     if Process.whereis(SelfHeal.Collector) do
-      {:ok, SelfHeal.groups() |> Enum.map(&SelfHeal.Port.analysis_group/1) |> groups_text()}
+      SelfHeal.groups()
+      |> Enum.map(fn g ->
+        g
+        |> SelfHeal.Port.analysis_group()
+        |> Map.put("lifecycle", lifecycle(g.fingerprint, decision(g.fingerprint), tickets, fixes))
+      end)
+      |> groups_text()
+      |> then(&{:ok, &1})
     else
       with {:ok, %{"jobs" => jobs}} <- port("jobs", %{"limit" => limit(opts)}) do
         jobs
         |> Enum.filter(&(&1["kind"] == "escalate"))
         |> Enum.flat_map(&(get_in(&1, ["input", "groups"]) || []))
         |> Enum.uniq_by(& &1["id"])
+        # an escalated group is detected at least
+        |> Enum.map(&Map.put(&1, "lifecycle", lifecycle(&1["id"], :escalated, tickets, fixes)))
         |> groups_text()
         |> then(&{:ok, &1})
       end
@@ -122,7 +143,8 @@ defmodule SelfHeal.Release do
       {:ok,
        lines(fixes, "no fixes", fn f ->
          "fix #{f["id"]} #{f["status"]} #{short(f["fingerprint"])} " <>
-           "confidence #{f["confidence"] || "-"} ticket #{f["ticket_id"] || "-"}"
+           "confidence #{f["confidence"] || "-"} ticket #{f["ticket_id"] || "-"} " <>
+           "group #{Lifecycle.name(elem(Lifecycle.of_fix(f), 0))}"
        end)}
     end
   end
@@ -136,7 +158,7 @@ defmodule SelfHeal.Release do
        Enum.join(
          [
            "fix #{fix["id"]}: #{fix["status"]}",
-           "fingerprint: #{fix["fingerprint"]}",
+           "fingerprint: #{fix["fingerprint"]}; group: #{Lifecycle.label(Lifecycle.of_fix(fix))}",
            "ticket: #{fix["ticket_id"] || "-"}; branch: #{fix["branch"] || "-"}",
            "commits: base #{fix["base_commit"] || "-"}, fix #{fix["fix_commit"] || "-"}",
            "confidence: #{fix["confidence"] || "-"}; decided by: #{fix["decided_by"] || "-"}",
@@ -274,8 +296,27 @@ defmodule SelfHeal.Release do
     |> Enum.sort_by(&(-(&1["count"] || 0)))
     |> lines("no groups", fn g ->
       "#{short(g["id"])} x#{g["count"]} #{g["severity"] || "-"} #{g["service"] || "-"} " <>
-        "#{g["type"]}: #{String.slice(to_string(g["message"]), 0, 100)}"
+        "[#{g["lifecycle"]}] #{g["type"]}: #{String.slice(to_string(g["message"]), 0, 100)}"
     end)
+  end
+
+  # a list the port answers with, or [] (no port program, no state)
+  defp listed(cmd, args) do
+    case CLI.run(cmd, args) do
+      {:ok, %{^cmd => list}} when is_list(list) -> list
+      _ -> []
+    end
+  end
+
+  defp decision(fp) do
+    if Process.whereis(SelfHeal.Metrics), do: SelfHeal.Metrics.decision(fp)
+  end
+
+  defp lifecycle(fp, decision, tickets, fixes) do
+    ticket = tickets[fp]
+    escalated = decision == :escalated or ticket != nil
+    decision = if decision == :escalated, do: nil, else: decision
+    Lifecycle.label(Lifecycle.stage(decision, escalated, Lifecycle.fix_for(fixes, fp, ticket)))
   end
 
   defp validation_text(nil), do: "  (not validated yet)"

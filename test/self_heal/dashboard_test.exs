@@ -71,9 +71,10 @@ defmodule SelfHeal.DashboardTest do
     Map.merge(names, %{base: base, dir: dir})
   end
 
-  # A fix awaiting a human (consent diagnose, a deploy target), and events
-  # of three groups, one of them seen once (low severity: held by triage).
-  defp real_run(ctx) do
+  # Events of three groups, one of them seen once (low severity: held by
+  # triage), settled; then a fix awaiting a human (consent diagnose, a
+  # deploy target), for the fingerprint `pick` chooses among the groups.
+  defp real_run(ctx, pick \\ fn _groups -> "fpcalc0001" end) do
     repo = make_repo(ctx.dir)
 
     cfg =
@@ -91,8 +92,6 @@ defmodule SelfHeal.DashboardTest do
       )
 
     port = start_port(cfg, name: ctx.port)
-    fix = fix!(port, fix_args())
-    assert fix["status"] == "awaiting_approval"
 
     events =
       for(i <- 1..25, do: crash("order #{i} failed", MyApp.Orders)) ++
@@ -103,6 +102,9 @@ defmodule SelfHeal.DashboardTest do
     wait_until(fn -> length(Collector.groups(ctx.collector)) == 3 end)
     # every group settles (100 ms) and triage decides
     wait_until(fn -> Settle.stats(ctx.settle).settled >= 3 end)
+
+    fix = fix!(port, fix_args(pick.(Collector.groups(ctx.collector))))
+    assert fix["status"] == "awaiting_approval"
     {port, fix}
   end
 
@@ -202,6 +204,43 @@ defmodule SelfHeal.DashboardTest do
 
     assert wait_status(port, fix["id"], ["deployed", "rolled_back", "failed"])["status"] ==
              "deployed"
+  end
+
+  test "each group's lifecycle on the groups page, each fix's group on the fixes page", ctx do
+    order = fn groups -> Enum.find(groups, &(&1.sample.message =~ "order")).fingerprint end
+    {port, fix} = real_run(ctx, order)
+    {cookie, _} = login(ctx.base)
+
+    row = fn page, text ->
+      page
+      |> String.split("<tr>")
+      |> Enum.find(&(String.starts_with?(&1, "<td") and &1 =~ text)) || flunk("no row #{text}")
+    end
+
+    assert {200, _, page} = http(:get, ctx.base <> "/self_heal/groups", [{"cookie", cookie}])
+    assert page =~ "<th>Lifecycle</th>"
+    # the fix's group is being fixed (it waits for a human), the one seen
+    # once was held, the other escalated: detected
+    assert row.(page, "order") =~ ~s(<span class="stage warn">fixing</span>)
+    assert row.(page, "order") =~ "fix #{fix["id"]} awaiting_approval"
+    assert row.(page, "seen once") =~ ~s(<span class="stage ">held</span>)
+    assert row.(page, "login") =~ ~s(<span class="stage ">detected</span>)
+
+    assert {:ok, _} = SelfHeal.Port.call(port, "approve", %{"id" => fix["id"], "by" => "ops"})
+
+    assert wait_status(port, fix["id"], ["deployed", "rolled_back", "failed"])["status"] ==
+             "deployed"
+
+    assert {200, _, page} = http(:get, ctx.base <> "/self_heal/groups", [{"cookie", cookie}])
+    assert row.(page, "order") =~ ~s(<span class="stage ok">fixed</span>)
+
+    assert {200, _, page} = http(:get, ctx.base <> "/self_heal/fixes", [{"cookie", cookie}])
+    assert row.(page, "fix #{fix["id"]}") =~ ~s(<span class="stage ok">fixed</span>)
+
+    assert {200, _, page} =
+             http(:get, ctx.base <> "/self_heal/fixes/#{fix["id"]}", [{"cookie", cookie}])
+
+    assert page =~ "<th>Group</th><td>fixed (fix #{fix["id"]} deployed)</td>"
   end
 
   test "an unset token variable keeps the dashboard closed; an operator token that is an ingest token is refused" do

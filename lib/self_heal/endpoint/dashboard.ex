@@ -31,7 +31,7 @@ defmodule SelfHeal.Endpoint.Dashboard do
 
   alias SelfHeal.Endpoint.{Conn, FixView}
   alias SelfHeal.Endpoint.Conn.Request
-  alias SelfHeal.Metrics
+  alias SelfHeal.{Lifecycle, Metrics}
 
   @typedoc "The operators' credential as the endpoint keeps it."
   @type operator :: %{env: binary(), digest: binary(), key: binary()} | {:unset, binary()} | nil
@@ -403,6 +403,7 @@ defmodule SelfHeal.Endpoint.Dashboard do
       |> Enum.chunk_every(2)
 
     tickets = tickets_by_fingerprint(conn)
+    fixes = fixes_index(conn)
 
     [
       "<p>",
@@ -411,10 +412,12 @@ defmodule SelfHeal.Endpoint.Dashboard do
       "a held group is not ticketed (its reason says why).</p>",
       pager(page, pages),
       "<table class=\"list\"><tr><th>Fingerprint</th><th>Error</th><th>Count</th><th>Last hour</th>",
-      "<th>First seen</th><th>Last seen</th><th>Severity</th><th>Decision</th><th>Ticket</th></tr>",
+      "<th>First seen</th><th>Last seen</th><th>Severity</th><th>Decision</th><th>Ticket</th>",
+      "<th>Lifecycle</th></tr>",
       Enum.zip_with(shown, texts, fn g, [normalized, sample] ->
         decision = Metrics.decision(g.fingerprint)
         ticket = tickets[g.fingerprint]
+        fix = Lifecycle.fix_for(fixes, g.fingerprint, ticket && ticket["id"])
 
         [
           "<tr><td class=\"mono\" title=\"",
@@ -441,6 +444,8 @@ defmodule SelfHeal.Endpoint.Dashboard do
           decision_cells(decision),
           "<td>",
           if(ticket, do: ticket_link(ticket), else: ""),
+          "</td><td>",
+          lifecycle(Lifecycle.stage(decision, ticket != nil, fix)),
           "</td></tr>"
         ]
       end),
@@ -528,6 +533,33 @@ defmodule SelfHeal.Endpoint.Dashboard do
     end
   end
 
+  defp fixes_index(conn) do
+    case call(conn, "fixes", %{"limit" => 1000}) do
+      {:ok, %{"fixes" => list}} -> Lifecycle.index(list)
+      _ -> Lifecycle.index([])
+    end
+  end
+
+  # the stage and what it is at
+  defp lifecycle({stage, detail}) do
+    class =
+      case stage do
+        :fixed -> "ok"
+        :rolled_back -> "bad"
+        :fixing -> "warn"
+        _ -> ""
+      end
+
+    [
+      "<span class=\"stage ",
+      class,
+      "\">",
+      escape(Lifecycle.name(stage)),
+      "</span>",
+      if(detail, do: [" <small>", escape(detail), "</small>"], else: "")
+    ]
+  end
+
   defp ticket_link(t) do
     label = "##{t["id"]} #{t["status"]}"
 
@@ -589,7 +621,8 @@ defmodule SelfHeal.Endpoint.Dashboard do
             "Confidence",
             "Decided by",
             "Started",
-            "Updated"
+            "Updated",
+            "Group"
           ],
           for f <- list do
             [
@@ -606,7 +639,8 @@ defmodule SelfHeal.Endpoint.Dashboard do
               escape(number(f["confidence"])),
               escape(f["decided_by"]),
               time_s(f["created_at"]),
-              time_s(f["updated_at"])
+              time_s(f["updated_at"]),
+              lifecycle(Lifecycle.of_fix(f))
             ]
           end
         )
@@ -662,6 +696,7 @@ defmodule SelfHeal.Endpoint.Dashboard do
           "<table class=\"facts\">",
           for {k, v} <- [
                 {"Status", fix["status"]},
+                {"Group", Lifecycle.label(Lifecycle.of_fix(fix))},
                 {"Fingerprint", fix["fingerprint"]},
                 {"Severity", fix["severity"]},
                 {"Error",
