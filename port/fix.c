@@ -1240,6 +1240,10 @@ static void notify_fix(port_ctx *ctx, json_t *fix, const char *key, const char *
         json_object_set(msg, "url", pr);
     if (action_id[0] != '\0')
         json_object_set_new(msg, "action_id", json_string(action_id));
+    /* a deploy's message shows the change */
+    if (strcmp(kind, "deploy") == 0)
+        notify_add_patch(ctx, msg, fix_str(json_object_get(fix, "delivery"), "patch"),
+                         json_string_value(pr), (int64_t)id);
     json_decref(notify_send_once(ctx, msg, key, 0));
     json_decref(msg);
 }

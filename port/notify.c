@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "dash.h"
 #include "effect.h"
 #include "fence.h"
 #include "http.h"
@@ -52,6 +53,7 @@ enum {
     B_SERVICE = 128,
     B_ERROR = 2000,
     B_PATH = 512,
+    B_SLACK_DIFF = 2900,
     B_SLACK_ERROR = 300,
     B_SLACK_HEADER = 150,
     B_SUBJECT = 160
@@ -330,7 +332,7 @@ static int rate_allow(int channel, double rate_per_min)
  * a secret is never split into an unrecognisable prefix. NULL when out of
  * memory. */
 static char *clean_field(const sh_scrubber *s, const char *text, size_t len, size_t max,
-                         int multiline)
+                         int multiline, int *cut)
 {
     sh_buf scrubbed, out;
     sh_buf_init(&scrubbed);
@@ -373,12 +375,14 @@ static char *clean_field(const sh_scrubber *s, const char *text, size_t len, siz
     if (out.len > max) {
         out.len = sh_utf8_truncate(out.data, out.len, max - (sizeof(ELLIPSIS) - 1));
         sh_buf_append_str(&out, ELLIPSIS);
+        if (cut != NULL)
+            *cut = 1;
     }
     return buf_take(&out);
 }
 
 static int msg_field(char **out, json_t *message, const char *key, const sh_scrubber *s, size_t max,
-                     int multiline)
+                     int multiline, int *cut)
 {
     json_t *v = json_object_get(message, key);
     char num[32];
@@ -397,7 +401,7 @@ static int msg_field(char **out, json_t *message, const char *key, const sh_scru
     } else {
         return -1;
     }
-    *out = clean_field(s, text, len, max, multiline);
+    *out = clean_field(s, text, len, max, multiline, cut);
     if (*out == NULL)
         return -2;
     if ((*out)[0] == '\0') {
@@ -411,12 +415,30 @@ void notify_msg_free(notify_msg *m)
 {
     if (m == NULL)
         return;
-    char **fields[] = {&m->kind,  &m->ticket_id, &m->fingerprint, &m->severity,    &m->service,
-                       &m->error, &m->path,      &m->url,         &m->approve_url, &m->skip_url};
+    char **fields[] = {&m->kind,        &m->ticket_id, &m->fingerprint, &m->severity,
+                       &m->service,     &m->error,     &m->path,        &m->url,
+                       &m->approve_url, &m->skip_url,  &m->diff,        &m->patch_url};
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         free(*fields[i]);
         *fields[i] = NULL;
     }
+}
+
+/* A copy of url when it is a safe URL the scrubber leaves alone (no
+ * credentials or tokens in it), else NULL. */
+static char *safe_url(const sh_scrubber *scrub, json_t *url)
+{
+    char *out = NULL;
+    if (json_is_string(url) && valid_url(json_string_value(url), URL_MAX)) {
+        sh_buf sb;
+        sh_buf_init(&sb);
+        sh_scrub_stats st = {0};
+        sh_scrub(scrub, json_string_value(url), json_string_length(url), &sb, &st);
+        if (st.redactions == 0 && !sb.oom)
+            out = strdup(json_string_value(url));
+        sh_buf_free(&sb);
+    }
+    return out;
 }
 
 int notify_msg_init(notify_msg *out, json_t *message, const sh_scrubber *scrub, char *err,
@@ -439,10 +461,12 @@ int notify_msg_init(notify_msg *out, json_t *message, const sh_scrubber *scrub, 
                   {&out->severity, "severity", B_SEVERITY, 0},
                   {&out->service, "service", B_SERVICE, 0},
                   {&out->error, "error", B_ERROR, 1},
-                  {&out->path, "path", B_PATH, 0}};
+                  {&out->path, "path", B_PATH, 0},
+                  {&out->diff, "diff", NOTIFY_DIFF_MAX, 1}};
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        int rc = msg_field(fields[i].dst, message, fields[i].key, scrub, fields[i].max,
-                           fields[i].multiline);
+        int rc =
+            msg_field(fields[i].dst, message, fields[i].key, scrub, fields[i].max,
+                      fields[i].multiline, fields[i].dst == &out->diff ? &out->diff_cut : NULL);
         if (rc != 0) {
             snprintf(err, errlen, "%s %s", fields[i].key,
                      rc == -1 ? "must be a string or an integer" : "could not be copied");
@@ -450,18 +474,10 @@ int notify_msg_init(notify_msg *out, json_t *message, const sh_scrubber *scrub, 
             return -1;
         }
     }
-    /* The ticket URL is kept only when it is a safe URL the scrubber leaves
-     * alone (no credentials or tokens in it). */
-    json_t *url = json_object_get(message, "url");
-    if (json_is_string(url) && valid_url(json_string_value(url), URL_MAX)) {
-        sh_buf sb;
-        sh_buf_init(&sb);
-        sh_scrub_stats st = {0};
-        sh_scrub(scrub, json_string_value(url), json_string_length(url), &sb, &st);
-        if (st.redactions == 0 && !sb.oom)
-            out->url = strdup(json_string_value(url));
-        sh_buf_free(&sb);
-    }
+    out->url = safe_url(scrub, json_object_get(message, "url"));
+    out->patch_url = safe_url(scrub, json_object_get(message, "patch_url"));
+    if (out->diff != NULL && json_is_true(json_object_get(message, "diff_truncated")))
+        out->diff_cut = 1;
     json_t *count = json_object_get(message, "count");
     if (json_is_integer(count) && json_integer_value(count) >= 0)
         out->count = (long long)json_integer_value(count);
@@ -615,6 +631,57 @@ static json_t *slack_ticket_field(const notify_msg *m)
     return f;
 }
 
+/* The change as a code block: mrkdwn-escaped, a run of backticks broken
+ * (U+200B) so the block cannot be closed early, at most B_SLACK_DIFF
+ * bytes of text; "(cut; full patch)" linked when there is more. */
+static json_t *slack_diff_block(const notify_msg *m)
+{
+    sh_buf b;
+    sh_buf_init(&b);
+    sh_buf_append_str(&b, "*Change*");
+    int cut = m->diff_cut;
+    size_t head = b.len + 64 + (m->patch_url != NULL ? strlen(m->patch_url) : 0);
+    sh_buf code;
+    sh_buf_init(&code);
+    for (const char *p = m->diff; *p != '\0'; p++) {
+        size_t k = sh_utf8_seq_len((const unsigned char *)p, strlen(p));
+        if (code.len + head + 8 + (k > 0 ? k : 1) > B_SLACK_DIFF) {
+            sh_buf_append_str(&code, ELLIPSIS);
+            cut = 1;
+            break;
+        }
+        if (*p == '&')
+            sh_buf_append_str(&code, "&amp;");
+        else if (*p == '<')
+            sh_buf_append_str(&code, "&lt;");
+        else if (*p == '>')
+            sh_buf_append_str(&code, "&gt;");
+        else if (*p == '`' && p[1] == '`')
+            sh_buf_append_str(&code, "`\xE2\x80\x8B");
+        else if (k > 1) {
+            sh_buf_append(&code, p, k);
+            p += k - 1;
+        } else
+            sh_buf_append_byte(&code, *p);
+    }
+    if (m->patch_url != NULL) {
+        sh_buf_append_str(&b, cut ? " (cut; <" : " (<");
+        sh_buf_append_str(&b, m->patch_url);
+        sh_buf_append_str(&b, "|full patch>)");
+    } else if (cut) {
+        sh_buf_append_str(&b, " (cut)");
+    }
+    sh_buf_append_str(&b, "\n```\n");
+    sh_buf_append(&b, code.data ? code.data : "", code.len);
+    sh_buf_append_str(&b, "\n```");
+    b.oom |= code.oom;
+    sh_buf_free(&code);
+    json_t *block = json_pack("{s:s, s:{s:s, s:o*}}", "type", "section", "text", "type", "mrkdwn",
+                              "text", json_buf(&b));
+    sh_buf_free(&b);
+    return block;
+}
+
 static json_t *slack_button(const char *label, const char *url, const char *action_id,
                             const char *style)
 {
@@ -679,6 +746,8 @@ json_t *notify_slack_body(const notify_msg *m)
     if (m->url != NULL || m->ticket_id != NULL)
         json_array_append_new(fields, slack_ticket_field(m));
     json_array_append_new(blocks, json_pack("{s:s, s:O}", "type", "section", "fields", fields));
+    if (m->diff != NULL)
+        json_array_append_new(blocks, slack_diff_block(m));
 
     if (m->fingerprint != NULL) {
         sh_buf cb;
@@ -729,8 +798,8 @@ static void text_line(sh_buf *b, const char *label, const char *value)
     sh_buf_append_byte(b, '\n');
 }
 
-/* The plain-text summary shared by Telegram and email; the error comes
- * last so that a cut only shortens it. */
+/* The plain-text summary shared by Telegram and email; the error and the
+ * change come last so that a cut only shortens them. */
 static void summary_text(sh_buf *b, const notify_msg *m, int with_links)
 {
     sh_buf_append_str(b, "SelfHeal [");
@@ -749,6 +818,7 @@ static void summary_text(sh_buf *b, const notify_msg *m, int with_links)
     text_line(b, "Ticket: #", m->ticket_id);
     text_line(b, "Ticket URL: ", m->url);
     text_line(b, "Fingerprint: ", m->fingerprint);
+    text_line(b, "Full patch: ", m->patch_url);
     text_line(b, "", m->audit[0] != '\0' ? m->audit : NULL);
     if (with_links && m->approve_url != NULL && m->skip_url != NULL) {
         char until[40];
@@ -764,6 +834,13 @@ static void summary_text(sh_buf *b, const notify_msg *m, int with_links)
     if (m->error != NULL) {
         sh_buf_append_str(b, "\nError:\n");
         sh_buf_append_str(b, m->error);
+        sh_buf_append_byte(b, '\n');
+    }
+    if (m->diff != NULL) {
+        sh_buf_append_str(b, !m->diff_cut           ? "\nChange:\n"
+                             : m->patch_url != NULL ? "\nChange (cut; the full patch above):\n"
+                                                    : "\nChange (cut):\n");
+        sh_buf_append_str(b, m->diff);
         sh_buf_append_byte(b, '\n');
     }
 }
@@ -1685,6 +1762,33 @@ static int add_links(port_ctx *ctx, notify_msg *m, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+void notify_add_patch(port_ctx *ctx, json_t *message, const char *patch_path, const char *pr_url,
+                      int64_t fix_id)
+{
+    char state_dir[2048], base[600], url[URL_MAX + 1] = "";
+    cmd_error err = {NULL, ""};
+    port_config_string(ctx, "state_dir", "", state_dir, sizeof(state_dir));
+    /* a few bytes over the cut, so that the message knows there is more */
+    json_t *patch = dash_read_patch(state_dir, patch_path, NOTIFY_DIFF_MAX + 64, &err);
+    if (patch == NULL)
+        return;
+    json_object_set(message, "diff", json_object_get(patch, "patch"));
+    json_object_set(message, "diff_truncated", json_object_get(patch, "truncated"));
+    json_decref(patch);
+    port_config_string(ctx, "notify.links.base_url", "", base, sizeof(base));
+    size_t blen = strlen(base);
+    while (blen > 0 && base[blen - 1] == '/')
+        blen--;
+    int n = 0;
+    if (pr_url != NULL && pr_url[0] != '\0')
+        n = snprintf(url, sizeof(url), "%s/files", pr_url);
+    else if (blen > 0)
+        n = snprintf(url, sizeof(url), "%.*s/self_heal/fixes/%lld/patch", (int)blen, base,
+                     (long long)fix_id);
+    if (n > 0 && (size_t)n < sizeof(url))
+        json_object_set_new(message, "patch_url", json_string(url));
 }
 
 json_t *notify_send(port_ctx *ctx, json_t *message)

@@ -18,9 +18,22 @@
 
 /* message: {"kind": "ticket"|"fix"|..., "ticket_id", "fingerprint",
  * "severity", "service", "error", "path", "count", "url", "action_id"
- * (for approve/skip links, may be absent)}. Sends to every configured
+ * (for approve/skip links, may be absent), "diff" (a change, cut to
+ * NOTIFY_DIFF_MAX bytes), "diff_truncated" (bool: the diff given is
+ * already a part), "patch_url" (where the whole patch is)}. Sends to every configured
  * channel; returns {"slack": {"ok": bool, "error"?}, "email": ..., ...}. */
 json_t *notify_send(port_ctx *ctx, json_t *message);
+
+/* The bytes of a diff a message shows (after scrubbing). */
+#define NOTIFY_DIFF_MAX 1500
+
+/* Adds a fix's change to message: "diff" (the start of the scrubbed patch
+ * at patch_path, a file under state_dir/fixes/), "diff_truncated", and
+ * "patch_url": the pull request's files when pr_url is set, else the
+ * dashboard's page of the patch under notify.links.base_url. Nothing is
+ * added when the patch cannot be read. */
+void notify_add_patch(port_ctx *ctx, json_t *message, const char *patch_path, const char *pr_url,
+                      int64_t fix_id);
 
 /* notify_send as the step `key` of job job_id (effect.h): sent at most
  * once. The intent is recorded before the channels are called and the
@@ -51,6 +64,9 @@ const char *notify_link_secret(port_ctx *ctx, cmd_error *err);
 typedef struct notify_msg {
     char *kind, *ticket_id, *fingerprint, *severity, *service, *error, *path;
     char *url;          /* the ticket's http(s) URL, NULL when unsafe */
+    char *diff;         /* a change (multi-line), or NULL */
+    int diff_cut;       /* the diff is a part of the change */
+    char *patch_url;    /* the whole change's http(s) URL, NULL when unsafe */
     char action_id[65]; /* "" when absent */
     long long count;    /* -1 when absent */
     char *approve_url;  /* signed links (notify_msg_set_links), or NULL */

@@ -553,6 +553,117 @@ static void test_telegram_updates_bounded(void **state)
     json_decref(reply);
 }
 
+/* ------------------------------------------------------------ a change */
+
+/* A message with a diff of n lines "+line i <b>&```", a password in the
+ * first and patch_url url (NULL: none). */
+static json_t *diff_message(int n, const char *url)
+{
+    sh_buf d;
+    sh_buf_init(&d);
+    sh_buf_append_str(&d, "--- a/src/calc.py\n+++ b/src/calc.py\n+password=hunter2hunter2\n");
+    for (int i = 0; i < n; i++)
+        sh_buf_appendf(&d, "+line %d <b>&```\n", i);
+    sh_buf_append_byte(&d, '\0');
+    json_t *msg = json_pack("{s:s, s:s, s:s}", "kind", "deploy", "service", "api", "diff", d.data);
+    if (url != NULL)
+        json_object_set_new(msg, "patch_url", json_string(url));
+    sh_buf_free(&d);
+    return msg;
+}
+
+static size_t count_of(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = strstr(hay, needle); p != NULL; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+static void test_diff_cut_scrubbed_linked(void **state)
+{
+    (void)state;
+    const char *url = "https://ops.example/self_heal/fixes/7/patch";
+    json_t *doc = diff_message(200, url);
+    notify_msg m;
+    char err[160] = "";
+    assert_int_equal(notify_msg_init(&m, doc, NULL, err, sizeof(err)), 0);
+    json_decref(doc);
+    assert_non_null(m.diff);
+    assert_true(strlen(m.diff) <= NOTIFY_DIFF_MAX);
+    assert_int_equal(m.diff_cut, 1);
+    assert_null(strstr(m.diff, "hunter2hunter2"));
+    assert_non_null(strstr(m.diff, "+line 0 <b>&```\n"));
+    assert_string_equal(m.patch_url, url);
+
+    /* Slack: one code block, escaped, never closed early, under 3000 */
+    json_t *body = notify_slack_body(&m);
+    assert_non_null(body);
+    const char *change = NULL;
+    size_t i;
+    json_t *b;
+    json_array_foreach(json_object_get(body, "blocks"), i, b)
+    {
+        const char *t = json_string_value(json_object_get(json_object_get(b, "text"), "text"));
+        if (t != NULL && strncmp(t, "*Change*", 8) == 0)
+            change = t;
+    }
+    assert_non_null(change);
+    assert_true(strlen(change) <= 3000);
+    assert_non_null(
+        strstr(change, "*Change* (cut; <https://ops.example/self_heal/fixes/7/patch|full patch>)"));
+    assert_non_null(strstr(change, "+line 0 &lt;b&gt;&amp;`\xE2\x80\x8B`\xE2\x80\x8B`\n"));
+    assert_int_equal(count_of(change, "```"), 2);
+    assert_null(strstr(change, "hunter2hunter2"));
+    json_decref(body);
+
+    /* Telegram and email: the link among the facts, the change last */
+    body = notify_telegram_body(&m, "1");
+    const char *text = str_at(body, "text");
+    assert_non_null(strstr(text, "Full patch: https://ops.example/self_heal/fixes/7/patch\n"));
+    assert_non_null(strstr(text, "Change (cut; the full patch above):\n--- a/src/calc.py\n"));
+    assert_true(strlen(text) <= 4096);
+    json_decref(body);
+    const char *to[] = {"oncall@example.com"};
+    sh_buf out;
+    sh_buf_init(&out);
+    assert_int_equal(
+        notify_email_build(&out, &m, "selfheal@example.com", to, 1, 0, "1.x@example.com"), 0);
+    sh_buf_append_byte(&out, '\0');
+    assert_non_null(
+        strstr(out.data, "Change (cut; the full patch above):\r\n--- a/src/calc.py\r\n"));
+    assert_null(strstr(out.data, "hunter2hunter2"));
+    sh_buf_free(&out);
+    notify_msg_free(&m);
+
+    /* a short change whole, linked, not said to be cut */
+    doc = diff_message(2, "https://github.com/o/r/pull/3/files");
+    assert_int_equal(notify_msg_init(&m, doc, NULL, err, sizeof(err)), 0);
+    json_decref(doc);
+    assert_int_equal(m.diff_cut, 0);
+    assert_non_null(strstr(m.diff, "+line 1 <b>&```"));
+    body = notify_slack_body(&m);
+    char *dump = json_dumps(body, JSON_COMPACT);
+    assert_non_null(strstr(dump, "*Change* (<https://github.com/o/r/pull/3/files|full patch>)"));
+    assert_null(strstr(dump, "cut"));
+    free(dump);
+    json_decref(body);
+    notify_msg_free(&m);
+
+    /* a part given as such is cut; a link with credentials is dropped */
+    doc = diff_message(2, "https://user:pw@ops.example/patch");
+    json_object_set_new(doc, "diff_truncated", json_true());
+    assert_int_equal(notify_msg_init(&m, doc, NULL, err, sizeof(err)), 0);
+    json_decref(doc);
+    assert_int_equal(m.diff_cut, 1);
+    assert_null(m.patch_url);
+    body = notify_telegram_body(&m, "1");
+    assert_non_null(strstr(str_at(body, "text"), "Change (cut):\n"));
+    assert_null(strstr(str_at(body, "text"), "Full patch"));
+    json_decref(body);
+    notify_msg_free(&m);
+}
+
 /* ------------------------------------------------------------ email */
 
 static void test_email_message(void **state)
@@ -740,6 +851,7 @@ int main(void)
         cmocka_unit_test(test_links),
         cmocka_unit_test(test_slack_blocks),
         cmocka_unit_test(test_slack_bounds),
+        cmocka_unit_test(test_diff_cut_scrubbed_linked),
         cmocka_unit_test(test_telegram_body),
         cmocka_unit_test(test_telegram_text_bounded),
         cmocka_unit_test(test_telegram_updates),

@@ -335,6 +335,74 @@ defmodule SelfHeal.FixLoopTest do
     assert {"deploy", "succeeded"} in kinds
   end
 
+  test "a deploy's message carries the change, cut, with a link to the whole patch", %{
+    tmp_dir: dir
+  } do
+    repo = make_repo(dir)
+    {:ok, slack} = FakeHTTP.start(fn _ -> {200, [{"content-type", "text/plain"}], "ok"} end)
+    System.put_env("SH_FIXLOOP_DIFF_SLACK", slack.url <> "/services/T0/B0/hook")
+    on_exit(fn -> System.delete_env("SH_FIXLOOP_DIFF_SLACK") end)
+
+    # the fix, with a long comment: more than a message shows
+    notes =
+      for i <- 1..15,
+          into: "",
+          do: "# note #{i}: #{String.duplicate("why the empty list matters ", 4)}\n"
+
+    body = good_fix() <> "cat >> src/calc.py <<'PY'\n#{notes}PY\n"
+
+    cfg =
+      config(
+        dir,
+        repo,
+        agent(dir, "long", body),
+        deploy_config(dir, %{
+          "notify" => %{
+            "channels" => ["slack"],
+            "slack" => %{"webhook_url_env" => "SH_FIXLOOP_DIFF_SLACK"},
+            "links" => %{"base_url" => "https://ops.example/"}
+          }
+        })
+      )
+
+    port = start_port(cfg)
+    fix = fix!(port, fix_args())
+
+    if fix["status"] == "awaiting_approval",
+      do: {:ok, _} = Port.call(port, "approve", %{"id" => fix["id"], "by" => "ops"})
+
+    assert wait_status(port, fix["id"], ["deployed", "rolled_back", "failed"])["status"] ==
+             "deployed"
+
+    deploys =
+      wait_until(fn ->
+        found =
+          slack
+          |> FakeHTTP.requests()
+          |> Enum.map(&SelfHeal.Port.JSON.decode!(&1.body))
+          |> Enum.filter(&(get_in(&1, ["blocks", Access.at(0), "text", "text"]) =~ "deploy"))
+
+        if found != [], do: found
+      end)
+
+    change =
+      deploys
+      |> Enum.flat_map(& &1["blocks"])
+      |> Enum.find_value(fn b ->
+        t = get_in(b, ["text", "text"])
+        if is_binary(t) and String.starts_with?(t, "*Change*"), do: t
+      end)
+
+    assert change, inspect(deploys)
+
+    assert change =~
+             "*Change* (cut; <https://ops.example/self_heal/fixes/#{fix["id"]}/patch|full patch>)"
+
+    assert change =~ "+    if not xs:"
+    refute change =~ "note 15"
+    assert byte_size(change) <= 3000
+  end
+
   test "a recurrence during verification rolls back: revert commit, redeploy, breaker", %{
     tmp_dir: dir
   } do
