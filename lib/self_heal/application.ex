@@ -95,6 +95,12 @@ defmodule SelfHeal.Application do
     # what the collector keeps is scrubbed with the port's patterns too
     collector = Keyword.put_new(collector, :scrub, SelfHeal.Scrub.patterns(port_config))
 
+    # the triage model also reads a sample of the raw events
+    collector =
+      if Enum.any?(orchestrator_children, &match?({SelfHeal.TriageModel, _}, &1)),
+        do: Keyword.put_new(collector, :raw_sample, SelfHeal.TriageModel),
+        else: collector
+
     # approve / skip links land on the endpoint, which relays them to the port
     endpoint =
       case Application.get_env(:self_heal, :endpoint) do
@@ -190,7 +196,14 @@ defmodule SelfHeal.Application do
         next = {SelfHeal.Port, SelfHeal.Port}
 
         if Map.has_key?(config, "triage_model") do
-          model = [name: SelfHeal.TriageModel, port: SelfHeal.Port, next: next, watch: watch_set]
+          model =
+            Keyword.merge(Application.get_env(:self_heal, :triage_model, []),
+              name: SelfHeal.TriageModel,
+              port: SelfHeal.Port,
+              next: next,
+              watch: watch_set
+            )
+
           {{SelfHeal.TriageModel, SelfHeal.TriageModel}, [port, {SelfHeal.TriageModel, model}]}
         else
           {next, [port]}

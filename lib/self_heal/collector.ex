@@ -41,6 +41,9 @@ defmodule SelfHeal.Collector do
   (patterns of `SelfHeal.Scrub.new/1`, default `[]`: the built-in rules) and
   `:settle`: the name of a `SelfHeal.Settle` stage that receives the groups
   of every batch (the application's collector uses `SelfHeal.Settle`).
+  With `:raw_sample` (a `SelfHeal.TriageModel` server) up to 10 events
+  picked at random from every batch, scrubbed, go to the triage model as
+  raw lines (`SelfHeal.TriageModel.sample/2`), low severity included.
 
   **Watches**: with `:watch` (a `SelfHeal.Watch` set; watches can be added
   and removed at run time through `watches/1`) every event of a batch is
@@ -186,6 +189,7 @@ defmodule SelfHeal.Collector do
        settle: Keyword.get(opts, :settle),
        watch: Keyword.get(opts, :watch),
        verify: Keyword.get(opts, :verify),
+       raw_sample: Keyword.get(opts, :raw_sample),
        watch_escalate: Keyword.get(opts, :watch_escalate),
        watch_severity: Keyword.get(opts, :watch_severity, %{}),
        ingest_pending: pending,
@@ -389,6 +393,7 @@ defmodule SelfHeal.Collector do
 
     if state.watch && SelfHeal.Watch.count(state.watch) > 0, do: observe(events, state)
     if state.verify, do: report_recurrences(batch_groups, state.verify)
+    if state.raw_sample, do: sample_raw(events, state)
 
     %{state | pending: [], npending: 0, psources: [], timer: nil, events: state.events + seen}
   end
@@ -464,6 +469,18 @@ defmodule SelfHeal.Collector do
     end
 
     :ok
+  end
+
+  @raw_per_batch 10
+
+  defp sample_raw([], _state), do: :ok
+
+  defp sample_raw(events, state) do
+    pairs =
+      for e <- Enum.take_random(events, @raw_per_batch),
+          do: {Scrub.text(state.scrub, SelfHeal.TriageModel.raw_line(e)), e.fingerprint}
+
+    SelfHeal.TriageModel.sample(state.raw_sample, pairs)
   end
 
   defp observe(events, state) do

@@ -79,6 +79,7 @@ defmodule SelfHeal.Config do
          watch_escalate: :any,
          watch_severity: :any,
          scrub: {:list, :string},
+         raw_sample: :any,
          new_groups_per_minute: {:kw, %{anonymous: non_neg, authenticated: non_neg}}
        }},
     settle:
@@ -107,6 +108,16 @@ defmodule SelfHeal.Config do
          medium_count: pos,
          max_tracked: pos,
          state_dir: :any
+       }},
+    triage_model:
+      {:kw,
+       %{
+         batch_lines: pos,
+         batch_ms: pos,
+         timeout: pos,
+         raw_lines: non_neg,
+         raw_ms: pos,
+         raw_per_hour: non_neg
        }},
     ticket_min_severity: {:enum, @severities},
     sink: {:kw, %{name: :atom, keep: non_neg, log: :boolean}},

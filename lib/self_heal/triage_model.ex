@@ -23,9 +23,26 @@ defmodule SelfHeal.TriageModel do
   time, the batch goes on (fail open: an unavailable model never hides an
   error). `update/2` goes straight to `:next`.
 
+  **Raw batches.** Settled groups of low severity never get here, so a
+  lone 5xx line would never be read. The collector (option `:raw_sample`)
+  also hands over a sample of the raw events of each batch it
+  fingerprints (`sample/2`: at most 10 a batch, each a line with its
+  level, service, type, message and scalar metadata such as `status=503`).
+  They are kept as a uniform sample (reservoir) of at most `:raw_lines`
+  lines (default 50; 0 turns raw batches off); `:raw_ms` (default 60 s)
+  after the first, the sample goes to `triage_batch` with the source
+  `"sampled raw log lines"`, at most `:raw_per_hour` times an hour
+  (default 6: the budget; a sample over it is dropped and counted). A
+  `"watch"` answer adds its watch, a field comparison or a template equal
+  to one of the lines (watched through that event's fingerprint): the
+  model configures the rules, the rules count. `"ignore"` and
+  `"investigate"` change nothing: the events' groups take the usual way.
+
   Options: `:name`, `:port` (the `SelfHeal.Port` server), `:next`
   (`{module, server}`), `:watch` (a `SelfHeal.Watch` set or nil),
-  `:batch_lines`, `:batch_ms`, `:timeout` (port call, default 60 s).
+  `:batch_lines`, `:batch_ms`, `:timeout` (port call, default 60 s),
+  `:raw_lines`, `:raw_ms`, `:raw_per_hour`; `config :self_heal,
+  triage_model: [...]` sets them in an application.
   """
   @behaviour SelfHeal.Orchestrator
   use GenServer
@@ -46,7 +63,30 @@ defmodule SelfHeal.TriageModel do
   @impl SelfHeal.Orchestrator
   def update(server, held), do: GenServer.cast(server, {:update, held})
 
-  @doc "Counters: batches sent, groups ignored, watched, investigated, passed (model skipped or failed)."
+  @doc """
+  Offers raw events of a collector batch: `[{line, fingerprint}]` (see
+  `raw_line/1`). Never blocks.
+  """
+  @spec sample(GenServer.server(), [{String.t(), binary() | nil}]) :: :ok
+  def sample(server, pairs) when is_list(pairs), do: GenServer.cast(server, {:sample, pairs})
+
+  @doc "One raw event as the model reads it, at most 512 bytes."
+  @spec raw_line(SelfHeal.Event.t()) :: String.t()
+  def raw_line(event) do
+    meta =
+      for {k, v} <- Enum.take(Enum.sort(Map.to_list(event.metadata || %{})), 8),
+          is_binary(v) or is_number(v) or is_atom(v),
+          into: "",
+          do: " #{k}=#{v |> to_string() |> String.slice(0, 40)}"
+
+    text =
+      "#{event.level} #{event.service || "-"} #{event.type || "log"}: " <>
+        "#{String.slice(to_string(event.message), 0, 300)}#{meta}"
+
+    binary_part(text, 0, min(byte_size(text), @max_line))
+  end
+
+  @doc "Counters: batches sent, groups ignored, watched, investigated, passed (model skipped or failed); raw batches sent, their watches, samples over the budget."
   @spec stats(GenServer.server()) :: map()
   def stats(server), do: GenServer.call(server, :stats)
 
@@ -62,7 +102,26 @@ defmodule SelfHeal.TriageModel do
        timeout: Keyword.get(opts, :timeout, 60_000),
        batch: [],
        timer: nil,
-       stats: %{batches: 0, ignored: 0, watched: 0, investigated: 0, passed: 0, watches: []}
+       raw_lines: Keyword.get(opts, :raw_lines, 50),
+       raw_ms: Keyword.get(opts, :raw_ms, 60_000),
+       raw_per_hour: Keyword.get(opts, :raw_per_hour, 6),
+       # the sample (reservoir), the events offered since it was sent, the
+       # times raw batches were sent in the last hour
+       raw: [],
+       raw_seen: 0,
+       raw_timer: nil,
+       raw_sent: [],
+       stats: %{
+         batches: 0,
+         ignored: 0,
+         watched: 0,
+         investigated: 0,
+         passed: 0,
+         watches: [],
+         raw_batches: 0,
+         raw_watches: 0,
+         raw_over_budget: 0
+       }
      }}
   end
 
@@ -87,6 +146,19 @@ defmodule SelfHeal.TriageModel do
     end
   end
 
+  def handle_cast({:sample, _pairs}, %{raw_lines: 0} = state), do: {:noreply, state}
+
+  def handle_cast({:sample, pairs}, state) do
+    state = Enum.reduce(pairs, state, &reservoir/2)
+
+    state =
+      if state.raw_timer == nil,
+        do: %{state | raw_timer: Process.send_after(self(), :raw_flush, state.raw_ms)},
+        else: state
+
+    {:noreply, state}
+  end
+
   def handle_cast({:update, held}, state) do
     {mod, server} = state.next
     mod.update(server, held)
@@ -95,6 +167,7 @@ defmodule SelfHeal.TriageModel do
 
   @impl GenServer
   def handle_info(:flush, state), do: {:noreply, flush(%{state | timer: nil})}
+  def handle_info(:raw_flush, state), do: {:noreply, raw_flush(%{state | raw_timer: nil})}
   def handle_info(_other, state), do: {:noreply, state}
 
   @impl GenServer
@@ -140,6 +213,61 @@ defmodule SelfHeal.TriageModel do
 
         forward(groups, state)
         bump(state, :passed, length(groups))
+    end
+  end
+
+  # a uniform sample of every pair offered (Algorithm R)
+  defp reservoir(pair, %{raw: raw, raw_seen: seen} = state) do
+    seen = seen + 1
+
+    raw =
+      cond do
+        length(raw) < state.raw_lines -> [pair | raw]
+        (j = :rand.uniform(seen)) <= state.raw_lines -> List.replace_at(raw, j - 1, pair)
+        true -> raw
+      end
+
+    %{state | raw: raw, raw_seen: seen}
+  end
+
+  defp raw_flush(%{raw: []} = state), do: state
+
+  defp raw_flush(state) do
+    now = System.monotonic_time(:millisecond)
+    sent = Enum.filter(state.raw_sent, &(now - &1 < 3_600_000))
+    pairs = Enum.reverse(state.raw)
+    state = %{state | raw: [], raw_seen: 0, raw_sent: sent}
+
+    if length(sent) >= state.raw_per_hour do
+      bump(state, :raw_over_budget, 1)
+    else
+      state = bump(%{state | raw_sent: [now | sent]}, :raw_batches, 1)
+      lines = Enum.map(pairs, &elem(&1, 0))
+      args = %{"lines" => lines, "source" => "sampled raw log lines"}
+
+      case SelfHeal.Port.call(state.port, "triage_batch", args, state.timeout) do
+        {:ok, %{"decision" => "watch", "watch" => spec}} when is_map(spec) ->
+          # a template names one of the lines: its event's fingerprint
+          lines_as_groups =
+            for {line, fp} <- pairs, is_binary(fp), do: %{normalized: line, fingerprint: fp}
+
+          case add_watch(spec, lines_as_groups, state) do
+            {:ok, id} ->
+              Logger.info("self_heal: triage model watches #{id} after a raw batch",
+                domain: [:self_heal]
+              )
+
+              state
+              |> bump(:raw_watches, 1)
+              |> Map.update!(:stats, &%{&1 | watches: Enum.take([id | &1.watches], 100)})
+
+            :error ->
+              state
+          end
+
+        _ ->
+          state
+      end
     end
   end
 

@@ -39,7 +39,8 @@ defmodule SelfHeal.TriageModelTest do
 
     start_supervised!(
       {TriageModel,
-       name: model, port: port, next: {Sink, sink}, watch: set, batch_lines: 3, batch_ms: 200},
+       [name: model, port: port, next: {Sink, sink}, watch: set, batch_lines: 3, batch_ms: 200] ++
+         Keyword.get(opts, :model_opts, [])},
       id: model
     )
 
@@ -121,5 +122,58 @@ defmodule SelfHeal.TriageModelTest do
     assert stats.batches == 1
     assert stats.investigated + stats.passed == 5
     assert length(Sink.escalated(ctx.sink)) == 5
+  end
+
+  test "raw batches: a lone 5xx line reaches the model, which sets a watch; a budget bounds it",
+       %{tmp_dir: dir} do
+    answer =
+      ollama(%{
+        "decision" => "watch",
+        "reason" => "5xx answers: a few are normal",
+        "watch" => %{
+          "field" => "status",
+          "op" => ">=",
+          "value" => 500,
+          "window_ms" => 60_000,
+          "threshold" => 20
+        }
+      })
+
+    ctx = setup_model(dir, answer, model_opts: [raw_ms: 100, raw_lines: 5, raw_per_hour: 1])
+    collector = :"triage_raw_collector_#{System.unique_integer([:positive])}"
+
+    start_supervised!(
+      {SelfHeal.Collector, name: collector, flush_ms: 5, raw_sample: ctx.model},
+      id: collector
+    )
+
+    # one warning line, low severity: no group of it would reach the model
+    lone =
+      SelfHeal.Event.new(
+        level: :warning,
+        service: "api",
+        type: "http",
+        message: "GET /api/orders answered 503 password=hunter2hunter2",
+        metadata: %{status: 503, path: "/api/orders"}
+      )
+
+    SelfHeal.Collector.push(collector, [lone])
+    [req] = FakeHTTP.wait_requests(ctx.srv, 1, 3000)
+    assert req.body =~ "sampled raw log lines"
+    assert req.body =~ "GET /api/orders answered 503"
+    assert req.body =~ "status=503"
+    refute req.body =~ "hunter2hunter2"
+
+    # the model configured the rule; the rule counts
+    assert %{raw_batches: 1, raw_watches: 1} = settle(ctx, 300)
+    assert [%{field: "status", op: :>=, value: 500, threshold: 20}] = Watch.list(ctx.set)
+
+    # over the budget (1 an hour): the next sample is dropped, not sent
+    SelfHeal.Collector.push(collector, [lone])
+    Process.sleep(400)
+    assert length(FakeHTTP.requests(ctx.srv)) == 1
+    assert %{raw_batches: 1, raw_over_budget: 1} = TriageModel.stats(ctx.model)
+    # raw batches never escalate
+    assert Sink.escalated(ctx.sink) == []
   end
 end
