@@ -15,8 +15,11 @@
  * configurations (each switchable rule on or off, and the constants of
  * sh_miner_config); for each dataset the configuration with the best
  * average on the others is chosen and scored on it: BENCH ga_loso_<System>,
- * ga_loso_average, ga_loso_min. BENCH ga_grid_best names the
+ * ga_loso_average, ga_loso_min; BENCH ga_grid_best is the average of the
  * configuration best on all of them (the one the defaults should hold).
+ * MINER_NO_LOSO=1 skips that part (about a minute); MINER_GRID=<n> scores
+ * the n-th configuration of the grid instead of the defaults;
+ * MINER_DUMP=<System> prints each line's cluster on stderr.
  *
  * Grouping accuracy as in LogPAI's evaluator: a line counts as right when
  * its predicted group holds exactly the lines of its true group (EventId).
