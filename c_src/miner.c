@@ -512,6 +512,12 @@ static size_t drop_value_groups(const char *s, token *tok, size_t n)
                 continue;
             }
         }
+        /* a list without brackets ("<ip>, <ip>, <ip>") keeps its last */
+        if (i + 1 < n && t->len > 1 && s[t->off + t->len - 1] == ',' &&
+            values_only(s + t->off, t->len) && values_only(s + tok[i + 1].off, tok[i + 1].len)) {
+            i++;
+            continue;
+        }
         tok[out++] = tok[i++];
     }
     return out;

@@ -241,10 +241,21 @@ static void gen_token_count(int k, int event, uint32_t *rng, char *line, size_t 
     snprintf(line + n, cap - (size_t)n, "] in sync after %d ms", k);
 }
 
+/* A list of one to four values without brackets. */
+static void gen_list(int k, int event, uint32_t *rng, char *line, size_t cap)
+{
+    uint32_t r = rnd(rng);
+    int n = snprintf(line, cap, "nodes ");
+    for (uint32_t i = 0; i <= r % 4; i++)
+        n += snprintf(line + n, cap - (size_t)n, "%s10.%u.1.%d", i ? ", " : "", r % 200, (int)i);
+    snprintf(line + n, cap - (size_t)n, " %s the ring at epoch %d", event ? "left" : "joined", k);
+}
+
 static void test_generated_token_counts(void **state)
 {
     (void)state;
     assert_two_events(gen_token_count, 200);
+    assert_two_events(gen_list, 100);
 }
 
 /* A plain-word parameter with few values (queue and user names) in lines
