@@ -6,8 +6,9 @@
  *     (WILD for a parameter) and the token's text in the cluster's own
  *     buffer; its id; its count; links of the LRU list.
  *   - buckets: an open-addressing table from a routing key (token count and
- *     the first ROUTE_TOKENS tokens, a token holding a digit or a
- *     placeholder routing as WILD) to the clusters of that key.
+ *     the first route_tokens tokens, a token holding a digit or a
+ *     placeholder, or a component name, routing as WILD) to the clusters
+ *     of that key.
  *   - ids: an open-addressing table from id to cluster.
  * Tokens compare by hash; 64-bit hashes make a false match negligible.
  *
@@ -25,10 +26,14 @@
 #include <string.h>
 
 #define WILD 0ULL
-/* The one configuration used for every source (docs/miner.md). */
+/* The one configuration used for every source, the combination that
+ * leave-one-system-out chose (docs/miner.md); sh_miner_config can vary
+ * them for the benchmark that chooses them. */
 #define ROUTE_TOKENS 2    /* leading tokens in the routing key */
-#define SIM_THRESHOLD 0.5 /* share of equal positions to join a cluster */
+#define SIM_THRESHOLD 0.4 /* share of equal positions to join a cluster */
 #define SIBLINGS 5        /* clusters differing in one word that merge */
+#define RULES SH_MINER_RULES_ALL
+#define VALUE_GROUP_TOKENS 16 /* longest bracket group of values dropped */
 
 typedef struct token {
     uint64_t hash; /* WILD for a parameter */
@@ -152,6 +157,10 @@ void sh_miner_config_default(sh_miner_config *config)
     config->max_clusters = 10000;
     config->max_tokens = 128;
     config->max_line = 16 * 1024;
+    config->sim_threshold = SIM_THRESHOLD;
+    config->siblings = SIBLINGS;
+    config->route_tokens = ROUTE_TOKENS;
+    config->rules = RULES;
 }
 
 static void config_fill(sh_miner_config *out, const sh_miner_config *in)
@@ -165,6 +174,14 @@ static void config_fill(sh_miner_config *out, const sh_miner_config *in)
         out->max_tokens = in->max_tokens < 65535 ? in->max_tokens : 65535;
     if (in->max_line > 0)
         out->max_line = in->max_line;
+    if (in->sim_threshold > 0 && in->sim_threshold <= 1)
+        out->sim_threshold = in->sim_threshold;
+    if (in->siblings > 0)
+        out->siblings = in->siblings < 65535 ? in->siblings : 65535;
+    if (in->route_tokens > 0)
+        out->route_tokens = in->route_tokens < 16 ? in->route_tokens : 16;
+    if (in->rules & SH_MINER_RULES_SET)
+        out->rules = in->rules & SH_MINER_RULES_ALL;
 }
 
 int sh_miner_new(sh_miner **out, const sh_miner_config *config)
@@ -397,6 +414,24 @@ static int routes_wild(const char *p, size_t n)
     return 0;
 }
 
+static int is_letter(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* A name in parts that heads a line: a '.' or '/' between two letters
+ * and a ':' at its end ("a.b.c:", "/usr/sbin/cron:"). Such a prefix names
+ * one of many components or files that print the same events. */
+static int is_path(const char *p, size_t n)
+{
+    if (n < 4 || p[n - 1] != ':')
+        return 0;
+    for (size_t i = 1; i + 1 < n; i++)
+        if ((p[i] == '.' || p[i] == '/') && is_letter(p[i - 1]) && is_letter(p[i + 1]))
+            return 1;
+    return 0;
+}
+
 /* A plain word: letters only once leading ([{"' and trailing
  * ,.;:!?)]}"' are set aside ("Started", "(Lifecycle", "SPP."). Dotted
  * names, snake_case, paths and anything with a digit are not words. */
@@ -423,11 +458,77 @@ static int is_key_char(unsigned char c)
            c == '-' || c == '.';
 }
 
+/* The closing bracket of an opening one, or 0. */
+static char closer(char c)
+{
+    return c == '(' ? ')' : c == '[' ? ']' : c == '{' ? '}' : 0;
+}
+
+/* Whether s[0..n) holds values only: placeholders, brackets, separators. */
+static int values_only(const char *s, size_t n)
+{
+    int any = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '<') {
+            const char *e = memchr(s + i, '>', n - i);
+            if (e == NULL)
+                return 0;
+            i = (size_t)(e - s);
+            any = 1;
+        } else if (strchr("()[]{},;:/-.=| ", s[i]) == NULL) {
+            return 0;
+        }
+    }
+    return any;
+}
+
+/*
+ * Drops the bracket groups that hold values only ("(<size>)",
+ * "[<ip>, <ip>]"): an event prints them or not, and as many values as it
+ * has, so they would make one event's lines differ in token count. A
+ * group is one token or up to VALUE_GROUP_TOKENS tokens from an opening
+ * bracket to its closing one. Returns the token count left.
+ */
+static size_t drop_value_groups(const char *s, token *tok, size_t n)
+{
+    size_t out = 0;
+    for (size_t i = 0; i < n;) {
+        const token *t = &tok[i];
+        char want = t->len > 0 ? closer(s[t->off]) : 0;
+        size_t end = i; /* the group's last token */
+        int group = 0;
+        for (size_t j = i; want != 0 && j < n && j < i + VALUE_GROUP_TOKENS; j++) {
+            const token *u = &tok[j];
+            if (u->len > 0 && s[u->off + u->len - 1] == want) {
+                end = j;
+                group = 1;
+                break;
+            }
+        }
+        if (group) {
+            size_t from = t->off, to = tok[end].off + tok[end].len;
+            if (values_only(s + from, to - from)) {
+                i = end + 1;
+                continue;
+            }
+        }
+        /* a list without brackets ("<ip>, <ip>, <ip>") keeps its last */
+        if (i + 1 < n && t->len > 1 && s[t->off + t->len - 1] == ',' &&
+            values_only(s + t->off, t->len) && values_only(s + tok[i + 1].off, tok[i + 1].len)) {
+            i++;
+            continue;
+        }
+        tok[out++] = tok[i++];
+    }
+    return out;
+}
+
 /* Splits l->norm into l->tok; returns the token count or -1. */
 static long tokenize(const sh_miner_config *cfg, sh_miner_line *l)
 {
     const char *s = l->norm.data;
     size_t len = l->norm.len, n = 0;
+    int kv = (cfg->rules & SH_MINER_RULE_KEYVALUE) != 0;
     for (size_t i = 0; i < len;) {
         while (i < len && is_blank((unsigned char)s[i]))
             i++;
@@ -438,8 +539,8 @@ static long tokenize(const sh_miner_config *cfg, sh_miner_line *l)
         while (i < len && !is_blank((unsigned char)s[i])) {
             unsigned char c = (unsigned char)s[i++];
             /* key=value: the key (with its '=') and the value are tokens */
-            if (c == '=' && key && i - 1 > start && i < len && !is_blank((unsigned char)s[i]) &&
-                s[i] != '=')
+            if (c == '=' && key && kv && i - 1 > start && i < len &&
+                !is_blank((unsigned char)s[i]) && s[i] != '=')
                 break;
             key = key && is_key_char(c);
         }
@@ -461,16 +562,21 @@ static long tokenize(const sh_miner_config *cfg, sh_miner_line *l)
         l->tok[n].word = is_word(s + start, i - start);
         n++;
     }
+    if (cfg->rules & SH_MINER_RULE_VALUE_GROUPS)
+        n = drop_value_groups(s, l->tok, n);
     return (long)n;
 }
 
-static uint64_t route_key(const sh_miner_line *l)
+static uint64_t route_key(const sh_miner_config *cfg, const sh_miner_line *l)
 {
     size_t n = l->ntok;
     uint64_t k = mix(0x5bd1e995ULL + n);
-    for (size_t i = 0; i < n && i < ROUTE_TOKENS; i++) {
+    for (size_t i = 0; i < n && i < cfg->route_tokens; i++) {
         const token *t = &l->tok[i];
-        uint64_t h = routes_wild(l->norm.data + t->off, t->len) ? WILD : t->hash;
+        int wild =
+            routes_wild(l->norm.data + t->off, t->len) ||
+            ((cfg->rules & SH_MINER_RULE_ROUTE_WORDS) && is_path(l->norm.data + t->off, t->len));
+        uint64_t h = wild ? WILD : t->hash;
         k = mix(k ^ (h + 0x9E3779B97F4A7C15ULL * (i + 1)));
     }
     return k == 0 ? 1 : k;
@@ -478,15 +584,17 @@ static uint64_t route_key(const sh_miner_line *l)
 
 /* Share of the line's positions equal to the template's (parameters count
  * as not equal), and the template's parameter count. */
-static double similarity(const cluster *c, const token *line, size_t n, uint32_t *params)
+static double similarity(const sh_miner_config *cfg, const cluster *c, const token *line, size_t n,
+                         uint32_t *params)
 {
     uint32_t same = 0, wild = 0;
+    int words = (cfg->rules & SH_MINER_RULE_WORDS) != 0;
     for (size_t i = 0; i < n; i++) {
         if (c->tok[i].hash == WILD)
             wild++;
         else if (c->tok[i].hash == line[i].hash)
             same++;
-        else if (c->tok[i].word && line[i].word)
+        else if (words && c->tok[i].word && line[i].word)
             return -1; /* two different words: two different events */
     }
     *params = wild;
@@ -505,23 +613,28 @@ static cluster *best_match(sh_miner *m, const sh_miner_line *l)
         if (c->ntok != n)
             continue;
         uint32_t params = 0;
-        double sim = similarity(c, l->tok, n, &params);
+        double sim = similarity(&m->cfg, c, l->tok, n, &params);
         if (sim > best_sim || (sim == best_sim && params > best_params)) {
             best = c;
             best_sim = sim;
             best_params = params;
         }
     }
-    if (best != NULL && (best_sim >= SIM_THRESHOLD || n == 0))
+    if (best != NULL && (best_sim >= m->cfg.sim_threshold || n == 0))
         return best;
     return NULL;
 }
 
-static void generalize(cluster *c, const token *line, size_t n)
+/* Makes the positions where line differs parameters; returns how many. */
+static size_t generalize(cluster *c, const token *line, size_t n)
 {
+    size_t changed = 0;
     for (size_t i = 0; i < n; i++)
-        if (c->tok[i].hash != WILD && c->tok[i].hash != line[i].hash)
+        if (c->tok[i].hash != WILD && c->tok[i].hash != line[i].hash) {
             c->tok[i].hash = WILD;
+            changed++;
+        }
+    return changed;
 }
 
 /* A cluster from tokens (hash WILD = parameter) whose text is in src. */
@@ -694,15 +807,18 @@ uint64_t sh_miner_resolve(const sh_miner *m, uint64_t id)
 
 /* The one position where a and b hold different constants while agreeing
  * everywhere else (parameters included), or -1. */
-static long sibling_position(const cluster *a, const cluster *b)
+static long sibling_position(const sh_miner *m, const cluster *a, const cluster *b)
 {
     if (a->ntok != b->ntok)
         return -1;
     long pos = -1;
+    int params = (m->cfg.rules & SH_MINER_RULE_SIB_PARAMS) != 0;
     for (uint32_t i = 0; i < a->ntok; i++) {
         uint64_t ha = a->tok[i].hash, hb = b->tok[i].hash;
         if (ha == hb)
             continue;
+        if ((ha == WILD || hb == WILD) && params)
+            continue; /* a parameter agrees with any value */
         if (ha == WILD || hb == WILD || pos >= 0)
             return -1;
         pos = (long)i;
@@ -719,10 +835,15 @@ static void cluster_drop(sh_miner *m, cluster *c)
     m->stats.clusters--;
 }
 
-/* o's lines and id go to keep; o is dropped. */
-static void merge_into(sh_miner *m, cluster *keep, cluster *o)
+/* o's lines and id go to keep; o is dropped. Positions where they differ
+ * become parameters of keep, except `pos` (the siblings' position, which
+ * the caller makes one when they are all merged). */
+static void merge_into(sh_miner *m, cluster *keep, cluster *o, long pos)
 {
     keep->count += o->count;
+    for (uint32_t i = 0; i < keep->ntok && i < o->ntok; i++)
+        if ((long)i != pos && keep->tok[i].hash != o->tok[i].hash)
+            keep->tok[i].hash = WILD; /* a sibling's parameter stays one */
     alias_add(m, o->id, keep->id);
     cluster_drop(m, o);
     m->stats.merged++;
@@ -743,12 +864,12 @@ static cluster *merge_siblings(sh_miner *m, cluster *c)
     uint32_t *count = m->pos_count;
     long best = -1;
     for (uint32_t i = 0; i < b->n; i++) {
-        long p = b->items[i] == c ? -1 : sibling_position(c, b->items[i]);
-        if (p >= 0 && ++count[p] + 1 >= (uint32_t)SIBLINGS)
+        long p = b->items[i] == c ? -1 : sibling_position(m, c, b->items[i]);
+        if (p >= 0 && ++count[p] + 1 >= (uint32_t)m->cfg.siblings)
             best = p;
     }
     for (uint32_t i = 0; i < b->n; i++) {
-        long p = b->items[i] == c ? -1 : sibling_position(c, b->items[i]);
+        long p = b->items[i] == c ? -1 : sibling_position(m, c, b->items[i]);
         if (p >= 0)
             count[p] = 0;
     }
@@ -756,19 +877,19 @@ static cluster *merge_siblings(sh_miner *m, cluster *c)
         return c;
     cluster *keep = c;
     for (uint32_t i = 0; i < b->n; i++)
-        if (sibling_position(c, b->items[i]) == best && b->items[i]->count > keep->count)
+        if (sibling_position(m, c, b->items[i]) == best && b->items[i]->count > keep->count)
             keep = b->items[i];
     /* c is compared with every sibling, so it is dropped last */
     for (uint32_t i = 0; i < b->n;) {
         cluster *o = b->items[i];
-        if (o != keep && o != c && sibling_position(c, o) == best) {
-            merge_into(m, keep, o); /* moves the bucket's last item to i */
+        if (o != keep && o != c && sibling_position(m, c, o) == best) {
+            merge_into(m, keep, o, best); /* moves the bucket's last item to i */
             continue;
         }
         i++;
     }
     if (c != keep)
-        merge_into(m, keep, c);
+        merge_into(m, keep, c, best);
     keep->tok[best].hash = WILD;
     lru_touch(m, keep);
     return keep;
@@ -821,7 +942,7 @@ int sh_miner_prepare(const sh_miner *m, sh_miner_line *l, const char *line, size
     if (nt < 0)
         return -1;
     l->ntok = (size_t)nt;
-    l->route = route_key(l);
+    l->route = route_key(&m->cfg, l);
     l->tid = template_id(l);
     return 0;
 }
@@ -881,9 +1002,13 @@ int sh_miner_add_line(sh_miner *m, const sh_miner_line *l, uint64_t max_work, ui
     m->stats.truncated += (uint64_t)l->truncated;
     cluster *c = best_match(m, l);
     if (c != NULL) {
-        generalize(c, l->tok, n);
+        size_t changed = generalize(c, l->tok, n);
         c->count++;
         lru_touch(m, c);
+        /* a new parameter can make it a sibling of clusters that differ
+         * from it only there and in one word */
+        if (changed > 0 && (m->cfg.rules & SH_MINER_RULE_SIB_PARAMS))
+            c = merge_siblings(m, c);
         *id = c->id;
         return 0;
     }

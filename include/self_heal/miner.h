@@ -38,7 +38,24 @@ typedef struct sh_miner_config {
     size_t max_clusters; /* default 10,000 */
     size_t max_tokens;   /* default 128 */
     size_t max_line;     /* bytes of a line that are read; default 16 KiB */
+    /* The grouping rules' constants (docs/miner.md). Zero takes the
+     * default, which is the one configuration for every source; the
+     * benchmark varies them to choose them by leave-one-system-out. */
+    double sim_threshold; /* share of equal positions to join; default 0.4 */
+    size_t siblings;      /* clusters differing at one position that merge */
+    size_t route_tokens;  /* leading tokens in the routing key */
+    unsigned rules;       /* SH_MINER_RULE_* | SH_MINER_RULES_SET; 0: default */
 } sh_miner_config;
+
+/* The rules that can be switched (docs/miner.md); the default set is the
+ * one chosen by leave-one-system-out. */
+#define SH_MINER_RULE_WORDS 0x01u        /* two different plain words veto */
+#define SH_MINER_RULE_KEYVALUE 0x02u     /* key=value splits after '=' */
+#define SH_MINER_RULE_ROUTE_WORDS 0x04u  /* only plain words route by text */
+#define SH_MINER_RULE_SIB_PARAMS 0x08u   /* parameters agree in siblings */
+#define SH_MINER_RULE_VALUE_GROUPS 0x10u /* value-only bracket groups go */
+#define SH_MINER_RULES_ALL 0x1fu
+#define SH_MINER_RULES_SET 0x80000000u /* rules holds an explicit set */
 
 typedef struct sh_miner_stats {
     uint64_t lines;           /* lines added */

@@ -6,9 +6,20 @@
  * For every DIR/<System>_*_structured.csv (sorted by name) it feeds the
  * Content column, line by line, to a fresh miner and prints
  *   BENCH ga_<System> <grouping accuracy>
- * then BENCH ga_average, and BENCH miner_lines_per_s: lines per second of
- * sh_miner_add over all datasets together (loaded in memory first, one
- * thread, best of 15 rounds, each round a fresh miner).
+ * (the default configuration) then BENCH ga_average, and BENCH
+ * miner_lines_per_s: lines per second of sh_miner_add over all datasets
+ * together (loaded in memory first, one thread, best of 15 rounds, each
+ * round a fresh miner).
+ *
+ * Leave-one-system-out: every dataset is scored on a grid of
+ * configurations (each switchable rule on or off, and the constants of
+ * sh_miner_config); for each dataset the configuration with the best
+ * average on the others is chosen and scored on it: BENCH ga_loso_<System>,
+ * ga_loso_average, ga_loso_min; BENCH ga_grid_best is the average of the
+ * configuration best on all of them (the one the defaults should hold).
+ * MINER_NO_LOSO=1 skips that part (about a minute); MINER_GRID=<n> scores
+ * the n-th configuration of the grid instead of the defaults;
+ * MINER_DUMP=<System> prints each line's cluster on stderr.
  *
  * Grouping accuracy as in LogPAI's evaluator: a line counts as right when
  * its predicted group holds exactly the lines of its true group (EventId).
@@ -239,6 +250,99 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* The grouping accuracy of a fresh miner with cfg on d. */
+static double score(const dataset *d, const sh_miner_config *cfg, int dump)
+{
+    sh_miner *m;
+    if (sh_miner_new(&m, cfg) != 0)
+        exit(1);
+    uint64_t *pred = malloc(d->n * sizeof(*pred));
+    for (size_t k = 0; k < d->n; k++)
+        if (sh_miner_add(m, &pred[k], d->content[k], strlen(d->content[k])) != 0)
+            exit(1);
+    for (size_t k = 0; k < d->n; k++)
+        pred[k] = sh_miner_resolve(m, pred[k]);
+    double ga = grouping_accuracy(d, pred);
+    for (size_t k = 0; dump && k < d->n; k++)
+        fprintf(stderr, "%016llx\t%s\t%s\n", (unsigned long long)pred[k], d->truth[k],
+                d->content[k]);
+    free(pred);
+    sh_miner_free(m);
+    return ga;
+}
+
+/* The grid of configurations that leave-one-system-out chooses from. */
+static const double SIMS[] = {0.4, 0.5, 0.6};
+static const size_t SIBS[] = {3, 4, 5, 8};
+static const size_t ROUTES[] = {1, 2, 3};
+#define LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define NRULES (SH_MINER_RULES_ALL + 1)
+#define NGRID (NRULES * LEN(SIMS) * LEN(SIBS) * LEN(ROUTES))
+
+static void grid_config(size_t g, sh_miner_config *cfg)
+{
+    sh_miner_config_default(cfg);
+    /* all rules first: a tie goes to the configuration with more rules */
+    cfg->rules = (unsigned)(NRULES - 1 - g % NRULES) | SH_MINER_RULES_SET;
+    g /= NRULES;
+    cfg->sim_threshold = SIMS[g % LEN(SIMS)];
+    g /= LEN(SIMS);
+    cfg->siblings = SIBS[g % LEN(SIBS)];
+    g /= LEN(SIBS);
+    cfg->route_tokens = ROUTES[g % LEN(ROUTES)];
+}
+
+static void print_config(const char *what, const sh_miner_config *c)
+{
+    printf("# %s: rules 0x%02x sim %.2f siblings %zu route %zu\n", what,
+           c->rules & SH_MINER_RULES_ALL, c->sim_threshold, c->siblings, c->route_tokens);
+}
+
+/* Scores every configuration of the grid on every dataset, then for each
+ * dataset the one best on the others. */
+static void loso(const dataset *sets, size_t nsets)
+{
+    double *ga = malloc(NGRID * nsets * sizeof(*ga));
+    double *sum = calloc(NGRID, sizeof(*sum));
+    for (size_t g = 0; g < NGRID; g++) {
+        sh_miner_config cfg;
+        grid_config(g, &cfg);
+        for (size_t i = 0; i < nsets; i++) {
+            ga[g * nsets + i] = score(&sets[i], &cfg, 0);
+            sum[g] += ga[g * nsets + i];
+        }
+    }
+    double total = 0, min = 1;
+    for (size_t i = 0; i < nsets; i++) {
+        size_t best = 0;
+        for (size_t g = 1; g < NGRID; g++)
+            if (sum[g] - ga[g * nsets + i] > sum[best] - ga[best * nsets + i] + 1e-9)
+                best = g;
+        double v = ga[best * nsets + i];
+        sh_miner_config cfg;
+        grid_config(best, &cfg);
+        char what[160];
+        snprintf(what, sizeof(what), "chosen without %s", sets[i].name);
+        print_config(what, &cfg);
+        printf("BENCH ga_loso_%s %.4f\n", sets[i].name, v);
+        total += v;
+        if (v < min)
+            min = v;
+    }
+    size_t best = 0;
+    for (size_t g = 1; g < NGRID; g++)
+        if (sum[g] > sum[best] + 1e-9)
+            best = g;
+    sh_miner_config cfg;
+    grid_config(best, &cfg);
+    print_config("best on all", &cfg);
+    printf("BENCH ga_loso_average %.4f\n", total / (double)nsets);
+    printf("BENCH ga_loso_min %.4f\n", min);
+    printf("BENCH ga_grid_best %.4f\n", sum[best] / (double)nsets);
+    free(ga);
+    free(sum);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -277,29 +381,21 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s: cannot read Content and EventId\n", path);
             return 2;
         }
-        sh_miner *m;
-        if (sh_miner_new(&m, NULL) != 0)
-            return 1;
-        uint64_t *pred = malloc(d->n * sizeof(*pred));
-        for (size_t k = 0; k < d->n; k++)
-            if (sh_miner_add(m, &pred[k], d->content[k], strlen(d->content[k])) != 0)
-                return 1;
-        for (size_t k = 0; k < d->n; k++)
-            pred[k] = sh_miner_resolve(m, pred[k]);
-        double ga = grouping_accuracy(d, pred);
-        if (getenv("MINER_DUMP") != NULL && strcmp(getenv("MINER_DUMP"), d->name) == 0) {
-            for (size_t k = 0; k < d->n; k++)
-                fprintf(stderr, "%016llx\t%s\t%s\n", (unsigned long long)pred[k], d->truth[k],
-                        d->content[k]);
-        }
+        const char *dump = getenv("MINER_DUMP");
+        sh_miner_config one;
+        sh_miner_config_default(&one);
+        if (getenv("MINER_GRID") != NULL) /* one configuration of the grid */
+            grid_config((size_t)strtoul(getenv("MINER_GRID"), NULL, 0), &one);
+        double ga = score(d, &one, dump != NULL && strcmp(dump, d->name) == 0);
         printf("BENCH ga_%s %.4f\n", d->name, ga);
         fflush(stdout);
         sum += ga;
         total += d->n;
-        free(pred);
-        sh_miner_free(m);
     }
     printf("BENCH ga_average %.4f\n", sum / (double)nnames);
+    fflush(stdout);
+    if (getenv("MINER_NO_LOSO") == NULL)
+        loso(sets, nnames);
 
     double best = 1e30;
     for (int round = 0; round < 15; round++) {

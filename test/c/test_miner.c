@@ -22,7 +22,7 @@ static uint64_t add(sh_miner *m, const char *line)
 
 static sh_miner *miner(size_t max_clusters)
 {
-    sh_miner_config cfg = {max_clusters, 0, 0};
+    sh_miner_config cfg = {.max_clusters = max_clusters};
     sh_miner *m;
     assert_int_equal(sh_miner_new(&m, &cfg), 0);
     return m;
@@ -98,12 +98,12 @@ static void test_similarity_threshold(void **state)
 {
     (void)state;
     sh_miner *m = miner(0);
-    uint64_t a = add(m, "job a/1 b/2 c/3 d/4 done");
-    /* 2 of 6 positions equal: below one half, a cluster of its own */
-    uint64_t b = add(m, "job e/5 f/6 g/7 h/8 done");
+    uint64_t a = add(m, "job a1 b2 c3 d4 done");
+    /* 2 of 6 positions equal: below the threshold (0.4), a cluster of its own */
+    uint64_t b = add(m, "job e5 f6 g7 h8 done");
     assert_true(a != b);
     /* 4 of 6 equal: joins */
-    assert_int_equal(add(m, "job a/1 b/2 g/7 h/8 done"), a);
+    assert_int_equal(add(m, "job a1 b2 g7 h8 done"), a);
     sh_miner_free(m);
 }
 
@@ -187,6 +187,115 @@ static void test_siblings_merge_into_an_older_cluster(void **state)
     }
     assert_users_merged(m, ids, 5, ids[0]);
     sh_miner_free(m);
+}
+
+/*
+ * Synthetic line generators, one per way a miner tuned to known logs
+ * fails on others. Each interleaves the lines of two events, values
+ * drawn from a fixed-seed generator, and checks that each event is one
+ * cluster and the two are not.
+ */
+static uint32_t rnd(uint32_t *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return *s >> 8;
+}
+
+/* Adds n lines of two events made by gen(k, event, rng, line) and checks
+ * that the lines of each event resolve to one cluster, another for each. */
+typedef void (*line_gen)(int k, int event, uint32_t *rng, char *line, size_t cap);
+
+static void assert_two_events(line_gen gen, int n)
+{
+    sh_miner *m = miner(0);
+    uint64_t *ids = calloc((size_t)n, sizeof(*ids));
+    uint32_t rng = 12345;
+    assert_non_null(ids);
+    for (int k = 0; k < n; k++) {
+        char line[512];
+        gen(k, k % 2, &rng, line, sizeof(line));
+        ids[k] = add(m, line);
+    }
+    for (int k = 0; k < n; k++)
+        assert_int_equal(sh_miner_resolve(m, ids[k]), sh_miner_resolve(m, ids[k % 2]));
+    assert_true(sh_miner_resolve(m, ids[0]) != sh_miner_resolve(m, ids[1]));
+    free(ids);
+    sh_miner_free(m);
+}
+
+/* The same event with a different number of tokens: an optional
+ * parenthesised value, a list of one to four values. */
+static void gen_token_count(int k, int event, uint32_t *rng, char *line, size_t cap)
+{
+    uint32_t r = rnd(rng);
+    if (event == 0) {
+        if (r % 2)
+            snprintf(line, cap, "flushed %u records (%u.%u MB) to disk", r % 5000, r % 97, r % 10);
+        else
+            snprintf(line, cap, "flushed %u records to disk", r % 5000);
+        return;
+    }
+    int n = snprintf(line, cap, "replicas [");
+    for (uint32_t i = 0; i <= r % 4; i++)
+        n += snprintf(line + n, cap - (size_t)n, "%s10.%u.0.%d", i ? ", " : "", r % 200, (int)i);
+    snprintf(line + n, cap - (size_t)n, "] in sync after %d ms", k);
+}
+
+/* A list of one to four values without brackets. */
+static void gen_list(int k, int event, uint32_t *rng, char *line, size_t cap)
+{
+    uint32_t r = rnd(rng);
+    int n = snprintf(line, cap, "nodes ");
+    for (uint32_t i = 0; i <= r % 4; i++)
+        n += snprintf(line + n, cap - (size_t)n, "%s10.%u.1.%d", i ? ", " : "", r % 200, (int)i);
+    snprintf(line + n, cap - (size_t)n, " %s the ring at epoch %d", event ? "left" : "joined", k);
+}
+
+static void test_generated_token_counts(void **state)
+{
+    (void)state;
+    assert_two_events(gen_token_count, 200);
+    assert_two_events(gen_list, 100);
+}
+
+/* A plain-word parameter with few values (queue and user names) in lines
+ * whose other values already made parameters of their clusters. */
+static void gen_word_values(int k, int event, uint32_t *rng, char *line, size_t cap)
+{
+    static const char *const QUEUES[] = {"alpha", "bravo", "charlie", "delta", "echo", "foxtrot"};
+    static const char *const JOBS[] = {"job.resize", "job.mail", "job.index", "job.purge"};
+    uint32_t r = rnd(rng);
+    const char *q = QUEUES[(k / 2) % 6], *j = JOBS[r % 4];
+    if (event == 0)
+        snprintf(line, cap, "worker moved %s to queue %s", j, q);
+    else
+        snprintf(line, cap, "dispatching owner=%s job %s", q, j);
+}
+
+static void test_generated_word_values(void **state)
+{
+    (void)state;
+    assert_two_events(gen_word_values, 120);
+}
+
+/* A component name with no digit heading the line. */
+static void gen_leading_names(int k, int event, uint32_t *rng, char *line, size_t cap)
+{
+    static const char *const NAMES[] = {
+        "com.example.billing.nightly:", "com.example.auth.sessions:", "org.sample.cache.warmer:",
+        "net.demo.mail.outbox:",        "/usr/sbin/rotate:",          "app.report.weekly:"};
+    uint32_t r = rnd(rng);
+    const char *c = NAMES[(r >> 4) % 6];
+    if (event == 0)
+        snprintf(line, cap, "%s nightly run finished in %u ms", c, r % 900);
+    else
+        snprintf(line, cap, "%s nightly run failed after %d retries", c, k % 7);
+}
+
+static void test_generated_leading_names(void **state)
+{
+    (void)state;
+    assert_two_events(gen_leading_names, 120);
 }
 
 typedef struct collect {
@@ -277,7 +386,7 @@ static void test_snapshot_round_trip(void **state)
 static void test_snapshot_of_tokens_longer_than_a_line(void **state)
 {
     (void)state;
-    sh_miner_config cfg = {0, 0, 64};
+    sh_miner_config cfg = {.max_line = 64};
     sh_miner *m;
     assert_int_equal(sh_miner_new(&m, &cfg), 0);
     add(m, "1,2,3,4,5,6,7,8,9,1,2,3,4,5,6,7,8,9,1,2,3,4,5,6,7,8,9,1,2,3,4,5");
@@ -435,7 +544,7 @@ static void test_prepared_lines_add_like_sh_miner_add(void **state)
     }
     assert_same_miner(a, b);
     /* a line cut at max_line counts as truncated either way */
-    sh_miner_config small = {0, 0, 16};
+    sh_miner_config small = {.max_line = 16};
     sh_miner *c;
     assert_int_equal(sh_miner_new(&c, &small), 0);
     assert_int_equal(sh_miner_prepare_work(c, 1000), 16);
@@ -836,6 +945,9 @@ int main(void)
         cmocka_unit_test(test_generalised_cluster_keeps_its_id),
         cmocka_unit_test(test_many_word_siblings_merge),
         cmocka_unit_test(test_siblings_merge_into_an_older_cluster),
+        cmocka_unit_test(test_generated_token_counts),
+        cmocka_unit_test(test_generated_word_values),
+        cmocka_unit_test(test_generated_leading_names),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_snapshot_damage_is_refused),
         cmocka_unit_test(test_snapshot_of_tokens_longer_than_a_line),

@@ -138,7 +138,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz in = fz_of(data, size);
     unsigned b0 = fz_byte(&in), b1 = fz_byte(&in), b2 = fz_byte(&in), every = fz_byte(&in);
-    sh_miner_config cfg = {1 + (b0 & 31), 1 + b1 % 64, 8 + (size_t)b2 * 4};
+    /* few siblings, so that sibling merges happen often */
+    sh_miner_config cfg = {.max_clusters = 1 + (b0 & 31),
+                           .max_tokens = 1 + b1 % 64,
+                           .max_line = 8 + (size_t)b2 * 4,
+                           .siblings = 2 + (b1 >> 6)};
     sh_miner *m = NULL;
     if (b0 & 0x80) {
         /* the rest is a snapshot: refused with a reason, or a usable miner */
