@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "effect.h"
 #include "exec.h"
 #include "http.h"
 #include "notify.h"
@@ -27,6 +28,7 @@ typedef struct run {
     int64_t id;
     const char *fp;
     int automatic;
+    int64_t job_id;
     wt_repo *repo;
     char branch[256];
     char deploy_commit[WT_OID_HEX];
@@ -52,16 +54,30 @@ static void tell(run *r, const char *text, const char *ticket_status)
     fix_notify(r->ctx, r->fix, "deploy", text, 0);
 }
 
-/* The deploy command with {repo}, {commit}, {branch}; 1 ok, 0 failed. */
-static int run_deploy_command(run *r, const char *commit, const char *log_leaf, char *desc,
-                              size_t desclen)
+void deploy_track_key(char *out, size_t len, const char *fingerprint, int canary)
+{
+    snprintf(out, len, "%s%s", fingerprint, canary ? "@canary" : "");
+}
+
+/* Recurrences of fingerprint reported since, on one track. */
+static long long seen_on(run *r, const char *fingerprint, int canary, int64_t since)
+{
+    char key[300];
+    deploy_track_key(key, sizeof(key), fingerprint, canary);
+    return state_recurrence_count(r->db, key, since);
+}
+
+/* The deploy command (argv_tmpl: deploy.argv or deploy.canary.argv) with
+ * {repo}, {commit}, {branch}, {fingerprint}; 1 ok, 0 failed. */
+static int run_deploy_command(run *r, json_t *argv_tmpl, const char *commit, const char *log_leaf,
+                              char *desc, size_t desclen)
 {
     char err[256] = "";
     char log_path[FIX_PATH_MAX + 160];
     snprintf(log_path, sizeof(log_path), "%s/%s", r->log_dir, log_leaf);
     const char *keys[] = {"repo", "commit", "branch", "fingerprint"};
     const char *vals[] = {r->cfg->repo, commit, r->branch, r->fp};
-    char **argv = exec_expand(r->cfg->deploy_argv, keys, vals, 4, err, sizeof(err));
+    char **argv = exec_expand(argv_tmpl, keys, vals, 4, err, sizeof(err));
     char **envp = exec_env(r->cfg->env_allow, NULL, NULL, 0);
     exec_result res;
     memset(&res, 0, sizeof(res));
@@ -144,13 +160,15 @@ static int wait_healthy(run *r)
     }
 }
 
-/* Revert, redeploy, reopen, notify, count. */
-static void rollback(run *r, const char *reason)
+/* Revert, redeploy, reopen, notify, count. at_canary: the fix never left
+ * the canary, so the revert goes to the canary alone (deploy.canary.argv)
+ * and the stable's health is not waited for. */
+static void rollback_at(run *r, const char *reason, int at_canary)
 {
     char msg[512] = "";
     char revert[WT_OID_HEX] = "";
     char desc[160] = "";
-    stage(r, "rollback", json_pack("{s:s}", "reason", reason));
+    stage(r, "rollback", json_pack("{s:s, s:b}", "reason", reason, "canary", at_canary));
     char message[256];
     snprintf(message, sizeof(message), "SelfHeal: revert fix %lld (%s)\n\n%s", (long long)r->id,
              r->fp, reason);
@@ -158,26 +176,31 @@ static void rollback(run *r, const char *reason)
         wt_revert_on(revert, r->repo, r->branch, r->deploy_commit, message, msg, sizeof(msg)) == 0;
     int redeployed = 0, healthy = 0;
     if (reverted) {
-        state_deploy_add(r->db, r->id, r->fp, "rollback", "started", revert, r->automatic, NULL);
-        redeployed = run_deploy_command(r, revert, "rollback.log", desc, sizeof(desc));
-        healthy = redeployed && wait_healthy(r);
+        state_deploy_add(r->db, r->id, r->fp, "rollback", "started", revert, r->automatic,
+                         at_canary ? json_pack("{s:b}", "canary", 1) : NULL);
+        redeployed = run_deploy_command(r, at_canary ? r->cfg->canary_argv : r->cfg->deploy_argv,
+                                        revert, "rollback.log", desc, sizeof(desc));
+        healthy = redeployed && (at_canary || wait_healthy(r));
         state_deploy_add(r->db, r->id, r->fp, "rollback", healthy ? "succeeded" : "failed", revert,
-                         r->automatic, json_pack("{s:s}", "deploy", desc));
+                         r->automatic,
+                         json_pack("{s:s, s:b}", "deploy", desc, "canary", at_canary));
     }
     int open = 0;
     state_breaker_record(r->db, FIX_BREAKER, 1, r->cfg->breaker_threshold, &open);
-    set_fix(r, json_pack("{s:s, s:s?, s:{s:s, s:b, s:b, s:s}}", "status",
+    set_fix(r, json_pack("{s:s, s:s?, s:{s:s, s:b, s:b, s:b, s:s}}", "status",
                          reverted ? "rolled_back" : "failed", "revert_commit",
                          revert[0] ? revert : NULL, "detail", "reason", reason, "redeployed",
-                         redeployed, "healthy", healthy, "git", reverted ? "" : msg));
+                         redeployed, "healthy", healthy, "canary", at_canary, "git",
+                         reverted ? "" : msg));
     stage(r, reverted ? "rolled_back" : "rollback_failed",
-          json_pack("{s:s, s:s, s:b, s:s, s:s}", "reason", reason, "revert_commit", revert,
+          json_pack("{s:s, s:s, s:b, s:s, s:s, s:b}", "reason", reason, "revert_commit", revert,
                     "healthy", healthy, "breaker", open ? "open" : "closed", "detail",
-                    reverted ? desc : msg));
+                    reverted ? desc : msg, "canary", at_canary));
     char text[700];
     snprintf(text, sizeof(text),
-             "SelfHeal rolled back fix %lld: %s. Revert commit %.12s, redeploy %s, health %s.%s",
-             (long long)r->id, reason, revert[0] ? revert : "(none)", redeployed ? "ok" : "failed",
+             "SelfHeal rolled back fix %lld%s: %s. Revert commit %.12s, redeploy %s, health %s.%s",
+             (long long)r->id, at_canary ? " at the canary" : "", reason,
+             revert[0] ? revert : "(none)", redeployed ? "ok" : "failed",
              healthy ? "ok" : "failing",
              open ? " The deploy circuit breaker is now open: automatic deploys stop until a "
                     "human resets it."
@@ -185,6 +208,11 @@ static void rollback(run *r, const char *reason)
     tell(r, text, "open");
     port_notify(r->ctx, "verify_end",
                 json_pack("{s:s, s:s}", "fingerprint", r->fp, "result", "rolled_back"));
+}
+
+static void rollback(run *r, const char *reason)
+{
+    rollback_at(r, reason, 0);
 }
 
 /* Watches the verification window; 1 passed, 0 rolled back, -1 stopping. */
@@ -202,7 +230,7 @@ static int verify(run *r)
     while (port_now_ms() < end) {
         if (r->ctx->stopping)
             return -1;
-        long long seen = state_recurrence_count(r->db, r->fp, since);
+        long long seen = seen_on(r, r->fp, 0, since) + seen_on(r, r->fp, 1, since);
         if (seen > 0) {
             char why[128];
             snprintf(why, sizeof(why), "the error recurred %lld time(s) during verification", seen);
@@ -218,11 +246,128 @@ static int verify(run *r)
         }
         port_sleep_ms(250, &r->ctx->stopping);
     }
-    long long seen = state_recurrence_count(r->db, r->fp, since);
+    long long seen = seen_on(r, r->fp, 0, since) + seen_on(r, r->fp, 1, since);
     if (seen > 0) {
         rollback(r, "the error recurred during verification");
         return 0;
     }
+    return 1;
+}
+
+/* The step "deploy:<fix id>/<step>" of this deploy: its intent now. */
+static void step_begin(run *r, const char *step, char *key, size_t len)
+{
+    char job_key[64];
+    snprintf(job_key, sizeof(job_key), "deploy:%lld", (long long)r->id);
+    if (effect_key(key, len, job_key, step) == 0)
+        effect_begin(r->ctx, key, r->job_id, NULL, NULL);
+    else
+        key[0] = '\0';
+}
+
+static void step_done(run *r, const char *key, json_t *result)
+{
+    if (key[0] != '\0')
+        effect_done(r->ctx, key, r->job_id, result, NULL);
+    json_decref(result);
+}
+
+/* Why the canary fails now (into why), or 0 while it holds. The canary's
+ * errors are weighed against the stable's other errors in the same time
+ * (the fixed error still happens on the stable, which runs without the
+ * fix): more than max_error_ratio x weight x those, and at least
+ * min_errors, fail it. */
+static int canary_failing(run *r, int64_t since, json_t **counts, char *why, size_t len)
+{
+    const fix_config *cfg = r->cfg;
+    long long fixed = seen_on(r, r->fp, 1, since);
+    long long errors = seen_on(r, DEPLOY_ALL_ERRORS, 1, since);
+    long long stable = seen_on(r, DEPLOY_ALL_ERRORS, 0, since) - seen_on(r, r->fp, 0, since);
+    if (stable < 0)
+        stable = 0;
+    double bound = cfg->canary_max_ratio * cfg->canary_weight * (double)stable;
+    json_decref(*counts);
+    *counts =
+        json_pack("{s:I, s:I, s:I, s:f}", "fixed_on_canary", (json_int_t)fixed, "canary_errors",
+                  (json_int_t)errors, "stable_errors", (json_int_t)stable, "bound", bound);
+    if (fixed > 0) {
+        snprintf(why, len, "the error recurred %lld time(s) on the canary", fixed);
+        return 1;
+    }
+    if (errors >= cfg->canary_min_errors && (double)errors > bound) {
+        snprintf(why, len,
+                 "the canary logged %lld error(s) against a stable baseline of %lld (limit "
+                 "%.1f)",
+                 errors, stable, bound);
+        return 1;
+    }
+    return 0;
+}
+
+/* The canary stage (deploy.canary.argv): the merged commit goes to the
+ * canary alone, and for deploy.canary.window_s the fixed fingerprint on
+ * the canary, or the canary's error rate against the stable's, rolls it
+ * back there; else it is promoted. 1 promoted, 0 rolled back, -1 stopping.
+ * Its steps are effects of the deploy job ("deploy:<id>/canary",
+ * "/canary_verdict"); a deploy cut short is never run again by itself. */
+static int canary(run *r)
+{
+    const fix_config *cfg = r->cfg;
+    char key[EFFECT_KEY_MAX];
+    char desc[160] = "";
+    step_begin(r, "canary", key, sizeof(key));
+    state_deploy_add(r->db, r->id, r->fp, "canary", "started", r->deploy_commit, r->automatic,
+                     NULL);
+    int ok =
+        run_deploy_command(r, cfg->canary_argv, r->deploy_commit, "canary.log", desc, sizeof(desc));
+    step_done(r, key, json_pack("{s:b, s:s}", "ok", ok, "result", desc));
+    stage(r, "canary_deployed",
+          json_pack("{s:b, s:s, s:s}", "ok", ok, "result", desc, "commit", r->deploy_commit));
+    if (!ok) {
+        state_deploy_add(r->db, r->id, r->fp, "canary", "failed", r->deploy_commit, r->automatic,
+                         json_pack("{s:s}", "deploy", desc));
+        rollback_at(r, "the canary deploy command failed", 1);
+        return 0;
+    }
+    int64_t since = state_now();
+    stage(r, "canary_watching",
+          json_pack("{s:i, s:I}", "window_s", cfg->canary_window_s, "since", (json_int_t)since));
+    json_int_t until = (json_int_t)(since + cfg->canary_window_s);
+    port_notify(r->ctx, "verify", json_pack("{s:s, s:I}", "fingerprint", r->fp, "until", until));
+    port_notify(r->ctx, "verify",
+                json_pack("{s:s, s:I}", "fingerprint", DEPLOY_ALL_ERRORS, "until", until));
+    long long end = port_now_ms() + (long long)cfg->canary_window_s * 1000;
+    char why[200] = "";
+    json_t *counts = NULL;
+    int failing = 0;
+    for (;;) {
+        if (r->ctx->stopping) {
+            json_decref(counts);
+            return -1;
+        }
+        failing = canary_failing(r, since, &counts, why, sizeof(why));
+        if (failing || port_now_ms() >= end)
+            break;
+        port_sleep_ms(250, &r->ctx->stopping);
+    }
+    port_notify(r->ctx, "verify_end",
+                json_pack("{s:s, s:s}", "fingerprint", DEPLOY_ALL_ERRORS, "result",
+                          failing ? "rolled_back" : "promoted"));
+    step_begin(r, "canary_verdict", key, sizeof(key));
+    state_deploy_add(r->db, r->id, r->fp, "canary", failing ? "failed" : "succeeded",
+                     r->deploy_commit, r->automatic, json_incref(counts));
+    step_done(
+        r, key,
+        json_pack("{s:s, s:O}", "verdict", failing ? "rolled_back" : "promoted", "counts", counts));
+    if (failing) {
+        stage(r, "canary_failed", json_pack("{s:s, s:O}", "reason", why, "counts", counts));
+        json_decref(counts);
+        rollback_at(r, why, 1);
+        return 0;
+    }
+    stage(r, "promoted",
+          json_pack("{s:i, s:O}", "window_s", cfg->canary_window_s, "counts", counts));
+    json_decref(counts);
     return 1;
 }
 
@@ -324,6 +469,7 @@ json_t *deploy_run(port_ctx *ctx, const fix_config *cfg, int64_t fix_id, int aut
     state_job_begin(r.db, "deploy", key, input, &job_id, &existed, jstatus, sizeof(jstatus));
     json_decref(input);
     state_job_transition(r.db, job_id, "queued", "running", NULL, NULL, NULL);
+    r.job_id = job_id;
 
     char msg[512] = "";
     char desc[160] = "";
@@ -364,7 +510,17 @@ json_t *deploy_run(port_ctx *ctx, const fix_config *cfg, int64_t fix_id, int aut
     stage(&r, "merged",
           json_pack("{s:s, s:s, s:b}", "branch", r.branch, "commit", r.deploy_commit, "automatic",
                     automatic));
-    int deployed = run_deploy_command(&r, r.deploy_commit, "deploy.log", desc, sizeof(desc));
+    if (cfg->canary_argv != NULL) {
+        int c = canary(&r);
+        if (c < 0)
+            goto done; /* stopping: escalated at restart, as any deploy cut short */
+        if (c == 0) {
+            outcome = "rolled_back";
+            goto done;
+        }
+    }
+    int deployed =
+        run_deploy_command(&r, cfg->deploy_argv, r.deploy_commit, "deploy.log", desc, sizeof(desc));
     stage(&r, "deployed", json_pack("{s:b, s:s}", "ok", deployed, "result", desc));
     if (!deployed) {
         state_deploy_add(r.db, fix_id, r.fp, "deploy", "failed", r.deploy_commit, automatic,

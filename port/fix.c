@@ -117,6 +117,7 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
         cmd_config_argv(ctx, "fix.test.argv", EXEC_MAX_ARGS, &cfg->test_argv, err) != 0 ||
         cmd_config_argv(ctx, "deploy.argv", EXEC_MAX_ARGS, &cfg->deploy_argv, err) != 0 ||
         cmd_config_argv(ctx, "deploy.health.argv", EXEC_MAX_ARGS, &cfg->health_argv, err) != 0 ||
+        cmd_config_argv(ctx, "deploy.canary.argv", EXEC_MAX_ARGS, &cfg->canary_argv, err) != 0 ||
         cmd_config_strings(ctx, "fix.env_allow", &cfg->env_allow, err) != 0 ||
         cmd_config_strings(ctx, "fix.protected_paths", &cfg->protected_paths, err) != 0 ||
         cmd_config_strings(ctx, "gate.auto_deploy_severity", &cfg->auto_severities, err) != 0 ||
@@ -150,6 +151,17 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
     cfg->health_interval_ms = interval >= 100 && interval <= 600000 ? (int)interval : 2000;
     long long window = port_config_int(ctx, "deploy.verify_window_s", 300);
     cfg->verify_window_s = window >= 0 && window <= 7 * 86400 ? (int)window : 300;
+    long long cwindow = port_config_int(ctx, "deploy.canary.window_s", 60);
+    cfg->canary_window_s = cwindow >= 1 && cwindow <= 7 * 86400 ? (int)cwindow : 60;
+    cfg->canary_weight = port_config_real(ctx, "deploy.canary.weight", 1.0);
+    if (!(cfg->canary_weight > 0.0 && cfg->canary_weight <= 1000.0))
+        cfg->canary_weight = 1.0;
+    cfg->canary_max_ratio = port_config_real(ctx, "deploy.canary.max_error_ratio", 2.0);
+    if (!(cfg->canary_max_ratio >= 0.0 && cfg->canary_max_ratio <= 1000.0))
+        cfg->canary_max_ratio = 2.0;
+    cfg->canary_min_errors = port_config_int(ctx, "deploy.canary.min_errors", 5);
+    if (cfg->canary_min_errors < 1)
+        cfg->canary_min_errors = 5;
     long long out = port_config_int(ctx, "fix.max_output_bytes", 8 * 1024 * 1024);
     cfg->max_output = out >= 4096 && out <= (1LL << 30) ? (size_t)out : 8 * 1024 * 1024;
     long long lines = port_config_int(ctx, "fix.max_changed_lines", 40);
@@ -195,6 +207,7 @@ void fix_config_free(fix_config *cfg)
     json_decref(cfg->auto_severities);
     json_decref(cfg->deploy_argv);
     json_decref(cfg->health_argv);
+    json_decref(cfg->canary_argv);
     json_decref(cfg->test_paths);
     sandbox_config_free(&cfg->sandbox);
     memset(cfg, 0, sizeof(*cfg));
@@ -2377,14 +2390,22 @@ static json_t *cmd_recurrence(port_ctx *ctx, json_t *args, cmd_error *err)
 {
     const char *fp = fix_str(args, "fingerprint");
     json_t *count = json_object_get(args, "count");
-    if (!valid_fp(fp) || !json_is_integer(count) || json_integer_value(count) < 1) {
-        cmd_error_set(err, "bad_args", "recurrence needs a fingerprint and a count >= 1");
+    const char *track = fix_str(args, "track");
+    int canary = track != NULL && strcmp(track, "canary") == 0;
+    if (!(valid_fp(fp) || (fp != NULL && strcmp(fp, DEPLOY_ALL_ERRORS) == 0)) ||
+        !json_is_integer(count) || json_integer_value(count) < 1 ||
+        (track != NULL && !canary && strcmp(track, "stable") != 0)) {
+        cmd_error_set(err, "bad_args",
+                      "recurrence needs a fingerprint (or \"*\"), a count >= 1 and a track "
+                      "\"stable\" (default) or \"canary\"");
         return NULL;
     }
     state_db *db = need_state(ctx, err);
     if (db == NULL)
         return NULL;
-    if (state_recurrence_add(db, fp, json_integer_value(count)) != 0) {
+    char key[160];
+    deploy_track_key(key, sizeof(key), fp, canary);
+    if (state_recurrence_add(db, key, json_integer_value(count)) != 0) {
         cmd_error_set(err, "state", "could not record the recurrence");
         return NULL;
     }

@@ -315,6 +315,15 @@ defmodule SelfHeal.Config do
          "branch" => :string,
          "timeout_s" => pos,
          "verify_window_s" => non_neg,
+         "canary" =>
+           {:map,
+            %{
+              "argv" => argv,
+              "window_s" => pos,
+              "weight" => :number,
+              "max_error_ratio" => :number,
+              "min_errors" => pos
+            }},
          "health" =>
            {:map, %{"argv" => argv, "url" => :url, "interval_ms" => pos, "timeout_s" => pos}}
        }}
