@@ -265,10 +265,30 @@ static void step_begin(run *r, const char *step, char *key, size_t len)
         key[0] = '\0';
 }
 
-static void step_done(run *r, const char *key, json_t *result)
+/* The step done: its ledger row ("canary", status, detail: stolen; none
+ * when status is NULL) and its effect row with result commit together. */
+static void step_done(run *r, const char *key, const char *status, json_t *detail, json_t *result)
 {
-    if (key[0] != '\0')
-        effect_done(r->ctx, key, r->job_id, result, NULL);
+    int rc = state_txn_begin(r->db);
+    if (rc == 0) {
+        if (status != NULL)
+            rc = state_deploy_add(r->db, r->id, r->fp, "canary", status, r->deploy_commit,
+                                  r->automatic, detail);
+        else
+            json_decref(detail);
+        detail = NULL;
+        if (rc == 0 && key[0] != '\0' && state_effect_done(r->db, key, r->job_id, result, NULL) < 0)
+            rc = -1;
+        if (rc == 0 && key[0] != '\0')
+            effect_crash_point(key, "done");
+        if (rc == 0)
+            rc = state_txn_commit(r->db);
+        else
+            state_txn_rollback(r->db);
+    }
+    if (rc == 0 && key[0] != '\0')
+        effect_flush(r->ctx, key);
+    json_decref(detail);
     json_decref(result);
 }
 
@@ -320,12 +340,11 @@ static int canary(run *r)
                      NULL);
     int ok =
         run_deploy_command(r, cfg->canary_argv, r->deploy_commit, "canary.log", desc, sizeof(desc));
-    step_done(r, key, json_pack("{s:b, s:s}", "ok", ok, "result", desc));
+    step_done(r, key, ok ? NULL : "failed", ok ? NULL : json_pack("{s:s}", "deploy", desc),
+              json_pack("{s:b, s:s}", "ok", ok, "result", desc));
     stage(r, "canary_deployed",
           json_pack("{s:b, s:s, s:s}", "ok", ok, "result", desc, "commit", r->deploy_commit));
     if (!ok) {
-        state_deploy_add(r->db, r->id, r->fp, "canary", "failed", r->deploy_commit, r->automatic,
-                         json_pack("{s:s}", "deploy", desc));
         rollback_at(r, "the canary deploy command failed", 1);
         return 0;
     }
@@ -354,10 +373,8 @@ static int canary(run *r)
                 json_pack("{s:s, s:s}", "fingerprint", DEPLOY_ALL_ERRORS, "result",
                           failing ? "rolled_back" : "promoted"));
     step_begin(r, "canary_verdict", key, sizeof(key));
-    state_deploy_add(r->db, r->id, r->fp, "canary", failing ? "failed" : "succeeded",
-                     r->deploy_commit, r->automatic, json_incref(counts));
     step_done(
-        r, key,
+        r, key, failing ? "failed" : "succeeded", json_incref(counts),
         json_pack("{s:s, s:O}", "verdict", failing ? "rolled_back" : "promoted", "counts", counts));
     if (failing) {
         stage(r, "canary_failed", json_pack("{s:s, s:O}", "reason", why, "counts", counts));

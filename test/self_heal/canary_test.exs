@@ -188,4 +188,30 @@ defmodule SelfHeal.CanaryTest do
     assert done["detail"]["reason"] =~ "recurred 1 time(s) on the canary"
     assert :ets.info(table, :size) == 0
   end
+
+  # kill -9 at the canary's steps (docs/state.md, "Effects"): the deploy
+  # is cut short, so it is escalated and never run again by itself; the
+  # canary command ran as far as the crash let it, the stable never ran,
+  # and a verdict not committed left no ledger row.
+  for {point, canary_runs} <- [{"canary:intent", 0}, {"canary_verdict:done", 1}] do
+    test "kill -9 at #{point}: escalated, the canary not run again, the stable never deployed",
+         %{tmp_dir: dir} do
+      repo = make_repo(dir)
+      once = Path.join(dir, "crashed")
+      env = [{"SELF_HEAL_TEST_CRASH_AT", unquote(point)}, {"SELF_HEAL_TEST_CRASH_ONCE", once}]
+
+      cfg =
+        config(dir, repo, agent(dir, "good", good_fix()), canary_config(dir, %{"window_s" => 1}))
+
+      port = start_port(cfg, env: env)
+      {:ok, %{"fix_id" => id}} = Port.call(port, "fix", Map.put(fix_args(), "wait", false))
+      done = wait_status(port, id, ["escalated", "deployed", "rolled_back", "failed"], 60_000)
+      assert File.exists?(once)
+      assert done["status"] == "escalated"
+      assert length(lines(Path.join(dir, "canary.log"))) == unquote(canary_runs)
+      assert lines(Path.join(dir, "deploys.log")) == []
+      kinds = Enum.map(done["deploys"], &{&1["kind"], &1["status"]})
+      refute {"canary", "succeeded"} in kinds
+    end
+  end
 end
