@@ -265,15 +265,16 @@ static void step_begin(run *r, const char *step, char *key, size_t len)
         key[0] = '\0';
 }
 
-/* The step done: its ledger row ("canary", status, detail: stolen; none
- * when status is NULL) and its effect row with result commit together. */
-static void step_done(run *r, const char *key, const char *status, json_t *detail, json_t *result)
+/* The step done: its ledger row (kind, status, detail: stolen; none when
+ * status is NULL) and its effect row with result commit together. */
+static void step_done_as(run *r, const char *key, const char *kind, const char *status,
+                         json_t *detail, json_t *result)
 {
     int rc = state_txn_begin(r->db);
     if (rc == 0) {
         if (status != NULL)
-            rc = state_deploy_add(r->db, r->id, r->fp, "canary", status, r->deploy_commit,
-                                  r->automatic, detail);
+            rc = state_deploy_add(r->db, r->id, r->fp, kind, status, r->deploy_commit, r->automatic,
+                                  detail);
         else
             json_decref(detail);
         detail = NULL;
@@ -290,6 +291,11 @@ static void step_done(run *r, const char *key, const char *status, json_t *detai
         effect_flush(r->ctx, key);
     json_decref(detail);
     json_decref(result);
+}
+
+static void step_done(run *r, const char *key, const char *status, json_t *detail, json_t *result)
+{
+    step_done_as(r, key, "canary", status, detail, result);
 }
 
 /* Why the canary fails now (into why), or 0 while it holds. The canary's
@@ -385,6 +391,196 @@ static int canary(run *r)
     stage(r, "promoted",
           json_pack("{s:i, s:O}", "window_s", cfg->canary_window_s, "counts", counts));
     json_decref(counts);
+    return 1;
+}
+
+/* The deploy stops here: status escalated with why, people told. */
+static void escalate(run *r, const char *stage_name, const char *why)
+{
+    set_fix(r, json_pack("{s:s, s:{s:s}}", "status", "escalated", "detail", "reason", why));
+    stage(r, stage_name, json_pack("{s:s}", "reason", why));
+    char text[600];
+    snprintf(text, sizeof(text), "SelfHeal did not deploy fix %lld: %s. A human must look.",
+             (long long)r->id, why);
+    tell(r, text, NULL);
+}
+
+/* The pull request's merge, in the fix's delivery. */
+static void note_merge(run *r, const char *sha, const char *by)
+{
+    json_t *patch =
+        json_pack("{s:b, s:s?, s:s}", "merged", 1, "merge_commit", sha, "merged_by", by);
+    state_fix_patch(r->db, r->id, "delivery", patch);
+    json_decref(patch);
+}
+
+/* The checks of a commit on GitHub (its combined status and its check
+ * runs): 1 all passed, 0 some pending, -1 one failed (named in why), -2
+ * GitHub did not answer. A commit with no status and no check run has
+ * nothing pending. */
+static int pr_checks(run *r, const char *sha, char *why, size_t len)
+{
+    char path[200];
+    json_t *status = NULL, *runs = NULL;
+    cmd_error err;
+    memset(&err, 0, sizeof(err));
+    snprintf(path, sizeof(path), "/commits/%s/status", sha);
+    int rc = -2;
+    if (ticket_github_call(r->ctx, "GET", path, NULL, 200, &status, &err) != 0)
+        goto out;
+    snprintf(path, sizeof(path), "/commits/%s/check-runs?per_page=100", sha);
+    if (ticket_github_call(r->ctx, "GET", path, NULL, 200, &runs, &err) != 0)
+        goto out;
+    rc = 1;
+    const char *state = fix_str(status, "state");
+    if (json_array_size(json_object_get(status, "statuses")) > 0 && state != NULL &&
+        strcmp(state, "success") != 0) {
+        if (strcmp(state, "pending") == 0) {
+            rc = 0;
+        } else {
+            snprintf(why, len, "the commit status is %.20s", state);
+            rc = -1;
+            goto out;
+        }
+    }
+    size_t i;
+    json_t *run_;
+    json_array_foreach(json_object_get(runs, "check_runs"), i, run_)
+    {
+        const char *st = fix_str(run_, "status");
+        const char *conclusion = fix_str(run_, "conclusion");
+        if (st == NULL || strcmp(st, "completed") != 0) {
+            rc = 0;
+        } else if (conclusion == NULL ||
+                   (strcmp(conclusion, "success") != 0 && strcmp(conclusion, "neutral") != 0 &&
+                    strcmp(conclusion, "skipped") != 0)) {
+            const char *name = fix_str(run_, "name");
+            snprintf(why, len, "the check run %.80s ended %.20s", name ? name : "?",
+                     conclusion ? conclusion : "without a conclusion");
+            rc = -1;
+            goto out;
+        }
+    }
+out:
+    json_decref(status);
+    json_decref(runs);
+    return rc;
+}
+
+/* A fix delivered as a pull request and deployed without a human, with
+ * deploy.pull_request.merge: the pull request is merged through GitHub's
+ * API once every check of its head (the validated commit) has passed,
+ * polled every poll_ms for checks_timeout_s. A human merge meanwhile is
+ * recorded and the deploy goes on; a closed pull request, a head that is
+ * not the validated commit, a failed check or the timeout stop it. 1 go
+ * on, 0 stopped (status set), -1 stopping. */
+static int merge_pull_request(run *r, const char *fix_commit)
+{
+    const fix_config *cfg = r->cfg;
+    json_t *delivery = json_object_get(r->fix, "delivery");
+    const char *mode = fix_str(delivery, "mode");
+    json_t *num = json_object_get(delivery, "pr_number");
+    if (!r->automatic || !cfg->pr_merge || mode == NULL || strcmp(mode, "pull_request") != 0 ||
+        !json_is_integer(num))
+        return 1;
+    json_int_t n = json_integer_value(num);
+    char path[64], why[300] = "";
+    snprintf(path, sizeof(path), "/pulls/%lld", (long long)n);
+    stage(r, "pr_checks",
+          json_pack("{s:I, s:s, s:i}", "pr_number", n, "commit", fix_commit, "timeout_s",
+                    cfg->pr_checks_timeout_ms / 1000));
+    long long deadline = port_now_ms() + cfg->pr_checks_timeout_ms;
+    for (;;) {
+        json_t *pr = NULL;
+        cmd_error err;
+        memset(&err, 0, sizeof(err));
+        int checks = -2;
+        if (ticket_github_call(r->ctx, "GET", path, NULL, 200, &pr, &err) == 0) {
+            const char *state = fix_str(pr, "state");
+            const char *head = fix_str(json_object_get(pr, "head"), "sha");
+            if (json_is_true(json_object_get(pr, "merged"))) {
+                const char *by = fix_str(json_object_get(pr, "merged_by"), "login");
+                const char *sha = fix_str(pr, "merge_commit_sha");
+                state_deploy_add(r->db, r->id, r->fp, "pr_merge", "human", sha, r->automatic,
+                                 json_pack("{s:I, s:s?}", "pr_number", n, "by", by));
+                note_merge(r, sha, by != NULL ? by : "a human");
+                stage(r, "pr_merged",
+                      json_pack("{s:I, s:b, s:s?, s:s?}", "pr_number", n, "human", 1, "by", by,
+                                "commit", sha));
+                json_decref(pr);
+                return 1;
+            }
+            if (state != NULL && strcmp(state, "closed") == 0) {
+                json_decref(pr);
+                state_deploy_add(r->db, r->id, r->fp, "pr_merge", "closed", NULL, r->automatic,
+                                 json_pack("{s:I}", "pr_number", n));
+                set_fix(r, json_pack("{s:s, s:{s:s}}", "status", "skipped", "detail", "reason",
+                                     "the pull request was closed without a merge"));
+                stage(r, "pr_closed", json_pack("{s:I}", "pr_number", n));
+                tell(r,
+                     "The pull request of this fix was closed without a merge; SelfHeal "
+                     "does not deploy it.",
+                     NULL);
+                return 0;
+            }
+            if (head == NULL || strcmp(head, fix_commit) != 0) {
+                json_decref(pr);
+                snprintf(why, sizeof(why),
+                         "the pull request's head (%.12s) is not the validated commit %.12s",
+                         head ? head : "?", fix_commit);
+                escalate(r, "pr_escalated", why);
+                return 0;
+            }
+            checks = pr_checks(r, fix_commit, why, sizeof(why));
+        }
+        json_decref(pr);
+        if (checks == 1)
+            break;
+        if (checks == -1) {
+            char text[400];
+            snprintf(text, sizeof(text), "a check of the pull request failed: %s", why);
+            escalate(r, "pr_escalated", text);
+            return 0;
+        }
+        if (r->ctx->stopping)
+            return -1;
+        if (port_now_ms() >= deadline) {
+            snprintf(why, sizeof(why), "the pull request's checks did not pass within %d s",
+                     cfg->pr_checks_timeout_ms / 1000);
+            escalate(r, "pr_escalated", why);
+            return 0;
+        }
+        port_sleep_ms(cfg->pr_poll_ms, &r->ctx->stopping);
+    }
+    /* the merge: its intent, the call, its ledger row and result together */
+    char key[EFFECT_KEY_MAX], merge_path[80], title[200];
+    snprintf(merge_path, sizeof(merge_path), "%s/merge", path);
+    snprintf(title, sizeof(title), "SelfHeal: merge fix %lld (%s)", (long long)r->id, r->fp);
+    json_t *body = json_pack("{s:s, s:s, s:s}", "sha", fix_commit, "merge_method",
+                             cfg->pr_merge_method, "commit_title", title);
+    json_t *merged = NULL;
+    cmd_error err;
+    memset(&err, 0, sizeof(err));
+    step_begin(r, "merge_pr", key, sizeof(key));
+    int ok = ticket_github_call(r->ctx, "PUT", merge_path, body, 200, &merged, &err) == 0 &&
+             json_is_true(json_object_get(merged, "merged"));
+    json_decref(body);
+    const char *sha = fix_str(merged, "sha");
+    step_done_as(r, key, "pr_merge", ok ? "succeeded" : "failed",
+                 json_pack("{s:I, s:s?, s:s}", "pr_number", n, "commit", sha, "error", err.message),
+                 json_pack("{s:b, s:s?}", "merged", ok, "sha", sha));
+    if (!ok) {
+        json_decref(merged);
+        snprintf(why, sizeof(why), "GitHub did not merge the pull request: %.200s",
+                 err.message[0] ? err.message : "no merge in its answer");
+        escalate(r, "pr_escalated", why);
+        return 0;
+    }
+    note_merge(r, sha, "self-heal");
+    stage(r, "pr_merged",
+          json_pack("{s:I, s:b, s:s?, s:s}", "pr_number", n, "human", 0, "commit", sha, "method",
+                    cfg->pr_merge_method));
+    json_decref(merged);
     return 1;
 }
 
@@ -510,6 +706,11 @@ json_t *deploy_run(port_ctx *ctx, const fix_config *cfg, int64_t fix_id, int aut
     if (base == NULL || strcmp(base, tip) != 0) {
         outcome = replay(&r, base, fix_commit, tip);
         goto done;
+    }
+    int merged = merge_pull_request(&r, fix_commit);
+    if (merged <= 0) {
+        outcome = merged < 0 ? "stopping" : "not_merged";
+        goto done; /* stopping: escalated at restart, as any deploy cut short */
     }
     char message[256];
     snprintf(message, sizeof(message), "SelfHeal: deploy fix %lld (%s)", (long long)fix_id, r.fp);

@@ -113,6 +113,8 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
         cmd_config_string(ctx, "deploy.health.url", "", cfg->health_url, sizeof(cfg->health_url),
                           err) != 0 ||
         cmd_config_string(ctx, "gate.consent", "diagnose", consent, sizeof(consent), err) != 0 ||
+        cmd_config_string(ctx, "deploy.pull_request.merge_method", "merge", cfg->pr_merge_method,
+                          sizeof(cfg->pr_merge_method), err) != 0 ||
         cmd_config_argv(ctx, "fix.compile.argv", EXEC_MAX_ARGS, &cfg->compile_argv, err) != 0 ||
         cmd_config_argv(ctx, "fix.test.argv", EXEC_MAX_ARGS, &cfg->test_argv, err) != 0 ||
         cmd_config_argv(ctx, "deploy.argv", EXEC_MAX_ARGS, &cfg->deploy_argv, err) != 0 ||
@@ -130,6 +132,13 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
     if (cfg->remote_url[0] != '\0' && strncmp(cfg->remote_url, "https://", 8) != 0 &&
         cfg->remote_url[0] != '/' && strncmp(cfg->remote_url, "file://", 7) != 0) {
         cmd_error_set(err, "bad_config", "fix.remote.url must be an https URL or a local path");
+        fix_config_free(cfg);
+        return -1;
+    }
+    if (strcmp(cfg->pr_merge_method, "merge") != 0 && strcmp(cfg->pr_merge_method, "squash") != 0 &&
+        strcmp(cfg->pr_merge_method, "rebase") != 0) {
+        cmd_error_set(err, "bad_config",
+                      "deploy.pull_request.merge_method must be merge, squash or rebase");
         fix_config_free(cfg);
         return -1;
     }
@@ -162,6 +171,12 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
     cfg->canary_min_errors = port_config_int(ctx, "deploy.canary.min_errors", 5);
     if (cfg->canary_min_errors < 1)
         cfg->canary_min_errors = 5;
+    json_t *merge = port_config_get(ctx, "deploy.pull_request.merge");
+    cfg->pr_merge = json_is_true(merge);
+    json_decref(merge);
+    cfg->pr_checks_timeout_ms = ms_from_s(ctx, "deploy.pull_request.checks_timeout_s", 900);
+    long long poll = port_config_int(ctx, "deploy.pull_request.poll_ms", 10000);
+    cfg->pr_poll_ms = poll >= 50 && poll <= 600000 ? (int)poll : 10000;
     long long out = port_config_int(ctx, "fix.max_output_bytes", 8 * 1024 * 1024);
     cfg->max_output = out >= 4096 && out <= (1LL << 30) ? (size_t)out : 8 * 1024 * 1024;
     long long lines = port_config_int(ctx, "fix.max_changed_lines", 40);

@@ -315,6 +315,14 @@ defmodule SelfHeal.Config do
          "branch" => :string,
          "timeout_s" => pos,
          "verify_window_s" => non_neg,
+         "pull_request" =>
+           {:map,
+            %{
+              "merge" => :boolean,
+              "checks_timeout_s" => pos,
+              "poll_ms" => pos,
+              "merge_method" => {:enum, ["merge", "squash", "rebase"]}
+            }},
          "canary" =>
            {:map,
             %{
