@@ -524,10 +524,10 @@ static int merge_pull_request(run *r, const char *fix_commit)
                 return 0;
             }
             if (head == NULL || strcmp(head, fix_commit) != 0) {
-                json_decref(pr);
                 snprintf(why, sizeof(why),
                          "the pull request's head (%.12s) is not the validated commit %.12s",
                          head ? head : "?", fix_commit);
+                json_decref(pr);
                 escalate(r, "pr_escalated", why);
                 return 0;
             }

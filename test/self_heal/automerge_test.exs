@@ -140,4 +140,17 @@ defmodule SelfHeal.AutomergeTest do
     assert FakeGitHub.merges(gh) == []
     refute deployed?(dir)
   end
+
+  test "a pull request whose head is not the validated commit is not merged", %{tmp_dir: dir} do
+    {port, gh} = start(dir)
+    FakeGitHub.set_checks(gh, [], [check("test", "queued")])
+    id = run_fix(port)
+    FakeGitHub.set_head(gh, 1, String.duplicate("e", 40))
+    FakeGitHub.set_checks(gh, [], [check("test", "completed", "success")])
+    fix = done(port, id)
+    assert fix["status"] == "escalated"
+    assert fix["detail"]["reason"] =~ "(eeeeeeeeeeee) is not the validated commit"
+    assert FakeGitHub.merges(gh) == []
+    refute deployed?(dir)
+  end
 end

@@ -54,6 +54,10 @@ defmodule SelfHeal.FakeGitHub do
 
   def close(%{store: store}, n), do: update_pull(store, n, &Map.put(&1, "state", "closed"))
 
+  @doc "Someone pushed to the pull request's branch: its head is sha now."
+  def set_head(%{store: store}, n, sha),
+    do: update_pull(store, n, &put_in(&1, ["head", "sha"], sha))
+
   defp update_pull(store, n, fun),
     do: Agent.update(store, fn s -> %{s | pulls: Map.update!(s.pulls, n, fun)} end)
 
