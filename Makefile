@@ -396,6 +396,7 @@ mix-test:
 demo: bootstrap agents
 	$(Q)dir=$$(mktemp -d -t self_heal_demo.XXXXXX) || exit 1; \
 	cleanup() { SHOP_RUN_DIR=$$dir/shop-run examples/shop/bin/stop "$$dir/shop" > /dev/null 2>&1 || true; \
+	  SHOP_RUN_DIR=$$dir/canary/run examples/shop/bin/stop "$$dir/canary/src" > /dev/null 2>&1 || true; \
 	  if [ "$(KEEP)" = 1 ]; then echo "  DEMO   kept $$dir"; else rm -rf "$$dir"; fi; }; \
 	trap 'cleanup; exit 130' INT TERM; trap cleanup EXIT; \
 	SELF_HEAL_DEMO_DIR=$$dir SELF_HEAL_CLAUDE=$(if $(wildcard $(CLAUDE)),$(abspath $(CLAUDE))) \

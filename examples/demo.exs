@@ -18,9 +18,12 @@
 #    and report, the gate, the deploy (a fix whose base is no longer the
 #    deploy branch's tip is replayed on it and validated again), and a
 #    verification window.
-# 4. The empty-cart fix holds. The inventory "fix" (retries) does not: the
-#    inventory is still down, the error recurs during verification, and the
-#    fix is reverted and redeployed.
+# 4. Every deploy goes to a canary first (examples/shop/bin/canary: a
+#    second instance whose errors say deploy_track "canary"; traffic hits
+#    both). The empty-cart fix holds there, is promoted and deployed. The
+#    inventory "fix" (retries) does not: the inventory is still down, the
+#    error recurs on the canary, and the fix is reverted there; the stable
+#    instance never runs it.
 #
 # Run with `mix run --no-start examples/demo.exs` (what `make demo` does).
 
@@ -419,6 +422,33 @@ defmodule Demo.Printer do
         Demo.step("deploy", "#{id}: health check passes")
         s
 
+      "canary_deployed" ->
+        Demo.step("canary", "#{id}: #{short(e["commit"])} on the canary: #{e["result"]}")
+        s
+
+      "canary_watching" ->
+        Demo.step(
+          "canary",
+          "#{id}: watching the canary against the stable for #{e["window_s"]} s"
+        )
+
+        s
+
+      "canary_failed" ->
+        Demo.step("canary", "#{id}: failed: #{e["reason"]}")
+        s
+
+      "promoted" ->
+        c = e["counts"]
+
+        Demo.step(
+          "canary",
+          "#{id}: promoted (canary errors #{c["canary_errors"]}, stable baseline " <>
+            "#{c["stable_errors"]}, the fixed error on the canary #{c["fixed_on_canary"]})"
+        )
+
+        %{s | canary_promoted: s.canary_promoted + 1}
+
       "verifying" ->
         Demo.step("verify", "#{id}: watching for #{e["window_s"]} s")
         s
@@ -434,7 +464,9 @@ defmodule Demo.Printer do
       "rolled_back" ->
         Demo.step(
           "rollback",
-          "#{id}: reverted by #{short(e["revert_commit"])}, redeployed, healthy #{e["healthy"]}, " <>
+          "#{id}: reverted by #{short(e["revert_commit"])}, redeployed" <>
+            if(e["canary"], do: " to the canary", else: "") <>
+            ", healthy #{e["healthy"]}, " <>
             "breaker #{e["breaker"]}; ticket reopened"
         )
 
@@ -488,6 +520,9 @@ inventory_port = Demo.free_port()
 endpoint_port = Demo.free_port()
 token = Base.encode16(:crypto.strong_rand_bytes(16), case: :lower)
 shop = "http://127.0.0.1:#{shop_port}"
+canary_port = Demo.free_port()
+canary = "http://127.0.0.1:#{canary_port}"
+canary_dir = Path.join(tmp, "canary")
 
 # The shop's pid file, log and settings: outside the repository, where no
 # change to the code (the coding agent's included) can reach them.
@@ -503,6 +538,13 @@ SELF_HEAL_TOKEN=#{token}
 """)
 
 deploy = Path.join(Demo.root(), "examples/shop/bin/deploy")
+
+File.mkdir_p!(Path.join(canary_dir, "run"))
+
+File.write!(
+  Path.join(canary_dir, "run/shop.env"),
+  File.read!(Path.join(run_dir, "shop.env")) <> "SHOP_DEPLOY_TRACK=canary\n"
+)
 
 # The coding agent: the real Claude Code CLI with a scripted stand-in for
 # its model when it is installed, else the stand-in script.
@@ -572,7 +614,18 @@ Application.put_env(:self_heal, :port,
       "argv" => [deploy, "{repo}"],
       "timeout_s" => 180,
       "health" => %{"url" => "#{shop}/health", "timeout_s" => 60, "interval_ms" => 500},
-      "verify_window_s" => 10
+      "verify_window_s" => 10,
+      "canary" => %{
+        "argv" => [
+          Path.join(Demo.root(), "examples/shop/bin/canary"),
+          "{repo}",
+          "{commit}",
+          canary_dir,
+          "#{canary_port}"
+        ],
+        "window_s" => 8,
+        "max_error_ratio" => 3.0
+      }
     }
   }
 )
@@ -639,7 +692,8 @@ start_traffic = fn ->
             "/products/2",
             "/recommendations?item=2"
           ],
-          do: Demo.get(shop <> path)
+          host <- [shop, canary],
+          do: Demo.get(host <> path)
 
       Process.sleep(300)
     end)
@@ -653,6 +707,7 @@ counts = %{
   fixes: 0,
   deployed: 0,
   rolled_back: 0,
+  canary_promoted: 0,
   done: 0,
   analyses: 0,
   traffic: nil,
@@ -684,11 +739,18 @@ for line <-
 Demo.say("  GET /cart/average?prices= now -> #{code} #{body}")
 Demo.say("  state, patches and reports: #{state_dir}")
 System.cmd(Path.join(Demo.root(), "examples/shop/bin/stop"), [repo], stderr_to_stdout: true)
+
+System.cmd(Path.join(Demo.root(), "examples/shop/bin/stop"), [Path.join(canary_dir, "src")],
+  env: [{"SHOP_RUN_DIR", Path.join(canary_dir, "run")}],
+  stderr_to_stdout: true
+)
+
 Application.stop(:self_heal)
 seconds = div(System.monotonic_time(:millisecond) - started_at, 1000)
 Demo.say("  took #{seconds} s")
 
 Demo.say(
   "DEMO groups=#{counts.groups} tickets=#{counts.tickets} fixes=#{counts.fixes} " <>
-    "deployed=#{counts.deployed} rolled_back=#{counts.rolled_back}"
+    "deployed=#{counts.deployed} rolled_back=#{counts.rolled_back}" <>
+    " canary_promoted=#{counts.canary_promoted}"
 )

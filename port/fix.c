@@ -113,10 +113,13 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
         cmd_config_string(ctx, "deploy.health.url", "", cfg->health_url, sizeof(cfg->health_url),
                           err) != 0 ||
         cmd_config_string(ctx, "gate.consent", "diagnose", consent, sizeof(consent), err) != 0 ||
+        cmd_config_string(ctx, "deploy.pull_request.merge_method", "merge", cfg->pr_merge_method,
+                          sizeof(cfg->pr_merge_method), err) != 0 ||
         cmd_config_argv(ctx, "fix.compile.argv", EXEC_MAX_ARGS, &cfg->compile_argv, err) != 0 ||
         cmd_config_argv(ctx, "fix.test.argv", EXEC_MAX_ARGS, &cfg->test_argv, err) != 0 ||
         cmd_config_argv(ctx, "deploy.argv", EXEC_MAX_ARGS, &cfg->deploy_argv, err) != 0 ||
         cmd_config_argv(ctx, "deploy.health.argv", EXEC_MAX_ARGS, &cfg->health_argv, err) != 0 ||
+        cmd_config_argv(ctx, "deploy.canary.argv", EXEC_MAX_ARGS, &cfg->canary_argv, err) != 0 ||
         cmd_config_strings(ctx, "fix.env_allow", &cfg->env_allow, err) != 0 ||
         cmd_config_strings(ctx, "fix.protected_paths", &cfg->protected_paths, err) != 0 ||
         cmd_config_strings(ctx, "gate.auto_deploy_severity", &cfg->auto_severities, err) != 0 ||
@@ -129,6 +132,13 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
     if (cfg->remote_url[0] != '\0' && strncmp(cfg->remote_url, "https://", 8) != 0 &&
         cfg->remote_url[0] != '/' && strncmp(cfg->remote_url, "file://", 7) != 0) {
         cmd_error_set(err, "bad_config", "fix.remote.url must be an https URL or a local path");
+        fix_config_free(cfg);
+        return -1;
+    }
+    if (strcmp(cfg->pr_merge_method, "merge") != 0 && strcmp(cfg->pr_merge_method, "squash") != 0 &&
+        strcmp(cfg->pr_merge_method, "rebase") != 0) {
+        cmd_error_set(err, "bad_config",
+                      "deploy.pull_request.merge_method must be merge, squash or rebase");
         fix_config_free(cfg);
         return -1;
     }
@@ -150,6 +160,23 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
     cfg->health_interval_ms = interval >= 100 && interval <= 600000 ? (int)interval : 2000;
     long long window = port_config_int(ctx, "deploy.verify_window_s", 300);
     cfg->verify_window_s = window >= 0 && window <= 7 * 86400 ? (int)window : 300;
+    long long cwindow = port_config_int(ctx, "deploy.canary.window_s", 60);
+    cfg->canary_window_s = cwindow >= 1 && cwindow <= 7 * 86400 ? (int)cwindow : 60;
+    cfg->canary_weight = port_config_real(ctx, "deploy.canary.weight", 1.0);
+    if (!(cfg->canary_weight > 0.0 && cfg->canary_weight <= 1000.0))
+        cfg->canary_weight = 1.0;
+    cfg->canary_max_ratio = port_config_real(ctx, "deploy.canary.max_error_ratio", 2.0);
+    if (!(cfg->canary_max_ratio >= 0.0 && cfg->canary_max_ratio <= 1000.0))
+        cfg->canary_max_ratio = 2.0;
+    cfg->canary_min_errors = port_config_int(ctx, "deploy.canary.min_errors", 5);
+    if (cfg->canary_min_errors < 1)
+        cfg->canary_min_errors = 5;
+    json_t *merge = port_config_get(ctx, "deploy.pull_request.merge");
+    cfg->pr_merge = json_is_true(merge);
+    json_decref(merge);
+    cfg->pr_checks_timeout_ms = ms_from_s(ctx, "deploy.pull_request.checks_timeout_s", 900);
+    long long poll = port_config_int(ctx, "deploy.pull_request.poll_ms", 10000);
+    cfg->pr_poll_ms = poll >= 50 && poll <= 600000 ? (int)poll : 10000;
     long long out = port_config_int(ctx, "fix.max_output_bytes", 8 * 1024 * 1024);
     cfg->max_output = out >= 4096 && out <= (1LL << 30) ? (size_t)out : 8 * 1024 * 1024;
     long long lines = port_config_int(ctx, "fix.max_changed_lines", 40);
@@ -195,6 +222,7 @@ void fix_config_free(fix_config *cfg)
     json_decref(cfg->auto_severities);
     json_decref(cfg->deploy_argv);
     json_decref(cfg->health_argv);
+    json_decref(cfg->canary_argv);
     json_decref(cfg->test_paths);
     sandbox_config_free(&cfg->sandbox);
     memset(cfg, 0, sizeof(*cfg));
@@ -2381,14 +2409,22 @@ static json_t *cmd_recurrence(port_ctx *ctx, json_t *args, cmd_error *err)
 {
     const char *fp = fix_str(args, "fingerprint");
     json_t *count = json_object_get(args, "count");
-    if (!valid_fp(fp) || !json_is_integer(count) || json_integer_value(count) < 1) {
-        cmd_error_set(err, "bad_args", "recurrence needs a fingerprint and a count >= 1");
+    const char *track = fix_str(args, "track");
+    int canary = track != NULL && strcmp(track, "canary") == 0;
+    if (!(valid_fp(fp) || (fp != NULL && strcmp(fp, DEPLOY_ALL_ERRORS) == 0)) ||
+        !json_is_integer(count) || json_integer_value(count) < 1 ||
+        (track != NULL && !canary && strcmp(track, "stable") != 0)) {
+        cmd_error_set(err, "bad_args",
+                      "recurrence needs a fingerprint (or \"*\"), a count >= 1 and a track "
+                      "\"stable\" (default) or \"canary\"");
         return NULL;
     }
     state_db *db = need_state(ctx, err);
     if (db == NULL)
         return NULL;
-    if (state_recurrence_add(db, fp, json_integer_value(count)) != 0) {
+    char key[160];
+    deploy_track_key(key, sizeof(key), fp, canary);
+    if (state_recurrence_add(db, key, json_integer_value(count)) != 0) {
         cmd_error_set(err, "state", "could not record the recurrence");
         return NULL;
     }

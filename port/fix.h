@@ -77,6 +77,15 @@ typedef struct fix_config {
     int health_timeout_ms;       /* deploy.health.timeout_s (60): until healthy after a deploy */
     int health_interval_ms;      /* deploy.health.interval_ms (2000) */
     int verify_window_s;         /* deploy.verify_window_s (300) */
+    json_t *canary_argv;         /* deploy.canary.argv: NULL, no canary stage */
+    int canary_window_s;         /* deploy.canary.window_s (60) */
+    double canary_weight;        /* deploy.canary.weight (1.0): canary traffic / stable traffic */
+    double canary_max_ratio;     /* deploy.canary.max_error_ratio (2.0) */
+    long long canary_min_errors; /* deploy.canary.min_errors (5) */
+    int pr_merge;                /* deploy.pull_request.merge (false): merge through GitHub */
+    int pr_checks_timeout_ms;    /* deploy.pull_request.checks_timeout_s (900) */
+    int pr_poll_ms;              /* deploy.pull_request.poll_ms (10000) */
+    char pr_merge_method[16];    /* deploy.pull_request.merge_method (merge) */
 } fix_config;
 
 /* Reads the configuration; 0, or -1 with err (bad_config) when a value is

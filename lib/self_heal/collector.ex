@@ -55,7 +55,10 @@ defmodule SelfHeal.Collector do
   table of fingerprints whose deployed fix is being verified), every batch
   holding one of them calls `module.recurrence(server, fingerprint,
   count)` at once, so a failed fix is rolled back without waiting for the
-  settle window.
+  settle window; events whose metadata says `deploy_track: "canary"` are
+  reported as `module.recurrence(server, fingerprint, count, "canary")`,
+  and while the table holds `"*"` (a canary is watched) every error event
+  counts under `"*"` as well (docs/fix-loop.md, "Canary stage").
 
   A watch reaching its threshold escalates at once, bypassing the settle
   window, to `:watch_escalate` (`{module, server}` of a
@@ -70,6 +73,7 @@ defmodule SelfHeal.Collector do
   require Logger
 
   @max_services 16
+  @error_levels [:error, :critical, :alert, :emergency]
   # groups looked at for eviction, least recently seen first
   @evict_among 8
   # sources whose quota use is kept in one minute; beyond, a new one is
@@ -392,7 +396,7 @@ defmodule SelfHeal.Collector do
       do: SelfHeal.Settle.add(state.settle, Enum.map(batch_groups, &detail(&1, state)))
 
     if state.watch && SelfHeal.Watch.count(state.watch) > 0, do: observe(events, state)
-    if state.verify, do: report_recurrences(batch_groups, state.verify)
+    if state.verify, do: report_recurrences(events, state.verify)
     if state.raw_sample, do: sample_raw(events, state)
 
     %{state | pending: [], npending: 0, psources: [], timer: nil, events: state.events + seen}
@@ -460,12 +464,26 @@ defmodule SelfHeal.Collector do
   defp under_quota?(_quota, _used, _source), do: true
 
   # Fingerprints whose fix is being verified (the port's table) that came
-  # back in this batch go to the port at once: no settle window.
-  defp report_recurrences(batch_groups, {table, {mod, server}}) do
+  # back in this batch go to the port at once: no settle window, counted
+  # by track (an event whose metadata says `deploy_track: "canary"` comes
+  # from the canary). While a canary is watched the table holds "*", and
+  # every error event counts under "*" too: the canary's error rate
+  # against the stable's.
+  defp report_recurrences(events, {table, {mod, server}}) do
     if :ets.whereis(table) != :undefined and :ets.info(table, :size) > 0 do
-      for %{fingerprint: fp, count: count} <- batch_groups, :ets.member(table, fp) do
-        mod.recurrence(server, fp, count)
-      end
+      all? = :ets.member(table, "*")
+
+      events
+      |> Enum.flat_map(fn e ->
+        track = track(e)
+        fixed = if :ets.member(table, e.fingerprint), do: [{e.fingerprint, track}], else: []
+        if all? and e.level in @error_levels, do: [{"*", track} | fixed], else: fixed
+      end)
+      |> Enum.frequencies()
+      |> Enum.each(fn
+        {{fp, "stable"}, n} -> mod.recurrence(server, fp, n)
+        {{fp, track}, n} -> mod.recurrence(server, fp, n, track)
+      end)
     end
 
     :ok
@@ -482,6 +500,15 @@ defmodule SelfHeal.Collector do
 
     SelfHeal.TriageModel.sample(state.raw_sample, pairs)
   end
+
+  defp track(%{metadata: meta}) when is_map(meta) do
+    case Map.get(meta, :deploy_track, Map.get(meta, "deploy_track")) do
+      c when c in ["canary", :canary] -> "canary"
+      _ -> "stable"
+    end
+  end
+
+  defp track(_event), do: "stable"
 
   defp observe(events, state) do
     now = System.monotonic_time(:millisecond)

@@ -327,6 +327,23 @@ defmodule SelfHeal.Config do
          "branch" => :string,
          "timeout_s" => pos,
          "verify_window_s" => non_neg,
+         "pull_request" =>
+           {:map,
+            %{
+              "merge" => :boolean,
+              "checks_timeout_s" => pos,
+              "poll_ms" => pos,
+              "merge_method" => {:enum, ["merge", "squash", "rebase"]}
+            }},
+         "canary" =>
+           {:map,
+            %{
+              "argv" => argv,
+              "window_s" => pos,
+              "weight" => :number,
+              "max_error_ratio" => :number,
+              "min_errors" => pos
+            }},
          "health" =>
            {:map, %{"argv" => argv, "url" => :url, "interval_ms" => pos, "timeout_s" => pos}}
        }}

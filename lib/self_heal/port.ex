@@ -141,12 +141,20 @@ defmodule SelfHeal.Port do
 
   @doc """
   The collector saw `fingerprint` again `count` times while a deployed fix
-  of it is being verified (the port rolls the fix back).
+  of it is being verified (the port rolls the fix back). `track` is
+  `"stable"` or `"canary"` (events of a canary deploy); `fingerprint` `"*"`
+  counts every error event while a canary is watched (docs/fix-loop.md).
   """
-  @spec recurrence(GenServer.server(), String.t(), pos_integer()) :: :ok
-  def recurrence(server, fingerprint, count)
-      when is_binary(fingerprint) and is_integer(count) and count > 0,
-      do: cast(server, "recurrence", %{"fingerprint" => fingerprint, "count" => count})
+  @spec recurrence(GenServer.server(), String.t(), pos_integer(), String.t()) :: :ok
+  def recurrence(server, fingerprint, count, track \\ "stable")
+      when is_binary(fingerprint) and is_integer(count) and count > 0 and
+             track in ["stable", "canary"],
+      do:
+        cast(server, "recurrence", %{
+          "fingerprint" => fingerprint,
+          "count" => count,
+          "track" => track
+        })
 
   @impl SelfHeal.Orchestrator
   def update(server, {group, reason}) do

@@ -58,6 +58,7 @@ defmodule Shop.ErrorReporter do
           "time" => Map.get(meta, :time, :os.system_time(:microsecond)) / 1_000_000
         }
         |> put_path(meta)
+        |> put_track(System.get_env("SHOP_DEPLOY_TRACK", ""))
 
       nil ->
         nil
@@ -88,6 +89,11 @@ defmodule Shop.ErrorReporter do
 
   defp put_path(record, %{path: path}) when is_binary(path), do: Map.put(record, "path", path)
   defp put_path(record, _meta), do: record
+
+  # A canary instance (bin/canary) says so: SelfHeal weighs its errors
+  # against the stable's (docs/fix-loop.md, "Canary stage").
+  defp put_track(record, ""), do: record
+  defp put_track(record, track), do: Map.put(record, "deploy_track", track)
 end
 
 defmodule Shop.ErrorReporter.Sender do
