@@ -17,6 +17,7 @@
 #include "state.h"
 #include "ticket.h"
 #include "tree.h"
+#include "trust.h"
 #include "worktree.h"
 
 typedef struct run {
@@ -183,6 +184,7 @@ static void rollback(run *r, const char *reason)
                     "human resets it."
                   : "");
     tell(r, text, "open");
+    trust_on_rollback(r->ctx, r->id, open);
     port_notify(r->ctx, "verify_end",
                 json_pack("{s:s, s:s}", "fingerprint", r->fp, "result", "rolled_back"));
 }
@@ -405,6 +407,7 @@ json_t *deploy_run(port_ctx *ctx, const fix_config *cfg, int64_t fix_id, int aut
     tell(&r, text, "closed");
     port_notify(ctx, "verify_end",
                 json_pack("{s:s, s:s}", "fingerprint", r.fp, "result", "verified"));
+    trust_on_verified(ctx, fix_id, automatic);
     outcome = "deployed";
 done:
     if (!ctx->stopping) {

@@ -35,6 +35,7 @@
 #include "state.h"
 #include "ticket.h"
 #include "transcript.h"
+#include "trust.h"
 #include "tree.h"
 #include "validate.h"
 #include "worktree.h"
@@ -141,7 +142,7 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
         fix_config_free(cfg);
         return -1;
     }
-    cfg->consent = policy_consent_parse(consent);
+    cfg->consent = trust_consent(ctx, policy_consent_parse(consent));
     cfg->compile_timeout_ms = ms_from_s(ctx, "fix.compile.timeout_s", 300);
     cfg->test_timeout_ms = ms_from_s(ctx, "fix.test.timeout_s", 600);
     cfg->deploy_timeout_ms = ms_from_s(ctx, "deploy.timeout_s", 600);
@@ -2406,8 +2407,8 @@ static json_t *gate_status(port_ctx *ctx, state_db *db)
                      open ? "open" : "closed", "failures", (json_int_t)failures,
                      "auto_deploys_last_hour",
                      (json_int_t)state_deploy_count(db, "deploy", 1, 3600), "consent",
-                     policy_consent_name(policy_consent_parse(consent)), "deploy_running", running,
-                     "fixes_running", fixing, "fixes_waiting", waiting);
+                     policy_consent_name(trust_consent(ctx, policy_consent_parse(consent))),
+                     "deploy_running", running, "fixes_running", fixing, "fixes_waiting", waiting);
 }
 
 /* A durable switch (kill switch, pause): {"on"?: bool, "by"?}, stored

@@ -52,7 +52,9 @@ defmodule SelfHeal.Collector do
   table of fingerprints whose deployed fix is being verified), every batch
   holding one of them calls `module.recurrence(server, fingerprint,
   count)` at once, so a failed fix is rolled back without waiting for the
-  settle window.
+  settle window. A watch that fires while `"watch:" <> id` is in that
+  table (a recovery of it being verified, docs/recovery.md) reports a
+  recurrence of it the same way.
 
   A watch reaching its threshold escalates at once, bypassing the settle
   window, to `:watch_escalate` (`{module, server}` of a
@@ -483,6 +485,10 @@ defmodule SelfHeal.Collector do
       end)
 
     for id <- SelfHeal.Watch.observe(state.watch, observed, now) do
+      # a watch firing again while a recovery of it is verified recurs
+      if state.verify,
+        do: report_recurrences([%{fingerprint: "watch:" <> id, count: 1}], state.verify)
+
       escalate_watch(id, state)
     end
   end
