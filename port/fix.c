@@ -2378,7 +2378,9 @@ static json_t *cmd_recurrence(port_ctx *ctx, json_t *args, cmd_error *err)
 {
     const char *fp = fix_str(args, "fingerprint");
     json_t *count = json_object_get(args, "count");
-    if (!valid_fp(fp) || !json_is_integer(count) || json_integer_value(count) < 1) {
+    /* a fired watch recurs as "watch:<id>" (a recovery of it, docs/recovery.md) */
+    if (fp == NULL || !sh_token_ok(fp, strnlen(fp, FIX_FP_MAX + 1), FIX_FP_MAX, "-_:") ||
+        !json_is_integer(count) || json_integer_value(count) < 1) {
         cmd_error_set(err, "bad_args", "recurrence needs a fingerprint and a count >= 1");
         return NULL;
     }

@@ -194,4 +194,56 @@ defmodule SelfHeal.RecoverTest do
     assert audit(dir)["recovery_skipped"] == 1
     assert File.read!(Path.join(dir, "restarts.log")) == "fp-db api\n"
   end
+
+  defp request(status) do
+    SelfHeal.Event.new(
+      source: :fluent_bit,
+      level: :error,
+      message: "GET /api/orders answered #{status}",
+      metadata: %{"status" => status, "path" => "/api/orders"}
+    )
+  end
+
+  test "a watch firing restarts the service; firing again during the window is a recurrence",
+       %{tmp_dir: dir} do
+    restart = stand_in(dir)
+    old = pid(dir)
+    cfg = config(dir, restart, %{"verify_window_s" => 30})
+    table = :"recover_verifying_#{System.unique_integer([:positive])}"
+    port = start_supervised!({Port, config: cfg, verify_table: table, escalate_batch_ms: 50})
+    :ok = Port.subscribe(port)
+    set = SelfHeal.Watch.new()
+    five_xx = [id: "5xx", field: "status", op: :>=, value: 500, window_ms: 300, threshold: 3]
+    {:ok, :added} = SelfHeal.Watch.add(set, five_xx)
+
+    collector =
+      start_supervised!(
+        {SelfHeal.Collector,
+         name: :"collector_#{System.unique_integer([:positive])}",
+         flush_ms: 5,
+         watch: set,
+         watch_escalate: {Port, port},
+         verify: {table, {Port, port}}}
+      )
+
+    SelfHeal.Collector.push(collector, for(_ <- 1..3, do: request(503)))
+
+    assert_receive {:self_heal_port, %{"event" => "verify", "fingerprint" => "watch:5xx"}},
+                   10_000
+
+    assert pid(dir) != old
+    assert File.read!(Path.join(dir, "restarts.log")) == "watch:5xx api\n"
+
+    # the watch fires again (a new window) while the restart is verified
+    Process.sleep(400)
+    SelfHeal.Collector.push(collector, for(_ <- 1..3, do: request(502)))
+
+    assert_receive {:self_heal_port,
+                    %{
+                      "event" => "recovery",
+                      "fingerprint" => "watch:5xx",
+                      "outcome" => "recurred"
+                    }},
+                   10_000
+  end
 end
