@@ -501,6 +501,7 @@ static void add_queued(json_t *jobs, json_t *queued)
 
 static void recover_jobs(port_ctx *ctx, state_db *db)
 {
+    recover_resume(ctx);
     json_t *moved = state_jobs_recover(db, RECOVER_MAX_ATTEMPTS);
     json_t *queued = state_jobs_list(db, "queued", 1000);
     if (moved == NULL) {

@@ -16,6 +16,12 @@
 
 #define RECOVER_STATE_MAX 4096
 #define RECOVER_ACTIONS_MAX 16
+#define RECOVER_PENDING_MAX 64 /* runs kept for a restart to carry on */
+#define RECOVER_PENDING_KEY "recover.pending"
+
+/* The runs of this process, by key: a run is never started twice at once. */
+static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
+static json_t *running;
 
 typedef struct recover_cfg {
     json_t *actions; /* [{"name", "argv", "timeout_s"?}] */
@@ -85,6 +91,70 @@ static int due(const recover_cfg *c, json_t *group)
     json_array_foreach(c->severities, i, s) if (sev != NULL && json_is_string(s) &&
                                                 strcmp(json_string_value(s), sev) == 0) return 1;
     return 0;
+}
+
+/* ------------------------------------------------------------ pending */
+
+/* The runs not finished yet ([{"key", "fps", "attempt"}], kv
+ * RECOVER_PENDING_KEY): add (entry not NULL) or remove key, in one
+ * transaction. 0, or -1 (full, or a database error). */
+static int pending_update(state_db *db, const char *key, json_t *entry)
+{
+    char buf[65536];
+    if (state_txn_begin(db) != 0)
+        return -1;
+    json_t *list = state_kv_get(db, RECOVER_PENDING_KEY, buf, sizeof(buf)) == 0
+                       ? json_loads(buf, 0, NULL)
+                       : NULL;
+    if (!json_is_array(list)) {
+        json_decref(list);
+        list = json_array();
+    }
+    size_t i;
+    json_t *e;
+    int found = 0;
+    json_array_foreach(list, i, e)
+    {
+        if (strcmp(str(e, "key") != NULL ? str(e, "key") : "", key) == 0) {
+            found = 1;
+            break;
+        }
+    }
+    int rc = 0;
+    if (entry == NULL && found)
+        json_array_remove(list, i);
+    else if (entry != NULL && !found)
+        rc = json_array_size(list) < RECOVER_PENDING_MAX ? json_array_append(list, entry) : -1;
+    char *text = rc == 0 ? json_dumps(list, JSON_COMPACT) : NULL;
+    if (text != NULL && strlen(text) < sizeof(buf) &&
+        state_kv_set(db, RECOVER_PENDING_KEY, text) == 0)
+        rc = state_txn_commit(db);
+    else {
+        state_txn_rollback(db);
+        rc = -1;
+    }
+    free(text);
+    json_decref(list);
+    return rc;
+}
+
+/* Marks key running in this process; 0 when it already was. */
+static int claim(const char *key)
+{
+    pthread_mutex_lock(&running_lock);
+    if (running == NULL)
+        running = json_object();
+    int fresh = running != NULL && json_object_get(running, key) == NULL &&
+                json_object_set_new(running, key, json_true()) == 0;
+    pthread_mutex_unlock(&running_lock);
+    return fresh;
+}
+
+static void unclaim(const char *key)
+{
+    pthread_mutex_lock(&running_lock);
+    json_object_del(running, key);
+    pthread_mutex_unlock(&running_lock);
 }
 
 /* ------------------------------------------------------------ the run */
@@ -187,8 +257,11 @@ static void run_recovery(recover_run *r)
     recover_cfg c;
     recover_cfg_load(r->ctx, &c);
     char vkey[EFFECT_KEY_MAX];
+    json_t *before = NULL;
     if (effect_key(vkey, sizeof(vkey), r->key, "verified") != 0 ||
-        effect_result(r->ctx, vkey) != NULL) {
+        (before = effect_result(r->ctx, vkey)) != NULL) {
+        json_decref(before);
+        pending_update(port_state(r->ctx), r->key, NULL);
         recover_cfg_free(&c);
         return;
     }
@@ -212,6 +285,7 @@ static void run_recovery(recover_run *r)
     int first = effect_done(r->ctx, vkey, 0, result, audit) == 0;
     json_decref(result);
     json_decref(audit);
+    pending_update(port_state(r->ctx), r->key, NULL);
     if (first) {
         char text[400], nkey[EFFECT_KEY_MAX];
         if (held)
@@ -243,6 +317,7 @@ static void *recover_thread(void *p)
     recover_run *r = p;
     port_pin_enter(&r->pin);
     run_recovery(r);
+    unclaim(r->key);
     port_pin_end(&r->pin);
     json_decref(r->fps);
     free(r);
@@ -252,7 +327,7 @@ static void *recover_thread(void *p)
 /* One run for the fingerprints fps (steals it) of an escalation. */
 static void spawn(port_ctx *ctx, const char *key, json_t *fps, long long attempt)
 {
-    recover_run *r = calloc(1, sizeof(*r));
+    recover_run *r = claim(key) ? calloc(1, sizeof(*r)) : NULL;
     if (r == NULL) {
         json_decref(fps);
         return;
@@ -269,6 +344,7 @@ static void spawn(port_ctx *ctx, const char *key, json_t *fps, long long attempt
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&tid, &attr, recover_thread, r) != 0) {
         port_pin_release(&r->pin);
+        unclaim(r->key);
         json_decref(r->fps);
         free(r);
     }
@@ -375,9 +451,33 @@ json_t *recover_on_escalation(port_ctx *ctx, const char *job_key, json_t *groups
     }
     /* one run for the escalation: a cascade restarts its service once */
     char key[EFFECT_KEY_MAX];
-    if (json_array_size(fps) > 0 && effect_key(key, sizeof(key), job_key, "recover") == 0)
+    if (json_array_size(fps) > 0 && effect_key(key, sizeof(key), job_key, "recover") == 0) {
+        json_t *entry =
+            json_pack("{s:s, s:O, s:I}", "key", key, "fps", fps, "attempt", (json_int_t)attempt);
+        pending_update(port_state(ctx), key, entry);
+        json_decref(entry);
         spawn(ctx, key, json_incref(fps), attempt);
+    }
     json_decref(fps);
     recover_cfg_free(&c);
     return instead;
+}
+
+void recover_resume(port_ctx *ctx)
+{
+    state_db *db = port_state(ctx);
+    char buf[65536];
+    json_t *list = db != NULL && state_kv_get(db, RECOVER_PENDING_KEY, buf, sizeof(buf)) == 0
+                       ? json_loads(buf, 0, NULL)
+                       : NULL;
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+    {
+        json_t *fps = json_object_get(e, "fps");
+        if (str(e, "key") != NULL && json_is_array(fps) && json_array_size(fps) > 0)
+            spawn(ctx, str(e, "key"), json_incref(fps),
+                  json_integer_value(json_object_get(e, "attempt")));
+    }
+    json_decref(list);
 }

@@ -26,4 +26,8 @@
  * used as a set, new reference; empty when none). */
 json_t *recover_on_escalation(port_ctx *ctx, const char *job_key, json_t *groups);
 
+/* At start: carries on the runs a previous process left unfinished (kv
+ * "recover.pending"); an action it had begun is not run again. */
+void recover_resume(port_ctx *ctx);
+
 #endif

@@ -246,4 +246,41 @@ defmodule SelfHeal.RecoverTest do
                     }},
                    10_000
   end
+
+  # the port killed (exit 137) at a step of the run, once; SelfHeal.Port
+  # restarts it and the run carries on from the state
+  defp crashing_port(dir, restart, point) do
+    once = Path.join(dir, "crashed")
+    env = [{"SELF_HEAL_TEST_CRASH_AT", point}, {"SELF_HEAL_TEST_CRASH_ONCE", once}]
+    port = start_supervised!({Port, config: config(dir, restart), env: env, backoff_min: 50})
+    :ok = Port.subscribe(port)
+    {:ok, _} = Port.call(port, "escalate", %{"groups" => [group("fp-db", "critical", 1_000)]})
+    assert_receive {:self_heal_port, %{"event" => "port_exited", "status" => 137}}, 10_000
+    assert File.exists?(once)
+    port
+  end
+
+  test "killed after an action, before its record: the resumed run does not act again",
+       %{tmp_dir: dir} do
+    restart = stand_in(dir)
+    crashing_port(dir, restart, "action0:commit")
+
+    assert_receive {:self_heal_port, %{"event" => "recovery", "outcome" => "recovered"}}, 15_000
+    assert File.read!(Path.join(dir, "restarts.log")) == "fp-db api\n"
+    actions = audit(dir)
+    assert actions["recovery_action"] == 1
+    assert actions["recovery_verified"] == 1
+  end
+
+  test "killed while an action runs: at most once, the run says it did not hold",
+       %{tmp_dir: dir} do
+    restart = stand_in(dir)
+    crashing_port(dir, restart, "action0:done")
+
+    assert_receive {:self_heal_port, %{"event" => "recovery", "outcome" => "action_failed"}},
+                   15_000
+
+    assert File.read!(Path.join(dir, "restarts.log")) == "fp-db api\n"
+    assert audit(dir)["recovery_failed"] == 1
+  end
 end
