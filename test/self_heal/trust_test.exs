@@ -155,12 +155,23 @@ defmodule SelfHeal.TrustTest do
 
   test "first consent: asked once when the errors first reach the threshold; the answer is stored",
        %{tmp_dir: dir} do
+    {:ok, slack} =
+      SelfHeal.FakeHTTP.start(fn _ -> {200, [{"content-type", "text/plain"}], "ok"} end)
+
+    slack_env = "SH_TRUST_SLACK_#{System.unique_integer([:positive])}"
+    System.put_env(slack_env, slack.url <> "/services/T0/B0/x")
+
     cfg = %{
       "state_dir" => Path.join(dir, "state"),
       "tickets" => %{"backend" => "local"},
       "service" => %{"name" => "api"},
-      "gate" => %{"consent" => "observe", "trust" => %{"ask_after_errors" => 10}}
+      "gate" => %{"consent" => "observe", "trust" => %{"ask_after_errors" => 10}},
+      "notify" => %{"channels" => ["slack"], "slack" => %{"webhook_url_env" => slack_env}}
     }
+
+    questions = fn ->
+      Enum.count(SelfHeal.FakeHTTP.requests(slack), &(&1.body =~ "Which consent level"))
+    end
 
     port = start_supervised!({Port, config: cfg})
     :ok = Port.subscribe(port)
@@ -168,6 +179,7 @@ defmodule SelfHeal.TrustTest do
     {:ok, _} = Port.call(port, "escalate", %{"groups" => [group("fp-a", 6, 1_000)]})
     refute_received {:self_heal_port, %{"event" => "consent"}}
     assert audit_records(dir, "consent_asked") == []
+    assert questions.() == 0
 
     {:ok, _} = Port.call(port, "escalate", %{"groups" => [group("fp-b", 6, 2_000)]})
     assert_receive {:self_heal_port, %{"event" => "consent", "text" => text}}, 5_000
@@ -180,6 +192,9 @@ defmodule SelfHeal.TrustTest do
 
     assert [%{"errors" => 12, "threshold" => 10, "service" => "api"}] =
              audit_records(dir, "consent_asked")
+
+    # asked once, on Slack
+    assert questions.() == 1
 
     assert %{"level" => "observe", "state" => %{"asked" => true, "errors" => 62}} = consent(port)
 
