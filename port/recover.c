@@ -185,7 +185,7 @@ static int run_action(recover_run *r, const recover_cfg *c, size_t i, json_t *ac
     }
     if (e == EFFECT_ERROR)
         return 0;
-    char desc[200] = "interrupted: not run again";
+    char desc[256] = "interrupted: not run again";
     int ok = 0;
     if (e == EFFECT_NEW) {
         const char *keys[] = {"fingerprint", "service"};
