@@ -232,6 +232,43 @@ defmodule Demo.Inventory do
     :gen_tcp.close(listen)
   end
 
+  @doc """
+  The inventory's service manager (as systemd would be): the recovery
+  action `restart` asks it for a restart through a request file and waits
+  until it is gone. The restarted service holds for a while, then fails
+  again, so the shop's own fix of the cascade is still put to the test.
+  """
+  def manage(port, run_dir) do
+    request = Path.join(run_dir, "inventory.restart")
+
+    script = Path.join(run_dir, "restart-inventory")
+
+    File.write!(script, """
+    #!/bin/sh
+    touch '#{request}'
+    for _ in $(seq 100); do [ -f '#{request}' ] || exit 0; sleep 0.1; done
+    exit 1
+    """)
+
+    File.chmod!(script, 0o755)
+    spawn(fn -> watch(port, request) end)
+    script
+  end
+
+  defp watch(port, request) do
+    if File.exists?(request) do
+      inventory = start(port)
+      File.rm!(request)
+      Demo.step("recover", "the inventory service's manager restarts it")
+      Process.sleep(8_000)
+      stop(inventory)
+      Demo.step("outage", "the inventory service goes down again")
+    else
+      Process.sleep(100)
+      watch(port, request)
+    end
+  end
+
   defp accept(listen) do
     case :gen_tcp.accept(listen) do
       {:ok, sock} ->
@@ -481,6 +518,19 @@ defmodule Demo.Printer do
     end
   end
 
+  def show(%{"event" => "recovery"} = e, s) do
+    Demo.step(
+      "recover",
+      "#{length(e["fingerprints"])} group(s) of #{short(e["fingerprint"])}: #{e["outcome"]}" <>
+        if(e["outcome"] == "recovered",
+          do: " (no recurrence within #{e["window_s"]} s)",
+          else: ""
+        )
+    )
+
+    if e["outcome"] == "recovered", do: %{s | recovered: s.recovered + 1}, else: s
+  end
+
   def show(_event, s), do: s
 
   defp sandbox_name("bwrap"), do: "bubblewrap sandbox (own mount, PID and network namespaces)"
@@ -538,6 +588,7 @@ SELF_HEAL_TOKEN=#{token}
 """)
 
 deploy = Path.join(Demo.root(), "examples/shop/bin/deploy")
+restart_inventory = Demo.Inventory.manage(inventory_port, run_dir)
 
 File.mkdir_p!(Path.join(canary_dir, "run"))
 
@@ -609,6 +660,11 @@ Application.put_env(:self_heal, :port,
           "Shop.Inventory calls the inventory service over HTTP. Tests: mix test."
     },
     "gate" => %{"consent" => "repair"},
+    # recover first: a critical group restarts the inventory (docs/recovery.md)
+    "recover" => %{
+      "actions" => [%{"name" => "restart inventory", "argv" => [restart_inventory]}],
+      "verify_window_s" => 3
+    },
     "deploy" => %{
       "branch" => "main",
       "argv" => [deploy, "{repo}"],
@@ -709,6 +765,7 @@ counts = %{
   rolled_back: 0,
   canary_promoted: 0,
   done: 0,
+  recovered: 0,
   analyses: 0,
   traffic: nil,
   start_traffic: start_traffic
@@ -752,5 +809,5 @@ Demo.say("  took #{seconds} s")
 Demo.say(
   "DEMO groups=#{counts.groups} tickets=#{counts.tickets} fixes=#{counts.fixes} " <>
     "deployed=#{counts.deployed} rolled_back=#{counts.rolled_back}" <>
-    " canary_promoted=#{counts.canary_promoted}"
+    " canary_promoted=#{counts.canary_promoted} recovered=#{counts.recovered}"
 )

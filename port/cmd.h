@@ -55,5 +55,6 @@ const cmd_def *notify_commands(size_t *n);   /* notify.c: notify, telegram_poll,
 const cmd_def *pipeline_commands(size_t *n); /* pipeline.c: escalate, update */
 const cmd_def *fix_commands(size_t *n);      /* fix.c: fix, fixes, approve, skip, ... */
 const cmd_def *dash_commands(size_t *n);     /* dash.c: stats, deploys, audit_tail, fix_patch */
+const cmd_def *trust_commands(size_t *n);    /* trust.c: consent */
 
 #endif

@@ -18,6 +18,7 @@
 #include "state.h"
 #include "ticket.h"
 #include "tree.h"
+#include "trust.h"
 #include "worktree.h"
 
 typedef struct run {
@@ -206,6 +207,7 @@ static void rollback_at(run *r, const char *reason, int at_canary)
                     "human resets it."
                   : "");
     tell(r, text, "open");
+    trust_on_rollback(r->ctx, r->id, open);
     port_notify(r->ctx, "verify_end",
                 json_pack("{s:s, s:s}", "fingerprint", r->fp, "result", "rolled_back"));
 }
@@ -779,6 +781,7 @@ json_t *deploy_run(port_ctx *ctx, const fix_config *cfg, int64_t fix_id, int aut
     tell(&r, text, "closed");
     port_notify(ctx, "verify_end",
                 json_pack("{s:s, s:s}", "fingerprint", r.fp, "result", "verified"));
+    trust_on_verified(ctx, fix_id, automatic);
     outcome = "deployed";
 done:
     if (!ctx->stopping) {

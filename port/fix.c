@@ -35,6 +35,7 @@
 #include "state.h"
 #include "ticket.h"
 #include "transcript.h"
+#include "trust.h"
 #include "tree.h"
 #include "validate.h"
 #include "worktree.h"
@@ -151,7 +152,7 @@ int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
         fix_config_free(cfg);
         return -1;
     }
-    cfg->consent = policy_consent_parse(consent);
+    cfg->consent = trust_consent(ctx, policy_consent_parse(consent));
     cfg->compile_timeout_ms = ms_from_s(ctx, "fix.compile.timeout_s", 300);
     cfg->test_timeout_ms = ms_from_s(ctx, "fix.test.timeout_s", 600);
     cfg->deploy_timeout_ms = ms_from_s(ctx, "deploy.timeout_s", 600);
@@ -2411,12 +2412,15 @@ static json_t *cmd_recurrence(port_ctx *ctx, json_t *args, cmd_error *err)
     json_t *count = json_object_get(args, "count");
     const char *track = fix_str(args, "track");
     int canary = track != NULL && strcmp(track, "canary") == 0;
-    if (!(valid_fp(fp) || (fp != NULL && strcmp(fp, DEPLOY_ALL_ERRORS) == 0)) ||
+    /* a fired watch recurs as "watch:<id>" (a recovery of it, docs/recovery.md) */
+    int watch = fp != NULL && strncmp(fp, "watch:", 6) == 0 &&
+                sh_token_ok(fp, strnlen(fp, FIX_FP_MAX + 1), FIX_FP_MAX, "-_:");
+    if (!(valid_fp(fp) || watch || (fp != NULL && strcmp(fp, DEPLOY_ALL_ERRORS) == 0)) ||
         !json_is_integer(count) || json_integer_value(count) < 1 ||
         (track != NULL && !canary && strcmp(track, "stable") != 0)) {
         cmd_error_set(err, "bad_args",
-                      "recurrence needs a fingerprint (or \"*\"), a count >= 1 and a track "
-                      "\"stable\" (default) or \"canary\"");
+                      "recurrence needs a fingerprint (or \"*\", or \"watch:<id>\"), a count >= 1 "
+                      "and a track \"stable\" (default) or \"canary\"");
         return NULL;
     }
     state_db *db = need_state(ctx, err);
@@ -2446,8 +2450,8 @@ static json_t *gate_status(port_ctx *ctx, state_db *db)
                      open ? "open" : "closed", "failures", (json_int_t)failures,
                      "auto_deploys_last_hour",
                      (json_int_t)state_deploy_count(db, "deploy", 1, 3600), "consent",
-                     policy_consent_name(policy_consent_parse(consent)), "deploy_running", running,
-                     "fixes_running", fixing, "fixes_waiting", waiting);
+                     policy_consent_name(trust_consent(ctx, policy_consent_parse(consent))),
+                     "deploy_running", running, "fixes_running", fixing, "fixes_waiting", waiting);
 }
 
 /* A durable switch (kill switch, pause): {"on"?: bool, "by"?}, stored

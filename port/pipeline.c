@@ -36,10 +36,12 @@
 #include "effect.h"
 #include "fix.h"
 #include "notify.h"
+#include "recover.h"
 #include "scrub_json.h"
 #include "self_heal/scrub.h"
 #include "state.h"
 #include "ticket.h"
+#include "trust.h"
 
 #define MAX_GROUPS 500
 #define MAX_ID_LEN 128
@@ -255,13 +257,32 @@ static json_t *escalation_analysis(port_ctx *ctx, int64_t job_id, const char *jo
     return analysis;
 }
 
+/* Whether a recovery handles one of members instead of a code fix. */
+static int recovered_instead(json_t *recovering, json_t *members)
+{
+    size_t i;
+    json_t *g;
+    json_array_foreach(members, i, g)
+    {
+        const char *id = group_id(g);
+        if (id != NULL && json_object_get(recovering, id) != NULL)
+            return 1;
+    }
+    return 0;
+}
+
 /* Analysis, tickets, notifications for one escalation. */
 static json_t *run_escalation(port_ctx *ctx, int64_t job_id, const char *job_key, json_t *groups,
                               cmd_error *err)
 {
+    /* recovery first: it does not wait for the analysis */
+    trust_on_errors(ctx, job_key, sum_counts(groups));
+    json_t *recovering = recover_on_escalation(ctx, job_key, groups);
     json_t *analysis = escalation_analysis(ctx, job_id, job_key, groups, err);
-    if (analysis == NULL)
+    if (analysis == NULL) {
+        json_decref(recovering);
         return NULL;
+    }
     json_t *issues = json_object_get(analysis, "issues");
     port_notify(ctx, "analysis",
                 json_pack("{s:I, s:O}", "job_id", (json_int_t)job_id, "issues", issues));
@@ -290,7 +311,8 @@ static json_t *run_escalation(port_ctx *ctx, int64_t job_id, const char *job_key
             json_t *sent = notify_ticket(ctx, job_id, issue, members, ticket);
             if (sent != NULL)
                 json_array_append_new(notifications, sent);
-            fix_on_ticket(ctx, issue, members, ticket);
+            if (!recovered_instead(recovering, members))
+                fix_on_ticket(ctx, issue, members, ticket);
         }
         json_array_append_new(tickets, ticket);
         json_decref(members);
@@ -305,6 +327,7 @@ static json_t *run_escalation(port_ctx *ctx, int64_t job_id, const char *job_key
         json_object_get(analysis, "usage") ? json_object_get(analysis, "usage") : json_null(),
         "issues", issues, "tickets", tickets, "notifications", notifications);
     json_decref(analysis);
+    json_decref(recovering);
     return result;
 }
 
@@ -478,6 +501,7 @@ static void add_queued(json_t *jobs, json_t *queued)
 
 static void recover_jobs(port_ctx *ctx, state_db *db)
 {
+    recover_resume(ctx);
     json_t *moved = state_jobs_recover(db, RECOVER_MAX_ATTEMPTS);
     json_t *queued = state_jobs_list(db, "queued", 1000);
     if (moved == NULL) {

@@ -58,7 +58,9 @@ defmodule SelfHeal.Collector do
   settle window; events whose metadata says `deploy_track: "canary"` are
   reported as `module.recurrence(server, fingerprint, count, "canary")`,
   and while the table holds `"*"` (a canary is watched) every error event
-  counts under `"*"` as well (docs/fix-loop.md, "Canary stage").
+  counts under `"*"` as well (docs/fix-loop.md, "Canary stage"). A watch that fires while `"watch:" <> id` is in that
+  table (a recovery of it being verified, docs/recovery.md) reports a
+  recurrence of it the same way.
 
   A watch reaching its threshold escalates at once, bypassing the settle
   window, to `:watch_escalate` (`{module, server}` of a
@@ -527,6 +529,10 @@ defmodule SelfHeal.Collector do
       end)
 
     for id <- SelfHeal.Watch.observe(state.watch, observed, now) do
+      # a watch firing again while a recovery of it is verified recurs
+      if state.verify,
+        do: report_recurrences([%{fingerprint: "watch:" <> id, count: 1}], state.verify)
+
       escalate_watch(id, state)
     end
   end

@@ -231,7 +231,7 @@ defmodule SelfHeal.Config do
     "llm" => {:map, llm},
     "triage_model" => {:map, llm},
     "analyze" => {:map, %{"window_ms" => int.(0, 86_400_000)}},
-    "service" => {:map, %{"descriptor" => :any}},
+    "service" => {:map, %{"descriptor" => :any, "name" => :string}},
     "scrub" => {:map, %{"patterns" => {:list, :string}}},
     "tickets" =>
       {:map,
@@ -318,7 +318,29 @@ defmodule SelfHeal.Config do
          "breaker_threshold" => pos,
          "confidence_threshold" => :number,
          "kill_switch" => :boolean,
-         "max_auto_deploys_per_hour" => non_neg
+         "max_auto_deploys_per_hour" => non_neg,
+         "trust" =>
+           {:map,
+            %{
+              "enabled" => :boolean,
+              "after" => pos,
+              "mode" => {:enum, ["offer", "take"]},
+              "max" => {:enum, ["observe", "diagnose", "repair"]},
+              "floor" => {:enum, ["observe", "diagnose", "repair"]},
+              "ask_after_errors" => non_neg
+            }}
+       }},
+    "recover" =>
+      {:map,
+       %{
+         "actions" =>
+           {:list, {:map, %{"name" => :string, "argv" => argv, "timeout_s" => int.(1, 3600)}}},
+         "severities" => {:list, {:enum, ["low", "medium", "high", "critical"]}},
+         "watches" => :boolean,
+         "mode" => {:enum, ["before", "instead"]},
+         "verify_window_s" => int.(0, 86_400),
+         "backoff_s" => int.(0, 86_400),
+         "max_per_hour" => int.(1, 1000)
        }},
     "deploy" =>
       {:map,

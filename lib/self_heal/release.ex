@@ -30,6 +30,8 @@ defmodule SelfHeal.Release do
     * `verify_audit/0` - walks the audit log's chain
     * `approve/2`, `skip/2`, `gate/1` - as `mix self_heal.approve`,
       `self_heal.skip`, `self_heal.gate`
+    * `consent/2` - the service's consent level (`nil`), or grants one
+      (`"observe" | "diagnose" | "repair"`), as `mix self_heal.consent`
   """
 
   alias SelfHeal.{CLI, Lifecycle}
@@ -58,6 +60,9 @@ defmodule SelfHeal.Release do
   def skip(id, by \\ by()), do: print(text(:skip, [id, by]))
   @doc "The gate (no action), or `:kill`, `:unkill`, `:reset`."
   def gate(action \\ :status), do: print(text(:gate, [action]))
+
+  @doc "The consent level in force (`nil`), or grants `level`."
+  def consent(level \\ nil, by \\ by()), do: print(text(:consent, [level, by]))
 
   defp print({:ok, out}), do: IO.puts(out)
   defp print({:error, reason}), do: raise(reason)
@@ -169,6 +174,19 @@ defmodule SelfHeal.Release do
          ],
          "\n"
        )}
+    end
+  end
+
+  def text(:consent, [level, by]) do
+    args = if level, do: %{"level" => to_string(level), "by" => to_string(by)}, else: %{}
+
+    with {:ok, r} <- port("consent", args) do
+      state = r["state"] || %{}
+
+      {:ok,
+       "service #{r["service"]}: consent #{r["level"]}" <>
+         if(state["offered"], do: " (offered: #{state["offered"]})", else: "") <>
+         "; approved fixes without a rollback: #{state["streak"] || 0}"}
     end
   end
 

@@ -70,6 +70,18 @@ defmodule SelfHeal.MixTasksTest do
     assert out =~ "automation: running"
   end
 
+  test "consent: shown, granted, and what the gate uses", %{dir: dir} do
+    assert {out, 0} = mix(dir, ["self_heal.consent"])
+    assert out =~ "consent diagnose"
+    assert {out, 0} = mix(dir, ["self_heal.consent", "repair", "--by", "ops"])
+    assert out =~ "consent repair"
+    assert {out, 0} = mix(dir, ["self_heal.status"])
+    assert out =~ "consent: repair"
+    assert {_, 1} = mix(dir, ["self_heal.consent", "everything"])
+    # the state directory is shared by this module's tests
+    assert {_, 0} = mix(dir, ["self_heal.consent", "diagnose"])
+  end
+
   test "lists, the audit log, the gate", %{dir: dir} do
     assert {"no tickets\n", 0} = mix(dir, ["self_heal.tickets"])
     assert {"no fixes\n", 0} = mix(dir, ["self_heal.fixes", "--status", "awaiting_approval"])

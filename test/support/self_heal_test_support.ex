@@ -224,4 +224,14 @@ defmodule SelfHeal.TestSupport do
     |> Enum.map(&(Regex.run(~r/"action":"([a-z_]+)"/, &1) |> List.last()))
     |> Enum.frequencies()
   end
+
+  @doc "The records of one action in the audit log of `state_dir`, decoded."
+  @spec audit_records(binary(), binary()) :: [map()]
+  def audit_records(state_dir, action) do
+    Path.join(state_dir, "audit.jsonl")
+    |> File.read!()
+    |> String.split("\n", trim: true)
+    |> Enum.map(&SelfHeal.Port.JSON.decode!/1)
+    |> Enum.filter(&(&1["action"] == action))
+  end
 end
