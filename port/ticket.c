@@ -66,9 +66,10 @@ static void ticket_req_free(ticket_req *r)
     r->fps = NULL;
 }
 
+/* A fingerprint, or a fired watch's "watch:<id>" (SelfHeal.Collector). */
 static int valid_fp(const char *s, size_t len)
 {
-    return sh_token_ok(s, len, TICKET_FP_MAX, "_-.");
+    return sh_token_ok(s, len, TICKET_FP_MAX, "_-.:");
 }
 
 static int valid_severity(const char *s)
@@ -96,7 +97,7 @@ static json_t *sorted_fps(json_t *ids, cmd_error *err)
         json_t *s = json_array_get(ids, i);
         if (!json_is_string(s) || !valid_fp(json_string_value(s), json_string_length(s))) {
             cmd_error_set(err, "bad_args",
-                          "group_ids[%zu] must be 1..%d characters of [A-Za-z0-9_.-]", i,
+                          "group_ids[%zu] must be 1..%d characters of [A-Za-z0-9_.:-]", i,
                           TICKET_FP_MAX);
             return NULL;
         }

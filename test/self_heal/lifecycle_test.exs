@@ -54,9 +54,13 @@ defmodule SelfHeal.LifecycleTest do
     cfg = config(dir, repo, agent(dir, "good", good_fix()), deploy_config(dir, consent))
     saved = {Application.get_env(:self_heal, :port), Application.get_env(:self_heal, :state_dir)}
 
+    # put back as it was: a key that was not set is deleted, not set to nil
     on_exit(fn ->
-      Application.put_env(:self_heal, :port, elem(saved, 0))
-      Application.put_env(:self_heal, :state_dir, elem(saved, 1))
+      for {key, value} <- [port: elem(saved, 0), state_dir: elem(saved, 1)] do
+        if value == nil,
+          do: Application.delete_env(:self_heal, key),
+          else: Application.put_env(:self_heal, key, value)
+      end
     end)
 
     Application.put_env(:self_heal, :port, config: Map.delete(cfg, "state_dir"))

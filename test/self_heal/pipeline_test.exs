@@ -109,6 +109,15 @@ defmodule SelfHeal.PipelineTest do
     refute File.read!(Path.join([dir, "state", "audit.jsonl"])) =~ "secretpart"
   end
 
+  test "a fired watch's escalation files a ticket", %{tmp_dir: dir} do
+    %{port: port} = start_port(dir)
+    watch = group("watch:5xx", "api", 0, "5xx responses: 10 in 60 s (threshold 10)")
+    assert {:ok, result} = Port.call(port, "escalate", %{"groups" => [watch]})
+    assert [%{"created" => true, "ticket_id" => id}] = result["tickets"]
+    {:ok, %{"tickets" => [ticket]}} = Port.call(port, "tickets", %{})
+    assert ticket["id"] == id
+  end
+
   test "bad groups are refused with a clear error", %{tmp_dir: dir} do
     %{port: port} = start_port(dir)
     assert {:error, %{code: "bad_args"}} = Port.call(port, "escalate", %{"groups" => []})
