@@ -369,6 +369,14 @@ int http_perform(http_response *res, const http_request *req)
             res->status = status;
             answered = 0;
             retry = 0;
+        } else if (code == CURLE_OK && (status < 100 || status > 599)) {
+            /* an answer without a status line libcurl could read is no
+             * answer: status 0 was taken for success */
+            res->status = 0;
+            snprintf(res->error, sizeof(res->error), "invalid HTTP status line (status %ld)",
+                     status);
+            answered = 0;
+            retry = 0;
         } else if (code == CURLE_OK) {
             res->status = status;
             res->error[0] = '\0';
