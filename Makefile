@@ -349,11 +349,13 @@ $(FUZZ_PORT_TARGETS:%=$(FUZZ_DIR)/fuzz_%): $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/t
 .PHONY: fuzz fuzz-test fuzz-build
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 
-# Runs every target (or FUZZ_TARGET=name) for $(1) seconds each.
+# Runs every target (or FUZZ_TARGET=name) for $(1) seconds each, with the
+# options $(2) (make test: a fixed seed, so a clean checkout explores the
+# same inputs on every machine; make fuzz: a new seed each run).
 fuzz_run = set -e; for t in $(or $(FUZZ_TARGET),$(FUZZ_TARGETS)); do \
 	  mkdir -p $(FUZZ_DIR)/corpus/$$t; echo "== fuzz_$$t ($(1) s)"; \
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ./$(FUZZ_DIR)/fuzz_$$t $(FUZZ_OPTS) -max_total_time=$(1) \
+	  ./$(FUZZ_DIR)/fuzz_$$t $(FUZZ_OPTS) $(2) -max_total_time=$(1) \
 	    -artifact_prefix=$(FUZZ_DIR)/crash-$$t- $(FUZZ_DIR)/corpus/$$t test/fuzz/corpus/$$t \
 	    > $(FUZZ_DIR)/fuzz_$$t.log 2>&1 \
 	  || { tail -n 60 $(FUZZ_DIR)/fuzz_$$t.log; echo "fuzz_$$t failed (docs/fuzzing.md)"; exit 1; }; \
@@ -365,7 +367,7 @@ fuzz: fuzz-build
 	$(Q)$(call fuzz_run,$(FUZZ_SECONDS))
 
 fuzz-test: fuzz-build
-	$(Q)$(call fuzz_run,$(FUZZ_TEST_SECONDS))
+	$(Q)$(call fuzz_run,$(FUZZ_TEST_SECONDS),-seed=1)
 
 # ---------------------------------------------------------------- style
 FORMAT_SRCS = $(wildcard c_src/*.c c_src/*.h include/self_heal/*.h port/*.c port/*.h test/c/*.c test/c/*.h \
