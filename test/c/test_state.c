@@ -711,7 +711,6 @@ static void race_child(tmpdir *t, int go_fd, int64_t ticket)
     alarm(60);
     if (state_open(&db, t->path, err, sizeof(err)) != 0 || read(go_fd, &go, 1) != 1)
         _exit(3);
-    int won = 0;
     for (int r = 0; r < RACE_ROUNDS; r++) {
         char name[32];
         snprintf(name, sizeof(name), "round%d", r);
@@ -719,10 +718,9 @@ static void race_child(tmpdir *t, int go_fd, int64_t ticket)
         int rc = state_budget_reserve(db, &c, 1, name, 1.0, NULL);
         if (rc < 0 || state_ticket_add_count(db, ticket, 1, NULL, NULL) != 0)
             _exit(4);
-        won += rc == 0;
     }
     state_close(db);
-    _exit(won > 255 ? 255 : won);
+    _exit(0); /* 3 and 4 are the failures the parent looks for */
 }
 
 static void test_counters_from_two_processes(void **unused)

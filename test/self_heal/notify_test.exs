@@ -81,35 +81,7 @@ defmodule SelfHeal.NotifyTest do
   # ------------------------------------------------------------ running the port
 
   # One command in shell mode: {exit status, decoded reply, stdout <> stderr}.
-  # Paths reach the shell only as positional parameters.
-  defp run(cmd, args, config, env, dir) do
-    n = System.unique_integer([:positive])
-    args_file = Path.join(dir, "args-#{n}.json")
-    config_file = Path.join(dir, "config-#{n}.json")
-    err_file = Path.join(dir, "stderr-#{n}")
-    File.write!(args_file, FakeHTTP.encode(args))
-    File.write!(config_file, FakeHTTP.encode(config))
-
-    {out, status} =
-      System.cmd(
-        "sh",
-        [
-          "-c",
-          ~s(e="$1"; shift; exec "$0" "$@" 2>"$e"),
-          port_path(),
-          err_file,
-          "run",
-          cmd,
-          "--args",
-          args_file,
-          "--config",
-          config_file
-        ],
-        env: env
-      )
-
-    {status, decode!(out), out <> File.read!(err_file)}
-  end
+  defp run(cmd, args, config, env, dir), do: SelfHeal.PortShell.run(dir, cmd, args, config, env)
 
   defp run_ok(cmd, args, config, env, dir) do
     {status, reply, output} = run(cmd, args, config, env, dir)

@@ -16,45 +16,14 @@ defmodule SelfHeal.TicketTest do
   @fp2 "fedcba9876543210fedcba9876543210"
   @repo "acme/shop"
 
-  # SELF_HEAL_PORT_BIN runs the suite against another build (ASan).
-  defp port_path,
-    do:
-      System.get_env("SELF_HEAL_PORT_BIN") ||
-        Path.join(:code.priv_dir(:self_heal), "self_heal_port")
-
-  # Runs one command; stderr goes to a file through positional parameters
-  # (no text reaches the shell's parser). Asserts the token never appears
-  # in the port's output, and returns {exit status, reply, stderr}.
+  # Runs one command (SelfHeal.PortShell); asserts the token never
+  # appears in the port's output. Returns {exit status, reply, output}.
   defp run(dir, cmd, args, config) do
-    n = System.unique_integer([:positive])
-    args_file = Path.join(dir, "args-#{n}.json")
-    config_file = Path.join(dir, "config-#{n}.json")
-    err_file = Path.join(dir, "stderr-#{n}")
-    File.write!(args_file, FakeHTTP.encode(args))
-    File.write!(config_file, FakeHTTP.encode(config))
+    {status, reply, output} =
+      SelfHeal.PortShell.run(dir, cmd, args, config, [{@token_env, @token}])
 
-    {out, status} =
-      System.cmd(
-        "sh",
-        [
-          "-c",
-          ~s(e="$1"; shift; exec "$0" "$@" 2>"$e"),
-          port_path(),
-          err_file,
-          "run",
-          cmd,
-          "--args",
-          args_file,
-          "--config",
-          config_file
-        ],
-        env: [{@token_env, @token}]
-      )
-
-    err = File.read!(err_file)
-    refute out =~ @token
-    refute err =~ @token
-    {status, JSON.decode!(out), err}
+    refute output =~ @token
+    {status, reply, output}
   end
 
   defp ok!(dir, cmd, args, config) do
