@@ -125,7 +125,12 @@ TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedup.c jsonl.c miner.c watch.c scrub.c)
 NIF_SRCS := c_src/self_heal_nif.c c_src/watch_nif.c c_src/scrub_nif.c c_src/nif_util.c
 PORT_MAIN := port/self_heal_port.c
-PORT_LIB_SRCS := $(filter-out $(PORT_MAIN),$(wildcard port/*.c))
+# The port's modules are in port/core, port/analysis and port/fix
+# (docs/architecture.md); its main alone is in port/. Each folder is an
+# include directory of the port, its tests, benchmarks and fuzz targets.
+PORT_DIRS := port/core port/analysis port/fix
+PORT_LIB_SRCS := $(wildcard $(PORT_DIRS:%=%/*.c))
+PORT_INCLUDES := $(PORT_DIRS:%=-I%)
 PORT_SRCS := $(PORT_MAIN) $(PORT_LIB_SRCS)
 TEST_SRCS := $(wildcard test/c/test_*.c)
 
@@ -178,10 +183,10 @@ $(BUILD)/obj/c_src/self_heal_nif.o $(BUILD)/obj/c_src/watch_nif.o $(BUILD)/obj/c
 	$(BUILD)/obj/c_src/nif_util.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
 $(BUILD)/obj/port/%.o $(BUILD)/asan/port/%.o $(BUILD)/tsan/port/%.o \
 $(BUILD)/obj/test/c/%.o $(BUILD)/asan/test/c/%.o $(BUILD)/tsan/test/c/%.o: \
-	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
+	CFLAGS_EXTRA = $(PORT_INCLUDES) $(PORT_PKG_CFLAGS)
 $(BUILD)/obj/test/bench/bench_sandbox.o $(BUILD)/obj/test/bench/bench_audit.o \
 $(BUILD)/obj/test/bench/bench_fold.o: \
-	CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
+	CFLAGS_EXTRA = $(PORT_INCLUDES) $(PORT_PKG_CFLAGS)
 
 $(BUILD)/obj/%.o: %.c $(BUILD)/flags/cc
 	$(call msg,CC,$<)
@@ -280,8 +285,8 @@ VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-k
 
 # The suites of the port's C parts (and the scrubber they call) under
 # valgrind too: errors and definite leaks fail.
-VALGRIND_SUITES := test_state test_audit test_http test_frame test_proc test_notify test_analyze \
-	test_fence test_scrub test_worktree test_tree test_context test_exec test_validate test_policy test_proof test_transcript \
+VALGRIND_SUITES := test_state test_audit test_http test_packet test_proc test_notify test_analyze \
+	test_fence test_scrub test_worktree test_tree test_prompt test_exec test_validate test_policy test_proof test_transcript \
 	test_dash
 
 .PHONY: ctest-valgrind
@@ -328,7 +333,7 @@ FUZZ_SECONDS ?= 300
 FUZZ_TEST_SECONDS ?= 15
 FUZZ_OPTS := -rss_limit_mb=1024 -timeout=10 -max_len=8192 -print_final_stats=1
 
-$(FUZZ_DIR)/obj/port/%.o $(FUZZ_DIR)/obj/test/fuzz/%.o: CFLAGS_EXTRA = -Iport $(PORT_PKG_CFLAGS)
+$(FUZZ_DIR)/obj/port/%.o $(FUZZ_DIR)/obj/test/fuzz/%.o: CFLAGS_EXTRA = $(PORT_INCLUDES) $(PORT_PKG_CFLAGS)
 
 $(FUZZ_DIR)/obj/%.o: %.c
 	$(call msg,CC-FUZZ,$<)
@@ -370,7 +375,7 @@ fuzz-test: fuzz-build
 	$(Q)$(call fuzz_run,$(FUZZ_TEST_SECONDS),-seed=1)
 
 # ---------------------------------------------------------------- style
-FORMAT_SRCS = $(wildcard c_src/*.c c_src/*.h include/self_heal/*.h port/*.c port/*.h test/c/*.c test/c/*.h \
+FORMAT_SRCS = $(wildcard c_src/*.c c_src/*.h include/self_heal/*.h port/*.c $(PORT_DIRS:%=%/*.c) $(PORT_DIRS:%=%/*.h) test/c/*.c test/c/*.h \
 	test/bench/*.c test/fuzz/*.c test/fuzz/*.h)
 
 .PHONY: format format-check

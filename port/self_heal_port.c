@@ -29,19 +29,19 @@
  * 1..32, default 4; "port.queue", default 1024 waiting jobs), and its reply
  * is written by the worker that ran it. Replies may therefore come out of
  * request order: match them by id. Frames are written whole under one
- * mutex. A queued request holds a pin (port/ctx.h) on the configuration,
+ * mutex. A queued request holds a pin (port/core/ctx.h) on the configuration,
  * scrubber, state and audit log in effect when it arrived, released once
  * its reply is written: a later configure never changes or frees them
  * under it.
  *
- * Process lifetime: at start the process splits (port/watchdog.h): it
+ * Process lifetime: at start the process splits (port/core/watchdog.h): it
  * stays a watchdog, the parent, which forwards SIGTERM/SIGINT/SIGHUP,
  * kills what an earlier run killed whole (watchdog and server together)
  * left behind and, when the server dies however it dies, kills and reaps
  * everything the server started; its forked child serves. The server is a
  * child subreaper (every process it starts stays its descendant, whatever
  * its session or process group), reaps the orphans handed to it without
- * taking the exit status of a child a command waits for (port/proc.h), and
+ * taking the exit status of a child a command waits for (port/core/proc.h), and
  * marks its children's environment with its run.
  *
  * Shutdown (EOF on stdin, SIGTERM, SIGINT or SIGHUP): stop reading, refuse
@@ -57,7 +57,7 @@
  * Shell use: `self_heal_port run CMD [--args FILE] [--config FILE]` runs one
  * command on the main thread and prints the reply's JSON on stdout (exit 0
  * on ok, 1 on error, 2 on usage). `self_heal_port group` groups log lines
- * on stdin with the template miner (port/group.c).
+ * on stdin with the template miner (analysis/mine_cli.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -75,8 +75,8 @@
 #include "audit.h"
 #include "cmd.h"
 #include "exec.h"
-#include "frame.h"
-#include "group.h"
+#include "packet.h"
+#include "mine_cli.h"
 #include "http.h"
 #include "fix.h"
 #include "pipeline.h"

@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 #include "audit.h"
-#include "frame.h"
+#include "packet.h"
 #include "pipeline.h"
 #include "self_heal/scrub.h"
 #include "state.h"

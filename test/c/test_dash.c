@@ -1,4 +1,4 @@
-/* The dashboard's read-only reports (port/dash.c): aggregates of a real
+/* The dashboard's read-only reports (port/core/dash.c): aggregates of a real
  * state database, read-only queries, the tail of an audit log (a filter,
  * a limit, a window that starts mid-line), and a fix's patch (only a file
  * of state_dir/fixes, never a link, cut at a code point, invalid bytes

@@ -1,4 +1,4 @@
-/* Tests of port/notify.c without the network: signed links, the Slack,
+/* Tests of port/analysis/notify.c without the network: signed links, the Slack,
  * Telegram and email payloads, the rate limiter and getUpdates parsing. */
 #include <setjmp.h>
 #include <stdarg.h>

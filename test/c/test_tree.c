@@ -1,4 +1,4 @@
-/* Git trees as plain directories and back (port/tree.c): an export holds
+/* Git trees as plain directories and back (port/fix/tree.c): an export holds
  * the stored bytes and modes and no .git; a capture turns what an agent
  * left into a tree relative to the base, with the base's ignore rules, and
  * refuses symlinks, files made executable, special files, nested

@@ -1,4 +1,4 @@
-/* Git work through libgit2 (port/worktree.c): resolve, diff (attributes
+/* Git work through libgit2 (port/fix/worktree.c): resolve, diff (attributes
  * ignored, bytes counted), history, merge (the deploy checkout's local work
  * kept), revert, push (to local remotes and
  * to git's own smart-HTTP server over TLS, test/support/git_https_server.py,

@@ -1,5 +1,5 @@
 defmodule SelfHeal.NotifyTest do
-  # Notifications (port/notify.c) through the real port program: Slack and
+  # Notifications (port/analysis/notify.c) through the real port program: Slack and
   # Telegram are played by SelfHeal.FakeHTTP, email goes to a real SMTP
   # server (Debian's python3-aiosmtpd, test/support/smtp_sink.py), all on
   # 127.0.0.1.

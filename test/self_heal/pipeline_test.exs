@@ -1,6 +1,6 @@
 defmodule SelfHeal.PipelineTest do
   # Settled groups to analysed tickets and notifications through the real
-  # port program (port/pipeline.c), driven by SelfHeal.Port: the offline
+  # port program (port/analysis/pipeline.c), driven by SelfHeal.Port: the offline
   # analyzer groups a cascade, one ticket per issue, one Slack message per
   # new ticket (Slack played by FakeHTTP), idempotent re-sends, recurrences,
   # and a kill -9 in the middle of an escalation.

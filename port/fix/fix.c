@@ -22,7 +22,7 @@
 #include <openssl/crypto.h>
 
 #include "audit.h"
-#include "context.h"
+#include "prompt.h"
 #include "deliver.h"
 #include "deploy.h"
 #include "effect.h"

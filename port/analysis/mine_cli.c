@@ -16,7 +16,7 @@
  * A line longer than the miner's max_line is cut there (the rest is read
  * and dropped). Exit 0, 1 on a read, write or memory error, 2 on usage.
  */
-#include "group.h"
+#include "mine_cli.h"
 
 #include "self_heal/miner.h"
 

@@ -45,7 +45,7 @@ char **exec_env(json_t *allow, const char *key_name, const char *const *extra, s
 /* 1 when a variable's name looks like a secret's (the rule above). */
 int exec_looks_secret(const char *name);
 
-typedef struct sandbox_config sandbox_config; /* port/sandbox.h */
+typedef struct sandbox_config sandbox_config; /* port/fix/sandbox.h */
 typedef struct sandbox_run sandbox_run;
 
 typedef struct exec_spec {

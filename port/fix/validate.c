@@ -1,5 +1,5 @@
 /*
- * Static checks on a fix and its confidence score (port/validate.h).
+ * Static checks on a fix and its confidence score (port/fix/validate.h).
  *
  * Confidence (validate_confidence), from the signals of one fix:
  *

@@ -9,7 +9,7 @@
  * gate.trust.ask_after_errors with no level stored, the operator is asked
  * once which level to grant; the answer (command "consent") is stored.
  * Every change is announced (notification, "consent" event) and audited
- * ("consent_changed"), each under an effect key (port/effect.h).
+ * ("consent_changed"), each under an effect key (port/core/effect.h).
  */
 #ifndef SELF_HEAL_PORT_TRUST_H
 #define SELF_HEAL_PORT_TRUST_H

@@ -1,5 +1,5 @@
 /*
- * Scrubbing whole JSON values (port/scrub_json.h).
+ * Scrubbing whole JSON values (port/core/scrub_json.h).
  */
 #include "scrub_json.h"
 

@@ -8,8 +8,8 @@
  * its header arrives, and its payload bytes are skipped as they arrive,
  * never buffered. The writer serialises whole frames from any thread.
  */
-#ifndef SELF_HEAL_PORT_FRAME_H
-#define SELF_HEAL_PORT_FRAME_H
+#ifndef SELF_HEAL_PORT_PACKET_H
+#define SELF_HEAL_PORT_PACKET_H
 
 #include <jansson.h>
 #include <pthread.h>

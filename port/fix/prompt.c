@@ -1,5 +1,5 @@
 /*
- * The context a coding agent gets about one error (port/context.h).
+ * The context a coding agent gets about one error (prompt.h).
  *
  * Reading: every file is opened relative to a descriptor of the checkout
  * root, one path component at a time with O_NOFOLLOW (directories with
@@ -22,7 +22,7 @@
  * application's lib/shop/enum.ex), two components of an absolute path
  * (or the whole repository path), one component of a URL path.
  */
-#include "context.h"
+#include "prompt.h"
 
 #include <dirent.h>
 #include <errno.h>

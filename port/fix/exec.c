@@ -1,5 +1,5 @@
 /*
- * Running configured commands (port/exec.h): argv templates expanded
+ * Running configured commands (port/fix/exec.h): argv templates expanded
  * without a shell, an allow-listed environment, and a supervised run that
  * kills the child's whole process group on timeout, output overflow or
  * shutdown and reaps it before returning.

@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "frame.h"
+#include "packet.h"
 #include "pool.h"
 
 #define MAX_SEEN 64

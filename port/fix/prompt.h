@@ -9,8 +9,8 @@
  * are repository-relative; symlinks leaving the root, "..", absolute paths
  * are refused) and bounds what it reads (files, bytes, depth).
  */
-#ifndef SELF_HEAL_PORT_CONTEXT_H
-#define SELF_HEAL_PORT_CONTEXT_H
+#ifndef SELF_HEAL_PORT_PROMPT_H
+#define SELF_HEAL_PORT_PROMPT_H
 
 #include <jansson.h>
 #include <stddef.h>
@@ -42,7 +42,7 @@ json_t *context_stack_files(const char *root, const char *stacktrace, json_t *fr
                             const context_limits *lim);
 
 /* The repository files under a root, for resolving the files stack frames
- * name one at a time (the regression proof, port/proof.c). A file resolves
+ * name one at a time (the regression proof, port/fix/proof.c). A file resolves
  * as in context_stack_files (as is, else by the longest path suffix that
  * matches exactly one repository file; URL scheme, host, query and build
  * prefixes dropped; "..", deps/, node_modules/, _build/ refused), but

@@ -7,7 +7,7 @@
  * descriptor closed, signals reset to their defaults and, on Linux,
  * PR_SET_PDEATHSIG(SIGKILL): if the port dies, even by SIGKILL, the kernel
  * kills the child (its own descendants are reached by the process tree,
- * below, and by the port's watchdog: port/watchdog.h).
+ * below, and by the port's watchdog: port/core/watchdog.h).
  *
  * Live groups are kept in a registry: proc_kill_all() signals every one of
  * them, so the port's shutdown reaches grandchildren too. proc_wait()

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "context.h"
+#include "prompt.h"
 
 /* ---------------------------------------------------------------- the repository */
 

@@ -8,14 +8,14 @@
  * by the test code itself) proves nothing.
  *
  * The matching rules and the recognised output formats are at the top of
- * port/proof.c and in docs/fix-loop.md ("The regression proof").
+ * port/fix/proof.c and in docs/fix-loop.md ("The regression proof").
  */
 #ifndef SELF_HEAL_PORT_PROOF_H
 #define SELF_HEAL_PORT_PROOF_H
 
 #include <stddef.h>
 
-#include "context.h"
+#include "prompt.h"
 #include "self_heal/fingerprint.h"
 
 /* Bounds of one check: the log's last PROOF_SCAN_BYTES are scanned, lines

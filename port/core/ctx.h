@@ -30,8 +30,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-typedef struct state_db state_db;       /* port/state.h */
-typedef struct audit_log audit_log;     /* port/audit.h */
+typedef struct state_db state_db;       /* port/core/state.h */
+typedef struct audit_log audit_log;     /* port/core/audit.h */
 typedef struct sh_scrubber sh_scrubber; /* include/self_heal/scrub.h */
 typedef struct port_pin port_pin;
 typedef struct port_held port_held; /* ctx.c */

@@ -1,5 +1,5 @@
 /*
- * Fencing untrusted text in prompts (port/fence.h).
+ * Fencing untrusted text in prompts (port/analysis/fence.h).
  *
  * fence_append scrubs the text, makes it valid, visible UTF-8 (invalid
  * bytes become U+FFFD, control and invisible format characters become

@@ -1,5 +1,5 @@
 /*
- * The regression proof (port/proof.h): does a failure in a test run's
+ * The regression proof (port/fix/proof.h): does a failure in a test run's
  * output reproduce the production error?
  *
  * Matching rules, in this order:

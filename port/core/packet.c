@@ -1,8 +1,8 @@
 /*
  * {packet,4} framing: an incremental reader with a size cap and a
- * mutex-serialised writer (frame.h).
+ * mutex-serialised writer (packet.h).
  */
-#include "frame.h"
+#include "packet.h"
 
 #include <errno.h>
 #include <stdint.h>

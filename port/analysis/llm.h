@@ -1,14 +1,14 @@
 /*
  * LLM providers for the analyzer and the triage model: configuration,
  * request bodies, reply envelopes, JSON extraction from model text, the
- * prompts (every untrusted text fenced, port/fence.h) and the budgets
+ * prompts (every untrusted text fenced, port/analysis/fence.h) and the budgets
  * (calls per hour, input tokens per call, spend per day).
  *
  * Wire formats:
  *   anthropic  POST {endpoint}/v1/messages         x-api-key, anthropic-version
  *   openai     POST {endpoint}/v1/chat/completions  Authorization: Bearer
  *   ollama     POST {endpoint}/api/chat             (no key)
- * The HTTP work (timeouts, retries, Retry-After) is port/http.h's.
+ * The HTTP work (timeouts, retries, Retry-After) is port/core/http.h's.
  */
 #ifndef SELF_HEAL_PORT_LLM_H
 #define SELF_HEAL_PORT_LLM_H
