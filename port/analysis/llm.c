@@ -963,7 +963,7 @@ static state_db *ctx_state(port_ctx *ctx)
 
 static void mem_add(const char *name, double amount)
 {
-    int64_t now = state_now();
+    int64_t now = port_now();
     pthread_mutex_lock(&mem_lock);
     size_t keep = 0;
     for (size_t i = 0; i < mem_n; i++)
@@ -993,7 +993,7 @@ static void mem_add(const char *name, double amount)
 
 static double mem_sum(const char *name, long long window_s)
 {
-    int64_t now = state_now();
+    int64_t now = port_now();
     double sum = 0;
     pthread_mutex_lock(&mem_lock);
     for (size_t i = 0; i < mem_n; i++)

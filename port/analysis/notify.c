@@ -1757,7 +1757,7 @@ static int add_links(port_ctx *ctx, notify_msg *m, char *err, size_t errlen)
     if (ttl > 30LL * 86400)
         ttl = 30LL * 86400;
     const char *secret = env_name_ok(env) ? port_secret(env) : NULL;
-    if (notify_msg_set_links(m, base, secret, state_now(), ttl) != 0) {
+    if (notify_msg_set_links(m, base, secret, port_now(), ttl) != 0) {
         snprintf(err, errlen, "notify.links.base_url must be an http(s) URL without ? or #");
         return -1;
     }
@@ -2008,7 +2008,7 @@ static json_t *cmd_link_sign(port_ctx *ctx, json_t *args, cmd_error *err)
     const char *secret = notify_link_secret(ctx, err);
     if (secret == NULL)
         return NULL;
-    int64_t expires = state_now() + ttl;
+    int64_t expires = port_now() + ttl;
     char token[TOKEN_MAX];
     if (expires < 0 || notify_sign(token, sizeof(token), secret, action, id, expires) != 0) {
         cmd_error_set(err, "internal", "could not sign the link");
@@ -2040,7 +2040,7 @@ static json_t *cmd_link_verify(port_ctx *ctx, json_t *args, cmd_error *err)
     if (secret == NULL)
         return NULL;
     char action[16], id[ACTION_ID_MAX + 1];
-    int rc = notify_verify(token, secret, state_now(), action, sizeof(action), id, sizeof(id));
+    int rc = notify_verify(token, secret, port_now(), action, sizeof(action), id, sizeof(id));
     if (rc == 1) {
         cmd_error_set(err, "expired", "the link has expired");
         return NULL;

@@ -42,7 +42,6 @@
 
 #include "ctx.h"
 #include "self_heal/common.h"
-#include "state.h"
 
 #define AUDIT_LINE_MAX (1024 * 1024)
 #define AUDIT_HEX_LEN 64
@@ -55,7 +54,6 @@
 #define AUDIT_TORN_KEEP (512 * 1024)
 #define AUDIT_READ_BLOCK (1024 * 1024)
 #define AUDIT_REASON_MAX 320
-#define AUDIT_FILE "audit.jsonl"
 #define AUDIT_PATH_MAX 4096
 
 #define SCHEME_SHA256 "sha256"
@@ -118,7 +116,7 @@ static int lock_file(int fd, short type)
 /* Now in UTC: RFC 3339 for records, or compact for file names. */
 static void format_time(char *buf, size_t len, int compact)
 {
-    time_t now = (time_t)state_now();
+    time_t now = (time_t)port_now();
     struct tm tm;
     size_t n = 0;
     if (gmtime_r(&now, &tm) != NULL)
@@ -1885,4 +1883,13 @@ json_t *audit_cmd_verify(port_ctx *ctx, json_t *args, cmd_error *err)
         cmd_error_set(err, w != NULL && strncmp(msg, "witness", 7) == 0 ? "bad_args" : "unreadable",
                       "%s", msg);
     return report;
+}
+
+const cmd_def *audit_commands(size_t *n)
+{
+    static const cmd_def cmds[] = {
+        {"verify-audit", audit_cmd_verify, 0},
+    };
+    *n = sizeof(cmds) / sizeof(cmds[0]);
+    return cmds;
 }

@@ -35,6 +35,7 @@ typedef struct audit_log audit_log;
  * (may be NULL) only verifies the records of the key before, so that a
  * key change can be recorded. Each at least AUDIT_KEY_MIN bytes. */
 #define AUDIT_KEY_MIN 16
+#define AUDIT_FILE "audit.jsonl" /* the log's name in state_dir */
 typedef struct audit_keys {
     const char *key;
     size_t key_len;

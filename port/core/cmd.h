@@ -48,7 +48,8 @@ typedef struct cmd_def {
 
 /* Command tables, one per module. Each sets *n and returns a static array. */
 const cmd_def *core_commands(size_t *n);     /* self_heal_port.c: version, ping, configure, scrub */
-const cmd_def *state_commands(size_t *n);    /* state.c + audit.c: jobs, verify-audit */
+const cmd_def *state_commands(size_t *n);    /* state.c: jobs, job */
+const cmd_def *audit_commands(size_t *n);    /* audit.c: verify-audit */
 const cmd_def *analyze_commands(size_t *n);  /* analyze.c: analyze, triage_batch */
 const cmd_def *ticket_commands(size_t *n);   /* ticket.c: ticket_upsert, ticket_list */
 const cmd_def *notify_commands(size_t *n);   /* notify.c: notify, telegram_poll, link_verify */
@@ -56,5 +57,13 @@ const cmd_def *pipeline_commands(size_t *n); /* pipeline.c: escalate, update */
 const cmd_def *fix_commands(size_t *n);      /* fix.c: fix, fixes, approve, skip, ... */
 const cmd_def *dash_commands(size_t *n);     /* dash.c: stats, deploys, audit_tail, fix_patch */
 const cmd_def *trust_commands(size_t *n);    /* trust.c: consent */
+
+/* Opens ctx->state and ctx->audit from config "state_dir" when they are not
+ * open yet (under ctx->lock); for commands run before the pipeline opened
+ * them and for tests. Returns 0, or -1 with err code "no_state" when no
+ * state_dir is configured or it cannot be opened. On 0 a pinned caller's
+ * pin holds them from then on. It does not recover jobs:
+ * state_jobs_recover belongs to the process start. */
+int state_ctx_ensure(port_ctx *ctx, cmd_error *err);
 
 #endif

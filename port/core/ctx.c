@@ -1,12 +1,14 @@
 /*
  * port_ctx helpers shared by every command module: pins and replacements
  * of what configure swaps (ctx.h), configuration access, secrets by
- * environment variable name, error filling, notifications.
+ * environment variable name, error filling, notifications, the clock,
+ * and the state directory's database and audit log opened for commands.
  */
 #include "ctx.h"
 
 #include <time.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -472,6 +474,19 @@ int cmd_config_argv(port_ctx *ctx, const char *path, size_t max, json_t **out, c
     return config_list(ctx, path, max, 1, out, err);
 }
 
+int64_t port_now(void)
+{
+    const char *fake = getenv("SELF_HEAL_NOW");
+    if (fake != NULL && fake[0] != '\0') {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(fake, &end, 10);
+        if (errno == 0 && end != fake && *end == '\0' && v >= 0)
+            return (int64_t)v;
+    }
+    return (int64_t)time(NULL);
+}
+
 long long port_now_ms(void)
 {
     struct timespec ts;
@@ -492,4 +507,41 @@ int port_sleep_ms(long ms, const atomic_int *cancel)
         struct timespec ts = {step / 1000, (step % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
+}
+
+/* ------------------------------------------------------------ state directory */
+
+int state_ctx_ensure(port_ctx *ctx, cmd_error *err)
+{
+    char dir[STATE_PATH_MAX];
+    char msg[512] = "";
+    char path[STATE_PATH_MAX + 32];
+    int rc = -1;
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->state != NULL && ctx->audit != NULL) {
+        rc = 0;
+        goto done;
+    }
+    json_t *v = ctx->config != NULL ? json_object_get(ctx->config, "state_dir") : NULL;
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= sizeof(dir)) {
+        cmd_error_set(err, "no_state", "no state_dir configured");
+        goto done;
+    }
+    snprintf(dir, sizeof(dir), "%s", json_string_value(v));
+    if (ctx->state == NULL && state_open(&ctx->state, dir, msg, sizeof(msg)) != 0) {
+        cmd_error_set(err, "no_state", "%s", msg);
+        goto done;
+    }
+    snprintf(path, sizeof(path), "%s/%s", dir, AUDIT_FILE);
+    if (ctx->audit == NULL &&
+        audit_open_config(&ctx->audit, path, ctx->config, msg, sizeof(msg)) != 0) {
+        cmd_error_set(err, "no_state", "%s", msg);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (rc == 0) /* a configure right after cannot take them from this thread */
+        port_pin_adopt_state_locked(ctx);
+    pthread_mutex_unlock(&ctx->lock);
+    return rc;
 }

@@ -29,6 +29,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
 typedef struct state_db state_db;       /* port/core/state.h */
 typedef struct audit_log audit_log;     /* port/core/audit.h */
@@ -139,6 +140,10 @@ int port_notify(port_ctx *ctx, const char *event, json_t *fields);
  * configuration itself, only the names of the variables holding them).
  * Returns NULL when the name is NULL/empty or the variable is unset. */
 const char *port_secret(const char *env_name);
+
+/* The clock: seconds since the epoch (overridable for tests with
+ * SELF_HEAL_NOW). */
+int64_t port_now(void);
 
 /* Milliseconds of the monotonic clock. */
 long long port_now_ms(void);

@@ -18,13 +18,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "audit.h"
 #include "cmd.h"
 #include "self_heal/common.h"
 
 #define STATE_DB_FILE "self_heal.db"
-#define AUDIT_FILE "audit.jsonl"
-#define STATE_PATH_MAX 4096
 #define STATE_KEY_MAX 512
 #define STATE_TEXT_MAX (1024 * 1024)
 #define STATE_LIST_MAX 1000
@@ -135,19 +132,6 @@ static const migration migrations[] = {
 #define SCHEMA_LATEST (migrations[MIGRATION_COUNT - 1].version)
 
 /* ------------------------------------------------------------ helpers */
-
-int64_t state_now(void)
-{
-    const char *fake = getenv("SELF_HEAL_NOW");
-    if (fake != NULL && fake[0] != '\0') {
-        char *end = NULL;
-        errno = 0;
-        long long v = strtoll(fake, &end, 10);
-        if (errno == 0 && end != fake && *end == '\0' && v >= 0)
-            return (int64_t)v;
-    }
-    return (int64_t)time(NULL);
-}
 
 static void set_err(char *err, size_t errlen, const char *what, const char *why)
 {
@@ -425,7 +409,7 @@ static int apply_migration(state_db *db, const migration *m, char *err, size_t e
     if (st == NULL)
         goto fail;
     sqlite3_bind_int(st, 1, m->version);
-    sqlite3_bind_int64(st, 2, state_now());
+    sqlite3_bind_int64(st, 2, port_now());
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE || db_exec(db, "COMMIT") != 0)
@@ -551,7 +535,7 @@ static int insert_event(state_db *db, int64_t job_id, const char *from, const ch
 
 static int job_insert(state_db *db, const char *kind, const char *key, json_t *input, int *created)
 {
-    int64_t now = state_now();
+    int64_t now = port_now();
     sqlite3_stmt *st =
         db_prepare(db, "INSERT INTO jobs(kind, key, status, attempts, input, created_at,"
                        " updated_at) VALUES (?1, ?2, 'queued', 0, ?3, ?4, ?4)"
@@ -650,7 +634,7 @@ int state_job_transition(state_db *db, int64_t job_id, const char *from, const c
 {
     if (!valid_job_status(from) || !valid_job_status(to) || !allowed_transition(from, to))
         return -1;
-    int64_t now = state_now();
+    int64_t now = port_now();
     int rc = -1;
     pthread_mutex_lock(&db->lock);
     if (tx_begin(db) != 0)
@@ -753,7 +737,7 @@ static int recover_one(state_db *db, json_t *row, int max_attempts, int64_t now,
 
 json_t *state_jobs_recover(state_db *db, int max_attempts)
 {
-    int64_t now = state_now();
+    int64_t now = port_now();
     json_t *moved = json_array();
     json_t *rows = NULL;
     if (moved == NULL)
@@ -911,7 +895,7 @@ static int ticket_insert_locked(state_db *db, json_t *fingerprints, const char *
                                 const char *external_id, const char *url, const char *title,
                                 const char *severity, int64_t count, int64_t *id)
 {
-    int64_t now = state_now();
+    int64_t now = port_now();
     sqlite3_stmt *st =
         db_prepare(db, "INSERT INTO tickets(fingerprint, backend, external_id, url, status, title,"
                        " severity, count, created_at, updated_at)"
@@ -985,7 +969,7 @@ int state_ticket_set_status(state_db *db, int64_t id, const char *status)
         db_prepare(db, "UPDATE tickets SET status = ?1, updated_at = ?2 WHERE id = ?3");
     int rc = -1;
     if (st != NULL && bind_text(st, 1, status) == 0 &&
-        sqlite3_bind_int64(st, 2, state_now()) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 2, port_now()) == SQLITE_OK &&
         sqlite3_bind_int64(st, 3, id) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE &&
         sqlite3_changes(db->db) == 1)
         rc = 0;
@@ -1006,7 +990,7 @@ int state_ticket_add_count(state_db *db, int64_t id, int64_t delta, const char *
                                       " WHERE id = ?4 RETURNING count");
     int rc = -1;
     if (st != NULL && sqlite3_bind_int64(st, 1, delta) == SQLITE_OK &&
-        bind_text(st, 2, status) == 0 && sqlite3_bind_int64(st, 3, state_now()) == SQLITE_OK &&
+        bind_text(st, 2, status) == 0 && sqlite3_bind_int64(st, 3, port_now()) == SQLITE_OK &&
         sqlite3_bind_int64(st, 4, id) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
         if (total != NULL)
             *total = sqlite3_column_int64(st, 0);
@@ -1028,7 +1012,7 @@ int state_budget_add(state_db *db, const char *name, double amount)
     int rc = -1;
     if (st != NULL && bind_text(st, 1, name) == 0 &&
         sqlite3_bind_double(st, 2, amount) == SQLITE_OK &&
-        sqlite3_bind_int64(st, 3, state_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        sqlite3_bind_int64(st, 3, port_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
         rc = 0;
     sqlite3_finalize(st);
     pthread_mutex_unlock(&db->lock);
@@ -1044,7 +1028,7 @@ double state_budget_sum(state_db *db, const char *name, int64_t window_s)
                                       " WHERE name = ?1 AND at >= ?2");
     double sum = -1.0;
     if (st != NULL && bind_text(st, 1, name) == 0 &&
-        sqlite3_bind_int64(st, 2, state_now() - window_s) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 2, port_now() - window_s) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
         sum = sqlite3_column_double(st, 0);
     sqlite3_finalize(st);
@@ -1184,7 +1168,7 @@ int state_effect_intent(state_db *db, const char *key, int64_t job_id, char *sta
 {
     if (!valid_effect_key(key))
         return -1;
-    int64_t now = state_now();
+    int64_t now = port_now();
     int rc = -1;
     pthread_mutex_lock(&db->lock);
     if (tx_begin(db) != 0)
@@ -1231,7 +1215,7 @@ int state_effect_done(state_db *db, const char *key, int64_t job_id, json_t *res
     int rc = -1;
     if (st != NULL && bind_text(st, 1, key) == 0 && bind_job(st, 2, job_id) == 0 &&
         bind_json(st, 3, result) == 0 && bind_json(st, 4, audit) == 0 &&
-        sqlite3_bind_int64(st, 5, state_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        sqlite3_bind_int64(st, 5, port_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
         rc = sqlite3_changes(db->db) == 1 ? 0 : 1;
     sqlite3_finalize(st);
     pthread_mutex_unlock(&db->lock);
@@ -1303,7 +1287,7 @@ int state_fix_insert(state_db *db, const char *fingerprint, int64_t ticket_id, c
         (ticket_id > 0 ? sqlite3_bind_int64(st, 2, ticket_id) : sqlite3_bind_null(st, 2)) ==
             SQLITE_OK &&
         bind_text(st, 3, severity) == 0 && bind_json(st, 4, input) == 0 &&
-        sqlite3_bind_int64(st, 5, state_now()) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 5, port_now()) == SQLITE_OK) {
         int step = sqlite3_step(st);
         if (step == SQLITE_DONE) {
             *id = (int64_t)sqlite3_last_insert_rowid(db->db);
@@ -1346,7 +1330,7 @@ int state_fix_set(state_db *db, int64_t id, const char *expect_status, json_t *f
     }
     pthread_mutex_lock(&db->lock);
     sqlite3_stmt *st = db_prepare(db, sql.data);
-    int rc = st != NULL && sqlite3_bind_int64(st, 1, state_now()) == SQLITE_OK ? 0 : -1;
+    int rc = st != NULL && sqlite3_bind_int64(st, 1, port_now()) == SQLITE_OK ? 0 : -1;
     n = 1;
     json_object_foreach(fields, key, value)
     {
@@ -1395,7 +1379,7 @@ int state_fix_patch(state_db *db, int64_t id, const char *column, json_t *patch)
     pthread_mutex_lock(&db->lock);
     sqlite3_stmt *st = db_prepare(db, sql);
     int rc = st != NULL && bind_json(st, 1, patch) == 0 &&
-                     sqlite3_bind_int64(st, 2, state_now()) == SQLITE_OK &&
+                     sqlite3_bind_int64(st, 2, port_now()) == SQLITE_OK &&
                      sqlite3_bind_int64(st, 3, id) == SQLITE_OK &&
                      sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db->db) == 1
                  ? 0
@@ -1452,7 +1436,7 @@ int state_deploy_add(state_db *db, int64_t fix_id, const char *fingerprint, cons
         bind_text(st, 2, fingerprint) == 0 && bind_text(st, 3, kind) == 0 &&
         bind_text(st, 4, status) == 0 && bind_text(st, 5, commit) == 0 &&
         sqlite3_bind_int(st, 6, automatic ? 1 : 0) == SQLITE_OK && bind_json(st, 7, detail) == 0 &&
-        sqlite3_bind_int64(st, 8, state_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        sqlite3_bind_int64(st, 8, port_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
         rc = 0;
     sqlite3_finalize(st);
     pthread_mutex_unlock(&db->lock);
@@ -1469,7 +1453,7 @@ long long state_deploy_count(state_db *db, const char *kind, int automatic_only,
     long long count = -1;
     if (st != NULL && bind_text(st, 1, kind) == 0 &&
         sqlite3_bind_int(st, 2, automatic_only) == SQLITE_OK &&
-        sqlite3_bind_int64(st, 3, state_now() - window_s) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 3, port_now() - window_s) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
         count = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
@@ -1554,7 +1538,7 @@ int state_breaker_record(state_db *db, const char *name, int failed, long long t
     if (st != NULL && bind_text(st, 1, name) == 0 &&
         sqlite3_bind_int(st, 2, failed ? 1 : 0) == SQLITE_OK &&
         sqlite3_bind_int64(st, 3, threshold) == SQLITE_OK &&
-        sqlite3_bind_int64(st, 4, state_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
+        sqlite3_bind_int64(st, 4, port_now()) == SQLITE_OK && sqlite3_step(st) == SQLITE_DONE)
         rc = 0;
     sqlite3_finalize(st);
     pthread_mutex_unlock(&db->lock);
@@ -1571,7 +1555,7 @@ int state_breaker_reset(state_db *db, const char *name)
                                       " VALUES (?1, 'closed', 0, ?2) ON CONFLICT(name) DO UPDATE"
                                       " SET state = 'closed', failures = 0, updated_at = ?2");
     int rc = st != NULL && bind_text(st, 1, name) == 0 &&
-                     sqlite3_bind_int64(st, 2, state_now()) == SQLITE_OK &&
+                     sqlite3_bind_int64(st, 2, port_now()) == SQLITE_OK &&
                      sqlite3_step(st) == SQLITE_DONE
                  ? 0
                  : -1;
@@ -1591,7 +1575,7 @@ int state_recurrence_add(state_db *db, const char *fingerprint, int64_t count)
                                       " VALUES (?1, ?2, ?3)");
     int rc = st != NULL && bind_text(st, 1, fingerprint) == 0 &&
                      sqlite3_bind_int64(st, 2, count) == SQLITE_OK &&
-                     sqlite3_bind_int64(st, 3, state_now()) == SQLITE_OK &&
+                     sqlite3_bind_int64(st, 3, port_now()) == SQLITE_OK &&
                      sqlite3_step(st) == SQLITE_DONE
                  ? 0
                  : -1;
@@ -1625,7 +1609,7 @@ int state_ticket_note(state_db *db, int64_t ticket_id, const char *body)
         db_prepare(db, "INSERT INTO ticket_notes(ticket_id, body, at) VALUES (?1, ?2, ?3)");
     int rc = st != NULL && sqlite3_bind_int64(st, 1, ticket_id) == SQLITE_OK &&
                      bind_text(st, 2, body) == 0 &&
-                     sqlite3_bind_int64(st, 3, state_now()) == SQLITE_OK &&
+                     sqlite3_bind_int64(st, 3, port_now()) == SQLITE_OK &&
                      sqlite3_step(st) == SQLITE_DONE
                  ? 0
                  : -1;
@@ -1646,43 +1630,6 @@ json_t *state_ticket_notes(state_db *db, int64_t ticket_id)
         sqlite3_finalize(st);
     pthread_mutex_unlock(&db->lock);
     return rows;
-}
-
-/* ------------------------------------------------------------ context */
-
-int state_ctx_ensure(port_ctx *ctx, cmd_error *err)
-{
-    char dir[STATE_PATH_MAX];
-    char msg[512] = "";
-    char path[STATE_PATH_MAX + 32];
-    int rc = -1;
-    pthread_mutex_lock(&ctx->lock);
-    if (ctx->state != NULL && ctx->audit != NULL) {
-        rc = 0;
-        goto done;
-    }
-    json_t *v = ctx->config != NULL ? json_object_get(ctx->config, "state_dir") : NULL;
-    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= sizeof(dir)) {
-        cmd_error_set(err, "no_state", "no state_dir configured");
-        goto done;
-    }
-    snprintf(dir, sizeof(dir), "%s", json_string_value(v));
-    if (ctx->state == NULL && state_open(&ctx->state, dir, msg, sizeof(msg)) != 0) {
-        cmd_error_set(err, "no_state", "%s", msg);
-        goto done;
-    }
-    snprintf(path, sizeof(path), "%s/%s", dir, AUDIT_FILE);
-    if (ctx->audit == NULL &&
-        audit_open_config(&ctx->audit, path, ctx->config, msg, sizeof(msg)) != 0) {
-        cmd_error_set(err, "no_state", "%s", msg);
-        goto done;
-    }
-    rc = 0;
-done:
-    if (rc == 0) /* a configure right after cannot take them from this thread */
-        port_pin_adopt_state_locked(ctx);
-    pthread_mutex_unlock(&ctx->lock);
-    return rc;
 }
 
 /* ------------------------------------------------------------ commands */
@@ -1741,7 +1688,6 @@ const cmd_def *state_commands(size_t *n)
     static const cmd_def cmds[] = {
         {"jobs", cmd_jobs, 0},
         {"job", cmd_job, 0},
-        {"verify-audit", audit_cmd_verify, 0},
     };
     *n = sizeof(cmds) / sizeof(cmds[0]);
     return cmds;

@@ -38,6 +38,8 @@
 
 #include "cmd.h"
 
+#define STATE_PATH_MAX 4096
+
 typedef struct state_db state_db;
 
 /* Opens (creating dir and file) and migrates. */
@@ -193,16 +195,5 @@ long long state_recurrence_count(state_db *db, const char *fingerprint, int64_t 
 /* ---- notes on local tickets (the fix loop's comments) */
 int state_ticket_note(state_db *db, int64_t ticket_id, const char *body);
 json_t *state_ticket_notes(state_db *db, int64_t ticket_id);
-
-/* Seconds since the epoch (overridable for tests with SELF_HEAL_NOW). */
-int64_t state_now(void);
-
-/* Opens ctx->state and ctx->audit from config "state_dir" when they are not
- * open yet (under ctx->lock); for commands run before the pipeline opened
- * them and for tests. Returns 0, or -1 with err code "no_state" when no
- * state_dir is configured or it cannot be opened. On 0 a pinned caller's
- * pin holds them from then on (ctx.h). It does not recover jobs:
- * state_jobs_recover belongs to the process start. */
-int state_ctx_ensure(port_ctx *ctx, cmd_error *err);
 
 #endif

@@ -220,7 +220,7 @@ static void rollback(run *r, const char *reason)
 /* Watches the verification window; 1 passed, 0 rolled back, -1 stopping. */
 static int verify(run *r)
 {
-    int64_t since = state_now();
+    int64_t since = port_now();
     long long end = port_now_ms() + (long long)r->cfg->verify_window_s * 1000;
     long long next_health = port_now_ms() + r->cfg->health_interval_ms;
     set_fix(r, json_pack("{s:s}", "status", "verifying"));
@@ -356,7 +356,7 @@ static int canary(run *r)
         rollback_at(r, "the canary deploy command failed", 1);
         return 0;
     }
-    int64_t since = state_now();
+    int64_t since = port_now();
     stage(r, "canary_watching",
           json_pack("{s:i, s:I}", "window_s", cfg->canary_window_s, "since", (json_int_t)since));
     json_int_t until = (json_int_t)(since + cfg->canary_window_s);

@@ -636,7 +636,7 @@ static int write_prompt(attempt *a, char *out, size_t outlen, cmd_error *err)
         size_t i;
         json_t *f;
         json_array_foreach(a->context, i, f) paths[i] = fix_str(f, "path");
-        commits = wt_recent_commits(a->repo, a->base, state_now() - 86400, paths, n, 20);
+        commits = wt_recent_commits(a->repo, a->base, port_now() - 86400, paths, n, 20);
     }
     free(paths);
     char ticket[64] = "";
@@ -1595,7 +1595,7 @@ static void decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
     double confidence = json_is_number(conf) ? json_number_value(conf) : 0.0;
     json_t *decision = NULL;
     policy_action action = gate(ctx, cfg, db, fix, passed, needs_human, confidence, 0, &decision);
-    int64_t expires = state_now() + cfg->approval_ttl_s;
+    int64_t expires = port_now() + cfg->approval_ttl_s;
     char text[512];
     json_t *row = NULL, *tell = NULL;
     switch (action) {
@@ -2006,7 +2006,7 @@ static void expire_approvals(port_ctx *ctx, state_db *db)
     json_t *waiting = state_fixes_list(db, "awaiting_approval", NULL, 100);
     size_t i;
     json_t *f;
-    int64_t now = state_now();
+    int64_t now = port_now();
     json_array_foreach(waiting, i, f)
     {
         json_t *exp = json_object_get(f, "approval_expires_at");
@@ -2081,7 +2081,7 @@ static void start_next_deploy(port_ctx *ctx, state_db *db)
                  !json_is_false(json_object_get(report, "needs_human")),
                  json_is_number(conf) ? json_number_value(conf) : 0.0, 0, &decision);
         if (again != POLICY_DEPLOY) {
-            int64_t expires = state_now() + cfg.approval_ttl_s;
+            int64_t expires = port_now() + cfg.approval_ttl_s;
             fix_set(db, id, "approved",
                     json_pack("{s:s, s:O, s:I, s:n}", "status", "awaiting_approval", "decision",
                               decision, "approval_expires_at", (json_int_t)expires, "decided_by"));
@@ -2301,7 +2301,7 @@ static int64_t target_id(port_ctx *ctx, json_t *args, const char *action, cmd_er
         const char *secret = notify_link_secret(ctx, err);
         if (secret == NULL)
             return 0;
-        int v = notify_verify(json_string_value(token), secret, state_now(), got_action,
+        int v = notify_verify(json_string_value(token), secret, port_now(), got_action,
                               sizeof(got_action), got_id, sizeof(got_id));
         if (v == 1) {
             cmd_error_set(err, "expired", "the link has expired");
@@ -2351,7 +2351,7 @@ static json_t *decide_human(port_ctx *ctx, json_t *args, const char *action, cmd
         json_decref(fix);
         return NULL;
     }
-    if (json_is_integer(exp) && json_integer_value(exp) <= state_now()) {
+    if (json_is_integer(exp) && json_integer_value(exp) <= port_now()) {
         fix_set(db, id, "awaiting_approval", json_pack("{s:s}", "status", "expired"));
         stage(ctx, id, fix_str(fix, "fingerprint"), "expired", NULL);
         cmd_error_set(err, "expired", "the approval request for fix %lld has expired",

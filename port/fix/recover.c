@@ -227,7 +227,7 @@ static int run_action(recover_run *r, const recover_cfg *c, size_t i, json_t *ac
 static int verify(recover_run *r, const recover_cfg *c)
 {
     state_db *db = port_state(r->ctx);
-    int64_t since = state_now();
+    int64_t since = port_now();
     size_t i;
     json_t *fp;
     json_array_foreach(r->fps, i, fp) port_notify(
@@ -366,7 +366,7 @@ static long long admit(port_ctx *ctx, const recover_cfg *c, const char *key, con
         return -1;
     json_t *st = state_kv_get(db, kvkey, buf, sizeof(buf)) == 0 ? json_loads(buf, 0, NULL) : NULL;
     json_t *at = json_array();
-    int64_t now = state_now();
+    int64_t now = port_now();
     size_t i;
     json_t *t;
     json_array_foreach(json_object_get(st, "at"), i,

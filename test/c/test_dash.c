@@ -137,7 +137,7 @@ static void test_stats(void **state)
     /* a first occurrence 100 s ago: within the 300 s bucket, not the 60 s one */
     int64_t f4 = 0;
     json_t *in4 =
-        json_pack("{s:{s:I}}", "group", "first_seen", (json_int_t)((state_now() - 100) * 1000));
+        json_pack("{s:{s:I}}", "group", "first_seen", (json_int_t)((port_now() - 100) * 1000));
     assert_int_equal(state_fix_insert(db, "fp4", 0, "high", in4, &f4), 0);
     json_decref(in4);
     assert_int_equal(state_deploy_add(db, f4, "fp4", "deploy", "started", "c4", 0, NULL), 0);
