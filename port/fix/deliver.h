@@ -13,7 +13,7 @@
 #include <stddef.h>
 
 #include "cmd.h"
-#include "fix.h"
+#include "fix_config.h"
 
 /* fix: the fix row; report: the validation report; patch: the diff text.
  * Returns {"mode": "dry_run" | "pull_request", "patch", "report",

@@ -13,6 +13,7 @@
 
 #include "effect.h"
 #include "exec.h"
+#include "fix.h"
 #include "http.h"
 #include "notify.h"
 #include "state.h"

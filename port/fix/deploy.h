@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "cmd.h"
-#include "fix.h"
+#include "fix_config.h"
 
 /* Runs the deploy of an approved fix (status "approved" -> "deploying" ->
  * "verifying" -> "deployed" | "rolled_back" | "failed"). automatic: no

@@ -1,13 +1,15 @@
 /*
- * The fix loop (fix.h, docs/fix-loop.md, docs/security.md): a plain
- * checkout and the prompt, the agent in the sandbox, the change captured
- * and committed by the port, validation runs on composed trees (the fix,
- * the base's tests on it, the fix's tests on the base), delivery, the
- * gate, approvals, and the scheduler that starts deploys of approved
- * fixes one at a time.
+ * The fix loop's attempt (fix.h, docs/fix-loop.md, docs/security.md): a
+ * plain checkout and the prompt, the agent in the sandbox, the change
+ * captured and committed by the port, validation runs on composed trees
+ * (the fix, the base's tests on it, the fix's tests on the base),
+ * delivery, the gate; and how a fix starts (a new ticket, the fix command,
+ * a resumed job, a revalidation). Its configuration and shared helpers
+ * are in fix_config.c, its slots in fix_slots.c, the scheduler that starts
+ * deploys one at a time in fix_schedule.c, its commands in fix_cmd.c.
  */
 #define _XOPEN_SOURCE 700 /* realpath */
-#include "fix.h"
+#include "fix_loop.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,270 +42,17 @@
 #include "validate.h"
 #include "worktree.h"
 
-#define FIX_FP_MAX 128
 #define FIX_WAITING_MAX 64
 #define FIX_PATCH_MAX (1024 * 1024)
 #define FIX_TEXT_MAX 16384
-#define KV_KILL_SWITCH "gate.kill_switch"
-#define KV_PAUSED "automation.paused"
 
-/* ------------------------------------------------------------ config */
+/* ------------------------------------------------------------ one attempt */
 
-static int ms_from_s(port_ctx *ctx, const char *path, long long dflt)
-{
-    long long s = port_config_int(ctx, path, dflt);
-    if (s < 1 || s > 86400)
-        s = dflt;
-    return (int)(s * 1000);
-}
-
-/* 1 when a is b or lies above it (paths resolved when they exist). */
-static int covers(const char *a, const char *b)
-{
-    char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
-    const char *x = ra != NULL ? ra : a, *y = rb != NULL ? rb : b;
-    size_t n = strlen(x);
-    while (n > 1 && x[n - 1] == '/')
-        n--;
-    int hit = strncmp(x, y, n) == 0 && (y[n] == '\0' || y[n] == '/' || (n == 1 && x[0] == '/'));
-    free(ra);
-    free(rb);
-    return hit;
-}
-
-/* The sandbox's read-only paths must not show what it exists to hide: the
- * state directory, the repository (its .git, the deploy checkout). */
-static int read_only_ok(const fix_config *cfg, cmd_error *err)
-{
-    size_t i;
-    json_t *p;
-    json_array_foreach(cfg->sandbox.read_only, i, p)
-    {
-        const char *path = json_string_value(p);
-        const char *hidden[2] = {cfg->state_dir, cfg->repo};
-        for (int k = 0; k < 2; k++) {
-            if (path != NULL && hidden[k][0] != '\0' &&
-                (covers(path, hidden[k]) || covers(hidden[k], path))) {
-                cmd_error_set(err, "bad_config",
-                              "fix.sandbox.read_only: %s would show the agent the %s", path,
-                              k == 0 ? "state directory" : "repository");
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
-
-int fix_config_load(fix_config *cfg, port_ctx *ctx, cmd_error *err)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    char consent[32];
-    if (cmd_config_string(ctx, "state_dir", "", cfg->state_dir, sizeof(cfg->state_dir), err) != 0 ||
-        cmd_config_string(ctx, "fix.repo", "", cfg->repo, sizeof(cfg->repo), err) != 0 ||
-        cmd_config_string(ctx, "fix.base", "", cfg->base, sizeof(cfg->base), err) != 0 ||
-        cmd_config_string(ctx, "deploy.branch", "", cfg->deploy_branch, sizeof(cfg->deploy_branch),
-                          err) != 0 ||
-        cmd_config_string(ctx, "fix.descriptor", "", cfg->descriptor, sizeof(cfg->descriptor),
-                          err) != 0 ||
-        cmd_config_string(ctx, "fix.remote.url", "", cfg->remote_url, sizeof(cfg->remote_url),
-                          err) != 0 ||
-        cmd_config_string(ctx, "fix.remote.token_env", "GITHUB_TOKEN", cfg->remote_token_env,
-                          sizeof(cfg->remote_token_env), err) != 0 ||
-        cmd_config_string(ctx, "fix.remote.ca_file", "", cfg->remote_ca_file,
-                          sizeof(cfg->remote_ca_file), err) != 0 ||
-        cmd_config_string(ctx, "deploy.health.url", "", cfg->health_url, sizeof(cfg->health_url),
-                          err) != 0 ||
-        cmd_config_string(ctx, "gate.consent", "diagnose", consent, sizeof(consent), err) != 0 ||
-        cmd_config_string(ctx, "deploy.pull_request.merge_method", "merge", cfg->pr_merge_method,
-                          sizeof(cfg->pr_merge_method), err) != 0 ||
-        cmd_config_argv(ctx, "fix.compile.argv", EXEC_MAX_ARGS, &cfg->compile_argv, err) != 0 ||
-        cmd_config_argv(ctx, "fix.test.argv", EXEC_MAX_ARGS, &cfg->test_argv, err) != 0 ||
-        cmd_config_argv(ctx, "deploy.argv", EXEC_MAX_ARGS, &cfg->deploy_argv, err) != 0 ||
-        cmd_config_argv(ctx, "deploy.health.argv", EXEC_MAX_ARGS, &cfg->health_argv, err) != 0 ||
-        cmd_config_argv(ctx, "deploy.canary.argv", EXEC_MAX_ARGS, &cfg->canary_argv, err) != 0 ||
-        cmd_config_strings(ctx, "fix.env_allow", &cfg->env_allow, err) != 0 ||
-        cmd_config_strings(ctx, "fix.protected_paths", &cfg->protected_paths, err) != 0 ||
-        cmd_config_strings(ctx, "gate.auto_deploy_severity", &cfg->auto_severities, err) != 0 ||
-        cmd_config_strings(ctx, "fix.test.paths", &cfg->test_paths, err) != 0 ||
-        sandbox_config_load(&cfg->sandbox, ctx, "fix.sandbox", err) != 0 ||
-        agent_config_load(&cfg->agent, ctx, cfg->sandbox.mode != SANDBOX_NONE, err) != 0) {
-        fix_config_free(cfg);
-        return -1;
-    }
-    if (cfg->remote_url[0] != '\0' && strncmp(cfg->remote_url, "https://", 8) != 0 &&
-        cfg->remote_url[0] != '/' && strncmp(cfg->remote_url, "file://", 7) != 0) {
-        cmd_error_set(err, "bad_config", "fix.remote.url must be an https URL or a local path");
-        fix_config_free(cfg);
-        return -1;
-    }
-    if (strcmp(cfg->pr_merge_method, "merge") != 0 && strcmp(cfg->pr_merge_method, "squash") != 0 &&
-        strcmp(cfg->pr_merge_method, "rebase") != 0) {
-        cmd_error_set(err, "bad_config",
-                      "deploy.pull_request.merge_method must be merge, squash or rebase");
-        fix_config_free(cfg);
-        return -1;
-    }
-    if (read_only_ok(cfg, err) != 0) {
-        fix_config_free(cfg);
-        return -1;
-    }
-    if (cfg->remote_ca_file[0] != '\0' && access(cfg->remote_ca_file, R_OK) != 0) {
-        cmd_error_set(err, "bad_config", "fix.remote.ca_file is not a readable file");
-        fix_config_free(cfg);
-        return -1;
-    }
-    cfg->consent = trust_consent(ctx, policy_consent_parse(consent));
-    cfg->compile_timeout_ms = ms_from_s(ctx, "fix.compile.timeout_s", 300);
-    cfg->test_timeout_ms = ms_from_s(ctx, "fix.test.timeout_s", 600);
-    cfg->deploy_timeout_ms = ms_from_s(ctx, "deploy.timeout_s", 600);
-    cfg->health_timeout_ms = ms_from_s(ctx, "deploy.health.timeout_s", 60);
-    long long interval = port_config_int(ctx, "deploy.health.interval_ms", 2000);
-    cfg->health_interval_ms = interval >= 100 && interval <= 600000 ? (int)interval : 2000;
-    long long window = port_config_int(ctx, "deploy.verify_window_s", 300);
-    cfg->verify_window_s = window >= 0 && window <= 7 * 86400 ? (int)window : 300;
-    long long cwindow = port_config_int(ctx, "deploy.canary.window_s", 60);
-    cfg->canary_window_s = cwindow >= 1 && cwindow <= 7 * 86400 ? (int)cwindow : 60;
-    cfg->canary_weight = port_config_real(ctx, "deploy.canary.weight", 1.0);
-    if (!(cfg->canary_weight > 0.0 && cfg->canary_weight <= 1000.0))
-        cfg->canary_weight = 1.0;
-    cfg->canary_max_ratio = port_config_real(ctx, "deploy.canary.max_error_ratio", 2.0);
-    if (!(cfg->canary_max_ratio >= 0.0 && cfg->canary_max_ratio <= 1000.0))
-        cfg->canary_max_ratio = 2.0;
-    cfg->canary_min_errors = port_config_int(ctx, "deploy.canary.min_errors", 5);
-    if (cfg->canary_min_errors < 1)
-        cfg->canary_min_errors = 5;
-    json_t *merge = port_config_get(ctx, "deploy.pull_request.merge");
-    cfg->pr_merge = json_is_true(merge);
-    json_decref(merge);
-    cfg->pr_checks_timeout_ms = ms_from_s(ctx, "deploy.pull_request.checks_timeout_s", 900);
-    long long poll = port_config_int(ctx, "deploy.pull_request.poll_ms", 10000);
-    cfg->pr_poll_ms = poll >= 50 && poll <= 600000 ? (int)poll : 10000;
-    long long out = port_config_int(ctx, "fix.max_output_bytes", 8 * 1024 * 1024);
-    cfg->max_output = out >= 4096 && out <= (1LL << 30) ? (size_t)out : 8 * 1024 * 1024;
-    long long lines = port_config_int(ctx, "fix.max_changed_lines", 40);
-    cfg->max_lines = lines >= 1 && lines <= 100000 ? (size_t)lines : 40;
-    long long bytes = port_config_int(ctx, "fix.max_changed_bytes", VALIDATE_DEFAULT_MAX_BYTES);
-    cfg->max_bytes =
-        bytes >= 1 && bytes <= (1LL << 26) ? (size_t)bytes : VALIDATE_DEFAULT_MAX_BYTES;
-    long long conc = port_config_int(ctx, "fix.max_concurrent", 2);
-    cfg->max_concurrent = conc >= 1 && conc <= 16 ? (int)conc : 2;
-    long long retries = port_config_int(ctx, "fix.retries", 1);
-    cfg->retries = retries >= 0 && retries <= 3 ? (int)retries : 1;
-    cfg->threshold = port_config_real(ctx, "gate.confidence_threshold", 0.8);
-    if (!(cfg->threshold >= 0.0 && cfg->threshold <= 1.0))
-        cfg->threshold = 0.8;
-    cfg->max_per_hour = port_config_int(ctx, "gate.max_auto_deploys_per_hour", 5);
-    if (cfg->max_per_hour < 0)
-        cfg->max_per_hour = 0;
-    cfg->breaker_threshold = port_config_int(ctx, "gate.breaker_threshold", 3);
-    if (cfg->breaker_threshold < 1)
-        cfg->breaker_threshold = 3;
-    cfg->approval_ttl_s = port_config_int(ctx, "gate.approval_ttl_s", 86400);
-    if (cfg->approval_ttl_s < 1 || cfg->approval_ttl_s > 30 * 86400)
-        cfg->approval_ttl_s = 86400;
-    cfg->enabled = cfg->repo[0] != '\0' && cfg->state_dir[0] != '\0' && cfg->agent.argv != NULL &&
-                   cfg->consent != POLICY_OBSERVE;
-    char why[300] = "";
-    if (cfg->enabled && cfg->sandbox.mode != SANDBOX_NONE &&
-        sandbox_probe(&cfg->sandbox, why, sizeof(why)) != 0)
-        snprintf(cfg->sandbox_error, sizeof(cfg->sandbox_error),
-                 "the sandbox cannot be set up (%s): no agent runs; fix.sandbox.mode \"none\" "
-                 "runs agents unconfined, and then every deploy waits for a human",
-                 why);
-    return 0;
-}
-
-void fix_config_free(fix_config *cfg)
-{
-    agent_config_free(&cfg->agent);
-    json_decref(cfg->compile_argv);
-    json_decref(cfg->test_argv);
-    json_decref(cfg->env_allow);
-    json_decref(cfg->protected_paths);
-    json_decref(cfg->auto_severities);
-    json_decref(cfg->deploy_argv);
-    json_decref(cfg->health_argv);
-    json_decref(cfg->canary_argv);
-    json_decref(cfg->test_paths);
-    sandbox_config_free(&cfg->sandbox);
-    memset(cfg, 0, sizeof(*cfg));
-}
-
-/* ------------------------------------------------------------ helpers */
-
-void fix_audit(port_ctx *ctx, const char *action, json_t *fields)
-{
-    audit_log *log = port_audit(ctx);
-    if (log != NULL && fields != NULL)
-        audit_append(log, action, fields);
-}
-
-/* The fields of a stage record (steals fields, may be NULL). */
-static json_t *stage_fields(int64_t fix_id, const char *fp, const char *stage, json_t *fields)
-{
-    if (fields == NULL)
-        fields = json_object();
-    json_object_set_new(fields, "fix_id", json_integer((json_int_t)fix_id));
-    json_object_set_new(fields, "fingerprint", json_string(fp));
-    json_object_set_new(fields, "stage", json_string(stage));
-    return fields;
-}
-
-/* The audit record of a stage: its fields, where the gate's "action" (a
- * name the audit log keeps for its own) is "decision". */
-static json_t *stage_record(json_t *fields)
-{
-    json_t *rec = json_deep_copy(fields);
-    json_t *action = json_object_get(rec, "action");
-    if (action != NULL) {
-        json_object_set(rec, "decision", action);
-        json_object_del(rec, "action");
-    }
-    return rec;
-}
-
-void fix_stage(port_ctx *ctx, const char *prefix, int64_t fix_id, const char *fp, const char *stage,
-               json_t *fields)
-{
-    fields = stage_fields(fix_id, fp, stage, fields);
-    char action[64];
-    snprintf(action, sizeof(action), "%s_%s", prefix, stage);
-    json_t *rec = stage_record(fields);
-    fix_audit(ctx, action, rec);
-    json_decref(rec);
-    port_notify(ctx, "fix", fields);
-}
-
-/* A step of the fix loop proper ("fix_*" in the audit log). */
-static void stage(port_ctx *ctx, int64_t fix_id, const char *fp, const char *name, json_t *fields)
-{
-    fix_stage(ctx, "fix", fix_id, fp, name, fields);
-}
-
-int fix_kill_switch_on(port_ctx *ctx)
-{
-    json_t *cfg = port_config_get(ctx, "gate.kill_switch");
-    int on = json_is_true(cfg);
-    json_decref(cfg);
-    state_db *db = port_state(ctx);
-    char buf[16];
-    if (!on && db != NULL && state_kv_get(db, KV_KILL_SWITCH, buf, sizeof(buf)) == 0)
-        on = strcmp(buf, "on") == 0;
-    return on;
-}
-
-int fix_paused(port_ctx *ctx)
-{
-    state_db *db = port_state(ctx);
-    char buf[16];
-    return db != NULL && state_kv_get(db, KV_PAUSED, buf, sizeof(buf)) == 0 &&
-           strcmp(buf, "on") == 0;
-}
-
-static int valid_fp(const char *fp)
-{
-    return fp != NULL && sh_token_ok(fp, strnlen(fp, FIX_FP_MAX + 1), FIX_FP_MAX, "-_");
-}
+#define INSIDE_CHECKOUT "/checkout"
+#define INSIDE_PROMPT "/task/prompt.md"
+#define PROOF_LOG_MAX (4u << 20)
+#define FILES_MAX 200000
+#define RETRY_OUTPUT_MAX 6144
 
 static int mkdir_one(const char *path)
 {
@@ -323,92 +72,6 @@ static int make_dirs(char *out, size_t len, const char *state_dir, const char *s
         return -1;
     return 0;
 }
-
-/* Writes a file with mode (created or truncated, never through a
- * symlink, the mode set whatever the umask); 0 or -1. */
-static int write_mode(const char *path, const char *data, size_t len, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
-    if (fd < 0)
-        return -1;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    int rc = off == len && fchmod(fd, mode) == 0 ? 0 : -1;
-    return close(fd) == 0 ? rc : -1;
-}
-
-int fix_write_file(const char *path, const char *data, size_t len)
-{
-    return write_mode(path, data, len, 0600);
-}
-
-static json_t *or_null(json_t *v)
-{
-    return v != NULL ? v : json_null();
-}
-
-const char *fix_str(json_t *obj, const char *key)
-{
-    json_t *v = json_object_get(obj, key);
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-/* Sets fields on the fix (steals them). */
-static int fix_set(state_db *db, int64_t id, const char *expect, json_t *fields)
-{
-    int rc = fields != NULL ? state_fix_set(db, id, expect, fields) : -1;
-    json_decref(fields);
-    return rc;
-}
-
-/* ------------------------------------------------------------ slots */
-
-static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t slot_cond = PTHREAD_COND_INITIALIZER;
-static int slots_used;
-static int slots_waiting;
-static int deploy_running;
-
-static int slot_acquire(port_ctx *ctx, int max)
-{
-    pthread_mutex_lock(&slot_lock);
-    slots_waiting++;
-    while (slots_used >= max && !ctx->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
-        pthread_cond_timedwait(&slot_cond, &slot_lock, &ts);
-    }
-    slots_waiting--;
-    int ok = !ctx->stopping;
-    if (ok)
-        slots_used++;
-    pthread_mutex_unlock(&slot_lock);
-    return ok ? 0 : -1;
-}
-
-static void slot_release(void)
-{
-    pthread_mutex_lock(&slot_lock);
-    slots_used--;
-    pthread_cond_broadcast(&slot_cond);
-    pthread_mutex_unlock(&slot_lock);
-}
-
-/* ------------------------------------------------------------ one attempt */
-
-#define INSIDE_CHECKOUT "/checkout"
-#define INSIDE_PROMPT "/task/prompt.md"
-#define PROOF_LOG_MAX (4u << 20)
-#define FILES_MAX 200000
-#define RETRY_OUTPUT_MAX 6144
 
 typedef struct attempt {
     port_ctx *ctx;
@@ -611,7 +274,7 @@ static int task_copy(attempt *a, const char *text, size_t len, char *out, size_t
     if ((size_t)snprintf(out, outlen, "%s/prompt.md", dir) >= outlen ||
         (mkdir(dir, 0755) != 0 && errno != EEXIST) || chmod(dir, 0755) != 0)
         return -1;
-    return write_mode(out, text, len, 0644);
+    return fix_write_mode(out, text, len, 0644);
 }
 
 /* Context files and the prompt file; returns the path of the copy the
@@ -1061,9 +724,9 @@ static int retry(attempt *a)
     if (feedback == NULL)
         return 0;
     a->tries++;
-    stage(a->ctx, a->id, a->fp, "retry",
-          json_pack("{s:i, s:i, s:O}", "attempt", a->tries + 1, "of", a->cfg->retries + 1,
-                    "reasons", a->retry_why));
+    fix_step(a->ctx, a->id, a->fp, "retry",
+             json_pack("{s:i, s:i, s:O}", "attempt", a->tries + 1, "of", a->cfg->retries + 1,
+                       "reasons", a->retry_why));
     fix_set(a->db, a->id, NULL,
             json_pack("{s:{s:i, s:O}}", "attempt", "tries", a->tries, "feedback", feedback));
     json_decref(a->feedback);
@@ -1205,9 +868,8 @@ static int validate_fix(attempt *a, int *needs_human, double *confidence)
 }
 
 /* The gate's facts, gathered now. */
-static policy_action gate(port_ctx *ctx, const fix_config *cfg, state_db *db, json_t *fix,
-                          int passed, int needs_human, double confidence, int slot_busy,
-                          json_t **decision)
+policy_action fix_gate(port_ctx *ctx, const fix_config *cfg, state_db *db, json_t *fix, int passed,
+                       int needs_human, double confidence, int slot_busy, json_t **decision)
 {
     int open = 0;
     long long failures = 0;
@@ -1243,61 +905,6 @@ static policy_action gate(port_ctx *ctx, const fix_config *cfg, state_db *db, js
     return policy_decide(&in, decision);
 }
 
-/* fix_notify, once under key (NULL: no key). */
-static void notify_fix(port_ctx *ctx, json_t *fix, const char *key, const char *kind,
-                       const char *text, int with_links)
-{
-    char action_id[40] = "";
-    json_int_t id = json_integer_value(json_object_get(fix, "id"));
-    if (with_links)
-        snprintf(action_id, sizeof(action_id), "fix-%lld", (long long)id);
-    json_t *group = json_object_get(json_object_get(fix, "input"), "group");
-    json_t *msg =
-        json_pack("{s:s, s:s, s:s?, s:s?, s:s, s:s?}", "kind", kind, "fingerprint",
-                  fix_str(fix, "fingerprint"), "severity", fix_str(fix, "severity"), "service",
-                  fix_str(group, "service"), "error", text, "path", fix_str(group, "path"));
-    if (msg == NULL)
-        return;
-    json_t *tid = json_object_get(fix, "ticket_id");
-    if (json_is_integer(tid)) {
-        char t[32];
-        snprintf(t, sizeof(t), "%lld", (long long)json_integer_value(tid));
-        json_object_set_new(msg, "ticket_id", json_string(t));
-    }
-    json_t *pr = json_object_get(json_object_get(fix, "delivery"), "pr_url");
-    if (json_is_string(pr))
-        json_object_set(msg, "url", pr);
-    if (action_id[0] != '\0')
-        json_object_set_new(msg, "action_id", json_string(action_id));
-    /* a deploy's message shows the change */
-    if (strcmp(kind, "deploy") == 0)
-        notify_add_patch(ctx, msg, fix_str(json_object_get(fix, "delivery"), "patch"),
-                         json_string_value(pr), (int64_t)id);
-    json_decref(notify_send_once(ctx, msg, key, 0));
-    json_decref(msg);
-}
-
-void fix_notify(port_ctx *ctx, json_t *fix, const char *kind, const char *text, int with_links)
-{
-    notify_fix(ctx, fix, NULL, kind, text, with_links);
-}
-
-/* fix_ticket_note, once under key (NULL: no key). */
-static void note_fix(port_ctx *ctx, json_t *fix, const char *key, const char *status,
-                     const char *text)
-{
-    json_t *tid = json_object_get(fix, "ticket_id");
-    if (!json_is_integer(tid))
-        return;
-    cmd_error err = {NULL, ""};
-    ticket_note_once(ctx, key, (int64_t)json_integer_value(tid), status, text, &err);
-}
-
-void fix_ticket_note(port_ctx *ctx, json_t *fix, const char *status, const char *text)
-{
-    note_fix(ctx, fix, NULL, status, text);
-}
-
 /* "fix:<id>:<commit>" (the commit "none" before there is one): the job key
  * of one attempt's steps. */
 static void attempt_key(char *out, size_t len, int64_t id, const char *commit)
@@ -1315,11 +922,11 @@ static int commit_stage(port_ctx *ctx, state_db *db, const char *key, int64_t id
                         const char *expect, json_t *row, const char *name, json_t *fields,
                         json_t *result)
 {
-    fields = stage_fields(id, fp, name, fields);
+    fields = fix_stage_fields(id, fp, name, fields);
     char action[64];
     snprintf(action, sizeof(action), "fix_%s", name);
     json_t *audit = NULL;
-    effect_audit_add(&audit, action, stage_record(fields));
+    effect_audit_add(&audit, action, fix_stage_record(fields));
     effect_crash_point(key, "done");
     int rc = state_txn_begin(db) == 0 ? 0 : -1;
     if (rc == 0) {
@@ -1355,9 +962,9 @@ static void tell_outcome(port_ctx *ctx, state_db *db, int64_t id)
     const char *note = fix_str(tell, "note");
     const char *text = fix_str(tell, "notify");
     if (note != NULL && effect_key(key, sizeof(key), job, "fix_note") == 0)
-        note_fix(ctx, fix, key, NULL, note);
+        fix_ticket_note_once(ctx, fix, key, NULL, note);
     if (text != NULL && effect_key(key, sizeof(key), job, "fix_notify") == 0)
-        notify_fix(ctx, fix, key, "fix", text, json_is_true(json_object_get(tell, "links")));
+        fix_notify_once(ctx, fix, key, "fix", text, json_is_true(json_object_get(tell, "links")));
     json_decref(tell);
     json_decref(fix);
 }
@@ -1421,17 +1028,17 @@ static int make_change(attempt *a)
     }
     fix_set(a->db, a->id, NULL,
             json_pack("{s:s, s:s}", "branch", a->branch, "base_commit", a->base));
-    stage(a->ctx, a->id, a->fp, "checkout",
-          json_pack("{s:s, s:s, s:s, s:s}", "branch", a->branch, "base", a->base, "path",
-                    a->checkout, "sandbox", sandboxed(a->cfg) ? "bwrap" : "none"));
+    fix_step(a->ctx, a->id, a->fp, "checkout",
+             json_pack("{s:s, s:s, s:s, s:s}", "branch", a->branch, "base", a->base, "path",
+                       a->checkout, "sandbox", sandboxed(a->cfg) ? "bwrap" : "none"));
     if (write_prompt(a, prompt_path, sizeof(prompt_path), &err) != 0) {
         conclude(a, "failed", err.message);
         return -1;
     }
     char record[FIX_PATH_MAX + 64];
     attempt_path(record, sizeof(record), a, "prompt.md");
-    stage(a->ctx, a->id, a->fp, "context",
-          json_pack("{s:O, s:s}", "files", a->context, "prompt", record));
+    fix_step(a->ctx, a->id, a->fp, "context",
+             json_pack("{s:O, s:s}", "files", a->context, "prompt", record));
     struct stat pst;
     size_t prompt_bytes = stat(prompt_path, &pst) == 0 ? (size_t)pst.st_size : 0;
     if (run_agent(a, prompt_path, prompt_bytes, &err) != 0) {
@@ -1442,13 +1049,14 @@ static int make_change(attempt *a)
     exec_describe(&a->agent, desc, sizeof(desc));
     json_t *t = a->transcript;
     const char *preset = a->cfg->agent.preset[0] ? a->cfg->agent.preset : "command";
-    stage(a->ctx, a->id, a->fp, "agent",
-          json_pack("{s:i, s:s, s:b, s:I, s:s, s:s, s:O?, s:O?, s:O?, s:O?}", "attempt",
-                    a->tries + 1, "result", desc, "timed_out", a->agent.timed_out, "ms",
-                    (json_int_t)a->agent.elapsed_ms, "sandbox",
-                    sandboxed(a->cfg) ? "bwrap" : "none", "agent", preset, "turns",
-                    json_object_get(t, "turns"), "usage", json_object_get(t, "usage"), "is_error",
-                    json_object_get(t, "is_error"), "final", json_object_get(t, "final")));
+    fix_step(a->ctx, a->id, a->fp, "agent",
+             json_pack("{s:i, s:s, s:b, s:I, s:s, s:s, s:O?, s:O?, s:O?, s:O?}", "attempt",
+                       a->tries + 1, "result", desc, "timed_out", a->agent.timed_out, "ms",
+                       (json_int_t)a->agent.elapsed_ms, "sandbox",
+                       sandboxed(a->cfg) ? "bwrap" : "none", "agent", preset, "turns",
+                       json_object_get(t, "turns"), "usage", json_object_get(t, "usage"),
+                       "is_error", json_object_get(t, "is_error"), "final",
+                       json_object_get(t, "final")));
     if (t != NULL) {
         json_t *patch = json_pack("{s:O}", "transcript", t);
         state_fix_patch(a->db, a->id, "attempt", patch);
@@ -1538,18 +1146,18 @@ static void run_attempt(attempt *a)
                                             "status", &a->diff.files[i].status, (size_t)1, "added",
                                             (json_int_t)a->diff.files[i].added, "removed",
                                             (json_int_t)a->diff.files[i].removed));
-        stage(a->ctx, a->id, a->fp, "change",
-              json_pack("{s:s, s:o, s:I, s:I, s:I, s:b, s:b}", "commit", a->fix_commit, "files",
-                        files, "added", (json_int_t)a->diff.added, "removed",
-                        (json_int_t)a->diff.removed, "bytes", (json_int_t)a->diff.bytes, "rebased",
-                        a->revalidate, "resumed", a->resumed));
+        fix_step(a->ctx, a->id, a->fp, "change",
+                 json_pack("{s:s, s:o, s:I, s:I, s:I, s:b, s:b}", "commit", a->fix_commit, "files",
+                           files, "added", (json_int_t)a->diff.added, "removed",
+                           (json_int_t)a->diff.removed, "bytes", (json_int_t)a->diff.bytes,
+                           "rebased", a->revalidate, "resumed", a->resumed));
 
         passed = validate_fix(a, &needs_human, &confidence);
         if (a->ctx->stopping)
             return;
         fix_set(a->db, a->id, NULL,
                 json_pack("{s:O, s:f}", "validation", a->report, "confidence", confidence));
-        stage(a->ctx, a->id, a->fp, "validation", json_deep_copy(a->report));
+        fix_step(a->ctx, a->id, a->fp, "validation", json_deep_copy(a->report));
         again = retry(a);
         if (again < 0)
             return;
@@ -1582,7 +1190,7 @@ static void run_attempt(attempt *a)
 
 /* The gate for a delivered fix; sets the status it leads to. The decision
  * is a step: the status, its record and what it tells commit together. */
-static void decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
+void fix_decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
 {
     json_t *fix = state_fix_get(db, id);
     if (fix == NULL)
@@ -1594,7 +1202,8 @@ static void decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
     json_t *conf = json_object_get(fix, "confidence");
     double confidence = json_is_number(conf) ? json_number_value(conf) : 0.0;
     json_t *decision = NULL;
-    policy_action action = gate(ctx, cfg, db, fix, passed, needs_human, confidence, 0, &decision);
+    policy_action action =
+        fix_gate(ctx, cfg, db, fix, passed, needs_human, confidence, 0, &decision);
     int64_t expires = port_now() + cfg->approval_ttl_s;
     char text[512];
     json_t *row = NULL, *tell = NULL;
@@ -1628,7 +1237,7 @@ static void decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
 }
 
 /* Runs a fix from wherever its row says it is. */
-static void fix_drive(port_ctx *ctx, int64_t id, int64_t job_id)
+void fix_drive(port_ctx *ctx, int64_t id, int64_t job_id)
 {
     fix_config cfg;
     cmd_error err = {NULL, ""};
@@ -1640,7 +1249,7 @@ static void fix_drive(port_ctx *ctx, int64_t id, int64_t job_id)
         fix_config_free(&cfg);
         return;
     }
-    if (slot_acquire(ctx, cfg.max_concurrent) != 0) {
+    if (fix_slot_acquire(ctx, cfg.max_concurrent) != 0) {
         if (job_id > 0)
             state_job_transition(db, job_id, "running", "queued", NULL, NULL, "stopping");
         fix_config_free(&cfg);
@@ -1667,11 +1276,11 @@ static void fix_drive(port_ctx *ctx, int64_t id, int64_t job_id)
             const char *st = fix_str(now, "status");
             if (st != NULL && strcmp(st, "fixing") == 0 &&
                 json_is_object(json_object_get(now, "delivery")))
-                decide(ctx, &cfg, db, id);
+                fix_decide(ctx, &cfg, db, id);
             json_decref(now);
         }
     }
-    slot_release();
+    fix_slot_release();
     if (job_id > 0) {
         json_t *now = state_fix_get(db, id);
         const char *st = fix_str(now, "status");
@@ -1707,11 +1316,9 @@ static void *drive_thread(void *p)
     return NULL;
 }
 
-static int spawn_drive(port_ctx *ctx, int64_t id, int64_t job_id)
+int fix_spawn_drive(port_ctx *ctx, int64_t id, int64_t job_id)
 {
-    pthread_mutex_lock(&slot_lock);
-    int busy = slots_waiting + slots_used >= FIX_WAITING_MAX;
-    pthread_mutex_unlock(&slot_lock);
+    int busy = fix_slots_full(FIX_WAITING_MAX);
     drive_arg *arg = busy ? NULL : malloc(sizeof(*arg));
     if (arg == NULL)
         return -1;
@@ -1774,7 +1381,7 @@ static int fix_create_clean(port_ctx *ctx, json_t *input, int64_t *id, int64_t *
 {
     const char *fp = fix_str(input, "fingerprint");
     json_t *group = json_object_get(input, "group");
-    if (!valid_fp(fp) || !json_is_object(group)) {
+    if (!fix_valid_fp(fp) || !json_is_object(group)) {
         cmd_error_set(err, "bad_args",
                       "fix needs a fingerprint ([A-Za-z0-9_-]{1,128}) and a group object");
         return -1;
@@ -1810,7 +1417,7 @@ static int fix_create_clean(port_ctx *ctx, json_t *input, int64_t *id, int64_t *
         rc = -1;
     json_decref(job_input);
     json_t *fields =
-        stage_fields(*id, fp, "started", json_pack("{s:O}", "ticket_id", or_null(tid)));
+        fix_stage_fields(*id, fp, "started", json_pack("{s:O}", "ticket_id", fix_or_null(tid)));
     if (rc == 0 && key[0] != '\0') {
         json_t *audit = NULL;
         effect_audit_add(&audit, "fix_started", json_deep_copy(fields));
@@ -1843,7 +1450,7 @@ static int fix_create_clean(port_ctx *ctx, json_t *input, int64_t *id, int64_t *
 
 /* Records a fix from input scrubbed first: fixes.input and everything the
  * fix loop derives from it are at rest. */
-static int fix_create(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id, cmd_error *err)
+int fix_create(port_ctx *ctx, json_t *input, int64_t *id, int64_t *job_id, cmd_error *err)
 {
     json_t *clean = scrub_json(port_scrubber(ctx), input);
     int rc = fix_create_clean(ctx, clean, id, job_id, err);
@@ -1868,13 +1475,13 @@ void fix_revalidate(port_ctx *ctx, int64_t id)
     json_t *input = json_pack("{s:I}", "fix_id", (json_int_t)id);
     int rc = state_job_begin(db, "fix", key, input, &job_id, &existed, status, sizeof(status));
     json_decref(input);
-    if (rc == 0 && !existed && spawn_drive(ctx, id, job_id) != 0)
+    if (rc == 0 && !existed && fix_spawn_drive(ctx, id, job_id) != 0)
         state_job_transition(db, job_id, "queued", "escalated", NULL, NULL,
                              "too many fixes waiting");
     json_decref(fix);
 }
 
-static int severity_rank(const char *s)
+int fix_severity_rank(const char *s)
 {
     static const char *const names[] = {"low", "medium", "high", "critical"};
     for (int i = 0; s != NULL && i < 4; i++)
@@ -1893,9 +1500,9 @@ static const char *severity_name(int rank)
  * model's (or a caller's) may lower and never raise. triage 0 (unknown):
  * the model's word alone counts only when trusted (a caller of the fix
  * command), else "low". */
-static const char *gate_severity(const char *model, int triage, int trust_model)
+const char *fix_gate_severity(const char *model, int triage, int trust_model)
 {
-    int m = severity_rank(model);
+    int m = fix_severity_rank(model);
     if (triage == 0)
         return severity_name(trust_model ? m : 1);
     return severity_name(m != 0 && m < triage ? m : triage);
@@ -1931,14 +1538,14 @@ void fix_on_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket
     json_t *m;
     json_array_foreach(members, k, m)
     {
-        int r = severity_rank(fix_str(m, "severity"));
+        int r = fix_severity_rank(fix_str(m, "severity"));
         if (r > triage)
             triage = r;
     }
     const char *model = fix_str(issue, "severity");
     json_t *input = json_pack(
         "{s:s, s:s, s:s?, s:s?, s:O, s:O, s:O}", "fingerprint", fp, "severity",
-        gate_severity(model, triage, 0), "model_severity", model, "triage_severity",
+        fix_gate_severity(model, triage, 0), "model_severity", model, "triage_severity",
         triage ? severity_name(triage) : NULL, "ticket_id",
         json_object_get(ticket, "ticket_id") ? json_object_get(ticket, "ticket_id") : json_null(),
         "root_cause",
@@ -1946,7 +1553,7 @@ void fix_on_ticket(port_ctx *ctx, json_t *issue, json_t *members, json_t *ticket
         "group", root);
     int64_t id = 0, job_id = 0;
     if (input != NULL && fix_create(ctx, input, &id, &job_id, &err) == 0 &&
-        spawn_drive(ctx, id, job_id) != 0)
+        fix_spawn_drive(ctx, id, job_id) != 0)
         state_job_transition(port_state(ctx), job_id, "queued", "escalated", NULL, NULL,
                              "too many fixes waiting");
     json_decref(input);
@@ -1966,8 +1573,8 @@ void fix_resume(port_ctx *ctx, json_t *job)
     int64_t id = json_integer_value(fix_id);
     state_db *db = port_state(ctx);
     if (strcmp(kind, "fix") == 0 && strcmp(status, "queued") == 0) {
-        stage(ctx, id, "", "resumed", json_pack("{s:I}", "job_id", (json_int_t)job_id));
-        if (spawn_drive(ctx, id, job_id) != 0)
+        fix_step(ctx, id, "", "resumed", json_pack("{s:I}", "job_id", (json_int_t)job_id));
+        if (fix_spawn_drive(ctx, id, job_id) != 0)
             fix_drive(ctx, id, job_id);
     } else if (strcmp(kind, "deploy") == 0 || strcmp(status, "escalated") == 0) {
         /* a deploy cut short is not run again by itself: a human decides */
@@ -1978,559 +1585,12 @@ void fix_resume(port_ctx *ctx, json_t *job)
         if (fix != NULL) {
             fix_notify(ctx, fix, "fix", "A SelfHeal deploy was interrupted; a human must check it",
                        0);
-            stage(ctx, id, fix_str(fix, "fingerprint"), "escalated",
-                  json_pack("{s:s}", "reason", "interrupted"));
+            fix_step(ctx, id, fix_str(fix, "fingerprint"), "escalated",
+                     json_pack("{s:s}", "reason", "interrupted"));
         }
         if (strcmp(status, "queued") == 0)
             state_job_transition(db, job_id, "queued", "escalated", NULL, NULL, "interrupted");
         json_decref(fix);
     }
     json_decref(full);
-}
-
-/* ------------------------------------------------------------ scheduler */
-
-static pthread_mutex_t sched_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t sched_cond = PTHREAD_COND_INITIALIZER;
-static int sched_started;
-
-static void sched_wake(void)
-{
-    pthread_mutex_lock(&sched_lock);
-    pthread_cond_broadcast(&sched_cond);
-    pthread_mutex_unlock(&sched_lock);
-}
-
-static void expire_approvals(port_ctx *ctx, state_db *db)
-{
-    json_t *waiting = state_fixes_list(db, "awaiting_approval", NULL, 100);
-    size_t i;
-    json_t *f;
-    int64_t now = port_now();
-    json_array_foreach(waiting, i, f)
-    {
-        json_t *exp = json_object_get(f, "approval_expires_at");
-        if (!json_is_integer(exp) || json_integer_value(exp) > now)
-            continue;
-        int64_t id = json_integer_value(json_object_get(f, "id"));
-        if (fix_set(db, id, "awaiting_approval", json_pack("{s:s}", "status", "expired")) == 0) {
-            fix_ticket_note(ctx, f, NULL, "The approval request for the SelfHeal fix expired.");
-            stage(ctx, id, fix_str(f, "fingerprint"), "expired", NULL);
-        }
-    }
-    json_decref(waiting);
-}
-
-typedef struct deploy_arg {
-    port_ctx *ctx;
-    int64_t id;
-    int automatic;
-    port_pin pin; /* the scheduler's round that chose the fix */
-} deploy_arg;
-
-static void *deploy_thread(void *p)
-{
-    deploy_arg *arg = p;
-    fix_config cfg;
-    cmd_error err = {NULL, ""};
-    port_pin_enter(&arg->pin);
-    if (fix_config_load(&cfg, arg->ctx, &err) == 0) {
-        json_t *fix = deploy_run(arg->ctx, &cfg, arg->id, arg->automatic, &err);
-        json_decref(fix);
-        fix_config_free(&cfg);
-    }
-    port_pin_end(&arg->pin);
-    pthread_mutex_lock(&slot_lock);
-    deploy_running = 0;
-    pthread_mutex_unlock(&slot_lock);
-    sched_wake();
-    free(arg);
-    return NULL;
-}
-
-/* The oldest approved fix, if the deploy slot is free and the switches
- * allow it: re-asks the gate for fixes the gate approved. */
-static void start_next_deploy(port_ctx *ctx, state_db *db)
-{
-    pthread_mutex_lock(&slot_lock);
-    int busy = deploy_running;
-    pthread_mutex_unlock(&slot_lock);
-    if (busy || fix_kill_switch_on(ctx) || fix_paused(ctx))
-        return;
-    json_t *approved = state_fixes_list(db, "approved", NULL, 1000);
-    json_t *next = json_array_get(approved, json_array_size(approved) - 1); /* oldest */
-    if (next == NULL) {
-        json_decref(approved);
-        return;
-    }
-    int64_t id = json_integer_value(json_object_get(next, "id"));
-    const char *by = fix_str(next, "decided_by");
-    int automatic = by != NULL && strcmp(by, "gate") == 0;
-    fix_config cfg;
-    cmd_error err = {NULL, ""};
-    if (fix_config_load(&cfg, ctx, &err) != 0) {
-        json_decref(approved);
-        return;
-    }
-    if (automatic) {
-        json_t *report = json_object_get(next, "validation");
-        json_t *conf = json_object_get(next, "confidence");
-        json_t *decision = NULL;
-        policy_action again =
-            gate(ctx, &cfg, db, next, json_is_true(json_object_get(report, "passed")),
-                 !json_is_false(json_object_get(report, "needs_human")),
-                 json_is_number(conf) ? json_number_value(conf) : 0.0, 0, &decision);
-        if (again != POLICY_DEPLOY) {
-            int64_t expires = port_now() + cfg.approval_ttl_s;
-            fix_set(db, id, "approved",
-                    json_pack("{s:s, s:O, s:I, s:n}", "status", "awaiting_approval", "decision",
-                              decision, "approval_expires_at", (json_int_t)expires, "decided_by"));
-            stage(ctx, id, fix_str(next, "fingerprint"), "gate", json_deep_copy(decision));
-            json_t *fix = state_fix_get(db, id);
-            fix_notify(
-                ctx, fix, "fix",
-                "The gate no longer allows this fix to deploy by itself; it waits for approval", 1);
-            json_decref(fix);
-            json_decref(decision);
-            json_decref(approved);
-            fix_config_free(&cfg);
-            return;
-        }
-        json_decref(decision);
-    }
-    fix_config_free(&cfg);
-    json_decref(approved);
-    deploy_arg *arg = malloc(sizeof(*arg));
-    if (arg == NULL)
-        return;
-    *arg = (deploy_arg){.ctx = ctx, .id = id, .automatic = automatic};
-    port_pin_take(&arg->pin, ctx);
-    pthread_mutex_lock(&slot_lock);
-    deploy_running = 1;
-    pthread_mutex_unlock(&slot_lock);
-    pthread_t tid;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&tid, &attr, deploy_thread, arg) != 0) {
-        pthread_mutex_lock(&slot_lock);
-        deploy_running = 0;
-        pthread_mutex_unlock(&slot_lock);
-        port_pin_release(&arg->pin);
-        free(arg);
-    }
-    pthread_attr_destroy(&attr);
-}
-
-static void *scheduler(void *p)
-{
-    port_ctx *ctx = p;
-    while (!ctx->stopping) {
-        port_pin pin; /* each round runs with the configuration of its start */
-        port_pin_begin(&pin, ctx);
-        state_db *db = port_state(ctx);
-        if (db != NULL) {
-            expire_approvals(ctx, db);
-            start_next_deploy(ctx, db);
-        }
-        port_pin_end(&pin);
-        pthread_mutex_lock(&sched_lock);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 500 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&sched_cond, &sched_lock, &ts);
-        pthread_mutex_unlock(&sched_lock);
-    }
-    return NULL;
-}
-
-json_t *fix_config_status(port_ctx *ctx, cmd_error *err)
-{
-    fix_config cfg;
-    if (fix_config_load(&cfg, ctx, err) != 0)
-        return NULL;
-    const char *sandbox = !cfg.enabled                       ? "off"
-                          : cfg.sandbox.mode == SANDBOX_NONE ? "none"
-                          : cfg.sandbox_error[0] != '\0'     ? "unavailable"
-                                                             : "bwrap";
-    json_t *status = json_pack("{s:b, s:s}", "enabled", cfg.enabled, "sandbox", sandbox);
-    if (cfg.sandbox_error[0] != '\0') {
-        json_object_set_new(status, "error", json_string(cfg.sandbox_error));
-        json_t *fields = json_pack("{s:s}", "reason", cfg.sandbox_error);
-        fix_audit(ctx, "fix_sandbox_unavailable", fields);
-        json_decref(fields);
-    }
-    fix_config_free(&cfg);
-    return status;
-}
-
-void fix_start_scheduler(port_ctx *ctx)
-{
-    fix_config cfg;
-    cmd_error err = {NULL, ""};
-    if (ctx->one_shot || fix_config_load(&cfg, ctx, &err) != 0)
-        return;
-    int enabled = cfg.enabled;
-    fix_config_free(&cfg);
-    if (!enabled)
-        return; /* no fix loop configured: nothing to expire or deploy */
-    pthread_mutex_lock(&sched_lock);
-    int start = !sched_started;
-    sched_started = 1;
-    pthread_mutex_unlock(&sched_lock);
-    if (!start)
-        return;
-    pthread_t tid;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&tid, &attr, scheduler, ctx) != 0) {
-        pthread_mutex_lock(&sched_lock);
-        sched_started = 0;
-        pthread_mutex_unlock(&sched_lock);
-    }
-    pthread_attr_destroy(&attr);
-}
-
-/* ------------------------------------------------------------ commands */
-
-static state_db *need_state(port_ctx *ctx, cmd_error *err)
-{
-    return state_ctx_ensure(ctx, err) == 0 ? port_state(ctx) : NULL;
-}
-
-static json_t *fix_with_deploys(state_db *db, int64_t id)
-{
-    json_t *fix = state_fix_get(db, id);
-    if (fix != NULL)
-        json_object_set_new(fix, "deploys", state_deploys_list(db, id, 50));
-    return fix;
-}
-
-static json_t *cmd_fix(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    if (fix_paused(ctx)) {
-        cmd_error_set(err, "paused", "automation is paused: no fix starts until it is resumed");
-        return NULL;
-    }
-    fix_config cfg;
-    if (fix_config_load(&cfg, ctx, err) != 0)
-        return NULL;
-    int enabled = cfg.enabled;
-    policy_consent consent = cfg.consent;
-    char cfg_sandbox_error[sizeof(cfg.sandbox_error)];
-    snprintf(cfg_sandbox_error, sizeof(cfg_sandbox_error), "%s", cfg.sandbox_error);
-    fix_config_free(&cfg);
-    if (!enabled) {
-        cmd_error_set(err, consent == POLICY_OBSERVE ? "consent" : "bad_config",
-                      consent == POLICY_OBSERVE
-                          ? "gate.consent is observe: SelfHeal does not attempt fixes"
-                          : "the fix loop needs state_dir, fix.repo and fix.agent.argv");
-        return NULL;
-    }
-    if (cfg_sandbox_error[0] != '\0') {
-        cmd_error_set(err, "sandbox", "%s", cfg_sandbox_error);
-        return NULL;
-    }
-    json_t *group = json_object_get(args, "group");
-    const char *given = fix_str(args, "severity");
-    json_t *input = json_pack("{s:O, s:s, s:O, s:O, s:O}", "fingerprint",
-                              or_null(json_object_get(args, "fingerprint")), "severity",
-                              gate_severity(given, severity_rank(fix_str(group, "severity")), 1),
-                              "ticket_id", or_null(json_object_get(args, "ticket_id")),
-                              "root_cause", or_null(json_object_get(args, "root_cause")), "group",
-                              or_null(json_object_get(args, "group")));
-    int64_t id = 0, job_id = 0;
-    int rc = fix_create(ctx, input, &id, &job_id, err);
-    json_decref(input);
-    if (rc < 0)
-        return NULL;
-    state_db *db = port_state(ctx);
-    if (rc == 1)
-        return json_pack("{s:I, s:s, s:b}", "fix_id", (json_int_t)id, "status", "in_flight",
-                         "started", 0);
-    if (json_is_true(json_object_get(args, "wait"))) {
-        fix_drive(ctx, id, job_id);
-        json_t *fix = fix_with_deploys(db, id);
-        json_object_set_new(fix, "fix_id", json_integer((json_int_t)id));
-        json_object_set_new(fix, "started", json_true());
-        return fix;
-    }
-    if (spawn_drive(ctx, id, job_id) != 0) {
-        state_job_transition(db, job_id, "queued", "escalated", NULL, NULL,
-                             "too many fixes waiting");
-        fix_set(db, id, NULL, json_pack("{s:s}", "status", "escalated"));
-        cmd_error_set(err, "busy", "too many fixes waiting");
-        return NULL;
-    }
-    return json_pack("{s:I, s:s, s:b}", "fix_id", (json_int_t)id, "status", "fixing", "started", 1);
-}
-
-static json_t *cmd_fixes(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    state_db *db = need_state(ctx, err);
-    if (db == NULL)
-        return NULL;
-    json_t *limit = json_object_get(args, "limit");
-    json_t *list = state_fixes_list(db, fix_str(args, "status"), fix_str(args, "fingerprint"),
-                                    json_is_integer(limit) ? (int)json_integer_value(limit) : 100);
-    if (list == NULL) {
-        cmd_error_set(err, "state", "cannot read fixes");
-        return NULL;
-    }
-    return json_pack("{s:o}", "fixes", list);
-}
-
-/* The fix id of {"id": n or "fix-n"} or of a signed {"token"} for action;
- * 0 with err on anything else (an empty or unknown target is no target). */
-static int64_t target_id(port_ctx *ctx, json_t *args, const char *action, cmd_error *err)
-{
-    json_t *id = json_object_get(args, "id");
-    json_t *token = json_object_get(args, "token");
-    char id_text[80] = "";
-    if (json_is_integer(id) && json_integer_value(id) > 0 && token == NULL)
-        return json_integer_value(id);
-    if (json_is_string(id) && token == NULL)
-        snprintf(id_text, sizeof(id_text), "%s", json_string_value(id));
-    if (json_is_string(token) && id == NULL) {
-        char got_action[16], got_id[80];
-        const char *secret = notify_link_secret(ctx, err);
-        if (secret == NULL)
-            return 0;
-        int v = notify_verify(json_string_value(token), secret, port_now(), got_action,
-                              sizeof(got_action), got_id, sizeof(got_id));
-        if (v == 1) {
-            cmd_error_set(err, "expired", "the link has expired");
-            return 0;
-        }
-        if (v != 0 || strcmp(got_action, action) != 0) {
-            cmd_error_set(err, "bad_signature", "the link is not valid for %s", action);
-            return 0;
-        }
-        snprintf(id_text, sizeof(id_text), "%s", got_id);
-    }
-    const char *digits = strncmp(id_text, "fix-", 4) == 0 ? id_text + 4 : id_text;
-    char *end = NULL;
-    errno = 0;
-    long long n = digits[0] >= '1' && digits[0] <= '9' ? strtoll(digits, &end, 10) : 0;
-    if (n <= 0 || errno != 0 || end == NULL || *end != '\0') {
-        cmd_error_set(err, "bad_args",
-                      "%s needs one fix id (a positive number or fix-N) or a "
-                      "signed token; nothing was done",
-                      action);
-        return 0;
-    }
-    return n;
-}
-
-static json_t *decide_human(port_ctx *ctx, json_t *args, const char *action, cmd_error *err)
-{
-    state_db *db = need_state(ctx, err);
-    if (db == NULL)
-        return NULL;
-    int64_t id = target_id(ctx, args, action, err);
-    if (id <= 0)
-        return NULL;
-    const char *by = fix_str(args, "by");
-    char who[128];
-    snprintf(who, sizeof(who), "%.100s", by != NULL && by[0] != '\0' ? by : "human");
-    json_t *fix = state_fix_get(db, id);
-    if (fix == NULL) {
-        cmd_error_set(err, "not_found", "no fix %lld", (long long)id);
-        return NULL;
-    }
-    const char *status = fix_str(fix, "status");
-    json_t *exp = json_object_get(fix, "approval_expires_at");
-    if (status == NULL || strcmp(status, "awaiting_approval") != 0) {
-        cmd_error_set(err, "conflict", "fix %lld is %s, not awaiting approval", (long long)id,
-                      status != NULL ? status : "unknown");
-        json_decref(fix);
-        return NULL;
-    }
-    if (json_is_integer(exp) && json_integer_value(exp) <= port_now()) {
-        fix_set(db, id, "awaiting_approval", json_pack("{s:s}", "status", "expired"));
-        stage(ctx, id, fix_str(fix, "fingerprint"), "expired", NULL);
-        cmd_error_set(err, "expired", "the approval request for fix %lld has expired",
-                      (long long)id);
-        json_decref(fix);
-        return NULL;
-    }
-    int approve = strcmp(action, "approve") == 0;
-    int rc = fix_set(
-        db, id, "awaiting_approval",
-        json_pack("{s:s, s:s}", "status", approve ? "approved" : "skipped", "decided_by", who));
-    if (rc != 0) {
-        cmd_error_set(err, "conflict", "fix %lld changed meanwhile", (long long)id);
-        json_decref(fix);
-        return NULL;
-    }
-    stage(ctx, id, fix_str(fix, "fingerprint"), approve ? "approved" : "skipped",
-          json_pack("{s:s}", "by", who));
-    char text[256];
-    snprintf(text, sizeof(text), "SelfHeal fix %lld %s by %s.", (long long)id,
-             approve ? "approved" : "skipped", who);
-    fix_ticket_note(ctx, fix, NULL, text);
-    json_decref(fix);
-    sched_wake();
-    return json_pack("{s:I, s:s, s:s}", "fix_id", (json_int_t)id, "status",
-                     approve ? "approved" : "skipped", "by", who);
-}
-
-static json_t *cmd_approve(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    return decide_human(ctx, args, "approve", err);
-}
-
-static json_t *cmd_skip(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    return decide_human(ctx, args, "skip", err);
-}
-
-static json_t *cmd_fix_get(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    state_db *db = need_state(ctx, err);
-    json_t *id = json_object_get(args, "id");
-    if (db == NULL)
-        return NULL;
-    if (!json_is_integer(id) || json_integer_value(id) <= 0) {
-        cmd_error_set(err, "bad_args", "fix_get needs an id");
-        return NULL;
-    }
-    json_t *fix = fix_with_deploys(db, json_integer_value(id));
-    if (fix == NULL)
-        cmd_error_set(err, "not_found", "no fix %lld", (long long)json_integer_value(id));
-    return fix;
-}
-
-static json_t *cmd_recurrence(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    const char *fp = fix_str(args, "fingerprint");
-    json_t *count = json_object_get(args, "count");
-    const char *track = fix_str(args, "track");
-    int canary = track != NULL && strcmp(track, "canary") == 0;
-    /* a fired watch recurs as "watch:<id>" (a recovery of it, docs/recovery.md) */
-    int watch = fp != NULL && strncmp(fp, "watch:", 6) == 0 &&
-                sh_token_ok(fp, strnlen(fp, FIX_FP_MAX + 1), FIX_FP_MAX, "-_:");
-    if (!(valid_fp(fp) || watch || (fp != NULL && strcmp(fp, DEPLOY_ALL_ERRORS) == 0)) ||
-        !json_is_integer(count) || json_integer_value(count) < 1 ||
-        (track != NULL && !canary && strcmp(track, "stable") != 0)) {
-        cmd_error_set(err, "bad_args",
-                      "recurrence needs a fingerprint (or \"*\", or \"watch:<id>\"), a count >= 1 "
-                      "and a track \"stable\" (default) or \"canary\"");
-        return NULL;
-    }
-    state_db *db = need_state(ctx, err);
-    if (db == NULL)
-        return NULL;
-    char key[160];
-    deploy_track_key(key, sizeof(key), fp, canary);
-    if (state_recurrence_add(db, key, json_integer_value(count)) != 0) {
-        cmd_error_set(err, "state", "could not record the recurrence");
-        return NULL;
-    }
-    return json_pack("{s:b}", "recorded", 1);
-}
-
-static json_t *gate_status(port_ctx *ctx, state_db *db)
-{
-    int open = 0;
-    long long failures = 0;
-    state_breaker_get(db, FIX_BREAKER, &open, &failures);
-    char consent[32];
-    port_config_string(ctx, "gate.consent", "diagnose", consent, sizeof(consent));
-    pthread_mutex_lock(&slot_lock);
-    int running = deploy_running, fixing = slots_used, waiting = slots_waiting;
-    pthread_mutex_unlock(&slot_lock);
-    return json_pack("{s:b, s:b, s:{s:s, s:I}, s:I, s:s, s:b, s:i, s:i}", "kill_switch",
-                     fix_kill_switch_on(ctx), "paused", fix_paused(ctx), "breaker", "state",
-                     open ? "open" : "closed", "failures", (json_int_t)failures,
-                     "auto_deploys_last_hour",
-                     (json_int_t)state_deploy_count(db, "deploy", 1, 3600), "consent",
-                     policy_consent_name(trust_consent(ctx, policy_consent_parse(consent))),
-                     "deploy_running", running, "fixes_running", fixing, "fixes_waiting", waiting);
-}
-
-/* A durable switch (kill switch, pause): {"on"?: bool, "by"?}, stored
- * under kv, audited and announced as `event`; answers the gate status. */
-static json_t *set_switch(port_ctx *ctx, json_t *args, cmd_error *err, const char *kv,
-                          const char *event)
-{
-    state_db *db = need_state(ctx, err);
-    if (db == NULL)
-        return NULL;
-    json_t *on = json_object_get(args, "on");
-    if (on != NULL && !json_is_boolean(on)) {
-        cmd_error_set(err, "bad_args", "on must be true or false");
-        return NULL;
-    }
-    if (on != NULL) {
-        if (state_kv_set(db, kv, json_is_true(on) ? "on" : "off") != 0) {
-            cmd_error_set(err, "state", "could not store %s", event);
-            return NULL;
-        }
-        const char *by = fix_str(args, "by");
-        json_t *fields =
-            json_pack("{s:b, s:s}", "on", json_is_true(on), "by", by != NULL ? by : "human");
-        fix_audit(ctx, event, fields);
-        port_notify(ctx, event, fields);
-        sched_wake();
-    }
-    return gate_status(ctx, db);
-}
-
-static json_t *cmd_kill_switch(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    return set_switch(ctx, args, err, KV_KILL_SWITCH, "kill_switch");
-}
-
-/* All automation: escalations, fixes and deploys (pipeline.c asks too). */
-static json_t *cmd_pause(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    return set_switch(ctx, args, err, KV_PAUSED, "paused");
-}
-
-static json_t *cmd_breaker_reset(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    state_db *db = need_state(ctx, err);
-    if (db == NULL)
-        return NULL;
-    if (state_breaker_reset(db, FIX_BREAKER) != 0) {
-        cmd_error_set(err, "state", "could not reset the breaker");
-        return NULL;
-    }
-    const char *by = fix_str(args, "by");
-    json_t *fields = json_pack("{s:s}", "by", by != NULL ? by : "human");
-    fix_audit(ctx, "breaker_reset", fields);
-    json_decref(fields);
-    sched_wake();
-    return gate_status(ctx, db);
-}
-
-static json_t *cmd_gate_status(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    (void)args;
-    state_db *db = need_state(ctx, err);
-    return db != NULL ? gate_status(ctx, db) : NULL;
-}
-
-const cmd_def *fix_commands(size_t *n)
-{
-    static const cmd_def cmds[] = {
-        {"fix", cmd_fix, 0},
-        {"fixes", cmd_fixes, 0},
-        {"fix_get", cmd_fix_get, 0},
-        {"approve", cmd_approve, 0},
-        {"skip", cmd_skip, 0},
-        {"recurrence", cmd_recurrence, 0},
-        {"kill_switch", cmd_kill_switch, 0},
-        {"pause", cmd_pause, 0},
-        {"breaker_reset", cmd_breaker_reset, 0},
-        {"gate_status", cmd_gate_status, 0},
-    };
-    *n = sizeof(cmds) / sizeof(cmds[0]);
-    return cmds;
 }
