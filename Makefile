@@ -126,11 +126,12 @@ CORE_SRCS := $(addprefix c_src/,common.c normalize.c frames.c fingerprint.c dedu
 NIF_SRCS := c_src/self_heal_nif.c c_src/watch_nif.c c_src/scrub_nif.c c_src/nif_util.c
 PORT_MAIN := port/self_heal_port.c
 # The port's modules are in port/core, port/analysis and port/fix
-# (docs/architecture.md); its main alone is in port/. Each folder is an
-# include directory of the port, its tests, benchmarks and fuzz targets.
+# (docs/architecture.md); port/ itself holds its main and what ties the
+# folders together. Each folder is an include directory of the port, its
+# tests, benchmarks and fuzz targets.
 PORT_DIRS := port/core port/analysis port/fix
-PORT_LIB_SRCS := $(wildcard $(PORT_DIRS:%=%/*.c))
-PORT_INCLUDES := $(PORT_DIRS:%=-I%)
+PORT_LIB_SRCS := $(filter-out $(PORT_MAIN),$(wildcard port/*.c)) $(wildcard $(PORT_DIRS:%=%/*.c))
+PORT_INCLUDES := -Iport $(PORT_DIRS:%=-I%)
 PORT_SRCS := $(PORT_MAIN) $(PORT_LIB_SRCS)
 TEST_SRCS := $(wildcard test/c/test_*.c)
 
@@ -375,7 +376,7 @@ fuzz-test: fuzz-build
 	$(Q)$(call fuzz_run,$(FUZZ_TEST_SECONDS),-seed=1)
 
 # ---------------------------------------------------------------- style
-FORMAT_SRCS = $(wildcard c_src/*.c c_src/*.h include/self_heal/*.h port/*.c $(PORT_DIRS:%=%/*.c) $(PORT_DIRS:%=%/*.h) test/c/*.c test/c/*.h \
+FORMAT_SRCS = $(wildcard c_src/*.c c_src/*.h include/self_heal/*.h port/*.c port/*.h $(PORT_DIRS:%=%/*.c) $(PORT_DIRS:%=%/*.h) test/c/*.c test/c/*.h \
 	test/bench/*.c test/fuzz/*.c test/fuzz/*.h)
 
 .PHONY: format format-check

@@ -79,7 +79,7 @@
 #include "mine_cli.h"
 #include "http.h"
 #include "fix.h"
-#include "pipeline.h"
+#include "modules.h"
 #include "pool.h"
 #include "proc.h"
 #include "self_heal/scrub.h"

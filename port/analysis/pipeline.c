@@ -16,14 +16,6 @@
  *       occurrences, and a comment when that at least doubled its count
  *       (ticket_recurrence). Answers {"ticket_id": id | null, "commented":
  *       bool, "count"?}.
- *
- * port_configure_modules opens state_dir/self_heal.db and audit.jsonl and
- * builds the scrubber; after a crash, the audit records the previous
- * process committed but did not append are appended (effect_recover), and
- * jobs it left running are recovered (state_jobs_recover): escalations and
- * fixes back in the queue (or never started) are resumed on a thread of
- * their own, the others escalated to a human, each reported to the BEAM as
- * a notification.
  */
 #include "pipeline.h"
 
@@ -45,18 +37,6 @@
 
 #define MAX_GROUPS 500
 #define MAX_ID_LEN 128
-#define RECOVER_MAX_ATTEMPTS 3
-
-static char open_dir[4096]; /* the state_dir open in ctx (ctx->lock) */
-
-/* The state directories whose jobs this process has recovered (only the
- * reader thread, in configure, reads and adds them). */
-typedef struct recovered_dir {
-    struct recovered_dir *next;
-    char path[];
-} recovered_dir;
-
-static recovered_dir *recovered_dirs;
 
 /* ------------------------------------------------------------ helpers */
 
@@ -332,8 +312,8 @@ static json_t *run_escalation(port_ctx *ctx, int64_t job_id, const char *job_key
 }
 
 /* Runs a queued escalation job to its end; returns its result (new ref). */
-static json_t *drive_job(port_ctx *ctx, state_db *db, int64_t job_id, const char *job_key,
-                         json_t *groups, cmd_error *err)
+json_t *pipeline_drive_job(port_ctx *ctx, state_db *db, int64_t job_id, const char *job_key,
+                           json_t *groups, cmd_error *err)
 {
     if (state_job_transition(db, job_id, "queued", "running", NULL, NULL, NULL) != 0)
         return json_pack("{s:I, s:s}", "job_id", (json_int_t)job_id, "status", "running");
@@ -402,7 +382,8 @@ static json_t *cmd_escalate(port_ctx *ctx, json_t *args, cmd_error *err)
         json_decref(result);
         return json_pack("{s:I, s:s}", "job_id", (json_int_t)job_id, "status", status);
     }
-    json_t *result = drive_job(ctx, db, job_id, key, json_object_get(input, "groups"), err);
+    json_t *result =
+        pipeline_drive_job(ctx, db, job_id, key, json_object_get(input, "groups"), err);
     json_decref(input);
     return result;
 }
@@ -432,229 +413,4 @@ const cmd_def *pipeline_commands(size_t *n)
     };
     *n = sizeof(cmds) / sizeof(cmds[0]);
     return cmds;
-}
-
-/* ------------------------------------------------------------ recovery */
-
-typedef struct resume_arg {
-    port_ctx *ctx;
-    state_db *db;
-    json_t *jobs;
-    port_pin pin; /* taken by configure: db and what went with it */
-} resume_arg;
-
-static void *resume_jobs(void *p)
-{
-    resume_arg *arg = p;
-    port_pin_enter(&arg->pin);
-    size_t i;
-    json_t *job;
-    json_array_foreach(arg->jobs, i, job)
-    {
-        if (arg->ctx->stopping)
-            break;
-        const char *kind = json_string_value(json_object_get(job, "kind"));
-        const char *status = json_string_value(json_object_get(job, "status"));
-        json_int_t id = json_integer_value(json_object_get(job, "id"));
-        if (kind != NULL && (strcmp(kind, "fix") == 0 || strcmp(kind, "deploy") == 0)) {
-            fix_resume(arg->ctx, job);
-            continue;
-        }
-        if (kind == NULL || status == NULL || strcmp(kind, "escalate") != 0 ||
-            strcmp(status, "queued") != 0)
-            continue;
-        json_t *full = state_job_get(arg->db, id);
-        json_t *groups = json_object_get(json_object_get(full, "input"), "groups");
-        const char *key = json_string_value(json_object_get(full, "key"));
-        cmd_error err = {NULL, ""};
-        json_t *result = groups != NULL && key != NULL
-                             ? drive_job(arg->ctx, arg->db, id, key, groups, &err)
-                             : NULL;
-        port_notify(arg->ctx, "job_resumed",
-                    json_pack("{s:I, s:s, s:s}", "job_id", id, "kind", kind, "status",
-                              result != NULL ? "done" : "failed"));
-        json_decref(result);
-        json_decref(full);
-    }
-    json_decref(arg->jobs);
-    port_pin_end(&arg->pin);
-    free(arg);
-    return NULL;
-}
-
-/* Adds the queued jobs of `queued` that `jobs` does not hold yet: jobs a
- * process recorded and died before it started them. */
-static void add_queued(json_t *jobs, json_t *queued)
-{
-    size_t i, k;
-    json_t *q, *j;
-    json_array_foreach(queued, i, q)
-    {
-        const char *kind = json_string_value(json_object_get(q, "kind"));
-        int known = kind == NULL || (strcmp(kind, "escalate") != 0 && strcmp(kind, "fix") != 0);
-        json_array_foreach(jobs, k, j) known =
-            known || json_equal(json_object_get(j, "id"), json_object_get(q, "id"));
-        if (!known)
-            json_array_append(jobs, q);
-    }
-}
-
-static void recover_jobs(port_ctx *ctx, state_db *db)
-{
-    recover_resume(ctx);
-    json_t *moved = state_jobs_recover(db, RECOVER_MAX_ATTEMPTS);
-    json_t *queued = state_jobs_list(db, "queued", 1000);
-    if (moved == NULL) {
-        json_decref(queued);
-        return;
-    }
-    size_t i;
-    json_t *job;
-    json_array_foreach(moved, i, job)
-    {
-        const char *status = json_string_value(json_object_get(job, "status"));
-        json_t *fields =
-            json_pack("{s:O, s:O, s:O}", "job_id", json_object_get(job, "id"), "kind",
-                      json_object_get(job, "kind"), "status", json_object_get(job, "status"));
-        audit(ctx,
-              status != NULL && strcmp(status, "escalated") == 0 ? "job_escalated"
-                                                                 : "job_recovered",
-              json_deep_copy(fields));
-        port_notify(ctx, "job_recovered", fields);
-    }
-    add_queued(moved, queued);
-    json_decref(queued);
-    if (json_array_size(moved) == 0) {
-        json_decref(moved);
-        return;
-    }
-    resume_arg *arg = malloc(sizeof(*arg));
-    pthread_t tid;
-    if (arg == NULL) {
-        json_decref(moved);
-        return;
-    }
-    *arg = (resume_arg){.ctx = ctx, .db = db, .jobs = moved};
-    port_pin_take(&arg->pin, ctx);
-    if (pthread_create(&tid, NULL, resume_jobs, arg) != 0) {
-        port_pin_release(&arg->pin);
-        json_decref(moved);
-        free(arg);
-        return;
-    }
-    pthread_detach(tid);
-}
-
-/* ------------------------------------------------------------ configure */
-
-static int build_scrubber(port_ctx *ctx, cmd_error *err)
-{
-    json_t *patterns = port_config_get(ctx, "scrub.patterns");
-    const char *list[64];
-    size_t n = 0;
-    if (patterns != NULL && !json_is_array(patterns)) {
-        json_decref(patterns);
-        cmd_error_set(err, "bad_config", "scrub.patterns must be an array of strings");
-        return -1;
-    }
-    size_t i;
-    json_t *p;
-    json_array_foreach(patterns, i, p)
-    {
-        if (!json_is_string(p) || n == 64) {
-            json_decref(patterns);
-            cmd_error_set(err, "bad_config", "scrub.patterns: at most 64 strings");
-            return -1;
-        }
-        list[n++] = json_string_value(p);
-    }
-    sh_scrubber *s = NULL;
-    char why[256] = "";
-    int rc = sh_scrubber_new(&s, list, n, why, sizeof(why));
-    json_decref(patterns);
-    if (rc != 0) {
-        cmd_error_set(err, "bad_config", "scrub.patterns: %s", why);
-        return -1;
-    }
-    port_set_scrubber(ctx, s); /* the old one lives on in the pins that hold it */
-    return 0;
-}
-
-/* 1 the first time this process opens dir (and remembers it), else 0: a
- * job running in a directory this process has opened before is one of its
- * own (a state_dir switched away and back while it ran), not one a crashed
- * process left. */
-static int first_open(const char *dir)
-{
-    for (recovered_dir *d = recovered_dirs; d != NULL; d = d->next)
-        if (strcmp(d->path, dir) == 0)
-            return 0;
-    size_t n = strlen(dir) + 1;
-    recovered_dir *d = malloc(sizeof(*d) + n);
-    if (d != NULL) {
-        memcpy(d->path, dir, n);
-        d->next = recovered_dirs;
-        recovered_dirs = d;
-    }
-    return 1;
-}
-
-/* A first or different state_dir: what is open is dropped (closed once no
- * pin holds it) and state_ctx_ensure opens the new one, unless commands
- * still hold dir's from before (then those are current again); the first
- * time, what the previous process left is recovered: the audit records of
- * its effects, its running jobs. */
-static int open_state(port_ctx *ctx, const char *dir, cmd_error *err)
-{
-    pthread_mutex_lock(&ctx->lock);
-    int same = ctx->state != NULL && strcmp(open_dir, dir) == 0;
-    snprintf(open_dir, sizeof(open_dir), "%s", dir);
-    pthread_mutex_unlock(&ctx->lock);
-    if (same)
-        return 0;
-    if (!port_state_reuse(ctx, dir)) /* a running command may still hold dir's */
-        port_set_state(ctx, NULL, NULL);
-    cmd_error open_err = {NULL, ""};
-    if (state_ctx_ensure(ctx, &open_err) != 0) {
-        cmd_error_set(err, "state", "state_dir: %s", open_err.message);
-        return -1;
-    }
-    port_state_opened(ctx, dir);
-    if (!ctx->one_shot && first_open(dir)) {
-        /* the audit records a killed process committed but did not append
-         * reach the log before any job resumes */
-        effect_recover(ctx);
-        recover_jobs(ctx, port_state(ctx));
-    }
-    return 0;
-}
-
-int port_configure_modules(port_ctx *ctx, cmd_error *err)
-{
-    if (build_scrubber(ctx, err) != 0)
-        return -1;
-    json_t *dir = port_config_get(ctx, "state_dir");
-    int rc = 0;
-    if (dir != NULL && !json_is_null(dir)) {
-        if (!json_is_string(dir) || json_string_length(dir) == 0 ||
-            json_string_length(dir) >= sizeof(open_dir)) {
-            cmd_error_set(err, "bad_config", "state_dir must be a non-empty path");
-            rc = -1;
-        } else {
-            rc = open_state(ctx, json_string_value(dir), err);
-            if (rc == 0)
-                fix_start_scheduler(ctx);
-        }
-    }
-    json_decref(dir);
-    return rc;
-}
-
-void port_close_modules(port_ctx *ctx)
-{
-    /* what a thread still running holds in its pin is freed by the pin's
-     * release */
-    port_set_scrubber(ctx, NULL);
-    port_set_state(ctx, NULL, NULL);
-    port_set_config(ctx, NULL);
 }

@@ -1,18 +1,19 @@
 /*
  * The pipeline from settled groups to analysed tickets and notifications
- * (commands escalate and update), and the module setup run by configure.
+ * (commands escalate and update).
  */
 #ifndef SELF_HEAL_PORT_PIPELINE_H
 #define SELF_HEAL_PORT_PIPELINE_H
 
+#include <jansson.h>
+#include <stdint.h>
+
 #include "cmd.h"
+#include "state.h"
 
-/* After a new configuration: opens the state database and the audit log
- * in "state_dir" (when set and changed), rebuilds the scrubber from
- * "scrub.patterns". Returns 0 or -1 with err set. */
-int port_configure_modules(port_ctx *ctx, cmd_error *err);
-
-/* Releases what port_configure_modules opened (at exit). */
-void port_close_modules(port_ctx *ctx);
+/* Runs a queued escalation job to its end; returns its result (new ref),
+ * or NULL with err (the job failed). For resumed jobs (resume.c). */
+json_t *pipeline_drive_job(port_ctx *ctx, state_db *db, int64_t job_id, const char *job_key,
+                           json_t *groups, cmd_error *err);
 
 #endif

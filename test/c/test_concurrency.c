@@ -33,7 +33,7 @@
 
 #include "audit.h"
 #include "packet.h"
-#include "pipeline.h"
+#include "modules.h"
 #include "self_heal/scrub.h"
 #include "state.h"
 #include "tree.h"
