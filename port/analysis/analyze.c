@@ -1007,14 +1007,29 @@ static json_t *dependency_list(json_t *tokens)
     return out;
 }
 
-static json_t *build_issue(member *ms, size_t nm, const issue_info *info, int idx)
+/* What an issue's groups say, gathered once for its texts. */
+typedef struct issue_facts {
+    json_t *ids;      /* the groups' ids */
+    json_t *files;    /* the files their frames name */
+    json_t *services; /* the symptoms' services other than the root's (at most 5) */
+    int sev;          /* the highest severity's rank */
+    int root_frames;  /* the root's in-app frames */
+    sh_frame top;     /* the root's top in-app frame */
+    size_t symptoms;  /* the groups besides the root */
+} issue_facts;
+
+static void issue_facts_gather(issue_facts *f, member *ms, size_t nm, const issue_info *info,
+                               int idx)
 {
     member *root = &ms[info->root];
-    json_t *ids = json_array(), *files = json_array();
+    memset(f, 0, sizeof(*f));
+    f->ids = json_array();
+    f->files = json_array();
+    f->services = json_array();
+    json_t *ids = f->ids, *files = f->files, *services = f->services;
     int sev = -1, root_frames = 0;
     sh_frame top;
     memset(&top, 0, sizeof(top));
-    json_t *services = json_array();
     for (size_t i = 0; i < nm; i++) {
         if (ms[i].issue != idx)
             continue;
@@ -1038,90 +1053,109 @@ static json_t *build_issue(member *ms, size_t nm, const issue_info *info, int id
     }
     if (sev < 0)
         sev = 1;
-    size_t symptoms = info->n - 1;
+    f->sev = sev;
+    f->root_frames = root_frames;
+    f->top = top;
+    f->symptoms = info->n - 1;
+}
 
-    sh_buf rc;
-    sh_buf_init(&rc);
-    append_group_title(&rc, root->g);
+/* The root cause: the root group, where and how often, and the evidence
+ * that ties each symptom to it. */
+static void root_cause_text(sh_buf *rc, const member *root, const issue_info *info,
+                            const issue_facts *f)
+{
+    size_t symptoms = f->symptoms;
+    json_t *services = f->services;
+    append_group_title(rc, root->g);
     if (root->service != NULL) {
-        sh_buf_append_str(&rc, " in service ");
-        append_bounded(&rc, root->service, strlen(root->service), 100);
+        sh_buf_append_str(rc, " in service ");
+        append_bounded(rc, root->service, strlen(root->service), 100);
     }
     json_t *count = json_object_get(root->g, "count");
     if (json_is_integer(count))
-        sh_buf_appendf(&rc, " (%lld occurrence%s", (long long)json_integer_value(count),
+        sh_buf_appendf(rc, " (%lld occurrence%s", (long long)json_integer_value(count),
                        json_integer_value(count) == 1 ? "" : "s");
     else
-        sh_buf_append_str(&rc, " (");
+        sh_buf_append_str(rc, " (");
     if (root->has_first) {
         char when[32];
         iso(when, sizeof(when), root->first);
-        sh_buf_appendf(&rc, "%sfirst seen %s)", json_is_integer(count) ? ", " : "", when);
+        sh_buf_appendf(rc, "%sfirst seen %s)", json_is_integer(count) ? ", " : "", when);
     } else
-        sh_buf_append_str(&rc, json_is_integer(count) ? ")" : "time unknown)");
+        sh_buf_append_str(rc, json_is_integer(count) ? ")" : "time unknown)");
     if (symptoms > 0) {
         double spread = (double)(info->last_first - root->first) / 1000.0;
-        sh_buf_appendf(&rc, " is the earliest of %zu related error groups. ", info->n);
+        sh_buf_appendf(rc, " is the earliest of %zu related error groups. ", info->n);
         if (symptoms == 1)
-            sh_buf_appendf(&rc, "The later group started within %.0f s of it", spread);
+            sh_buf_appendf(rc, "The later group started within %.0f s of it", spread);
         else
-            sh_buf_appendf(&rc, "The %zu later groups started within %.0f s of it", symptoms,
+            sh_buf_appendf(rc, "The %zu later groups started within %.0f s of it", symptoms,
                            spread);
         if (json_array_size(services) > 0) {
-            sh_buf_append_str(&rc, " in service");
-            sh_buf_append_str(&rc, json_array_size(services) == 1 ? " " : "s ");
+            sh_buf_append_str(rc, " in service");
+            sh_buf_append_str(rc, json_array_size(services) == 1 ? " " : "s ");
             size_t k;
             json_t *s;
             json_array_foreach(services, k, s)
             {
-                sh_buf_append_str(&rc, k == 0 ? "" : ", ");
-                append_bounded(&rc, json_string_value(s), json_string_length(s), 100);
+                sh_buf_append_str(rc, k == 0 ? "" : ", ");
+                append_bounded(rc, json_string_value(s), json_string_length(s), 100);
             }
         }
-        sh_buf_append_str(&rc, symptoms == 1 ? " and shares " : " and share ");
-        append_resources(&rc, info->shared, 5);
-        sh_buf_append_str(&rc, symptoms == 1 ? " with it, so it is taken as a symptom of it."
-                                             : " with it, so they are taken as symptoms of it.");
+        sh_buf_append_str(rc, symptoms == 1 ? " and shares " : " and share ");
+        append_resources(rc, info->shared, 5);
+        sh_buf_append_str(rc, symptoms == 1 ? " with it, so it is taken as a symptom of it."
+                                            : " with it, so they are taken as symptoms of it.");
     } else
-        sh_buf_append_byte(&rc, '.');
+        sh_buf_append_byte(rc, '.');
+}
 
+/* The suggested fix: restore the dependency the root names, else look at
+ * the root's top in-app frame, else reproduce from the sample. */
+static void suggested_fix_text(sh_buf *fix, const member *root, const issue_facts *f)
+{
+    size_t symptoms = f->symptoms;
+    int root_frames = f->root_frames;
+    const sh_frame top = f->top;
     json_t *deps = dependency_list(root->tokens);
-    sh_buf fix;
-    sh_buf_init(&fix);
     if (json_array_size(deps) > 0) {
-        sh_buf_append_str(&fix, "Check the health of ");
-        append_resources(&fix, deps, 3);
-        sh_buf_append_str(&fix, " (availability, connection limits, disk, recent changes) and "
-                                "restore it; make its callers degrade gracefully with timeouts, "
-                                "retries with backoff or a circuit breaker.");
+        sh_buf_append_str(fix, "Check the health of ");
+        append_resources(fix, deps, 3);
+        sh_buf_append_str(fix, " (availability, connection limits, disk, recent changes) and "
+                               "restore it; make its callers degrade gracefully with timeouts, "
+                               "retries with backoff or a circuit breaker.");
         if (symptoms == 1)
-            sh_buf_append_str(&fix, " The symptom group should stop once it recovers: verify.");
+            sh_buf_append_str(fix, " The symptom group should stop once it recovers: verify.");
         else if (symptoms > 1)
-            sh_buf_appendf(&fix, " The %zu symptom groups should stop once it recovers: verify.",
+            sh_buf_appendf(fix, " The %zu symptom groups should stop once it recovers: verify.",
                            symptoms);
     } else if (root_frames > 0) {
-        sh_buf_append_str(&fix, "Look at ");
-        append_bounded(&fix, top.file.ptr, top.file.len, 300);
+        sh_buf_append_str(fix, "Look at ");
+        append_bounded(fix, top.file.ptr, top.file.len, 300);
         if (top.line > 0)
-            sh_buf_appendf(&fix, ":%u", top.line);
+            sh_buf_appendf(fix, ":%u", top.line);
         if (top.function.len > 0) {
-            sh_buf_append_str(&fix, " (");
-            append_bounded(&fix, top.function.ptr, top.function.len, 200);
-            sh_buf_append_byte(&fix, ')');
+            sh_buf_append_str(fix, " (");
+            append_bounded(fix, top.function.ptr, top.function.len, 200);
+            sh_buf_append_byte(fix, ')');
         }
-        sh_buf_append_str(&fix, ", where the error is raised: handle the failing case or "
-                                "validate the input before it, and add a regression test that "
-                                "reproduces the sample.");
+        sh_buf_append_str(fix, ", where the error is raised: handle the failing case or "
+                               "validate the input before it, and add a regression test that "
+                               "reproduces the sample.");
     } else {
-        sh_buf_append_str(&fix, "Reproduce the error from its sample, find where it is raised "
-                                "and add handling and a regression test; no in-app stack frame "
-                                "was available.");
+        sh_buf_append_str(fix, "Reproduce the error from its sample, find where it is raised "
+                               "and add handling and a regression test; no in-app stack frame "
+                               "was available.");
     }
     json_decref(deps);
-    json_decref(services);
+}
 
-    /* confidence: 0.5, +0.2 with an in-app frame of the root, +0.1 with
-     * symptoms (each tied to the issue by evidence); within [0.1, 0.9] */
+/* confidence: 0.5, +0.2 with an in-app frame of the root, +0.1 with
+ * symptoms (each tied to the issue by evidence); within [0.1, 0.9] */
+static double issue_confidence(const issue_facts *f)
+{
+    int root_frames = f->root_frames;
+    size_t symptoms = f->symptoms;
     double conf = 0.5;
     if (root_frames > 0)
         conf += 0.2;
@@ -1132,11 +1166,27 @@ static json_t *build_issue(member *ms, size_t nm, const issue_info *info, int id
     if (conf > 0.9)
         conf = 0.9;
     conf = (double)(long)(conf * 100 + 0.5) / 100; /* two decimals */
+    return conf;
+}
+
+static json_t *build_issue(member *ms, size_t nm, const issue_info *info, int idx)
+{
+    member *root = &ms[info->root];
+    issue_facts f;
+    issue_facts_gather(&f, ms, nm, info, idx);
+    sh_buf rc;
+    sh_buf_init(&rc);
+    root_cause_text(&rc, root, info, &f);
+    sh_buf fix;
+    sh_buf_init(&fix);
+    suggested_fix_text(&fix, root, &f);
+    json_decref(f.services);
+    double conf = issue_confidence(&f);
 
     json_t *issue =
         json_pack("{s:o, s:s, s:o, s:o, s:o, s:f}", "root_cause", buf_string(&rc, ROOT_CAUSE_MAX),
-                  "severity", severities[sev], "group_ids", ids, "suggested_fix",
-                  buf_string(&fix, FIX_MAX), "files_likely_involved", files, "confidence", conf);
+                  "severity", severities[f.sev], "group_ids", f.ids, "suggested_fix",
+                  buf_string(&fix, FIX_MAX), "files_likely_involved", f.files, "confidence", conf);
     sh_buf_free(&rc);
     sh_buf_free(&fix);
     return issue;
