@@ -112,7 +112,7 @@ defmodule Demo.Agent do
   # The stand-in model serving the demo's script: its base URL.
   def start_model(dir) do
     script = Path.join(dir, "model_script.json")
-    File.write!(script, SelfHeal.Port.JSON.encode!(script()))
+    File.write!(script, SelfHeal.JSON.encode!(script()))
     python = System.find_executable("python3")
 
     port =

@@ -9,7 +9,7 @@ defmodule SelfHeal.CLI do
   database within a second.
   """
 
-  alias SelfHeal.Port.JSON
+  alias SelfHeal.JSON
 
   @doc "The port configuration of the current Mix project's application environment."
   @spec port_config() :: map()

@@ -74,7 +74,7 @@ defmodule SelfHeal.Port do
   @behaviour SelfHeal.Orchestrator
   use GenServer
 
-  alias SelfHeal.Port.JSON
+  alias SelfHeal.JSON
 
   require Logger
 

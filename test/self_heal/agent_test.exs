@@ -129,7 +129,7 @@ defmodule SelfHeal.AgentTest do
     Path.join([dir, "state", "audit.jsonl"])
     |> File.read!()
     |> String.split("\n", trim: true)
-    |> Enum.map(&SelfHeal.Port.JSON.decode!/1)
+    |> Enum.map(&SelfHeal.JSON.decode!/1)
     |> Enum.filter(&(&1["fix_id"] == fix["id"]))
   end
 

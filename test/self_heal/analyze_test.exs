@@ -6,7 +6,7 @@ defmodule SelfHeal.AnalyzeTest do
   use ExUnit.Case, async: true
 
   alias SelfHeal.FakeHTTP
-  alias SelfHeal.Port.JSON
+  alias SelfHeal.JSON
 
   @moduletag :tmp_dir
 

@@ -10,7 +10,7 @@ defmodule SelfHeal.AuditTest do
   require Logger
 
   alias SelfHeal.FakeHTTP
-  alias SelfHeal.Port.JSON
+  alias SelfHeal.JSON
   alias SelfHeal.PortShell
 
   @moduletag :tmp_dir

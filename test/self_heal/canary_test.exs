@@ -44,7 +44,7 @@ defmodule SelfHeal.CanaryTest do
     Path.join(dir, "state/audit.jsonl")
     |> File.read!()
     |> String.split("\n", trim: true)
-    |> Enum.map(&Port.JSON.decode!/1)
+    |> Enum.map(&SelfHeal.JSON.decode!/1)
   end
 
   defp await_canary_watch do

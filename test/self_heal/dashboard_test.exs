@@ -290,7 +290,7 @@ defmodule SelfHeal.DashboardTest do
         assert CDP.html(cdp) =~ "Operators' token"
 
         CDP.eval(cdp, """
-        document.getElementById("token").value = #{SelfHeal.Port.JSON.encode!(@token)};
+        document.getElementById("token").value = #{SelfHeal.JSON.encode!(@token)};
         document.querySelector("form").submit();
         """)
 
@@ -496,7 +496,7 @@ defmodule SelfHeal.DashboardTest do
   defp prom_query(url) do
     {_status, _h, body} = http(:get, url)
 
-    case SelfHeal.Port.JSON.decode(body) do
+    case SelfHeal.JSON.decode(body) do
       {:ok, %{"status" => "success", "data" => %{"result" => result}}} -> {:ok, result}
       other -> other
     end

@@ -633,18 +633,18 @@ defmodule SelfHeal.EndpointTest do
     body =
       ~s({"events":[{"type":"E","message":"a \\"q\\" [x] {y}","n":[1,{"z":null}]},{"m":true}]})
 
-    assert {:ok, [_, _]} = SelfHeal.Endpoint.JSON.capture_events(body)
+    assert {:ok, [_, _]} = SelfHeal.Endpoint.JSONScan.capture_events(body)
 
     for n <- 0..byte_size(body), cut = binary_part(body, 0, n) do
-      assert match?({:ok, _}, SelfHeal.Endpoint.JSON.capture_events(cut)) or
-               match?({:error, _}, SelfHeal.Endpoint.JSON.capture_events(cut))
+      assert match?({:ok, _}, SelfHeal.Endpoint.JSONScan.capture_events(cut)) or
+               match?({:error, _}, SelfHeal.Endpoint.JSONScan.capture_events(cut))
 
-      assert match?({:ok, _}, SelfHeal.Endpoint.JSON.array_elements(cut)) or
-               match?({:error, _}, SelfHeal.Endpoint.JSON.array_elements(cut))
+      assert match?({:ok, _}, SelfHeal.Endpoint.JSONScan.array_elements(cut)) or
+               match?({:error, _}, SelfHeal.Endpoint.JSONScan.array_elements(cut))
     end
 
     deep = String.duplicate("[", 100) <> String.duplicate("]", 100)
-    assert {:error, "too deep"} = SelfHeal.Endpoint.JSON.array_elements(deep)
+    assert {:error, "too deep"} = SelfHeal.Endpoint.JSONScan.array_elements(deep)
   end
 
   test "options are validated" do

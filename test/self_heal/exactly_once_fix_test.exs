@@ -25,7 +25,7 @@ defmodule SelfHeal.ExactlyOnceFixTest do
           FakeHTTP.json(200, Agent.get(prs, & &1))
 
         {"POST", "/repos/o/app/pulls"} ->
-          {:ok, body} = SelfHeal.Port.JSON.decode(req.body)
+          {:ok, body} = SelfHeal.JSON.decode(req.body)
 
           pr =
             Agent.get_and_update(prs, fn list ->

@@ -99,7 +99,7 @@ defmodule SelfHeal.FixLoopTest do
     Path.join([dir, "state", "audit.jsonl"])
     |> File.read!()
     |> String.split("\n", trim: true)
-    |> Enum.map(&SelfHeal.Port.JSON.decode!/1)
+    |> Enum.map(&SelfHeal.JSON.decode!/1)
     |> Enum.filter(&(&1["action"] == action))
   end
 
@@ -379,7 +379,7 @@ defmodule SelfHeal.FixLoopTest do
         found =
           slack
           |> FakeHTTP.requests()
-          |> Enum.map(&SelfHeal.Port.JSON.decode!(&1.body))
+          |> Enum.map(&SelfHeal.JSON.decode!(&1.body))
           |> Enum.filter(&(get_in(&1, ["blocks", Access.at(0), "text", "text"]) =~ "deploy"))
 
         if found != [], do: found
@@ -831,7 +831,7 @@ defmodule SelfHeal.FixLoopTest do
 
     handler = fn req ->
       if String.ends_with?(req.path, "/getUpdates") do
-        {:ok, %{"offset" => offset}} = SelfHeal.Port.JSON.decode(req.body)
+        {:ok, %{"offset" => offset}} = SelfHeal.JSON.decode(req.body)
 
         updates =
           case Agent.get(pending, & &1) do
@@ -923,7 +923,7 @@ defmodule SelfHeal.FixLoopTest do
 
         {"POST", "/repos/o/app/pulls"} ->
           n = Agent.get_and_update(state, fn prs -> {length(prs) + 1, prs} end)
-          {:ok, body} = SelfHeal.Port.JSON.decode(req.body)
+          {:ok, body} = SelfHeal.JSON.decode(req.body)
 
           pr = %{
             "number" => n,

@@ -710,5 +710,5 @@ defmodule SelfHeal.NotifyTest do
     assert reply["error"]["code"] == "bad_args"
   end
 
-  defp decode!(text), do: SelfHeal.Port.JSON.decode!(text)
+  defp decode!(text), do: SelfHeal.JSON.decode!(text)
 end

@@ -7,7 +7,7 @@ defmodule SelfHeal.OrphansTest do
   use ExUnit.Case, async: false
 
   alias SelfHeal.OrphanCases
-  alias SelfHeal.Port.JSON
+  alias SelfHeal.JSON
 
   @moduletag :tmp_dir
 

@@ -6,7 +6,7 @@ defmodule SelfHeal.PortTest do
 
   require Logger
 
-  alias SelfHeal.Port.JSON
+  alias SelfHeal.JSON
 
   @moduletag :tmp_dir
 

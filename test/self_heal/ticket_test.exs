@@ -5,7 +5,7 @@ defmodule SelfHeal.TicketTest do
   use ExUnit.Case, async: true
 
   alias SelfHeal.FakeHTTP
-  alias SelfHeal.Port.JSON
+  alias SelfHeal.JSON
 
   @moduletag :tmp_dir
 

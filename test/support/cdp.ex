@@ -6,7 +6,7 @@ defmodule SelfHeal.CDP do
   # page, navigate, run JavaScript, take screenshots. A small sh wrapper
   # moves the Erlang port's stdin/stdout onto fds 3 and 4.
 
-  alias SelfHeal.Port.JSON
+  alias SelfHeal.JSON
 
   defstruct [:port, :session]
 

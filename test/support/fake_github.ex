@@ -11,7 +11,7 @@ defmodule SelfHeal.FakeGitHub do
   # combined status and check runs a test sets (`set_checks/3`).
 
   alias SelfHeal.FakeHTTP
-  alias SelfHeal.Port.JSON
+  alias SelfHeal.JSON
 
   def start(repo, opts \\ []) do
     {:ok, store} =

@@ -251,7 +251,7 @@ defmodule SelfHeal.FixLoopSupport do
   def start_model(dir, script) do
     script_path = Path.join(dir, "model_script_#{System.unique_integer([:positive])}.json")
     log = script_path <> ".log"
-    File.write!(script_path, SelfHeal.Port.JSON.encode!(script))
+    File.write!(script_path, SelfHeal.JSON.encode!(script))
     python = System.find_executable("python3")
     stand_in = Path.expand("../../examples/agent/model_stand_in.py", __DIR__)
 
@@ -274,7 +274,7 @@ defmodule SelfHeal.FixLoopSupport do
   def model_requests(%{log: log}) do
     case File.read(log) do
       {:ok, text} ->
-        text |> String.split("\n", trim: true) |> Enum.map(&SelfHeal.Port.JSON.decode!/1)
+        text |> String.split("\n", trim: true) |> Enum.map(&SelfHeal.JSON.decode!/1)
 
       _ ->
         []

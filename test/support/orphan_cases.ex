@@ -10,7 +10,7 @@ defmodule SelfHeal.OrphanCases do
   # its own way and then sleeping itself; every process they start carries
   # one token in its environment, which is how survivors are counted.
 
-  alias SelfHeal.Port.JSON
+  alias SelfHeal.JSON
 
   @mark "SELF_HEAL_ORPHAN_MARK"
 

@@ -6,7 +6,7 @@ defmodule SelfHeal.PortShell do
   # reaches the shell's parser. SELF_HEAL_PORT_BIN runs another build.
 
   alias SelfHeal.FakeHTTP
-  alias SelfHeal.Port.JSON
+  alias SelfHeal.JSON
 
   def port_path,
     do:

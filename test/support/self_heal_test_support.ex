@@ -231,7 +231,7 @@ defmodule SelfHeal.TestSupport do
     Path.join(state_dir, "audit.jsonl")
     |> File.read!()
     |> String.split("\n", trim: true)
-    |> Enum.map(&SelfHeal.Port.JSON.decode!/1)
+    |> Enum.map(&SelfHeal.JSON.decode!/1)
     |> Enum.filter(&(&1["action"] == action))
   end
 end

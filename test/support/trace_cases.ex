@@ -125,7 +125,7 @@ defmodule SelfHeal.TraceCases do
 
   @doc "A Fluent Bit json_lines record whose log is text."
   def record(text, service \\ "shop") do
-    SelfHeal.Port.JSON.encode!(%{
+    SelfHeal.JSON.encode!(%{
       "date" => 1_700_000_000.5,
       "log" => text,
       "kubernetes" => %{"container_name" => service}

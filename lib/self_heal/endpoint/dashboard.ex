@@ -883,7 +883,7 @@ defmodule SelfHeal.Endpoint.Dashboard do
 
   defp compact(nil), do: ""
   defp compact(v) when is_binary(v), do: v
-  defp compact(v), do: SelfHeal.Port.JSON.encode!(v)
+  defp compact(v), do: SelfHeal.JSON.encode!(v)
 
   defp number(x) when is_number(x), do: :erlang.float_to_binary(x / 1, decimals: 2)
   defp number(_), do: nil

@@ -17,7 +17,7 @@ defmodule SelfHeal.Endpoint.Handler do
   """
 
   alias SelfHeal.{Collector, Event, Native}
-  alias SelfHeal.Endpoint.{Approvals, Conn, Dashboard, JSON, RateLimit, Resume}
+  alias SelfHeal.Endpoint.{Approvals, Conn, Dashboard, JSONScan, RateLimit, Resume}
   alias SelfHeal.Endpoint.Conn.Request
 
   require Logger
@@ -298,8 +298,8 @@ defmodule SelfHeal.Endpoint.Handler do
   defp decode_ingest(body, content_type, max) do
     case first_byte(body) do
       ?[ ->
-        case JSON.array_elements(body, max + 1) do
-          {:ok, elements} -> {:ok, IO.iodata_to_binary(JSON.to_lines(elements))}
+        case JSONScan.array_elements(body, max + 1) do
+          {:ok, elements} -> {:ok, IO.iodata_to_binary(JSONScan.to_lines(elements))}
           {:error, reason} -> reply(400, @text, "malformed JSON array: #{reason}\n", :read)
         end
 
@@ -307,8 +307,8 @@ defmodule SelfHeal.Endpoint.Handler do
         if json_media?(content_type) do
           # a record broken midway leaves the scan nowhere to resume: then
           # the body is read line by line, as json_lines
-          case JSON.stream_values(body, max + 1) do
-            {:ok, values} -> {:ok, IO.iodata_to_binary(JSON.to_lines(values))}
+          case JSONScan.stream_values(body, max + 1) do
+            {:ok, values} -> {:ok, IO.iodata_to_binary(JSONScan.to_lines(values))}
             {:error, _} -> {:ok, body}
           end
         else
@@ -401,9 +401,9 @@ defmodule SelfHeal.Endpoint.Handler do
   end
 
   defp decode_capture(body, max, cors) do
-    case JSON.capture_events(body, max + 1) do
+    case JSONScan.capture_events(body, max + 1) do
       {:ok, elements} ->
-        {:ok, IO.iodata_to_binary(JSON.to_lines(elements))}
+        {:ok, IO.iodata_to_binary(JSONScan.to_lines(elements))}
 
       {:error, reason} ->
         reply(400, cors ++ @text, "malformed JSON: #{reason}\n", :read)

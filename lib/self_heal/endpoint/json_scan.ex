@@ -1,4 +1,4 @@
-defmodule SelfHeal.Endpoint.JSON do
+defmodule SelfHeal.Endpoint.JSONScan do
   @moduledoc """
   Structural scanning of JSON bodies for `SelfHeal.Endpoint`, without
   building terms.

@@ -1,7 +1,10 @@
-defmodule SelfHeal.Port.JSON do
+defmodule SelfHeal.JSON do
   @moduledoc """
-  JSON for the port's frames (`SelfHeal.Port`); OTP 25 has no JSON module
-  and the project uses no hex packages.
+  The project's JSON codec: the port's frames (`SelfHeal.Port`), the
+  command line's arguments and replies (`SelfHeal.CLI`), the dashboard's
+  data. OTP 25 has no JSON module and the project uses no hex packages.
+  (Request bodies the endpoint only cuts into elements, without building
+  terms, go through the scanner `SelfHeal.Endpoint.JSONScan`.)
 
   `encode/1` takes maps (atom, string or integer keys), lists, strings,
   integers, floats, booleans, `nil` and other atoms (as strings). Text that
