@@ -288,9 +288,9 @@ const cmd_def *core_commands(size_t *n)
 }
 
 typedef const cmd_def *(*cmd_table_fn)(size_t *n);
-static const cmd_table_fn cmd_tables[] = {
-    core_commands,   state_commands,    audit_commands, analyze_commands, ticket_commands,
-    notify_commands, pipeline_commands, fix_commands,   dash_commands,    trust_commands};
+static const cmd_table_fn cmd_tables[] = {core_commands,   state_commands,  analyze_commands,
+                                          ticket_commands, notify_commands, pipeline_commands,
+                                          fix_commands,    dash_commands,   trust_commands};
 
 static const cmd_def *find_command(const char *name)
 {

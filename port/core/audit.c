@@ -40,7 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ctx.h"
+#include "base.h"
 #include "self_heal/common.h"
 
 #define AUDIT_LINE_MAX (1024 * 1024)
@@ -54,7 +54,6 @@
 #define AUDIT_TORN_KEEP (512 * 1024)
 #define AUDIT_READ_BLOCK (1024 * 1024)
 #define AUDIT_REASON_MAX 320
-#define AUDIT_PATH_MAX 4096
 
 #define SCHEME_SHA256 "sha256"
 #define SCHEME_HMAC "hmac-sha256"
@@ -1842,54 +1841,4 @@ void audit_head_append(audit_log *log, sh_buf *b, const char *before, const char
     char line[128];
     if (audit_head_line(log, line, sizeof(line)) == 0)
         sh_buf_appendf(b, "%s%s%s", before, line, after);
-}
-
-/* ------------------------------------------------------------ command */
-
-/* verify-audit reads the files only: it never opens the log for writing,
- * so it never repairs or moves anything. */
-json_t *audit_cmd_verify(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    char path[AUDIT_PATH_MAX + 32];
-    char msg[512] = "";
-    json_t *p = json_object_get(args, "path");
-    if (p != NULL && (!json_is_string(p) || json_string_length(p) == 0 ||
-                      json_string_length(p) >= AUDIT_PATH_MAX)) {
-        cmd_error_set(err, "bad_args", "path must be a non-empty string");
-        return NULL;
-    }
-    if (p != NULL) {
-        snprintf(path, sizeof(path), "%s", json_string_value(p));
-    } else {
-        char dir[AUDIT_PATH_MAX];
-        if (port_config_string(ctx, "state_dir", NULL, dir, sizeof(dir)) == NULL ||
-            dir[0] == '\0') {
-            cmd_error_set(err, "no_state", "no state_dir configured and no path given");
-            return NULL;
-        }
-        snprintf(path, sizeof(path), "%s/%s", dir, AUDIT_FILE);
-    }
-    audit_keys keys;
-    json_t *config = port_config(ctx);
-    int rc = audit_keys_from_config(config, &keys, msg, sizeof(msg));
-    json_decref(config);
-    if (rc != 0) {
-        cmd_error_set(err, "bad_config", "%s", msg);
-        return NULL;
-    }
-    json_t *w = json_object_get(args, "witnesses");
-    json_t *report = audit_verify(path, &keys, w, msg, sizeof(msg));
-    if (report == NULL)
-        cmd_error_set(err, w != NULL && strncmp(msg, "witness", 7) == 0 ? "bad_args" : "unreadable",
-                      "%s", msg);
-    return report;
-}
-
-const cmd_def *audit_commands(size_t *n)
-{
-    static const cmd_def cmds[] = {
-        {"verify-audit", audit_cmd_verify, 0},
-    };
-    *n = sizeof(cmds) / sizeof(cmds[0]);
-    return cmds;
 }

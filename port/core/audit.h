@@ -36,6 +36,7 @@ typedef struct audit_log audit_log;
  * key change can be recorded. Each at least AUDIT_KEY_MIN bytes. */
 #define AUDIT_KEY_MIN 16
 #define AUDIT_FILE "audit.jsonl" /* the log's name in state_dir */
+#define AUDIT_PATH_MAX 4096
 typedef struct audit_keys {
     const char *key;
     size_t key_len;
@@ -85,9 +86,6 @@ void audit_head_append(audit_log *log, sh_buf *b, const char *before, const char
  * ...}; NULL if unreadable or the witnesses are malformed (err filled). */
 json_t *audit_verify(const char *path, const audit_keys *keys, json_t *witnesses, char *err,
                      size_t errlen);
-
-/* The verify-audit command: {path?, witnesses?}. */
-json_t *audit_cmd_verify(port_ctx *ctx, json_t *args, cmd_error *err);
 
 /* For benchmarks only: appends without fsync and writes the anchor only
  * when bulk mode ends or the log is closed. */

@@ -48,13 +48,12 @@ typedef struct cmd_def {
 
 /* Command tables, one per module. Each sets *n and returns a static array. */
 const cmd_def *core_commands(size_t *n);     /* self_heal_port.c: version, ping, configure, scrub */
-const cmd_def *state_commands(size_t *n);    /* state.c: jobs, job */
-const cmd_def *audit_commands(size_t *n);    /* audit.c: verify-audit */
+const cmd_def *state_commands(size_t *n);    /* state_cmd.c: jobs, job, verify-audit */
 const cmd_def *analyze_commands(size_t *n);  /* analyze.c: analyze, triage_batch */
 const cmd_def *ticket_commands(size_t *n);   /* ticket.c: ticket_upsert, ticket_list */
 const cmd_def *notify_commands(size_t *n);   /* notify.c: notify, telegram_poll, link_verify */
 const cmd_def *pipeline_commands(size_t *n); /* pipeline.c: escalate, update */
-const cmd_def *fix_commands(size_t *n);      /* fix.c: fix, fixes, approve, skip, ... */
+const cmd_def *fix_commands(size_t *n);      /* fix_cmd.c: fix, fixes, approve, skip, ... */
 const cmd_def *dash_commands(size_t *n);     /* dash.c: stats, deploys, audit_tail, fix_patch */
 const cmd_def *trust_commands(size_t *n);    /* trust.c: consent */
 

@@ -31,6 +31,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "base.h"
+
 typedef struct state_db state_db;       /* port/core/state.h */
 typedef struct audit_log audit_log;     /* port/core/audit.h */
 typedef struct sh_scrubber sh_scrubber; /* include/self_heal/scrub.h */
@@ -130,32 +132,5 @@ const char *port_config_string(port_ctx *ctx, const char *path, const char *dflt
                                size_t buflen);
 long long port_config_int(port_ctx *ctx, const char *path, long long dflt);
 double port_config_real(port_ctx *ctx, const char *path, double dflt);
-
-/* Sends a notification frame {"event": event, ...fields} to the BEAM (or
- * to stderr in shell mode). Thread-safe; steals `fields` (may be NULL).
- * Returns 0, or -1 when the frame could not be written. */
-int port_notify(port_ctx *ctx, const char *event, json_t *fields);
-
-/* Reads an environment variable named by config (secrets are never in the
- * configuration itself, only the names of the variables holding them).
- * Returns NULL when the name is NULL/empty or the variable is unset. */
-const char *port_secret(const char *env_name);
-
-/* The clock: seconds since the epoch (overridable for tests with
- * SELF_HEAL_NOW). */
-int64_t port_now(void);
-
-/* Milliseconds of the monotonic clock. */
-long long port_now_ms(void);
-
-/* Sleeps ms in steps of at most 50 ms; returns 1 as soon as *cancel (may
- * be NULL) is non-zero, else 0 once the time has passed. */
-int port_sleep_ms(long ms, const atomic_int *cancel);
-
-/* The writer port_notify hands complete frames to (self_heal_port.c sets
- * it; without one, notifications go to stderr as JSON lines). It steals
- * msg and returns 0 or -1. */
-typedef int (*port_notify_fn)(json_t *msg);
-void port_set_notify_hook(port_notify_fn fn);
 
 #endif

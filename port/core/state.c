@@ -18,13 +18,12 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "cmd.h"
+#include "base.h"
 #include "self_heal/common.h"
 
 #define STATE_DB_FILE "self_heal.db"
 #define STATE_KEY_MAX 512
 #define STATE_TEXT_MAX (1024 * 1024)
-#define STATE_LIST_MAX 1000
 #define STATE_BUSY_MS 5000
 
 struct state_db {
@@ -243,7 +242,7 @@ static int bind_json(sqlite3_stmt *st, int idx, json_t *v)
     return rc;
 }
 
-static int valid_job_status(const char *s)
+int state_job_status_valid(const char *s)
 {
     static const char *const all[] = {"queued", "running", "done", "failed", "escalated"};
     if (s == NULL)
@@ -632,7 +631,8 @@ static int job_exists(state_db *db, int64_t job_id)
 int state_job_transition(state_db *db, int64_t job_id, const char *from, const char *to,
                          json_t *detail, json_t *result, const char *error_text)
 {
-    if (!valid_job_status(from) || !valid_job_status(to) || !allowed_transition(from, to))
+    if (!state_job_status_valid(from) || !state_job_status_valid(to) ||
+        !allowed_transition(from, to))
         return -1;
     int64_t now = port_now();
     int rc = -1;
@@ -690,7 +690,7 @@ json_t *state_job_get(state_db *db, int64_t job_id)
 
 json_t *state_jobs_list(state_db *db, const char *status, int limit)
 {
-    if (status != NULL && !valid_job_status(status))
+    if (status != NULL && !state_job_status_valid(status))
         return json_array();
     pthread_mutex_lock(&db->lock);
     sqlite3_stmt *st = db_prepare(db, "SELECT " JOB_COLUMNS " FROM jobs"
@@ -1630,65 +1630,4 @@ json_t *state_ticket_notes(state_db *db, int64_t ticket_id)
         sqlite3_finalize(st);
     pthread_mutex_unlock(&db->lock);
     return rows;
-}
-
-/* ------------------------------------------------------------ commands */
-
-static state_db *ctx_state(port_ctx *ctx, cmd_error *err)
-{
-    if (state_ctx_ensure(ctx, err) != 0)
-        return NULL;
-    return port_state(ctx);
-}
-
-static json_t *cmd_jobs(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    json_t *status = json_object_get(args, "status");
-    json_t *limit = json_object_get(args, "limit");
-    if ((status != NULL && !json_is_null(status) &&
-         (!json_is_string(status) || !valid_job_status(json_string_value(status)))) ||
-        (limit != NULL && (!json_is_integer(limit) || json_integer_value(limit) < 1 ||
-                           json_integer_value(limit) > STATE_LIST_MAX))) {
-        cmd_error_set(err, "bad_args",
-                      "status must be one of queued, running, done, failed, escalated; "
-                      "limit an integer in 1..%d",
-                      STATE_LIST_MAX);
-        return NULL;
-    }
-    state_db *db = ctx_state(ctx, err);
-    if (db == NULL)
-        return NULL;
-    json_t *jobs = state_jobs_list(db, json_string_value(status),
-                                   limit != NULL ? (int)json_integer_value(limit) : 100);
-    if (jobs == NULL) {
-        cmd_error_set(err, "state", "cannot read jobs");
-        return NULL;
-    }
-    return json_pack("{s:o}", "jobs", jobs);
-}
-
-static json_t *cmd_job(port_ctx *ctx, json_t *args, cmd_error *err)
-{
-    json_t *id = json_object_get(args, "id");
-    if (!json_is_integer(id)) {
-        cmd_error_set(err, "bad_args", "job needs an integer id");
-        return NULL;
-    }
-    state_db *db = ctx_state(ctx, err);
-    if (db == NULL)
-        return NULL;
-    json_t *job = state_job_get(db, (int64_t)json_integer_value(id));
-    if (job == NULL)
-        cmd_error_set(err, "not_found", "no job %lld", (long long)json_integer_value(id));
-    return job;
-}
-
-const cmd_def *state_commands(size_t *n)
-{
-    static const cmd_def cmds[] = {
-        {"jobs", cmd_jobs, 0},
-        {"job", cmd_job, 0},
-    };
-    *n = sizeof(cmds) / sizeof(cmds[0]);
-    return cmds;
 }

@@ -39,6 +39,7 @@
 #include "cmd.h"
 
 #define STATE_PATH_MAX 4096
+#define STATE_LIST_MAX 1000 /* the most rows a list returns */
 
 typedef struct state_db state_db;
 
@@ -195,5 +196,8 @@ long long state_recurrence_count(state_db *db, const char *fingerprint, int64_t 
 /* ---- notes on local tickets (the fix loop's comments) */
 int state_ticket_note(state_db *db, int64_t ticket_id, const char *body);
 json_t *state_ticket_notes(state_db *db, int64_t ticket_id);
+
+/* 1 when s is a job status: queued, running, done, failed, escalated. */
+int state_job_status_valid(const char *s);
 
 #endif
