@@ -1,8 +1,7 @@
 /*
  * port_ctx helpers shared by every command module: pins and replacements
  * of what configure swaps (ctx.h), configuration access, error filling,
- * and the state directory's
- * database and audit log opened for commands.
+ * and the state directory's database and audit log opened for commands.
  */
 #include "ctx.h"
 
