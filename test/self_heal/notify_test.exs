@@ -350,14 +350,14 @@ defmodule SelfHeal.NotifyTest do
   end
 
   test "channels run side by side, each with its own timeout", %{tmp_dir: dir} do
-    {:ok, slack} = FakeHTTP.start(fn req -> {:delay, 3000, slack_ok(req)} end)
-    {:ok, tg} = FakeHTTP.start(fn req -> {:delay, 600, FakeHTTP.telegram_ok(req)} end)
+    {:ok, slack} = FakeHTTP.start(fn req -> {:delay, 6000, slack_ok(req)} end)
+    {:ok, tg} = FakeHTTP.start(fn req -> {:delay, 1500, FakeHTTP.telegram_ok(req)} end)
 
     cfg =
       config(
         channels: ["slack", "telegram"],
         telegram_url: tg.url,
-        slack: %{"timeout_ms" => 400, "max_attempts" => 1},
+        slack: %{"timeout_ms" => 1500, "max_attempts" => 1},
         telegram: %{"timeout_ms" => 5000}
       )
 
@@ -369,8 +369,8 @@ defmodule SelfHeal.NotifyTest do
     assert error =~ "request failed"
     refute output =~ @slack_secret
     assert result["telegram"]["ok"] == true
-    # in parallel: about max(400, 600) ms, not 400 + 600
-    assert elapsed < 1000
+    # in parallel: about max(1500, 1500) ms plus the port's start, not 1500 + 1500
+    assert elapsed < 2800
   end
 
   test "the SMTP server down: email fails, Slack still succeeds", %{tmp_dir: dir} do

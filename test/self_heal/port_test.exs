@@ -44,7 +44,9 @@ defmodule SelfHeal.PortTest do
   defp proc_stat(pid) do
     case File.read("/proc/#{pid}/stat") do
       {:ok, stat} ->
-        [_, after_name] = String.split(stat, ") ", parts: 2)
+        # The name may itself hold ") ": the fields start after the last one.
+        {at, 2} = stat |> :binary.matches(") ") |> List.last()
+        after_name = binary_part(stat, at + 2, byte_size(stat) - at - 2)
         [state, _ppid, pgrp | _] = String.split(after_name, " ")
         {state, String.to_integer(pgrp)}
 
