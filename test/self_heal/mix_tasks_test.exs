@@ -67,6 +67,8 @@ defmodule SelfHeal.MixTasksTest do
              "consent: diagnose" | _
            ] = String.split(out, "\n", trim: true)
 
+    assert out =~ "escalations pending: 0 queued or analysed by the port\n"
+    assert out =~ "approvals waiting: 0 (fixes waiting for a human)\n"
     refute out =~ ~r/Compiling|Generated|==>/
   end
 
