@@ -324,7 +324,7 @@ valgrind-port: $(PORT_BIN)
 # _build/c/fuzz/corpus/<target>/.
 FUZZ_CC := clang
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-FUZZ_CORE_TARGETS := normalize frames fingerprint jsonl miner scrub watch
+FUZZ_CORE_TARGETS := normalize frames fingerprint jsonl miner scrub watch watch_nif
 FUZZ_PORT_TARGETS := port http
 FUZZ_TARGETS := $(FUZZ_CORE_TARGETS) $(FUZZ_PORT_TARGETS)
 FUZZ_DIR := $(BUILD)/fuzz
@@ -335,6 +335,8 @@ FUZZ_TEST_SECONDS ?= 15
 FUZZ_OPTS := -rss_limit_mb=1024 -timeout=10 -max_len=8192 -print_final_stats=1
 
 $(FUZZ_DIR)/obj/port/%.o $(FUZZ_DIR)/obj/test/fuzz/%.o: CFLAGS_EXTRA = $(PORT_INCLUDES) $(PORT_PKG_CFLAGS)
+# fuzz_watch_nif includes c_src/watch_nif.c (erl_nif.h)
+$(FUZZ_DIR)/obj/test/fuzz/fuzz_watch_nif.o: CFLAGS_EXTRA = -I$(ERTS_INCLUDE_DIR)
 
 $(FUZZ_DIR)/obj/%.o: %.c
 	$(call msg,CC-FUZZ,$<)

@@ -309,9 +309,32 @@ static const prefix_rule prefix_rules[] = {
     {"SG.", CLS_DOTTED, 40, 0, "sendgrid_key"},
 };
 
+/* Whether a prefix of prefix_rules starts with c (most word starts do
+ * not: the table is not walked for them). */
+static int is_prefix_start(unsigned char c)
+{
+    switch (c) {
+    case 'A':
+    case 'S':
+    case 'g':
+    case 'h':
+    case 'n':
+    case 'r':
+    case 's':
+    case 'w':
+    case 'x':
+    case 'y':
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 /* The kind of the prefixed token at i (its end in *end), or NULL. */
 static const char *prefixed_match(const scan *sc, size_t i, size_t *end)
 {
+    if (!is_prefix_start(sc->t[i]))
+        return NULL;
     for (size_t k = 0; k < sizeof(prefix_rules) / sizeof(prefix_rules[0]); k++) {
         const prefix_rule *r = &prefix_rules[k];
         if ((unsigned char)r->prefix[0] != sc->t[i])
@@ -558,37 +581,65 @@ enum key_kind { KEY_PLAIN, KEY_LINE, KEY_AUTH };
 
 typedef struct key_word {
     const char *suffix; /* lower case, without '_', '-', '.' */
+    size_t len;         /* strlen(suffix) */
     enum key_kind kind;
 } key_word;
 
+#define KW(word, kind)                                                                             \
+    {                                                                                              \
+        word, sizeof(word) - 1, kind                                                               \
+    }
+
 static const key_word key_words[] = {
-    {"password", KEY_PLAIN},      {"passwd", KEY_PLAIN},        {"pwd", KEY_PLAIN},
-    {"passphrase", KEY_PLAIN},    {"secret", KEY_PLAIN},        {"token", KEY_PLAIN},
-    {"apikey", KEY_PLAIN},        {"accesskey", KEY_PLAIN},     {"privatekey", KEY_PLAIN},
-    {"secretkey", KEY_PLAIN},     {"secretkeybase", KEY_PLAIN}, {"signingkey", KEY_PLAIN},
-    {"encryptionkey", KEY_PLAIN}, {"masterkey", KEY_PLAIN},     {"auth", KEY_PLAIN},
-    {"credentials", KEY_PLAIN},   {"credential", KEY_PLAIN},    {"session", KEY_PLAIN},
-    {"sessionid", KEY_PLAIN},     {"sessid", KEY_PLAIN},        {"sessionkey", KEY_PLAIN},
-    {"signature", KEY_PLAIN},     {"cookie", KEY_LINE},         {"authorization", KEY_AUTH},
+    KW("password", KEY_PLAIN),      KW("passwd", KEY_PLAIN),        KW("pwd", KEY_PLAIN),
+    KW("passphrase", KEY_PLAIN),    KW("secret", KEY_PLAIN),        KW("token", KEY_PLAIN),
+    KW("apikey", KEY_PLAIN),        KW("accesskey", KEY_PLAIN),     KW("privatekey", KEY_PLAIN),
+    KW("secretkey", KEY_PLAIN),     KW("secretkeybase", KEY_PLAIN), KW("signingkey", KEY_PLAIN),
+    KW("encryptionkey", KEY_PLAIN), KW("masterkey", KEY_PLAIN),     KW("auth", KEY_PLAIN),
+    KW("credentials", KEY_PLAIN),   KW("credential", KEY_PLAIN),    KW("session", KEY_PLAIN),
+    KW("sessionid", KEY_PLAIN),     KW("sessid", KEY_PLAIN),        KW("sessionkey", KEY_PLAIN),
+    KW("signature", KEY_PLAIN),     KW("cookie", KEY_LINE),         KW("authorization", KEY_AUTH),
 };
+
+static int is_name_sep(unsigned char c)
+{
+    return c == '_' || c == '-' || c == '.';
+}
+
+/* Whether the name t[i..last) ends with kw, ignoring case and the
+ * separators; t[last - 1] is no separator. */
+static int name_ends_with(const scan *sc, size_t i, size_t last, const key_word *kw)
+{
+    size_t p = last, k = kw->len;
+    while (k > 0) {
+        while (p > i && is_name_sep(sc->t[p - 1]))
+            p--;
+        if (p == i || to_lower(sc->t[p - 1]) != (unsigned char)kw->suffix[k - 1])
+            return 0;
+        p--;
+        k--;
+    }
+    return 1;
+}
 
 /* The key word the name t[i..e) ends with, ignoring case and the
  * separators '_', '-', '.'; NULL when none. */
 static const key_word *key_lookup(const scan *sc, size_t i, size_t e)
 {
-    char norm[16];
-    size_t nl = 0;
-    for (size_t p = e; p > i && nl < sizeof(norm); p--) {
-        unsigned char c = sc->t[p - 1];
-        if (c == '_' || c == '-' || c == '.')
-            continue;
-        norm[sizeof(norm) - 1 - nl++] = (char)to_lower(c);
-    }
-    const char *tail = norm + sizeof(norm) - nl;
+    size_t last = e;
+    while (last > i && is_name_sep(sc->t[last - 1]))
+        last--;
+    if (last == i)
+        return NULL;
+    /* the last letter first: most names end in none of the key words' */
+    unsigned char c = to_lower(sc->t[last - 1]);
+    if (c != 'd' && c != 'e' && c != 'h' && c != 'l' && c != 'n' && c != 's' && c != 't' &&
+        c != 'y')
+        return NULL;
     for (size_t k = 0; k < sizeof(key_words) / sizeof(key_words[0]); k++) {
-        size_t wl = strlen(key_words[k].suffix);
-        if (wl <= nl && memcmp(tail + nl - wl, key_words[k].suffix, wl) == 0)
-            return &key_words[k];
+        const key_word *kw = &key_words[k];
+        if (kw->suffix[kw->len - 1] == c && name_ends_with(sc, i, last, kw))
+            return kw;
     }
     return NULL;
 }
@@ -727,13 +778,10 @@ static size_t escaped_quote(const scan *sc, size_t p)
     return q > p && q < sc->n && sc->t[q] == '"' ? q + 1 : 0;
 }
 
-/* password=..., "api_key": "...", Authorization: Bearer ..., <token>...</token>. */
-static size_t rule_key(scan *sc, size_t i)
+/* password=..., "api_key": "...", Authorization: Bearer ..., <token>...</token>:
+ * t[i..e) is a name ending in the key word kw (the caller looked it up). */
+static size_t rule_key(scan *sc, size_t i, size_t e, const key_word *kw)
 {
-    size_t e = run_end(sc, i, CLS_DOTTED);
-    const key_word *kw = key_lookup(sc, i, e);
-    if (kw == NULL)
-        return 0;
     size_t p = e;
     int quoted_key = 0;
     size_t q = escaped_quote(sc, p);
@@ -803,11 +851,14 @@ static int word_is(const scan *sc, size_t i, size_t e, const char *w)
     return e - i == l && has_at_ci(sc, i, w, l);
 }
 
+static int ends_in_key(const scan *sc, size_t i, size_t e)
+{
+    return e - i >= 3 && has_at_ci(sc, e - 3, "key", 3);
+}
+
 static int is_context_word(const scan *sc, size_t i, size_t e)
 {
-    if (key_lookup(sc, i, e) != NULL)
-        return 1;
-    return e - i >= 3 && has_at_ci(sc, e - 3, "key", 3);
+    return key_lookup(sc, i, e) != NULL || ends_in_key(sc, i, e);
 }
 
 static int is_connector(const scan *sc, size_t i, size_t e)
@@ -869,11 +920,11 @@ static int value_looks_secret(const scan *sc, size_t v, size_t e)
     return classes >= 3 && distinct >= 6;
 }
 
-static size_t rule_context(scan *sc, size_t i)
+/* t[i..p) is a context word (the caller checked) */
+static size_t rule_context(scan *sc, size_t i, size_t p)
 {
-    size_t p = run_end(sc, i, CLS_DOTTED);
     /* the kind inside a marker ([REDACTED:slack_token]) is no context */
-    if ((i >= 10 && memcmp(sc->t + i - 10, "[REDACTED:", 10) == 0) || !is_context_word(sc, i, p))
+    if (i >= 10 && memcmp(sc->t + i - 10, "[REDACTED:", 10) == 0)
         return 0;
     for (int hop = 0; hop <= CONTEXT_HOPS; hop++) {
         /* separators between the words and before the value */
@@ -953,6 +1004,9 @@ static size_t try_rules(scan *sc, size_t i)
     unsigned char c = t[i];
     unsigned char prev = i > 0 ? t[i - 1] : ' ';
     size_t r;
+    /* inside a word only a Telegram token (digits after letters) can start */
+    if (is_alnum(c) && is_alnum(prev) && !(is_digit(c) && !is_digit(prev)))
+        return 0;
     if (c == '-' && (r = rule_pem(sc, i)) != 0)
         return r;
     if (c == ':')
@@ -969,10 +1023,16 @@ static size_t try_rules(scan *sc, size_t i)
         return r;
     if (is_digit(c) && !is_alnum(prev) && prev != '.' && prev != '_' && (r = rule_card(sc, i)) != 0)
         return r;
-    if (is_ident(c) && !is_ident(prev) && (r = rule_key(sc, i)) != 0)
-        return r;
-    if (is_alpha(c) && !is_ident(prev) && (r = rule_context(sc, i)) != 0)
-        return r;
+    if (is_ident(c) && !is_ident(prev)) {
+        /* the name at i, looked up once for both rules */
+        size_t e = run_end(sc, i, CLS_DOTTED);
+        const key_word *kw = key_lookup(sc, i, e);
+        if (kw != NULL && (r = rule_key(sc, i, e, kw)) != 0)
+            return r;
+        if (is_alpha(c) && (kw != NULL || ends_in_key(sc, i, e)) &&
+            (r = rule_context(sc, i, e)) != 0)
+            return r;
+    }
     if (is_local(c) && !is_local(prev) && (r = rule_email(sc, i)) != 0)
         return r;
     return 0;

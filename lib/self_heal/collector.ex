@@ -11,8 +11,11 @@ defmodule SelfHeal.Collector do
 
   Every group's sample event, and the samples sent to the settle stage,
   are scrubbed (`SelfHeal.Scrub`): `groups/1` and everything downstream
-  hold no raw secret. The fingerprints are those of the raw events, and
-  `type`, `normalized` and `top_frame` those of the scrubbed sample.
+  hold no raw secret. With a miner, every event's message is scrubbed
+  before the batch is fingerprinted (the miner keeps the templates of
+  lines without a stack trace, in its snapshot too); the rest of each
+  event is fingerprinted as it came. `type`, `normalized` and `top_frame`
+  are those of the scrubbed sample.
 
   Bounded: at most `:max_groups` groups (default 10_000). A new
   fingerprint beyond that evicts a group: of the 8 least recently seen
@@ -384,7 +387,7 @@ defmodule SelfHeal.Collector do
 
   defp flush(state) do
     if state.timer, do: Process.cancel_timer(state.timer)
-    events = Enum.reverse(state.pending)
+    events = state.pending |> Enum.reverse() |> scrub_messages(state)
     fingerprints = Native.fingerprint_batch(events, state.config)
     events = Enum.zip_with(events, fingerprints, &%{&1 | fingerprint: &2})
     seen = length(events)
@@ -402,6 +405,19 @@ defmodule SelfHeal.Collector do
     if state.raw_sample, do: sample_raw(events, state)
 
     %{state | pending: [], npending: 0, psources: [], timer: nil, events: state.events + seen}
+  end
+
+  # With a miner, the messages are scrubbed before they are fingerprinted:
+  # a message without a stack frame goes into the miner, whose templates
+  # are kept in its snapshot and reported, and no stored text may hold a
+  # raw secret. A message without secrets comes back as the same binary.
+  defp scrub_messages(events, %{miner: nil}), do: events
+
+  defp scrub_messages(events, state) do
+    Enum.map(events, fn
+      %{message: m} = e when is_binary(m) -> %{e | message: Scrub.text(state.scrub, m)}
+      e -> e
+    end)
   end
 
   # Events of new fingerprints over their source's quota of new groups

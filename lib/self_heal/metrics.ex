@@ -173,12 +173,44 @@ defmodule SelfHeal.Metrics do
     port = sources[:port]
     stats = port && port_call(port, "stats")
     gate = port && port_call(port, "gate_status")
+    batch = port && safe(fn -> SelfHeal.Port.escalations_pending(port) end)
 
     [
       events(collector, settle, handler),
       groups(collector, settle),
       pipeline(),
-      port_metrics(stats, gate, port != nil)
+      port_metrics(stats, gate, port != nil),
+      waiting(batch, stats)
+    ]
+    |> present()
+  end
+
+  # the metrics of the sources that answered (an absent one is nil or false)
+  defp present(list) when is_list(list),
+    do: for(x <- list, x not in [nil, false], do: present(x))
+
+  defp present(other), do: other
+
+  # what waits: settled groups not analysed yet (in SelfHeal.Port's batch,
+  # or escalation jobs the port has queued or running), and fixes waiting
+  # for a human's approval
+  defp waiting(batch, stats) do
+    pending =
+      [{"batch", batch}, {"port", stats && stats["escalations_pending"]}]
+      |> Enum.reject(&(elem(&1, 1) == nil))
+
+    [
+      pending != [] and
+        metric(
+          "self_heal_escalations_pending",
+          :gauge,
+          "Settled groups not analysed yet, by where they wait (batch: SelfHeal.Port; port: a queued or running escalation job).",
+          for({w, n} <- pending, do: {[where: w], n})
+        ),
+      stats &&
+        metric("self_heal_approvals_waiting", :gauge, "Fixes waiting for a human's approval.", [
+          {[], get_in(stats, ["fixes", "awaiting_approval"]) || 0}
+        ])
     ]
   end
 
@@ -329,7 +361,7 @@ defmodule SelfHeal.Metrics do
     [
       histogram(
         "self_heal_time_to_ticket_seconds",
-        "From a group's first occurrence to its ticket (fixes with a ticket).",
+        "From a group's first occurrence to its ticket (every ticket whose first occurrence is known).",
         h["time_to_ticket"]
       ),
       histogram(

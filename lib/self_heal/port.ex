@@ -136,6 +136,14 @@ defmodule SelfHeal.Port do
   @spec os_pid(GenServer.server()) :: non_neg_integer() | nil
   def os_pid(server), do: GenServer.call(server, :os_pid)
 
+  @doc """
+  The settled groups waiting here to be sent in an `escalate` request: the
+  batch being collected, and the groups kept while the port is down or
+  automation is paused (the dashboard's escalations pending).
+  """
+  @spec escalations_pending(GenServer.server()) :: non_neg_integer()
+  def escalations_pending(server), do: GenServer.call(server, :escalations_pending)
+
   @impl SelfHeal.Orchestrator
   def escalate(server, group), do: GenServer.cast(server, {:escalate, analysis_group(group)})
 
@@ -422,6 +430,9 @@ defmodule SelfHeal.Port do
   end
 
   def handle_call(:os_pid, _from, state), do: {:reply, state.os_pid, state}
+
+  def handle_call(:escalations_pending, _from, state),
+    do: {:reply, length(state.escalations), state}
 
   @impl GenServer
   def handle_cast({:escalate, group}, state) do

@@ -14,8 +14,10 @@ defmodule SelfHeal.Release do
   step. `docs/operating.md` describes them.
 
     * `status/0` - the switches (paused, kill switch), the breaker, the
-      consent, what is running, open tickets, fixes waiting for a human,
-      failed jobs
+      consent, what is running, open tickets, escalations pending (the
+      port's queued or running escalation jobs; inside the node also
+      `SelfHeal.Port`'s batch), approvals waiting (fixes waiting for a
+      human), failed jobs
     * `groups/1` - the error groups: live ones when the collector runs in
       this node (`rpc`), else those escalated so far (from the jobs), each
       with its lifecycle (`SelfHeal.Lifecycle`: settling, held, detected,
@@ -36,7 +38,7 @@ defmodule SelfHeal.Release do
 
   alias SelfHeal.{CLI, Lifecycle}
 
-  @doc "Switches, breaker, running work, open tickets, waiting fixes, failed jobs."
+  @doc "Switches, breaker, running work, open tickets, escalations pending, approvals waiting, failed jobs."
   def status, do: print(text(:status, []))
   @doc "Error groups (`limit:`): live in this node, else the escalated ones."
   def groups(opts \\ []), do: print(text(:groups, [opts]))
@@ -75,7 +77,8 @@ defmodule SelfHeal.Release do
          {:ok, %{"tickets" => open}} <- port("tickets", %{"status" => "open", "limit" => 1000}),
          {:ok, %{"fixes" => waiting}} <-
            port("fixes", %{"status" => "awaiting_approval", "limit" => 1000}),
-         {:ok, %{"jobs" => failed}} <- port("jobs", %{"status" => "failed", "limit" => 1000}) do
+         {:ok, %{"jobs" => failed}} <- port("jobs", %{"status" => "failed", "limit" => 1000}),
+         {:ok, stats} <- port("stats", %{"histograms" => false}) do
       {:ok,
        Enum.join(
          [
@@ -87,7 +90,8 @@ defmodule SelfHeal.Release do
            "fixes running: #{gate["fixes_running"]}, waiting for a slot: #{gate["fixes_waiting"]}, " <>
              "deploy running: #{if gate["deploy_running"], do: "yes", else: "no"}",
            "open tickets: #{length(open)}",
-           "fixes waiting for a human: #{length(waiting)}",
+           "escalations pending: #{escalations_pending(stats)}",
+           "approvals waiting: #{length(waiting)} (fixes waiting for a human)",
            "failed jobs: #{length(failed)}"
          ],
          "\n"
@@ -249,6 +253,24 @@ defmodule SelfHeal.Release do
   end
 
   # ------------------------------------------------------------ helpers
+
+  # the groups of escalation jobs the port has not finished analysing; and,
+  # inside the node (`rpc`), those SelfHeal.Port holds in its batch
+  defp escalations_pending(stats) do
+    queued = "#{stats["escalations_pending"] || 0} queued or analysed by the port"
+
+    case Process.whereis(SelfHeal.Port) &&
+           safe(fn -> SelfHeal.Port.escalations_pending(SelfHeal.Port) end) do
+      n when is_integer(n) -> "#{queued}, #{n} in SelfHeal.Port's batch"
+      _ -> queued
+    end
+  end
+
+  defp safe(fun) do
+    fun.()
+  catch
+    :exit, _ -> nil
+  end
 
   defp port(cmd, args) do
     case CLI.run(cmd, args) do

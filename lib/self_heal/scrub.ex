@@ -7,8 +7,10 @@ defmodule SelfHeal.Scrub do
 
   `SelfHeal.Collector` scrubs the sample event of every group it keeps or
   sends on, so `SelfHeal.groups/0`, the settle stage, triage and the
-  orchestrator never hold raw error text. Fingerprints are computed before
-  scrubbing, so grouping does not change.
+  orchestrator never hold raw error text. With a template miner it also
+  scrubs every event's message before the batch is fingerprinted, so the
+  miner's templates and its snapshot hold none either; a text without
+  secrets comes back as the same binary, so its grouping does not change.
   """
 
   alias SelfHeal.{Event, Native}

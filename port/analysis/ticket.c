@@ -304,24 +304,35 @@ static void format_ms(char *buf, size_t len, json_t *ms)
         snprintf(buf, len, "unknown");
 }
 
+/* The earliest integer `key` (first_seen, last_seen: ms) of the groups,
+ * or with `latest` the latest (borrowed), or NULL. */
+static json_t *groups_seen(json_t *groups, const char *key, int latest)
+{
+    json_t *found = NULL;
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g)
+    {
+        json_t *v = json_object_get(g, key);
+        if (json_is_integer(v) &&
+            (found == NULL || (latest ? json_integer_value(v) > json_integer_value(found)
+                                      : json_integer_value(v) < json_integer_value(found))))
+            found = v;
+    }
+    return found;
+}
+
 /* First/last seen over the groups, and their distinct services. */
 static void append_seen_and_services(sh_buf *out, const sh_scrubber *s, json_t *groups)
 {
-    json_t *first = NULL, *last = NULL;
+    json_t *first = groups_seen(groups, "first_seen", 0);
+    json_t *last = groups_seen(groups, "last_seen", 1);
     const char *services[TICKET_SERVICES_MAX];
     size_t nserv = 0;
     size_t i;
     json_t *g;
     json_array_foreach(groups, i, g)
     {
-        json_t *f = json_object_get(g, "first_seen");
-        json_t *l = json_object_get(g, "last_seen");
-        if (json_is_integer(f) &&
-            (first == NULL || json_integer_value(f) < json_integer_value(first)))
-            first = f;
-        if (json_is_integer(l) &&
-            (last == NULL || json_integer_value(l) > json_integer_value(last)))
-            last = l;
         const char *svc = json_string_value(json_object_get(g, "service"));
         int seen = svc == NULL || strlen(svc) > 100;
         for (size_t k = 0; !seen && k < nserv; k++)
@@ -451,17 +462,7 @@ static char *comment_body(const ticket_req *r, long long total, audit_log *audit
 {
     sh_buf out;
     sh_buf_init(&out);
-    json_t *groups = json_object_get(r->issue, "groups");
-    json_t *last = NULL;
-    size_t i;
-    json_t *g;
-    json_array_foreach(groups, i, g)
-    {
-        json_t *l = json_object_get(g, "last_seen");
-        if (json_is_integer(l) &&
-            (last == NULL || json_integer_value(l) > json_integer_value(last)))
-            last = l;
-    }
+    json_t *last = groups_seen(json_object_get(r->issue, "groups"), "last_seen", 1);
     char when[32];
     format_ms(when, sizeof(when), last);
     sh_buf_appendf(&out,
@@ -1216,6 +1217,10 @@ static int claim_job(upsert_env *env, const ticket_req *r, json_t **done, cmd_er
     *done = NULL;
     json_t *input = json_pack("{s:O, s:s, s:I, s:s}", "fingerprints", r->fps, "severity",
                               r->severity, "count", (json_int_t)r->count, "backend", env->backend);
+    /* the time to ticket of the metrics (port/dash.c) starts there */
+    json_t *first = groups_seen(json_object_get(r->issue, "groups"), "first_seen", 0);
+    if (input != NULL && first != NULL)
+        json_object_set(input, "first_seen", first);
     int rc = state_job_begin(env->db, "ticket", r->key, input, &env->job_id, &existed, status,
                              sizeof(status));
     json_decref(input);

@@ -38,9 +38,13 @@ static json_t *counts_by(state_db *db, const char *sql)
 static const int dash_buckets[DASH_BUCKETS] = {60,   300,   900,   1800,  3600,
                                                7200, 21600, 86400, 259200};
 
-/* From the group's first occurrence (ms in the fix's input) to its ticket,
- * to the start of its fix's deploy and to that deploy's verification (s),
- * over the latest 10,000 fixes with a first occurrence, bucketed in SQL:
+/* From a group's first occurrence (ms) to its ticket, over the latest
+ * 10,000 tickets: the first occurrence is the earliest of the one the job
+ * that created the ticket recorded (a "ticket" job's input.first_seen, the
+ * first job whose result names the ticket) and those of the fixes of the
+ * ticket. From a group's first occurrence (ms in the fix's input) to the
+ * start of its fix's deploy and to that deploy's verification (s), over
+ * the latest 10,000 fixes with a first occurrence. Bucketed in SQL:
  * {name: {"le": [...], "counts": [cumulative ...], "sum", "count"}}. The
  * deploys are grouped once (a subquery per fix read the whole ledger for
  * each: 1.1 s for 1,000 fixes), and only the buckets cross the pipe. */
@@ -50,26 +54,41 @@ static json_t *histograms(state_db *db)
     static const char *const spans[] = {"ticketed", "deployed", "verified"};
     sh_buf sql;
     sh_buf_init(&sql);
-    sh_buf_append_str(&sql,
-                      "WITH d AS (SELECT fix_id,"
-                      " MIN(CASE WHEN status = 'started' THEN at END) AS deployed,"
-                      " MIN(CASE WHEN status = 'succeeded' THEN at END) AS verified"
-                      " FROM deploys WHERE kind = 'deploy' AND fix_id IS NOT NULL"
-                      " GROUP BY fix_id),"
-                      " f AS (SELECT f.id, json_extract(f.input, '$.group.first_seen') / 1000.0"
-                      " AS first, t.created_at AS ticketed, d.deployed, d.verified"
-                      " FROM fixes f LEFT JOIN tickets t ON t.id = f.ticket_id"
-                      " LEFT JOIN d ON d.fix_id = f.id WHERE json_valid(f.input)"
-                      " AND json_type(f.input, '$.group.first_seen') IN ('integer', 'real')"
-                      " ORDER BY f.id DESC LIMIT 10000),"
-                      " s AS (SELECT MAX(ticketed - first, 0) AS ticketed,"
-                      " MAX(deployed - first, 0) AS deployed, MAX(verified - first, 0) AS verified"
-                      " FROM f) SELECT ");
+    sh_buf_append_str(
+        &sql, "WITH d AS (SELECT fix_id,"
+              " MIN(CASE WHEN status = 'started' THEN at END) AS deployed,"
+              " MIN(CASE WHEN status = 'succeeded' THEN at END) AS verified"
+              " FROM deploys WHERE kind = 'deploy' AND fix_id IS NOT NULL"
+              " GROUP BY fix_id),"
+              " f AS (SELECT f.id, json_extract(f.input, '$.group.first_seen') / 1000.0"
+              " AS first, d.deployed, d.verified"
+              " FROM fixes f LEFT JOIN d ON d.fix_id = f.id WHERE json_valid(f.input)"
+              " AND json_type(f.input, '$.group.first_seen') IN ('integer', 'real')"
+              " ORDER BY f.id DESC LIMIT 10000),"
+              " s AS (SELECT MAX(deployed - first, 0) AS deployed,"
+              " MAX(verified - first, 0) AS verified FROM f),"
+              " tj AS (SELECT json_extract(result, '$.ticket_id') AS tid, MIN(id) AS job"
+              " FROM jobs WHERE kind = 'ticket' AND json_valid(result) GROUP BY tid),"
+              " tf AS (SELECT ticket_id AS tid,"
+              " MIN(json_extract(input, '$.group.first_seen')) AS first FROM fixes"
+              " WHERE ticket_id IS NOT NULL AND json_valid(input)"
+              " AND json_type(input, '$.group.first_seen') IN ('integer', 'real')"
+              " GROUP BY ticket_id),"
+              " t AS (SELECT t.created_at AS ticketed, CASE WHEN json_valid(j.input)"
+              " AND json_type(j.input, '$.first_seen') IN ('integer', 'real')"
+              " THEN json_extract(j.input, '$.first_seen') END AS a, tf.first AS b"
+              " FROM tickets t LEFT JOIN tj ON tj.tid = t.id LEFT JOIN jobs j ON j.id = tj.job"
+              " LEFT JOIN tf ON tf.tid = t.id ORDER BY t.id DESC LIMIT 10000),"
+              " st AS (SELECT MAX(ticketed - MIN(COALESCE(a, b), COALESCE(b, a)) / 1000.0, 0)"
+              " AS ticketed FROM t WHERE a IS NOT NULL OR b IS NOT NULL)"
+              " SELECT * FROM (SELECT ");
     for (size_t h = 0; h < 3; h++) {
         for (size_t b = 0; b < DASH_BUCKETS; b++)
             sh_buf_appendf(&sql, "SUM(%s <= %d) AS b%zu_%zu, ", spans[h], dash_buckets[b], h, b);
         sh_buf_appendf(&sql, "TOTAL(%s) AS sum%zu, COUNT(%s) AS n%zu%s", spans[h], h, spans[h], h,
-                       h < 2 ? ", " : " FROM s");
+                       h == 0   ? " FROM st), (SELECT "
+                       : h == 1 ? ", "
+                                : " FROM s)");
     }
     sh_buf_append_byte(&sql, '\0');
     json_t *rows = sql.oom ? NULL : state_select(db, sql.data, NULL, 0);
@@ -114,11 +133,18 @@ json_t *dash_stats(state_db *db, int with_histograms)
         NULL, 0);
     json_t *budget_rows = state_select(
         db, "SELECT name, SUM(amount) AS total, COUNT(*) AS n FROM budget GROUP BY name", NULL, 0);
+    /* the groups of the escalations not analysed yet: jobs queued (a
+     * resumed one too) or running */
+    json_t *pending = state_select(db,
+                                   "SELECT COALESCE(SUM(json_array_length(input, '$.groups')), 0)"
+                                   " AS n FROM jobs WHERE kind = 'escalate'"
+                                   " AND status IN ('queued', 'running') AND json_valid(input)",
+                                   NULL, 0);
     json_t *hist = with_histograms ? histograms(db) : json_object();
     json_t *budget = json_object();
     json_t *out = NULL;
     if (fixes == NULL || tickets == NULL || deploys == NULL || jobs == NULL ||
-        budget_rows == NULL || hist == NULL || budget == NULL)
+        budget_rows == NULL || pending == NULL || hist == NULL || budget == NULL)
         goto done;
     size_t i;
     json_t *row;
@@ -130,9 +156,13 @@ json_t *dash_stats(state_db *db, int with_histograms)
                                 json_pack("{s:O, s:O}", "total", json_object_get(row, "total"), "n",
                                           json_object_get(row, "n")));
     }
-    out = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O}", "fixes", fixes, "tickets", tickets, "deploys",
-                    deploys, "jobs", jobs, "budget", budget, "histograms", hist);
+    json_t *n = json_object_get(json_array_get(pending, 0), "n");
+    out = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:I}", "fixes", fixes, "tickets", tickets,
+                    "deploys", deploys, "jobs", jobs, "budget", budget, "histograms", hist,
+                    "escalations_pending",
+                    (json_int_t)(json_is_integer(n) ? json_integer_value(n) : 0));
 done:
+    json_decref(pending);
     json_decref(fixes);
     json_decref(tickets);
     json_decref(deploys);

@@ -29,8 +29,11 @@
  * {name: {"total", "n"}}, "jobs": [{"kind", "status", "n"}],
  * "histograms": {"time_to_ticket" | "time_to_deploy" | "time_to_verified":
  * {"le": [s ...], "counts": [cumulative ...], "sum" (s), "count"}} (from
- * the group's first occurrence, over the latest 10,000 fixes whose group
- * has a first_seen; {} unless with_histograms)}. NULL when a query fails. */
+ * the group's first occurrence: to the ticket over the latest 10,000
+ * tickets whose creating job or fixes have a first_seen, to the deploy and
+ * its verification over the latest 10,000 fixes whose group has one; {}
+ * unless with_histograms), "escalations_pending": the groups of the
+ * escalation jobs queued or running}. NULL when a query fails. */
 json_t *dash_stats(state_db *db, int with_histograms);
 
 /* The latest `limit` audit records of the file at path (newest last),

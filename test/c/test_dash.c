@@ -59,6 +59,16 @@ static void write_file(const char *dir, const char *name, const char *data, size
     fclose(f);
 }
 
+/* A state database in a new temporary directory. */
+static state_db *open_db(tmpdir *t)
+{
+    tmpdir_make(t);
+    state_db *db = NULL;
+    char err[256] = "";
+    assert_int_equal(state_open(&db, t->path, err, sizeof(err)), 0);
+    return db;
+}
+
 static long long count_of(json_t *obj, const char *key)
 {
     json_t *v = json_object_get(obj, key);
@@ -69,10 +79,7 @@ static void test_stats(void **state)
 {
     (void)state;
     tmpdir t;
-    tmpdir_make(&t);
-    state_db *db = NULL;
-    char err[256] = "";
-    assert_int_equal(state_open(&db, t.path, err, sizeof(err)), 0);
+    state_db *db = open_db(&t);
 
     /* an empty database: zero everywhere, empty histograms */
     json_t *s = dash_stats(db, 1);
@@ -165,6 +172,89 @@ static void test_stats(void **state)
     s = dash_stats(db, 0);
     assert_int_equal(json_object_size(json_object_get(s, "histograms")), 0);
     assert_int_equal(count_of(json_object_get(s, "fixes"), "deployed"), 1);
+    json_decref(s);
+
+    state_close(db);
+    tmpdir_remove(&t);
+}
+
+/* A ticket job as port/ticket.c records it: the group's first occurrence
+ * in its input, the ticket in its result. */
+static int64_t ticket_by_job(state_db *db, const char *key, const char *fp, json_int_t first_ms)
+{
+    json_t *input = json_pack("{s:[s], s:I}", "fingerprints", fp, "first_seen", first_ms);
+    int64_t job = 0, ticket = 0;
+    int existed = 0;
+    char status[16];
+    assert_int_equal(
+        state_job_begin(db, "ticket", key, input, &job, &existed, status, sizeof(status)), 0);
+    json_decref(input);
+    assert_int_equal(state_job_transition(db, job, "queued", "running", NULL, NULL, NULL), 0);
+    json_t *fps = json_pack("[s]", fp);
+    assert_int_equal(state_ticket_insert(db, fps, "local", NULL, NULL, "t", "high", 1, &ticket), 0);
+    json_decref(fps);
+    json_t *result = json_pack("{s:I, s:b}", "ticket_id", (json_int_t)ticket, "created", 1);
+    assert_int_equal(state_job_transition(db, job, "running", "done", NULL, result, NULL), 0);
+    json_decref(result);
+    return ticket;
+}
+
+/* Every ticket counts in time_to_ticket (a fix or not); the groups of the
+ * escalations not analysed yet are counted. */
+static void test_tickets_and_pending(void **state)
+{
+    (void)state;
+    tmpdir t;
+    state_db *db = open_db(&t);
+    json_int_t now_ms = (json_int_t)state_now() * 1000;
+
+    /* two tickets without a fix: 100 s and 2,000 s after the first
+     * occurrence; a ticket made without a job (no first occurrence known) */
+    ticket_by_job(db, "k1", "fp1", now_ms - 100 * 1000);
+    ticket_by_job(db, "k2", "fp2", now_ms - 2000 * 1000);
+    int64_t bare = 0;
+    json_t *fps = json_pack("[s]", "fp3");
+    assert_int_equal(state_ticket_insert(db, fps, "local", NULL, NULL, "t", "low", 1, &bare), 0);
+    json_decref(fps);
+    /* a later job commenting on fp1's ticket does not move its start */
+    json_t *input = json_pack("{s:[s], s:I}", "fingerprints", "fp1", "first_seen", now_ms);
+    int64_t job = 0;
+    int existed = 0;
+    char status[16];
+    assert_int_equal(
+        state_job_begin(db, "ticket", "k3", input, &job, &existed, status, sizeof(status)), 0);
+    json_decref(input);
+
+    /* an escalation of three groups queued, one of two running, one done */
+    const char *const keys[] = {"e1", "e2", "e3"};
+    const int ngroups[] = {3, 2, 4};
+    int64_t jobs[3];
+    for (int k = 0; k < 3; k++) {
+        json_t *groups = json_array();
+        for (int g = 0; g < ngroups[k]; g++)
+            json_array_append_new(groups, json_pack("{s:s}", "id", "fp"));
+        json_t *in = json_pack("{s:o}", "groups", groups);
+        assert_int_equal(state_job_begin(db, "escalate", keys[k], in, &jobs[k], &existed, status,
+                                         sizeof(status)),
+                         0);
+        json_decref(in);
+    }
+    assert_int_equal(state_job_transition(db, jobs[1], "queued", "running", NULL, NULL, NULL), 0);
+    assert_int_equal(state_job_transition(db, jobs[2], "queued", "running", NULL, NULL, NULL), 0);
+    assert_int_equal(state_job_transition(db, jobs[2], "running", "done", NULL, NULL, NULL), 0);
+
+    json_t *s = dash_stats(db, 1);
+    assert_non_null(s);
+    assert_int_equal(count_of(s, "escalations_pending"), 5);
+    json_t *h = json_object_get(json_object_get(s, "histograms"), "time_to_ticket");
+    assert_int_equal(count_of(h, "count"), 2);
+    json_t *counts = json_object_get(h, "counts");
+    assert_int_equal(json_integer_value(json_array_get(counts, 0)), 0); /* <= 60 s */
+    assert_int_equal(json_integer_value(json_array_get(counts, 1)), 1); /* <= 300 s */
+    assert_int_equal(json_integer_value(json_array_get(counts, 3)), 1); /* <= 1800 s */
+    assert_int_equal(json_integer_value(json_array_get(counts, 4)), 2); /* <= 3600 s */
+    double sum = json_real_value(json_object_get(h, "sum"));
+    assert_true(sum >= 2100 && sum < 2110);
     json_decref(s);
 
     state_close(db);
@@ -272,6 +362,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_tickets_and_pending),
         cmocka_unit_test(test_audit_tail),
         cmocka_unit_test(test_patch),
     };

@@ -113,6 +113,67 @@ defmodule SelfHeal.AtRestTest do
     assert group.fingerprint == raw
   end
 
+  # Plain log lines (no stack trace) are what the template miner keeps:
+  # written to a tailed file, they go through SelfHeal.Tail, the collector
+  # and its miner, whose templates and snapshot must hold none of them.
+  @line_secrets [
+    "Zx9Qw3Er7Ty1Ui5Op2As",
+    "AKIA2E0A8F3B244C9986",
+    "9f8e7d6c5b4a39281706f5e4d3c2b1a0XyZ",
+    "s3cr3t-Pa55w0rd",
+    "ACME-738201"
+  ]
+
+  test "the miner's templates and its snapshot in state_dir hold no planted secret",
+       %{tmp_dir: dir} do
+    state = Path.join(dir, "state")
+    File.mkdir_p!(state)
+    log = Path.join(dir, "app.log")
+
+    [token, aws, bearer, url_password, acme] = @line_secrets
+
+    File.write!(log, [
+      "2026-12-06 10:00:01 [error] login refused token=#{token} for client web\n",
+      "2026-12-06 10:00:02 [error] S3 put failed with key #{aws} in eu-west-1\n",
+      "2026-12-06 10:00:03 [error] upstream said 401 to Authorization: Bearer #{bearer}\n",
+      "2026-12-06 10:00:04 [error] cannot reach postgres://app:#{url_password}@db:5432/shop\n",
+      "2026-12-06 10:00:05 [error] tenant #{acme} over its quota\n"
+    ])
+
+    name = :"at_rest_miner_#{System.unique_integer([:positive])}"
+
+    start_supervised!(
+      {Collector, name: name, flush_ms: 5, state_dir: state, scrub: ["ACME-[0-9]{6}"]},
+      id: name
+    )
+
+    start_supervised!(
+      {SelfHeal.Tail, path: log, collector: name, poll_ms: 10, from: :beginning},
+      id: :at_rest_tail
+    )
+
+    SelfHeal.TestSupport.eventually(fn -> Collector.stats(name).events == 5 end, 5_000)
+    templates = name |> Collector.miner() |> SelfHeal.Native.miner_templates()
+    assert length(templates) == 5
+    reported = inspect({templates, Collector.groups(name)}, limit: :infinity)
+
+    # the snapshot is written at shutdown
+    stop_supervised!(:at_rest_tail)
+    :ok = stop_supervised(name)
+    snapshot = File.read!(Path.join(state, "miner.snapshot"))
+    {:ok, restored} = SelfHeal.Native.miner_restore(snapshot)
+    assert length(SelfHeal.Native.miner_templates(restored)) == 5
+
+    for s <- @line_secrets do
+      refute String.contains?(reported, s), "#{s} in the templates or groups"
+      refute String.contains?(snapshot, s), "#{s} in miner.snapshot"
+    end
+
+    # the lines were mined scrubbed (the miner's own normalisation takes
+    # the URL's authority away)
+    assert Enum.count(templates, &(&1.template =~ "[REDACTED:")) == 4
+  end
+
   test "an Erlang stack trace keeps its frames and loses its arguments" do
     e = Event.new(message: "boom", stacktrace: [{M, :f, ["password=hunter2!X"], [line: 1]}])
     assert %Event{stacktrace: [{M, :f, 1, [line: 1]}]} = SelfHeal.Scrub.event(nil, e)

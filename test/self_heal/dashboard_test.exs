@@ -198,6 +198,7 @@ defmodule SelfHeal.DashboardTest do
 
     assert header(h, "content-type") =~ "version=0.0.4"
     assert metrics =~ "self_heal_fixes{status=\"awaiting_approval\"} 1"
+    assert metrics =~ "self_heal_approvals_waiting 1"
 
     # the page's own form approves
     assert {303, _, _} = http(:post, approve, [{"cookie", cookie}], "csrf=" <> token)
@@ -299,6 +300,8 @@ defmodule SelfHeal.DashboardTest do
         shot(cdp, "overview")
         assert overview =~ "<h1>Overview</h1>"
         assert overview =~ "awaiting_approval"
+        assert overview =~ "Escalations pending"
+        assert overview =~ "Approvals waiting"
         assert overview =~ "consent"
         assert overview =~ "diagnose"
         # the cookie is HttpOnly: scripts do not see it
@@ -408,7 +411,8 @@ defmodule SelfHeal.DashboardTest do
     for name <- ~w(self_heal_events_received_total self_heal_groups self_heal_dedup_ratio
                    self_heal_groups_open self_heal_groups_settled_total self_heal_fixes
                    self_heal_breaker_open self_heal_kill_switch self_heal_model_cost_usd_total
-                   self_heal_time_to_verified_seconds_bucket self_heal_port_up) do
+                   self_heal_time_to_verified_seconds_bucket self_heal_port_up
+                   self_heal_escalations_pending self_heal_approvals_waiting) do
       assert text =~ ~r/^#{name}[{ ]/m, name
     end
 

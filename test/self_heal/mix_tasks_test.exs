@@ -46,7 +46,16 @@ defmodule SelfHeal.MixTasksTest do
   test "quiet: only the answer; the first run shows Mix compiling SelfHeal, never make",
        %{dir: dir, first: first} do
     # Mix compiles a dependency before it can find the dependency's task
-    assert first =~ "automation: running"
+    # (docs/operating.md): its own lines, nothing else before the answer
+    assert [before, _answer] = String.split(first, "automation: running", parts: 2)
+
+    for line <- String.split(before, "\n", trim: true),
+        do:
+          assert(
+            line =~ ~r/^(==> \w+|Compiling \d+ files? \(\.ex\)|Generated self_heal app)$/,
+            line
+          )
+
     refute first =~ ~r/\b(CC|LD|make)\b/
 
     assert {out, 0} = mix(dir, ["self_heal.status"])
@@ -58,6 +67,8 @@ defmodule SelfHeal.MixTasksTest do
              "consent: diagnose" | _
            ] = String.split(out, "\n", trim: true)
 
+    assert out =~ "escalations pending: 0 queued or analysed by the port\n"
+    assert out =~ "approvals waiting: 0 (fixes waiting for a human)\n"
     refute out =~ ~r/Compiling|Generated|==>/
   end
 

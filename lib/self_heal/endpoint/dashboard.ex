@@ -300,6 +300,7 @@ defmodule SelfHeal.Endpoint.Dashboard do
     events = (collector && collector.events) || 0
     ngroups = (collector && collector.groups) || 0
     waiting = Map.get(fixes, "awaiting_approval", 0)
+    batch = safe(fn -> SelfHeal.Port.escalations_pending(conn.config.approvals) end)
 
     [
       "<div class=\"cards\">",
@@ -317,10 +318,14 @@ defmodule SelfHeal.Endpoint.Dashboard do
         {"escalated", Map.get(settled, "escalate", 0)},
         {"held by triage", Map.get(settled, "hold", 0)}
       ]),
-      card("Escalations waiting", [
+      card("Escalations pending", [
+        {"in SelfHeal.Port's batch", batch},
+        {"queued or analysed by the port", stats && stats["escalations_pending"]}
+      ]),
+      card("Approvals waiting", [
         {"fixes awaiting approval", waiting},
         {"fixes running", gate && gate["fixes_running"]},
-        {"fixes queued", gate && gate["fixes_waiting"]}
+        {"fixes queued for a slot", gate && gate["fixes_waiting"]}
       ]),
       card("Gate", gate_rows(gate)),
       card("Fixes", Enum.sort(fixes)),
