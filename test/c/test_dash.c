@@ -206,7 +206,7 @@ static void test_tickets_and_pending(void **state)
     (void)state;
     tmpdir t;
     state_db *db = open_db(&t);
-    json_int_t now_ms = (json_int_t)state_now() * 1000;
+    json_int_t now_ms = (json_int_t)port_now() * 1000;
 
     /* two tickets without a fix: 100 s and 2,000 s after the first
      * occurrence; a ticket made without a job (no first occurrence known) */
