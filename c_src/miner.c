@@ -1275,7 +1275,7 @@ int sh_miner_prepare(const sh_miner *m, sh_miner_line *l, const char *line, size
 static uint64_t add_work(const sh_miner *m, const sh_miner_line *l, uint64_t bn)
 {
     uint64_t n = l->ntok + 1;
-    uint64_t w = 4 * bn * n + n + l->norm.len + 4 * bn + 16 + other_lengths_work((sh_miner *)m, l);
+    uint64_t w = 6 * bn * n + n + l->norm.len + 4 * bn + 16 + other_lengths_work((sh_miner *)m, l);
     if ((m->stats.clusters + 1) * 2 > m->ids_cap)
         w += WORK_SLOT * (uint64_t)m->ids_cap;
     if ((m->nbuckets + 1) * 2 > m->bucket_cap)
