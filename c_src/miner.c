@@ -7,9 +7,13 @@
  *     buffer; its id; its count; links of the LRU list.
  *   - buckets: an open-addressing table from a routing key (token count and
  *     the first route_tokens tokens, a token holding a digit or a
- *     placeholder, or a component name, routing as WILD) to the clusters
- *     of that key.
+ *     placeholder, a component name, or with the constant rule any token
+ *     but a plain word, routing as WILD) to the clusters of that key.
  *   - ids: an open-addressing table from id to cluster.
+ *   - pairs: a direct-mapped table of two values seen alternating at one
+ *     position of a template, with that template (evidence that the
+ *     position holds a value when they alternate in another one).
+ *   - align_dp: the table of the alignment across token counts.
  * Tokens compare by hash; 64-bit hashes make a false match negligible.
  *
  * Walks (templates, snapshots in steps) keep their place with a marker
@@ -31,16 +35,23 @@
  * them for the benchmark that chooses them. */
 #define ROUTE_TOKENS 2    /* leading tokens in the routing key */
 #define SIM_THRESHOLD 0.4 /* share of equal positions to join a cluster */
-#define SIBLINGS 5        /* clusters differing in one word that merge */
+#define SIBLINGS 8        /* clusters differing in one word that merge */
 #define RULES SH_MINER_RULES_ALL
 #define VALUE_GROUP_TOKENS 16 /* longest bracket group of values dropped */
+#define PAIRS_MAX 65536       /* slots of the table of alternating values */
+#define GAPS 4                /* most tokens a join across token counts skips */
 
 typedef struct token {
     uint64_t hash; /* WILD for a parameter */
     uint32_t off;  /* text in the cluster's buffer */
     uint32_t len;
-    uint8_t word; /* a plain word (is_word) */
+    uint8_t kind;   /* TOK_VALUE, TOK_WORD (is_word) or TOK_CONST (is_const) */
+    uint64_t shape; /* hash with each run of digits as one '#' (shape_hash) */
 } token;
+
+#define TOK_VALUE 0
+#define TOK_WORD 1
+#define TOK_CONST 2
 
 typedef struct cluster {
     uint64_t id;
@@ -92,7 +103,14 @@ struct sh_miner {
     uint64_t *alias_from, *alias_to;
     size_t aliases, alias_cap;
     uint32_t *pos_count; /* sibling counts per position (scratch) */
-    sh_miner_line cur;   /* the line of sh_miner_add */
+    /* values seen to alternate in one template: pair of values -> the
+     * template around them (0: seen in two templates); direct-mapped, a
+     * new pair takes the slot of an old one */
+    uint64_t *pair_key, *pair_family;
+    size_t pair_cap;
+    int32_t *align_dp; /* align's table (scratch) */
+    size_t align_cap;
+    sh_miner_line cur; /* the line of sh_miner_add */
     /* the walk: its marker in the LRU list (not a cluster), generation,
      * template text and parameter positions, a snapshot's state */
     cluster mark;
@@ -199,7 +217,12 @@ int sh_miner_new(sh_miner **out, const sh_miner_config *config)
     m->ids = calloc(m->ids_cap, sizeof(*m->ids));
     m->pos_count = calloc(m->cfg.max_tokens + 1, sizeof(*m->pos_count));
     m->walk_params = calloc(m->cfg.max_tokens + 1, sizeof(*m->walk_params));
-    if (m->buckets == NULL || m->ids == NULL || m->pos_count == NULL || m->walk_params == NULL) {
+    for (m->pair_cap = 64; m->pair_cap < PAIRS_MAX && m->pair_cap < 2 * m->cfg.max_clusters;)
+        m->pair_cap *= 2;
+    m->pair_key = calloc(m->pair_cap, sizeof(*m->pair_key));
+    m->pair_family = calloc(m->pair_cap, sizeof(*m->pair_family));
+    if (m->buckets == NULL || m->ids == NULL || m->pos_count == NULL || m->walk_params == NULL ||
+        m->pair_key == NULL || m->pair_family == NULL) {
         sh_miner_free(m);
         return -1;
     }
@@ -234,6 +257,9 @@ void sh_miner_free(sh_miner *m)
     free(m->alias_from);
     free(m->alias_to);
     free(m->pos_count);
+    free(m->pair_key);
+    free(m->align_dp);
+    free(m->pair_family);
     free(m->walk_params);
     free(m->cur.tok);
     sh_buf_free(&m->cur.norm);
@@ -432,6 +458,56 @@ static int is_path(const char *p, size_t n)
     return 0;
 }
 
+/* A token that may name a constant although it is not a plain word: no
+ * placeholder, a letter, and a digit or punctuation ("HTTP2", "TLSv1",
+ * "STATE_IDLE", "Mod::method", "WWEN[enable]"), but no path or dotted
+ * name ("/srv/a.txt", "com.example.app", "a.txt"): those name files,
+ * hosts and packages, the values of events. Whether it is a constant is
+ * left to the evidence (docs/miner.md). */
+static int is_const(const char *p, size_t n)
+{
+    int letter = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '<' || p[i] == '/')
+            return 0;
+        letter = letter || is_letter(p[i]);
+    }
+    return letter;
+}
+
+static int is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* The hash of a token without its numbers (runs of hex digits holding a
+ * digit): "bglio716" and "bglio91", "U11" and "U01", "root3_domain" and
+ * "root_domain", "Alarm{aa90550" and "Alarm{c1705d3" have one shape
+ * (numbered instances of one name), "HTTP2" and "TLSv1" two. */
+static uint64_t shape_hash(const char *p, size_t n)
+{
+    char buf[64];
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        int digit = 0;
+        while (j < n && is_hex(p[j]))
+            digit |= p[j++] <= '9';
+        if (j == i)
+            j++;
+        else if (digit) {
+            i = j;
+            continue;
+        }
+        for (; i < j; i++) {
+            if (k == sizeof(buf))
+                return hash_bytes(p, n);
+            buf[k++] = p[i];
+        }
+    }
+    return hash_bytes(buf, k);
+}
+
 /* A plain word: letters only once leading ([{"' and trailing
  * ,.;:!?)]}"' are set aside ("Started", "(Lifecycle", "SPP."). Dotted
  * names, snake_case, paths and anything with a digit are not words. */
@@ -450,6 +526,11 @@ static int is_word(const char *p, size_t n)
             return 0;
     }
     return 1;
+}
+
+static uint8_t token_kind(const char *p, size_t n)
+{
+    return is_word(p, n) ? TOK_WORD : is_const(p, n) ? TOK_CONST : TOK_VALUE;
 }
 
 static int is_key_char(unsigned char c)
@@ -535,7 +616,8 @@ static long tokenize(const sh_miner_config *cfg, sh_miner_line *l)
         if (i >= len)
             break;
         size_t start = i;
-        int key = 1; /* the token so far could be a key */
+        int key = 1;   /* the token so far could be a key */
+        int digit = 0; /* it holds a digit */
         while (i < len && !is_blank((unsigned char)s[i])) {
             unsigned char c = (unsigned char)s[i++];
             /* key=value: the key (with its '=') and the value are tokens */
@@ -543,6 +625,7 @@ static long tokenize(const sh_miner_config *cfg, sh_miner_line *l)
                 !is_blank((unsigned char)s[i]) && s[i] != '=')
                 break;
             key = key && is_key_char(c);
+            digit |= c >= '0' && c <= '9';
         }
         if (n == cfg->max_tokens) {
             l->truncated = 1;
@@ -559,7 +642,14 @@ static long tokenize(const sh_miner_config *cfg, sh_miner_line *l)
         l->tok[n].off = (uint32_t)start;
         l->tok[n].len = (uint32_t)(i - start);
         l->tok[n].hash = hash_bytes(s + start, i - start);
-        l->tok[n].word = is_word(s + start, i - start);
+        l->tok[n].kind = token_kind(s + start, i - start);
+        /* a component name heading the line is a value (route_key) */
+        if (n < cfg->route_tokens && (cfg->rules & SH_MINER_RULE_ROUTE_WORDS) &&
+            is_path(s + start, i - start))
+            l->tok[n].kind = TOK_VALUE;
+        l->tok[n].shape = l->tok[n].kind != TOK_CONST ? 0
+                          : digit                     ? shape_hash(s + start, i - start)
+                                                      : l->tok[n].hash;
         n++;
     }
     if (cfg->rules & SH_MINER_RULE_VALUE_GROUPS)
@@ -567,19 +657,33 @@ static long tokenize(const sh_miner_config *cfg, sh_miner_line *l)
     return (long)n;
 }
 
-static uint64_t route_key(const sh_miner_config *cfg, const sh_miner_line *l)
+/* The routing key of l's leading tokens with a token count of n. */
+static uint64_t route_key(const sh_miner_config *cfg, const sh_miner_line *l, size_t n)
 {
-    size_t n = l->ntok;
     uint64_t k = mix(0x5bd1e995ULL + n);
-    for (size_t i = 0; i < n && i < cfg->route_tokens; i++) {
+    for (size_t i = 0; i < n && i < l->ntok && i < cfg->route_tokens; i++) {
         const token *t = &l->tok[i];
         int wild =
             routes_wild(l->norm.data + t->off, t->len) ||
-            ((cfg->rules & SH_MINER_RULE_ROUTE_WORDS) && is_path(l->norm.data + t->off, t->len));
+            ((cfg->rules & SH_MINER_RULE_ROUTE_WORDS) && is_path(l->norm.data + t->off, t->len)) ||
+            ((cfg->rules & SH_MINER_RULE_CONSTS) && t->kind != TOK_WORD);
         uint64_t h = wild ? WILD : t->hash;
         k = mix(k ^ (h + 0x9E3779B97F4A7C15ULL * (i + 1)));
     }
     return k == 0 ? 1 : k;
+}
+
+/* Whether two different tokens of these kinds at one position make two
+ * events: two plain words (the word rule), or two constants of which one
+ * at least has a digit or punctuation (the constant rule). */
+static int vetoes(const sh_miner_config *cfg, const token *a, const token *b)
+{
+    if (a->kind == TOK_VALUE || b->kind == TOK_VALUE)
+        return 0;
+    if (a->kind == TOK_WORD && b->kind == TOK_WORD)
+        return (cfg->rules & SH_MINER_RULE_WORDS) != 0;
+    /* numbered instances of one name are values */
+    return (cfg->rules & SH_MINER_RULE_CONSTS) != 0 && a->shape != b->shape;
 }
 
 /* Share of the line's positions equal to the template's (parameters count
@@ -588,14 +692,13 @@ static double similarity(const sh_miner_config *cfg, const cluster *c, const tok
                          uint32_t *params)
 {
     uint32_t same = 0, wild = 0;
-    int words = (cfg->rules & SH_MINER_RULE_WORDS) != 0;
     for (size_t i = 0; i < n; i++) {
         if (c->tok[i].hash == WILD)
             wild++;
         else if (c->tok[i].hash == line[i].hash)
             same++;
-        else if (words && c->tok[i].word && line[i].word)
-            return -1; /* two different words: two different events */
+        else if (vetoes(cfg, &c->tok[i], &line[i]))
+            return -1; /* two different constants: two different events */
     }
     *params = wild;
     return n == 0 ? 1.0 : (double)same / (double)n;
@@ -623,6 +726,151 @@ static cluster *best_match(sh_miner *m, const sh_miner_line *l)
     if (best != NULL && (best_sim >= m->cfg.sim_threshold || n == 0))
         return best;
     return NULL;
+}
+
+/* Whether a token of a template (t) or of a line (l) may be left out of
+ * an alignment: a parameter or a value. */
+static int gap_ok(const token *t)
+{
+    return t->hash == WILD || t->kind == TOK_VALUE;
+}
+
+/*
+ * Aligns a line with a template of another token count, by dynamic
+ * programming over (tokens of the longer side consumed, tokens it
+ * skipped, whether the last step skipped). The longer side skips exactly
+ * as many tokens as it has more, each of them a value (gap_ok), and the
+ * tokens right after a run of skipped ones are equal (so an event's
+ * missing last value is not read as optional). The other tokens pair in
+ * order: equal (a parameter equals anything) or substituted, where two
+ * different constants veto. Returns the best share of the longer side's
+ * positions that are equal, or -1. With `apply` the template's positions
+ * that were skipped or substituted become parameters.
+ */
+#define ALIGN_NONE (-1)
+
+static double align(sh_miner *m, cluster *c, const token *line, size_t n, int apply)
+{
+    size_t tn = c->ntok;
+    int tlong = tn > n;
+    size_t la = tlong ? tn : n, gaps = tlong ? tn - n : n - tn, w = gaps + 1;
+    size_t cells = (la + 1) * w * 2;
+    if (cells > m->align_cap) {
+        int32_t *d = realloc(m->align_dp, cells * sizeof(*d));
+        if (d == NULL)
+            return -1;
+        m->align_dp = d;
+        m->align_cap = cells;
+    }
+    int32_t *dp = m->align_dp; /* (a, s, f) -> equal tokens so far, or ALIGN_NONE */
+#define AT(a, s, f) dp[((a)*w + (s)) * 2 + (f)]
+    for (size_t i = 0; i < cells; i++)
+        dp[i] = ALIGN_NONE;
+    AT(0, 0, 0) = 0;
+    for (size_t a = 0; a < la; a++) {
+        for (size_t s = 0; s < w; s++) {
+            for (int f = 0; f < 2; f++) {
+                int32_t v = AT(a, s, f);
+                size_t b = a - s; /* tokens of the shorter side consumed */
+                if (v == ALIGN_NONE || s > a)
+                    continue;
+                const token *x = tlong ? &c->tok[a] : &line[a];
+                /* skip x */
+                if (s < gaps && gap_ok(x) && AT(a + 1, s + 1, 1) < v)
+                    AT(a + 1, s + 1, 1) = v;
+                if (b >= (tlong ? n : tn))
+                    continue;
+                const token *t = tlong ? x : &c->tok[b], *u = tlong ? &line[b] : x;
+                int32_t nv;
+                if (t->hash == u->hash && t->hash != WILD)
+                    nv = v + 1;
+                else if (f || (t->hash != WILD && vetoes(&m->cfg, t, u)))
+                    continue;
+                else
+                    nv = v;
+                if (AT(a + 1, s, 0) < nv)
+                    AT(a + 1, s, 0) = nv;
+            }
+        }
+    }
+    int32_t best = AT(la, gaps, 0);
+    if (best == ALIGN_NONE)
+        return -1;
+    if (apply) {
+        /* walk back: a step is a skip when the state it came from holds
+         * the value; else a pair */
+        size_t a = la, s = gaps;
+        int f = 0;
+        int32_t v = best;
+        while (a > 0) {
+            int skipped = f == 1;
+            size_t pa = a - 1;
+            if (skipped) {
+                if (tlong)
+                    c->tok[pa].hash = WILD;
+                s--;
+                f = AT(pa, s, 0) == v ? 0 : 1;
+            } else {
+                size_t b = pa - s;
+                const token *t = tlong ? &c->tok[pa] : &c->tok[b];
+                const token *u = tlong ? &line[b] : &line[pa];
+                int eq = t->hash == u->hash && t->hash != WILD;
+                if (!eq)
+                    c->tok[tlong ? pa : b].hash = WILD;
+                v -= eq;
+                f = AT(pa, s, 0) == v ? 0 : 1;
+            }
+            a = pa;
+        }
+    }
+#undef AT
+    return (double)best / (double)la;
+}
+
+/* The most similar cluster of up to GAPS tokens more or fewer whose
+ * alignment with l leaves only values out (align), or NULL. */
+static cluster *match_other_lengths(sh_miner *m, const sh_miner_line *l)
+{
+    size_t n = l->ntok;
+    cluster *best = NULL;
+    double best_sim = -1;
+    for (size_t d = 1; d <= GAPS; d++) {
+        for (int side = 0; side < 2; side++) {
+            if (side == 0 && d >= n)
+                continue;
+            size_t len = side == 0 ? n - d : n + d;
+            bucket *b = bucket_find(m, route_key(&m->cfg, l, len));
+            for (uint32_t i = 0; b->key != 0 && i < b->n; i++) {
+                cluster *c = b->items[i];
+                if (c->ntok != len)
+                    continue;
+                double sim = align(m, c, l->tok, n, 0);
+                if (sim > best_sim) {
+                    best = c;
+                    best_sim = sim;
+                }
+            }
+        }
+        if (best != NULL && best_sim >= m->cfg.sim_threshold)
+            return best;
+    }
+    return NULL;
+}
+
+/* The clusters that match_other_lengths may compare l with. */
+static uint64_t other_lengths_work(sh_miner *m, const sh_miner_line *l)
+{
+    if (!(m->cfg.rules & SH_MINER_RULE_LENGTHS))
+        return 0;
+    uint64_t w = 0, n = l->ntok;
+    for (size_t d = 1; d <= GAPS; d++)
+        for (int side = 0; side < 2; side++) {
+            if (side == 0 && d >= n)
+                continue;
+            const bucket *b = bucket_find(m, route_key(&m->cfg, l, side == 0 ? n - d : n + d));
+            w += b->key != 0 ? (uint64_t)b->n * (n + d + 1) * 2 * (d + 1) : 0;
+        }
+    return w;
 }
 
 /* Makes the positions where line differs parameters; returns how many. */
@@ -658,7 +906,8 @@ static cluster *cluster_make(const token *toks, size_t n, const char *src, uint6
         c->tok[i].hash = toks[i].hash;
         c->tok[i].off = (uint32_t)off;
         c->tok[i].len = toks[i].len;
-        c->tok[i].word = toks[i].word;
+        c->tok[i].kind = toks[i].kind;
+        c->tok[i].shape = toks[i].shape;
         memcpy(c->text + off, src + toks[i].off, toks[i].len);
         off += toks[i].len;
     }
@@ -826,6 +1075,51 @@ static long sibling_position(const sh_miner *m, const cluster *a, const cluster 
     return pos;
 }
 
+/*
+ * Evidence that the position where siblings a and b differ holds a value:
+ * the same two tokens were seen alternating in another template (user
+ * names after "session opened for user" and after "session closed for
+ * user"). An event's constants alternate within their own template; the
+ * values of an entity recur wherever the entity is named. Records the
+ * pair and its template; returns 1 when the pair was met in another.
+ */
+/* The hash of a cluster's token without the punctuation around it. */
+static uint64_t core_hash(const cluster *c, long pos)
+{
+    const char *p = c->text + c->tok[pos].off;
+    size_t i = 0, e = c->tok[pos].len;
+    while (i < e && strchr("([{\"'", p[i]) != NULL)
+        i++;
+    while (e > i && strchr(",.;:!?)]}\"'", p[e - 1]) != NULL)
+        e--;
+    return hash_bytes(p + i, e - i);
+}
+
+static int recurs(sh_miner *m, const cluster *a, const cluster *b, long pos)
+{
+    uint64_t x = core_hash(a, pos), y = core_hash(b, pos);
+    uint64_t key = mix((x < y ? x : y) ^ mix(x < y ? y : x));
+    /* the template: its constants in order, without its values, so that
+     * one event printed with more or fewer values is one template */
+    uint64_t family = 0x51afd7ed558ccdULL;
+    for (uint32_t i = 0; i < a->ntok; i++)
+        if ((long)i != pos && a->tok[i].hash == b->tok[i].hash && a->tok[i].hash != WILD &&
+            a->tok[i].kind != TOK_VALUE)
+            family = mix(family ^ a->tok[i].hash);
+    key = key ? key : 1;
+    family = family ? family : 1;
+    size_t k = (size_t)key & (m->pair_cap - 1);
+    if (m->pair_key[k] == key && m->pair_family[k] != family) {
+        m->pair_family[k] = 0; /* met in two templates: a value */
+        return 1;
+    }
+    if (m->pair_key[k] != key) {
+        m->pair_key[k] = key;
+        m->pair_family[k] = family;
+    }
+    return 0;
+}
+
 static void cluster_drop(sh_miner *m, cluster *c)
 {
     lru_unlink(m, c);
@@ -858,14 +1152,37 @@ static void merge_into(sh_miner *m, cluster *keep, cluster *o, long pos)
  * others' ids becoming aliases of its id. Returns the cluster c now lives
  * in.
  */
+/* Whether a is b with more parameters: equal wherever a has none. */
+static int subsumes(const cluster *a, const cluster *b)
+{
+    if (a == b || a->ntok != b->ntok)
+        return 0;
+    for (uint32_t i = 0; i < a->ntok; i++)
+        if (a->tok[i].hash != WILD && a->tok[i].hash != b->tok[i].hash)
+            return 0;
+    return 1;
+}
+
 static cluster *merge_siblings(sh_miner *m, cluster *c)
 {
     bucket *b = bucket_find(m, c->route);
     uint32_t *count = m->pos_count;
     long best = -1;
+    /* a cluster whose constants c has since seen vary is one of c's
+     * values: it goes into c (a parameter agrees with any value) */
+    for (uint32_t i = 0; (m->cfg.rules & SH_MINER_RULE_SIB_PARAMS) && i < b->n;) {
+        if (subsumes(c, b->items[i])) {
+            merge_into(m, c, b->items[i], -1); /* moves the bucket's last item to i */
+            continue;
+        }
+        i++;
+    }
+    int recur = (m->cfg.rules & SH_MINER_RULE_RECUR) != 0;
     for (uint32_t i = 0; i < b->n; i++) {
         long p = b->items[i] == c ? -1 : sibling_position(m, c, b->items[i]);
-        if (p >= 0 && ++count[p] + 1 >= (uint32_t)m->cfg.siblings)
+        if (p < 0)
+            continue;
+        if (++count[p] + 1 >= (uint32_t)m->cfg.siblings || (recur && recurs(m, c, b->items[i], p)))
             best = p;
     }
     for (uint32_t i = 0; i < b->n; i++) {
@@ -942,7 +1259,7 @@ int sh_miner_prepare(const sh_miner *m, sh_miner_line *l, const char *line, size
     if (nt < 0)
         return -1;
     l->ntok = (size_t)nt;
-    l->route = route_key(&m->cfg, l);
+    l->route = route_key(&m->cfg, l, l->ntok);
     l->tid = template_id(l);
     return 0;
 }
@@ -958,7 +1275,7 @@ int sh_miner_prepare(const sh_miner *m, sh_miner_line *l, const char *line, size
 static uint64_t add_work(const sh_miner *m, const sh_miner_line *l, uint64_t bn)
 {
     uint64_t n = l->ntok + 1;
-    uint64_t w = 4 * bn * n + n + l->norm.len + 4 * bn + 16;
+    uint64_t w = 6 * bn * n + n + l->norm.len + 4 * bn + 16 + other_lengths_work((sh_miner *)m, l);
     if ((m->stats.clusters + 1) * 2 > m->ids_cap)
         w += WORK_SLOT * (uint64_t)m->ids_cap;
     if ((m->nbuckets + 1) * 2 > m->bucket_cap)
@@ -1001,13 +1318,26 @@ int sh_miner_add_line(sh_miner *m, const sh_miner_line *l, uint64_t max_work, ui
     m->stats.lines++;
     m->stats.truncated += (uint64_t)l->truncated;
     cluster *c = best_match(m, l);
+    if (c == NULL && (m->cfg.rules & SH_MINER_RULE_LENGTHS) && n > 0 &&
+        (c = match_other_lengths(m, l)) != NULL) {
+        /* the same event with values more or fewer: its template keeps
+         * its token count, and what the line did not match becomes a
+         * parameter */
+        (void)align(m, c, l->tok, n, 1);
+        c->count++;
+        lru_touch(m, c);
+        *id = c->id;
+        return 0;
+    }
     if (c != NULL) {
         size_t changed = generalize(c, l->tok, n);
         c->count++;
         lru_touch(m, c);
         /* a new parameter can make it a sibling of clusters that differ
-         * from it only there and in one word */
-        if (changed > 0 && (m->cfg.rules & SH_MINER_RULE_SIB_PARAMS))
+         * from it only there and in one word; evidence met in other
+         * templates since it was made is looked at again as it grows */
+        if ((changed > 0 && (m->cfg.rules & SH_MINER_RULE_SIB_PARAMS)) ||
+            ((m->cfg.rules & SH_MINER_RULE_RECUR) && (c->count & (c->count - 1)) == 0))
             c = merge_siblings(m, c);
         *id = c->id;
         return 0;
@@ -1401,7 +1731,8 @@ static cluster *read_cluster(reader *r, sh_miner *m, const char **why)
         toks[i].off = (uint32_t)(r->p - base);
         toks[i].len = len;
         toks[i].hash = wild ? WILD : hash_bytes((const char *)r->p, len);
-        toks[i].word = (uint8_t)is_word((const char *)r->p, len);
+        toks[i].kind = token_kind((const char *)r->p, len);
+        toks[i].shape = toks[i].kind == TOK_CONST ? shape_hash((const char *)r->p, len) : 0;
         r->p += len;
     }
     cluster *c = NULL;

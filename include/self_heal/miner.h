@@ -7,7 +7,12 @@
  * wildcard) to a small set of candidate clusters. The most similar
  * candidate (share of positions whose tokens are equal) takes the line when
  * the similarity reaches the threshold, and positions that differ become
- * parameters (<*>) of its template; otherwise the line starts a cluster.
+ * parameters (<*>) of its template; else a cluster of a few tokens more or
+ * fewer whose alignment with the line leaves out only values takes it;
+ * otherwise the line starts a cluster. Two different words or constants
+ * at one position are two events until the evidence says the position
+ * holds values (eight clusters differing there only, or the same two
+ * values alternating in another template): then those clusters merge.
  * The details and the measured accuracy are in docs/miner.md.
  *
  * Ids are stable: a cluster's id is a 64-bit hash of the template it was
@@ -54,8 +59,12 @@ typedef struct sh_miner_config {
 #define SH_MINER_RULE_ROUTE_WORDS 0x04u  /* only plain words route by text */
 #define SH_MINER_RULE_SIB_PARAMS 0x08u   /* parameters agree in siblings */
 #define SH_MINER_RULE_VALUE_GROUPS 0x10u /* value-only bracket groups go */
-#define SH_MINER_RULES_ALL 0x1fu
-#define SH_MINER_RULES_SET 0x80000000u /* rules holds an explicit set */
+#define SH_MINER_RULE_CONSTS 0x20u       /* two different constants veto */
+#define SH_MINER_RULE_RECUR 0x40u        /* values met in two templates */
+#define SH_MINER_RULE_LENGTHS 0x80u      /* join across token counts */
+#define SH_MINER_RULES_ALL 0xffu
+#define SH_MINER_RULES_BEFORE_EVIDENCE 0x1fu /* the set before the last three */
+#define SH_MINER_RULES_SET 0x80000000u       /* rules holds an explicit set */
 
 typedef struct sh_miner_stats {
     uint64_t lines;           /* lines added */

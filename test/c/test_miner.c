@@ -98,12 +98,13 @@ static void test_similarity_threshold(void **state)
 {
     (void)state;
     sh_miner *m = miner(0);
-    uint64_t a = add(m, "job a1 b2 c3 d4 done");
+    /* numbered names (one shape each: values) */
+    uint64_t a = add(m, "job v1 w2 x3 y4 done");
     /* 2 of 6 positions equal: below the threshold (0.4), a cluster of its own */
-    uint64_t b = add(m, "job e5 f6 g7 h8 done");
+    uint64_t b = add(m, "job v5 w6 x7 y8 done");
     assert_true(a != b);
     /* 4 of 6 equal: joins */
-    assert_int_equal(add(m, "job a1 b2 g7 h8 done"), a);
+    assert_int_equal(add(m, "job v1 w2 x7 y8 done"), a);
     sh_miner_free(m);
 }
 
@@ -137,34 +138,41 @@ static void test_generalised_cluster_keeps_its_id(void **state)
     sh_miner_free(m);
 }
 
-/* Seven "Invalid user" lines, given by n ids, all live in final, the only
- * cluster, into which four siblings merged. */
-static void assert_users_merged(sh_miner *m, const uint64_t *ids, int n, uint64_t final)
+static const char *const USER_NAMES[] = {"root",  "admin",  "oracle", "test", "webmaster",
+                                         "guest", "nagios", "backup", "ftp",  "mysql"};
+
+/* "Invalid user" lines of ten users, `lines` in all, given by n ids, all
+ * live in final, the only cluster, into which seven siblings merged (eight
+ * make siblings merge). */
+static void assert_users_merged(sh_miner *m, const uint64_t *ids, int n, uint64_t final,
+                                uint64_t lines)
 {
     for (int i = 0; i < n; i++)
         assert_int_equal(sh_miner_resolve(m, ids[i]), final);
     found f = template_of(m, final);
     assert_string_equal(f.text, "Invalid user <*> from <ip>");
-    assert_int_equal(f.count, 7);
+    assert_int_equal(f.count, lines);
     sh_miner_stats st;
     sh_miner_stats_get(m, &st);
     assert_int_equal(st.clusters, 1);
-    assert_int_equal(st.merged, 4);
+    assert_int_equal(st.merged, 7);
 }
 
 static void test_many_word_siblings_merge(void **state)
 {
     (void)state;
     sh_miner *m = miner(0);
-    const char *users[] = {"root", "admin", "oracle", "test", "webmaster", "guest", "nagios"};
-    uint64_t ids[7];
-    for (int i = 0; i < 7; i++) {
+    uint64_t ids[10];
+    for (int i = 0; i < 10; i++) {
         char line[128];
-        snprintf(line, sizeof(line), "Invalid user %s from 173.234.31.%d", users[i], i + 1);
+        snprintf(line, sizeof(line), "Invalid user %s from 173.234.31.%d", USER_NAMES[i], i + 1);
         ids[i] = add(m, line);
+        sh_miner_stats st;
+        sh_miner_stats_get(m, &st);
+        /* the first seven are clusters of their own until the eighth comes */
+        assert_int_equal(st.clusters, i < 7 ? (uint64_t)i + 1 : 1);
     }
-    /* the first four were clusters of their own until the fifth came */
-    assert_users_merged(m, ids, 7, sh_miner_resolve(m, ids[6]));
+    assert_users_merged(m, ids, 10, sh_miner_resolve(m, ids[9]), 10);
     sh_miner_free(m);
 }
 
@@ -175,17 +183,16 @@ static void test_siblings_merge_into_an_older_cluster(void **state)
 {
     (void)state;
     sh_miner *m = miner(0);
-    const char *users[] = {"root", "admin", "oracle", "test", "guest"};
-    uint64_t ids[5];
+    uint64_t ids[8];
     /* root's cluster takes three lines, so it is the one that survives */
     for (int k = 0; k < 3; k++)
         ids[0] = add(m, "Invalid user root from 173.234.31.1");
-    for (int i = 1; i < 5; i++) {
+    for (int i = 1; i < 8; i++) {
         char line[128];
-        snprintf(line, sizeof(line), "Invalid user %s from 173.234.31.%d", users[i], i + 1);
+        snprintf(line, sizeof(line), "Invalid user %s from 173.234.31.%d", USER_NAMES[i], i + 1);
         ids[i] = add(m, line);
     }
-    assert_users_merged(m, ids, 5, ids[0]);
+    assert_users_merged(m, ids, 8, ids[0], 10);
     sh_miner_free(m);
 }
 
@@ -278,14 +285,23 @@ static void test_generated_word_values(void **state)
     assert_two_events(gen_word_values, 120);
 }
 
-/* A component name with no digit heading the line. */
+/* A component name with no digit heading the line: ending in ':', or
+ * not (those fewer than make siblings merge, told apart from an event's
+ * constants by recurring in both events). */
 static void gen_leading_names(int k, int event, uint32_t *rng, char *line, size_t cap)
 {
-    static const char *const NAMES[] = {
-        "com.example.billing.nightly:", "com.example.auth.sessions:", "org.sample.cache.warmer:",
-        "net.demo.mail.outbox:",        "/usr/sbin/rotate:",          "app.report.weekly:"};
+    static const char *const NAMES[] = {"com.example.billing.nightly:",
+                                        "com.example.auth.sessions:",
+                                        "org.sample.cache.warmer:",
+                                        "net.demo.mail.outbox:",
+                                        "/usr/sbin/rotate:",
+                                        "app.report.weekly:",
+                                        "billing.nightly",
+                                        "auth.sessions",
+                                        "cache.warmer",
+                                        "mail.outbox"};
     uint32_t r = rnd(rng);
-    const char *c = NAMES[(r >> 4) % 6];
+    const char *c = NAMES[(r >> 4) % 10];
     if (event == 0)
         snprintf(line, cap, "%s nightly run finished in %u ms", c, r % 900);
     else
@@ -296,6 +312,88 @@ static void test_generated_leading_names(void **state)
 {
     (void)state;
     assert_two_events(gen_leading_names, 120);
+}
+
+/* The same event with a different number of tokens that no bracket or
+ * comma marks: a list of one to four addresses separated by blanks, an
+ * optional size between two words. */
+static void gen_blank_lists(int k, int event, uint32_t *rng, char *line, size_t cap)
+{
+    uint32_t r = rnd(rng);
+    int n = snprintf(line, cap, "members");
+    for (uint32_t i = 0; i <= r % 4; i++)
+        n += snprintf(line + n, cap - (size_t)n, " 10.%u.2.%u", r % 200, i);
+    snprintf(line + n, cap - (size_t)n, " %s the ring at epoch %d", event ? "left" : "joined", k);
+}
+
+static void gen_optional_values(int k, int event, uint32_t *rng, char *line, size_t cap)
+{
+    uint32_t r = rnd(rng);
+    const char *size = r % 2 ? "" : r % 4 ? " 3.4 MB" : " 812 KB";
+    if (event == 0)
+        snprintf(line, cap, "flushed %u records%s to disk in %d ms", r % 5000, size, k);
+    else
+        snprintf(line, cap, "compacted %u segments%s into level %u", r % 90, size, r % 7);
+}
+
+static void test_generated_token_counts_without_marks(void **state)
+{
+    (void)state;
+    assert_two_events(gen_blank_lists, 120);
+    assert_two_events(gen_optional_values, 120);
+}
+
+/* Constants with digits or punctuation that tell events apart: protocol
+ * names, enum-like states, Mod::method names, each of an event's lines
+ * holding one of a few values of its own. */
+static void gen_protocols(int k, int event, uint32_t *rng, char *line, size_t cap)
+{
+    uint32_t r = rnd(rng);
+    snprintf(line, cap, "negotiated %s with 10.0.%u.%u in %d ms", event ? "TLSv1" : "HTTP2",
+             r % 250, (r >> 8) % 250, k);
+}
+
+static void gen_states(int k, int event, uint32_t *rng, char *line, size_t cap)
+{
+    uint32_t r = rnd(rng);
+    (void)k;
+    snprintf(line, cap, "display %u changed to %s after %u ms", r % 4,
+             event ? "SCREEN_OFF" : "SCREEN_ON", r % 900);
+}
+
+static void gen_methods(int k, int event, uint32_t *rng, char *line, size_t cap)
+{
+    uint32_t r = rnd(rng);
+    snprintf(line, cap, "slow call to Cache::%s took %u us for key k%d", event ? "evict" : "refill",
+             r % 999, k);
+}
+
+static void test_generated_constants_with_digits(void **state)
+{
+    (void)state;
+    assert_two_events(gen_protocols, 60);
+    assert_two_events(gen_states, 60);
+    assert_two_events(gen_methods, 60);
+}
+
+/* A plain-word parameter with fewer values than make siblings merge (user
+ * names), named in two events, as text and as key=value. */
+static void gen_few_users(int k, int event, uint32_t *rng, char *line, size_t cap)
+{
+    static const char *const USERS[] = {"alice", "bob", "carol"};
+    uint32_t r = rnd(rng);
+    const char *u = USERS[(r >> 4) % 3];
+    (void)k;
+    if (event == 0)
+        snprintf(line, cap, "session opened for user %s by sshd", u);
+    else
+        snprintf(line, cap, "password check failed user=%s tries=%u", u, r % 5);
+}
+
+static void test_generated_few_word_values(void **state)
+{
+    (void)state;
+    assert_two_events(gen_few_users, 120);
 }
 
 typedef struct collect {
@@ -948,6 +1046,9 @@ int main(void)
         cmocka_unit_test(test_generated_token_counts),
         cmocka_unit_test(test_generated_word_values),
         cmocka_unit_test(test_generated_leading_names),
+        cmocka_unit_test(test_generated_token_counts_without_marks),
+        cmocka_unit_test(test_generated_constants_with_digits),
+        cmocka_unit_test(test_generated_few_word_values),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_snapshot_damage_is_refused),
         cmocka_unit_test(test_snapshot_of_tokens_longer_than_a_line),
