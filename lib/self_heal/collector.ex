@@ -184,7 +184,7 @@ defmodule SelfHeal.Collector do
 
     fingerprint = Keyword.get(opts, :fingerprint, [])
     state_dir = Keyword.get(opts, :state_dir)
-    miner = open_miner(Keyword.get(opts, :miner, []), state_dir)
+    miner = open_miner(Keyword.get(opts, :miner, []), state_dir, scrub)
     snapshot_ms = Keyword.get(opts, :snapshot_ms, 60_000)
     if miner && state_dir, do: Process.send_after(self(), :snapshot, snapshot_ms)
 
@@ -307,18 +307,32 @@ defmodule SelfHeal.Collector do
   @spec miner(GenServer.server()) :: Native.miner() | nil
   def miner(server \\ __MODULE__), do: GenServer.call(server, :miner)
 
-  defp open_miner(false, _state_dir), do: nil
+  defp open_miner(false, _state_dir, _scrub), do: nil
 
-  defp open_miner(opts, nil), do: Native.miner_new(opts)
+  defp open_miner(opts, nil, _scrub), do: Native.miner_new(opts)
 
-  defp open_miner(opts, state_dir) do
+  defp open_miner(opts, state_dir, scrub) do
     path = Path.join(state_dir, "miner.snapshot")
 
     case File.read(path) do
       {:ok, snapshot} ->
         case Native.miner_restore(snapshot, opts) do
           {:ok, miner} ->
-            miner
+            if raw_templates?(miner, scrub) do
+              # written before lines were scrubbed, or with other scrub
+              # patterns: it holds what the scrubber takes out, so it is
+              # not kept anywhere
+              _ = File.rm(path)
+
+              Logger.warning(
+                "miner snapshot #{path} held unscrubbed text: removed, templates start afresh",
+                domain: [:self_heal]
+              )
+
+              Native.miner_new(opts)
+            else
+              miner
+            end
 
           {:error, reason} ->
             # kept aside for a human, never silently overwritten
@@ -330,6 +344,13 @@ defmodule SelfHeal.Collector do
       {:error, _} ->
         Native.miner_new(opts)
     end
+  end
+
+  # A template mined from scrubbed lines is left as it is by the scrubber.
+  defp raw_templates?(miner, scrub) do
+    miner
+    |> Native.miner_templates()
+    |> Enum.any?(fn %{template: t} -> Scrub.text(scrub, t) != t end)
   end
 
   defp save_miner(%{miner: nil} = state), do: state

@@ -172,6 +172,45 @@ defmodule SelfHeal.AtRestTest do
     # the lines were mined scrubbed (the miner's own normalisation takes
     # the URL's authority away)
     assert Enum.count(templates, &(&1.template =~ "[REDACTED:")) == 4
+
+    # a snapshot of scrubbed lines is taken back at the next start
+    start_supervised!(
+      {Collector, name: name, flush_ms: 5, state_dir: state, scrub: ["ACME-[0-9]{6}"]},
+      id: name
+    )
+
+    assert length(SelfHeal.Native.miner_templates(Collector.miner(name))) == 5
+  end
+
+  test "a snapshot that holds raw lines (written before lines were scrubbed) is removed at start",
+       %{tmp_dir: dir} do
+    state = Path.join(dir, "state")
+    File.mkdir_p!(state)
+    [token, aws | _] = @line_secrets
+    raw = SelfHeal.Native.miner_new([])
+
+    SelfHeal.Native.miner_add(raw, [
+      "login refused token=#{token} for client web",
+      "S3 put failed with key #{aws} in eu-west-1",
+      "disk full on /var/lib/db"
+    ])
+
+    path = Path.join(state, "miner.snapshot")
+    File.write!(path, SelfHeal.Native.miner_snapshot(raw))
+    assert File.read!(path) =~ token
+
+    name = :"at_rest_old_#{System.unique_integer([:positive])}"
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        start_supervised!({Collector, name: name, state_dir: state}, id: name)
+      end)
+
+    assert log =~ "held unscrubbed text"
+    refute File.exists?(path)
+    templates = inspect(SelfHeal.Native.miner_templates(Collector.miner(name)))
+    refute templates =~ token
+    refute templates =~ aws
   end
 
   test "an Erlang stack trace keeps its frames and loses its arguments" do
