@@ -32,6 +32,7 @@
 #include "proof.h"
 #include "scrub_json.h"
 #include "self_heal/scrub.h"
+#include "service.h"
 #include "state.h"
 #include "ticket.h"
 #include "transcript.h"
@@ -1240,6 +1241,7 @@ static policy_action gate(port_ctx *ctx, const fix_config *cfg, state_db *db, js
         .unconfined =
             !json_is_true(json_object_get(json_object_get(fix, "validation"), "sandboxed")),
     };
+    service_gate_facts(ctx, db, &in); /* per service and global */
     return policy_decide(&in, decision);
 }
 
@@ -1630,6 +1632,7 @@ static void decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
 /* Runs a fix from wherever its row says it is. */
 static void fix_drive(port_ctx *ctx, int64_t id, int64_t job_id)
 {
+    SERVICE_SCOPE_FIX(scope, ctx, id); /* the fix's service's configuration */
     fix_config cfg;
     cmd_error err = {NULL, ""};
     state_db *db = port_state(ctx);
@@ -2064,6 +2067,7 @@ static void start_next_deploy(port_ctx *ctx, state_db *db)
         return;
     }
     int64_t id = json_integer_value(json_object_get(next, "id"));
+    SERVICE_SCOPE(scope, ctx, service_of_fix(next)); /* the gate and the deploy thread's pin */
     const char *by = fix_str(next, "decided_by");
     int automatic = by != NULL && strcmp(by, "gate") == 0;
     fix_config cfg;
@@ -2174,7 +2178,7 @@ void fix_start_scheduler(port_ctx *ctx)
     cmd_error err = {NULL, ""};
     if (ctx->one_shot || fix_config_load(&cfg, ctx, &err) != 0)
         return;
-    int enabled = cfg.enabled;
+    int enabled = cfg.enabled || service_any_fix_enabled(ctx);
     fix_config_free(&cfg);
     if (!enabled)
         return; /* no fix loop configured: nothing to expire or deploy */
@@ -2213,6 +2217,7 @@ static json_t *fix_with_deploys(state_db *db, int64_t id)
 
 static json_t *cmd_fix(port_ctx *ctx, json_t *args, cmd_error *err)
 {
+    SERVICE_SCOPE(scope, ctx, service_of_group(json_object_get(args, "group")));
     if (fix_paused(ctx)) {
         cmd_error_set(err, "paused", "automation is paused: no fix starts until it is resumed");
         return NULL;
@@ -2445,13 +2450,14 @@ static json_t *gate_status(port_ctx *ctx, state_db *db)
     pthread_mutex_lock(&slot_lock);
     int running = deploy_running, fixing = slots_used, waiting = slots_waiting;
     pthread_mutex_unlock(&slot_lock);
-    return json_pack("{s:b, s:b, s:{s:s, s:I}, s:I, s:s, s:b, s:i, s:i}", "kill_switch",
+    return json_pack("{s:b, s:b, s:{s:s, s:I}, s:I, s:s, s:b, s:i, s:i, s:o}", "kill_switch",
                      fix_kill_switch_on(ctx), "paused", fix_paused(ctx), "breaker", "state",
                      open ? "open" : "closed", "failures", (json_int_t)failures,
                      "auto_deploys_last_hour",
                      (json_int_t)state_deploy_count(db, "deploy", 1, 3600), "consent",
                      policy_consent_name(trust_consent(ctx, policy_consent_parse(consent))),
-                     "deploy_running", running, "fixes_running", fixing, "fixes_waiting", waiting);
+                     "deploy_running", running, "fixes_running", fixing, "fixes_waiting", waiting,
+                     "services", service_gate_status(ctx, db));
 }
 
 /* A durable switch (kill switch, pause): {"on"?: bool, "by"?}, stored
@@ -2498,12 +2504,13 @@ static json_t *cmd_breaker_reset(port_ctx *ctx, json_t *args, cmd_error *err)
     state_db *db = need_state(ctx, err);
     if (db == NULL)
         return NULL;
-    if (state_breaker_reset(db, FIX_BREAKER) != 0) {
+    if (service_breaker_reset(db, fix_str(args, "service")) != 0) {
         cmd_error_set(err, "state", "could not reset the breaker");
         return NULL;
     }
     const char *by = fix_str(args, "by");
-    json_t *fields = json_pack("{s:s}", "by", by != NULL ? by : "human");
+    json_t *fields = json_pack("{s:s, s:s?}", "by", by != NULL ? by : "human", "service",
+                               fix_str(args, "service"));
     fix_audit(ctx, "breaker_reset", fields);
     json_decref(fields);
     sched_wake();

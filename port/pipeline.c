@@ -39,6 +39,7 @@
 #include "recover.h"
 #include "scrub_json.h"
 #include "self_heal/scrub.h"
+#include "service.h"
 #include "state.h"
 #include "ticket.h"
 #include "trust.h"
@@ -311,7 +312,7 @@ static json_t *run_escalation(port_ctx *ctx, int64_t job_id, const char *job_key
             json_t *sent = notify_ticket(ctx, job_id, issue, members, ticket);
             if (sent != NULL)
                 json_array_append_new(notifications, sent);
-            if (!recovered_instead(recovering, members))
+            if (!recovered_instead(recovering, members) && service_may_fix(ctx, members))
                 fix_on_ticket(ctx, issue, members, ticket);
         }
         json_array_append_new(tickets, ticket);
@@ -335,6 +336,7 @@ static json_t *run_escalation(port_ctx *ctx, int64_t job_id, const char *job_key
 static json_t *drive_job(port_ctx *ctx, state_db *db, int64_t job_id, const char *job_key,
                          json_t *groups, cmd_error *err)
 {
+    SERVICE_SCOPE(scope, ctx, service_of_groups(groups)); /* the service's configuration */
     if (state_job_transition(db, job_id, "queued", "running", NULL, NULL, NULL) != 0)
         return json_pack("{s:I, s:s}", "job_id", (json_int_t)job_id, "status", "running");
     json_t *result = run_escalation(ctx, job_id, job_key, groups, err);

@@ -29,7 +29,8 @@ defmodule SelfHeal.Port do
       (default 100): escalated groups are collected for this long (or up
       to this many) and sent as one `escalate` request, so that the groups
       of one cascade (a database outage and its downstream errors, which
-      settle within seconds of each other) are analysed together; while
+      settle within seconds of each other) are analysed together (with a
+      service registry, one request per service, `docs/services.md`); while
       the port is down they wait (at most `:escalate_batch_max` x 10,
       oldest dropped and logged); while automation is paused (the port
       answers `paused`, `mix self_heal.pause`) they wait the same way and
@@ -344,13 +345,22 @@ defmodule SelfHeal.Port do
     SelfHeal.Telemetry.emit([:self_heal, :escalate], %{groups: length(groups)})
 
     groups
-    |> Enum.chunk_every(state.escalate_batch_max)
+    |> per_service(state.config)
+    |> Enum.flat_map(&Enum.chunk_every(&1, state.escalate_batch_max))
     |> Enum.reduce(state, fn chunk, acc ->
       case request(:cast, "escalate", %{"groups" => chunk}, acc.call_timeout, acc) do
         {:noreply, acc} -> acc
         {:reply, {:error, reason}, acc} -> log_failure("escalate", reason, acc)
       end
     end)
+  end
+
+  # With a service registry one escalation holds one service's groups:
+  # the port runs it in that service's configuration (docs/services.md).
+  defp per_service(groups, config) do
+    if SelfHeal.Service.new(config) == nil,
+      do: [groups],
+      else: groups |> Enum.group_by(& &1["service"]) |> Map.values()
   end
 
   defp default_executable, do: Path.join(:code.priv_dir(:self_heal), "self_heal_port")
