@@ -10,7 +10,7 @@
  *       and never notifies twice. A repeated request with the same groups
  *       returns the stored result of the first. Answers {"job_id",
  *       "analysis", "issues", "tickets", "notifications"}.
- *   update {"fingerprint", "count", "last_seen"?, "reason"?}
+ *   update {"fingerprint", "count", "last_seen"?, "reason"?, "service"?}
  *       a group triage held (already investigated, or below the minimum
  *       severity): the open ticket of its fingerprint gets count more
  *       occurrences, and a comment when that at least doubled its count
@@ -411,6 +411,7 @@ static json_t *cmd_escalate(port_ctx *ctx, json_t *args, cmd_error *err)
 
 static json_t *cmd_update(port_ctx *ctx, json_t *args, cmd_error *err)
 {
+    SERVICE_SCOPE(scope, ctx, fix_str(args, "service")); /* its tickets backend */
     json_t *fp = json_object_get(args, "fingerprint");
     json_t *count = json_object_get(args, "count");
     if (!json_is_string(fp) || json_string_length(fp) == 0 || json_string_length(fp) > MAX_ID_LEN ||

@@ -163,8 +163,15 @@ defmodule SelfHeal.Port do
       "fingerprint" => group.fingerprint,
       "count" => group.count,
       "last_seen" => wire_field(:last_seen, Map.get(group, :last_seen), 0),
-      "reason" => inspect(reason)
+      "reason" => inspect(reason),
+      "service" => group_service(group)
     })
+  end
+
+  # the service of a settled group: its sample's, else the first it saw
+  defp group_service(group) do
+    sample = Map.get(group, :sample) || %{}
+    wire(Map.get(sample, :service) || List.first(Map.get(group, :services) || []))
   end
 
   @doc """
@@ -189,7 +196,7 @@ defmodule SelfHeal.Port do
       "count" => group.count,
       "first_seen" => wire_field(:first_seen, Map.get(group, :first_seen), 0),
       "last_seen" => wire_field(:last_seen, Map.get(group, :last_seen), 0),
-      "service" => wire(Map.get(sample, :service) || List.first(Map.get(group, :services) || [])),
+      "service" => group_service(group),
       "severity" => wire(Map.get(group, :severity)),
       "frames" => if(is_map(frame), do: [wire(frame)], else: []),
       "path" => wire(meta_value(meta, :path) || meta_value(meta, :request_path)),

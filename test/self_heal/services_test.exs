@@ -8,7 +8,7 @@ defmodule SelfHeal.ServicesTest do
 
   import SelfHeal.FixLoopSupport
 
-  alias SelfHeal.Port
+  alias SelfHeal.{FakeGitHub, Port}
 
   @moduletag :tmp_dir
   @moduletag capture_log: true
@@ -190,6 +190,59 @@ defmodule SelfHeal.ServicesTest do
       "severity" => "high",
       "frames" => []
     }
+  end
+
+  test "tickets go to each service's own backend; an unknown service's to the global one", %{
+    tmp_dir: dir
+  } do
+    token_env = "SH_SERVICES_GH_TOKEN"
+    shop_gh = FakeGitHub.start("acme/shop")
+    billing_gh = FakeGitHub.start("acme/billing")
+
+    github = fn srv, repo ->
+      %{
+        "backend" => "github",
+        "github" => %{"api" => srv.url, "repo" => repo, "token_env" => token_env}
+      }
+    end
+
+    config = %{
+      "state_dir" => Path.join(dir, "state"),
+      "tickets" => %{"backend" => "local"},
+      "services" => %{
+        "shop" => %{"tickets" => github.(shop_gh, "acme/shop")},
+        "billing" => %{"tickets" => github.(billing_gh, "acme/billing")}
+      }
+    }
+
+    port = start_port(config, env: [{token_env, "ghp_" <> String.duplicate("Tk9", 12)}])
+
+    for {fp, service} <- [
+          {"fpshop0001", "shop"},
+          {"fpbill0001", "billing"},
+          {"fpghost001", "ghost"}
+        ] do
+      assert {:ok, %{"tickets" => [%{"created" => true}]}} =
+               Port.call(port, "escalate", %{"groups" => [group(fp, service)]})
+    end
+
+    assert [%{"title" => shop_title}] = FakeGitHub.issues(shop_gh)
+    assert [%{"title" => billing_title}] = FakeGitHub.issues(billing_gh)
+    assert shop_title =~ "ZeroDivisionError" and billing_title =~ "ZeroDivisionError"
+    # the unknown service's ticket is the global backend's: local
+    {:ok, %{"tickets" => local}} = Port.call(port, "tickets", %{})
+    assert [%{"backend" => "local"}] = Enum.filter(local, &(&1["backend"] == "local"))
+
+    # a held group's recurrence comments on its own service's issue
+    assert {:ok, %{"commented" => true}} =
+             Port.call(port, "update", %{
+               "fingerprint" => "fpshop0001",
+               "count" => 100,
+               "service" => "shop"
+             })
+
+    assert [%{"comments" => [_ | _]}] = FakeGitHub.issues(shop_gh)
+    assert [%{"comments" => []}] = FakeGitHub.issues(billing_gh)
   end
 
   test "an unknown service is ticketed and reported, never fixed", %{tmp_dir: dir} do
