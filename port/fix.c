@@ -2017,6 +2017,7 @@ static void expire_approvals(port_ctx *ctx, state_db *db)
             continue;
         int64_t id = json_integer_value(json_object_get(f, "id"));
         if (fix_set(db, id, "awaiting_approval", json_pack("{s:s}", "status", "expired")) == 0) {
+            SERVICE_SCOPE(scope, ctx, service_of_fix(f)); /* its service's tickets */
             fix_ticket_note(ctx, f, NULL, "The approval request for the SelfHeal fix expired.");
             stage(ctx, id, fix_str(f, "fingerprint"), "expired", NULL);
         }
@@ -2340,6 +2341,7 @@ static json_t *decide_human(port_ctx *ctx, json_t *args, const char *action, cmd
     int64_t id = target_id(ctx, args, action, err);
     if (id <= 0)
         return NULL;
+    SERVICE_SCOPE_FIX(scope, ctx, id); /* its service's notifications and tickets */
     const char *by = fix_str(args, "by");
     char who[128];
     snprintf(who, sizeof(who), "%.100s", by != NULL && by[0] != '\0' ? by : "human");
