@@ -49,9 +49,15 @@ json_t *service_config(json_t *config, const char *name)
     json_t *entry = name != NULL ? json_object_get(registry_of(config), name) : NULL;
     if (!json_is_object(entry) || strlen(name) >= SERVICE_NAME_MAX)
         return NULL;
+    /* copies of both: merging adds references to what it merges, and
+     * the pinned configuration's counts are never touched outside the lock */
     json_t *merged = json_deep_copy(config);
-    if (merged == NULL)
+    entry = json_deep_copy(entry);
+    if (merged == NULL || entry == NULL) {
+        json_decref(merged);
+        json_decref(entry);
         return NULL;
+    }
     json_t *service = json_object_get(merged, "service");
     if (!json_is_object(service)) {
         service = json_object();
@@ -84,6 +90,7 @@ json_t *service_config(json_t *config, const char *name)
     json_t *owners = json_object_get(entry, "owners");
     if (owners != NULL)
         json_object_set_new(service, "owners", json_deep_copy(owners));
+    json_decref(entry);
     return merged;
 }
 
