@@ -412,10 +412,7 @@ defmodule SelfHeal.Collector do
   # fingerprint scoped to it (the same error in two services is two groups)
   defp by_service(events, nil), do: events
 
-  defp by_service(events, services) do
-    for e <- Service.route(events, services),
-        do: %{e | fingerprint: Service.scope(e.fingerprint, e.service, services)}
-  end
+  defp by_service(events, services), do: Service.route_scope(events, services)
 
   # Events of new fingerprints over their source's quota of new groups
   # this minute are dropped. Only events that came with a source count.

@@ -83,15 +83,22 @@ defmodule SelfHeal.Service do
 
   def resolve(event, registry) do
     own = Map.get(event, :service)
-    meta = Map.get(event, :metadata)
-    meta = if is_map(meta), do: meta, else: %{}
 
-    candidates = [own | Enum.map(@meta_keys, &Map.get(meta, &1))]
+    case own != nil and Map.get(registry, text(own)) do
+      name when is_binary(name) ->
+        {name, :known}
 
-    Enum.find_value(candidates, {own, :unknown}, fn
-      nil -> nil
-      c -> with name when is_binary(name) <- Map.get(registry, text(c)), do: {name, :known}
-    end)
+      _ ->
+        meta = Map.get(event, :metadata)
+        meta = if is_map(meta), do: meta, else: %{}
+
+        Enum.find_value(@meta_keys, {own, :unknown}, fn key ->
+          case Map.get(meta, key) do
+            nil -> nil
+            c -> with name when is_binary(name) <- Map.get(registry, text(c)), do: {name, :known}
+          end
+        end)
+    end
   end
 
   @doc """
@@ -109,6 +116,33 @@ defmodule SelfHeal.Service do
   end
 
   @doc """
+  `route/2` and `scope/3` over a batch: each event's service resolved and
+  its fingerprint scoped to it, each distinct pair hashed once.
+  """
+  @spec route_scope([SelfHeal.Event.t()], t()) :: [SelfHeal.Event.t()]
+  def route_scope(events, nil), do: events
+
+  def route_scope(events, registry) do
+    {routed, _memo} =
+      events
+      |> route(registry)
+      |> Enum.map_reduce(%{}, fn e, memo ->
+        key = {e.service, e.fingerprint}
+
+        case memo do
+          %{^key => scoped} ->
+            {%{e | fingerprint: scoped}, memo}
+
+          _ ->
+            scoped = scope(e.fingerprint, e.service, registry)
+            {%{e | fingerprint: scoped}, Map.put(memo, key, scoped)}
+        end
+      end)
+
+    routed
+  end
+
+  @doc """
   The group key of a fingerprint in a service: with a registry, SHA-256
   over the service's name and the fingerprint (lower-case hex, as long as
   the fingerprint: the same alphabet wherever a fingerprint goes); the
@@ -118,9 +152,11 @@ defmodule SelfHeal.Service do
   def scope(fingerprint, _service, nil), do: fingerprint
 
   def scope(fingerprint, service, _registry) when is_binary(fingerprint) do
-    digest = :crypto.hash(:sha256, [service || "", 0, fingerprint]) |> Base.encode16(case: :lower)
-
-    binary_part(digest, 0, min(byte_size(fingerprint), byte_size(digest)))
+    # the hex of as many bytes as the fingerprint has hex digits
+    bytes = min(div(byte_size(fingerprint) + 1, 2), 32)
+    digest = :crypto.hash(:sha256, [service || "", 0, fingerprint])
+    hex = Base.encode16(binary_part(digest, 0, bytes), case: :lower)
+    binary_part(hex, 0, min(byte_size(fingerprint), byte_size(hex)))
   end
 
   defp text(v) when is_binary(v), do: v
