@@ -288,7 +288,7 @@ VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-k
 # valgrind too: errors and definite leaks fail.
 VALGRIND_SUITES := test_state test_audit test_http test_packet test_proc test_notify test_analyze \
 	test_fence test_scrub test_worktree test_tree test_prompt test_exec test_validate test_policy test_proof test_transcript \
-	test_dash
+	test_dash test_service
 
 .PHONY: ctest-valgrind
 ctest-valgrind:

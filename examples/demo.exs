@@ -531,6 +531,15 @@ defmodule Demo.Printer do
     if e["outcome"] == "recovered", do: %{s | recovered: s.recovered + 1}, else: s
   end
 
+  def show(%{"event" => "fix_skipped"} = e, s) do
+    Demo.step(
+      "service",
+      "#{e["service"]}: not in the registry: ticketed and reported, never fixed (#{e["reason"]})"
+    )
+
+    %{s | skipped: s.skipped + 1}
+  end
+
   def show(_event, s), do: s
 
   defp sandbox_name("bwrap"), do: "bubblewrap sandbox (own mount, PID and network namespaces)"
@@ -638,14 +647,50 @@ Application.put_env(:self_heal, :endpoint,
 
 Application.put_env(:self_heal, :settle, settle_ms: 2_000, max_wait_ms: 8_000)
 
+# The service registry (docs/services.md): the shop is the one service
+# SelfHeal may fix, with its own repository, deploy, canary and recovery;
+# the global settings are its defaults. Errors of any other service are
+# grouped and ticketed, never fixed.
+shop_service = %{
+  "aliases" => ["shop-web"],
+  "owners" => ["@shop-team"],
+  "descriptor" =>
+    "shop: an Elixir web shop served by OTP's httpd; Shop.Web routes requests, " <>
+      "Shop.Inventory calls the inventory service over HTTP. Tests: mix test.",
+  "fix" => %{"repo" => repo},
+  # recover first: a critical group restarts the inventory (docs/recovery.md)
+  "recover" => %{
+    "actions" => [%{"name" => "restart inventory", "argv" => [restart_inventory]}],
+    "verify_window_s" => 3
+  },
+  "deploy" => %{
+    "branch" => "main",
+    "argv" => [deploy, "{repo}"],
+    "timeout_s" => 180,
+    "health" => %{"url" => "#{shop}/health", "timeout_s" => 60, "interval_ms" => 500},
+    "verify_window_s" => 10,
+    "canary" => %{
+      "argv" => [
+        Path.join(Demo.root(), "examples/shop/bin/canary"),
+        "{repo}",
+        "{commit}",
+        canary_dir,
+        "#{canary_port}"
+      ],
+      "window_s" => 8,
+      "max_error_ratio" => 3.0
+    }
+  }
+}
+
 Application.put_env(:self_heal, :port,
   escalate_batch_ms: 1_000,
   config: %{
     "state_dir" => state_dir,
     "tickets" => %{"backend" => "local"},
     "analyze" => %{"window_ms" => 3_000},
+    "services" => %{"shop" => shop_service},
     "fix" => %{
-      "repo" => repo,
       "agent" => agent_config,
       "compile" => %{"argv" => ["mix", "compile", "--warnings-as-errors"], "timeout_s" => 180},
       "test" => %{"argv" => ["mix", "test"], "timeout_s" => 180},
@@ -654,35 +699,9 @@ Application.put_env(:self_heal, :port,
       # host is visible to it (docs/sandbox.md)
       "sandbox" => %{
         "read_only" => [Path.join(Demo.root(), "examples/shop_fixes")]
-      },
-      "descriptor" =>
-        "shop: an Elixir web shop served by OTP's httpd; Shop.Web routes requests, " <>
-          "Shop.Inventory calls the inventory service over HTTP. Tests: mix test."
-    },
-    "gate" => %{"consent" => "repair"},
-    # recover first: a critical group restarts the inventory (docs/recovery.md)
-    "recover" => %{
-      "actions" => [%{"name" => "restart inventory", "argv" => [restart_inventory]}],
-      "verify_window_s" => 3
-    },
-    "deploy" => %{
-      "branch" => "main",
-      "argv" => [deploy, "{repo}"],
-      "timeout_s" => 180,
-      "health" => %{"url" => "#{shop}/health", "timeout_s" => 60, "interval_ms" => 500},
-      "verify_window_s" => 10,
-      "canary" => %{
-        "argv" => [
-          Path.join(Demo.root(), "examples/shop/bin/canary"),
-          "{repo}",
-          "{commit}",
-          canary_dir,
-          "#{canary_port}"
-        ],
-        "window_s" => 8,
-        "max_error_ratio" => 3.0
       }
-    }
+    },
+    "gate" => %{"consent" => "repair"}
   }
 )
 
@@ -701,6 +720,12 @@ if status != 0 do
 end
 
 Demo.step("shop", "up at #{shop}; its errors go to SelfHeal's endpoint on port #{endpoint_port}")
+
+Demo.step(
+  "service",
+  "registry: shop (its repository, deploy, canary, recovery); any other service is ticketed, never fixed"
+)
+
 {:ok, _} = Application.ensure_all_started(:self_heal)
 :ok = SelfHeal.Port.subscribe(SelfHeal.Port)
 
@@ -740,6 +765,23 @@ Demo.step(
 # Once both incidents are analysed, users keep coming: the same requests
 # go on while SelfHeal fixes, deploys and verifies.
 start_traffic = fn ->
+  # meanwhile a service the registry does not name fails too (Fluent Bit's
+  # record of a cron job): grouped and ticketed, never fixed
+  record =
+    ~s({"level":"error","service":"legacy-cron","exception.type":"RuntimeError",) <>
+      ~s("message":"nightly export failed: disk full"})
+
+  {:ok, {{_, 202, _}, _, _}} =
+    :httpc.request(
+      :post,
+      {~c"http://127.0.0.1:#{endpoint_port}/ingest", [{~c"authorization", ~c"Bearer #{token}"}],
+       ~c"application/x-ndjson", Enum.map_join(1..5, "\n", fn _ -> record end)},
+      [],
+      []
+    )
+
+  Demo.step("service", "legacy-cron (not in the registry): 5 x RuntimeError via Fluent Bit")
+
   spawn(fn ->
     Stream.repeatedly(fn ->
       for path <- [
@@ -766,13 +808,21 @@ counts = %{
   canary_promoted: 0,
   done: 0,
   recovered: 0,
+  skipped: 0,
   analyses: 0,
   traffic: nil,
   start_traffic: start_traffic
 }
 
 deadline = started_at + 170_000
-counts = Demo.Printer.loop(counts, &(&1.fixes >= 2 and &1.done >= &1.fixes), deadline)
+
+counts =
+  Demo.Printer.loop(
+    counts,
+    &(&1.fixes >= 2 and &1.done >= &1.fixes and &1.skipped >= 1),
+    deadline
+  )
+
 if counts.traffic, do: Process.exit(counts.traffic, :kill)
 
 {:ok, %{"fixes" => fixes}} = SelfHeal.Port.call(SelfHeal.Port, "fixes", %{})
@@ -809,5 +859,6 @@ Demo.say("  took #{seconds} s")
 Demo.say(
   "DEMO groups=#{counts.groups} tickets=#{counts.tickets} fixes=#{counts.fixes} " <>
     "deployed=#{counts.deployed} rolled_back=#{counts.rolled_back}" <>
-    " canary_promoted=#{counts.canary_promoted} recovered=#{counts.recovered}"
+    " canary_promoted=#{counts.canary_promoted} recovered=#{counts.recovered}" <>
+    " unknown_service_skipped=#{counts.skipped}"
 )

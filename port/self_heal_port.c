@@ -83,6 +83,7 @@
 #include "pool.h"
 #include "proc.h"
 #include "self_heal/scrub.h"
+#include "service.h"
 #include "watchdog.h"
 
 #define SELF_HEAL_VERSION "0.1.0"
@@ -134,6 +135,10 @@ static json_t *cmd_configure(port_ctx *c, json_t *args, cmd_error *err)
     json_t *fix = fix_config_status(c, err);
     if (fix == NULL)
         return NULL; /* the fix loop's configuration is unusable: said at once */
+    if (service_fix_status(c, fix, err) != 0) { /* and each service's */
+        json_decref(fix);
+        return NULL;
+    }
     /* what opening the audit log found: "ok": false after a broken chain */
     return json_pack("{s:b, s:o, s:o*}", "configured", 1, "fix", fix, "audit",
                      audit_status(port_audit(c)));

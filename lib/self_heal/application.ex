@@ -94,6 +94,8 @@ defmodule SelfHeal.Application do
 
     # what the collector keeps is scrubbed with the port's patterns too
     collector = Keyword.put_new(collector, :scrub, SelfHeal.Scrub.patterns(port_config))
+    # events routed by service when the port's configuration has a registry
+    collector = Keyword.put_new(collector, :services, SelfHeal.Service.new(port_config))
 
     # the triage model also reads a sample of the raw events
     collector =

@@ -42,6 +42,8 @@ defmodule SelfHeal.Collector do
   (options of `SelfHeal.Native.miner_new/1`, or `false` for none),
   `:state_dir`, `:snapshot_ms`, `:max_pending` (see `ingest/2`), `:scrub`
   (patterns of `SelfHeal.Scrub.new/1`, default `[]`: the built-in rules) and
+  `:services` (a `SelfHeal.Service` registry: each event's service is
+  resolved and its fingerprint scoped to it, `docs/services.md`) and
   `:settle`: the name of a `SelfHeal.Settle` stage that receives the groups
   of every batch (the application's collector uses `SelfHeal.Settle`).
   With `:raw_sample` (a `SelfHeal.TriageModel` server) up to 10 events
@@ -73,7 +75,7 @@ defmodule SelfHeal.Collector do
   """
   use GenServer
 
-  alias SelfHeal.{Event, Native, Scrub}
+  alias SelfHeal.{Event, Native, Scrub, Service}
 
   require Logger
 
@@ -198,6 +200,7 @@ defmodule SelfHeal.Collector do
        settle: Keyword.get(opts, :settle),
        watch: Keyword.get(opts, :watch),
        verify: Keyword.get(opts, :verify),
+       services: Keyword.get(opts, :services),
        raw_sample: Keyword.get(opts, :raw_sample),
        watch_escalate: Keyword.get(opts, :watch_escalate),
        watch_severity: Keyword.get(opts, :watch_severity, %{}),
@@ -411,6 +414,7 @@ defmodule SelfHeal.Collector do
     events = state.pending |> Enum.reverse() |> scrub_messages(state)
     fingerprints = Native.fingerprint_batch(events, state.config)
     events = Enum.zip_with(events, fingerprints, &%{&1 | fingerprint: &2})
+    events = by_service(events, state.services)
     seen = length(events)
     {events, state} = quota(events, state)
 
@@ -440,6 +444,12 @@ defmodule SelfHeal.Collector do
       e -> e
     end)
   end
+
+  # With a service registry: each event's service resolved, and its
+  # fingerprint scoped to it (the same error in two services is two groups)
+  defp by_service(events, nil), do: events
+
+  defp by_service(events, services), do: Service.route_scope(events, services)
 
   # Events of new fingerprints over their source's quota of new groups
   # this minute are dropped. Only events that came with a source count.

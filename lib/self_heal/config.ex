@@ -80,6 +80,7 @@ defmodule SelfHeal.Config do
          watch_severity: :any,
          scrub: {:list, :string},
          raw_sample: :any,
+         services: :any,
          new_groups_per_minute: {:kw, %{anonymous: non_neg, authenticated: non_neg}}
        }},
     settle:
@@ -371,6 +372,19 @@ defmodule SelfHeal.Config do
        }}
   }
 
+  # the service registry (docs/services.md): per service, sections merged
+  # over the global ones of the same name
+  service_entry =
+    @port
+    |> Map.take(["fix", "deploy", "gate", "notify", "recover", "tickets"])
+    |> Map.merge(%{
+      "aliases" => {:list, :string},
+      "owners" => {:list, :string},
+      "descriptor" => :any
+    })
+
+  @port Map.put(@port, "services", {:map_of, {:map, service_entry}})
+
   # environment variables read by default once a part is chosen
   @default_envs [
     {["notify", "channels"], "slack", ["notify", "slack", "webhook_url_env"],
@@ -482,7 +496,8 @@ defmodule SelfHeal.Config do
     checked(value, path, fn ->
       # the options SelfHeal.Endpoint.config/1 fills in, less its own state
       known =
-        Map.keys(SelfHeal.Endpoint.config([])) -- [:listen_socket, :rate_table, :connections]
+        Map.keys(SelfHeal.Endpoint.config([])) --
+          [:listen_socket, :rate_table, :connections, :site_services]
 
       case for {key, _} <- value, key not in known, do: unknown(path, key, known) do
         [] ->

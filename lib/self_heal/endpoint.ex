@@ -42,7 +42,9 @@ defmodule SelfHeal.Endpoint do
       free port, read it with `port/1`), `:backlog` (1024)
     * `:tokens` - bearer tokens of servers and Fluent Bit
     * `:site_keys` - `%{public_key => %{origins: ["https://shop.example"]}}`
-      for browsers (`"*"` allows any origin)
+      for browsers (`"*"` allows any origin); `service: "shop"` in a
+      key's map puts that service on its events, whatever they claim
+      (`docs/services.md`)
     * `:collector` - registered name of the `SelfHeal.Collector` (default
       `SelfHeal.Collector`)
     * `:approvals` - registered name of the `SelfHeal.Port` that approve /
@@ -137,6 +139,7 @@ defmodule SelfHeal.Endpoint do
           backlog: pos_integer(),
           tokens: [binary()],
           site_keys: [{binary(), :any | [binary()]}],
+          site_services: [{binary(), binary()}],
           collector: atom(),
           approvals: atom() | nil,
           max_body: pos_integer(),
@@ -220,6 +223,7 @@ defmodule SelfHeal.Endpoint do
       backlog: pos!(opts, :backlog),
       tokens: tokens!(Keyword.fetch!(opts, :tokens)),
       site_keys: site_keys!(Keyword.fetch!(opts, :site_keys)),
+      site_services: site_services!(Keyword.fetch!(opts, :site_keys)),
       collector: check(opts, :collector, &is_atom/1, "a registered name (atom)"),
       approvals: check(opts, :approvals, &is_atom/1, "a registered name (atom) or nil"),
       max_body: pos!(opts, :max_body),
@@ -343,6 +347,17 @@ defmodule SelfHeal.Endpoint do
   end
 
   defp site_keys!(other), do: bad!(:site_keys, other, "a map")
+
+  # the service a site key's events belong to, when its map names one
+  defp site_services!(keys) do
+    for {key, site} <- keys, Map.has_key?(site, :service) do
+      case site.service do
+        s when is_binary(s) and s != "" -> {digest(key), s}
+        s when is_atom(s) and s not in [nil, true, false] -> {digest(key), Atom.to_string(s)}
+        other -> bad!(:site_keys, other, "a service name (binary)")
+      end
+    end
+  end
 
   defp origins!(origins) do
     if "*" in origins do

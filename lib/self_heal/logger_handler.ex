@@ -21,7 +21,10 @@ defmodule SelfHeal.LoggerHandler do
   `config :self_heal, handler: [...]`):
 
     * `:target` - pid or name the events go to (default `SelfHeal.Collector`)
-    * `:service` - service name put on every event (default: node name)
+    * `:service` - service name put on every event whose logger metadata
+      has no `:service` (default: node name); with a service registry the
+      collector resolves it, or the `:application` metadata, to a
+      registered service (`docs/services.md`)
     * `:excluded_domains` - domains to skip (prefix match, also after the
       `:elixir` that Elixir's `Logger` puts first; a bare atom means
       `[atom]`; default `[[:self_heal]]`, so the handler never reports its
@@ -222,12 +225,21 @@ defmodule SelfHeal.LoggerHandler do
     |> Keyword.merge(
       level: level,
       source: :logger,
-      service: cfg.service,
+      service: service(meta, cfg),
       timestamp: Map.get(meta, :time, Event.now()),
       metadata: Map.merge(metadata(meta, cfg.metadata), extra)
     )
     |> Event.new()
   end
+
+  # logger metadata `service: "shop"` (Logger.metadata/1, a log call's
+  # own) names the service, else the handler's :service
+  defp service(%{service: s}, _cfg) when is_binary(s) and s != "", do: s
+
+  defp service(%{service: s}, _cfg) when is_atom(s) and s not in [nil, true, false],
+    do: Atom.to_string(s)
+
+  defp service(_meta, cfg), do: cfg.service
 
   # The handler runs in the process that logs; a crashing gen_server logs
   # its terminate report and then proc_lib's crash report from that same

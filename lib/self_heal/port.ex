@@ -29,7 +29,8 @@ defmodule SelfHeal.Port do
       (default 100): escalated groups are collected for this long (or up
       to this many) and sent as one `escalate` request, so that the groups
       of one cascade (a database outage and its downstream errors, which
-      settle within seconds of each other) are analysed together; while
+      settle within seconds of each other) are analysed together (with a
+      service registry, one request per service, `docs/services.md`); while
       the port is down they wait (at most `:escalate_batch_max` x 10,
       oldest dropped and logged); while automation is paused (the port
       answers `paused`, `mix self_heal.pause`) they wait the same way and
@@ -170,8 +171,15 @@ defmodule SelfHeal.Port do
       "fingerprint" => group.fingerprint,
       "count" => group.count,
       "last_seen" => wire_field(:last_seen, Map.get(group, :last_seen), 0),
-      "reason" => inspect(reason)
+      "reason" => inspect(reason),
+      "service" => group_service(group)
     })
+  end
+
+  # the service of a settled group: its sample's, else the first it saw
+  defp group_service(group) do
+    sample = Map.get(group, :sample) || %{}
+    wire(Map.get(sample, :service) || List.first(Map.get(group, :services) || []))
   end
 
   @doc """
@@ -196,7 +204,7 @@ defmodule SelfHeal.Port do
       "count" => group.count,
       "first_seen" => wire_field(:first_seen, Map.get(group, :first_seen), 0),
       "last_seen" => wire_field(:last_seen, Map.get(group, :last_seen), 0),
-      "service" => wire(Map.get(sample, :service) || List.first(Map.get(group, :services) || [])),
+      "service" => group_service(group),
       "severity" => wire(Map.get(group, :severity)),
       "frames" => if(is_map(frame), do: [wire(frame)], else: []),
       "path" => wire(meta_value(meta, :path) || meta_value(meta, :request_path)),
@@ -352,13 +360,22 @@ defmodule SelfHeal.Port do
     SelfHeal.Telemetry.emit([:self_heal, :escalate], %{groups: length(groups)})
 
     groups
-    |> Enum.chunk_every(state.escalate_batch_max)
+    |> per_service(state.config)
+    |> Enum.flat_map(&Enum.chunk_every(&1, state.escalate_batch_max))
     |> Enum.reduce(state, fn chunk, acc ->
       case request(:cast, "escalate", %{"groups" => chunk}, acc.call_timeout, acc) do
         {:noreply, acc} -> acc
         {:reply, {:error, reason}, acc} -> log_failure("escalate", reason, acc)
       end
     end)
+  end
+
+  # With a service registry one escalation holds one service's groups:
+  # the port runs it in that service's configuration (docs/services.md).
+  defp per_service(groups, config) do
+    if SelfHeal.Service.new(config) == nil,
+      do: [groups],
+      else: groups |> Enum.group_by(& &1["service"]) |> Map.values()
   end
 
   defp default_executable, do: Path.join(:code.priv_dir(:self_heal), "self_heal_port")

@@ -10,7 +10,7 @@
  *       and never notifies twice. A repeated request with the same groups
  *       returns the stored result of the first. Answers {"job_id",
  *       "analysis", "issues", "tickets", "notifications"}.
- *   update {"fingerprint", "count", "last_seen"?, "reason"?}
+ *   update {"fingerprint", "count", "last_seen"?, "reason"?, "service"?}
  *       a group triage held (already investigated, or below the minimum
  *       severity): the open ticket of its fingerprint gets count more
  *       occurrences, and a comment when that at least doubled its count
@@ -31,6 +31,7 @@
 #include "recover.h"
 #include "scrub_json.h"
 #include "self_heal/scrub.h"
+#include "service.h"
 #include "state.h"
 #include "ticket.h"
 #include "trust.h"
@@ -291,7 +292,7 @@ static json_t *run_escalation(port_ctx *ctx, int64_t job_id, const char *job_key
             json_t *sent = notify_ticket(ctx, job_id, issue, members, ticket);
             if (sent != NULL)
                 json_array_append_new(notifications, sent);
-            if (!recovered_instead(recovering, members))
+            if (!recovered_instead(recovering, members) && service_may_fix(ctx, members))
                 fix_on_ticket(ctx, issue, members, ticket);
         }
         json_array_append_new(tickets, ticket);
@@ -315,6 +316,7 @@ static json_t *run_escalation(port_ctx *ctx, int64_t job_id, const char *job_key
 json_t *pipeline_drive_job(port_ctx *ctx, state_db *db, int64_t job_id, const char *job_key,
                            json_t *groups, cmd_error *err)
 {
+    SERVICE_SCOPE(scope, ctx, service_of_groups(groups)); /* the service's configuration */
     if (state_job_transition(db, job_id, "queued", "running", NULL, NULL, NULL) != 0)
         return json_pack("{s:I, s:s}", "job_id", (json_int_t)job_id, "status", "running");
     json_t *result = run_escalation(ctx, job_id, job_key, groups, err);
@@ -390,6 +392,7 @@ static json_t *cmd_escalate(port_ctx *ctx, json_t *args, cmd_error *err)
 
 static json_t *cmd_update(port_ctx *ctx, json_t *args, cmd_error *err)
 {
+    SERVICE_SCOPE(scope, ctx, fix_str(args, "service")); /* its tickets backend */
     json_t *fp = json_object_get(args, "fingerprint");
     json_t *count = json_object_get(args, "count");
     if (!json_is_string(fp) || json_string_length(fp) == 0 || json_string_length(fp) > MAX_ID_LEN ||

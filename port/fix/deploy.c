@@ -16,6 +16,7 @@
 #include "fix.h"
 #include "http.h"
 #include "notify.h"
+#include "service.h"
 #include "state.h"
 #include "ticket.h"
 #include "tree.h"
@@ -188,7 +189,7 @@ static void rollback_at(run *r, const char *reason, int at_canary)
                          json_pack("{s:s, s:b}", "deploy", desc, "canary", at_canary));
     }
     int open = 0;
-    state_breaker_record(r->db, FIX_BREAKER, 1, r->cfg->breaker_threshold, &open);
+    service_breaker_record(r->ctx, r->db, 1, r->cfg->breaker_threshold, &open);
     set_fix(r, json_pack("{s:s, s:s?, s:{s:s, s:b, s:b, s:b, s:s}}", "status",
                          reverted ? "rolled_back" : "failed", "revert_commit",
                          revert[0] ? revert : NULL, "detail", "reason", reason, "redeployed",
@@ -770,7 +771,7 @@ json_t *deploy_run(port_ctx *ctx, const fix_config *cfg, int64_t fix_id, int aut
         goto done;
     }
     state_deploy_add(r.db, fix_id, r.fp, "deploy", "succeeded", r.deploy_commit, automatic, NULL);
-    state_breaker_record(r.db, FIX_BREAKER, 0, cfg->breaker_threshold, NULL);
+    service_breaker_record(ctx, r.db, 0, cfg->breaker_threshold, NULL);
     set_fix(&r, json_pack("{s:s}", "status", "deployed"));
     stage(&r, "verified",
           json_pack("{s:s, s:i}", "commit", r.deploy_commit, "window_s", cfg->verify_window_s));

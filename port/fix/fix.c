@@ -34,6 +34,7 @@
 #include "proof.h"
 #include "scrub_json.h"
 #include "self_heal/scrub.h"
+#include "service.h"
 #include "state.h"
 #include "ticket.h"
 #include "transcript.h"
@@ -902,6 +903,7 @@ policy_action fix_gate(port_ctx *ctx, const fix_config *cfg, state_db *db, json_
         .unconfined =
             !json_is_true(json_object_get(json_object_get(fix, "validation"), "sandboxed")),
     };
+    service_gate_facts(ctx, db, &in); /* per service and global */
     return policy_decide(&in, decision);
 }
 
@@ -1239,6 +1241,7 @@ void fix_decide(port_ctx *ctx, fix_config *cfg, state_db *db, int64_t id)
 /* Runs a fix from wherever its row says it is. */
 void fix_drive(port_ctx *ctx, int64_t id, int64_t job_id)
 {
+    SERVICE_SCOPE_FIX(scope, ctx, id); /* the fix's service's configuration */
     fix_config cfg;
     cmd_error err = {NULL, ""};
     state_db *db = port_state(ctx);

@@ -14,6 +14,7 @@
 
 #include "deploy.h"
 #include "notify.h"
+#include "service.h"
 #include "state.h"
 #include "trust.h"
 
@@ -32,6 +33,7 @@ static json_t *fix_with_deploys(state_db *db, int64_t id)
 
 static json_t *cmd_fix(port_ctx *ctx, json_t *args, cmd_error *err)
 {
+    SERVICE_SCOPE(scope, ctx, service_of_group(json_object_get(args, "group")));
     if (fix_paused(ctx)) {
         cmd_error_set(err, "paused", "automation is paused: no fix starts until it is resumed");
         return NULL;
@@ -155,6 +157,7 @@ static json_t *decide_human(port_ctx *ctx, json_t *args, const char *action, cmd
     int64_t id = target_id(ctx, args, action, err);
     if (id <= 0)
         return NULL;
+    SERVICE_SCOPE_FIX(scope, ctx, id); /* its service's notifications and tickets */
     const char *by = fix_str(args, "by");
     char who[128];
     snprintf(who, sizeof(who), "%.100s", by != NULL && by[0] != '\0' ? by : "human");
@@ -264,13 +267,14 @@ static json_t *gate_status(port_ctx *ctx, state_db *db)
     port_config_string(ctx, "gate.consent", "diagnose", consent, sizeof(consent));
     int running, fixing, waiting;
     fix_slots_counts(&running, &fixing, &waiting);
-    return json_pack("{s:b, s:b, s:{s:s, s:I}, s:I, s:s, s:b, s:i, s:i}", "kill_switch",
+    return json_pack("{s:b, s:b, s:{s:s, s:I}, s:I, s:s, s:b, s:i, s:i, s:o}", "kill_switch",
                      fix_kill_switch_on(ctx), "paused", fix_paused(ctx), "breaker", "state",
                      open ? "open" : "closed", "failures", (json_int_t)failures,
                      "auto_deploys_last_hour",
                      (json_int_t)state_deploy_count(db, "deploy", 1, 3600), "consent",
                      policy_consent_name(trust_consent(ctx, policy_consent_parse(consent))),
-                     "deploy_running", running, "fixes_running", fixing, "fixes_waiting", waiting);
+                     "deploy_running", running, "fixes_running", fixing, "fixes_waiting", waiting,
+                     "services", service_gate_status(ctx, db));
 }
 
 /* A durable switch (kill switch, pause): {"on"?: bool, "by"?}, stored
@@ -317,12 +321,13 @@ static json_t *cmd_breaker_reset(port_ctx *ctx, json_t *args, cmd_error *err)
     state_db *db = need_state(ctx, err);
     if (db == NULL)
         return NULL;
-    if (state_breaker_reset(db, FIX_BREAKER) != 0) {
+    if (service_breaker_reset(db, fix_str(args, "service")) != 0) {
         cmd_error_set(err, "state", "could not reset the breaker");
         return NULL;
     }
     const char *by = fix_str(args, "by");
-    json_t *fields = json_pack("{s:s}", "by", by != NULL ? by : "human");
+    json_t *fields = json_pack("{s:s, s:s?}", "by", by != NULL ? by : "human", "service",
+                               fix_str(args, "service"));
     fix_audit(ctx, "breaker_reset", fields);
     json_decref(fields);
     fix_sched_wake();

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "deploy.h"
+#include "service.h"
 #include "state.h"
 
 static pthread_mutex_t sched_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -39,6 +40,7 @@ static void expire_approvals(port_ctx *ctx, state_db *db)
             continue;
         int64_t id = json_integer_value(json_object_get(f, "id"));
         if (fix_set(db, id, "awaiting_approval", json_pack("{s:s}", "status", "expired")) == 0) {
+            SERVICE_SCOPE(scope, ctx, service_of_fix(f)); /* its service's tickets */
             fix_ticket_note(ctx, f, NULL, "The approval request for the SelfHeal fix expired.");
             fix_step(ctx, id, fix_str(f, "fingerprint"), "expired", NULL);
         }
@@ -85,6 +87,7 @@ static void start_next_deploy(port_ctx *ctx, state_db *db)
         return;
     }
     int64_t id = json_integer_value(json_object_get(next, "id"));
+    SERVICE_SCOPE(scope, ctx, service_of_fix(next)); /* the gate and the deploy thread's pin */
     const char *by = fix_str(next, "decided_by");
     int automatic = by != NULL && strcmp(by, "gate") == 0;
     fix_config cfg;
@@ -171,7 +174,7 @@ void fix_start_scheduler(port_ctx *ctx)
     cmd_error err = {NULL, ""};
     if (ctx->one_shot || fix_config_load(&cfg, ctx, &err) != 0)
         return;
-    int enabled = cfg.enabled;
+    int enabled = cfg.enabled || service_any_fix_enabled(ctx);
     fix_config_free(&cfg);
     if (!enabled)
         return; /* no fix loop configured: nothing to expire or deploy */

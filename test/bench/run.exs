@@ -186,6 +186,21 @@ defmodule SelfHeal.Bench do
     million = List.flatten(List.duplicate(fingerprinted, 10))
     dedup_us = best_us(3, fn -> Native.dedup(million) end)
     report("dedup_1m_ms", dedup_us / 1000)
+
+    # what a service registry adds to a batch (docs/services.md): each
+    # event's service resolved (svc1 through an alias, svc2 unknown) and
+    # its fingerprint scoped to it, against the batch's fingerprinting
+    registry =
+      SelfHeal.Service.new(%{
+        "services" => %{"svc0" => %{}, "billing" => %{"aliases" => ["svc1"]}}
+      })
+
+    routed = Enum.zip_with(events, fps, &Map.merge(&1, %{fingerprint: &2, metadata: %{}}))
+
+    scope_us = isolated_best_us(routed, 10, &SelfHeal.Service.route_scope(&1, registry))
+
+    report("service_route_scope_eps", round(n * 1_000_000 / scope_us))
+    report("service_route_scope_vs_fingerprint_pct", 100 * scope_us / nif_us)
   end
 end
 

@@ -178,7 +178,7 @@ static void test_stats(void **state)
     tmpdir_remove(&t);
 }
 
-/* A ticket job as port/ticket.c records it: the group's first occurrence
+/* A ticket job as port/analysis/ticket.c records it: the group's first occurrence
  * in its input, the ticket in its result. */
 static int64_t ticket_by_job(state_db *db, const char *key, const char *fp, json_int_t first_ms)
 {

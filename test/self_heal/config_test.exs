@@ -91,6 +91,49 @@ defmodule SelfHeal.ConfigTest do
     refute message =~ "never shown"
   end
 
+  test "the service registry: each entry's sections as the global ones", %{tmp_dir: dir} do
+    shop = %{
+      "aliases" => ["shop-web"],
+      "owners" => ["team-shop"],
+      "descriptor" => "the shop",
+      "fix" => %{"repo" => "/srv/shop", "protected_paths" => ["priv/"]},
+      "deploy" => %{"argv" => ["deploy.sh"]},
+      "gate" => %{"consent" => "repair", "breaker_threshold" => 1},
+      "notify" => %{"channels" => ["slack"], "slack" => %{"webhook_url_env" => "SH_SLACK"}},
+      "recover" => %{"actions" => [%{"name" => "restart", "argv" => ["restart.sh"]}]},
+      "tickets" => %{"backend" => "local"}
+    }
+
+    assert problems(port(dir, %{"services" => %{"shop" => shop}})) == []
+    assert problems(port(dir, %{services: %{shop: %{fix: %{repo: "/srv/shop"}}}})) == []
+
+    assert problems(port(dir, %{"services" => %{"shop" => %{"deploi" => %{}}}})) == [
+             ~s{port.config.services.shop.deploi: unknown key (did you mean "deploy"?)}
+           ]
+
+    assert problems(port(dir, %{"services" => %{"shop" => %{"gate" => %{"consent" => "yes"}}}})) ==
+             [
+               ~s{port.config.services.shop.gate.consent: "yes" is not one of "observe", "diagnose", "repair"}
+             ]
+
+    # a service's variables are checked like the global ones
+    slack = %{"notify" => %{"slack" => %{"webhook_url_env" => "SH_UNSET"}}}
+
+    assert problems(port(dir, %{"services" => %{"shop" => slack}})) == [
+             "port.config.services.shop.notify.slack.webhook_url_env: the environment variable SH_UNSET is not set"
+           ]
+
+    assert [message] = problems(port(dir, %{"services" => ["shop"]}))
+    assert message =~ "port.config.services: expected a map"
+
+    assert [message] =
+             problems(
+               endpoint: [site_keys: %{"pk" => %{origins: ["https://a.example"], service: 7}}]
+             )
+
+    assert message =~ "site_keys"
+  end
+
   test "the state directory must be writable; the port program needs one", %{tmp_dir: dir} do
     file = Path.join(dir, "a_file")
     File.write!(file, "")

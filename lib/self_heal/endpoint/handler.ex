@@ -366,7 +366,7 @@ defmodule SelfHeal.Endpoint.Handler do
         cors,
         limits,
         &decode_capture(&1, &2, cors),
-        &capture_event(&1, user_agent)
+        &capture_event(&1, user_agent, site_service(req, cfg))
       )
     else
       reply -> answer(reply, conn, req)
@@ -410,7 +410,7 @@ defmodule SelfHeal.Endpoint.Handler do
     end
   end
 
-  defp capture_event(map, user_agent) do
+  defp capture_event(map, user_agent, site_service) do
     metadata = Map.take(map.metadata, @capture_meta)
 
     metadata =
@@ -423,7 +423,26 @@ defmodule SelfHeal.Endpoint.Handler do
           ),
         else: metadata
 
-    decoded_event(map, :http, :error, metadata)
+    event = decoded_event(map, :http, :error, metadata)
+    if site_service, do: %{event | service: site_service}, else: event
+  end
+
+  # A site key's configured service (a browser's own claim is not taken
+  # over it); nil with a bearer token or a key without one.
+  defp site_service(%Request{authorization: auth}, _cfg) when is_binary(auth), do: nil
+
+  defp site_service(req, cfg) do
+    case site_key(req) do
+      nil ->
+        nil
+
+      key ->
+        presented = digest(key)
+
+        Enum.reduce(Map.get(cfg, :site_services, []), nil, fn {digest, service}, found ->
+          if equal?(digest, presented) and found == nil, do: service, else: found
+        end)
+    end
   end
 
   # ------------------------------------------------------------ OPTIONS

@@ -1,0 +1,285 @@
+defmodule SelfHeal.ServicesTest do
+  # The service registry end to end through the real port program: two
+  # services, each with its own git repository, agent, deploy command and
+  # health check; a fix and a rollback in one leave the other's deploys,
+  # breaker and budget alone; the global breaker stops both; an unknown
+  # service is ticketed and reported, never fixed.
+  use ExUnit.Case, async: false
+
+  import SelfHeal.FixLoopSupport
+
+  alias SelfHeal.{FakeGitHub, Port}
+
+  @moduletag :tmp_dir
+  @moduletag capture_log: true
+
+  @t0 1_790_000_000_000
+
+  # one service's own world: dir/<name>/app (the repository), its agent,
+  # its deploy.sh, deploys.log, health flag
+  defp service(dir, name, gate) do
+    home = Path.join(dir, name)
+    File.mkdir_p!(home)
+    repo = make_repo(home)
+    own = deploy_config(home)
+
+    %{
+      "fix" => %{
+        "repo" => repo,
+        "agent" => %{
+          "argv" => [agent(home, name, good_fix()), "{checkout}", "{prompt_file}"],
+          "timeout_s" => 20
+        }
+      },
+      "deploy" => own["deploy"],
+      "gate" => gate,
+      "aliases" => ["#{name}-web"],
+      "owners" => ["team-#{name}"]
+    }
+  end
+
+  # the global fix loop has no repository of its own: every fix is a
+  # service's
+  defp services_config(dir, shop_gate, billing_gate, global_gate \\ %{}) do
+    %{
+      "state_dir" => Path.join(dir, "state"),
+      "tickets" => %{"backend" => "local"},
+      "fix" => %{
+        "compile" => %{"argv" => ["python3", "-m", "py_compile", "src/calc.py"]},
+        "test" => %{"argv" => ["python3", "-m", "unittest", "-q"]}
+      },
+      "gate" => Map.merge(%{"consent" => "repair", "breaker_threshold" => 3}, global_gate),
+      "services" => %{
+        "shop" => service(dir, "shop", shop_gate),
+        "billing" => service(dir, "billing", billing_gate)
+      }
+    }
+  end
+
+  defp fix_of(service, fp) do
+    fix_args(fp, %{
+      "wait" => true,
+      "group" => Map.merge(fix_args(fp)["group"], %{"id" => fp, "service" => service})
+    })
+  end
+
+  defp deploys(dir, name) do
+    path = Path.join([dir, name, "deploys.log"])
+    if File.exists?(path), do: File.read!(path), else: ""
+  end
+
+  defp head(dir, name),
+    do: String.trim(git!(Path.join([dir, name, "app"]), ["rev-parse", "HEAD"]))
+
+  defp gate(port) do
+    {:ok, status} = Port.call(port, "gate_status", %{})
+    status
+  end
+
+  test "configure reports each service's fix loop and refuses a broken one", %{tmp_dir: dir} do
+    config = services_config(dir, %{}, %{})
+    port = start_port(config)
+    {:ok, reply} = Port.call(port, "configure", config)
+    assert reply["fix"]["enabled"] == false
+    assert reply["fix"]["services"]["shop"]["enabled"] == true
+    assert reply["fix"]["services"]["billing"]["enabled"] == true
+
+    broken = put_in(config, ["services", "billing", "fix", "agent", "argv"], "sh -c oops")
+
+    assert {:error, %{code: "bad_config", message: message}} =
+             Port.call(port, "configure", broken)
+
+    assert message =~ "services.billing:"
+  end
+
+  test "a rollback in one service leaves the other's deploy, breaker and repository alone", %{
+    tmp_dir: dir
+  } do
+    port = start_port(services_config(dir, %{"breaker_threshold" => 1}, %{}))
+
+    # shop's fix deploys, its health check fails, it is rolled back
+    File.rm!(Path.join([dir, "shop", "healthy"]))
+    shop = fix!(port, fix_of("shop", "fpshop0001"))
+    shop = wait_status(port, shop["id"], ["rolled_back", "failed", "deployed"], 40_000)
+    assert shop["status"] == "rolled_back"
+    assert deploys(dir, "shop") =~ shop["deploy_commit"]
+    assert deploys(dir, "billing") == ""
+
+    status = gate(port)
+    assert status["services"]["shop"]["breaker"]["state"] == "open"
+    assert status["services"]["billing"]["breaker"]["state"] == "closed"
+    # the global breaker counted it, under its own threshold
+    assert status["breaker"] == %{"state" => "closed", "failures" => 1}
+
+    # billing's fix deploys by itself into billing's repository, verified
+    billing = fix!(port, fix_of("billing", "fpbill0001"))
+    billing = wait_status(port, billing["id"], ["deployed", "rolled_back", "failed"], 40_000)
+    assert billing["status"] == "deployed"
+    assert billing["decided_by"] == "gate"
+    assert deploys(dir, "billing") =~ billing["deploy_commit"]
+    refute deploys(dir, "shop") =~ billing["deploy_commit"]
+    assert head(dir, "billing") == billing["deploy_commit"]
+    # shop's main holds its own revert, not billing's fix
+    assert git!(Path.join([dir, "shop", "app"]), ["log", "--format=%s", "-1"]) =~
+             "revert fix #{shop["id"]}"
+
+    # shop's next fix waits for a human: its breaker is open
+    again = fix!(port, fix_of("shop", "fpshop0002"))
+    again = wait_status(port, again["id"], ["awaiting_approval", "approved", "deployed"], 20_000)
+    assert again["status"] == "awaiting_approval"
+    assert Enum.any?(again["decision"]["reasons"], &(&1 =~ "breaker"))
+
+    # a human closes shop's breaker alone
+    {:ok, reset} = Port.call(port, "breaker_reset", %{"service" => "shop", "by" => "test"})
+    assert reset["services"]["shop"]["breaker"]["state"] == "closed"
+  end
+
+  test "the global breaker stops every service", %{tmp_dir: dir} do
+    port =
+      start_port(
+        services_config(dir, %{"breaker_threshold" => 5}, %{}, %{"breaker_threshold" => 1})
+      )
+
+    File.rm!(Path.join([dir, "shop", "healthy"]))
+    shop = fix!(port, fix_of("shop", "fpshop0001"))
+
+    assert wait_status(port, shop["id"], ["rolled_back", "failed"], 40_000)["status"] ==
+             "rolled_back"
+
+    status = gate(port)
+    assert status["breaker"]["state"] == "open"
+    assert status["services"]["shop"]["breaker"]["state"] == "closed"
+
+    billing = fix!(port, fix_of("billing", "fpbill0001"))
+    billing = wait_status(port, billing["id"], ["awaiting_approval", "deployed"], 20_000)
+    assert billing["status"] == "awaiting_approval"
+    assert deploys(dir, "billing") == ""
+  end
+
+  test "a service's deploy budget holds its own deploys, not the other's", %{tmp_dir: dir} do
+    port = start_port(services_config(dir, %{"max_auto_deploys_per_hour" => 1}, %{}))
+
+    first = fix!(port, fix_of("shop", "fpshop0001"))
+
+    assert wait_status(port, first["id"], ["deployed", "rolled_back"], 40_000)["status"] ==
+             "deployed"
+
+    second = fix!(port, fix_of("shop", "fpshop0002"))
+    second = wait_status(port, second["id"], ["awaiting_approval", "deployed"], 20_000)
+    assert second["status"] == "awaiting_approval"
+    assert Enum.any?(second["decision"]["reasons"], &(&1 =~ "max_auto_deploys_per_hour"))
+
+    billing = fix!(port, fix_of("billing", "fpbill0001"))
+
+    assert wait_status(port, billing["id"], ["deployed", "awaiting_approval"], 40_000)["status"] ==
+             "deployed"
+
+    assert gate(port)["services"]["shop"]["auto_deploys_last_hour"] == 1
+  end
+
+  defp group(id, service) do
+    %{
+      "id" => id,
+      "type" => "ZeroDivisionError",
+      "message" => "division by zero",
+      "normalized" => "division by zero",
+      "count" => 12,
+      "first_seen" => @t0,
+      "last_seen" => @t0 + 1_000,
+      "service" => service,
+      "severity" => "high",
+      "frames" => []
+    }
+  end
+
+  test "tickets go to each service's own backend; an unknown service's to the global one", %{
+    tmp_dir: dir
+  } do
+    token_env = "SH_SERVICES_GH_TOKEN"
+    shop_gh = FakeGitHub.start("acme/shop")
+    billing_gh = FakeGitHub.start("acme/billing")
+
+    github = fn srv, repo ->
+      %{
+        "backend" => "github",
+        "github" => %{"api" => srv.url, "repo" => repo, "token_env" => token_env}
+      }
+    end
+
+    config = %{
+      "state_dir" => Path.join(dir, "state"),
+      "tickets" => %{"backend" => "local"},
+      "services" => %{
+        "shop" => %{"tickets" => github.(shop_gh, "acme/shop")},
+        "billing" => %{"tickets" => github.(billing_gh, "acme/billing")}
+      }
+    }
+
+    port = start_port(config, env: [{token_env, "ghp_" <> String.duplicate("Tk9", 12)}])
+
+    for {fp, service} <- [
+          {"fpshop0001", "shop"},
+          {"fpbill0001", "billing"},
+          {"fpghost001", "ghost"}
+        ] do
+      assert {:ok, %{"tickets" => [%{"created" => true}]}} =
+               Port.call(port, "escalate", %{"groups" => [group(fp, service)]})
+    end
+
+    assert [%{"title" => shop_title}] = FakeGitHub.issues(shop_gh)
+    assert [%{"title" => billing_title}] = FakeGitHub.issues(billing_gh)
+    assert shop_title =~ "ZeroDivisionError" and billing_title =~ "ZeroDivisionError"
+    # the unknown service's ticket is the global backend's: local
+    {:ok, %{"tickets" => local}} = Port.call(port, "tickets", %{})
+    assert [%{"backend" => "local"}] = Enum.filter(local, &(&1["backend"] == "local"))
+
+    # a held group's recurrence comments on its own service's issue
+    assert {:ok, %{"commented" => true}} =
+             Port.call(port, "update", %{
+               "fingerprint" => "fpshop0001",
+               "count" => 100,
+               "service" => "shop"
+             })
+
+    assert [%{"comments" => [_ | _]}] = FakeGitHub.issues(shop_gh)
+    assert [%{"comments" => []}] = FakeGitHub.issues(billing_gh)
+  end
+
+  test "an unknown service is ticketed and reported, never fixed", %{tmp_dir: dir} do
+    port = start_port(services_config(dir, %{}, %{}))
+    :ok = Port.subscribe(port)
+
+    assert {:ok, result} =
+             Port.call(port, "escalate", %{"groups" => [group("fpghost001", "ghost")]})
+
+    assert [%{"created" => true}] = result["tickets"]
+
+    assert_receive {:self_heal_port,
+                    %{
+                      "event" => "fix_skipped",
+                      "service" => "ghost",
+                      "reason" => "unknown_service"
+                    }},
+                   5_000
+
+    {:ok, fixes} = Port.call(port, "fixes", %{})
+    assert fixes["fixes"] == []
+
+    audit = File.read!(Path.join([dir, "state", "audit.jsonl"]))
+    assert audit =~ "fix_skipped"
+
+    # the same error of a registered service is fixed
+    assert {:ok, _} = Port.call(port, "escalate", %{"groups" => [group("fpshop0009", "shop")]})
+
+    fixes =
+      wait_until(fn ->
+        case Port.call(port, "fixes", %{}) do
+          {:ok, %{"fixes" => [_ | _] = fixes}} -> fixes
+          _ -> nil
+        end
+      end)
+
+    assert [%{"fingerprint" => "fpshop0009"}] = fixes
+    refute_received {:self_heal_port, %{"event" => "fix_skipped", "service" => "shop"}}
+  end
+end
