@@ -151,6 +151,6 @@ ERL_NIF_TERM sh_scrub_nif_text(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     if (why != NULL)
         return sh_nif_raise_badarg(env, atom_badarg, why);
     if (text.size <= SCRUB_INLINE_MAX && (r == NULL || !r->has_patterns))
-        return scrub_now(env, argc, argv);
+        return sh_nif_timed(env, argc, argv, scrub_now);
     return enif_schedule_nif(env, "scrub_nif", ERL_NIF_DIRTY_JOB_CPU_BOUND, scrub_now, argc, argv);
 }

@@ -1118,6 +1118,10 @@ static char *batch_slot(batch_state *s)
 }
 
 static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+/* The continuations, their time reported (SH_NIF_TIMED). */
+static ERL_NIF_TERM batch_step_timed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+static ERL_NIF_TERM batch_build_timed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+static ERL_NIF_TERM miner_add_step_timed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 /* Continues fn(a, b, c) on a dirty scheduler or a normal one. */
 static ERL_NIF_TERM continue3(ErlNifEnv *env, const char *name, int dirty,
@@ -1156,7 +1160,7 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         uint64_t cluster, work;
         ev_status st = fingerprint_event(env, head, cfg, sc, 0, dirty, &r, &cluster, &why, &work);
         if (st == EV_MOVE)
-            return continue3(env, "fingerprint_batch", 1, batch_step, rest, argv[1], argv[2]);
+            return continue3(env, "fingerprint_batch", 1, batch_step_timed, rest, argv[1], argv[2]);
         if (st == EV_BAD)
             return raise_badarg(env, why);
         if (st == EV_FAIL)
@@ -1167,7 +1171,7 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         memcpy(slot, r.hex, SH_FP_HEX_LEN);
         rest = tail;
         if (sh_nif_clock_tick(env, &clock, work))
-            return continue3(env, "fingerprint_batch", 0, batch_step, rest, argv[1], argv[2]);
+            return continue3(env, "fingerprint_batch", 0, batch_step_timed, rest, argv[1], argv[2]);
     }
     if (!enif_is_empty_list(env, rest))
         return raise_badarg(env, "events must be a proper list");
@@ -1192,7 +1196,7 @@ static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         const char *hex = s->blocks[s->built / BATCH_BLOCK][s->built % BATCH_BLOCK];
         acc = enif_make_list_cell(env, make_bin(env, hex, SH_FP_HEX_LEN), acc);
         if (s->built > 0 && sh_nif_clock_tick(env, &clock, 0))
-            return continue3(env, "fingerprint_batch", 0, batch_build, acc, argv[1], argv[2]);
+            return continue3(env, "fingerprint_batch", 0, batch_build_timed, acc, argv[1], argv[2]);
     }
     return acc;
 }
@@ -1625,13 +1629,13 @@ static ERL_NIF_TERM miner_add_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
                      : miner_add_one(mn, sc->line, (sh_slice){(const char *)line.data, line.size},
                                      dirty, budget, &id);
         if (rc > 0)
-            return continue3(env, "miner_add", 1, miner_add_step, rest, argv[1], acc);
+            return continue3(env, "miner_add", 1, miner_add_step_timed, rest, argv[1], acc);
         if (rc < 0)
             return raise_badarg(env, "out of memory");
         acc = enif_make_list_cell(env, enif_make_uint64(env, id), acc);
         rest = tail;
         if (sh_nif_clock_tick(env, &clock, work))
-            return continue3(env, "miner_add", 0, miner_add_step, rest, argv[1], acc);
+            return continue3(env, "miner_add", 0, miner_add_step_timed, rest, argv[1], acc);
     }
     if (!enif_is_empty_list(env, rest))
         return raise_badarg(env, "lines must be a proper list");
@@ -1879,11 +1883,25 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     return 0; /* default_config keeps its reference for the library's life */
 }
 
+/* Every NIF that runs on a normal scheduler reports its time (nif_util.h:
+ * a process calling it in a loop is scheduled out like one long call). */
+SH_NIF_TIMED(batch_step_timed, batch_step)
+SH_NIF_TIMED(batch_build_timed, batch_build)
+SH_NIF_TIMED(miner_add_step_timed, miner_add_step)
+SH_NIF_TIMED(normalize_timed, normalize_nif)
+SH_NIF_TIMED(config_new_timed, config_new_nif)
+SH_NIF_TIMED(fingerprint_timed, fingerprint_nif)
+SH_NIF_TIMED(fingerprint_batch_timed, fingerprint_batch_nif)
+SH_NIF_TIMED(miner_new_timed, miner_new_nif)
+SH_NIF_TIMED(miner_add_timed, miner_add_nif)
+SH_NIF_TIMED(miner_stats_timed, miner_stats_nif)
+SH_NIF_TIMED(miner_resolve_timed, miner_resolve_nif)
+
 static ErlNifFunc nif_funcs[] = {
-    {"normalize", 1, normalize_nif, 0},
-    {"make_config", 1, config_new_nif, 0},
-    {"fingerprint", 2, fingerprint_nif, 0},
-    {"fingerprint_batch", 2, fingerprint_batch_nif, 0},
+    {"normalize", 1, normalize_timed, 0},
+    {"make_config", 1, config_new_timed, 0},
+    {"fingerprint", 2, fingerprint_timed, 0},
+    {"fingerprint_batch", 2, fingerprint_batch_timed, 0},
     {"dedup", 1, dedup_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"decode_json_lines", 1, decode_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"decode_json_lines", 3, decode_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
@@ -1892,11 +1910,11 @@ static ErlNifFunc nif_funcs[] = {
     {"__dirty_count__", 0, dirty_count_nif, 0},
     {"__live_batches__", 0, live_batches_nif, 0},
     {"__walk_steps__", 0, walk_steps_nif, 0},
-    {"miner_new_nif", 1, miner_new_nif, 0},
-    {"miner_add", 2, miner_add_nif, 0},
+    {"miner_new_nif", 1, miner_new_timed, 0},
+    {"miner_add", 2, miner_add_timed, 0},
     {"miner_templates", 1, miner_templates_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
-    {"miner_stats", 1, miner_stats_nif, 0},
-    {"miner_resolve", 2, miner_resolve_nif, 0},
+    {"miner_stats", 1, miner_stats_timed, 0},
+    {"miner_resolve", 2, miner_resolve_timed, 0},
     {"miner_snapshot", 1, miner_snapshot_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"miner_restore_nif", 2, miner_restore_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     SH_WATCH_NIF_FUNCS,

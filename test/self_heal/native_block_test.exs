@@ -131,6 +131,57 @@ defmodule SelfHeal.NativeBlockTest do
     end
   end
 
+  describe "loops of short calls" do
+    # A NIF call that returns counts as one reduction however long it took:
+    # unless each call reports its time, a process calling a 0.3 ms NIF in
+    # a loop keeps the only scheduler for a thousand calls and more.
+    defp repeat(0, _fun), do: :ok
+
+    defp repeat(n, fun) do
+      fun.()
+      repeat(n - 1, fun)
+    end
+
+    test "normalize/1 and fingerprint/2 just under dirty_above, 400 times in a row" do
+      text = slow_text(8_000)
+      event = %{type: "E", message: text}
+
+      with_one_scheduler(fn ->
+        {:ok, stats} = while_ticking(fn -> repeat(400, fn -> Native.normalize(text) end) end)
+        assert_not_starved(stats)
+
+        {:ok, stats} = while_ticking(fn -> repeat(400, fn -> Native.fingerprint(event) end) end)
+        assert_not_starved(stats)
+      end)
+    end
+
+    # 3,000 watches: below the work at which observe/3 reads its clock
+    test "Watch.observe/3 of one event against 3,000 watches, 1,500 times in a row" do
+      set = Watch.new()
+
+      for i <- 1..3_000 do
+        {:ok, _} =
+          Watch.add(set,
+            id: "w#{i}",
+            field: "status",
+            op: :>=,
+            value: i,
+            window_ms: 60_000,
+            threshold: 100
+          )
+      end
+
+      event = %{"status" => 500}
+
+      with_one_scheduler(fn ->
+        {:ok, stats} =
+          while_ticking(fn -> repeat(1_500, fn -> Watch.observe(set, event, 0) end) end)
+
+        assert_not_starved(stats)
+      end)
+    end
+  end
+
   describe "term stack traces: bounded reading" do
     @frame {MyApp.Worker, :run, 1, [file: ~c"lib/my_app/worker.ex", line: 3]}
 
