@@ -182,6 +182,46 @@ defmodule SelfHeal.NativeBlockTest do
     end
   end
 
+  describe "decode_json_lines/1: the result's strings" do
+    # A string longer than 64 bytes, each a binary of its own, would leave
+    # the process that holds the result one off-heap binary per string to
+    # free, on a normal scheduler, when it exits or collects them.
+    test "share a few chunks of at most 128 KiB; a string over 16 KiB has its own binary" do
+      log = String.duplicate("x", 200)
+      service = String.duplicate("s", 70)
+      body = :binary.copy(~s({"log":"#{log}","service":"#{service}","k":"v"}\n), 2_000)
+
+      {offheap, sizes, ok} =
+        run_in_process(fn ->
+          %{events: events} = Native.decode_json_lines(body)
+          {:binary, bins} = Process.info(self(), :binary)
+
+          ok =
+            length(events) == 2_000 and
+              Enum.all?(events, &(&1.message == log and &1.service == service))
+
+          sizes = Enum.map(events, &:binary.referenced_byte_size(&1.message))
+          {length(Enum.uniq_by(bins, &elem(&1, 0))), Enum.uniq(sizes), ok}
+        end)
+
+      assert ok
+      # 2,000 × 270 bytes in chunks of 4 KiB doubling to 128 KiB, and body
+      assert offheap <= 12, "#{offheap} off-heap binaries"
+      assert Enum.all?(sizes, &(&1 >= 4096 and &1 <= 131_072)), inspect(sizes)
+
+      big = String.duplicate("y", 20_000)
+      %{events: [event]} = Native.decode_json_lines(~s({"log":"#{big}","level":"error"}\n))
+      assert event.message == big and event.level == "error"
+      assert :binary.referenced_byte_size(event.message) == 20_000
+    end
+  end
+
+  defp run_in_process(fun) do
+    {pid, ref} = spawn_monitor(fn -> exit({:result, fun.()}) end)
+    assert_receive {:DOWN, ^ref, :process, ^pid, {:result, result}}, 60_000
+    result
+  end
+
   describe "term stack traces: bounded reading" do
     @frame {MyApp.Worker, :run, 1, [file: ~c"lib/my_app/worker.ex", line: 3]}
 
