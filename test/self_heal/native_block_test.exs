@@ -182,6 +182,18 @@ defmodule SelfHeal.NativeBlockTest do
     end
   end
 
+  describe "SelfHeal.Scrub.new/1" do
+    test "64 patterns of 1 KiB are compiled off the only online scheduler" do
+      patterns = for i <- 1..64, do: String.duplicate("(a|b)*c", 140) <> "#{i}"
+
+      with_one_scheduler(fn ->
+        {{:ok, scrubber}, stats} = while_ticking(fn -> SelfHeal.Scrub.new(patterns) end)
+        assert_not_starved(stats)
+        assert is_binary(SelfHeal.Scrub.text(scrubber, "abc"))
+      end)
+    end
+  end
+
   describe "decode_json_lines/1: the result's strings" do
     # A string longer than 64 bytes, each a binary of its own, would leave
     # the process that holds the result one off-heap binary per string to
