@@ -2,6 +2,7 @@
 #include "nif_util.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -60,6 +61,15 @@ void sh_nif_defer(void (*fn)(void *), void *arg)
     call->fn = fn;
     call->arg = arg;
     atomic_fetch_add(&deferred, 1);
+    /* ordinary time-sharing, not the scheduling of the thread that calls
+     * (inherited by default): a scheduler thread at real-time priority
+     * would hand the free a whole CPU, which a scheduler of the same
+     * priority then waits for (21 ms on the +S 1 bench) */
+    struct sched_param normal = {0};
+    if (pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED) == 0 &&
+        (pthread_attr_setschedpolicy(&attr, SCHED_OTHER) != 0 ||
+         pthread_attr_setschedparam(&attr, &normal) != 0))
+        pthread_attr_setinheritsched(&attr, PTHREAD_INHERIT_SCHED);
     int rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (rc == 0)
         rc = pthread_create(&tid, &attr, run_deferred, call);
