@@ -2,6 +2,7 @@
 #include "nif_util.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -60,6 +61,15 @@ void sh_nif_defer(void (*fn)(void *), void *arg)
     call->fn = fn;
     call->arg = arg;
     atomic_fetch_add(&deferred, 1);
+    /* ordinary time-sharing, not the scheduling of the thread that calls
+     * (inherited by default): a scheduler thread at real-time priority
+     * would hand the free a whole CPU, which a scheduler of the same
+     * priority then waits for (21 ms on the +S 1 bench) */
+    struct sched_param normal = {0};
+    if (pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED) == 0 &&
+        (pthread_attr_setschedpolicy(&attr, SCHED_OTHER) != 0 ||
+         pthread_attr_setschedparam(&attr, &normal) != 0))
+        pthread_attr_setinheritsched(&attr, PTHREAD_INHERIT_SCHED);
     int rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (rc == 0)
         rc = pthread_create(&tid, &attr, run_deferred, call);
@@ -84,10 +94,51 @@ int sh_nif_on_dirty(void)
     return t == ERL_NIF_THR_DIRTY_CPU_SCHEDULER || t == ERL_NIF_THR_DIRTY_IO_SCHEDULER;
 }
 
+/* The time up to which this thread's call has been reported. */
+static _Thread_local ErlNifTime reported_until;
+
+void sh_nif_mark(void)
+{
+    reported_until = enif_monotonic_time(ERL_NIF_USEC);
+}
+
+/* us of a normal scheduler as a percentage of SH_NIF_SLICE_US, at most
+ * 100; rounded up (a call's last report: what is left would be lost) or
+ * down (a batch's clock: what is left is reported with the next tick). */
+static int slice_percent(ErlNifTime us, int up)
+{
+    if (us >= SH_NIF_SLICE_US)
+        return 100;
+    if (us < 1)
+        return 0;
+    return (int)((us * 100 + (up ? SH_NIF_SLICE_US - 1 : 0)) / SH_NIF_SLICE_US);
+}
+
+void sh_nif_report(ErlNifEnv *env)
+{
+    if (!sh_nif_on_normal())
+        return;
+    ErlNifTime now = enif_monotonic_time(ERL_NIF_USEC);
+    int percent = slice_percent(now - reported_until, 1);
+    reported_until = now;
+    if (percent > 0)
+        enif_consume_timeslice(env, percent);
+}
+
+ERL_NIF_TERM sh_nif_timed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[],
+                          ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]))
+{
+    sh_nif_mark();
+    ERL_NIF_TERM result = fn(env, argc, argv);
+    sh_nif_report(env);
+    return result;
+}
+
 ERL_NIF_TERM sh_nif_continue(ErlNifEnv *env, const char *name, int dirty,
                              ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]), int argc,
                              const ERL_NIF_TERM argv[])
 {
+    sh_nif_report(env);
     atomic_fetch_add_explicit(dirty ? &dirty_moves : &yields, 1, memory_order_relaxed);
     return enif_schedule_nif(env, name, dirty ? ERL_NIF_DIRTY_JOB_CPU_BOUND : 0, fn, argc, argv);
 }
@@ -350,10 +401,11 @@ int sh_nif_clock_tick(ErlNifEnv *env, sh_nif_clock *c, uint64_t work)
     ErlNifTime now = enif_monotonic_time(ERL_NIF_USEC);
     if (c->dirty)
         return now - c->start >= SH_NIF_DIRTY_SLICE_US;
-    ErlNifTime us = now - c->last;
-    if (us < 10)
+    if (reported_until > c->last)
+        c->last = reported_until;
+    int percent = slice_percent(now - c->last, 0);
+    if (percent == 0)
         return 0;
-    c->last = now;
-    int percent = us >= 1000 ? 100 : (int)(us / 10);
+    c->last = reported_until = now;
     return enif_consume_timeslice(env, percent);
 }

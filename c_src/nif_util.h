@@ -23,8 +23,9 @@ ERL_NIF_TERM sh_nif_make_bin(ErlNifEnv *env, const char *bytes, size_t len);
 int sh_nif_on_dirty(void);
 
 /* Continues with fn(argc, argv) on a dirty CPU scheduler (dirty != 0) or
- * a normal one: a yield, or a move. Counted for the tests
- * (sh_nif_yields, sh_nif_dirty_moves). */
+ * a normal one: a yield, or a move, after reporting the time used so far
+ * (sh_nif_report). Counted for the tests (sh_nif_yields,
+ * sh_nif_dirty_moves). */
 ERL_NIF_TERM sh_nif_continue(ErlNifEnv *env, const char *name, int dirty,
                              ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]), int argc,
                              const ERL_NIF_TERM argv[]);
@@ -132,11 +133,43 @@ int sh_nif_on_normal(void);
  * the process can be killed and the dirty scheduler serves others. */
 #define SH_NIF_DIRTY_SLICE_US 10000
 
+/* The time a NIF may keep a normal scheduler before it yields, reported to
+ * enif_consume_timeslice as a share of this: half of the 1 ms that
+ * erl_nif allows, so that a process waiting for the scheduler (woken by a
+ * timer that fires at most 1 ms late) waits at most about 2 ms. */
+#define SH_NIF_SLICE_US 500
+
+/*
+ * Reporting time. A NIF call that returns counts as one reduction,
+ * however long it took: a process calling a 50 µs NIF in a loop would
+ * keep its scheduler for thousands of calls (the 4,000 reductions of its
+ * time slice). So every NIF that runs on a normal scheduler reports the
+ * time it took with enif_consume_timeslice (SH_NIF_TIMED wraps it), and a
+ * process calling it in a loop is scheduled out after about
+ * SH_NIF_SLICE_US of it, like one long call that yields. Time already
+ * reported (by sh_nif_clock_tick) is not reported again: the thread keeps
+ * a mark of what was.
+ */
+/* Marks the start of a call on this thread. */
+void sh_nif_mark(void);
+/* Reports the time since the mark (on a normal scheduler) and moves it. */
+void sh_nif_report(ErlNifEnv *env);
+/* fn(env, argc, argv), its time reported. */
+ERL_NIF_TERM sh_nif_timed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[],
+                          ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]));
+/* Defines `name`, the function `fn` with its time reported. */
+#define SH_NIF_TIMED(name, fn)                                                                     \
+    static ERL_NIF_TERM name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])                  \
+    {                                                                                              \
+        return sh_nif_timed(env, argc, argv, fn);                                                  \
+    }
+
 /* Says when a batch NIF should yield. With yield_every > 0 (tests), after
  * that many items. Else on a normal scheduler the clock is read every
  * check_every items, or as soon as work_limit units of work accumulated,
- * and the elapsed time is reported with enif_consume_timeslice, whose
- * answer decides; on a dirty scheduler after SH_NIF_DIRTY_SLICE_US. */
+ * and the elapsed time is reported with enif_consume_timeslice (as a share
+ * of SH_NIF_SLICE_US), whose answer decides; on a dirty scheduler after
+ * SH_NIF_DIRTY_SLICE_US. */
 typedef struct sh_nif_clock {
     ErlNifTime start;
     ErlNifTime last;

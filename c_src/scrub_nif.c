@@ -5,7 +5,9 @@
  * no raw secret.
  *
  * - scrubber_new_nif(patterns) compiles at most 64 patterns of at most
- *   1 KiB each: {:ok, ref} or {:error, reason}; bad terms raise badarg.
+ *   1 KiB each: {:ok, ref} or {:error, reason}; bad terms raise badarg. On
+ *   a dirty CPU scheduler: it measures the list whole, and compiling 64
+ *   patterns of 1 KiB can take 100 ms and more.
  * - scrub_nif(ref | nil, text): texts up to SCRUB_INLINE_MAX bytes with the
  *   built-in rules only (at most about 0.3 ms on hostile input, linear)
  *   run here; longer texts, and any text when patterns are configured,
@@ -151,6 +153,6 @@ ERL_NIF_TERM sh_scrub_nif_text(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     if (why != NULL)
         return sh_nif_raise_badarg(env, atom_badarg, why);
     if (text.size <= SCRUB_INLINE_MAX && (r == NULL || !r->has_patterns))
-        return scrub_now(env, argc, argv);
+        return sh_nif_timed(env, argc, argv, scrub_now);
     return enif_schedule_nif(env, "scrub_nif", ERL_NIF_DIRTY_JOB_CPU_BOUND, scrub_now, argc, argv);
 }

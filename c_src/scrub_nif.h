@@ -19,12 +19,12 @@ int sh_scrub_nif_load(ErlNifEnv *env);
 ERL_NIF_TERM sh_scrub_nif_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM sh_scrub_nif_text(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
-/* Entries of the ErlNifFunc table (no trailing comma). scrub_nif/2 runs
- * small texts on the calling scheduler and reschedules the rest on a
- * dirty CPU scheduler. */
+/* Entries of the ErlNifFunc table (no trailing comma). scrubber_new_nif/1
+ * runs on a dirty CPU scheduler; scrub_nif/2 runs small texts on the
+ * calling scheduler and reschedules the rest on a dirty CPU scheduler. */
 /* clang-format off */
 #define SH_SCRUB_NIF_FUNCS                                                   \
-    {"scrubber_new_nif", 1, sh_scrub_nif_new, 0},                            \
+    {"scrubber_new_nif", 1, sh_scrub_nif_new, ERL_NIF_DIRTY_JOB_CPU_BOUND},  \
     {"scrub_nif", 2, sh_scrub_nif_text, 0}
 /* clang-format on */
 

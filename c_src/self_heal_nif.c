@@ -1118,6 +1118,10 @@ static char *batch_slot(batch_state *s)
 }
 
 static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+/* The continuations, their time reported (SH_NIF_TIMED). */
+static ERL_NIF_TERM batch_step_timed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+static ERL_NIF_TERM batch_build_timed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+static ERL_NIF_TERM miner_add_step_timed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 /* Continues fn(a, b, c) on a dirty scheduler or a normal one. */
 static ERL_NIF_TERM continue3(ErlNifEnv *env, const char *name, int dirty,
@@ -1156,7 +1160,7 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         uint64_t cluster, work;
         ev_status st = fingerprint_event(env, head, cfg, sc, 0, dirty, &r, &cluster, &why, &work);
         if (st == EV_MOVE)
-            return continue3(env, "fingerprint_batch", 1, batch_step, rest, argv[1], argv[2]);
+            return continue3(env, "fingerprint_batch", 1, batch_step_timed, rest, argv[1], argv[2]);
         if (st == EV_BAD)
             return raise_badarg(env, why);
         if (st == EV_FAIL)
@@ -1167,7 +1171,7 @@ static ERL_NIF_TERM batch_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         memcpy(slot, r.hex, SH_FP_HEX_LEN);
         rest = tail;
         if (sh_nif_clock_tick(env, &clock, work))
-            return continue3(env, "fingerprint_batch", 0, batch_step, rest, argv[1], argv[2]);
+            return continue3(env, "fingerprint_batch", 0, batch_step_timed, rest, argv[1], argv[2]);
     }
     if (!enif_is_empty_list(env, rest))
         return raise_badarg(env, "events must be a proper list");
@@ -1192,7 +1196,7 @@ static ERL_NIF_TERM batch_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         const char *hex = s->blocks[s->built / BATCH_BLOCK][s->built % BATCH_BLOCK];
         acc = enif_make_list_cell(env, make_bin(env, hex, SH_FP_HEX_LEN), acc);
         if (s->built > 0 && sh_nif_clock_tick(env, &clock, 0))
-            return continue3(env, "fingerprint_batch", 0, batch_build, acc, argv[1], argv[2]);
+            return continue3(env, "fingerprint_batch", 0, batch_build_timed, acc, argv[1], argv[2]);
     }
     return acc;
 }
@@ -1313,12 +1317,58 @@ done:
 
 /* ------------------------------------------------ decode_json_lines (dirty) */
 
-static ERL_NIF_TERM slice_or_nil(ErlNifEnv *env, sh_slice s)
+/*
+ * The strings of decoded events. A string longer than a heap binary (64
+ * bytes) would be a binary of its own, off the process heap: a 64 MiB body
+ * makes some 300,000 of them, and the process that holds the result frees
+ * them one by one when it exits, on a normal scheduler (20 ms measured).
+ * They are copied instead into shared chunks (enif_make_new_binary: its
+ * bytes may be written until the NIF returns) of 4 KiB growing to 128 KiB,
+ * and each is a sub-binary of its chunk: one off-heap binary per chunk. A
+ * string of more than 16 KiB has a binary of its own, so that at most 16
+ * KiB of a chunk are lost at its end, and an event kept long pins at most
+ * a chunk.
+ */
+#define STRINGS_FIRST_CHUNK 4096
+#define STRINGS_MAX_CHUNK (128u * 1024)
+#define STRINGS_OWN_ABOVE (16u * 1024)
+#define HEAP_BIN_MAX 64
+
+typedef struct string_chunks {
+    ERL_NIF_TERM chunk;
+    unsigned char *data;
+    size_t size, used;
+} string_chunks;
+
+static ERL_NIF_TERM chunk_string(ErlNifEnv *env, string_chunks *sc, const char *ptr, size_t len)
 {
-    return s.len ? make_slice(env, s) : atoms.nil;
+    if (len <= HEAP_BIN_MAX || len > STRINGS_OWN_ABOVE)
+        return make_bin(env, ptr, len);
+    if (sc->size - sc->used < len) {
+        size_t size = sc->size == 0 ? STRINGS_FIRST_CHUNK : sc->size * 2;
+        if (size > STRINGS_MAX_CHUNK)
+            size = STRINGS_MAX_CHUNK;
+        sc->data = enif_make_new_binary(env, size, &sc->chunk);
+        sc->size = size;
+        sc->used = 0;
+    }
+    memcpy(sc->data + sc->used, ptr, len);
+    ERL_NIF_TERM t = enif_make_sub_binary(env, sc->chunk, sc->used, len);
+    sc->used += len;
+    return t;
 }
 
-static ERL_NIF_TERM make_jsonl_event(ErlNifEnv *env, const sh_jsonl_event *e)
+static ERL_NIF_TERM chunk_slice(ErlNifEnv *env, string_chunks *sc, sh_slice s)
+{
+    return chunk_string(env, sc, s.ptr, s.len);
+}
+
+static ERL_NIF_TERM chunk_slice_or_nil(ErlNifEnv *env, string_chunks *sc, sh_slice s)
+{
+    return s.len ? chunk_slice(env, sc, s) : atoms.nil;
+}
+
+static ERL_NIF_TERM make_jsonl_event(ErlNifEnv *env, string_chunks *sc, const sh_jsonl_event *e)
 {
     ERL_NIF_TERM meta = enif_make_new_map(env);
     for (size_t i = 0; i < e->nmeta; i++) {
@@ -1326,7 +1376,7 @@ static ERL_NIF_TERM make_jsonl_event(ErlNifEnv *env, const sh_jsonl_event *e)
         ERL_NIF_TERM v;
         switch (m->kind) {
         case SH_JSONL_STRING:
-            v = make_slice(env, m->string);
+            v = chunk_slice(env, sc, m->string);
             break;
         case SH_JSONL_INTEGER:
             v = enif_make_int64(env, m->integer);
@@ -1343,15 +1393,15 @@ static ERL_NIF_TERM make_jsonl_event(ErlNifEnv *env, const sh_jsonl_event *e)
         default:
             v = atoms.nil;
         }
-        enif_make_map_put(env, meta, make_bin(env, m->key, m->key_len), v, &meta);
+        enif_make_map_put(env, meta, chunk_string(env, sc, m->key, m->key_len), v, &meta);
     }
     ERL_NIF_TERM keys[] = {atoms.message, atoms.type,      atoms.stacktrace, atoms.service,
                            atoms.level,   atoms.timestamp, atoms.metadata};
-    ERL_NIF_TERM vals[] = {make_slice(env, e->message),
-                           slice_or_nil(env, e->type),
-                           slice_or_nil(env, e->stacktrace),
-                           slice_or_nil(env, e->service),
-                           slice_or_nil(env, e->level),
+    ERL_NIF_TERM vals[] = {chunk_slice(env, sc, e->message),
+                           chunk_slice_or_nil(env, sc, e->type),
+                           chunk_slice_or_nil(env, sc, e->stacktrace),
+                           chunk_slice_or_nil(env, sc, e->service),
+                           chunk_slice_or_nil(env, sc, e->level),
                            e->has_timestamp ? enif_make_int64(env, e->timestamp_us) : atoms.nil,
                            meta};
     ERL_NIF_TERM map;
@@ -1374,6 +1424,7 @@ static ERL_NIF_TERM decode_lines(ErlNifEnv *env, ErlNifBinary body, size_t off, 
     if (e == NULL)
         return raise_badarg(env, "out of memory");
     memset(e, 0, sizeof(*e));
+    string_chunks strings = {0, NULL, 0, 0};
     while (off < body.size && records < max) {
         size_t next;
         size_t len = sh_jsonl_next_line(p + off, body.size - off, &next);
@@ -1387,7 +1438,7 @@ static ERL_NIF_TERM decode_lines(ErlNifEnv *env, ErlNifBinary body, size_t off, 
         records++;
         char err[160];
         if (sh_jsonl_decode_line(e, line, len, err, sizeof(err)) == 0) {
-            events = enif_make_list_cell(env, make_jsonl_event(env, e), events);
+            events = enif_make_list_cell(env, make_jsonl_event(env, &strings, e), events);
         } else {
             malformed++;
             if (nerrors < MAX_JSONL_ERRORS) {
@@ -1625,13 +1676,13 @@ static ERL_NIF_TERM miner_add_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
                      : miner_add_one(mn, sc->line, (sh_slice){(const char *)line.data, line.size},
                                      dirty, budget, &id);
         if (rc > 0)
-            return continue3(env, "miner_add", 1, miner_add_step, rest, argv[1], acc);
+            return continue3(env, "miner_add", 1, miner_add_step_timed, rest, argv[1], acc);
         if (rc < 0)
             return raise_badarg(env, "out of memory");
         acc = enif_make_list_cell(env, enif_make_uint64(env, id), acc);
         rest = tail;
         if (sh_nif_clock_tick(env, &clock, work))
-            return continue3(env, "miner_add", 0, miner_add_step, rest, argv[1], acc);
+            return continue3(env, "miner_add", 0, miner_add_step_timed, rest, argv[1], acc);
     }
     if (!enif_is_empty_list(env, rest))
         return raise_badarg(env, "lines must be a proper list");
@@ -1879,11 +1930,25 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
     return 0; /* default_config keeps its reference for the library's life */
 }
 
+/* Every NIF that runs on a normal scheduler reports its time (nif_util.h:
+ * a process calling it in a loop is scheduled out like one long call). */
+SH_NIF_TIMED(batch_step_timed, batch_step)
+SH_NIF_TIMED(batch_build_timed, batch_build)
+SH_NIF_TIMED(miner_add_step_timed, miner_add_step)
+SH_NIF_TIMED(normalize_timed, normalize_nif)
+SH_NIF_TIMED(config_new_timed, config_new_nif)
+SH_NIF_TIMED(fingerprint_timed, fingerprint_nif)
+SH_NIF_TIMED(fingerprint_batch_timed, fingerprint_batch_nif)
+SH_NIF_TIMED(miner_new_timed, miner_new_nif)
+SH_NIF_TIMED(miner_add_timed, miner_add_nif)
+SH_NIF_TIMED(miner_stats_timed, miner_stats_nif)
+SH_NIF_TIMED(miner_resolve_timed, miner_resolve_nif)
+
 static ErlNifFunc nif_funcs[] = {
-    {"normalize", 1, normalize_nif, 0},
-    {"make_config", 1, config_new_nif, 0},
-    {"fingerprint", 2, fingerprint_nif, 0},
-    {"fingerprint_batch", 2, fingerprint_batch_nif, 0},
+    {"normalize", 1, normalize_timed, 0},
+    {"make_config", 1, config_new_timed, 0},
+    {"fingerprint", 2, fingerprint_timed, 0},
+    {"fingerprint_batch", 2, fingerprint_batch_timed, 0},
     {"dedup", 1, dedup_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"decode_json_lines", 1, decode_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"decode_json_lines", 3, decode_json_lines_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
@@ -1892,11 +1957,11 @@ static ErlNifFunc nif_funcs[] = {
     {"__dirty_count__", 0, dirty_count_nif, 0},
     {"__live_batches__", 0, live_batches_nif, 0},
     {"__walk_steps__", 0, walk_steps_nif, 0},
-    {"miner_new_nif", 1, miner_new_nif, 0},
-    {"miner_add", 2, miner_add_nif, 0},
+    {"miner_new_nif", 1, miner_new_timed, 0},
+    {"miner_add", 2, miner_add_timed, 0},
     {"miner_templates", 1, miner_templates_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
-    {"miner_stats", 1, miner_stats_nif, 0},
-    {"miner_resolve", 2, miner_resolve_nif, 0},
+    {"miner_stats", 1, miner_stats_timed, 0},
+    {"miner_resolve", 2, miner_resolve_timed, 0},
     {"miner_snapshot", 1, miner_snapshot_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"miner_restore_nif", 2, miner_restore_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     SH_WATCH_NIF_FUNCS,

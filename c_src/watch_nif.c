@@ -409,12 +409,14 @@ static long read_event(ErlNifEnv *env, ERL_NIF_TERM map, event_scratch *sc)
 }
 
 static ERL_NIF_TERM observe_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+/* observe_step, its time reported (nif_util.h) */
+SH_NIF_TIMED(observe_step_timed, observe_step)
 
 static ERL_NIF_TERM observe_continue(ErlNifEnv *env, int dirty, ERL_NIF_TERM rest,
                                      const ERL_NIF_TERM argv[], ERL_NIF_TERM acc)
 {
     ERL_NIF_TERM args[4] = {rest, argv[1], acc, argv[3]};
-    return sh_nif_continue(env, "watch_observe", dirty, observe_step, 4, args);
+    return sh_nif_continue(env, "watch_observe", dirty, observe_step_timed, 4, args);
 }
 
 /* argv: [remaining events, set, fired ids so far (reversed), now_ms]. Runs
@@ -477,7 +479,7 @@ ERL_NIF_TERM sh_watch_nif_observe(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     if (!enif_is_list(env, argv[1]))
         return watch_raise_badarg(env, "events must be a list of maps");
     ERL_NIF_TERM args[4] = {argv[1], argv[0], enif_make_list(env, 0), argv[2]};
-    return observe_step(env, 4, args);
+    return observe_step_timed(env, 4, args);
 }
 
 /* ------------------------------------------------------------------ list */
@@ -543,16 +545,21 @@ static int watch_term(void *arg, const sh_watch_info *info)
 }
 
 /* watch_count_nif(set) -> integer */
-ERL_NIF_TERM sh_watch_nif_count(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+static ERL_NIF_TERM count_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     nif_watch *w;
     if (!get_watch(env, argv[0], &w))
         return watch_raise_badarg(env, NOT_A_SET);
     if (!sh_nif_lock_take(&w->lock, sh_nif_on_dirty()))
-        return sh_nif_continue(env, "watch_count", 1, sh_watch_nif_count, argc, argv);
+        return sh_nif_continue(env, "watch_count", 1, count_nif, argc, argv);
     size_t n = sh_watch_count(w->set);
     sh_nif_lock_release(&w->lock);
     return enif_make_uint64(env, (ErlNifUInt64)n);
+}
+
+ERL_NIF_TERM sh_watch_nif_count(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    return sh_nif_timed(env, argc, argv, count_nif);
 }
 
 /* The list as a reader in steps (sh_nif_walk_start): maps consed in the

@@ -9,8 +9,10 @@ defmodule SelfHeal.Native do
       64 KiB) is cut at a UTF-8 boundary and the result is flagged
       `truncated: true`, never a crash;
     * no call blocks a normal scheduler for long (`docs/nif.md`):
-      `fingerprint_batch/2` and `miner_add/2` yield about every millisecond
-      (`enif_consume_timeslice` + `enif_schedule_nif`); an event, message
+      `fingerprint_batch/2` and `miner_add/2` yield about every half
+      millisecond (`enif_consume_timeslice` + `enif_schedule_nif`), every
+      call reports its time (a loop of short calls is scheduled out like
+      one long call); an event, message
       or line whose work is above `:dirty_above` (about 8 KiB of text) is
       handed to a dirty CPU scheduler, and so is a call that finds a shared
       miner busy; `dedup/1`, `decode_json_lines/1` and the miner's

@@ -131,6 +131,109 @@ defmodule SelfHeal.NativeBlockTest do
     end
   end
 
+  describe "loops of short calls" do
+    # A NIF call that returns counts as one reduction however long it took:
+    # unless each call reports its time, a process calling a 0.3 ms NIF in
+    # a loop keeps the only scheduler for a thousand calls and more.
+    defp repeat(0, _fun), do: :ok
+
+    defp repeat(n, fun) do
+      fun.()
+      repeat(n - 1, fun)
+    end
+
+    test "normalize/1 and fingerprint/2 just under dirty_above, 400 times in a row" do
+      text = slow_text(8_000)
+      event = %{type: "E", message: text}
+
+      with_one_scheduler(fn ->
+        {:ok, stats} = while_ticking(fn -> repeat(400, fn -> Native.normalize(text) end) end)
+        assert_not_starved(stats)
+
+        {:ok, stats} = while_ticking(fn -> repeat(400, fn -> Native.fingerprint(event) end) end)
+        assert_not_starved(stats)
+      end)
+    end
+
+    # 3,000 watches: below the work at which observe/3 reads its clock
+    test "Watch.observe/3 of one event against 3,000 watches, 1,500 times in a row" do
+      set = Watch.new()
+
+      for i <- 1..3_000 do
+        {:ok, _} =
+          Watch.add(set,
+            id: "w#{i}",
+            field: "status",
+            op: :>=,
+            value: i,
+            window_ms: 60_000,
+            threshold: 100
+          )
+      end
+
+      event = %{"status" => 500}
+
+      with_one_scheduler(fn ->
+        {:ok, stats} =
+          while_ticking(fn -> repeat(1_500, fn -> Watch.observe(set, event, 0) end) end)
+
+        assert_not_starved(stats)
+      end)
+    end
+  end
+
+  describe "SelfHeal.Scrub.new/1" do
+    test "64 patterns of 1 KiB are compiled off the only online scheduler" do
+      patterns = for i <- 1..64, do: String.duplicate("(a|b)*c", 140) <> "#{i}"
+
+      with_one_scheduler(fn ->
+        {{:ok, scrubber}, stats} = while_ticking(fn -> SelfHeal.Scrub.new(patterns) end)
+        assert_not_starved(stats)
+        assert is_binary(SelfHeal.Scrub.text(scrubber, "abc"))
+      end)
+    end
+  end
+
+  describe "decode_json_lines/1: the result's strings" do
+    # A string longer than 64 bytes, each a binary of its own, would leave
+    # the process that holds the result one off-heap binary per string to
+    # free, on a normal scheduler, when it exits or collects them.
+    test "share a few chunks of at most 128 KiB; a string over 16 KiB has its own binary" do
+      log = String.duplicate("x", 200)
+      service = String.duplicate("s", 70)
+      body = :binary.copy(~s({"log":"#{log}","service":"#{service}","k":"v"}\n), 2_000)
+
+      {offheap, sizes, ok} =
+        run_in_process(fn ->
+          %{events: events} = Native.decode_json_lines(body)
+          {:binary, bins} = Process.info(self(), :binary)
+
+          ok =
+            length(events) == 2_000 and
+              Enum.all?(events, &(&1.message == log and &1.service == service))
+
+          sizes = Enum.map(events, &:binary.referenced_byte_size(&1.message))
+          {length(Enum.uniq_by(bins, &elem(&1, 0))), Enum.uniq(sizes), ok}
+        end)
+
+      assert ok
+      # 2,000 × 270 bytes in chunks of 4 KiB doubling to 128 KiB, and body
+      assert offheap <= 12, "#{offheap} off-heap binaries"
+      assert Enum.all?(sizes, &(&1 >= 4096 and &1 <= 131_072)), inspect(sizes)
+
+      big = String.duplicate("y", 20_000)
+      %{events: [event]} = Native.decode_json_lines(~s({"log":"#{big}","level":"error"}\n))
+      assert event.message == big and event.level == "error"
+      assert :binary.referenced_byte_size(event.message) == 20_000
+    end
+  end
+
+  defp run_in_process(fun) do
+    {pid, ref} = spawn_monitor(fn -> exit({:result, fun.()}) end)
+    assert_receive {:DOWN, ^ref, :process, ^pid, {:result, result}}, 60_000
+    result
+  end
+
   describe "term stack traces: bounded reading" do
     @frame {MyApp.Worker, :run, 1, [file: ~c"lib/my_app/worker.ex", line: 3]}
 
