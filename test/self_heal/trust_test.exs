@@ -69,6 +69,8 @@ defmodule SelfHeal.TrustTest do
     :ok = Port.subscribe(port)
 
     approve_and_deploy(port, "fptrust001")
+    # the deploy's outcome is counted after its status is written
+    SelfHeal.TestSupport.eventually(fn -> consent(port)["state"]["streak"] == 1 end, 5_000)
     assert %{"level" => "diagnose", "state" => %{"streak" => 1}} = consent(port)
 
     approve_and_deploy(port, "fptrust002")
@@ -122,6 +124,8 @@ defmodule SelfHeal.TrustTest do
     port = start_port(cfg)
     approve_and_deploy(port, "fptrust001")
 
+    # the deploy's outcome is counted after its status is written
+    SelfHeal.TestSupport.eventually(fn -> audit_records(dir, "consent_offered") != [] end, 5_000)
     assert %{"level" => "diagnose", "state" => %{"offered" => "repair"}} = consent(port)
     assert [%{"to" => "repair"}] = audit_records(dir, "consent_offered")
     assert audit_records(dir, "consent_changed") == []
