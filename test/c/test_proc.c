@@ -655,7 +655,7 @@ static void test_reaping_orphans_keeps_statuses(void **state)
     for (int i = 0; i < N; i++)
         orphans[i] = read_pid_file(files[i]);
     int done = 0, statuses[N];
-    long long deadline = now_ms() + 5000;
+    long long deadline = now_ms() + 20000;
     while (done < N && now_ms() < deadline) {
         proc_reap_orphans(); /* as the port's reader does on SIGCHLD */
         for (int i = 0; i < N; i++) {
@@ -676,8 +676,12 @@ static void test_reaping_orphans_keeps_statuses(void **state)
         assert_true(WIFEXITED(statuses[i]));
         assert_int_equal(WEXITSTATUS(statuses[i]), i % 2 ? 7 : 3);
         assert_true(orphans[i] > 0);
-        proc_reap_orphans();
-        assert_true(reaped_within(orphans[i], 2000));
+        /* the orphan may still be sleeping on a loaded machine: reap
+         * until it is gone, as the port's reader does on each SIGCHLD */
+        long long until = now_ms() + 10000;
+        while (!reaped_within(orphans[i], 20) && now_ms() < until)
+            proc_reap_orphans();
+        assert_true(reaped_within(orphans[i], 0));
     }
     prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
