@@ -31,7 +31,7 @@ dir = Path.join(System.tmp_dir!(), "self_heal_bench_orphans_#{System.os_time()}"
 
 results =
   for mode <- OrphanCases.modes(), _ <- 1..runs do
-    {mode, OrphanCases.run(mode, dir)}
+    {mode, OrphanCases.run(mode, dir, 5000)}
   end
 
 File.rm_rf!(dir)

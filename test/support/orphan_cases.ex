@@ -44,13 +44,13 @@ defmodule SelfHeal.OrphanCases do
   `%{started: n, left: n}`: the marked processes alive before the end and
   after it (the survivors are then killed, so runs do not add up).
   """
-  def run(mode, dir, wait_ms \\ 5000) do
+  def run(mode, dir, wait_ms \\ 15_000) do
     token = "orphans-#{mode}-#{System.unique_integer([:positive])}-#{:rand.uniform(1_000_000)}"
     scripts = write_scripts(Path.join(dir, token), token)
     owner = start(mode, scripts)
     # every escaped process in place, and the scripts sleeping themselves
     true = wait_until(fn -> ready?(scripts) end, 15_000)
-    wait_until(fn -> length(alive(token)) >= 2 * length(scripts) end, 5000)
+    wait_until(fn -> length(alive(token)) >= 2 * length(scripts) end, 15_000)
     started = length(alive(token))
     finish(mode, owner)
 
