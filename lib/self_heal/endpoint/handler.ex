@@ -732,19 +732,14 @@ defmodule SelfHeal.Endpoint.Handler do
   defp first_byte(<<c, _::binary>>), do: c
   defp first_byte(<<>>), do: nil
 
+  # The reason may quote the client's bytes: printable ASCII only, then
+  # the project's JSON codec.
   defp json_string(text) do
-    escaped =
-      for <<c <- text>>, into: "" do
-        case c do
-          ?" -> "\\\""
-          ?\\ -> "\\\\"
-          c when c < 0x20 or c > 0x7E -> "?"
-          c -> <<c>>
-        end
-      end
-
-    [?", escaped, ?"]
+    SelfHeal.JSON.encode!(for <<c <- text>>, into: "", do: <<printable(c)>>)
   end
+
+  defp printable(c) when c < 0x20 or c > 0x7E, do: ??
+  defp printable(c), do: c
 
   # An early answer. close? true: the body was not read, so the connection
   # closes after it; :read means the body was consumed.
