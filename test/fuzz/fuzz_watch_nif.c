@@ -487,6 +487,16 @@ int enif_make_reverse_list(ErlNifEnv *env, ERL_NIF_TERM list_in, ERL_NIF_TERM *l
 
 /* nif_util.c's helpers that watch_nif.c calls: the two it needs on the
  * paths fuzzed, the others never reached. */
+ERL_NIF_TERM sh_nif_timed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[],
+                          ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]))
+{
+    (void)env;
+    (void)argc;
+    (void)argv;
+    (void)fn;
+    UNREACHED();
+}
+
 ERL_NIF_TERM sh_nif_make_bin(ErlNifEnv *env, const char *bytes, size_t len)
 {
     (void)env;
