@@ -56,7 +56,8 @@ enum {
     B_SLACK_DIFF = 2900,
     B_SLACK_ERROR = 300,
     B_SLACK_HEADER = 150,
-    B_SUBJECT = 160
+    B_SUBJECT = 160,
+    B_OWNER = 100
 };
 
 static const char ELLIPSIS[] = "\xE2\x80\xA6"; /* U+2026 */
@@ -422,6 +423,41 @@ void notify_msg_free(notify_msg *m)
         free(*fields[i]);
         *fields[i] = NULL;
     }
+    for (size_t i = 0; i < m->n_owners; i++)
+        free(m->owners[i]);
+    m->n_owners = 0;
+}
+
+int notify_msg_set_owners(notify_msg *m, json_t *owners, const sh_scrubber *scrub)
+{
+    char *found[NOTIFY_OWNERS_MAX];
+    size_t n = 0, i;
+    json_t *v;
+    json_array_foreach(owners, i, v)
+    {
+        if (n == NOTIFY_OWNERS_MAX)
+            break;
+        if (!json_is_string(v))
+            continue;
+        char *one =
+            clean_field(scrub, json_string_value(v), json_string_length(v), B_OWNER, 0, NULL);
+        if (one == NULL) {
+            while (n > 0)
+                free(found[--n]);
+            return -1;
+        }
+        if (one[0] == '\0')
+            free(one);
+        else
+            found[n++] = one;
+    }
+    if (n == 0)
+        return 0;
+    for (i = 0; i < m->n_owners; i++)
+        free(m->owners[i]);
+    memcpy(m->owners, found, n * sizeof(found[0]));
+    m->n_owners = n;
+    return 0;
 }
 
 /* A copy of url when it is a safe URL the scrubber leaves alone (no
@@ -473,6 +509,11 @@ int notify_msg_init(notify_msg *out, json_t *message, const sh_scrubber *scrub, 
             notify_msg_free(out);
             return -1;
         }
+    }
+    if (notify_msg_set_owners(out, json_object_get(message, "owners"), scrub) != 0) {
+        snprintf(err, errlen, "owners could not be copied");
+        notify_msg_free(out);
+        return -1;
     }
     out->url = safe_url(scrub, json_object_get(message, "url"));
     out->patch_url = safe_url(scrub, json_object_get(message, "patch_url"));
@@ -692,6 +733,40 @@ static json_t *slack_button(const char *label, const char *url, const char *acti
     return btn;
 }
 
+/* A Slack member id (U or W, then upper-case letters and digits). */
+static int slack_member_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 3 || n > 20 || (s[0] != 'U' && s[0] != 'W'))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9')))
+            return 0;
+    return 1;
+}
+
+/* "*Owners*" and the owners: a member id (bare or after '@') as a
+ * mention, <@U...>; any other as escaped text. */
+static json_t *slack_owners_field(const notify_msg *m)
+{
+    sh_buf b;
+    sh_buf_init(&b);
+    sh_buf_append_str(&b, "*Owners*\n");
+    for (size_t i = 0; i < m->n_owners; i++) {
+        const char *o = m->owners[i];
+        const char *id = o[0] == '@' ? o + 1 : o;
+        if (i > 0)
+            sh_buf_append_str(&b, ", ");
+        if (slack_member_id(id))
+            sh_buf_appendf(&b, "<@%s>", id);
+        else
+            md_escape(&b, o, B_OWNER);
+    }
+    json_t *field = json_pack("{s:s, s:o*}", "type", "mrkdwn", "text", json_buf(&b));
+    sh_buf_free(&b);
+    return field;
+}
+
 json_t *notify_slack_body(const notify_msg *m)
 {
     const char *sev = or_default(m->severity, "unknown");
@@ -734,6 +809,8 @@ json_t *notify_slack_body(const notify_msg *m)
 
     json_array_append_new(fields, md_field("Service", service, B_SERVICE));
     json_array_append_new(fields, md_field("Severity", sev, B_SEVERITY));
+    if (m->n_owners > 0)
+        json_array_append_new(fields, slack_owners_field(m));
     if (m->error != NULL)
         json_array_append_new(fields, md_field("Error", m->error, B_SLACK_ERROR));
     if (m->path != NULL)
@@ -808,6 +885,14 @@ static void summary_text(sh_buf *b, const notify_msg *m, int with_links)
     sh_buf_append_str(b, or_default(m->kind, "ticket"));
     sh_buf_append_str(b, "\n\n");
     text_line(b, "Service: ", or_default(m->service, "unknown"));
+    if (m->n_owners > 0) {
+        sh_buf_append_str(b, "Owners: ");
+        for (size_t i = 0; i < m->n_owners; i++) {
+            sh_buf_append_str(b, i > 0 ? ", " : "");
+            sh_buf_append_str(b, m->owners[i]);
+        }
+        sh_buf_append_byte(b, '\n');
+    }
     text_line(b, "Severity: ", m->severity);
     text_line(b, "Path: ", m->path);
     if (m->count >= 0) {
@@ -1684,6 +1769,12 @@ static json_t *failure(const char *error)
 static json_t *send_all(port_ctx *ctx, notify_msg *m, json_t *records)
 {
     audit_head_line(port_audit(ctx), m->audit, sizeof(m->audit));
+    if (m->n_owners == 0) {
+        /* the owners of the service the job runs in (docs/services.md) */
+        json_t *owners = port_config_get(ctx, "service.owners");
+        notify_msg_set_owners(m, owners, port_scrubber(ctx));
+        json_decref(owners);
+    }
     json_t *results = json_object();
     json_t *channels = port_config_get(ctx, "notify.channels");
     chan_job *jobs = calloc(CHANNELS_MAX, sizeof(chan_job));

@@ -13,6 +13,7 @@
 
 #include "audit.h"
 #include "notify.h"
+#include "self_heal/scrub.h"
 
 #define SECRET "k3y"
 
@@ -389,6 +390,58 @@ static void test_slack_blocks(void **state)
     assert_null(block(body, "actions"));
     json_decref(body);
     notify_msg_free(&m);
+}
+
+/* The service's owners in every channel, scrubbed; a Slack member id is
+ * mentioned as Slack expects, any other owner shown as text. */
+static void test_owners_shown(void **state)
+{
+    (void)state;
+    sh_scrubber *scrub = NULL;
+    char err[160] = "";
+    assert_int_equal(sh_scrubber_new(&scrub, NULL, 0, err, sizeof(err)), 0);
+    json_t *doc = parse(FULL_MSG);
+    json_object_set_new(doc, "owners",
+                        parse("[\"@alice\", \"U024BE7LH\", \"@W0ABC12\", \"<b>&co\","
+                              " \"bob@example.com\", \"\", 7]"));
+    notify_msg m;
+    assert_int_equal(notify_msg_init(&m, doc, scrub, err, sizeof(err)), 0);
+    json_decref(doc);
+    assert_int_equal(m.n_owners, 5);
+
+    json_t *slack = notify_slack_body(&m);
+    const char *owners = field(slack, "Owners");
+    assert_non_null(owners);
+    assert_non_null(strstr(owners, "@alice, <@U024BE7LH>, <@W0ABC12>, &lt;b&gt;&amp;co, "));
+    /* scrubbed like every other field */
+    assert_null(strstr(owners, "bob@example.com"));
+    json_decref(slack);
+
+    json_t *tg = notify_telegram_body(&m, "1");
+    const char *text = str_at(tg, "text");
+    assert_non_null(strstr(text, "Owners: @alice, U024BE7LH, @W0ABC12, <b>&co, "));
+    assert_null(strstr(text, "bob@example.com"));
+    json_decref(tg);
+
+    sh_buf mail;
+    sh_buf_init(&mail);
+    const char *to[] = {"ops@example.com"};
+    assert_int_equal(notify_email_build(&mail, &m, "sh@example.com", to, 1, 1000, "<x@y>"), 0);
+    sh_buf_append_byte(&mail, '\0');
+    assert_non_null(strstr(mail.data, "Owners: @alice, U024BE7LH"));
+    sh_buf_free(&mail);
+    notify_msg_free(&m);
+
+    /* without owners: no line, no field */
+    msg_from(&m, FULL_MSG);
+    slack = notify_slack_body(&m);
+    assert_null(field(slack, "Owners"));
+    json_decref(slack);
+    tg = notify_telegram_body(&m, "1");
+    assert_null(strstr(str_at(tg, "text"), "Owners"));
+    json_decref(tg);
+    notify_msg_free(&m);
+    sh_scrubber_free(scrub);
 }
 
 static void test_slack_bounds(void **state)
@@ -851,6 +904,7 @@ int main(void)
         cmocka_unit_test(test_links),
         cmocka_unit_test(test_slack_blocks),
         cmocka_unit_test(test_slack_bounds),
+        cmocka_unit_test(test_owners_shown),
         cmocka_unit_test(test_diff_cut_scrubbed_linked),
         cmocka_unit_test(test_telegram_body),
         cmocka_unit_test(test_telegram_text_bounded),

@@ -8,7 +8,7 @@ defmodule SelfHeal.ServicesTest do
 
   import SelfHeal.FixLoopSupport
 
-  alias SelfHeal.{FakeGitHub, Port}
+  alias SelfHeal.{FakeGitHub, FakeHTTP, Port}
 
   @moduletag :tmp_dir
   @moduletag capture_log: true
@@ -243,6 +243,62 @@ defmodule SelfHeal.ServicesTest do
 
     assert [%{"comments" => [_ | _]}] = FakeGitHub.issues(shop_gh)
     assert [%{"comments" => []}] = FakeGitHub.issues(billing_gh)
+  end
+
+  test "a service's owners are in its notifications and its tickets' bodies", %{tmp_dir: dir} do
+    token_env = "SH_SERVICES_GH_TOKEN"
+    gh = FakeGitHub.start("acme/shop")
+    {:ok, slack} = FakeHTTP.start(fn _ -> {200, [{"content-type", "text/plain"}], "ok"} end)
+
+    config = %{
+      "state_dir" => Path.join(dir, "state"),
+      "tickets" => %{
+        "backend" => "github",
+        "github" => %{"api" => gh.url, "repo" => "acme/shop", "token_env" => token_env}
+      },
+      "notify" => %{
+        "channels" => ["slack"],
+        "slack" => %{"webhook_url_env" => "SH_SERVICES_SLACK_URL", "max_attempts" => 1}
+      },
+      "services" => %{
+        "shop" => %{"owners" => ["@alice", "U024BE7LH", "carol <carol@example.com>"]},
+        "billing" => %{}
+      }
+    }
+
+    port =
+      start_port(config,
+        env: [
+          {token_env, "ghp_" <> String.duplicate("Tk9", 12)},
+          {"SH_SERVICES_SLACK_URL", "#{slack.url}/services/T000/B000/XXXX"}
+        ]
+      )
+
+    for {fp, service} <- [{"fpshop0001", "shop"}, {"fpbill0001", "billing"}] do
+      assert {:ok, %{"tickets" => [%{"created" => true}]}} =
+               Port.call(port, "escalate", %{"groups" => [group(fp, service)]})
+    end
+
+    [shop_issue, billing_issue] =
+      Enum.sort_by(FakeGitHub.issues(gh), &(&1["body"] =~ "fpbill0001"))
+
+    assert shop_issue["body"] =~ "**Owners:** &#64;alice, U024BE7LH, carol &lt;"
+    # scrubbed like the rest of the body
+    refute shop_issue["body"] =~ "carol@example.com"
+    refute billing_issue["body"] =~ "Owners"
+
+    texts =
+      wait_until(fn ->
+        case FakeHTTP.requests(slack) do
+          [_, _] = reqs -> Enum.map(reqs, & &1.body)
+          _ -> nil
+        end
+      end)
+
+    [shop_msg] = Enum.filter(texts, &(&1 =~ "fpshop0001"))
+    assert shop_msg =~ "*Owners*\\n@alice, <@U024BE7LH>, carol &lt;"
+    refute shop_msg =~ "carol@example.com"
+    refute Enum.any?(texts -- [shop_msg], &(&1 =~ "Owners"))
   end
 
   test "an unknown service is ticketed and reported, never fixed", %{tmp_dir: dir} do
