@@ -31,6 +31,7 @@
 #include "fence.h"
 #include "http.h"
 #include "self_heal/scrub.h"
+#include "service.h"
 #include "state.h"
 
 #define ACTION_ID_MAX 64
@@ -280,10 +281,9 @@ int notify_verify(const char *token, const char *secret, int64_t now, char *acti
 
 /* ------------------------------------------------------------ rate limit */
 
-int notify_rate_take(notify_bucket *b, double rate_per_min, double now_s)
+/* Primes b full on first use, then adds what rate_per_min gave since. */
+static void bucket_refill(notify_bucket *b, double rate_per_min, double now_s)
 {
-    if (rate_per_min <= 0)
-        return 1;
     double cap = rate_per_min < 1 ? 1 : rate_per_min;
     if (!b->primed) {
         b->tokens = cap;
@@ -296,16 +296,47 @@ int notify_rate_take(notify_bucket *b, double rate_per_min, double now_s)
             b->tokens = cap;
         b->last_s = now_s;
     }
-    if (b->tokens >= 1.0) {
-        b->tokens -= 1.0;
-        return 1;
+}
+
+int notify_rate_take_both(notify_bucket *global, double global_rate, notify_bucket *own,
+                          double own_rate, double now_s)
+{
+    int g = global_rate <= 0, o = own == NULL || own_rate <= 0;
+    if (!g) {
+        bucket_refill(global, global_rate, now_s);
+        g = global->tokens >= 1.0;
     }
-    return 0;
+    if (!o) {
+        bucket_refill(own, own_rate, now_s);
+        o = own->tokens >= 1.0;
+    }
+    if (!g || !o)
+        return 0;
+    if (global_rate > 0)
+        global->tokens -= 1.0;
+    if (own != NULL && own_rate > 0)
+        own->tokens -= 1.0;
+    return 1;
+}
+
+int notify_rate_take(notify_bucket *b, double rate_per_min, double now_s)
+{
+    return notify_rate_take_both(b, rate_per_min, NULL, 0, now_s);
 }
 
 static const char *const channel_names[] = {"slack", "email", "telegram"};
 enum { N_CHANNELS = 3 };
-static notify_bucket rate_buckets[N_CHANNELS];
+
+/* one service's buckets, a row per service a message was sent for (the
+ * registry's names: bounded by the configuration) */
+typedef struct service_buckets {
+    char name[SERVICE_NAME_MAX];
+    notify_bucket b[N_CHANNELS];
+} service_buckets;
+
+static notify_bucket rate_buckets[N_CHANNELS]; /* the global ones */
+static service_buckets *rate_services;
+static size_t rate_services_n, rate_services_cap;
 static pthread_mutex_t rate_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int channel_index(const char *name)
@@ -316,10 +347,50 @@ static int channel_index(const char *name)
     return -1;
 }
 
-static int rate_allow(int channel, double rate_per_min)
+/* The buckets of service (under rate_lock); NULL when out of memory. */
+static notify_bucket *service_bucket(const char *service, int channel)
 {
+    for (size_t i = 0; i < rate_services_n; i++)
+        if (strcmp(rate_services[i].name, service) == 0)
+            return &rate_services[i].b[channel];
+    if (rate_services_n == rate_services_cap) {
+        size_t cap = rate_services_cap ? rate_services_cap * 2 : 8;
+        service_buckets *more = realloc(rate_services, cap * sizeof(*more));
+        if (more == NULL)
+            return NULL;
+        rate_services = more;
+        rate_services_cap = cap;
+    }
+    service_buckets *row = &rate_services[rate_services_n++];
+    memset(row, 0, sizeof(*row));
+    snprintf(row->name, sizeof(row->name), "%s", service);
+    return &row->b[channel];
+}
+
+static long long conf_int(port_ctx *ctx, const char *channel, const char *key, long long dflt,
+                          long long lo, long long hi);
+
+/* A token of channel's global bucket (the global notify.<channel>.rate_per_min)
+ * and, in a service's scope, of the service's own (its rate_per_min), both
+ * or neither. */
+static int rate_allow(port_ctx *ctx, int channel)
+{
+    const char *name = channel_names[channel];
+    double own_rate = (double)conf_int(ctx, name, "rate_per_min", 20, 0, 100000);
+    char service[SERVICE_NAME_MAX], path[64];
+    double global_rate = own_rate;
+    if (service_current(ctx, service, sizeof(service))[0] != '\0') {
+        snprintf(path, sizeof(path), "notify.%s.rate_per_min", name);
+        json_t *v = service_global_get(ctx, path);
+        global_rate = json_is_integer(v) ? (double)json_integer_value(v) : 20;
+        json_decref(v);
+        global_rate = global_rate < 0 ? 0 : global_rate > 100000 ? 100000 : global_rate;
+    }
     pthread_mutex_lock(&rate_lock);
-    int ok = notify_rate_take(&rate_buckets[channel], rate_per_min, monotonic_s());
+    notify_bucket *own = service[0] != '\0' ? service_bucket(service, channel) : NULL;
+    int ok =
+        (service[0] == '\0' || own != NULL) &&
+        notify_rate_take_both(&rate_buckets[channel], global_rate, own, own_rate, monotonic_s());
     pthread_mutex_unlock(&rate_lock);
     return ok;
 }
@@ -1804,7 +1875,7 @@ static json_t *send_all(port_ctx *ctx, notify_msg *m, json_t *records)
             job_clear(job);
             continue;
         }
-        if (!rate_allow(idx, (double)conf_int(ctx, name, "rate_per_min", 20, 0, 100000))) {
+        if (!rate_allow(ctx, idx)) {
             json_object_set_new(results, name, failure("rate_limited"));
             job_clear(job);
             continue;

@@ -111,6 +111,11 @@ typedef struct notify_bucket {
     int primed;
 } notify_bucket;
 int notify_rate_take(notify_bucket *b, double rate_per_min, double now_s);
+/* A token of both buckets or of neither (own may be NULL: the global one
+ * alone): the global limit over every service's messages and a service's
+ * own over its messages. 1 when taken, 0 when either is empty. */
+int notify_rate_take_both(notify_bucket *global, double global_rate, notify_bucket *own,
+                          double own_rate, double now_s);
 
 /* Reads a getUpdates reply: *out = array of {"callback_query_id",
  * "accepted": bool, "action"?, "action_id"?, "from"} for the first 100

@@ -213,6 +213,30 @@ static void test_rate_limiter(void **state)
         assert_int_equal(notify_rate_take(&off, 0, 1.0), 1);
 }
 
+/* A service's bucket and the global one: a token of both or of neither. */
+static void test_rate_limiter_per_service_and_global(void **state)
+{
+    (void)state;
+    notify_bucket global = {0}, shop = {0}, billing = {0};
+    /* global 3 a minute, shop 1, billing 5 */
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 1, 100.0), 1);
+    /* shop's own is empty: refused, and the global token is not spent */
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 1, 100.0), 0);
+    assert_int_equal(notify_rate_take_both(&global, 3, &billing, 5, 100.0), 1);
+    assert_int_equal(notify_rate_take_both(&global, 3, &billing, 5, 100.0), 1);
+    /* the global one is empty: billing is refused with room of its own */
+    assert_int_equal(notify_rate_take_both(&global, 3, &billing, 5, 100.0), 0);
+    assert_true(billing.tokens >= 2.0);
+    /* a minute later: shop's one token again */
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 1, 160.0), 1);
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 1, 160.0), 0);
+    /* no own bucket, or no limit of its own: the global one alone */
+    assert_int_equal(notify_rate_take_both(&global, 3, NULL, 0, 160.0), 1);
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 0, 160.0), 1);
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 0, 160.0), 0);
+    assert_int_equal(notify_rate_take_both(&global, 0, &shop, 0, 160.0), 1);
+}
+
 /* ------------------------------------------------------------ the message */
 
 static void test_msg_fields_cleaned(void **state)
@@ -897,6 +921,7 @@ int main(void)
         cmocka_unit_test(test_verify_tampered),
         cmocka_unit_test(test_sign_rejects_bad_input),
         cmocka_unit_test(test_rate_limiter),
+        cmocka_unit_test(test_rate_limiter_per_service_and_global),
         cmocka_unit_test(test_msg_fields_cleaned),
         cmocka_unit_test(test_msg_scrubbed),
         cmocka_unit_test(test_msg_rejects_bad_fields),
