@@ -292,10 +292,10 @@ static void bucket_refill(notify_bucket *b, double rate_per_min, double now_s)
     }
     if (now_s > b->last_s) {
         b->tokens += (now_s - b->last_s) * rate_per_min / 60.0;
-        if (b->tokens > cap)
-            b->tokens = cap;
         b->last_s = now_s;
     }
+    if (b->tokens > cap) /* a rate lowered since */
+        b->tokens = cap;
 }
 
 int notify_rate_take_both(notify_bucket *global, double global_rate, notify_bucket *own,
@@ -370,9 +370,58 @@ static notify_bucket *service_bucket(const char *service, int channel)
 static long long conf_int(port_ctx *ctx, const char *channel, const char *key, long long dflt,
                           long long lo, long long hi);
 
+/* A bucket kept in the state database's kv as "tokens last_s"; an
+ * absent or unreadable one is a new bucket. */
+static void bucket_load(state_db *db, const char *key, notify_bucket *b)
+{
+    char buf[96];
+    double tokens, last;
+    memset(b, 0, sizeof(*b));
+    if (state_kv_get(db, key, buf, sizeof(buf)) == 0 &&
+        sscanf(buf, "%lf %lf", &tokens, &last) == 2) {
+        b->tokens = tokens;
+        b->last_s = last;
+        b->primed = 1;
+    }
+}
+
+static int bucket_store(state_db *db, const char *key, const notify_bucket *b)
+{
+    char buf[96];
+    snprintf(buf, sizeof(buf), "%.6f %.0f", b->tokens, b->last_s);
+    return state_kv_set(db, key, buf);
+}
+
+/* The buckets in the state database (kv "notify_rate:<channel>" and
+ * "notify_rate:<channel>:<service>"), read and written in one transaction:
+ * kept across restarts and shared by the port processes of one state
+ * directory. 1 taken, 0 refused, -1 on a database error. */
+static int rate_take_db(state_db *db, const char *channel, const char *service, double global_rate,
+                        double own_rate)
+{
+    char gkey[64], okey[SERVICE_NAME_MAX + 64];
+    snprintf(gkey, sizeof(gkey), "notify_rate:%s", channel);
+    snprintf(okey, sizeof(okey), "notify_rate:%s:%s", channel, service);
+    int scoped = service[0] != '\0';
+    notify_bucket g, o;
+    if (state_txn_begin(db) != 0)
+        return -1;
+    bucket_load(db, gkey, &g);
+    if (scoped)
+        bucket_load(db, okey, &o);
+    int rc =
+        notify_rate_take_both(&g, global_rate, scoped ? &o : NULL, own_rate, (double)port_now());
+    if (rc == 1 && ((global_rate > 0 && bucket_store(db, gkey, &g) != 0) ||
+                    (scoped && own_rate > 0 && bucket_store(db, okey, &o) != 0))) {
+        state_txn_rollback(db);
+        return -1;
+    }
+    return state_txn_commit(db) == 0 ? rc : -1;
+}
+
 /* A token of channel's global bucket (the global notify.<channel>.rate_per_min)
  * and, in a service's scope, of the service's own (its rate_per_min), both
- * or neither. */
+ * or neither: in the state database when there is one, else in memory. */
 static int rate_allow(port_ctx *ctx, int channel)
 {
     const char *name = channel_names[channel];
@@ -386,11 +435,14 @@ static int rate_allow(port_ctx *ctx, int channel)
         json_decref(v);
         global_rate = global_rate < 0 ? 0 : global_rate > 100000 ? 100000 : global_rate;
     }
+    state_db *db = port_state(ctx);
+    int ok = db != NULL ? rate_take_db(db, name, service, global_rate, own_rate) : -1;
+    if (ok >= 0)
+        return ok;
     pthread_mutex_lock(&rate_lock);
     notify_bucket *own = service[0] != '\0' ? service_bucket(service, channel) : NULL;
-    int ok =
-        (service[0] == '\0' || own != NULL) &&
-        notify_rate_take_both(&rate_buckets[channel], global_rate, own, own_rate, monotonic_s());
+    ok = (service[0] == '\0' || own != NULL) &&
+         notify_rate_take_both(&rate_buckets[channel], global_rate, own, own_rate, monotonic_s());
     pthread_mutex_unlock(&rate_lock);
     return ok;
 }

@@ -303,7 +303,9 @@ defmodule SelfHeal.ServicesTest do
     refute Enum.any?(texts -- [shop_msg], &(&1 =~ "Owners"))
   end
 
-  test "notification rate limits: a service's own and the global one", %{tmp_dir: dir} do
+  test "notification rate limits: a service's own and the global one, across a restart", %{
+    tmp_dir: dir
+  } do
     {:ok, slack} = FakeHTTP.start(fn _ -> {200, [{"content-type", "text/plain"}], "ok"} end)
 
     slack_conf = fn rate ->
@@ -345,6 +347,22 @@ defmodule SelfHeal.ServicesTest do
     assert Enum.count(sent, &(&1 =~ "fpbill0002")) == 1
     audit = File.read!(Path.join([dir, "state", "audit.jsonl"]))
     assert audit |> String.split("rate_limited") |> length() == 3
+
+    # the buckets are in the state database: a restart does not fill them
+    stop_supervised!(Port)
+
+    port =
+      start_port(config, env: [{"SH_SERVICES_SLACK_URL", "#{slack.url}/services/T0/B0/XXXX"}])
+
+    escalate_each(port, [{"fpshop0003", "shop"}, {"fpbill0004", "billing"}])
+
+    wait_until(fn ->
+      File.read!(Path.join([dir, "state", "audit.jsonl"]))
+      |> String.split("rate_limited")
+      |> length() == 5
+    end)
+
+    assert length(FakeHTTP.requests(slack)) == 3
   end
 
   test "an unknown service is ticketed and reported, never fixed", %{tmp_dir: dir} do
