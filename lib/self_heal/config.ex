@@ -378,6 +378,8 @@ defmodule SelfHeal.Config do
     @port
     |> Map.take(["fix", "deploy", "gate", "notify", "recover", "tickets"])
     |> Map.merge(%{
+      # the model is the global one; a service may hold its own budget
+      "llm" => {:map, Map.take(llm, ["budget"])},
       "aliases" => {:list, :string},
       "owners" => {:list, :string},
       "descriptor" => :any

@@ -15,6 +15,7 @@
 
 #include "cmd.h"
 #include "http.h"
+#include "service.h"
 #include "state.h"
 
 #define ANTHROPIC_VERSION "2023-06-01"
@@ -935,8 +936,11 @@ int llm_prompt_triage(sh_buf *system, sh_buf *user, const fence *f, json_t *line
 
 /* ---------------------------------------------------------------- budgets */
 
+/* a record's name: "llm_cost_usd", or a service's "llm_cost_usd:<service>" */
+#define LLM_BUDGET_NAME_MAX (SERVICE_NAME_MAX + 32)
+
 typedef struct mem_record {
-    char name[24];
+    char name[LLM_BUDGET_NAME_MAX];
     double amount;
     int64_t at;
 } mem_record;
@@ -1012,11 +1016,34 @@ void llm_budget_reset_memory(void)
     pthread_mutex_unlock(&mem_lock);
 }
 
+/* The names a record is counted under: name, and in a service's scope
+ * also "name:<service>". Returns how many (1 or 2). */
+static size_t budget_names(port_ctx *ctx, const char *name, char own[LLM_BUDGET_NAME_MAX])
+{
+    char service[SERVICE_NAME_MAX];
+    if (ctx == NULL || service_current(ctx, service, sizeof(service))[0] == '\0')
+        return 1;
+    int n = snprintf(own, LLM_BUDGET_NAME_MAX, "%s:%s", name, service);
+    return n > 0 && n < LLM_BUDGET_NAME_MAX ? 2 : 1;
+}
+
 void llm_budget_add(port_ctx *ctx, const char *name, double amount)
 {
+    char own[LLM_BUDGET_NAME_MAX];
+    size_t n = budget_names(ctx, name, own);
     state_db *db = ctx_state(ctx);
-    if (db == NULL || state_budget_add(db, name, amount) != 0)
-        mem_add(name, amount);
+    /* the global record and the service's in one transaction */
+    if (db != NULL && state_txn_begin(db) == 0) {
+        int ok = state_budget_add(db, name, amount) == 0 &&
+                 (n == 1 || state_budget_add(db, own, amount) == 0);
+        if (ok && state_txn_commit(db) == 0)
+            return;
+        if (!ok)
+            state_txn_rollback(db);
+    }
+    mem_add(name, amount);
+    if (n == 2)
+        mem_add(own, amount);
 }
 
 double llm_budget_sum(port_ctx *ctx, const char *name, long long window_s)
@@ -1028,58 +1055,114 @@ double llm_budget_sum(port_ctx *ctx, const char *name, long long window_s)
     return sum;
 }
 
+/* The global limits in a service's scope (service.global.llm.budget); the
+ * service's own are cfg's. */
+static void global_limits(port_ctx *ctx, llm_config *global)
+{
+    json_t *budget = service_global_get(ctx, "llm.budget");
+    global->calls_per_hour = get_real(budget, "calls_per_hour", 0);
+    global->max_input_tokens = get_long(budget, "max_input_tokens", 0, 0, 100000000);
+    global->spend_per_day_usd = get_real(budget, "spend_per_day_usd", 0);
+    json_decref(budget);
+}
+
+/* The reservation of one call: the checks, then the call recorded under
+ * "llm_calls" (and the service's name) when none is over. 0, 1 over with
+ * *over the first check over, -1 on a database error. */
+static int reserve_db(state_db *db, state_budget_check *checks, size_t n, const char *own,
+                      size_t *over)
+{
+    if (own == NULL)
+        return state_budget_reserve(db, checks, n, "llm_calls", 1, over);
+    if (state_txn_begin(db) != 0)
+        return -1;
+    int rc = state_budget_reserve(db, checks, n, "llm_calls", 1, over);
+    if (rc == 0 && state_budget_add(db, own, 1) != 0)
+        rc = -1;
+    if (rc == 0)
+        return state_txn_commit(db);
+    state_txn_rollback(db);
+    return rc;
+}
+
+static int over_input(const char *what, long est_tokens, long max, char *why, size_t whylen)
+{
+    if (max <= 0 || est_tokens <= max)
+        return 0;
+    snprintf(why, whylen,
+             "budget: the prompt needs about %ld input tokens, over "
+             "%s.max_input_tokens (%ld)",
+             est_tokens, what, max);
+    return 1;
+}
+
 int llm_budget_reserve(port_ctx *ctx, const llm_config *cfg, long est_tokens, char *why,
                        size_t whylen)
 {
-    if (cfg->max_input_tokens > 0 && est_tokens > cfg->max_input_tokens) {
-        snprintf(why, whylen,
-                 "budget: the prompt needs about %ld input tokens, over "
-                 "llm.budget.max_input_tokens (%ld)",
-                 est_tokens, cfg->max_input_tokens);
+    char service[SERVICE_NAME_MAX] = "", own_calls[LLM_BUDGET_NAME_MAX],
+         own_cost[LLM_BUDGET_NAME_MAX], label[SERVICE_NAME_MAX + 32];
+    int scoped = ctx != NULL && service_current(ctx, service, sizeof(service))[0] != '\0' &&
+                 budget_names(ctx, "llm_calls", own_calls) == 2 &&
+                 budget_names(ctx, "llm_cost_usd", own_cost) == 2;
+    llm_config global = *cfg;
+    if (scoped)
+        global_limits(ctx, &global);
+    snprintf(label, sizeof(label), "services.%s.llm.budget", service);
+    if (over_input("llm.budget", est_tokens, global.max_input_tokens, why, whylen) ||
+        (scoped && over_input(label, est_tokens, cfg->max_input_tokens, why, whylen)))
         return 1;
-    }
-    state_budget_check checks[2] = {
-        {"llm_calls", 3600, cfg->calls_per_hour > 0, cfg->calls_per_hour, 1, 0},
-        {"llm_cost_usd", 86400, cfg->spend_per_day_usd > 0, cfg->spend_per_day_usd,
-         (double)est_tokens * cfg->price_in_per_mtok / 1e6, 0},
+    double est_cost = (double)est_tokens * cfg->price_in_per_mtok / 1e6;
+    /* the global limits over every service's use, then the service's own
+     * over its use */
+    state_budget_check checks[4] = {
+        {"llm_calls", 3600, global.calls_per_hour > 0, global.calls_per_hour, 1, 0},
+        {"llm_cost_usd", 86400, global.spend_per_day_usd > 0, global.spend_per_day_usd, est_cost,
+         0},
+        {own_calls, 3600, cfg->calls_per_hour > 0, cfg->calls_per_hour, 1, 0},
+        {own_cost, 86400, cfg->spend_per_day_usd > 0, cfg->spend_per_day_usd, est_cost, 0},
     };
+    size_t n = scoped ? 4 : 2;
     size_t over = 0;
     int rc = -1;
     pthread_mutex_lock(&budget_lock);
     /* records kept in memory (no state, or a write that failed) count too */
-    double mem[2];
-    for (size_t i = 0; i < 2; i++) {
+    double mem[4];
+    for (size_t i = 0; i < n; i++) {
         mem[i] = mem_sum(checks[i].name, checks[i].window_s);
         checks[i].limit -= mem[i];
     }
     state_db *db = ctx_state(ctx);
     if (db != NULL)
-        rc = state_budget_reserve(db, checks, 2, "llm_calls", 1, &over);
+        rc = reserve_db(db, checks, n, scoped ? own_calls : NULL, &over);
     if (rc < 0) {
         /* in memory: this process's lock makes the check and the record one step */
         rc = 0;
-        for (size_t i = 0; rc == 0 && i < 2; i++) {
+        for (size_t i = 0; rc == 0 && i < n; i++) {
             checks[i].sum = 0;
             if (checks[i].limited && checks[i].next > checks[i].limit) {
                 over = i;
                 rc = 1;
             }
         }
-        if (rc == 0)
+        if (rc == 0) {
             mem_add("llm_calls", 1);
+            if (scoped)
+                mem_add(own_calls, 1);
+        }
     }
     pthread_mutex_unlock(&budget_lock);
-    if (rc == 1 && over == 0)
-        snprintf(why, whylen,
-                 "budget: %.0f call(s) in the last hour reach "
-                 "llm.budget.calls_per_hour (%g)",
-                 checks[0].sum + mem[0], cfg->calls_per_hour);
-    else if (rc == 1)
+    if (rc != 1)
+        return rc;
+    const char *what = over < 2 ? "llm.budget" : label;
+    const llm_config *limits = over < 2 ? &global : cfg;
+    if (over % 2 == 0)
+        snprintf(why, whylen, "budget: %.0f call(s) in the last hour reach %s.calls_per_hour (%g)",
+                 checks[over].sum + mem[over], what, limits->calls_per_hour);
+    else
         snprintf(why, whylen,
                  "budget: $%.4f spent in the last 24 h plus about $%.4f for this "
-                 "call is over "
-                 "llm.budget.spend_per_day_usd ($%.2f)",
-                 checks[1].sum + mem[1], checks[1].next, cfg->spend_per_day_usd);
+                 "call is over %s.spend_per_day_usd ($%.2f)",
+                 checks[over].sum + mem[over], checks[over].next, what, limits->spend_per_day_usd);
     return rc;
 }
 

@@ -31,6 +31,7 @@
 #include "fence.h"
 #include "http.h"
 #include "self_heal/scrub.h"
+#include "service.h"
 #include "state.h"
 
 #define ACTION_ID_MAX 64
@@ -56,7 +57,8 @@ enum {
     B_SLACK_DIFF = 2900,
     B_SLACK_ERROR = 300,
     B_SLACK_HEADER = 150,
-    B_SUBJECT = 160
+    B_SUBJECT = 160,
+    B_OWNER = 100
 };
 
 static const char ELLIPSIS[] = "\xE2\x80\xA6"; /* U+2026 */
@@ -279,10 +281,9 @@ int notify_verify(const char *token, const char *secret, int64_t now, char *acti
 
 /* ------------------------------------------------------------ rate limit */
 
-int notify_rate_take(notify_bucket *b, double rate_per_min, double now_s)
+/* Primes b full on first use, then adds what rate_per_min gave since. */
+static void bucket_refill(notify_bucket *b, double rate_per_min, double now_s)
 {
-    if (rate_per_min <= 0)
-        return 1;
     double cap = rate_per_min < 1 ? 1 : rate_per_min;
     if (!b->primed) {
         b->tokens = cap;
@@ -291,20 +292,51 @@ int notify_rate_take(notify_bucket *b, double rate_per_min, double now_s)
     }
     if (now_s > b->last_s) {
         b->tokens += (now_s - b->last_s) * rate_per_min / 60.0;
-        if (b->tokens > cap)
-            b->tokens = cap;
         b->last_s = now_s;
     }
-    if (b->tokens >= 1.0) {
-        b->tokens -= 1.0;
-        return 1;
+    if (b->tokens > cap) /* a rate lowered since */
+        b->tokens = cap;
+}
+
+int notify_rate_take_both(notify_bucket *global, double global_rate, notify_bucket *own,
+                          double own_rate, double now_s)
+{
+    int g = global_rate <= 0, o = own == NULL || own_rate <= 0;
+    if (!g) {
+        bucket_refill(global, global_rate, now_s);
+        g = global->tokens >= 1.0;
     }
-    return 0;
+    if (!o) {
+        bucket_refill(own, own_rate, now_s);
+        o = own->tokens >= 1.0;
+    }
+    if (!g || !o)
+        return 0;
+    if (global_rate > 0)
+        global->tokens -= 1.0;
+    if (own != NULL && own_rate > 0)
+        own->tokens -= 1.0;
+    return 1;
+}
+
+int notify_rate_take(notify_bucket *b, double rate_per_min, double now_s)
+{
+    return notify_rate_take_both(b, rate_per_min, NULL, 0, now_s);
 }
 
 static const char *const channel_names[] = {"slack", "email", "telegram"};
 enum { N_CHANNELS = 3 };
-static notify_bucket rate_buckets[N_CHANNELS];
+
+/* one service's buckets, a row per service a message was sent for (the
+ * registry's names: bounded by the configuration) */
+typedef struct service_buckets {
+    char name[SERVICE_NAME_MAX];
+    notify_bucket b[N_CHANNELS];
+} service_buckets;
+
+static notify_bucket rate_buckets[N_CHANNELS]; /* the global ones */
+static service_buckets *rate_services;
+static size_t rate_services_n, rate_services_cap;
 static pthread_mutex_t rate_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int channel_index(const char *name)
@@ -315,10 +347,102 @@ static int channel_index(const char *name)
     return -1;
 }
 
-static int rate_allow(int channel, double rate_per_min)
+/* The buckets of service (under rate_lock); NULL when out of memory. */
+static notify_bucket *service_bucket(const char *service, int channel)
 {
+    for (size_t i = 0; i < rate_services_n; i++)
+        if (strcmp(rate_services[i].name, service) == 0)
+            return &rate_services[i].b[channel];
+    if (rate_services_n == rate_services_cap) {
+        size_t cap = rate_services_cap ? rate_services_cap * 2 : 8;
+        service_buckets *more = realloc(rate_services, cap * sizeof(*more));
+        if (more == NULL)
+            return NULL;
+        rate_services = more;
+        rate_services_cap = cap;
+    }
+    service_buckets *row = &rate_services[rate_services_n++];
+    memset(row, 0, sizeof(*row));
+    snprintf(row->name, sizeof(row->name), "%s", service);
+    return &row->b[channel];
+}
+
+static long long conf_int(port_ctx *ctx, const char *channel, const char *key, long long dflt,
+                          long long lo, long long hi);
+
+/* A bucket kept in the state database's kv as "tokens last_s"; an
+ * absent or unreadable one is a new bucket. */
+static void bucket_load(state_db *db, const char *key, notify_bucket *b)
+{
+    char buf[96];
+    double tokens, last;
+    memset(b, 0, sizeof(*b));
+    if (state_kv_get(db, key, buf, sizeof(buf)) == 0 &&
+        sscanf(buf, "%lf %lf", &tokens, &last) == 2) {
+        b->tokens = tokens;
+        b->last_s = last;
+        b->primed = 1;
+    }
+}
+
+static int bucket_store(state_db *db, const char *key, const notify_bucket *b)
+{
+    char buf[96];
+    snprintf(buf, sizeof(buf), "%.6f %.0f", b->tokens, b->last_s);
+    return state_kv_set(db, key, buf);
+}
+
+/* The buckets in the state database (kv "notify_rate:<channel>" and
+ * "notify_rate:<channel>:<service>"), read and written in one transaction:
+ * kept across restarts and shared by the port processes of one state
+ * directory. 1 taken, 0 refused, -1 on a database error. */
+static int rate_take_db(state_db *db, const char *channel, const char *service, double global_rate,
+                        double own_rate)
+{
+    char gkey[64], okey[SERVICE_NAME_MAX + 64];
+    snprintf(gkey, sizeof(gkey), "notify_rate:%s", channel);
+    snprintf(okey, sizeof(okey), "notify_rate:%s:%s", channel, service);
+    int scoped = service[0] != '\0';
+    notify_bucket g, o;
+    if (state_txn_begin(db) != 0)
+        return -1;
+    bucket_load(db, gkey, &g);
+    if (scoped)
+        bucket_load(db, okey, &o);
+    int rc =
+        notify_rate_take_both(&g, global_rate, scoped ? &o : NULL, own_rate, (double)port_now());
+    if (rc == 1 && ((global_rate > 0 && bucket_store(db, gkey, &g) != 0) ||
+                    (scoped && own_rate > 0 && bucket_store(db, okey, &o) != 0))) {
+        state_txn_rollback(db);
+        return -1;
+    }
+    return state_txn_commit(db) == 0 ? rc : -1;
+}
+
+/* A token of channel's global bucket (the global notify.<channel>.rate_per_min)
+ * and, in a service's scope, of the service's own (its rate_per_min), both
+ * or neither: in the state database when there is one, else in memory. */
+static int rate_allow(port_ctx *ctx, int channel)
+{
+    const char *name = channel_names[channel];
+    double own_rate = (double)conf_int(ctx, name, "rate_per_min", 20, 0, 100000);
+    char service[SERVICE_NAME_MAX], path[64];
+    double global_rate = own_rate;
+    if (service_current(ctx, service, sizeof(service))[0] != '\0') {
+        snprintf(path, sizeof(path), "notify.%s.rate_per_min", name);
+        json_t *v = service_global_get(ctx, path);
+        global_rate = json_is_integer(v) ? (double)json_integer_value(v) : 20;
+        json_decref(v);
+        global_rate = global_rate < 0 ? 0 : global_rate > 100000 ? 100000 : global_rate;
+    }
+    state_db *db = port_state(ctx);
+    int ok = db != NULL ? rate_take_db(db, name, service, global_rate, own_rate) : -1;
+    if (ok >= 0)
+        return ok;
     pthread_mutex_lock(&rate_lock);
-    int ok = notify_rate_take(&rate_buckets[channel], rate_per_min, monotonic_s());
+    notify_bucket *own = service[0] != '\0' ? service_bucket(service, channel) : NULL;
+    ok = (service[0] == '\0' || own != NULL) &&
+         notify_rate_take_both(&rate_buckets[channel], global_rate, own, own_rate, monotonic_s());
     pthread_mutex_unlock(&rate_lock);
     return ok;
 }
@@ -422,6 +546,41 @@ void notify_msg_free(notify_msg *m)
         free(*fields[i]);
         *fields[i] = NULL;
     }
+    for (size_t i = 0; i < m->n_owners; i++)
+        free(m->owners[i]);
+    m->n_owners = 0;
+}
+
+int notify_msg_set_owners(notify_msg *m, json_t *owners, const sh_scrubber *scrub)
+{
+    char *found[NOTIFY_OWNERS_MAX];
+    size_t n = 0, i;
+    json_t *v;
+    json_array_foreach(owners, i, v)
+    {
+        if (n == NOTIFY_OWNERS_MAX)
+            break;
+        if (!json_is_string(v))
+            continue;
+        char *one =
+            clean_field(scrub, json_string_value(v), json_string_length(v), B_OWNER, 0, NULL);
+        if (one == NULL) {
+            while (n > 0)
+                free(found[--n]);
+            return -1;
+        }
+        if (one[0] == '\0')
+            free(one);
+        else
+            found[n++] = one;
+    }
+    if (n == 0)
+        return 0;
+    for (i = 0; i < m->n_owners; i++)
+        free(m->owners[i]);
+    memcpy(m->owners, found, n * sizeof(found[0]));
+    m->n_owners = n;
+    return 0;
 }
 
 /* A copy of url when it is a safe URL the scrubber leaves alone (no
@@ -473,6 +632,11 @@ int notify_msg_init(notify_msg *out, json_t *message, const sh_scrubber *scrub, 
             notify_msg_free(out);
             return -1;
         }
+    }
+    if (notify_msg_set_owners(out, json_object_get(message, "owners"), scrub) != 0) {
+        snprintf(err, errlen, "owners could not be copied");
+        notify_msg_free(out);
+        return -1;
     }
     out->url = safe_url(scrub, json_object_get(message, "url"));
     out->patch_url = safe_url(scrub, json_object_get(message, "patch_url"));
@@ -692,6 +856,40 @@ static json_t *slack_button(const char *label, const char *url, const char *acti
     return btn;
 }
 
+/* A Slack member id (U or W, then upper-case letters and digits). */
+static int slack_member_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 3 || n > 20 || (s[0] != 'U' && s[0] != 'W'))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9')))
+            return 0;
+    return 1;
+}
+
+/* "*Owners*" and the owners: a member id (bare or after '@') as a
+ * mention, <@U...>; any other as escaped text. */
+static json_t *slack_owners_field(const notify_msg *m)
+{
+    sh_buf b;
+    sh_buf_init(&b);
+    sh_buf_append_str(&b, "*Owners*\n");
+    for (size_t i = 0; i < m->n_owners; i++) {
+        const char *o = m->owners[i];
+        const char *id = o[0] == '@' ? o + 1 : o;
+        if (i > 0)
+            sh_buf_append_str(&b, ", ");
+        if (slack_member_id(id))
+            sh_buf_appendf(&b, "<@%s>", id);
+        else
+            md_escape(&b, o, B_OWNER);
+    }
+    json_t *field = json_pack("{s:s, s:o*}", "type", "mrkdwn", "text", json_buf(&b));
+    sh_buf_free(&b);
+    return field;
+}
+
 json_t *notify_slack_body(const notify_msg *m)
 {
     const char *sev = or_default(m->severity, "unknown");
@@ -734,6 +932,8 @@ json_t *notify_slack_body(const notify_msg *m)
 
     json_array_append_new(fields, md_field("Service", service, B_SERVICE));
     json_array_append_new(fields, md_field("Severity", sev, B_SEVERITY));
+    if (m->n_owners > 0)
+        json_array_append_new(fields, slack_owners_field(m));
     if (m->error != NULL)
         json_array_append_new(fields, md_field("Error", m->error, B_SLACK_ERROR));
     if (m->path != NULL)
@@ -808,6 +1008,14 @@ static void summary_text(sh_buf *b, const notify_msg *m, int with_links)
     sh_buf_append_str(b, or_default(m->kind, "ticket"));
     sh_buf_append_str(b, "\n\n");
     text_line(b, "Service: ", or_default(m->service, "unknown"));
+    if (m->n_owners > 0) {
+        sh_buf_append_str(b, "Owners: ");
+        for (size_t i = 0; i < m->n_owners; i++) {
+            sh_buf_append_str(b, i > 0 ? ", " : "");
+            sh_buf_append_str(b, m->owners[i]);
+        }
+        sh_buf_append_byte(b, '\n');
+    }
     text_line(b, "Severity: ", m->severity);
     text_line(b, "Path: ", m->path);
     if (m->count >= 0) {
@@ -1684,6 +1892,12 @@ static json_t *failure(const char *error)
 static json_t *send_all(port_ctx *ctx, notify_msg *m, json_t *records)
 {
     audit_head_line(port_audit(ctx), m->audit, sizeof(m->audit));
+    if (m->n_owners == 0) {
+        /* the owners of the service the job runs in (docs/services.md) */
+        json_t *owners = port_config_get(ctx, "service.owners");
+        notify_msg_set_owners(m, owners, port_scrubber(ctx));
+        json_decref(owners);
+    }
     json_t *results = json_object();
     json_t *channels = port_config_get(ctx, "notify.channels");
     chan_job *jobs = calloc(CHANNELS_MAX, sizeof(chan_job));
@@ -1713,7 +1927,7 @@ static json_t *send_all(port_ctx *ctx, notify_msg *m, json_t *records)
             job_clear(job);
             continue;
         }
-        if (!rate_allow(idx, (double)conf_int(ctx, name, "rate_per_min", 20, 0, 100000))) {
+        if (!rate_allow(ctx, idx)) {
             json_object_set_new(results, name, failure("rate_limited"));
             job_clear(job);
             continue;

@@ -61,6 +61,7 @@ const char *notify_link_secret(port_ctx *ctx, cmd_error *err);
 /* A message ready to send: every text field scrubbed, cut to its bound,
  * valid UTF-8 without control characters (only `error` keeps newlines and
  * tabs). NULL fields were absent or empty. */
+#define NOTIFY_OWNERS_MAX 16
 typedef struct notify_msg {
     char *kind, *ticket_id, *fingerprint, *severity, *service, *error, *path;
     char *url;          /* the ticket's http(s) URL, NULL when unsafe */
@@ -73,9 +74,12 @@ typedef struct notify_msg {
     char *skip_url;
     int64_t links_expire;
     char audit[128]; /* "audit: seq N head H", the audit log's head when sent, or "" */
+    char *owners[NOTIFY_OWNERS_MAX]; /* the service's owners, scrubbed (notify_msg_set_owners) */
+    size_t n_owners;
 } notify_msg;
 
-/* Fills *out from a message object; -1 with err filled on a bad field. */
+/* Fills *out from a message object (its "owners", an array of strings,
+ * through notify_msg_set_owners); -1 with err filled on a bad field. */
 int notify_msg_init(notify_msg *out, json_t *message, const sh_scrubber *scrub, char *err,
                     size_t errlen);
 /* Adds Approve/Skip links (base_url + "/approve?t=" + token) valid until
@@ -84,6 +88,11 @@ int notify_msg_init(notify_msg *out, json_t *message, const sh_scrubber *scrub, 
 int notify_msg_set_links(notify_msg *m, const char *base_url, const char *secret, int64_t now,
                          int64_t ttl_s);
 void notify_msg_free(notify_msg *m);
+/* Sets m's owners from an array of strings (the service's `owners`): each
+ * scrubbed and cut like a field, at most NOTIFY_OWNERS_MAX; strings that
+ * are empty after scrubbing are left out. Replaces the ones m had when
+ * owners holds at least one; -1 when out of memory. */
+int notify_msg_set_owners(notify_msg *m, json_t *owners, const sh_scrubber *scrub);
 
 /* Slack incoming-webhook payload: {"text", "blocks"}. */
 json_t *notify_slack_body(const notify_msg *m);
@@ -102,6 +111,11 @@ typedef struct notify_bucket {
     int primed;
 } notify_bucket;
 int notify_rate_take(notify_bucket *b, double rate_per_min, double now_s);
+/* A token of both buckets or of neither (own may be NULL: the global one
+ * alone): the global limit over every service's messages and a service's
+ * own over its messages. 1 when taken, 0 when either is empty. */
+int notify_rate_take_both(notify_bucket *global, double global_rate, notify_bucket *own,
+                          double own_rate, double now_s);
 
 /* Reads a getUpdates reply: *out = array of {"callback_query_id",
  * "accepted": bool, "action"?, "action_id"?, "from"} for the first 100

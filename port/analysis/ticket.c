@@ -41,6 +41,8 @@
 #define TICKET_STACK_MAX 3000
 #define TICKET_STACK_LINES 15
 #define TICKET_SERVICES_MAX 10
+#define TICKET_OWNERS_MAX 16
+#define TICKET_OWNER_MAX 100
 #define TICKET_KEY_LEN 80
 #define GH_URL_MAX 2048
 #define GH_TOKEN_MAX 512
@@ -57,6 +59,7 @@ typedef struct ticket_req {
     const char *severity; /* borrowed from issue */
     const char *root;     /* borrowed from issue */
     long long count;      /* occurrences reported by this request */
+    json_t *owners;       /* the service's owners (service.owners), or NULL (owned) */
     char key[TICKET_KEY_LEN];
 } ticket_req;
 
@@ -64,6 +67,8 @@ static void ticket_req_free(ticket_req *r)
 {
     json_decref(r->fps);
     r->fps = NULL;
+    json_decref(r->owners);
+    r->owners = NULL;
 }
 
 /* A fingerprint, or a fired watch's "watch:<id>" (SelfHeal.Collector). */
@@ -353,6 +358,23 @@ static void append_seen_and_services(sh_buf *out, const sh_scrubber *s, json_t *
     sh_buf_append_str(out, nserv == 0 ? "unknown\n\n" : "\n\n");
 }
 
+/* "**Owners:** a, b" when the service names its owners (as prose: an
+ * owner is shown, never mentioned). */
+static void append_owners(sh_buf *out, const sh_scrubber *s, json_t *owners)
+{
+    size_t i, n = 0;
+    json_t *o;
+    json_array_foreach(owners, i, o)
+    {
+        if (!json_is_string(o) || json_string_length(o) == 0 || n == TICKET_OWNERS_MAX)
+            continue;
+        sh_buf_append_str(out, n++ == 0 ? "**Owners:** " : ", ");
+        append_prose(out, s, json_string_value(o), TICKET_OWNER_MAX);
+    }
+    if (n > 0)
+        sh_buf_append_str(out, "\n\n");
+}
+
 /* The first lines of a stack trace, at most TICKET_STACK_LINES. */
 static size_t stack_excerpt_len(const char *stack)
 {
@@ -425,6 +447,7 @@ static char *issue_body(const ticket_req *r, const sh_scrubber *s)
     sh_buf_appendf(&out, " · **Occurrences:** %lld across %zu fingerprint(s)\n\n", r->count,
                    json_array_size(r->fps));
     append_seen_and_services(&out, s, groups);
+    append_owners(&out, s, r->owners);
     append_sample_and_stack(&out, s, groups);
     if (fix != NULL && fix[0] != '\0') {
         sh_buf_append_str(&out, "### Suggested fix\n\n");
@@ -1291,6 +1314,7 @@ json_t *ticket_upsert(port_ctx *ctx, json_t *issue, cmd_error *err)
     json_t *result = NULL;
     if (env_init(&env, ctx, err) != 0)
         goto cleanup;
+    r.owners = port_config_get(ctx, "service.owners");
     fps_lock(r.fps, 1);
     if (claim_job(&env, &r, &result, err) == 0) {
         result = do_upsert(&env, &r, err);

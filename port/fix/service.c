@@ -20,6 +20,10 @@ static int own_key(const char *key)
            strcmp(key, "descriptor") == 0;
 }
 
+/* the sections whose global values are kept aside in a service's
+ * configuration (service.global): the limits counted globally too */
+static const char *const GLOBAL_KEPT[] = {"gate", "llm", "notify"};
+
 static json_t *registry_of(json_t *config)
 {
     json_t *services = json_object_get(config, "services");
@@ -66,10 +70,13 @@ json_t *service_config(json_t *config, const char *name)
     /* the global limits, kept before the service's replace them (a scope
      * entered inside another keeps the first one's) */
     if (json_object_get(service, "global") == NULL) {
-        json_t *gate = json_object_get(config, "gate");
-        json_object_set_new(service, "global",
-                            json_pack("{s:o}", "gate",
-                                      json_is_object(gate) ? json_deep_copy(gate) : json_object()));
+        json_t *global = json_object();
+        for (size_t i = 0; i < sizeof(GLOBAL_KEPT) / sizeof(GLOBAL_KEPT[0]); i++) {
+            json_t *section = json_object_get(config, GLOBAL_KEPT[i]);
+            json_object_set_new(global, GLOBAL_KEPT[i],
+                                json_is_object(section) ? json_deep_copy(section) : json_object());
+        }
+        json_object_set_new(service, "global", global);
     }
     const char *key;
     json_t *value;
@@ -110,9 +117,7 @@ const char *service_of_fix(json_t *fix)
     return service_of_group(json_object_get(json_object_get(fix, "input"), "group"));
 }
 
-/* The name of the service the calling thread's configuration is scoped
- * to, into buf ("" when none). */
-static const char *current(port_ctx *ctx, char *buf, size_t len)
+const char *service_current(port_ctx *ctx, char *buf, size_t len)
 {
     buf[0] = '\0';
     json_t *global = port_config_get(ctx, "service.global");
@@ -128,7 +133,7 @@ void service_enter(service_scope *s, port_ctx *ctx, const char *name)
     if (name == NULL || !service_known(ctx, name))
         return;
     char now[SERVICE_NAME_MAX];
-    if (strcmp(current(ctx, now, sizeof(now)), name) == 0)
+    if (strcmp(service_current(ctx, now, sizeof(now)), name) == 0)
         return; /* already in it */
     port_pin_take(&s->pin, ctx);
     /* the pinned configuration is never changed: read without the lock,
@@ -186,12 +191,26 @@ int service_may_fix(port_ctx *ctx, json_t *members)
     return 0;
 }
 
+/* The path of key's global value: under service.global in a service's
+ * scope, else key itself. */
+static void global_path(port_ctx *ctx, const char *key, char *path, size_t len)
+{
+    json_t *global = port_config_get(ctx, "service.global");
+    snprintf(path, len, "%s%s", global != NULL ? "service.global." : "", key);
+    json_decref(global);
+}
+
+json_t *service_global_get(port_ctx *ctx, const char *key)
+{
+    char path[160];
+    global_path(ctx, key, path, sizeof(path));
+    return port_config_get(ctx, path);
+}
+
 static long long global_int(port_ctx *ctx, const char *key, long long dflt)
 {
-    char path[96];
-    json_t *global = port_config_get(ctx, "service.global");
-    snprintf(path, sizeof(path), "%s%s", global != NULL ? "service.global." : "", key);
-    json_decref(global);
+    char path[160];
+    global_path(ctx, key, path, sizeof(path));
     return port_config_int(ctx, path, dflt);
 }
 
@@ -227,7 +246,7 @@ static long long service_deploys(state_db *db, const char *service)
 void service_gate_facts(port_ctx *ctx, state_db *db, policy_input *in)
 {
     char name[SERVICE_NAME_MAX];
-    if (current(ctx, name, sizeof(name))[0] == '\0')
+    if (service_current(ctx, name, sizeof(name))[0] == '\0')
         return; /* no service: the global counts are the gate's own */
     long long global_max = global_int(ctx, "gate.max_auto_deploys_per_hour", 5);
     long long global_n = in->auto_deploys_last_hour;
@@ -253,7 +272,7 @@ int service_breaker_record(port_ctx *ctx, state_db *db, int failed, long long se
                            int *open)
 {
     char name[SERVICE_NAME_MAX];
-    current(ctx, name, sizeof(name));
+    service_current(ctx, name, sizeof(name));
     if (name[0] == '\0')
         return state_breaker_record(db, FIX_BREAKER, failed, service_threshold, open);
     long long global = global_int(ctx, "gate.breaker_threshold", 3);

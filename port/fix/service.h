@@ -21,7 +21,10 @@
  * the service's own (its gate.breaker_threshold); the automatic deploys of
  * the last hour are held to the global gate.max_auto_deploys_per_hour and
  * to the service's own. A service's breaker open stops its deploys only;
- * the global one stops all.
+ * the global one stops all. The analysis model's budgets (llm.c) and the
+ * notification channels' rate limits (notify.c) are counted the same way:
+ * the global limits (kept under service.global) over every service's use,
+ * the service's own over its use.
  *
  * An event of a service the registry does not name (while one is
  * configured) is analysed, ticketed and notified, never fixed: the fix step
@@ -54,9 +57,20 @@ int service_registry_on(port_ctx *ctx);
 int service_known(port_ctx *ctx, const char *name);
 
 /* config with the sections of services.<name> merged over the global ones
- * and `service` set ({"name", "descriptor"?, "owners"?, "global": {"gate"}})
+ * and `service` set ({"name", "descriptor"?, "owners"?, "global": {"gate",
+ * "llm", "notify"}})
  * (a new reference), or NULL when name is not in config's registry. */
 json_t *service_config(json_t *config, const char *name);
+
+/* The name of the service the calling thread's configuration is scoped
+ * to, into buf ("" when none). */
+const char *service_current(port_ctx *ctx, char *buf, size_t len);
+
+/* The global configuration's value at key ("llm.budget", "notify.slack"):
+ * in a service's scope the one kept aside before the service's sections
+ * replaced it (service.global: the sections gate, llm and notify), else
+ * the current one. A new reference, or NULL. */
+json_t *service_global_get(port_ctx *ctx, const char *key);
 
 /* The service of a group ("service"), of an escalation's groups (the
  * first group's), of a fix row (its input's group); NULL when none. */

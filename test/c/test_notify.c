@@ -13,6 +13,7 @@
 
 #include "audit.h"
 #include "notify.h"
+#include "self_heal/scrub.h"
 
 #define SECRET "k3y"
 
@@ -212,6 +213,30 @@ static void test_rate_limiter(void **state)
         assert_int_equal(notify_rate_take(&off, 0, 1.0), 1);
 }
 
+/* A service's bucket and the global one: a token of both or of neither. */
+static void test_rate_limiter_per_service_and_global(void **state)
+{
+    (void)state;
+    notify_bucket global = {0}, shop = {0}, billing = {0};
+    /* global 3 a minute, shop 1, billing 5 */
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 1, 100.0), 1);
+    /* shop's own is empty: refused, and the global token is not spent */
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 1, 100.0), 0);
+    assert_int_equal(notify_rate_take_both(&global, 3, &billing, 5, 100.0), 1);
+    assert_int_equal(notify_rate_take_both(&global, 3, &billing, 5, 100.0), 1);
+    /* the global one is empty: billing is refused with room of its own */
+    assert_int_equal(notify_rate_take_both(&global, 3, &billing, 5, 100.0), 0);
+    assert_true(billing.tokens >= 2.0);
+    /* a minute later: shop's one token again */
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 1, 160.0), 1);
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 1, 160.0), 0);
+    /* no own bucket, or no limit of its own: the global one alone */
+    assert_int_equal(notify_rate_take_both(&global, 3, NULL, 0, 160.0), 1);
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 0, 160.0), 1);
+    assert_int_equal(notify_rate_take_both(&global, 3, &shop, 0, 160.0), 0);
+    assert_int_equal(notify_rate_take_both(&global, 0, &shop, 0, 160.0), 1);
+}
+
 /* ------------------------------------------------------------ the message */
 
 static void test_msg_fields_cleaned(void **state)
@@ -389,6 +414,58 @@ static void test_slack_blocks(void **state)
     assert_null(block(body, "actions"));
     json_decref(body);
     notify_msg_free(&m);
+}
+
+/* The service's owners in every channel, scrubbed; a Slack member id is
+ * mentioned as Slack expects, any other owner shown as text. */
+static void test_owners_shown(void **state)
+{
+    (void)state;
+    sh_scrubber *scrub = NULL;
+    char err[160] = "";
+    assert_int_equal(sh_scrubber_new(&scrub, NULL, 0, err, sizeof(err)), 0);
+    json_t *doc = parse(FULL_MSG);
+    json_object_set_new(doc, "owners",
+                        parse("[\"@alice\", \"U024BE7LH\", \"@W0ABC12\", \"<b>&co\","
+                              " \"bob@example.com\", \"\", 7]"));
+    notify_msg m;
+    assert_int_equal(notify_msg_init(&m, doc, scrub, err, sizeof(err)), 0);
+    json_decref(doc);
+    assert_int_equal(m.n_owners, 5);
+
+    json_t *slack = notify_slack_body(&m);
+    const char *owners = field(slack, "Owners");
+    assert_non_null(owners);
+    assert_non_null(strstr(owners, "@alice, <@U024BE7LH>, <@W0ABC12>, &lt;b&gt;&amp;co, "));
+    /* scrubbed like every other field */
+    assert_null(strstr(owners, "bob@example.com"));
+    json_decref(slack);
+
+    json_t *tg = notify_telegram_body(&m, "1");
+    const char *text = str_at(tg, "text");
+    assert_non_null(strstr(text, "Owners: @alice, U024BE7LH, @W0ABC12, <b>&co, "));
+    assert_null(strstr(text, "bob@example.com"));
+    json_decref(tg);
+
+    sh_buf mail;
+    sh_buf_init(&mail);
+    const char *to[] = {"ops@example.com"};
+    assert_int_equal(notify_email_build(&mail, &m, "sh@example.com", to, 1, 1000, "<x@y>"), 0);
+    sh_buf_append_byte(&mail, '\0');
+    assert_non_null(strstr(mail.data, "Owners: @alice, U024BE7LH"));
+    sh_buf_free(&mail);
+    notify_msg_free(&m);
+
+    /* without owners: no line, no field */
+    msg_from(&m, FULL_MSG);
+    slack = notify_slack_body(&m);
+    assert_null(field(slack, "Owners"));
+    json_decref(slack);
+    tg = notify_telegram_body(&m, "1");
+    assert_null(strstr(str_at(tg, "text"), "Owners"));
+    json_decref(tg);
+    notify_msg_free(&m);
+    sh_scrubber_free(scrub);
 }
 
 static void test_slack_bounds(void **state)
@@ -844,6 +921,7 @@ int main(void)
         cmocka_unit_test(test_verify_tampered),
         cmocka_unit_test(test_sign_rejects_bad_input),
         cmocka_unit_test(test_rate_limiter),
+        cmocka_unit_test(test_rate_limiter_per_service_and_global),
         cmocka_unit_test(test_msg_fields_cleaned),
         cmocka_unit_test(test_msg_scrubbed),
         cmocka_unit_test(test_msg_rejects_bad_fields),
@@ -851,6 +929,7 @@ int main(void)
         cmocka_unit_test(test_links),
         cmocka_unit_test(test_slack_blocks),
         cmocka_unit_test(test_slack_bounds),
+        cmocka_unit_test(test_owners_shown),
         cmocka_unit_test(test_diff_cut_scrubbed_linked),
         cmocka_unit_test(test_telegram_body),
         cmocka_unit_test(test_telegram_text_bounded),

@@ -13,7 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "fix.h"
+#include "llm.h"
 #include "service.h"
 #include "state.h"
 
@@ -259,6 +261,71 @@ static void test_unknown_service_not_fixed(void **state)
     json_decref(none);
 }
 
+/* Reserves one call of the model in the configuration of service (NULL:
+ * the global one); why gets the reason when over. */
+static int llm_call(port_ctx *ctx, const char *service, char *why, size_t whylen)
+{
+    SERVICE_SCOPE(scope, ctx, service);
+    llm_config cfg;
+    char err[160];
+    assert_int_equal(llm_config_load(&cfg, ctx, "llm", err, sizeof(err)), 0);
+    why[0] = '\0';
+    return llm_budget_reserve(ctx, &cfg, 10, why, whylen);
+}
+
+static void test_llm_budgets_per_service_and_global(void **state)
+{
+    fixture *f = *state;
+    port_ctx *ctx = &f->ctx;
+    json_object_set_new(ctx->config, "state_dir", json_string(f->dir));
+    json_object_set_new(ctx->config, "llm",
+                        parse("{\"provider\": \"openai\", \"budget\": {\"calls_per_hour\": 3,"
+                              " \"price_in_per_mtok\": 1000, \"spend_per_day_usd\": 100}}"));
+    json_object_set_new(json_object_get(json_object_get(ctx->config, "services"), "shop"), "llm",
+                        parse("{\"budget\": {\"calls_per_hour\": 1}}"));
+    llm_budget_reset_memory();
+    char why[256];
+    /* billing's call does not count against shop's own budget of 1 */
+    assert_int_equal(llm_call(ctx, "billing", why, sizeof(why)), 0);
+    assert_int_equal(llm_call(ctx, "shop", why, sizeof(why)), 0);
+    /* shop's second is over its own budget, and says so */
+    assert_int_equal(llm_call(ctx, "shop", why, sizeof(why)), 1);
+    assert_non_null(strstr(why, "services.shop.llm.budget.calls_per_hour (1)"));
+    /* shop exhausting its budget does not stop billing */
+    assert_int_equal(llm_call(ctx, "billing", why, sizeof(why)), 0);
+    /* the global budget caps all: 3 calls of both services */
+    assert_int_equal(llm_call(ctx, "billing", why, sizeof(why)), 1);
+    assert_non_null(strstr(why, "3 call(s) in the last hour reach llm.budget.calls_per_hour (3)"));
+    assert_int_equal(llm_call(ctx, NULL, why, sizeof(why)), 1);
+    /* a reply's cost counted for the service and globally */
+    {
+        SERVICE_SCOPE(scope, ctx, "shop");
+        llm_config cfg;
+        char err[160];
+        assert_int_equal(llm_config_load(&cfg, ctx, "llm", err, sizeof(err)), 0);
+        llm_reply r;
+        memset(&r, 0, sizeof(r));
+        r.input_tokens = 1000;
+        assert_float_equal(llm_budget_record(ctx, &cfg, &r), 1.0, 1e-9);
+    }
+    /* in SQLite, not in memory: a restart keeps every count */
+    state_close(ctx->state);
+    audit_close(ctx->audit);
+    ctx->audit = NULL;
+    ctx->state = NULL;
+    llm_budget_reset_memory();
+    char err[256];
+    assert_int_equal(state_open(&ctx->state, f->dir, err, sizeof(err)), 0);
+    assert_float_equal(state_budget_sum(ctx->state, "llm_calls", 3600), 3, 1e-9);
+    assert_float_equal(state_budget_sum(ctx->state, "llm_calls:shop", 3600), 1, 1e-9);
+    assert_float_equal(state_budget_sum(ctx->state, "llm_calls:billing", 3600), 2, 1e-9);
+    assert_float_equal(state_budget_sum(ctx->state, "llm_cost_usd:shop", 86400), 1.0, 1e-9);
+    assert_float_equal(state_budget_sum(ctx->state, "llm_cost_usd", 86400), 1.0, 1e-9);
+    assert_int_equal(llm_call(ctx, "shop", why, sizeof(why)), 1);
+    audit_close(ctx->audit);
+    ctx->audit = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +335,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_budgets_and_breakers_per_service_and_global, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unknown_service_not_fixed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_llm_budgets_per_service_and_global, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -101,10 +101,17 @@ defmodule SelfHeal.ConfigTest do
       "gate" => %{"consent" => "repair", "breaker_threshold" => 1},
       "notify" => %{"channels" => ["slack"], "slack" => %{"webhook_url_env" => "SH_SLACK"}},
       "recover" => %{"actions" => [%{"name" => "restart", "argv" => ["restart.sh"]}]},
-      "tickets" => %{"backend" => "local"}
+      "tickets" => %{"backend" => "local"},
+      "llm" => %{"budget" => %{"calls_per_hour" => 10, "spend_per_day_usd" => 2}}
     }
 
     assert problems(port(dir, %{"services" => %{"shop" => shop}})) == []
+
+    # a service has its own model budget, not its own model
+    assert problems(port(dir, %{"services" => %{"shop" => %{"llm" => %{"model" => "m"}}}})) == [
+             "port.config.services.shop.llm.model: unknown key"
+           ]
+
     assert problems(port(dir, %{services: %{shop: %{fix: %{repo: "/srv/shop"}}}})) == []
 
     assert problems(port(dir, %{"services" => %{"shop" => %{"deploi" => %{}}}})) == [

@@ -8,7 +8,7 @@ defmodule SelfHeal.ServicesTest do
 
   import SelfHeal.FixLoopSupport
 
-  alias SelfHeal.{FakeGitHub, Port}
+  alias SelfHeal.{FakeGitHub, FakeHTTP, Port}
 
   @moduletag :tmp_dir
   @moduletag capture_log: true
@@ -177,6 +177,14 @@ defmodule SelfHeal.ServicesTest do
     assert gate(port)["services"]["shop"]["auto_deploys_last_hour"] == 1
   end
 
+  # one escalation per {fingerprint, service}, each ticketed
+  defp escalate_each(port, pairs) do
+    for {fp, service} <- pairs do
+      assert {:ok, %{"tickets" => [%{"created" => true}]}} =
+               Port.call(port, "escalate", %{"groups" => [group(fp, service)]})
+    end
+  end
+
   defp group(id, service) do
     %{
       "id" => id,
@@ -217,14 +225,11 @@ defmodule SelfHeal.ServicesTest do
 
     port = start_port(config, env: [{token_env, "ghp_" <> String.duplicate("Tk9", 12)}])
 
-    for {fp, service} <- [
-          {"fpshop0001", "shop"},
-          {"fpbill0001", "billing"},
-          {"fpghost001", "ghost"}
-        ] do
-      assert {:ok, %{"tickets" => [%{"created" => true}]}} =
-               Port.call(port, "escalate", %{"groups" => [group(fp, service)]})
-    end
+    escalate_each(port, [
+      {"fpshop0001", "shop"},
+      {"fpbill0001", "billing"},
+      {"fpghost001", "ghost"}
+    ])
 
     assert [%{"title" => shop_title}] = FakeGitHub.issues(shop_gh)
     assert [%{"title" => billing_title}] = FakeGitHub.issues(billing_gh)
@@ -243,6 +248,121 @@ defmodule SelfHeal.ServicesTest do
 
     assert [%{"comments" => [_ | _]}] = FakeGitHub.issues(shop_gh)
     assert [%{"comments" => []}] = FakeGitHub.issues(billing_gh)
+  end
+
+  test "a service's owners are in its notifications and its tickets' bodies", %{tmp_dir: dir} do
+    token_env = "SH_SERVICES_GH_TOKEN"
+    gh = FakeGitHub.start("acme/shop")
+    {:ok, slack} = FakeHTTP.start(fn _ -> {200, [{"content-type", "text/plain"}], "ok"} end)
+
+    config = %{
+      "state_dir" => Path.join(dir, "state"),
+      "tickets" => %{
+        "backend" => "github",
+        "github" => %{"api" => gh.url, "repo" => "acme/shop", "token_env" => token_env}
+      },
+      "notify" => %{
+        "channels" => ["slack"],
+        "slack" => %{"webhook_url_env" => "SH_SERVICES_SLACK_URL", "max_attempts" => 1}
+      },
+      "services" => %{
+        "shop" => %{"owners" => ["@alice", "U024BE7LH", "carol <carol@example.com>"]},
+        "billing" => %{}
+      }
+    }
+
+    port =
+      start_port(config,
+        env: [
+          {token_env, "ghp_" <> String.duplicate("Tk9", 12)},
+          {"SH_SERVICES_SLACK_URL", "#{slack.url}/services/T000/B000/XXXX"}
+        ]
+      )
+
+    escalate_each(port, [{"fpshop0001", "shop"}, {"fpbill0001", "billing"}])
+
+    [shop_issue, billing_issue] =
+      Enum.sort_by(FakeGitHub.issues(gh), &(&1["body"] =~ "fpbill0001"))
+
+    assert shop_issue["body"] =~ "**Owners:** &#64;alice, U024BE7LH, carol &lt;"
+    # scrubbed like the rest of the body
+    refute shop_issue["body"] =~ "carol@example.com"
+    refute billing_issue["body"] =~ "Owners"
+
+    texts =
+      wait_until(fn ->
+        case FakeHTTP.requests(slack) do
+          [_, _] = reqs -> Enum.map(reqs, & &1.body)
+          _ -> nil
+        end
+      end)
+
+    [shop_msg] = Enum.filter(texts, &(&1 =~ "fpshop0001"))
+    assert shop_msg =~ "*Owners*\\n@alice, <@U024BE7LH>, carol &lt;"
+    refute shop_msg =~ "carol@example.com"
+    refute Enum.any?(texts -- [shop_msg], &(&1 =~ "Owners"))
+  end
+
+  test "notification rate limits: a service's own and the global one, across a restart", %{
+    tmp_dir: dir
+  } do
+    {:ok, slack} = FakeHTTP.start(fn _ -> {200, [{"content-type", "text/plain"}], "ok"} end)
+
+    slack_conf = fn rate ->
+      %{"slack" => %{"webhook_url_env" => "SH_SERVICES_SLACK_URL", "rate_per_min" => rate}}
+    end
+
+    config = %{
+      "state_dir" => Path.join(dir, "state"),
+      "tickets" => %{"backend" => "local"},
+      "notify" => Map.put(slack_conf.(3), "channels", ["slack"]),
+      "services" => %{"shop" => %{"notify" => slack_conf.(1)}, "billing" => %{}}
+    }
+
+    port =
+      start_port(config, env: [{"SH_SERVICES_SLACK_URL", "#{slack.url}/services/T0/B0/XXXX"}])
+
+    # shop's second is over its own 1 a minute; billing's third over the
+    # global 3 (shop's one counts there too)
+    escalate_each(port, [
+      {"fpshop0001", "shop"},
+      {"fpshop0002", "shop"},
+      {"fpbill0001", "billing"},
+      {"fpbill0002", "billing"},
+      {"fpbill0003", "billing"}
+    ])
+
+    sent =
+      wait_until(fn ->
+        case FakeHTTP.requests(slack) do
+          [_, _, _] = reqs -> Enum.map(reqs, & &1.body)
+          _ -> nil
+        end
+      end)
+
+    Process.sleep(300)
+    assert length(FakeHTTP.requests(slack)) == 3
+    assert Enum.count(sent, &(&1 =~ "fpshop0001")) == 1
+    assert Enum.count(sent, &(&1 =~ "fpbill0001")) == 1
+    assert Enum.count(sent, &(&1 =~ "fpbill0002")) == 1
+    audit = File.read!(Path.join([dir, "state", "audit.jsonl"]))
+    assert audit |> String.split("rate_limited") |> length() == 3
+
+    # the buckets are in the state database: a restart does not fill them
+    stop_supervised!(Port)
+
+    port =
+      start_port(config, env: [{"SH_SERVICES_SLACK_URL", "#{slack.url}/services/T0/B0/XXXX"}])
+
+    escalate_each(port, [{"fpshop0003", "shop"}, {"fpbill0004", "billing"}])
+
+    wait_until(fn ->
+      File.read!(Path.join([dir, "state", "audit.jsonl"]))
+      |> String.split("rate_limited")
+      |> length() == 5
+    end)
+
+    assert length(FakeHTTP.requests(slack)) == 3
   end
 
   test "an unknown service is ticketed and reported, never fixed", %{tmp_dir: dir} do
