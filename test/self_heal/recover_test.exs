@@ -169,6 +169,47 @@ defmodule SelfHeal.RecoverTest do
     assert pid(dir) == new
   end
 
+  # recover.mode: "before" lets the code fix start while the recovery is
+  # verified; "instead" starts none for what a recovery handles.
+  for {mode, fixes} <- [{"before", 1}, {"instead", 0}] do
+    test "recover.mode #{mode}: the ticket's fix #{if fixes == 1, do: "starts", else: "does not start"}",
+         %{tmp_dir: dir} do
+      import SelfHeal.FixLoopSupport, only: [make_repo: 1, agent: 3, good_fix: 0]
+      restart = stand_in(dir)
+      repo = make_repo(dir)
+
+      cfg =
+        SelfHeal.FixLoopSupport.config(
+          dir,
+          repo,
+          agent(dir, "good", good_fix()),
+          Map.put(config(dir, restart, %{"mode" => unquote(mode)}), "fix", %{"enabled" => true})
+        )
+
+      port = start_supervised!({Port, config: cfg})
+      :ok = Port.subscribe(port)
+      group = group("fp-mode", "critical", 1_000)
+      assert {:ok, _} = Port.call(port, "escalate", %{"groups" => [group]})
+
+      assert_receive {:self_heal_port, %{"event" => "ticket"}}, 10_000
+
+      assert_receive {:self_heal_port, %{"event" => "recovery", "outcome" => "recovered"}},
+                     10_000
+
+      if unquote(fixes) == 1 do
+        SelfHeal.TestSupport.eventually(
+          fn -> match?({:ok, %{"fixes" => [_]}}, Port.call(port, "fixes", %{})) end,
+          10_000
+        )
+      else
+        Process.sleep(500)
+        assert {:ok, %{"fixes" => []}} = Port.call(port, "fixes", %{})
+      end
+
+      assert audit(dir)["recovery_action"] == 1
+    end
+  end
+
   test "an error that recurs during the window: the recovery did not hold; the cap stops the rest",
        %{tmp_dir: dir} do
     restart = stand_in(dir)
