@@ -596,12 +596,19 @@ defmodule SelfHeal.Collector do
       severity: Map.get(state.watch_severity, id, :high),
       type: "watch",
       normalized: describe_watch(id, watch),
-      services: [],
+      services: watch_services(watch),
       watch: watch
     }
 
     mod.escalate(server, group)
   end
+
+  # A watch that counts one service's events only belongs to that service
+  # (docs/services.md); any other watch to none.
+  defp watch_services(%{field: "service", op: :==, value: service}) when is_binary(service),
+    do: [service]
+
+  defp watch_services(_watch), do: []
 
   defp escalate_watch(id, _state) do
     Logger.warning("self_heal: watch #{id} reached its threshold", domain: [:self_heal])

@@ -68,6 +68,35 @@ defmodule SelfHeal.CollectorWatchTest do
     assert length(Sink.escalated(ctx.sink)) == 1
   end
 
+  test "a watch on one service's events escalates as that service's; others as no service's",
+       ctx do
+    {:ok, :added} =
+      Watch.add(ctx.set,
+        id: "shop-errors",
+        field: "service",
+        op: :==,
+        value: :shop,
+        window_ms: 60_000,
+        threshold: 2
+      )
+
+    {:ok, :added} =
+      Watch.add(ctx.set,
+        id: "5xx",
+        field: "status",
+        op: :>=,
+        value: 500,
+        window_ms: 60_000,
+        threshold: 2
+      )
+
+    shop = fn -> %{request(503) | service: "shop"} end
+    push(ctx.collector, [shop.(), shop.()])
+    groups = Map.new(Sink.escalated(ctx.sink), &{&1.fingerprint, &1})
+    assert groups["watch:shop-errors"].services == ["shop"]
+    assert groups["watch:5xx"].services == []
+  end
+
   test "an expired window is dropped quietly", ctx do
     {:ok, :added} =
       Watch.add(ctx.set,
