@@ -603,16 +603,16 @@ defmodule SelfHeal.Collector do
     mod.escalate(server, group)
   end
 
+  defp escalate_watch(id, _state) do
+    Logger.warning("self_heal: watch #{id} reached its threshold", domain: [:self_heal])
+  end
+
   # A watch that counts one service's events only belongs to that service
   # (docs/services.md); any other watch to none.
   defp watch_services(%{field: "service", op: :==, value: service}) when is_binary(service),
     do: [service]
 
   defp watch_services(_watch), do: []
-
-  defp escalate_watch(id, _state) do
-    Logger.warning("self_heal: watch #{id} reached its threshold", domain: [:self_heal])
-  end
 
   defp describe_watch(id, nil), do: "watch #{id} reached its threshold"
 

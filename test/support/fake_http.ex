@@ -289,7 +289,7 @@ defmodule SelfHeal.FakeHTTP do
     end
   end
 
-  defp fill(sock, buf, n) when byte_size(buf) >= n, do: buf
+  defp fill(_sock, buf, n) when byte_size(buf) >= n, do: buf
 
   defp fill(sock, buf, n) do
     {:ok, data} = :gen_tcp.recv(sock, 0, 30_000)
