@@ -12,12 +12,28 @@
 
 #define SERVICE_BREAKER_MAX (SERVICE_NAME_MAX + 16)
 
-/* the keys of a registry entry that are not sections merged over the
- * global ones */
-static int own_key(const char *key)
+/* The sections of a registry entry merged over the global ones; any
+ * other key is the entry's own (aliases, owners, descriptor) or ignored,
+ * so an entry can never move the state directory, the audit key, the
+ * scrubber or the model (SelfHeal.Config refuses such keys at boot too). */
+static const char *const MERGED[] = {"fix", "deploy", "gate", "notify", "recover", "tickets"};
+
+static int merged_section(const char *key)
 {
-    return strcmp(key, "aliases") == 0 || strcmp(key, "owners") == 0 ||
-           strcmp(key, "descriptor") == 0;
+    for (size_t i = 0; i < sizeof(MERGED) / sizeof(MERGED[0]); i++)
+        if (strcmp(key, MERGED[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Merges value over the object at merged[key] (made when absent). */
+static void merge_section(json_t *merged, const char *key, json_t *value)
+{
+    json_t *base = json_object_get(merged, key);
+    if (json_is_object(base) && json_is_object(value))
+        json_object_update_recursive(base, value);
+    else
+        json_object_set_new(merged, key, json_deep_copy(value));
 }
 
 /* the sections whose global values are kept aside in a service's
@@ -82,13 +98,18 @@ json_t *service_config(json_t *config, const char *name)
     json_t *value;
     json_object_foreach(entry, key, value)
     {
-        if (own_key(key))
-            continue;
-        json_t *base = json_object_get(merged, key);
-        if (json_is_object(base) && json_is_object(value))
-            json_object_update_recursive(base, value);
-        else
-            json_object_set_new(merged, key, json_deep_copy(value));
+        if (merged_section(key))
+            merge_section(merged, key, value);
+    }
+    /* of the model's section only its budget: the model is the global one */
+    json_t *budget = json_object_get(json_object_get(entry, "llm"), "budget");
+    if (budget != NULL) {
+        json_t *llm = json_object_get(merged, "llm");
+        if (!json_is_object(llm)) {
+            llm = json_object();
+            json_object_set_new(merged, "llm", llm);
+        }
+        merge_section(llm, "budget", budget);
     }
     json_object_set_new(service, "name", json_string(name));
     json_t *descriptor = json_object_get(entry, "descriptor");

@@ -326,10 +326,44 @@ static void test_llm_budgets_per_service_and_global(void **state)
     ctx->audit = NULL;
 }
 
+/* An entry holding keys that are not its sections (what SelfHeal.Config
+ * refuses at boot, sent to the port some other way) changes nothing but
+ * its sections: not the state directory, the audit key, the scrubber, the
+ * registry, or the model (of llm only the budget). */
+static void test_entry_cannot_move_what_is_not_its_own(void **state)
+{
+    (void)state;
+    json_t *config =
+        parse("{\"state_dir\": \"/srv/state\", \"audit\": {\"key_env\": \"AUDIT_KEY\"},"
+              " \"scrub\": {\"patterns\": [\"ACME-[0-9]+\"]},"
+              " \"llm\": {\"provider\": \"anthropic\", \"budget\": {\"calls_per_hour\": 9}},"
+              " \"services\": {\"shop\": {\"state_dir\": \"/tmp/elsewhere\","
+              "   \"audit\": {\"key_env\": \"HOME\"}, \"scrub\": {\"patterns\": []},"
+              "   \"services\": {\"evil\": {}}, \"service\": {\"name\": \"billing\"},"
+              "   \"llm\": {\"provider\": \"ollama\", \"budget\": {\"calls_per_hour\": 2}},"
+              "   \"fix\": {\"repo\": \"/srv/shop\"}}}}");
+    json_t *shop = service_config(config, "shop");
+    assert_non_null(shop);
+    assert_string_equal(str_at(shop, "state_dir"), "/srv/state");
+    assert_string_equal(str_at(shop, "audit.key_env"), "AUDIT_KEY");
+    assert_int_equal(json_array_size(json_object_get(json_object_get(shop, "scrub"), "patterns")),
+                     1);
+    assert_null(json_object_get(json_object_get(shop, "services"), "evil"));
+    assert_string_equal(str_at(shop, "service.name"), "shop");
+    assert_string_equal(str_at(shop, "llm.provider"), "anthropic");
+    json_t *budget = json_object_get(json_object_get(shop, "llm"), "budget");
+    assert_int_equal(json_integer_value(json_object_get(budget, "calls_per_hour")), 2);
+    /* its sections still merge */
+    assert_string_equal(str_at(shop, "fix.repo"), "/srv/shop");
+    json_decref(shop);
+    json_decref(config);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_merged_over_the_global_one),
+        cmocka_unit_test(test_entry_cannot_move_what_is_not_its_own),
         cmocka_unit_test_setup_teardown(test_scope_gives_the_service_configuration, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_budgets_and_breakers_per_service_and_global, setup,
