@@ -130,7 +130,10 @@ defmodule SelfHeal.ServiceRoutingTest do
        name: name,
        port: 0,
        tokens: [@token],
-       site_keys: %{@site_key => %{origins: ["https://shop.example"], service: "shop"}},
+       site_keys: %{
+         @site_key => %{origins: ["https://shop.example"], service: "shop"},
+         "pk_routing_blog" => %{origins: ["https://blog.example"]}
+       },
        collector: collector}
     )
 
@@ -163,11 +166,24 @@ defmodule SelfHeal.ServiceRoutingTest do
 
     assert {202, _, _} = RawHTTP.request(port, "POST", "/capture", headers, beacon)
 
-    groups = await_groups(collector, 4)
+    # a key that names no service: the page's claim of billing is not
+    # taken, so its errors belong to no service and are never fixed
+    claim = ~s({"events":[{"type":"RangeError","message":"bad index","service":"billing"}]})
+
+    blog = [
+      {"content-type", "text/plain;charset=UTF-8"},
+      {"x-selfheal-key", "pk_routing_blog"},
+      {"origin", "https://blog.example"}
+    ]
+
+    assert {202, _, _} = RawHTTP.request(port, "POST", "/capture", blog, claim)
+
+    groups = await_groups(collector, 5)
 
     by_type = Enum.group_by(groups, &elem(&1, 0), &elem(&1, 2))
     assert Enum.sort(by_type["TimeoutError"]) == [["billing"], ["ghost"], ["shop"]]
     assert by_type["TypeError"] == [["shop"]]
+    assert by_type["RangeError"] == [[]]
   end
 
   test "a tailer's service, through its alias", %{tmp_dir: dir} do

@@ -423,12 +423,13 @@ defmodule SelfHeal.Endpoint.Handler do
           ),
         else: metadata
 
-    event = decoded_event(map, :http, :error, metadata)
-    if site_service, do: %{event | service: site_service}, else: event
+    # the site key's service, never the page's own claim: a public key
+    # must not file errors under a service it does not name
+    %{decoded_event(map, :http, :error, metadata) | service: site_service}
   end
 
-  # A site key's configured service (a browser's own claim is not taken
-  # over it); nil with a bearer token or a key without one.
+  # A site key's configured service; nil with a bearer token or a key
+  # without one.
   defp site_service(%Request{authorization: auth}, _cfg) when is_binary(auth), do: nil
 
   defp site_service(req, cfg) do
