@@ -877,11 +877,29 @@ static int is_context_value_char(unsigned char c)
            c != '>';
 }
 
+/* How often t[v..e) changes between lower and upper case: a few times in
+ * a CamelCase name (InvalidTokenException: 5), every other byte or so in
+ * random letters. */
+static size_t case_changes(const scan *sc, size_t v, size_t e)
+{
+    size_t changes = 0;
+    int prev = 0; /* 1 lower, 2 upper */
+    for (size_t k = v; k < e; k++) {
+        unsigned char c = sc->t[k];
+        int cur = c >= 'a' && c <= 'z' ? 1 : c >= 'A' && c <= 'Z' ? 2 : 0;
+        changes += prev != 0 && cur != 0 && cur != prev;
+        prev = cur;
+    }
+    return changes;
+}
+
 /* Whether t[v..e) looks like a secret rather than a word, a number, a
- * path, an identifier or a timestamp: 16 bytes or more with letters and
- * digits, either hex or of three classes (lower, upper, digit, symbol),
- * and at least 10 distinct bytes; or 8 to 15 bytes with letters, three
- * classes and at least 6 distinct bytes (a password: Hunter2!, &x9Kq#2).
+ * path, an identifier or a timestamp: 16 bytes or more with letters, hex
+ * with a digit or of three classes (lower, upper, digit, symbol), and at
+ * least 10 distinct bytes; 20 letters or more of both cases that change
+ * case at least every fourth byte (random, not CamelCase); or 8 to 15
+ * bytes with letters, three classes and at least 6 distinct bytes (a
+ * password: Hunter2!, &x9Kq#2).
  * Symbols are the punctuation outside identifiers and paths (- _ . : /
  * do not count). */
 static int value_looks_secret(const scan *sc, size_t v, size_t e)
@@ -915,9 +933,20 @@ static int value_looks_secret(const scan *sc, size_t v, size_t e)
     int classes = lower + upper + digit + symbol;
     if (!(lower || upper))
         return 0;
+    if (len >= 20 && !digit && !symbol && lower && upper && distinct >= 10 &&
+        case_changes(sc, v, e) * 4 >= len)
+        return 1; /* random letters: the case changes every few bytes */
     if (len >= 16)
-        return digit && (hex || classes >= 3) && distinct >= 10;
+        return ((digit && hex) || classes >= 3) && distinct >= 10;
     return classes >= 3 && distinct >= 6;
+}
+
+/* Whether t[p..we) reads as the name of a next key=value field: at least
+ * two bytes, starting with a lower-case letter (reason, attempts, userId,
+ * user.name), not the first bytes of a value (Fq=Rx..., r=CD1Z...). */
+static int is_field_name(const scan *sc, size_t p, size_t we)
+{
+    return we - p >= 2 && sc->t[p] >= 'a' && sc->t[p] <= 'z';
 }
 
 /* t[i..p) is a context word (the caller checked) */
@@ -946,7 +975,8 @@ static size_t rule_context(scan *sc, size_t i, size_t p)
             p = we;
             continue;
         }
-        if (we > p && we + 1 < ve && (sc->t[we] == '=' || sc->t[we] == ':') && sc->t[we + 1] != '=')
+        if (we > p && we + 1 < ve && (sc->t[we] == '=' || sc->t[we] == ':') &&
+            sc->t[we + 1] != '=' && is_field_name(sc, p, we))
             return 0; /* the next field (reason=bad_password attempts=3) */
         /* sentence punctuation after the value is not part of it */
         while (ve > p && (sc->t[ve - 1] == '.' || sc->t[ve - 1] == ',' || sc->t[ve - 1] == ';' ||

@@ -403,6 +403,17 @@ static void test_context_secrets(void **state)
     UNCHANGED(NULL, "reason=bad_password attempts=3");
     UNCHANGED(NULL, "password file /etc/app/secrets2024.env missing");
     UNCHANGED(NULL, "token v1.14.2-rc.1 unsupported");
+    /* a value holding '=' (not the next field), random letters, a long
+     * password without a digit */
+    EXPECT(NULL, "auth failed for bob with password Kq=PzWDRRA.XLo4B",
+           "auth failed for bob with password [REDACTED:secret]");
+    EXPECT(NULL, "admin password set to t=GH2Y^.PNq", "admin password set to [REDACTED:secret]");
+    EXPECT(NULL, "invalid access token qhRfWbZmXpLkcvTrsBnaJdyE",
+           "invalid access token [REDACTED:secret]");
+    EXPECT(NULL, "password set to mv~qxDEW#ztKbc+JHR", "password set to [REDACTED:secret]");
+    UNCHANGED(NULL, "token InvalidTokenSignatureException raised");
+    UNCHANGED(NULL, "password reset for userId=4711 failed");
+    UNCHANGED(NULL, "secret key=value pairs are not allowed here");
     /* markers are not context: scrubbing stays idempotent */
     UNCHANGED(NULL, "bot[REDACTED:telegram_token]/sendMessage-2024abcd");
     UNCHANGED(NULL, "x [REDACTED:secret]&page=2");
