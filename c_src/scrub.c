@@ -233,6 +233,23 @@ static const char *const webhook_hosts[] = {
     "discordapp.com/api/webhooks/",
 };
 
+/* scheme://user:pa/ss@host: the authority seemed to end at the '/' at p,
+ * but what follows the colon is no port (not all digits), so it is a
+ * password holding a raw '/' when an '@' follows in the same URL. Returns
+ * that '@', else 0. */
+static size_t password_with_slash(const scan *sc, size_t colon, size_t p)
+{
+    size_t k = colon + 1;
+    while (k < p && is_digit(sc->t[k]))
+        k++;
+    if (k == p)
+        return 0; /* host:8080/ */
+    for (k = p; k < sc->n && is_url_char(sc->t[k]); k++)
+        if (sc->t[k] == '@')
+            return k;
+    return 0;
+}
+
 /* At "://": the password of scheme://user:password@host, or the secret
  * path of a webhook URL. */
 static size_t rule_url(scan *sc, size_t i)
@@ -259,6 +276,8 @@ static size_t rule_url(scan *sc, size_t i)
         else if (sc->t[p] == '@')
             at = p;
     }
+    if (at == 0 && colon > a && sc->t[a] != '[' && p < sc->n && sc->t[p] == '/')
+        at = password_with_slash(sc, colon, p);
     if (at == 0 || colon == 0 || colon > at || at == colon + 1)
         return 0;
     scan_redact(sc, colon + 1, at, "password");
@@ -657,29 +676,65 @@ static size_t value_end(const scan *sc, size_t p)
     return p;
 }
 
-/* Stop bytes that may also begin a value: password=&x9K... */
+/* Stop bytes that may also be part of a value: password=&x9K, a=b&+8G... */
 static int is_lead_punct(unsigned char c)
 {
     return c == '&' || c == ';' || c == ',' || c == ')' || c == '}' || c == ']' || c == '>';
 }
 
-/* End of an unquoted value starting at v. Punctuation at its start is part
- * of it (password=&x9K!q, password=,Rc#w), unless nothing but a blank, a
- * stop or the next field (password=&user=bob) follows it: then the value
- * is empty. */
+/* Whether t[p..we) reads as the name of a next key=value field: at least
+ * two bytes, starting with a lower-case letter, words joined by case or
+ * separators (reason, attempts, userId, user.name, requestURL), not the
+ * first bytes of a value (Fq=Rx..., r=CD1Z..., ebrYFHqpb=): a run of
+ * capitals is never followed by a lower-case letter. */
+static int is_field_name(const scan *sc, size_t p, size_t we)
+{
+    if (we - p < 2 || sc->t[p] < 'a' || sc->t[p] > 'z')
+        return 0;
+    size_t caps = 0;
+    for (size_t k = p; k < we; k++) {
+        unsigned char c = sc->t[k];
+        if (c >= 'A' && c <= 'Z')
+            caps++;
+        else if (c >= 'a' && c <= 'z' && caps >= 2)
+            return 0;
+        else
+            caps = 0;
+    }
+    return 1;
+}
+
+/* At p, after a run of stop punctuation: does the value end before it? It
+ * does when nothing but a blank, another stop or the end follows, or when
+ * the next field follows ("&user=", "; path=/"). */
+static int ends_before(const scan *sc, size_t p)
+{
+    if (p >= sc->n || is_value_stop(sc->t[p]))
+        return 1;
+    size_t f = run_end(sc, p, CLS_DOTTED);
+    return f < sc->n && sc->t[f] == '=' && is_field_name(sc, p, f);
+}
+
+/* End of an unquoted value starting at v. Punctuation is part of it
+ * wherever more of the value follows (password=&x9K!q, password=,Rc#w,
+ * PGPASSWORD=~K5&+8G4s); it ends the value before a blank, another stop,
+ * the end or the next field (password=&user=bob is an empty value,
+ * token=abc&user=bob ends at the '&'). Quotes, blanks, '<' and '\'
+ * always end it. */
 static size_t unquoted_value_end(const scan *sc, size_t v)
 {
     size_t p = v;
-    while (p < sc->n && is_lead_punct(sc->t[p]))
-        p++;
-    if (p == v)
-        return value_end(sc, v);
-    if (p >= sc->n || is_value_stop(sc->t[p]))
-        return v;
-    size_t f = run_end(sc, p, CLS_DOTTED);
-    if (f < sc->n && sc->t[f] == '=')
-        return v; /* "&user=": the next field of a query string */
-    return value_end(sc, p);
+    for (;;) {
+        p = value_end(sc, p);
+        if (p >= sc->n || !is_lead_punct(sc->t[p]))
+            return p;
+        size_t q = p;
+        while (q < sc->n && is_lead_punct(sc->t[q]))
+            q++;
+        if (ends_before(sc, q))
+            return p;
+        p = q;
+    }
 }
 
 /* Values that carry no secret: leave them (and keep scrubbing idempotent). */
@@ -778,6 +833,21 @@ static size_t escaped_quote(const scan *sc, size_t p)
     return q > p && q < sc->n && sc->t[q] == '"' ? q + 1 : 0;
 }
 
+/* Whether the text at p reads as a sentence rather than a value: a word
+ * of lower-case letters, then a blank and another word ("token: signature
+ * mismatch", "password: too short"). A value after "key: " is one token;
+ * a reason is words. */
+static int reads_as_prose(const scan *sc, size_t p)
+{
+    size_t e = p;
+    while (e < sc->n && sc->t[e] >= 'a' && sc->t[e] <= 'z')
+        e++;
+    if (e == p || e >= sc->n || !is_blank(sc->t[e]))
+        return 0;
+    size_t w = skip_blanks(sc, e);
+    return w < sc->n && is_alpha(sc->t[w]);
+}
+
 /* password=..., "api_key": "...", Authorization: Bearer ..., <token>...</token>:
  * t[i..e) is a name ending in the key word kw (the caller looked it up). */
 static size_t rule_key(scan *sc, size_t i, size_t e, const key_word *kw)
@@ -815,6 +885,8 @@ static size_t rule_key(scan *sc, size_t i, size_t e, const key_word *kw)
         if (!quoted_key &&
             (p >= sc->n || !(is_blank(sc->t[p]) || sc->t[p] == '"' || sc->t[p] == '\'')))
             return 0;
+        if (!quoted_key && kw->kind == KEY_PLAIN && reads_as_prose(sc, skip_blanks(sc, p)))
+            return 0; /* "Invalid token: signature mismatch" */
     } else {
         return 0;
     }
@@ -861,6 +933,13 @@ static int is_context_word(const scan *sc, size_t i, size_t e)
     return key_lookup(sc, i, e) != NULL || ends_in_key(sc, i, e);
 }
 
+/* Connectors after which a value, never the next field, follows. */
+static int is_linking(const scan *sc, size_t i, size_t e)
+{
+    return word_is(sc, i, e, "is") || word_is(sc, i, e, "was") || word_is(sc, i, e, "are") ||
+           word_is(sc, i, e, "be") || word_is(sc, i, e, "to");
+}
+
 static int is_connector(const scan *sc, size_t i, size_t e)
 {
     for (size_t k = 0; k < sizeof(connectors) / sizeof(connectors[0]); k++)
@@ -893,21 +972,53 @@ static size_t case_changes(const scan *sc, size_t v, size_t e)
     return changes;
 }
 
+/* How often t[v..e) changes between lower case, upper case and digits:
+ * about every other byte in base64, a few times in a path
+ * (/home/Bob/id_ed25519: 3). */
+static size_t class_changes(const scan *sc, size_t v, size_t e)
+{
+    size_t changes = 0;
+    int prev = 0; /* 1 lower, 2 upper, 3 digit */
+    for (size_t k = v; k < e; k++) {
+        unsigned char c = sc->t[k];
+        int cur = c >= 'a' && c <= 'z' ? 1 : c >= 'A' && c <= 'Z' ? 2 : is_digit(c) ? 3 : 0;
+        changes += prev != 0 && cur != 0 && cur != prev;
+        prev = cur;
+    }
+    return changes;
+}
+
+/* Whether t[v..e) begins with punctuation that starts no word, path,
+ * option, variable or bracket (",WF.Y-P;T", "&x9K", but not "~/.ssh",
+ * "$HOME", "%s", "-v", "(none)"), with a letter or digit right after it,
+ * and not the next field ("&user=bob"). */
+static int detached_punct(const scan *sc, size_t v, size_t e)
+{
+    if (e - v < 2 || sc->t[v] == 0 || strchr("!#&*+,;=?@^|~", sc->t[v]) == NULL ||
+        !is_alnum(sc->t[v + 1]))
+        return 0;
+    size_t we = run_end(sc, v + 1, CLS_DOTTED);
+    return !(we < e && sc->t[we] == '=' && is_field_name(sc, v + 1, we)); /* &user=bob */
+}
+
 /* Whether t[v..e) looks like a secret rather than a word, a number, a
  * path, an identifier or a timestamp: 16 bytes or more with letters, hex
  * with a digit or of three classes (lower, upper, digit, symbol), and at
  * least 10 distinct bytes; 20 letters or more of both cases that change
  * case at least every fourth byte (random, not CamelCase); or 8 to 15
- * bytes with letters, three classes and at least 6 distinct bytes (a
- * password: Hunter2!, &x9Kq#2).
- * Symbols are the punctuation outside identifiers and paths (- _ . : /
- * do not count). */
+ * bytes with letters, three classes, or two behind detached punctuation,
+ * and at least 6 distinct bytes (a password: Hunter2!, &x9Kq#2, ,WF.Y-P;T).
+ * A value starting with '/' or "~/" is a path unless it is 20 bytes or more that
+ * change class at least every third byte (an AWS secret key may begin
+ * with '/'). Symbols are the punctuation outside identifiers and paths
+ * (- _ . : / do not count). */
 static int value_looks_secret(const scan *sc, size_t v, size_t e)
 {
     size_t len = e - v;
-    if (len < 8 || has_at(sc, v, "[REDACTED:", 10) || has_at(sc, v, "[FILTERED]", 10) ||
-        sc->t[v] == '/')
+    if (len < 8 || has_at(sc, v, "[REDACTED:", 10) || has_at(sc, v, "[FILTERED]", 10))
         return 0;
+    if (sc->t[v] == '/' || has_at(sc, v, "~/", 2))
+        return len >= 20 && class_changes(sc, v, e) * 3 >= len; /* base64, not a path */
     int lower = 0, upper = 0, digit = 0, symbol = 0, hex = 1;
     unsigned char seen[256] = {0};
     size_t distinct = 0;
@@ -938,15 +1049,22 @@ static int value_looks_secret(const scan *sc, size_t v, size_t e)
         return 1; /* random letters: the case changes every few bytes */
     if (len >= 16)
         return ((digit && hex) || classes >= 3) && distinct >= 10;
-    return classes >= 3 && distinct >= 6;
+    return (classes >= 3 || (classes == 2 && detached_punct(sc, v, e))) && distinct >= 6;
 }
 
-/* Whether t[p..we) reads as the name of a next key=value field: at least
- * two bytes, starting with a lower-case letter (reason, attempts, userId,
- * user.name), not the first bytes of a value (Fq=Rx..., r=CD1Z...). */
-static int is_field_name(const scan *sc, size_t p, size_t we)
+/* Whether the token t[p..ve) is the next field rather than a value: a
+ * field name and '=' or ':' (reason=bad_password attempts=3), or an empty
+ * value's stop and then one (password=&user=bob); we ends the name run. */
+static int starts_next_field(const scan *sc, size_t p, size_t we, size_t ve)
 {
-    return we - p >= 2 && sc->t[p] >= 'a' && sc->t[p] <= 'z';
+    if (we > p && we + 1 < ve && (sc->t[we] == '=' || sc->t[we] == ':') && sc->t[we + 1] != '=' &&
+        is_field_name(sc, p, we))
+        return 1;
+    size_t f = p;
+    while (f < ve && is_lead_punct(sc->t[f]))
+        f++;
+    size_t fe = run_end(sc, f, CLS_DOTTED);
+    return f > p && fe < ve && sc->t[fe] == '=' && is_field_name(sc, f, fe);
 }
 
 /* t[i..p) is a context word (the caller checked) */
@@ -955,6 +1073,7 @@ static size_t rule_context(scan *sc, size_t i, size_t p)
     /* the kind inside a marker ([REDACTED:slack_token]) is no context */
     if (i >= 10 && memcmp(sc->t + i - 10, "[REDACTED:", 10) == 0)
         return 0;
+    int linked = 0;
     for (int hop = 0; hop <= CONTEXT_HOPS; hop++) {
         /* separators between the words and before the value */
         while (p < sc->n && (is_blank(sc->t[p]) || sc->t[p] == ':' || sc->t[p] == '=' ||
@@ -972,12 +1091,14 @@ static size_t rule_context(scan *sc, size_t i, size_t p)
         if (is_alpha(sc->t[p]) && hop < CONTEXT_HOPS &&
             (we == ve || sc->t[we] == ':' || sc->t[we] == '=') &&
             (is_connector(sc, p, we) || is_context_word(sc, p, we))) {
+            linked = is_linking(sc, p, we);
             p = we;
             continue;
         }
-        if (we > p && we + 1 < ve && (sc->t[we] == '=' || sc->t[we] == ':') &&
-            sc->t[we + 1] != '=' && is_field_name(sc, p, we))
-            return 0; /* the next field (reason=bad_password attempts=3) */
+        /* what a linking word introduces is the value ("set to cnE=H1L~");
+         * elsewhere a field name may be the next field */
+        if (!linked && starts_next_field(sc, p, we, ve))
+            return 0;
         /* sentence punctuation after the value is not part of it */
         while (ve > p && (sc->t[ve - 1] == '.' || sc->t[ve - 1] == ',' || sc->t[ve - 1] == ';' ||
                           sc->t[ve - 1] == ':' || sc->t[ve - 1] == ')' || sc->t[ve - 1] == ']' ||

@@ -434,6 +434,57 @@ static void test_punct_values(void **state)
     UNCHANGED(NULL, "?password=&user=bob");
     UNCHANGED(NULL, "{password=}");
     UNCHANGED(NULL, "password=, user=bob");
+    /* punctuation inside a value: it ends the value only before a blank,
+     * a stop, the end or the next field */
+    EXPECT(NULL, "PGPASSWORD=~KE5vK3&+8G4sI8L8a psql", "PGPASSWORD=[REDACTED:secret] psql");
+    EXPECT(NULL, "db password=a1,b2;c3)d4 up", "db password=[REDACTED:secret] up");
+    EXPECT(NULL, "GET /x?token=Zk81mQ&user=bob", "GET /x?token=[REDACTED:secret]&user=bob");
+    EXPECT(NULL, "set session=Zk81mQ;path=/", "set session=[REDACTED:secret];path=/");
+    EXPECT(NULL, "f(password=Zk81mQ), retry", "f(password=[REDACTED:secret]), retry");
+    /* detached punctuation after a context word is a value's start */
+    EXPECT(NULL, "ldap bind with password ,WF.Y-P;T failed",
+           "ldap bind with password [REDACTED:secret] failed");
+    UNCHANGED(NULL, "secret $AWS_SECRET_ACCESS_KEY is unset");
+    UNCHANGED(NULL, "ssh key ~/.ssh/id_ed25519 not readable");
+    UNCHANGED(NULL, "password %s_%d_%x rejected");
+    UNCHANGED(NULL, "password reset link ?password=&user=bob&x=1");
+    /* "Name=" reads as a value's bytes, not the next field */
+    EXPECT(NULL, "mysql --password=&Otthx=;1io!R -h db",
+           "mysql --password=[REDACTED:secret] -h db");
+    /* after a linking word comes the value, even one shaped like a field */
+    EXPECT(NULL, "admin password set to cnE=H1L~-LEI", "admin password set to [REDACTED:secret]");
+}
+
+/* scheme://user:password@host where the password holds a raw '/': what
+ * follows the colon is no port, so the userinfo runs to the '@'. A port
+ * keeps the path as it is. */
+static void test_url_passwords(void **state)
+{
+    (void)state;
+    EXPECT(NULL, "DATABASE_URL=postgres://admin:KTh=uCcN*/WVZjLV=bb@db.internal/prod",
+           "DATABASE_URL=postgres://admin:[REDACTED:password]@db.internal/prod");
+    EXPECT(NULL, "https://deploy:LUW~4#!oX2e1/Kw9C@git.example.com/app.git",
+           "https://deploy:[REDACTED:password]@git.example.com/app.git");
+    UNCHANGED(NULL, "GET http://api.internal:8080/v1/users/42 failed");
+    EXPECT(NULL, "GET http://api.internal:8080/invite?to=bob@example.com failed",
+           "GET http://api.internal:8080/invite?to=[REDACTED:email] failed");
+    UNCHANGED(NULL, "GET http://[::1]:4000/health/@me failed");
+    UNCHANGED(NULL, "see https://docs.example.com:notaport/x then mail");
+}
+
+/* A value after "key: " is one token; a reason is words. A value that
+ * begins with '/' is a path unless it changes class like base64. */
+static void test_prose_and_paths(void **state)
+{
+    (void)state;
+    UNCHANGED(NULL, "Invalid token: signature mismatch");
+    UNCHANGED(NULL, "bad password: too short for policy");
+    EXPECT(NULL, "password: letmein", "password: [REDACTED:secret]");
+    EXPECT(NULL, "token: abc123 def", "token: [REDACTED:secret] def");
+    EXPECT(NULL, "secret access key /UjvAw90UHUi5T6F4AsMnCKdUnIppRIFnSolN1p0",
+           "secret access key [REDACTED:secret]");
+    UNCHANGED(NULL, "key file /opt/MyApp/ConfigKeys/ServiceAccountKey.json missing");
+    UNCHANGED(NULL, "key file /home/Bob/Keys/id_ed25519 missing");
 }
 
 static void test_stats_and_null(void **state)
@@ -728,6 +779,8 @@ int main(void)
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_context_secrets),
         cmocka_unit_test(test_punct_values),
+        cmocka_unit_test(test_url_passwords),
+        cmocka_unit_test(test_prose_and_paths),
         cmocka_unit_test(test_stats_and_null),
         cmocka_unit_test(test_bytes_pass_through),
         cmocka_unit_test(test_patterns),

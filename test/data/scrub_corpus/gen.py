@@ -12,10 +12,12 @@ a fixed seed: tune.txt (rules may be developed against it) and heldout.txt
     B <TAB> LINE <TAB> VALUE [<TAB> VALUE ...]       (benign values to keep)
 
     python3 test/data/scrub_corpus/gen.py test/data/scrub_corpus
+    SCRUB_CORPUS_SEED=424242 python3 test/data/scrub_corpus/gen.py /tmp/fresh
+      (a corpus no rule has seen: bench_scrub /tmp/fresh)
 """
 import base64, hashlib, json, os, random, sys, uuid
 
-SEED = 7081
+SEED = int(os.environ.get("SCRUB_CORPUS_SEED", "7081"))
 R = random.Random(SEED)
 UP = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LO = "abcdefghijklmnopqrstuvwxyz"
