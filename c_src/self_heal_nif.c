@@ -39,6 +39,11 @@
 #define MAX_CONFIG_ENTRIES 256
 #define CONFIG_DIRTY_BYTES (32u * 1024)
 #define MAX_JSONL_BODY (256u * 1024 * 1024)
+/* decode_json_lines/1 returns a whole body's events at once: the process
+ * that holds them frees them on a normal scheduler, about 0.4 ms for 8 MiB
+ * of records (a 64 MiB body's took 3 ms); larger bodies go slice by slice
+ * through decode_json_lines/3. */
+#define MAX_JSONL_WHOLE_BODY (8u * 1024 * 1024)
 #define MAX_JSONL_ERRORS 100
 /* A term stack is read among its first MAX_STACK_ENTRIES entries, a
  * location among its first MAX_LOCATION_ENTRIES; an argument list longer
@@ -1476,8 +1481,12 @@ static ERL_NIF_TERM decode_json_lines_nif(ErlNifEnv *env, int argc, const ERL_NI
         return raise_badarg(env, "decode_json_lines expects a binary");
     if (body.size > MAX_JSONL_BODY)
         return raise_badarg(env, "body larger than 256 MiB");
-    if (argc == 1)
+    if (argc == 1) {
+        if (body.size > MAX_JSONL_WHOLE_BODY)
+            return raise_badarg(env, "body larger than 8 MiB: decode it in slices with "
+                                     "decode_json_lines/3");
         return decode_lines(env, body, 0, SIZE_MAX, 0);
+    }
     ErlNifUInt64 off, max;
     if (!enif_get_uint64(env, argv[1], &off) || off > body.size)
         return raise_badarg(env, "offset: 0..byte_size(body)");

@@ -184,7 +184,10 @@ defmodule SelfHeal.Native do
   @doc """
   Decodes a Fluent Bit `json_lines` body (or any newline-separated JSON
   objects) into event maps. A malformed line is counted and reported in
-  `:errors` (the first 100) while the other lines are still returned.
+  `:errors` (the first 100) while the other lines are still returned. The
+  body is at most 8 MiB (`ArgumentError` above it): a larger one is
+  decoded slice by slice with `decode_json_lines/3`, so that no process
+  holds (and then frees, on a normal scheduler) all of its events at once.
   """
   @spec decode_json_lines(binary()) :: json_lines_result()
   def decode_json_lines(_body), do: :erlang.nif_error(:nif_not_loaded)

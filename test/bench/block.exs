@@ -4,6 +4,10 @@
 #                          one normal scheduler (+S 1) while nothing else runs
 #   nif_block_ms_busy_erlang  the same while a plain Erlang loop runs (no
 #                          NIF): the VM's own time slices (baselines)
+#   nif_block_ms_busy_dirty   the same while a dirty NIF runs that leaves the
+#                          normal scheduler nothing to do (count_json_lines/2
+#                          of 64 MiB, an integer result): a busy dirty
+#                          scheduler thread alone (baseline)
 #   nif_block_ms_<case>    the same while one NIF runs on its largest allowed
 #                          input (repeated for about a second), in another
 #                          process on the same VM
@@ -264,14 +268,31 @@
       measure(events, &Native.dedup/1, @big_heap)
     end
 
-    def case(:decode_json_lines_64m) do
-      line = ~s({"log":"#{String.duplicate("x", 200)}","level":"error","service":"api"}\n)
+    # A dirty NIF that leaves the normal scheduler nothing to do (its result
+    # is one integer): what a busy dirty scheduler thread alone costs the
+    # pinger (a baseline, not a case).
+    def case(:dirty_busy), do: measure(json_lines(64), &Native.count_json_lines(&1, 268_435_456))
 
-      measure(
-        :binary.copy(line, div(64 * 1024 * 1024, byte_size(line))),
-        &Native.decode_json_lines/1,
-        @big_heap
-      )
+    # decode_json_lines/1 on its largest body; /3 as the endpoint calls it:
+    # a 64 MiB body a slice (:admit_slice, 1,000 records) at a time, each
+    # slice dropped before the next (the caller keeps one slice's terms).
+    def case(:decode_json_lines_8m),
+      do: measure(json_lines(8), &Native.decode_json_lines/1, @big_heap)
+
+    def case(:decode_json_lines_64m_slices) do
+      measure(json_lines(64), fn body -> decode_slices(body, 0) end)
+    end
+
+    defp json_lines(mib) do
+      line = ~s({"log":"#{String.duplicate("x", 200)}","level":"error","service":"api"}\n)
+      :binary.copy(line, div(mib * 1024 * 1024, byte_size(line)))
+    end
+
+    defp decode_slices(body, offset) when offset >= byte_size(body), do: :ok
+
+    defp decode_slices(body, offset) do
+      %{next: next} = Native.decode_json_lines(body, offset, 1_000)
+      decode_slices(body, next)
     end
 
     defp watch_set(opts, n, spec) do
@@ -352,7 +373,8 @@ defmodule SelfHeal.Bench.Block do
     :watch_observe_contains_64k,
     :watch_list_100k,
     :dedup_1m,
-    :decode_json_lines_64m
+    :decode_json_lines_8m,
+    :decode_json_lines_64m_slices
   ]
 
   def run(module, binary) do
@@ -379,6 +401,7 @@ defmodule SelfHeal.Bench.Block do
     IO.puts("BENCH nif_block_ms_idle #{fmt(idle)}")
     IO.puts("BENCH nif_block_ms_idle_worst #{fmt(idle_worst)}")
     line("nif_block_ms_busy_erlang", :peer.call(peer, module, :busy, [], 60_000))
+    line("nif_block_ms_busy_dirty", :peer.call(peer, module, :case, [:dirty_busy], 60_000))
 
     worst =
       for name <- selected() do

@@ -554,6 +554,28 @@ defmodule SelfHeal.NativeTest do
         assert_raise ArgumentError, fn -> Native.decode_json_lines(bad) end
       end
     end
+
+    test "/1 takes a body of at most 8 MiB; /3 decodes a larger one slice by slice" do
+      line = ~s({"message":"m"}\n)
+      at_limit = :binary.copy(line, div(8 * 1024 * 1024, byte_size(line)))
+      assert byte_size(at_limit) <= 8 * 1024 * 1024
+      assert length(Native.decode_json_lines(at_limit).events) == div(byte_size(at_limit), 16)
+
+      over = at_limit <> :binary.copy(line, 100)
+
+      assert_raise ArgumentError, ~r/8 MiB.*decode_json_lines\/3/, fn ->
+        Native.decode_json_lines(over)
+      end
+
+      total =
+        Stream.unfold(0, fn
+          off when off >= byte_size(over) -> nil
+          off -> (r = Native.decode_json_lines(over, off, 50_000)) && {length(r.events), r.next}
+        end)
+        |> Enum.sum()
+
+      assert total == div(byte_size(over), 16)
+    end
   end
 
   # ---------------------------------------------------- fingerprint properties
