@@ -242,6 +242,7 @@ static void append_frames(sh_buf *buf, sh_fp_result *out, const sh_fp_frame *fra
 }
 
 static int hash_canonical(sh_fp_result *out, sh_fp_ctx *ctx);
+static int hash_around(sh_fp_result *out, sh_fp_ctx *ctx, size_t head, sh_slice mid);
 
 int sh_fingerprint_frames(sh_fp_result *out, sh_fp_ctx *ctx, sh_slice type, sh_slice message,
                           const sh_fp_frame *frames, size_t nframes)
@@ -256,6 +257,16 @@ int sh_fingerprint_frames(sh_fp_result *out, sh_fp_ctx *ctx, sh_slice type, sh_s
 
     sh_buf_append(buf, type.ptr, type.len);
     sh_buf_append_byte(buf, SEP_FIELD);
+    if (ctx->normalized.len > SH_FP_MEMO_BYTES) {
+        /* too long for the memo: hashed in three parts rather than copied
+         * into the canonical buffer (a 16 MiB message was written twice) */
+        size_t head = buf->len;
+        sh_buf_append_byte(buf, SEP_FIELD);
+        append_frames(buf, out, frames, nframes);
+        if (buf->oom)
+            return -1;
+        return hash_around(out, ctx, head, sh_fp_ctx_normalized(ctx));
+    }
     sh_buf_append(buf, ctx->normalized.data, ctx->normalized.len);
     sh_buf_append_byte(buf, SEP_FIELD);
     append_frames(buf, out, frames, nframes);
@@ -263,6 +274,24 @@ int sh_fingerprint_frames(sh_fp_result *out, sh_fp_ctx *ctx, sh_slice type, sh_s
         return -1;
 
     return hash_canonical(out, ctx);
+}
+
+/* SHA-256 of ctx->canonical's first head bytes, then mid, then the rest of
+ * ctx->canonical: the digest of the canonical bytes with mid in place. */
+static int hash_around(sh_fp_result *out, sh_fp_ctx *ctx, size_t head, sh_slice mid)
+{
+    sh_buf *buf = &ctx->canonical;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_DigestInit_ex(ctx->mdctx, ctx->md, NULL) != 1 ||
+        EVP_DigestUpdate(ctx->mdctx, buf->data, head) != 1 ||
+        EVP_DigestUpdate(ctx->mdctx, mid.ptr, mid.len) != 1 ||
+        EVP_DigestUpdate(ctx->mdctx, buf->data + head, buf->len - head) != 1 ||
+        EVP_DigestFinal_ex(ctx->mdctx, md, &mdlen) != 1 || mdlen < SH_FP_BYTES)
+        return -1;
+    memcpy(out->digest, md, SH_FP_BYTES);
+    sh_fp_to_hex(out->hex, out->digest);
+    return 0;
 }
 
 /* SHA-256 of ctx->canonical into out (digest and hex), through the memo. */

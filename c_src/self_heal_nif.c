@@ -1027,6 +1027,22 @@ static ERL_NIF_TERM make_frame(ErlNifEnv *env, const sh_frame *f, int in_app)
     return map;
 }
 
+/* The normalised text a result carries: at most NORMALIZED_SHOWN bytes,
+ * cut at a UTF-8 boundary (the fingerprint covers all of it). A 16 MiB
+ * message's whole text was a fresh 16 MiB binary on every call. */
+#define NORMALIZED_SHOWN (64u * 1024)
+
+static sh_slice normalized_shown(sh_slice s)
+{
+    if (s.len <= NORMALIZED_SHOWN)
+        return s;
+    size_t n = NORMALIZED_SHOWN;
+    while (n > 0 && ((unsigned char)s.ptr[n] & 0xC0) == 0x80)
+        n--;
+    s.len = n;
+    return s;
+}
+
 /* fingerprint(event, config | nil) -> %{fingerprint:, normalized:, ...}
  * A heavy event moves the call to a dirty scheduler, where it runs again
  * from the start. */
@@ -1062,7 +1078,7 @@ static ERL_NIF_TERM fingerprint_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         ERL_NIF_TERM keys[] = {atoms.fingerprint, atoms.normalized, atoms.type,   atoms.in_app,
                                atoms.truncated,   atoms.top_frame,  atoms.frames, atoms.cluster};
         ERL_NIF_TERM vals[] = {make_bin(env, r.hex, SH_FP_HEX_LEN),
-                               make_slice(env, sh_fp_ctx_normalized(ctx)),
+                               make_slice(env, normalized_shown(sh_fp_ctx_normalized(ctx))),
                                make_slice(env, v->type),
                                make_bool(r.in_app),
                                make_bool(v->truncated),

@@ -165,7 +165,11 @@ defmodule SelfHeal.Native do
   @spec normalize(binary()) :: binary()
   def normalize(_message), do: :erlang.nif_error(:nif_not_loaded)
 
-  @doc "Fingerprint of one event, with the normalised message and parsed frames."
+  @doc """
+  Fingerprint of one event, with the normalised message and parsed frames.
+  `:normalized` holds at most the first 64 KiB of the normalised message
+  (cut at a UTF-8 boundary); the fingerprint covers all of it.
+  """
   @spec fingerprint(map(), config()) :: fingerprint_info()
   def fingerprint(_event, _config \\ nil), do: :erlang.nif_error(:nif_not_loaded)
 

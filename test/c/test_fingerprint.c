@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 
 #include "self_heal/dedup.h"
+#include "self_heal/normalize.h"
 #include "self_heal/fingerprint.h"
 #include "self_heal/frames.h"
 
@@ -373,6 +374,33 @@ static void test_digest_is_sha256_of_documented_layout(void **state)
     assert_string_equal(hex, want);
 }
 
+/* A message too long for the memo is hashed in parts, never copied into
+ * the canonical buffer: the digest is still that of the whole layout. */
+static void test_digest_of_a_long_message_is_the_layout(void **state)
+{
+    (void)state;
+    sh_frame frames[1] = {F("MyApp.Worker", "run/1", "lib/my_app/worker.ex", 3)};
+    static const char words[] = "the quick brown fox jumps over the lazy dog ";
+    static char msg[100 * (sizeof(words) - 1) + 1];
+    for (size_t i = 0; i < 100; i++)
+        memcpy(msg + i * (sizeof(words) - 1), words, sizeof(words) - 1);
+    char hex[33];
+    fp(hex, "RuntimeError", msg, frames, 1);
+    sh_buf layout;
+    sh_buf_init(&layout);
+    sh_buf_append_str(&layout, "RuntimeError\x1f");
+    assert_int_equal(sh_normalize(&layout, msg, strlen(msg)), 0);
+    assert_true(layout.len > 13 + 512); /* past the memo's bound */
+    sh_buf_append_str(&layout, "\x1fMyApp.Worker\x1frun/1\x1flib/my_app/worker.ex\x1e");
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    assert_int_equal(EVP_Digest(layout.data, layout.len, md, &n, EVP_sha256(), NULL), 1);
+    char want[33];
+    sh_fp_to_hex(want, md);
+    assert_string_equal(hex, want);
+    sh_buf_free(&layout);
+}
+
 /* One long-lived context (its digest memo warm, slots reused and
  * overwritten) gives what a fresh context gives, for every input. */
 static void test_memo_never_changes_a_result(void **state)
@@ -487,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_prepared_frames_match),
         cmocka_unit_test(test_cluster_fingerprint),
         cmocka_unit_test(test_dedup_groups),
+        cmocka_unit_test(test_digest_of_a_long_message_is_the_layout),
         cmocka_unit_test(test_dedup_many_groups_and_service_cap),
     };
     return cmocka_run_group_tests_name("fingerprint", tests, NULL, NULL);

@@ -143,6 +143,21 @@ defmodule SelfHeal.NativeTest do
   # ------------------------------------------------------------- fingerprint
 
   describe "fingerprint/2" do
+    test ":normalized shows at most 64 KiB, cut at a UTF-8 boundary; the fingerprint covers all" do
+      cfg = Native.config(max_event_bytes: 1_048_576)
+      # two-byte characters, so that 64 KiB falls inside one of them
+      base = "xx" <> String.duplicate("é olé ", 20_000)
+      a = Native.fingerprint(%{type: "E", message: base <> " tail one"}, cfg)
+      b = Native.fingerprint(%{type: "E", message: base <> " tail two"}, cfg)
+      assert byte_size(a.normalized) <= 65_536 and byte_size(a.normalized) > 65_000
+      assert String.valid?(a.normalized)
+      assert a.normalized == b.normalized
+      assert a.fingerprint != b.fingerprint
+
+      short = Native.fingerprint(%{type: "E", message: "short é message"}, cfg)
+      assert short.normalized == "short é message"
+    end
+
     test "result keys and shapes" do
       info = Native.fingerprint(event("RuntimeError", "boom", [@worker, @gen_server], :term))
 
