@@ -112,7 +112,9 @@ defmodule SelfHeal.NativeBlockTest do
       text = slow_text(65_536)
       {out, moved} = least_moves(fn -> Native.normalize(text) end)
       assert moved == 1
-      assert out == Native.fingerprint(%{message: text}, Native.config(@plain)).normalized
+      # fingerprint/2 shows the first 64 KiB of the same normalised text
+      shown = Native.fingerprint(%{message: text}, Native.config(@plain)).normalized
+      assert byte_size(shown) > 60_000 and String.starts_with?(out, shown)
       {_, moved} = least_moves(fn -> Native.normalize("order 12 failed") end)
       assert moved == 0
     end
