@@ -63,7 +63,10 @@ defmodule SelfHeal.Collector do
   settle window; events whose metadata says `deploy_track: "canary"` are
   reported as `module.recurrence(server, fingerprint, count, "canary")`,
   and while the table holds `"*"` (a canary is watched) every error event
-  counts under `"*"` as well (docs/fix-loop.md, "Canary stage"). A watch that fires while `"watch:" <> id` is in that
+  counts under `"*"` as well (docs/fix-loop.md, "Canary stage"). An event
+  stamped within 10 s before the verification began is a failure from
+  before the deploy or recovery that a shipper delivered late and does not
+  count. A watch that fires while `"watch:" <> id` is in that
   table (a recovery of it being verified, docs/recovery.md) reports a
   recurrence of it the same way.
 
@@ -512,21 +515,47 @@ defmodule SelfHeal.Collector do
 
   defp under_quota?(_quota, _used, _source), do: true
 
+  @late_grace_us 10_000_000
+
+  # nil: not under verification; else when its verification began (0: not
+  # known, every event counts).
+  defp verify_since(table, fp) do
+    case :ets.lookup(table, fp) do
+      [{_, _, since}] when is_integer(since) -> since
+      [_ | _] -> 0
+      [] -> nil
+    end
+  end
+
+  defp recurs?(_event, nil), do: false
+
+  defp recurs?(%{timestamp: ts}, since) when is_integer(ts) and since > 0,
+    do: ts >= since or ts < since - @late_grace_us
+
+  defp recurs?(_event, _since), do: true
+
   # Fingerprints whose fix is being verified (the port's table) that came
   # back in this batch go to the port at once: no settle window, counted
   # by track (an event whose metadata says `deploy_track: "canary"` comes
   # from the canary). While a canary is watched the table holds "*", and
   # every error event counts under "*" too: the canary's error rate
-  # against the stable's.
+  # against the stable's. An event stamped shortly before the verification
+  # began (within @late_grace_us) is a failure from before the action or
+  # deploy that a shipper delivered late, not a recurrence; one stamped
+  # earlier than that counts, as its clock cannot be trusted to say.
   defp report_recurrences(events, {table, {mod, server}}) do
     if :ets.whereis(table) != :undefined and :ets.info(table, :size) > 0 do
-      all? = :ets.member(table, "*")
+      all = verify_since(table, "*")
 
       events
       |> Enum.flat_map(fn e ->
         track = track(e)
-        fixed = if :ets.member(table, e.fingerprint), do: [{e.fingerprint, track}], else: []
-        if all? and e.level in @error_levels, do: [{"*", track} | fixed], else: fixed
+        since = verify_since(table, e.fingerprint)
+        fixed = if recurs?(e, since), do: [{e.fingerprint, track}], else: []
+
+        if recurs?(e, all) and Map.get(e, :level) in @error_levels,
+          do: [{"*", track} | fixed],
+          else: fixed
       end)
       |> Enum.frequencies()
       |> Enum.each(fn

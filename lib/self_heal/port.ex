@@ -770,10 +770,14 @@ defmodule SelfHeal.Port do
 
   # Events the port program asks this side to act on: a fingerprint under
   # verification (the collector reports its recurrences through the
-  # table), and a button pressed in Telegram (an approval for a fix).
+  # table, with the system time in microseconds at which this side heard
+  # of it: the action or deploy was done by then), and a button pressed in
+  # Telegram (an approval for a fix).
   defp act_on(%{"event" => "verify", "fingerprint" => fp, "until" => until}, state)
        when is_binary(fp) do
-    if state.verify_table, do: :ets.insert(state.verify_table, {fp, until})
+    if state.verify_table,
+      do: :ets.insert(state.verify_table, {fp, until, System.os_time(:microsecond)})
+
     state
   end
 
