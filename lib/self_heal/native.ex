@@ -15,7 +15,7 @@ defmodule SelfHeal.Native do
       one long call); an event, message
       or line whose work is above `:dirty_above` (about 8 KiB of text) is
       handed to a dirty CPU scheduler, and so is a call that finds a shared
-      miner busy; `dedup/1`, `decode_json_lines/1` and the miner's
+      miner busy; `dedup/1`, `decode_json_lines/1,3` and the miner's
       templates, snapshots and restores run on dirty CPU schedulers.
 
   An event is a map (usually a `SelfHeal.Event`) with the keys `:type`

@@ -329,7 +329,7 @@ defmodule SelfHeal.Endpoint.Handler do
     decoded_event(map, :fluent_bit, level, metadata)
   end
 
-  # An event from one decoded record (`decode_json_lines/1`). A record
+  # An event from one decoded record (`decode_json_lines/3`). A record
   # without a stack trace field whose message holds a whole trace (a `log`
   # joined by Fluent Bit's multiline parsers) is taken apart by
   # `SelfHeal.Stack`, the same rules `SelfHeal.Tail` joins lines with.

@@ -3,8 +3,8 @@ defmodule SelfHeal.Endpoint.JSONScan do
   Structural scanning of JSON bodies for `SelfHeal.Endpoint`, without
   building terms.
 
-  The endpoint decodes events with `SelfHeal.Native.decode_json_lines/1`
-  (jansson, in C). Bodies that are not one object a line (Fluent Bit's
+  The endpoint decodes events with `SelfHeal.Native.decode_json_lines/3`
+  (jansson, in C), a slice of records at a time. Bodies that are not one object a line (Fluent Bit's
   `Format json`, a JSON array; the capture body `{"events": [...]}`) are
   cut here into the raw texts of their elements, which are then joined
   into a `json_lines` body. The scanner only finds boundaries (strings,
