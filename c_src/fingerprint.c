@@ -277,7 +277,8 @@ int sh_fingerprint_frames(sh_fp_result *out, sh_fp_ctx *ctx, sh_slice type, sh_s
 }
 
 /* SHA-256 of ctx->canonical's first head bytes, then mid, then the rest of
- * ctx->canonical: the digest of the canonical bytes with mid in place. */
+ * ctx->canonical: the digest of the canonical bytes with mid in place (an
+ * empty mid at the end: of the canonical bytes alone). */
 static int hash_around(sh_fp_result *out, sh_fp_ctx *ctx, size_t head, sh_slice mid)
 {
     sh_buf *buf = &ctx->canonical;
@@ -285,8 +286,8 @@ static int hash_around(sh_fp_result *out, sh_fp_ctx *ctx, size_t head, sh_slice 
     unsigned int mdlen = 0;
     if (EVP_DigestInit_ex(ctx->mdctx, ctx->md, NULL) != 1 ||
         EVP_DigestUpdate(ctx->mdctx, buf->data, head) != 1 ||
-        EVP_DigestUpdate(ctx->mdctx, mid.ptr, mid.len) != 1 ||
-        EVP_DigestUpdate(ctx->mdctx, buf->data + head, buf->len - head) != 1 ||
+        (mid.len > 0 && EVP_DigestUpdate(ctx->mdctx, mid.ptr, mid.len) != 1) ||
+        (buf->len > head && EVP_DigestUpdate(ctx->mdctx, buf->data + head, buf->len - head) != 1) ||
         EVP_DigestFinal_ex(ctx->mdctx, md, &mdlen) != 1 || mdlen < SH_FP_BYTES)
         return -1;
     memcpy(out->digest, md, SH_FP_BYTES);
@@ -304,14 +305,8 @@ static int hash_canonical(sh_fp_result *out, sh_fp_ctx *ctx)
         memcpy(out->hex, m->hex, sizeof(out->hex));
         return 0;
     }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_DigestInit_ex(ctx->mdctx, ctx->md, NULL) != 1 ||
-        EVP_DigestUpdate(ctx->mdctx, buf->data, buf->len) != 1 ||
-        EVP_DigestFinal_ex(ctx->mdctx, md, &mdlen) != 1 || mdlen < SH_FP_BYTES)
+    if (hash_around(out, ctx, buf->len, (sh_slice){"", 0}) != 0)
         return -1;
-    memcpy(out->digest, md, SH_FP_BYTES);
-    sh_fp_to_hex(out->hex, out->digest);
     if (m != NULL && buf->len <= SH_FP_MEMO_BYTES) {
         memcpy(m->bytes, buf->data, buf->len);
         m->len = buf->len;

@@ -704,15 +704,19 @@ static int is_field_name(const scan *sc, size_t p, size_t we)
     return 1;
 }
 
+/* Whether a field name and '=' begin at p, before limit ("user=bob"). */
+static int field_follows(const scan *sc, size_t p, size_t limit)
+{
+    size_t f = run_end(sc, p, CLS_DOTTED);
+    return f < limit && sc->t[f] == '=' && is_field_name(sc, p, f);
+}
+
 /* At p, after a run of stop punctuation: does the value end before it? It
  * does when nothing but a blank, another stop or the end follows, or when
  * the next field follows ("&user=", "; path=/"). */
 static int ends_before(const scan *sc, size_t p)
 {
-    if (p >= sc->n || is_value_stop(sc->t[p]))
-        return 1;
-    size_t f = run_end(sc, p, CLS_DOTTED);
-    return f < sc->n && sc->t[f] == '=' && is_field_name(sc, p, f);
+    return p >= sc->n || is_value_stop(sc->t[p]) || field_follows(sc, p, sc->n);
 }
 
 /* End of an unquoted value starting at v. Punctuation is part of it
@@ -956,25 +960,10 @@ static int is_context_value_char(unsigned char c)
            c != '>';
 }
 
-/* How often t[v..e) changes between lower and upper case: a few times in
- * a CamelCase name (InvalidTokenException: 5), every other byte or so in
- * random letters. */
-static size_t case_changes(const scan *sc, size_t v, size_t e)
-{
-    size_t changes = 0;
-    int prev = 0; /* 1 lower, 2 upper */
-    for (size_t k = v; k < e; k++) {
-        unsigned char c = sc->t[k];
-        int cur = c >= 'a' && c <= 'z' ? 1 : c >= 'A' && c <= 'Z' ? 2 : 0;
-        changes += prev != 0 && cur != 0 && cur != prev;
-        prev = cur;
-    }
-    return changes;
-}
-
 /* How often t[v..e) changes between lower case, upper case and digits:
- * about every other byte in base64, a few times in a path
- * (/home/Bob/id_ed25519: 3). */
+ * about every other byte in base64 or random letters, a few times in a
+ * path (/home/Bob/id_ed25519: 3) or a CamelCase name
+ * (InvalidTokenException: 5). */
 static size_t class_changes(const scan *sc, size_t v, size_t e)
 {
     size_t changes = 0;
@@ -997,8 +986,7 @@ static int detached_punct(const scan *sc, size_t v, size_t e)
     if (e - v < 2 || sc->t[v] == 0 || strchr("!#&*+,;=?@^|~", sc->t[v]) == NULL ||
         !is_alnum(sc->t[v + 1]))
         return 0;
-    size_t we = run_end(sc, v + 1, CLS_DOTTED);
-    return !(we < e && sc->t[we] == '=' && is_field_name(sc, v + 1, we)); /* &user=bob */
+    return !field_follows(sc, v + 1, e); /* &user=bob */
 }
 
 /* Whether t[v..e) looks like a secret rather than a word, a number, a
@@ -1045,7 +1033,7 @@ static int value_looks_secret(const scan *sc, size_t v, size_t e)
     if (!(lower || upper))
         return 0;
     if (len >= 20 && !digit && !symbol && lower && upper && distinct >= 10 &&
-        case_changes(sc, v, e) * 4 >= len)
+        class_changes(sc, v, e) * 4 >= len)
         return 1; /* random letters: the case changes every few bytes */
     if (len >= 16)
         return ((digit && hex) || classes >= 3) && distinct >= 10;
@@ -1063,8 +1051,7 @@ static int starts_next_field(const scan *sc, size_t p, size_t we, size_t ve)
     size_t f = p;
     while (f < ve && is_lead_punct(sc->t[f]))
         f++;
-    size_t fe = run_end(sc, f, CLS_DOTTED);
-    return f > p && fe < ve && sc->t[fe] == '=' && is_field_name(sc, f, fe);
+    return f > p && field_follows(sc, f, ve);
 }
 
 /* t[i..p) is a context word (the caller checked) */
