@@ -837,6 +837,10 @@ static size_t escaped_quote(const scan *sc, size_t p)
     return q > p && q < sc->n && sc->t[q] == '"' ? q + 1 : 0;
 }
 
+/* Longest word that may begin a sentence after "key: "; random lower-case
+ * tokens are longer (session: qwxzkjhgfdsapoiuytrewq expired). */
+#define PROSE_WORD_MAX 12
+
 /* Whether the text at p reads as a sentence rather than a value: a word
  * of lower-case letters, then a blank and another word ("token: signature
  * mismatch", "password: too short"). A value after "key: " is one token;
@@ -846,7 +850,7 @@ static int reads_as_prose(const scan *sc, size_t p)
     size_t e = p;
     while (e < sc->n && sc->t[e] >= 'a' && sc->t[e] <= 'z')
         e++;
-    if (e == p || e >= sc->n || !is_blank(sc->t[e]))
+    if (e == p || e - p > PROSE_WORD_MAX || e >= sc->n || !is_blank(sc->t[e]))
         return 0;
     size_t w = skip_blanks(sc, e);
     return w < sc->n && is_alpha(sc->t[w]);

@@ -481,6 +481,8 @@ static void test_prose_and_paths(void **state)
     UNCHANGED(NULL, "bad password: too short for policy");
     EXPECT(NULL, "password: letmein", "password: [REDACTED:secret]");
     EXPECT(NULL, "token: abc123 def", "token: [REDACTED:secret] def");
+    /* random lower-case letters are no word of a sentence */
+    EXPECT(NULL, "session: qwxzkjhgfdsapoiuytrewq expired", "session: [REDACTED:secret] expired");
     EXPECT(NULL, "secret access key /UjvAw90UHUi5T6F4AsMnCKdUnIppRIFnSolN1p0",
            "secret access key [REDACTED:secret]");
     UNCHANGED(NULL, "key file /opt/MyApp/ConfigKeys/ServiceAccountKey.json missing");
