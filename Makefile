@@ -463,11 +463,21 @@ $(LOADGEN): $(BUILD)/obj/test/bench/loadgen.o
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@
 
+# A NIF that holds the normal scheduler a given time per call, the check
+# that test/bench/block.exs sees a block of known length (bench only).
+BLOCK_CALIB_NIF := $(BUILD)/bench/block_calib_nif.so
+
+$(BLOCK_CALIB_NIF): test/bench/block_calib_nif.c $(BUILD)/flags/cc $(BUILD)/flags/cc-nif
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_COMMON) -I$(ERTS_INCLUDE_DIR) $(CFLAGS) -shared $(LDFLAGS) $< -o $@
+
 bench: bootstrap
 	$(Q)MIX_ENV=bench mix run test/bench/run.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/flood.exs
 	$(Q)MIX_ENV=bench mix run test/bench/port.exs
-	$(Q)MIX_ENV=bench mix run --no-start test/bench/block.exs
+	$(Q)$(MAKE) --no-print-directory $(BLOCK_CALIB_NIF)
+	$(Q)BLOCK_CALIB_NIF=$(BLOCK_CALIB_NIF) MIX_ENV=bench mix run --no-start test/bench/block.exs
 	$(Q)MIX_ENV=bench mix run test/bench/dashboard.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/orphans.exs
 	$(Q)MIX_ENV=bench mix run --no-start test/bench/edge.exs

@@ -2,6 +2,10 @@
 #
 #   nif_block_ms_idle      the longest lateness of a 1 ms pinger on a VM with
 #                          one normal scheduler (+S 1) while nothing else runs
+#   nif_block_ms_idle_after1  the same by the pinger of earlier runs (below)
+#   nif_block_calib_ms_<n>us  the same while a NIF made for the check holds
+#                          the normal scheduler n µs a call: it must read n
+#                          at least, or the bench stops (calibration)
 #   nif_block_ms_busy_erlang  the same while a plain Erlang loop runs (no
 #                          NIF): the VM's own time slices (baselines)
 #   nif_block_ms_busy_dirty   the same while a dirty NIF runs that leaves the
@@ -12,20 +16,26 @@
 #                          input (repeated for about a second), in another
 #                          process on the same VM
 #   nif_max_block_ms       the largest of the nif_block_ms_<case> figures
+#   nif_max_block_after1_ms   the same by the pinger of earlier runs
 #   miner_add_wait_ms_<c>  the longest miner_add/2 call of a process adding
 #                          small batches while the miner's 150,000 clusters
 #                          are listed or snapshotted (case <c>)
 #
-# Lateness: the pinger asks `receive after 1`, and each time it wakes up it
-# records how much later than 1 ms that was. A NIF that keeps the only
-# normal scheduler for X ms makes it up to X ms late. The VM is a :peer
+# Lateness: the pinger sets a timer for each millisecond boundary of the
+# monotonic clock (absolute), and each time it wakes up it records how long
+# after that boundary it ran. A NIF that keeps the only normal scheduler for
+# X ms makes it up to X ms late (up to about 2X when calls follow each
+# other: calibration). The pinger of earlier runs, which asked `receive
+# after 1` and counted from its last wake-up, runs beside it: ERTS rounds
+# that timeout up to its next 1 ms tick but one, which that pinger counted
+# as lateness (about 1 ms on an idle VM). The VM is a :peer
 # node started with +S 1 (dirty schedulers as usual), its normal scheduler
 # thread at real-time priority and its dirty CPU one at nice -20 when chrt
 # and renice can set them (BLOCK_RT=0: not), so that other programs do not
 # preempt them; this module is loaded into it and
 # every input is made there, before its pinger starts. Each case runs
 # rounds of at least 0.1 s (one whole call at least) for about 2.5 s, at
-# least 5; a figure is the least of the rounds' longest lateness (a delay
+# least 12; a figure is the least of the rounds' longest lateness (a delay
 # another program or the hypervisor causes does not come back in every
 # round; a NIF that blocks does, in every call), the median and the
 # largest are printed on stderr. The NIF calls run in a fresh process with room for their
@@ -33,14 +43,29 @@
 # counted; the inputs are persistent terms, not copied. BLOCK_CASES=a,b
 # runs only those cases.
 
+# The calibration NIF's module (test/bench/block_calib_nif.c), loaded into
+# the peer like the cases.
+{:module, calib_module, calib_binary, _} =
+  defmodule :self_heal_block_calib do
+    @moduledoc false
+    def load(path), do: :erlang.load_nif(String.to_charlist(path), 0)
+    # Holds the calling normal scheduler `us` microseconds.
+    def hold_us(_us), do: :erlang.nif_error(:not_loaded)
+  end
+
 {:module, peer_module, peer_binary, _} =
   defmodule SelfHeal.Bench.BlockPeer do
     @moduledoc false
     alias SelfHeal.Native
 
     # rounds of at least @round_ms (each at least one whole call), at least
-    # @min_rounds and until @case_ms have passed
-    @min_rounds 5
+    # @min_rounds and until @case_ms have passed. 12 rounds at least: a
+    # call of the 16 MiB cases takes 0.3-1.1 s, so each of their rounds
+    # holds 300-1,100 pings, and while a dirty scheduler streams through
+    # memory about 1 ping in 600 was more than 2 ms late with the normal
+    # scheduler asleep (the hypervisor; docs/benchmarks.md): with 5 rounds
+    # none was free of that in about 1 run of 6.
+    @min_rounds 12
     @round_ms 100
     @case_ms 2_500
     # heap words of a caller with a small result, and of one with a large
@@ -48,27 +73,53 @@
     @small_heap 65_536
     @big_heap 4_000_000
 
-    # The pinger: the longest lateness (µs) between start and :stop.
-    defp ping(t0, max) do
+    # The pinger: asks for a timer at each millisecond boundary of the
+    # monotonic clock (an absolute time: :erlang.start_timer/4 with abs)
+    # and records how long after that boundary it ran; the longest such
+    # lateness (µs) between start and :stop. ERTS's timers tick each
+    # millisecond, and a timer at a tick is due at that tick, so an idle
+    # VM reads some 50 µs; a block of X ms reads X when the boundary falls
+    # at its start.
+    defp ping(due, max) do
+      :erlang.start_timer(due, self(), :ping, abs: true)
+
       receive do
-        {:stop, from} -> send(from, {:late, max})
-      after
-        1 ->
+        {:stop, from} ->
+          send(from, {:late, self(), max})
+
+        {:timeout, _, :ping} ->
           t = System.monotonic_time(:microsecond)
-          ping(t, max(max, t - t0 - 1_000))
+          ping(Integer.floor_div(t, 1000) + 1, max(max, t - due * 1000))
       end
     end
 
-    # fun() under a pinger: {its longest lateness in ms, fun's result}.
+    # The pinger of earlier runs, beside it for comparison: `receive after
+    # 1`, lateness counted from its last wake-up plus 1 ms. ERTS rounds that
+    # timeout up to the next tick but one, so it reads about 1 ms more than
+    # ping/2 (an idle VM: about 1.0) and a block of X ms reads up to X + 1.
+    defp ping_after1(t0, max) do
+      receive do
+        {:stop, from} -> send(from, {:late, self(), max})
+      after
+        1 ->
+          t = System.monotonic_time(:microsecond)
+          ping_after1(t, max(max, t - t0 - 1_000))
+      end
+    end
+
+    # fun() under both pingers: {the longest lateness in ms, the same by
+    # the `after 1` pinger, fun's result}.
     defp with_pinger(fun) do
-      pinger = spawn(fn -> ping(System.monotonic_time(:microsecond), 0) end)
+      now = System.monotonic_time(:microsecond)
+      pinger = spawn(fn -> ping(Integer.floor_div(now, 1000) + 1, 0) end)
+      pinger_after1 = spawn(fn -> ping_after1(now, 0) end)
       Process.sleep(20)
       result = fun.()
       send(pinger, {:stop, self()})
-
-      receive do
-        {:late, us} -> {us / 1000, result}
-      end
+      send(pinger_after1, {:stop, self()})
+      us = receive(do: ({:late, ^pinger, us} -> us))
+      us_after1 = receive(do: ({:late, ^pinger_after1, us} -> us))
+      {us / 1000, us_after1 / 1000, result}
     end
 
     # op.(input) in a fresh process whose heap has room for the result
@@ -99,15 +150,17 @@
       t_end = System.monotonic_time(:millisecond) + @case_ms
       maxima = rounds(op, heap, t_end, [])
       :persistent_term.erase(__MODULE__)
-      sorted = Enum.sort(maxima)
-      {hd(sorted), List.last(sorted), Enum.at(sorted, div(length(sorted), 2))}
+      sorted = maxima |> Enum.map(&elem(&1, 0)) |> Enum.sort()
+      least_after1 = maxima |> Enum.map(&elem(&1, 1)) |> Enum.min()
+
+      {hd(sorted), List.last(sorted), Enum.at(sorted, div(length(sorted), 2)), least_after1}
     end
 
     defp rounds(op, heap, t_end, acc) do
       if length(acc) >= @min_rounds and System.monotonic_time(:millisecond) >= t_end do
         acc
       else
-        {ms, _} =
+        {ms, ms_after1, _} =
           with_pinger(fn ->
             t0 = System.monotonic_time(:millisecond)
             call(op, heap)
@@ -116,7 +169,7 @@
             |> Enum.find(fn _ -> System.monotonic_time(:millisecond) - t0 >= @round_ms end)
           end)
 
-        rounds(op, heap, t_end, [ms | acc])
+        rounds(op, heap, t_end, [{ms, ms_after1} | acc])
       end
     end
 
@@ -262,6 +315,11 @@
       result
     end
 
+    # A NIF that holds the normal scheduler a known time per call
+    # (test/bench/block_calib_nif.c): the check that the pinger sees such
+    # a block; not a NIF of SelfHeal's.
+    def case({:calib, us}), do: measure(us, &:self_heal_block_calib.hold_us/1)
+
     def case(:dedup_1m) do
       fp = String.duplicate("a", 32)
       events = for i <- 1..1_000_000, do: %{fingerprint: fp, timestamp: i, service: "api"}
@@ -377,7 +435,7 @@ defmodule SelfHeal.Bench.Block do
     :decode_json_lines_64m_slices
   ]
 
-  def run(module, binary) do
+  def run({module, binary}, calib) do
     paths =
       for p <- :code.get_path(),
           not List.starts_with?(p, :code.root_dir()),
@@ -397,9 +455,11 @@ defmodule SelfHeal.Bench.Block do
     IO.puts(:stderr, "  scheduler threads at raised priority: #{rt}")
     {:module, _} = :peer.call(peer, :code, :ensure_loaded, [SelfHeal.Native])
 
-    {idle, idle_worst, _} = :peer.call(peer, module, :idle, [], 60_000)
+    {idle, idle_worst, _, idle_after1} = :peer.call(peer, module, :idle, [], 60_000)
     IO.puts("BENCH nif_block_ms_idle #{fmt(idle)}")
     IO.puts("BENCH nif_block_ms_idle_worst #{fmt(idle_worst)}")
+    IO.puts("BENCH nif_block_ms_idle_after1 #{fmt(idle_after1)}")
+    calibrate(peer, module, calib)
     line("nif_block_ms_busy_erlang", :peer.call(peer, module, :busy, [], 60_000))
     line("nif_block_ms_busy_dirty", :peer.call(peer, module, :case, [:dirty_busy], 60_000))
 
@@ -422,6 +482,7 @@ defmodule SelfHeal.Bench.Block do
 
     IO.puts("BENCH nif_max_block_ms #{fmt(worst |> Enum.map(&elem(&1, 0)) |> Enum.max())}")
     IO.puts("BENCH nif_max_block_worst_ms #{fmt(worst |> Enum.map(&elem(&1, 1)) |> Enum.max())}")
+    IO.puts("BENCH nif_max_block_after1_ms #{fmt(worst |> Enum.map(&elem(&1, 3)) |> Enum.max())}")
     :peer.stop(peer)
   end
 
@@ -476,13 +537,44 @@ defmodule SelfHeal.Bench.Block do
     end
   end
 
-  # The figure; the median and the largest of the rounds on stderr.
-  defp line(name, {least, largest, median}) do
+  # The figure; the median and the largest of the rounds, and the least
+  # round by the `after 1` pinger, on stderr.
+  defp line(name, {least, largest, median, least_after1}) do
     IO.puts("BENCH #{name} #{fmt(least)}")
-    IO.puts(:stderr, "  #{name}: median round #{fmt(median)}, largest #{fmt(largest)}")
+
+    IO.puts(
+      :stderr,
+      "  #{name}: median round #{fmt(median)}, largest #{fmt(largest)}; " <>
+        "`after 1` pinger #{fmt(least_after1)}"
+    )
+  end
+
+  # The pinger must see a block of known length: the calibration NIF
+  # holding the normal scheduler 0.5 and then 1.5 ms a call must read at
+  # least that (a call queued behind the one before it can make it up to
+  # twice). BLOCK_CALIB_NIF, the library's path, is set by make bench.
+  defp calibrate(peer, module, {calib_module, calib_binary}) do
+    case System.get_env("BLOCK_CALIB_NIF", "") do
+      "" ->
+        IO.puts(:stderr, "  no calibration: BLOCK_CALIB_NIF is not set (make bench sets it)")
+
+      path ->
+        {:module, _} =
+          :peer.call(peer, :code, :load_binary, [calib_module, ~c"block.exs", calib_binary])
+
+        :ok = :peer.call(peer, calib_module, :load, [Path.rootname(path)])
+
+        for us <- [500, 1_500] do
+          {least, _, _, _} = figure = :peer.call(peer, module, :case, [{:calib, us}], 60_000)
+          line("nif_block_calib_ms_#{us}us", figure)
+
+          if least < us / 1000,
+            do: raise("the pinger read #{least} ms for a NIF that blocks #{us} µs a call")
+        end
+    end
   end
 
   defp fmt(ms), do: :erlang.float_to_binary(ms / 1, decimals: 2)
 end
 
-SelfHeal.Bench.Block.run(peer_module, peer_binary)
+SelfHeal.Bench.Block.run({peer_module, peer_binary}, {calib_module, calib_binary})
