@@ -170,6 +170,8 @@ typedef struct nz {
     size_t next_at;   /* position of the next '@' at or after the cursor */
     size_t next_url;  /* position of the next "://" at or after the cursor */
     size_t email_end; /* e-mail starts before this are known to fail */
+    size_t fun_from;  /* no '>' and no newline in [fun_from, fun_to): what */
+    size_t fun_to;    /* the last "#Function<" looked through */
 } nz;
 
 /* The byte at k, or 0 at and past the end of the current scan. NUL is no
@@ -1215,12 +1217,20 @@ static size_t on_hash(nz *z, size_t i)
         return e;
     }
     if (lit_at(z, i, "#Function<", 10)) {
-        for (e = i + 10; e < z->end && e < i + 512 && z->s[e] != '\n'; e++) {
+        /* up to its '>' within 512 bytes, on the same line; the bytes the
+         * last one looked through are not looked through again (a run of
+         * "#Function<" without '>' would cost 50 reads a byte) */
+        e = i + 10;
+        if (z->fun_from <= e && e < z->fun_to)
+            e = z->fun_to;
+        for (; e < z->end && e < i + 512 && z->s[e] != '\n'; e++) {
             if (z->s[e] == '>') {
                 PH(z, e + 1, "<fun>");
                 return e + 1;
             }
         }
+        z->fun_from = i + 10;
+        z->fun_to = e;
     }
     put_byte(z, '#');
     return i + 1;

@@ -806,6 +806,43 @@ static void test_erlang_terms(void **state)
     CHECK_TABLE(t);
 }
 
+/* Runs of "#Function<": each looks up to 512 bytes ahead for its '>', and
+ * what one has looked through is not looked through again, with the same
+ * result as looking each time. */
+static void test_function_runs(void **state)
+{
+    (void)state;
+    char in[1200], want[1200];
+    size_t n = 0, w = 0;
+    /* 60 in a row, then '>': the first whose 512 bytes reach it (the 10th)
+     * and what follows are one <fun> */
+    for (int i = 0; i < 60; i++, n += 10)
+        memcpy(in + n, "#Function<", 10);
+    in[n++] = '>';
+    in[n] = '\0';
+    for (int i = 0; i < 9; i++, w += 10)
+        memcpy(want + w, "#Function<", 10);
+    strcpy(want + w, "<fun>");
+    assert_true(check_case(in, n, want));
+    /* a '>' 513 bytes after the first: only the second reaches it */
+    n = 0;
+    memcpy(in, "#Function<", 10);
+    memset(in + 10, 'y', 505);
+    memcpy(in + 515, "#Function<zzzzzzzzzz>", 21);
+    n = 536;
+    in[n] = '\0';
+    memcpy(want, in, 515);
+    strcpy(want + 515, "<fun>");
+    assert_true(check_case(in, n, want));
+    static const tcase t[] = {
+        /* a newline ends the first; the second has its own '>' */
+        {"#Function< a\n#Function<b> x", "#Function< a\n<fun> x"},
+        {"#Function<#Function< a\nb>", "#Function<#Function< a\nb>"},
+        {"#Function<#Function<1/2>", "<fun>"},
+    };
+    CHECK_TABLE(t);
+}
+
 static void test_args_calls(void **state)
 {
     (void)state;
@@ -1197,6 +1234,7 @@ int main(void)
         cmocka_unit_test(test_urls),
         cmocka_unit_test(test_quoted_values),
         cmocka_unit_test(test_erlang_terms),
+        cmocka_unit_test(test_function_runs),
         cmocka_unit_test(test_args_calls),
         cmocka_unit_test(test_args_mfa),
         cmocka_unit_test(test_utf8_repair),
