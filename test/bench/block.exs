@@ -186,8 +186,13 @@
       end
     end
 
-    # A message that takes normalize.c its longest per byte (about 25 ns).
-    defp nasty(bytes), do: :binary.part(:binary.copy("#Function<", div(bytes, 10) + 1), 0, bytes)
+    # A message that takes normalize.c its longest per byte: ":1F" repeated
+    # (hex groups that never end as an IPv6 address; about 22 ns a byte),
+    # the slowest of every string of up to 5 characters of "1aF:-<@" and up
+    # to 4 of "1aF:-<@#. " repeated (2026-12-06; until then "#Function<",
+    # 28 ns a byte before normalize.c stopped reading its 512 bytes again
+    # for each one).
+    defp nasty(bytes), do: :binary.part(:binary.copy(":1F", div(bytes, 3) + 1), 0, bytes)
 
     @big 16_777_216
 
