@@ -35,7 +35,7 @@
 # preempt them; this module is loaded into it and
 # every input is made there, before its pinger starts. Each case runs
 # rounds of at least 0.1 s (one whole call at least) for about 2.5 s, at
-# least 12; a figure is the least of the rounds' longest lateness (a delay
+# least 20; a figure is the least of the rounds' longest lateness (a delay
 # another program or the hypervisor causes does not come back in every
 # round; a NIF that blocks does, in every call), the median and the
 # largest are printed on stderr. The NIF calls run in a fresh process with room for their
@@ -59,13 +59,14 @@
     alias SelfHeal.Native
 
     # rounds of at least @round_ms (each at least one whole call), at least
-    # @min_rounds and until @case_ms have passed. 12 rounds at least: a
-    # call of the 16 MiB cases takes 0.3-1.1 s, so each of their rounds
-    # holds 300-1,100 pings, and while a dirty scheduler streams through
+    # @min_rounds and until @case_ms have passed. 20 rounds at least: a
+    # call of the 16 MiB cases takes 0.3-1.5 s, so each of their rounds
+    # holds 300-1,500 pings, and while a dirty scheduler streams through
     # memory about 1 ping in 600 was more than 2 ms late with the normal
     # scheduler asleep (the hypervisor; docs/benchmarks.md): with 5 rounds
-    # none was free of that in about 1 run of 6.
-    @min_rounds 12
+    # none was free of that in about 1 run of 6, and with 12 the batch's
+    # median round was 3.4 ms.
+    @min_rounds 20
     @round_ms 100
     @case_ms 2_500
     # heap words of a caller with a small result, and of one with a large
