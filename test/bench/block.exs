@@ -457,8 +457,10 @@ defmodule SelfHeal.Bench.Block do
 
     {:module, ^module} = :peer.call(peer, :code, :load_binary, [module, ~c"block.exs", binary])
     1 = :peer.call(peer, :erlang, :system_info, [:schedulers_online])
-    rt = realtime(:peer.call(peer, :os, :getpid, []))
+    os_pid = :peer.call(peer, :os, :getpid, [])
+    rt = realtime(os_pid)
     IO.puts(:stderr, "  scheduler threads at raised priority: #{rt}")
+    IO.puts(:stderr, "  scheduler threads on one CPU: #{one_cpu(os_pid)}")
     {:module, _} = :peer.call(peer, :code, :ensure_loaded, [SelfHeal.Native])
 
     {idle, idle_worst, _, idle_after1} = :peer.call(peer, module, :idle, [], 60_000)
@@ -506,19 +508,45 @@ defmodule SelfHeal.Bench.Block do
   defp realtime(os_pid) do
     with "1" <- System.get_env("BLOCK_RT", "1"),
          chrt when is_binary(chrt) <- System.find_executable("chrt"),
-         [_ | _] = tids <-
-           for(
-             dir <- Path.wildcard("/proc/#{os_pid}/task/*"),
-             {:ok, name} = File.read(Path.join(dir, "comm")),
-             kind = thread_kind(name),
-             kind != nil,
-             do: {kind, Path.basename(dir)}
-           ),
+         [_ | _] = tids <- scheduler_threads(os_pid),
          true <- Enum.all?(tids, &raise_priority(chrt, &1)) do
       true
     else
       _ -> false
     end
+  end
+
+  # The normal and the dirty CPU scheduler thread on the same CPU (the
+  # first the peer may use; taskset), so that the normal one, real-time,
+  # preempts the dirty one where it runs instead of waking an idle vCPU.
+  # On the development machine (a Firecracker VM, 2 vCPUs) a vCPU woken
+  # from idle while the other streamed through memory came back up to 1.7
+  # ms late, with the thread neither running nor switched out
+  # (docs/benchmarks.md); with both threads on one CPU, the pings more than
+  # 1 ms late of fingerprint_batch_4x16m fell from 87 to 3 of 13,000. The
+  # dirty thread still has that CPU whenever the normal one sleeps, and a
+  # NIF on the normal scheduler blocks it as before. BLOCK_PIN=0 leaves
+  # them where the kernel puts them.
+  defp one_cpu(os_pid) do
+    with "1" <- System.get_env("BLOCK_PIN", "1"),
+         taskset when is_binary(taskset) <- System.find_executable("taskset"),
+         {:ok, status} <- File.read("/proc/#{os_pid}/status"),
+         [_, list] <- Regex.run(~r/^Cpus_allowed_list:\s*([0-9]+)/m, status),
+         [_ | _] = tids <- scheduler_threads(os_pid) do
+      Enum.all?(tids, fn {_, tid} ->
+        match?({_, 0}, System.cmd(taskset, ["-p", "-c", list, tid], stderr_to_stdout: true))
+      end)
+    else
+      _ -> false
+    end
+  end
+
+  defp scheduler_threads(os_pid) do
+    for dir <- Path.wildcard("/proc/#{os_pid}/task/*"),
+        {:ok, name} = File.read(Path.join(dir, "comm")),
+        kind = thread_kind(name),
+        kind != nil,
+        do: {kind, Path.basename(dir)}
   end
 
   defp thread_kind(name) do
