@@ -32,7 +32,8 @@
 # node started with +S 1 (dirty schedulers as usual), its normal scheduler
 # thread at real-time priority and its dirty CPU one at nice -20 when chrt
 # and renice can set them (BLOCK_RT=0: not), so that other programs do not
-# preempt them; this module is loaded into it and
+# preempt them, and both on one CPU (BLOCK_PIN=0: not; one_cpu/1 says
+# why); this module is loaded into it and
 # every input is made there, before its pinger starts. Each case runs
 # rounds of at least 0.1 s (one whole call at least) for about 2.5 s, at
 # least 20; a figure is the least of the rounds' longest lateness (a delay
