@@ -39,9 +39,9 @@
 # least 20; a figure is the least of the rounds' longest lateness (a delay
 # another program or the hypervisor causes does not come back in every
 # round; a NIF that blocks does, in every call), the median and the
-# largest are printed on stderr. The NIF calls run in a fresh process with room for their
-# result, so no garbage collection (which the pinger would see too) is
-# counted; the inputs are persistent terms, not copied. BLOCK_CASES=a,b
+# largest are printed on stderr. The NIF calls run in a fresh process with
+# room for their result, so no garbage collection (which the pinger would
+# see too) is counted; the inputs are persistent terms, not copied. BLOCK_CASES=a,b
 # runs only those cases.
 
 # The calibration NIF's module (test/bench/block_calib_nif.c), loaded into

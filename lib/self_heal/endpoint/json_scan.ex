@@ -4,10 +4,10 @@ defmodule SelfHeal.Endpoint.JSONScan do
   building terms.
 
   The endpoint decodes events with `SelfHeal.Native.decode_json_lines/3`
-  (jansson, in C), a slice of records at a time. Bodies that are not one object a line (Fluent Bit's
-  `Format json`, a JSON array; the capture body `{"events": [...]}`) are
-  cut here into the raw texts of their elements, which are then joined
-  into a `json_lines` body. The scanner only finds boundaries (strings,
+  (jansson, in C), a slice of records at a time. Bodies that are not one
+  object a line (Fluent Bit's `Format json`, a JSON array; the capture
+  body `{"events": [...]}`) are cut here into the raw texts of their
+  elements, which are then joined into a `json_lines` body. The scanner only finds boundaries (strings,
   escapes, bracket depth); each element is validated by the NIF, so one bad
   element is counted as malformed while the others are kept.
 
