@@ -1,4 +1,5 @@
 /* Helpers shared by the NIF files; see nif_util.h. */
+#define _GNU_SOURCE /* pthread_attr_setaffinity_np, sched_getaffinity, cpu_set_t */
 #include "nif_util.h"
 
 #include <pthread.h>
@@ -6,6 +7,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Atomic unsigned long yields, dirty_moves, steps;
 
@@ -43,6 +45,8 @@ static void *run_deferred(void *p)
 {
     deferred_call call = *(deferred_call *)p;
     enif_free(p);
+    /* found by name in top -H, ps -L and /proc/<pid>/task/<tid>/comm */
+    (void)pthread_setname_np(pthread_self(), SH_NIF_DEFER_THREAD);
     call.fn(call.arg);
     atomic_fetch_sub(&deferred, 1);
     return NULL;
@@ -70,6 +74,13 @@ void sh_nif_defer(void (*fn)(void *), void *arg)
         (pthread_attr_setschedpolicy(&attr, SCHED_OTHER) != 0 ||
          pthread_attr_setschedparam(&attr, &normal) != 0))
         pthread_attr_setinheritsched(&attr, PTHREAD_INHERIT_SCHED);
+    /* the CPUs the process may use, not those of the calling thread: a
+     * scheduler bound to one CPU (+sbt, taskset) would have the free
+     * compete with it there, and the kernel lets such a thread have 50 ms
+     * a second of a CPU that a real-time scheduler keeps busy */
+    cpu_set_t cpus;
+    if (sched_getaffinity(getpid(), sizeof(cpus), &cpus) == 0)
+        (void)pthread_attr_setaffinity_np(&attr, sizeof(cpus), &cpus);
     int rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (rc == 0)
         rc = pthread_create(&tid, &attr, run_deferred, call);

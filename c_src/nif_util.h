@@ -116,11 +116,14 @@ ERL_NIF_TERM sh_nif_walk_start(ErlNifEnv *env, ERL_NIF_TERM badarg_atom, const s
 
 /* Runs fn(arg) on a thread of its own (detached), so that freeing a large
  * structure in a resource's destructor, which may run on a normal
- * scheduler, does not hold it; inline when no thread can be made.
- * sh_nif_deferred_wait returns once every such call has (the library's
- * unload). */
+ * scheduler, does not hold it; inline when no thread can be made. The
+ * thread is named SH_NIF_DEFER_THREAD, time-shared (SCHED_OTHER, whatever
+ * the caller's policy) and may run on every CPU the process may (not only
+ * the caller's, should the scheduler be bound to one). sh_nif_deferred_wait
+ * returns once every such call has (the library's unload). */
 void sh_nif_defer(void (*fn)(void *), void *arg);
 void sh_nif_deferred_wait(void);
+#define SH_NIF_DEFER_THREAD "self_heal_defer"
 
 /* A resource holding more than this many items (clusters, watches) is
  * freed by sh_nif_defer when its destructor runs on a normal scheduler. */

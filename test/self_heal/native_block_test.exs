@@ -501,6 +501,62 @@ defmodule SelfHeal.NativeBlockTest do
       assert steps >= 1
     end
 
+    # A scheduler bound to one CPU (+sbt, taskset) must not hand the free
+    # that CPU only: the kernel lets a time-shared thread there have 50 ms
+    # a second of a real-time scheduler's CPU, a stall the bench saw.
+    test "a miner dropped on a bound scheduler is freed by a thread that may use the process's CPUs",
+         %{miner: m} do
+      taskset = System.find_executable("taskset") || flunk("taskset (util-linux) is needed")
+      os_pid = :os.getpid()
+      process_cpus = cpus_allowed("/proc/#{os_pid}/status")
+
+      bound =
+        for dir <- Path.wildcard("/proc/#{os_pid}/task/*"),
+            File.read!(Path.join(dir, "comm")) =~ ~r/^[0-9]+_scheduler/,
+            do: {Path.basename(dir), cpus_allowed(Path.join(dir, "status"))}
+
+      first = process_cpus |> String.split([",", "-"]) |> hd()
+      snapshot = Native.miner_snapshot(m)
+
+      try do
+        for {tid, _} <- bound, do: {_, 0} = System.cmd(taskset, ["-p", "-c", first, tid])
+
+        seen =
+          Enum.find_value(1..20, fn _ ->
+            spawn(fn -> {:ok, _} = Native.miner_restore(snapshot, max_clusters: 200_000) end)
+            defer_thread_cpus(os_pid, System.monotonic_time(:millisecond) + 2_000)
+          end)
+
+        assert seen == process_cpus, "the free's thread may use #{inspect(seen)}"
+      after
+        for {tid, cpus} <- bound, do: System.cmd(taskset, ["-p", "-c", cpus, tid])
+      end
+    end
+
+    defp cpus_allowed(status_path) do
+      with {:ok, status} <- File.read(status_path),
+           [_, list] <- Regex.run(~r/^Cpus_allowed_list:\s*(\S+)/m, status),
+           do: list,
+           else: (_ -> nil)
+    end
+
+    # The CPUs a running "self_heal_defer" thread may use, or nil when none
+    # was seen before the deadline.
+    defp defer_thread_cpus(os_pid, deadline) do
+      found =
+        Enum.find_value(Path.wildcard("/proc/#{os_pid}/task/*"), fn dir ->
+          with {:ok, "self_heal_defer\n"} <- File.read(Path.join(dir, "comm")),
+               do: cpus_allowed(Path.join(dir, "status")),
+               else: (_ -> nil)
+        end)
+
+      cond do
+        found != nil -> found
+        System.monotonic_time(:millisecond) > deadline -> nil
+        true -> defer_thread_cpus(os_pid, deadline)
+      end
+    end
+
     test "a process killed during a walk leaves the miner usable", %{miner: m} do
       for walk <- [&Native.miner_templates/1, &Native.miner_snapshot/1] do
         pid = spawn(fn -> walk.(m) end)
