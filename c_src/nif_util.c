@@ -1,5 +1,5 @@
 /* Helpers shared by the NIF files; see nif_util.h. */
-#define _GNU_SOURCE /* pthread_attr_setaffinity_np, sched_getaffinity, cpu_set_t */
+#define _GNU_SOURCE /* pthread_setname_np, sched_getaffinity, cpu_set_t */
 #include "nif_util.h"
 
 #include <pthread.h>
@@ -45,7 +45,17 @@ static void *run_deferred(void *p)
 {
     deferred_call call = *(deferred_call *)p;
     enif_free(p);
-    /* found by name in top -H, ps -L and /proc/<pid>/task/<tid>/comm */
+    /* the CPUs the process may use (its first thread's), not those of the
+     * scheduler that made this one: bound to one CPU (+sbt, taskset), the
+     * free would compete with it there, and the kernel lets a time-shared
+     * thread have 50 ms a second of a CPU that a real-time scheduler keeps
+     * busy. Set here, not in the attributes: should it fail, pthread_create
+     * would, and the free would run on the scheduler after all. */
+    cpu_set_t cpus;
+    if (sched_getaffinity(getpid(), sizeof(cpus), &cpus) == 0)
+        (void)sched_setaffinity(0, sizeof(cpus), &cpus);
+    /* found by name in top -H, ps -L and /proc/<pid>/task/<tid>/comm
+     * (named once its CPUs are set) */
     (void)pthread_setname_np(pthread_self(), SH_NIF_DEFER_THREAD);
     call.fn(call.arg);
     atomic_fetch_sub(&deferred, 1);
@@ -74,13 +84,6 @@ void sh_nif_defer(void (*fn)(void *), void *arg)
         (pthread_attr_setschedpolicy(&attr, SCHED_OTHER) != 0 ||
          pthread_attr_setschedparam(&attr, &normal) != 0))
         pthread_attr_setinheritsched(&attr, PTHREAD_INHERIT_SCHED);
-    /* the CPUs the process may use, not those of the calling thread: a
-     * scheduler bound to one CPU (+sbt, taskset) would have the free
-     * compete with it there, and the kernel lets such a thread have 50 ms
-     * a second of a CPU that a real-time scheduler keeps busy */
-    cpu_set_t cpus;
-    if (sched_getaffinity(getpid(), sizeof(cpus), &cpus) == 0)
-        (void)pthread_attr_setaffinity_np(&attr, sizeof(cpus), &cpus);
     int rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (rc == 0)
         rc = pthread_create(&tid, &attr, run_deferred, call);

@@ -16,7 +16,10 @@
 #                          input (repeated for about a second), in another
 #                          process on the same VM
 #   nif_max_block_ms       the largest of the nif_block_ms_<case> figures
-#   nif_max_block_after1_ms   the same by the pinger of earlier runs
+#   nif_max_block_median_ms   the largest of the cases' median rounds
+#   nif_max_block_worst_ms    the largest of any case's rounds
+#   nif_block_ms_idle_worst   the largest round of the idle VM
+#   nif_max_block_after1_ms   nif_max_block_ms by the pinger of earlier runs
 #   miner_add_wait_ms_<c>  the longest miner_add/2 call of a process adding
 #                          small batches while the miner's 150,000 clusters
 #                          are listed or snapshotted (case <c>)
@@ -490,6 +493,7 @@ defmodule SelfHeal.Bench.Block do
       end
 
     IO.puts("BENCH nif_max_block_ms #{fmt(worst |> Enum.map(&elem(&1, 0)) |> Enum.max())}")
+    IO.puts("BENCH nif_max_block_median_ms #{fmt(worst |> Enum.map(&elem(&1, 2)) |> Enum.max())}")
     IO.puts("BENCH nif_max_block_worst_ms #{fmt(worst |> Enum.map(&elem(&1, 1)) |> Enum.max())}")
     IO.puts("BENCH nif_max_block_after1_ms #{fmt(worst |> Enum.map(&elem(&1, 3)) |> Enum.max())}")
     :peer.stop(peer)
