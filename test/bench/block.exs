@@ -130,9 +130,19 @@
     # op.(input) in a fresh process whose heap has room for the result
     # (heap words), so that no garbage collection (which the pinger would
     # see too) happens during the call; the input is a persistent term (not
-    # copied).
+    # copied). Then a pause of an eighth of the call's time (summed over
+    # calls, paid in whole milliseconds): calls back to back kept the
+    # real-time normal scheduler busy all the time, and the kernel stops a
+    # real-time thread that ran 950 ms of a second until the second is over
+    # (sched_rt_runtime_us), with the CPU idle meanwhile. perf showed the
+    # scheduler thread switched out, runnable, for 50 ms each second in a
+    # loop of watch_observe_10k_watches (2026-12-06); in block.exs, where
+    # each round begins with 20 ms of sleep, such stops cut short to 15-34
+    # ms were the largest rounds of the cases that work on the normal
+    # scheduler. Every call is still measured whole.
     defp call(op, heap) do
       input = :persistent_term.get(__MODULE__)
+      t0 = System.monotonic_time(:microsecond)
 
       {_, ref} = :erlang.spawn_opt(fn -> op.(input) end, [:monitor, min_heap_size: heap])
 
@@ -140,6 +150,10 @@
         {:DOWN, ^ref, _, _, :normal} -> :ok
         {:DOWN, ^ref, _, _, other} -> raise "the NIF call failed: #{inspect(other)}"
       end
+
+      owed = Process.get(:pause_owed_us, 0) + div(System.monotonic_time(:microsecond) - t0, 8)
+      Process.sleep(div(owed, 1_000))
+      Process.put(:pause_owed_us, rem(owed, 1_000))
     end
 
     # Rounds of op, each repeated for at least @round_ms under a pinger,
