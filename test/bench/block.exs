@@ -137,9 +137,9 @@
     # (sched_rt_runtime_us), with the CPU idle meanwhile. perf showed the
     # scheduler thread switched out, runnable, for 50 ms each second in a
     # loop of watch_observe_10k_watches (2026-12-06); in block.exs, where
-    # each round begins with 20 ms of sleep, such stops cut short to 15-34
-    # ms were the largest rounds of the cases that work on the normal
-    # scheduler. Every call is still measured whole.
+    # each round begins with 20 ms of sleep, such stops cut short were that
+    # case's largest rounds (9.7-33.9 ms in three whole runs, 1.5-4.8 with
+    # the pause). Every call is still measured whole.
     defp call(op, heap) do
       input = :persistent_term.get(__MODULE__)
       t0 = System.monotonic_time(:microsecond)
