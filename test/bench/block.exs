@@ -44,8 +44,8 @@
 # round; a NIF that blocks does, in every call), the median and the
 # largest are printed on stderr. The NIF calls run in a fresh process with
 # room for their result, so no garbage collection (which the pinger would
-# see too) is counted; the inputs are persistent terms, not copied. BLOCK_CASES=a,b
-# runs only those cases.
+# see too) is counted; the inputs are persistent terms, not copied.
+# BLOCK_CASES=a,b runs only those cases.
 
 # The calibration NIF's module (test/bench/block_calib_nif.c), loaded into
 # the peer like the cases.
@@ -506,10 +506,18 @@ defmodule SelfHeal.Bench.Block do
         end
       end
 
-    IO.puts("BENCH nif_max_block_ms #{fmt(worst |> Enum.map(&elem(&1, 0)) |> Enum.max())}")
-    IO.puts("BENCH nif_max_block_median_ms #{fmt(worst |> Enum.map(&elem(&1, 2)) |> Enum.max())}")
-    IO.puts("BENCH nif_max_block_worst_ms #{fmt(worst |> Enum.map(&elem(&1, 1)) |> Enum.max())}")
-    IO.puts("BENCH nif_max_block_after1_ms #{fmt(worst |> Enum.map(&elem(&1, 3)) |> Enum.max())}")
+    # the largest over the cases of each one's {least round, largest round,
+    # median round, least round by the `after 1` pinger}
+    figures = [
+      nif_max_block_ms: 0,
+      nif_max_block_median_ms: 2,
+      nif_max_block_worst_ms: 1,
+      nif_max_block_after1_ms: 3
+    ]
+
+    for {name, at} <- figures,
+        do: IO.puts("BENCH #{name} #{fmt(worst |> Enum.map(&elem(&1, at)) |> Enum.max())}")
+
     :peer.stop(peer)
   end
 

@@ -7,9 +7,10 @@ defmodule SelfHeal.Endpoint.JSONScan do
   (jansson, in C), a slice of records at a time. Bodies that are not one
   object a line (Fluent Bit's `Format json`, a JSON array; the capture
   body `{"events": [...]}`) are cut here into the raw texts of their
-  elements, which are then joined into a `json_lines` body. The scanner only finds boundaries (strings,
-  escapes, bracket depth); each element is validated by the NIF, so one bad
-  element is counted as malformed while the others are kept.
+  elements, which are then joined into a `json_lines` body. The scanner
+  only finds boundaries (strings, escapes, bracket depth); each element is
+  validated by the NIF, so one bad element is counted as malformed while
+  the others are kept.
 
   Bounded: no recursion (a depth counter, at most 64 levels), and the
   jumps between structural bytes use `:binary.match/3`, so a body costs one
